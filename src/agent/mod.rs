@@ -1,0 +1,1 @@
+//! The deploy ramdisk agent (ironic-python-agent compatible), as a library; binary ferric-agent.

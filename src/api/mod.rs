@@ -1,0 +1,1 @@
+//! REST API, wire-compatible with Ironic v1 (microversions, error envelope, resources).

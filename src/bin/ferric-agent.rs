@@ -1,0 +1,5 @@
+//! `ferric-agent`: the deploy ramdisk agent.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

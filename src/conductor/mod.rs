@@ -1,0 +1,1 @@
+//! The conductor: state machine table, per-node locks, worker pool, periodic tasks, deploy orchestration.

@@ -1,0 +1,1 @@
+//! Hardware types and their interfaces (power, management, boot, deploy, network), one trait each.

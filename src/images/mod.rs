@@ -1,0 +1,1 @@
+//! Image service (the Glance role) and HTTP store with temporary URLs (the Swift role).

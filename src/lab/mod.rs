@@ -1,0 +1,1 @@
+//! Assembles the service with hardware from ferric-sim (simulated fleets, QEMU labs). CLI level only.

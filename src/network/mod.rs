@@ -1,0 +1,1 @@
+//! Provisioning and tenant networks for a node's ports, and the DHCP options they need.

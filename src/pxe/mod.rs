@@ -1,0 +1,1 @@
+//! Provisioning-network services: DHCP, TFTP, HTTP boot, boot configs, image cache.

@@ -1,0 +1,1 @@
+//! API to conductor calls, behind a trait so the conductor can later live in another process.

@@ -1,0 +1,1 @@
+//! Scenario files: parse, run against a simulated fleet, check expectations and invariants.
