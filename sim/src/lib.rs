@@ -4,3 +4,5 @@
 //! This crate depends on no part of the service: the service's IPMI client and this crate's BMC are
 //! independent implementations of the protocol that test each other (and are each tested against
 //! independent peers: ipmitool against the BMC, OpenIPMI's ipmi_sim against the client).
+
+pub mod machine;
