@@ -6,7 +6,9 @@
 
 pub mod agent;
 pub mod api;
+pub mod clock;
 pub mod conductor;
+pub mod config;
 pub mod db;
 pub mod drivers;
 pub mod images;
@@ -18,3 +20,5 @@ pub mod network;
 pub mod pxe;
 pub mod rpc;
 pub mod scenario;
+pub mod service;
+pub mod trace;

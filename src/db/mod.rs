@@ -1,1 +1,138 @@
 //! SQLite store: schema migrations, one transaction per write, node reservations in the row.
+//!
+//! Calls are synchronous and short (microseconds: prepared statements on WAL), so async callers use
+//! them directly rather than hopping to a blocking pool. One writer connection serialises writes;
+//! a small pool of reader connections serves the API's reads in parallel.
+
+mod migrations;
+mod nodes;
+mod others;
+
+pub use nodes::{NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
+pub use others::{PORT_SORT_KEYS, PortQuery};
+
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Store errors. The API maps these to Ironic's error kinds in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{kind} {ident} could not be found.")]
+    NotFound { kind: &'static str, ident: String },
+    #[error("{0}")]
+    Duplicate(String),
+    #[error("Node {node} is locked by host {host}, please retry after the current operation is completed.")]
+    Locked { node: String, host: String },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot open database at {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+const READERS: usize = 4;
+
+impl Db {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let open = |p: &Path| Connection::open(p).map_err(|source| DbError::Open { path: p.to_path_buf(), source });
+        let writer = open(path)?;
+        configure(&writer, true)?;
+        migrations::migrate(&writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = open(path)?;
+            configure(&r, false)?;
+            readers.push(Mutex::new(r));
+        }
+        Ok(Db::from_parts(writer, readers))
+    }
+
+    /// A private in-memory database (simulations, tests): one connection serves reads and writes.
+    pub fn open_in_memory() -> Result<Db, DbError> {
+        let c = Connection::open_in_memory()?;
+        configure(&c, true)?;
+        migrations::migrate(&c)?;
+        Ok(Db::from_parts(c, Vec::new()))
+    }
+
+    fn from_parts(writer: Connection, readers: Vec<Mutex<Connection>>) -> Db {
+        Db { inner: Arc::new(Inner { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) }) }
+    }
+
+    /// Runs `f` on a reader connection (the writer when there are none).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+        let rs = &self.inner.readers;
+        if rs.is_empty() {
+            return f(&self.inner.writer.lock());
+        }
+        let start = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..rs.len() {
+            if let Some(c) = rs[(start + i) % rs.len()].try_lock() {
+                return f(&c);
+            }
+        }
+        f(&rs[start % rs.len()].lock())
+    }
+
+    /// Runs `f` inside one write transaction, committed only if `f` succeeds.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut c = self.inner.writer.lock();
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn configure(c: &Connection, writer: bool) -> Result<(), DbError> {
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    if writer {
+        // WAL lets readers run beside the writer; NORMAL sync is durable across process crashes
+        // (the conductor's failure model) and fsyncs only at checkpoints.
+        c.pragma_update(None, "journal_mode", "WAL")?;
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    // Bounded page cache per connection (KiB when negative): RSS stays small with many nodes.
+    c.pragma_update(None, "cache_size", -2048)?;
+    c.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Maps a UNIQUE constraint failure to `Duplicate(msg)`.
+pub(crate) fn unique_violation(e: rusqlite::Error, msg: impl FnOnce(&str) -> String) -> DbError {
+    if let rusqlite::Error::SqliteFailure(err, Some(text)) = &e {
+        if err.code == rusqlite::ErrorCode::ConstraintViolation && text.contains("UNIQUE") {
+            return DbError::Duplicate(msg(text));
+        }
+    }
+    DbError::Sqlite(e)
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, DbError> {
+    serde_json::to_string(v).map_err(|e| DbError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, DbError> {
+    serde_json::from_str(s).map_err(|e| DbError::Corrupt(e.to_string()))
+}

@@ -1,1 +1,97 @@
 //! API to conductor calls, behind a trait so the conductor can later live in another process.
+//! The error type is plain data (serde) for the same reason.
+
+use crate::drivers::Heartbeat;
+use crate::models::{BootDevice, Node, NodeId, Port, PortId, PowerTarget};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Errors that cross the API/conductor boundary, by the HTTP class they become.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum RpcError {
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 409, Ironic's NodeLocked
+    #[error("{0}")]
+    Locked(String),
+    /// 409: duplicates, associated instances, wrong state for deletion
+    #[error("{0}")]
+    Conflict(String),
+    /// 400, Ironic's InvalidStateRequested
+    #[error("{0}")]
+    InvalidState(String),
+    /// 400: invalid or missing parameters, failed validation
+    #[error("{0}")]
+    Invalid(String),
+    /// 403: protected nodes
+    #[error("{0}")]
+    Forbidden(String),
+    /// 406
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// 503, Ironic's NoFreeConductorWorker
+    #[error("{0}")]
+    NoFreeWorker(String),
+    /// 500: a bug or a broken store; the message is safe to show
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Extra arguments of a provision action.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProvisionArgs {
+    pub configdrive: Option<serde_json::Value>,
+    pub clean_steps: Option<Vec<serde_json::Value>>,
+    pub deploy_steps: Option<Vec<serde_json::Value>>,
+    pub service_steps: Option<Vec<serde_json::Value>>,
+    pub rescue_password: Option<String>,
+    pub disable_ramdisk: Option<bool>,
+}
+
+/// One interface's validation result (`GET /v1/nodes/{id}/validate`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ValidationResult {
+    pub result: bool,
+    pub reason: Option<String>,
+}
+
+/// What the API asks of the conductor. Reads go straight to the database; anything that needs a
+/// node's lock, a driver or the hardware comes here.
+#[async_trait]
+pub trait ConductorApi: Send + Sync {
+    /// Hostname of the conductor serving `node` (Ironic's `conductor` field).
+    fn conductor_for(&self, node: &Node) -> Option<String>;
+    async fn create_node(&self, node: Node) -> Result<Node, RpcError>;
+    /// Replaces a node's record with `updated` (the API applied and checked the patch).
+    async fn update_node(&self, updated: Node, reset_interfaces: bool) -> Result<Node, RpcError>;
+    async fn destroy_node(&self, node: NodeId) -> Result<(), RpcError>;
+    async fn change_power_state(&self, node: NodeId, target: PowerTarget, timeout: Option<u64>)
+    -> Result<(), RpcError>;
+    async fn do_provisioning_action(&self, node: NodeId, verb: &str, args: ProvisionArgs) -> Result<(), RpcError>;
+    async fn set_boot_device(&self, node: NodeId, device: BootDevice, persistent: bool) -> Result<(), RpcError>;
+    async fn get_boot_device(&self, node: NodeId) -> Result<(Option<BootDevice>, Option<bool>), RpcError>;
+    async fn supported_boot_devices(&self, node: NodeId) -> Result<Vec<BootDevice>, RpcError>;
+    async fn validate(&self, node: NodeId) -> Result<BTreeMap<String, ValidationResult>, RpcError>;
+    async fn set_maintenance(&self, node: NodeId, on: bool, reason: Option<String>) -> Result<(), RpcError>;
+    async fn vif_list(&self, node: NodeId) -> Result<Vec<String>, RpcError>;
+    async fn vif_attach(&self, node: NodeId, vif: String, port: Option<String>) -> Result<(), RpcError>;
+    async fn vif_detach(&self, node: NodeId, vif: String) -> Result<(), RpcError>;
+    async fn set_traits(&self, node: NodeId, traits: Vec<String>) -> Result<(), RpcError>;
+    async fn create_port(&self, port: Port) -> Result<Port, RpcError>;
+    async fn update_port(&self, port: Port) -> Result<Port, RpcError>;
+    async fn destroy_port(&self, port: PortId) -> Result<(), RpcError>;
+    /// An agent's lookup: the node (found by MAC or UUID) and its agent token, issued once.
+    async fn agent_lookup(&self, macs: Vec<String>, node: Option<NodeId>) -> Result<(Node, String), RpcError>;
+    /// An agent's heartbeat; the token has already been checked by the API.
+    async fn heartbeat(&self, node: NodeId, hb: Heartbeat) -> Result<(), RpcError>;
+    /// Driver properties for `GET /v1/drivers/{name}/properties`.
+    fn driver_properties(&self, driver: &str) -> Result<BTreeMap<String, String>, RpcError>;
+    /// Enabled hardware types.
+    fn hardware_types(&self) -> Vec<String>;
+    /// (hardware type, interface kind) → (default implementation, enabled implementations).
+    fn registry_view(&self) -> BTreeMap<(String, String), (Option<String>, Vec<String>)>;
+}
+
+mod local;

@@ -1,0 +1,156 @@
+//! Ironic's error envelope: `{"error_message": "<JSON text>"}`, where the inner JSON is
+//! `{"faultcode", "faultstring", "debuginfo"}` for application errors and
+//! `{"code", "title", "description"}` for routing errors (404 no route, 405, 406), exactly as
+//! Ironic's two layers produce them. Every error in the API becomes one of these here.
+
+use crate::rpc::RpcError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// An API failure with its HTTP status.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Routing-layer errors use the `code/title/description` shape.
+    pub routing: bool,
+    /// Extra header (e.g. `Allow` on 405).
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), routing: false, allow: None }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message)
+    }
+    /// 406 from a field, verb or parameter that needs a newer microversion.
+    pub fn not_acceptable() -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "Request not acceptable. The requested API version does not support this feature.",
+        )
+    }
+    pub fn routing(status: StatusCode, description: impl Into<String>) -> ApiError {
+        ApiError { status, message: description.into(), routing: true, allow: None }
+    }
+}
+
+/// Python's `json.dumps` of a string (ensure_ascii): what Ironic's envelope contains.
+pub fn py_json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for u in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{:04x}", u));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn title(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
+impl ApiError {
+    /// The body bytes, formatted as Ironic's Python serialiser formats them.
+    pub fn body(&self) -> String {
+        let inner = if self.routing {
+            format!(
+                "{{\"code\": {}, \"title\": {}, \"description\": {}}}",
+                self.status.as_u16(),
+                py_json_str(title(self.status)),
+                py_json_str(&self.message)
+            )
+        } else {
+            let code = if self.status.is_server_error() { "Server" } else { "Client" };
+            format!(
+                "{{\"faultcode\": {}, \"faultstring\": {}, \"debuginfo\": null}}",
+                py_json_str(code),
+                py_json_str(&self.message)
+            )
+        };
+        format!("{{\"error_message\": {}}}", py_json_str(&inner))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, self.body()).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(a) = self.allow {
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(a));
+        }
+        r
+    }
+}
+
+impl From<RpcError> for ApiError {
+    fn from(e: RpcError) -> Self {
+        let status = match &e {
+            RpcError::NotFound(_) => StatusCode::NOT_FOUND,
+            RpcError::Locked(_) | RpcError::Conflict(_) => StatusCode::CONFLICT,
+            RpcError::InvalidState(_) | RpcError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RpcError::Forbidden(_) => StatusCode::FORBIDDEN,
+            RpcError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            RpcError::NoFreeWorker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        RpcError::from(e).into()
+    }
+}
+
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_matches_ironic_bytes() {
+        let e = ApiError::bad_request(
+            "The requested action \"active\" can not be performed on node \"6c52e3e3-e191-4113-ba94-004bad13e7e7\" while it is in state \"enroll\".",
+        );
+        assert_eq!(
+            e.body(),
+            r#"{"error_message": "{\"faultcode\": \"Client\", \"faultstring\": \"The requested action \\\"active\\\" can not be performed on node \\\"6c52e3e3-e191-4113-ba94-004bad13e7e7\\\" while it is in state \\\"enroll\\\".\", \"debuginfo\": null}"}"#
+        );
+        let e = ApiError::routing(StatusCode::METHOD_NOT_ALLOWED, "");
+        assert_eq!(
+            e.body(),
+            r#"{"error_message": "{\"code\": 405, \"title\": \"Method Not Allowed\", \"description\": \"\"}"}"#
+        );
+    }
+
+    #[test]
+    fn non_ascii_is_escaped_like_python() {
+        assert_eq!(py_json_str("é€😀"), "\"\\u00e9\\u20ac\\ud83d\\ude00\"");
+    }
+}

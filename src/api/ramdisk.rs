@@ -1,0 +1,136 @@
+//! The ramdisk endpoints: `/v1/lookup` and `/v1/heartbeat/{node}` (ironic-python-agent's calls).
+
+use super::error::{ApiError, ApiResult};
+use super::nodes::load;
+use super::render;
+use super::util::{JsonBody, Query, accepted, ok};
+use super::{ApiState, Ctx};
+use crate::drivers::{AGENT_TOKEN_KEY, Heartbeat};
+use crate::models::NodeId;
+use crate::trace::Actor;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new().route("/lookup", get(lookup)).route("/heartbeat/{node}", post(heartbeat))
+}
+
+/// How often agents must heartbeat, in seconds (sent in the lookup's config).
+pub const HEARTBEAT_TIMEOUT: u64 = 300;
+
+async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
+    if !ctx.allows(22) {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
+    let macs: Vec<String> = q
+        .get("addresses")
+        .map(|a| {
+            a.split(',').map(|s| s.trim().to_string()).filter(|s| s.parse::<crate::models::MacAddr>().is_ok()).collect()
+        })
+        .unwrap_or_default();
+    let node = match q.get("node_uuid") {
+        Some(u) => {
+            Some(u.parse::<NodeId>().map_err(|_| ApiError::bad_request(format!("Expected a UUID but received {u}.")))?)
+        }
+        None => None,
+    };
+    if macs.is_empty() && node.is_none() {
+        return Err(ApiError::bad_request("At least one of 'addresses' and 'node_uuid' parameters is required"));
+    }
+    let (n, token) = state.rpc.agent_lookup(macs, node).await.map_err(|e| match e {
+        crate::rpc::RpcError::NotFound(_) => ApiError::not_found("The resource could not be found."),
+        other => other.into(),
+    })?;
+    state.trace.record(n.uuid, Actor::Node, Actor::Api, "lookup()");
+    state.trace.record(n.uuid, Actor::Api, Actor::Node, "Pass UUID");
+    let full = render::node(&n, &ctx, None);
+    let mut node_doc = Map::new();
+    for f in ["uuid", "properties", "instance_info", "driver_internal_info", "links"] {
+        node_doc.insert(f.into(), full.get(f).cloned().unwrap_or(Value::Null));
+    }
+    ok(&json!({
+        "node": node_doc,
+        "config": {
+            "metrics": {"backend": "noop", "prepend_host": false, "prepend_uuid": false, "prepend_host_reverse": true, "global_prefix": null},
+            "metrics_statsd": {"statsd_host": "localhost", "statsd_port": 8125},
+            "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+            "agent_token": token,
+            "agent_token_required": true,
+            "agent_md5_checksum_enable": false,
+            "disable_deep_image_inspection": false,
+            "permitted_image_formats": ["raw", "qcow2"],
+        }
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct HeartbeatBody {
+    callback_url: String,
+    agent_token: Option<String>,
+    agent_version: Option<String>,
+    agent_status: Option<String>,
+    agent_status_message: Option<String>,
+    agent_verify_ca: Option<String>,
+}
+
+/// Compares tokens in time independent of where they differ.
+fn token_eq(a: &str, b: &str) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn heartbeat(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    Path(ident): Path<String>,
+    JsonBody(body): JsonBody<HeartbeatBody>,
+) -> ApiResult {
+    if !ctx.allows(22) {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
+    if body.agent_version.is_some() && !ctx.allows(36) {
+        return Err(ApiError::bad_request("Field \"agent_version\" not recognised"));
+    }
+    if (body.agent_status.is_some() || body.agent_status_message.is_some()) && !ctx.allows(72) {
+        return Err(ApiError::bad_request("Fields \"agent_status\" and \"agent_status_message\" not recognised."));
+    }
+    if body.agent_verify_ca.is_some() && !ctx.allows(68) {
+        return Err(ApiError::bad_request("Field \"agent_verify_ca\" not recognised in this version"));
+    }
+    let url = &body.callback_url;
+    if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ApiError::bad_request("An issue with the supplied \"callback_url\" has been detected."));
+    }
+    if let Some(s) = &body.agent_status {
+        if !matches!(s.as_str(), "start" | "end" | "error") {
+            return Err(ApiError::bad_request("Agent status is invalid. Valid states are start,end,error."));
+        }
+    }
+    let n = load(&state, &ctx, &ident)?;
+    let Some(token) = body.agent_token.as_deref() else {
+        tracing::warn!(node = %n.uuid, "heartbeat without an agent token");
+        return Err(ApiError::bad_request("Agent token is required for heartbeat processing."));
+    };
+    let expected = n.driver_internal_info.get(AGENT_TOKEN_KEY).and_then(|v| v.as_str()).unwrap_or("");
+    if expected.is_empty() || expected == "******" || !token_eq(expected, token) {
+        tracing::warn!(node = %n.uuid, "heartbeat with an invalid agent token");
+        return Err(ApiError::bad_request("Invalid or missing agent token received."));
+    }
+    if let Some(url) = n.driver_internal_info.get("agent_url").and_then(|v| v.as_str()) {
+        if url != body.callback_url {
+            return Err(ApiError::bad_request("Detected change in ramdisk provided \"callback_url\""));
+        }
+    }
+    let hb = Heartbeat {
+        callback_url: body.callback_url,
+        agent_version: body.agent_version,
+        agent_status: body.agent_status,
+        agent_status_message: body.agent_status_message,
+    };
+    state.rpc.heartbeat(n.uuid, hb).await?;
+    accepted(format!("{}/v1/heartbeat/{}", ctx.base, n.uuid))
+}

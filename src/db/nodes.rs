@@ -1,0 +1,407 @@
+//! Node rows.
+
+use super::{Db, DbError, from_json, to_json, unique_violation};
+use crate::models::{Node, NodeId, PowerState, ProvisionState};
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Row, params};
+
+/// Sort direction for listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortDir {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Filters for node listings (the API's query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct NodeFilter {
+    pub provision_state: Option<ProvisionState>,
+    pub driver: Option<String>,
+    pub resource_class: Option<String>,
+    pub maintenance: Option<bool>,
+    pub associated: Option<bool>,
+    pub fault: Option<String>,
+    pub conductor_group: Option<String>,
+    pub chassis_uuid: Option<String>,
+    pub instance_uuid: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    pub shard: Option<String>,
+    /// Only nodes reserved by anyone (`Some(true)`) or by no one (`Some(false)`).
+    pub reserved: Option<bool>,
+    /// Only nodes in one of these states.
+    pub provision_states: Option<Vec<ProvisionState>>,
+}
+
+/// A page of a node listing.
+#[derive(Debug, Clone, Default)]
+pub struct NodeQuery {
+    pub filter: NodeFilter,
+    pub sort_key: String,
+    pub sort_dir: SortDir,
+    pub limit: Option<usize>,
+    pub marker: Option<NodeId>,
+}
+
+/// Columns a listing may sort by (anything else is refused by the API first).
+pub const NODE_SORT_KEYS: &[&str] = &[
+    "id",
+    "uuid",
+    "name",
+    "driver",
+    "provision_state",
+    "power_state",
+    "instance_uuid",
+    "maintenance",
+    "fault",
+    "resource_class",
+    "conductor_group",
+    "chassis_uuid",
+    "owner",
+    "lessee",
+    "shard",
+    "created_at",
+    "updated_at",
+    "provision_updated_at",
+];
+
+/// The fields of a plain node listing, read without decoding bodies.
+#[derive(Debug, Clone)]
+pub struct NodeSummary {
+    pub uuid: NodeId,
+    pub name: Option<String>,
+    pub instance_uuid: Option<String>,
+    pub maintenance: bool,
+    pub power_state: Option<PowerState>,
+    pub provision_state: ProvisionState,
+}
+
+const NODE_COLS: &str = "body, reservation";
+
+fn node_from_row(r: &Row<'_>) -> Result<Node, DbError> {
+    let body: String = r.get(0)?;
+    let mut n: Node = from_json(&body)?;
+    n.reservation = r.get(1)?;
+    Ok(n)
+}
+
+fn ts(t: &Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339())
+}
+
+fn node_duplicate(n: &Node, text: &str) -> String {
+    if text.contains("nodes.name") {
+        format!("A node with name {} already exists.", n.name.as_deref().unwrap_or(""))
+    } else if text.contains("nodes.instance_uuid") {
+        format!("Instance {} is already associated with a node.", n.instance_uuid.as_deref().unwrap_or(""))
+    } else {
+        format!("A node with UUID {} already exists.", n.uuid)
+    }
+}
+
+impl Db {
+    /// Inserts a new node.
+    pub fn create_node(&self, n: &Node) -> Result<(), DbError> {
+        let body = to_json(n)?;
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO nodes (uuid, name, driver, provision_state, power_state, instance_uuid,
+                 maintenance, fault, resource_class, conductor_group, chassis_uuid, owner, lessee, shard,
+                 created_at, updated_at, provision_updated_at, reservation, body)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
+            )?
+            .execute(params![
+                n.uuid.to_string(),
+                n.name,
+                n.driver,
+                n.provision_state.as_str(),
+                n.power_state.map(|p| p.as_str()),
+                n.instance_uuid,
+                n.maintenance,
+                n.fault,
+                n.resource_class,
+                n.conductor_group,
+                n.chassis_uuid.map(|c| c.to_string()),
+                n.owner,
+                n.lessee,
+                n.shard,
+                n.created_at.to_rfc3339(),
+                ts(&n.updated_at),
+                ts(&n.provision_updated_at),
+                n.reservation,
+                body
+            ])
+            .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
+            Ok(())
+        })
+    }
+
+    /// Writes every field of an existing node except its reservation.
+    pub fn update_node(&self, n: &Node) -> Result<(), DbError> {
+        let body = to_json(n)?;
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE nodes SET name=?2, driver=?3, provision_state=?4, power_state=?5,
+                     instance_uuid=?6, maintenance=?7, fault=?8, resource_class=?9, conductor_group=?10,
+                     chassis_uuid=?11, owner=?12, lessee=?13, shard=?14, updated_at=?15,
+                     provision_updated_at=?16, body=?17 WHERE uuid=?1",
+                )?
+                .execute(params![
+                    n.uuid.to_string(),
+                    n.name,
+                    n.driver,
+                    n.provision_state.as_str(),
+                    n.power_state.map(|p| p.as_str()),
+                    n.instance_uuid,
+                    n.maintenance,
+                    n.fault,
+                    n.resource_class,
+                    n.conductor_group,
+                    n.chassis_uuid.map(|c| c.to_string()),
+                    n.owner,
+                    n.lessee,
+                    n.shard,
+                    ts(&n.updated_at),
+                    ts(&n.provision_updated_at),
+                    body
+                ])
+                .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
+            if changed == 0 {
+                return Err(DbError::NotFound { kind: "Node", ident: n.uuid.to_string() });
+            }
+            Ok(())
+        })
+    }
+
+    /// Looks a node up by UUID or, failing that, by name (as the API's `{node_ident}` does).
+    pub fn get_node(&self, ident: &str) -> Result<Node, DbError> {
+        if let Ok(id) = ident.parse::<NodeId>() {
+            return self.get_node_by_uuid(id);
+        }
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE name = ?1"))?
+                .query_row([ident], |r| Ok(node_from_row(r)))
+                .optional()?
+                .unwrap_or_else(|| Err(DbError::NotFound { kind: "Node", ident: ident.to_string() }))
+        })
+    }
+
+    pub fn get_node_by_uuid(&self, id: NodeId) -> Result<Node, DbError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE uuid = ?1"))?
+                .query_row([id.to_string()], |r| Ok(node_from_row(r)))
+                .optional()?
+                .unwrap_or_else(|| Err(DbError::NotFound { kind: "Node", ident: id.to_string() }))
+        })
+    }
+
+    pub fn get_node_by_instance(&self, instance_uuid: &str) -> Result<Node, DbError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE instance_uuid = ?1"))?
+                .query_row([instance_uuid], |r| Ok(node_from_row(r)))
+                .optional()?
+                .unwrap_or_else(|| {
+                    Err(DbError::NotFound { kind: "Node with instance", ident: instance_uuid.to_string() })
+                })
+        })
+    }
+
+    /// Deletes a node and its ports and portgroups.
+    pub fn destroy_node(&self, id: NodeId) -> Result<(), DbError> {
+        self.write(|tx| {
+            let n = tx.prepare_cached("DELETE FROM nodes WHERE uuid = ?1")?.execute([id.to_string()])?;
+            if n == 0 {
+                return Err(DbError::NotFound { kind: "Node", ident: id.to_string() });
+            }
+            Ok(())
+        })
+    }
+
+    /// Takes the node's lock for `host`; fails with `Locked` if someone holds it.
+    pub fn reserve_node(&self, id: NodeId, host: &str) -> Result<Node, DbError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("UPDATE nodes SET reservation = ?2 WHERE uuid = ?1 AND reservation IS NULL")?
+                .execute(params![id.to_string(), host])?;
+            let (body, holder): (String, Option<String>) = tx
+                .prepare_cached("SELECT body, reservation FROM nodes WHERE uuid = ?1")?
+                .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?;
+            if n == 0 {
+                return Err(DbError::Locked { node: id.to_string(), host: holder.unwrap_or_default() });
+            }
+            let mut node: Node = from_json(&body)?;
+            node.reservation = holder;
+            Ok(node)
+        })
+    }
+
+    /// Releases the node's lock if `host` holds it.
+    pub fn release_node(&self, id: NodeId, host: &str) -> Result<(), DbError> {
+        self.write(|tx| {
+            tx.prepare_cached("UPDATE nodes SET reservation = NULL WHERE uuid = ?1 AND reservation = ?2")?
+                .execute(params![id.to_string(), host])?;
+            Ok(())
+        })
+    }
+
+    /// Drops every lock `host` holds (a restarted conductor's stale locks).
+    pub fn clear_reservations(&self, host: &str) -> Result<usize, DbError> {
+        self.write(|tx| {
+            Ok(tx.prepare_cached("UPDATE nodes SET reservation = NULL WHERE reservation = ?1")?.execute([host])?)
+        })
+    }
+
+    /// How many nodes are locked (invariant checks).
+    pub fn count_reserved(&self) -> Result<usize, DbError> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM nodes WHERE reservation IS NOT NULL")?
+                .query_row([], |r| r.get::<_, i64>(0))? as usize)
+        })
+    }
+
+    /// Full nodes matching a query, in the requested order.
+    pub fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, DbError> {
+        let (sql, args) = build_query(&format!("SELECT {NODE_COLS} FROM nodes"), q)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| Ok(node_from_row(r)))?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    /// The plain listing's fields, without decoding node bodies.
+    pub fn list_node_summaries(&self, q: &NodeQuery) -> Result<Vec<NodeSummary>, DbError> {
+        let (sql, args) =
+            build_query("SELECT uuid, name, instance_uuid, maintenance, power_state, provision_state FROM nodes", q)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                let uuid: String = r.get(0)?;
+                let power: Option<String> = r.get(4)?;
+                let prov: String = r.get(5)?;
+                Ok((uuid, r.get(1)?, r.get(2)?, r.get(3)?, power, prov))
+            })?;
+            rows.map(|row| {
+                let (uuid, name, instance_uuid, maintenance, power, prov) = row?;
+                Ok(NodeSummary {
+                    uuid: uuid.parse().map_err(|_| DbError::Corrupt(format!("node uuid {uuid}")))?,
+                    name,
+                    instance_uuid,
+                    maintenance,
+                    power_state: power.and_then(|p| p.parse().ok()),
+                    provision_state: prov.parse().map_err(|_| DbError::Corrupt(format!("state {prov}")))?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// UUIDs of nodes matching a filter, in id order (conductor's periodic tasks).
+    pub fn node_ids(&self, filter: &NodeFilter) -> Result<Vec<NodeId>, DbError> {
+        let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
+        let (sql, args) = build_query("SELECT uuid FROM nodes", &q)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(0))?;
+            rows.map(|r| {
+                let s = r?;
+                s.parse().map_err(|_| DbError::Corrupt(format!("node uuid {s}")))
+            })
+            .collect()
+        })
+    }
+}
+
+/// Builds `base WHERE ... ORDER BY ... LIMIT` with keyset pagination after `marker`.
+fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types::Value>), DbError> {
+    use rusqlite::types::Value;
+    let key = if q.sort_key.is_empty() { "id" } else { q.sort_key.as_str() };
+    if !NODE_SORT_KEYS.contains(&key) {
+        return Err(DbError::Corrupt(format!("invalid sort key {key}")));
+    }
+    let f = &q.filter;
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    let eq = |col: &str, v: &Option<String>, conds: &mut Vec<String>, args: &mut Vec<Value>| {
+        if let Some(v) = v {
+            args.push(Value::Text(v.clone()));
+            conds.push(format!("{col} = ?{}", args.len()));
+        }
+    };
+    eq("provision_state", &f.provision_state.map(|s| s.as_str().to_string()), &mut conds, &mut args);
+    eq("driver", &f.driver, &mut conds, &mut args);
+    eq("resource_class", &f.resource_class, &mut conds, &mut args);
+    eq("fault", &f.fault, &mut conds, &mut args);
+    eq("conductor_group", &f.conductor_group.as_ref().map(|g| g.to_lowercase()), &mut conds, &mut args);
+    eq("chassis_uuid", &f.chassis_uuid, &mut conds, &mut args);
+    eq("instance_uuid", &f.instance_uuid, &mut conds, &mut args);
+    eq("owner", &f.owner, &mut conds, &mut args);
+    eq("lessee", &f.lessee, &mut conds, &mut args);
+    eq("shard", &f.shard, &mut conds, &mut args);
+    if let Some(m) = f.maintenance {
+        conds.push(format!("maintenance = {}", m as i32));
+    }
+    match f.associated {
+        Some(true) => conds.push("instance_uuid IS NOT NULL".into()),
+        Some(false) => conds.push("instance_uuid IS NULL".into()),
+        None => {}
+    }
+    match f.reserved {
+        Some(true) => conds.push("reservation IS NOT NULL".into()),
+        Some(false) => conds.push("reservation IS NULL".into()),
+        None => {}
+    }
+    if let Some(states) = &f.provision_states {
+        let mut ph = Vec::new();
+        for s in states {
+            args.push(Value::Text(s.as_str().into()));
+            ph.push(format!("?{}", args.len()));
+        }
+        if ph.is_empty() {
+            conds.push("0".into());
+        } else {
+            conds.push(format!("provision_state IN ({})", ph.join(",")));
+        }
+    }
+    let (cmp, dir) = match q.sort_dir {
+        SortDir::Asc => (">", "ASC"),
+        SortDir::Desc => ("<", "DESC"),
+    };
+    if let Some(m) = q.marker {
+        args.push(Value::Text(m.to_string()));
+        let p = args.len();
+        if key == "id" {
+            conds.push(format!("id {cmp} (SELECT id FROM nodes WHERE uuid = ?{p})"));
+        } else {
+            // Rows after the marker's (key, id); NULLs sort first in SQLite.
+            conds.push(format!(
+                "(({key} IS (SELECT {key} FROM nodes WHERE uuid = ?{p}) AND id {cmp} (SELECT id FROM nodes WHERE uuid = ?{p}))
+                  OR COALESCE({key} {cmp} (SELECT {key} FROM nodes WHERE uuid = ?{p}),
+                      {null_side}))",
+                null_side = match q.sort_dir {
+                    // asc: NULL < anything, so a non-NULL row follows a NULL marker.
+                    SortDir::Asc => format!("(SELECT {key} FROM nodes WHERE uuid = ?{p}) IS NULL AND {key} IS NOT NULL"),
+                    SortDir::Desc => format!("{key} IS NULL AND (SELECT {key} FROM nodes WHERE uuid = ?{p}) IS NOT NULL"),
+                }
+            ));
+        }
+    }
+    let mut sql = base.to_string();
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    if key == "id" {
+        sql.push_str(&format!(" ORDER BY id {dir}"));
+    } else {
+        sql.push_str(&format!(" ORDER BY {key} {dir}, id {dir}"));
+    }
+    if let Some(l) = q.limit {
+        sql.push_str(&format!(" LIMIT {l}"));
+    }
+    Ok((sql, args))
+}

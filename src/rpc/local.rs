@@ -1,0 +1,132 @@
+//! The in-process transport: the API calls the conductor directly.
+
+use super::{ConductorApi, ProvisionArgs, RpcError, ValidationResult};
+use crate::conductor::Conductor;
+use crate::drivers::Heartbeat;
+use crate::models::{BootDevice, Node, NodeId, Port, PortId, PowerTarget};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+#[async_trait]
+impl ConductorApi for Conductor {
+    fn conductor_for(&self, _node: &Node) -> Option<String> {
+        Some(self.host().to_string())
+    }
+    async fn create_node(&self, node: Node) -> Result<Node, RpcError> {
+        Ok(Conductor::create_node(self, node).await?)
+    }
+    async fn update_node(&self, updated: Node, reset_interfaces: bool) -> Result<Node, RpcError> {
+        Ok(Conductor::update_node(self, updated, reset_interfaces).await?)
+    }
+    async fn destroy_node(&self, node: NodeId) -> Result<(), RpcError> {
+        Ok(Conductor::destroy_node(self, node).await?)
+    }
+    async fn change_power_state(
+        &self,
+        node: NodeId,
+        target: PowerTarget,
+        timeout: Option<u64>,
+    ) -> Result<(), RpcError> {
+        Ok(Conductor::change_power_state(self, node, target, timeout).await?)
+    }
+    async fn do_provisioning_action(&self, node: NodeId, verb: &str, args: ProvisionArgs) -> Result<(), RpcError> {
+        Ok(Conductor::do_provisioning_action(self, node, verb, args).await?)
+    }
+    async fn set_boot_device(&self, node: NodeId, device: BootDevice, persistent: bool) -> Result<(), RpcError> {
+        Ok(Conductor::set_boot_device(self, node, device, persistent).await?)
+    }
+    async fn get_boot_device(&self, node: NodeId) -> Result<(Option<BootDevice>, Option<bool>), RpcError> {
+        Ok(Conductor::get_boot_device(self, node).await?)
+    }
+    async fn supported_boot_devices(&self, node: NodeId) -> Result<Vec<BootDevice>, RpcError> {
+        Ok(Conductor::supported_boot_devices(self, node).await?)
+    }
+    async fn validate(&self, node: NodeId) -> Result<BTreeMap<String, ValidationResult>, RpcError> {
+        Ok(Conductor::validate(self, node).await?)
+    }
+    async fn set_maintenance(&self, node: NodeId, on: bool, reason: Option<String>) -> Result<(), RpcError> {
+        Ok(Conductor::set_maintenance(self, node, on, reason).await?)
+    }
+    async fn vif_list(&self, node: NodeId) -> Result<Vec<String>, RpcError> {
+        Ok(Conductor::vif_list(self, node).await?)
+    }
+    async fn vif_attach(&self, node: NodeId, vif: String, port: Option<String>) -> Result<(), RpcError> {
+        Ok(Conductor::vif_attach(self, node, vif, port).await?)
+    }
+    async fn vif_detach(&self, node: NodeId, vif: String) -> Result<(), RpcError> {
+        Ok(Conductor::vif_detach(self, node, vif).await?)
+    }
+    async fn set_traits(&self, node: NodeId, traits: Vec<String>) -> Result<(), RpcError> {
+        Ok(Conductor::set_traits(self, node, traits).await?)
+    }
+    async fn create_port(&self, port: Port) -> Result<Port, RpcError> {
+        Ok(Conductor::create_port(self, port).await?)
+    }
+    async fn update_port(&self, port: Port) -> Result<Port, RpcError> {
+        Ok(Conductor::update_port(self, port).await?)
+    }
+    async fn destroy_port(&self, port: PortId) -> Result<(), RpcError> {
+        Ok(Conductor::destroy_port(self, port).await?)
+    }
+    async fn agent_lookup(&self, macs: Vec<String>, node: Option<NodeId>) -> Result<(Node, String), RpcError> {
+        Ok(Conductor::agent_lookup(self, macs, node).await?)
+    }
+    async fn heartbeat(&self, node: NodeId, hb: Heartbeat) -> Result<(), RpcError> {
+        Ok(Conductor::heartbeat(self, node, hb).await?)
+    }
+    fn driver_properties(&self, driver: &str) -> Result<BTreeMap<String, String>, RpcError> {
+        let Some(_) = self.registry().hardware_type(driver) else {
+            return Err(RpcError::NotFound(format!(
+                "Could not find the following driver(s) or hardware type(s): {driver}."
+            )));
+        };
+        let mut p = BTreeMap::new();
+        if driver == "ipmi" {
+            for (k, v) in [
+                ("ipmi_address", "IP address or hostname of the node. Required."),
+                ("ipmi_password", "password. Optional."),
+                ("ipmi_username", "username; default is NULL user. Optional."),
+                ("ipmi_port", "remote IPMI RMCP port. Optional."),
+                (
+                    "ipmi_priv_level",
+                    "privilege level; default is ADMINISTRATOR. One of ADMINISTRATOR, CALLBACK, OPERATOR, USER. Optional.",
+                ),
+                (
+                    "ipmi_cipher_suite",
+                    "The number of a cipher suite to use. Only 1, 2, 3 (ipmitool default) or 17 are supported. Optional.",
+                ),
+                ("ipmi_bridging", "bridging_type; default is \"no\". Only \"no\" is supported. Optional."),
+                ("deploy_kernel", "UUID (from Glance) of the deployment kernel. Required."),
+                (
+                    "deploy_ramdisk",
+                    "UUID (from Glance) of the ramdisk with agent that is used at deploy time. Required.",
+                ),
+            ] {
+                p.insert(k.to_string(), v.to_string());
+            }
+        } else {
+            // What Ironic's fake-hardware reports.
+            p.insert("B1".into(), "B1 description. Required.".into());
+            p.insert("B2".into(), "B2 description. Required.".into());
+        }
+        Ok(p)
+    }
+
+    fn hardware_types(&self) -> Vec<String> {
+        self.registry().hardware_types().map(|h| h.name.clone()).collect()
+    }
+
+    fn registry_view(&self) -> BTreeMap<(String, String), (Option<String>, Vec<String>)> {
+        let r = self.registry();
+        let mut out = BTreeMap::new();
+        for h in r.hardware_types() {
+            for kind in crate::models::INTERFACE_NAMES {
+                out.insert(
+                    (h.name.clone(), kind.to_string()),
+                    (r.default_interface(&h.name, kind), r.enabled_interfaces(&h.name, kind)),
+                );
+            }
+        }
+        out
+    }
+}

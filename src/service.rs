@@ -1,0 +1,104 @@
+//! Assembles the service (store, drivers, conductor, API) from a configuration. Used by
+//! `ferric serve`, the tests, and the labs, which add their own hardware backends.
+
+use crate::api::{self, ApiState};
+use crate::clock::Clock;
+use crate::conductor::{Conductor, ConductorError};
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::drivers::{DriverEnv, Registry};
+use crate::trace::Recorder;
+use std::sync::Arc;
+
+/// Errors while building the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Conductor(#[from] ConductorError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// A built service: the conductor and the API state that fronts it.
+pub struct Service {
+    pub config: Config,
+    pub db: Db,
+    pub conductor: Conductor,
+    pub api: ApiState,
+}
+
+/// Hooks for whoever assembles a service to add hardware support before the conductor starts.
+pub struct Parts {
+    pub registry: Registry,
+    pub env: DriverEnv,
+}
+
+impl Service {
+    /// Opens the database in the data directory and builds everything with defaults.
+    pub fn open(config: Config) -> Result<Service, ServiceError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
+        let db = Db::open(&config.database_path())?;
+        Service::build(config, db, Clock::system(), Recorder::default(), |_| {})
+    }
+
+    /// Builds the service on an existing store; `customize` registers extra interfaces.
+    pub fn build(
+        config: Config,
+        db: Db,
+        clock: Clock,
+        trace: Recorder,
+        customize: impl FnOnce(&mut Parts),
+    ) -> Result<Service, ServiceError> {
+        let mut parts = Parts {
+            registry: Registry::new(config.drivers.clone()),
+            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone() },
+        };
+        customize(&mut parts);
+        let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;
+        let api = ApiState {
+            db: db.clone(),
+            rpc: Arc::new(conductor.clone()),
+            public_url: config.api.public_url.clone(),
+            trace,
+        };
+        Ok(Service { config, db, conductor, api })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.api.clone())
+    }
+
+    /// Binds the API and serves it until `shutdown` resolves; runs the conductor's periodic
+    /// tasks meanwhile.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServiceError> {
+        let addr = self.config.api.bind;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Like [`Service::serve`] on an already bound listener.
+    pub async fn serve_on(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServiceError> {
+        let periodic = self.conductor.start();
+        let addr = listener.local_addr().ok();
+        tracing::info!(?addr, "ferric API listening");
+        let router = self.router();
+        let res = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        periodic.abort();
+        self.conductor.wait_idle().await;
+        self.conductor.unregister();
+        res.map_err(|source| ServiceError::Bind { addr: addr.unwrap_or(self.config.api.bind), source })
+    }
+}
