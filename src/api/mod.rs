@@ -151,9 +151,10 @@ async fn ironic_headers(State(state): State<ApiState>, mut req: Request, next: N
         }
         Err(e) => e.into_response(),
     };
-    let h = resp.headers_mut();
     // 405 responses carry no version headers in Ironic (they come from its routing layer).
-    if !h.contains_key(header::ALLOW) {
+    let routing_error = resp.status() == StatusCode::METHOD_NOT_ALLOWED;
+    let h = resp.headers_mut();
+    if !routing_error {
         h.insert("x-openstack-ironic-api-minimum-version", MIN_HEADER.clone());
         h.insert("x-openstack-ironic-api-maximum-version", MAX_HEADER.clone());
     }

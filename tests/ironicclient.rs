@@ -1,0 +1,111 @@
+//! The real client: python-ironicclient 6.3.0's `baremetal` CLI against `ferric serve`.
+//! `.ci/install-deps` installs it into a venv (`FERRIC_VENV`, default /opt/ferric-venv).
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
+        .args(["serve", "--api-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ferric serve");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "ferric serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, url, _dir: dir }
+}
+
+fn baremetal_bin() -> PathBuf {
+    let venv = std::env::var("FERRIC_VENV").unwrap_or_else(|_| "/opt/ferric-venv".into());
+    let bin = PathBuf::from(venv).join("bin/baremetal");
+    assert!(bin.exists(), "{} missing: run .ci/install-deps (installs python-ironicclient 6.3.0)", bin.display());
+    bin
+}
+
+/// Runs `baremetal ARGS` and returns stdout; panics with stderr on failure.
+fn bm(s: &Server, args: &[&str]) -> String {
+    let out = Command::new(baremetal_bin())
+        .args(["--os-endpoint", &s.url, "--os-auth-type", "none"])
+        .args(args)
+        .output()
+        .expect("run baremetal");
+    assert!(out.status.success(), "baremetal {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn bm_json(s: &Server, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-f", "json"]);
+    serde_json::from_str(&bm(s, &a)).expect("json output")
+}
+
+#[test]
+fn baremetal_cli_drives_the_lifecycle() {
+    let s = start();
+    let n =
+        bm_json(&s, &["node", "create", "--driver", "fake-hardware", "--name", "cli-node", "--resource-class", "cli"]);
+    assert_eq!(n["provision_state"], "enroll");
+    let uuid = n["uuid"].as_str().unwrap().to_string();
+    let p = bm_json(&s, &["port", "create", "52:54:00:12:34:56", "--node", &uuid]);
+    assert_eq!(p["address"], "52:54:00:12:34:56");
+    let v = bm_json(&s, &["node", "validate", "cli-node"]);
+    assert!(v.as_array().unwrap().iter().all(|i| i["Result"] == Value::Bool(true)), "{v}");
+
+    for (verb, state) in [("manage", "manageable"), ("provide", "available"), ("deploy", "active")] {
+        bm(&s, &["node", verb, "cli-node", "--wait", "60"]);
+        assert_eq!(bm_json(&s, &["node", "show", "cli-node"])["provision_state"], state);
+    }
+    bm(&s, &["node", "power", "off", "cli-node"]);
+    assert_eq!(bm_json(&s, &["node", "show", "cli-node"])["power_state"], "power off");
+    bm(&s, &["node", "power", "on", "cli-node"]);
+    assert_eq!(bm_json(&s, &["node", "show", "cli-node"])["power_state"], "power on");
+    bm(&s, &["node", "undeploy", "cli-node", "--wait", "60"]);
+    assert_eq!(bm_json(&s, &["node", "show", "cli-node"])["provision_state"], "available");
+
+    bm(&s, &["node", "maintenance", "set", "cli-node", "--reason", "testing"]);
+    let l = bm_json(&s, &["node", "list", "--maintenance"]);
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    bm(&s, &["node", "maintenance", "unset", "cli-node"]);
+    assert_eq!(bm_json(&s, &["node", "list", "--maintenance"]).as_array().unwrap().len(), 0);
+
+    bm_json(&s, &["node", "create", "--driver", "fake-hardware", "--name", "other"]);
+    assert_eq!(bm_json(&s, &["node", "list", "--provision-state", "available"]).as_array().unwrap().len(), 1);
+    assert_eq!(bm_json(&s, &["node", "list", "--driver", "fake-hardware"]).as_array().unwrap().len(), 2);
+    assert_eq!(bm_json(&s, &["node", "list", "--resource-class", "cli"]).as_array().unwrap().len(), 1);
+    assert_eq!(bm_json(&s, &["node", "list", "--long"]).as_array().unwrap().len(), 2);
+
+    let d = bm_json(&s, &["driver", "list"]);
+    assert!(d.as_array().unwrap().iter().any(|x| x["name"] == "fake-hardware"), "{d}");
+
+    bm(&s, &["port", "delete", p["uuid"].as_str().unwrap()]);
+    bm(&s, &["node", "delete", "cli-node", "other"]);
+    assert_eq!(bm_json(&s, &["node", "list"]).as_array().unwrap().len(), 0);
+}
