@@ -88,7 +88,7 @@ async fn root_and_v1_documents() {
         "heartbeat",
         "conductors",
     ] {
-        assert_eq!(ours[k].is_null(), false, "{k} missing");
+        assert!(!ours[k].is_null(), "{k} missing");
     }
     let r = api.raw(Method::GET, "/v1", None, None).await;
     assert_eq!(keys(&r.json()), keys(&wire("v1_no_version_header")["body"]));
