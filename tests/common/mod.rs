@@ -63,6 +63,11 @@ impl Api {
     fn build(config: Config, clock: Clock) -> Api {
         let db = Db::open_in_memory().unwrap();
         let service = Service::build(config, db, clock, Recorder::default(), |_| {}).unwrap();
+        Api::from_service(service)
+    }
+
+    /// Wraps an already built service.
+    pub fn from_service(service: Service) -> Api {
         let router = service.router();
         Api { service, router, version: Some("latest".into()) }
     }
