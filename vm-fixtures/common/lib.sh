@@ -38,6 +38,7 @@ cmdline_get() {
 }
 
 # ACPI power button (QEMU system_powerdown) -> clean power off, like a real OS.
+# (busybox acpid daemonizes only where /var/log and /var/run exist: run it in the background.)
 start_acpid() {
-  acpid -c /etc/acpi 2>/dev/null
+  acpid -f -c /etc/acpi -p /run/acpid.pid -l /run/acpid.log </dev/null >/dev/null 2>&1 &
 }
