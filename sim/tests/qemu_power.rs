@@ -74,7 +74,9 @@ async fn acpi_shutdown_is_seen_through_qmp_and_leaves_no_process() {
     let since = vm.event_seq();
     let t_off = Instant::now();
     vm.soft_off().await.unwrap();
-    vm.wait_for_event("POWERDOWN", since, TIMEOUT).await.unwrap();
+    vm.wait_for_event("POWERDOWN", since, TIMEOUT)
+        .await
+        .unwrap();
     let shutdown = vm.wait_for_event("SHUTDOWN", since, TIMEOUT).await.unwrap();
     assert_eq!(shutdown.data["guest"], true, "{shutdown:?}");
     assert_eq!(shutdown.data["reason"], "guest-shutdown", "{shutdown:?}");
@@ -129,12 +131,18 @@ async fn reset_reboots_with_the_new_boot_order_and_hard_off_ends_the_process() {
     vm.wait_for_serial(MARKER, from, TIMEOUT).await.unwrap();
     assert_eq!(vm.power_on_count(), 1);
     assert_eq!(vm.power_state().await.unwrap(), PowerState::On);
-    eprintln!("TIMING reset -> marker again {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "TIMING reset -> marker again {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let pid = vm.pid().await.unwrap();
     vm.power_off().await.unwrap();
     assert_eq!(vm.power_state().await.unwrap(), PowerState::Off);
-    assert!(!process_exists(pid), "QEMU {pid} still running after hard off");
+    assert!(
+        !process_exists(pid),
+        "QEMU {pid} still running after hard off"
+    );
     assert!(vm.qmp("query-status", None).await.is_err());
     assert!(vm.reset().await.is_err());
 
