@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
 done
 
 for tool in apt-get apt-cache dpkg-deb depmod modprobe cpio zstd mformat mcopy sfdisk mke2fs \
-            qemu-img sha256sum flock ldd xz od debugfs; do
+            qemu-img sha256sum flock xz od debugfs; do
   command -v "$tool" >/dev/null || die "missing host tool: $tool (run .ci/install-deps)"
 done
 
@@ -50,8 +50,15 @@ fi
 if [ -n "$agent" ]; then
   [ -f "$agent" ] || die "agent binary not found: $agent"
   agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
-  if ! ldd "$agent" 2>&1 | grep -Eq 'not a dynamic executable|statically linked'; then
-    die "$agent is dynamically linked; build it with RUSTFLAGS='-C target-feature=+crt-static' (or --build-agent)"
+  # The ramdisk has no libc: an ELF agent must have no program interpreter. (Never ldd: it may
+  # run the file.) A shell script is accepted too (run by the ramdisk's busybox; tests use one).
+  if [ "$(od -An -tx1 -N4 "$agent" | tr -d ' ')" = 7f454c46 ]; then
+    command -v readelf >/dev/null || die "missing host tool: readelf (binutils)"
+    if readelf -lW "$agent" | grep -q 'program interpreter'; then
+      die "$agent is dynamically linked; build it with RUSTFLAGS='-C target-feature=+crt-static' (or --build-agent)"
+    fi
+  elif [ "$(head -c2 "$agent")" != '#!' ]; then
+    die "$agent is neither an ELF binary nor a script"
   fi
 fi
 
@@ -183,6 +190,10 @@ install -m 0755 "$here/common/udhcpc.script" "$d/etc/ferric/udhcpc.script"
 mkdir -p "$d/proc" "$d/sys" "$d/dev" "$d/run" "$d/tmp" "$d/root"
 if [ -n "$agent" ]; then
   install -m 0755 "$agent" "$d/usr/bin/ferric-agent"
+  # Debug info is a third of a release binary and of no use in the ramdisk.
+  if command -v strip >/dev/null && [ "$(od -An -tx1 -N4 "$agent" | tr -d ' ')" = 7f454c46 ]; then
+    strip --strip-debug "$d/usr/bin/ferric-agent"
+  fi
 fi
 cp "$pkg/boot/vmlinuz-$kver" "$out.tmp/deploy.kernel"
 mkcpio "$d" "$out.tmp/deploy.initramfs"

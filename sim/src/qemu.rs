@@ -823,6 +823,16 @@ impl Machine for QemuMachine {
         let Some(r) = guard.as_mut() else {
             return Err(QemuError::PoweredOff.into());
         };
+        // A guest that powered itself off is off: reset does not bring it back.
+        if !self.is_on(r).await? {
+            if let Some(r) = guard.take() {
+                self.shut(r).await;
+            }
+            return Err(QemuError::PoweredOff.into());
+        }
+        let Some(r) = guard.as_mut() else {
+            return Err(QemuError::PoweredOff.into());
+        };
         let target = self.take_boot();
         if r.first != target {
             self.set_boot_order(r, target).await?;

@@ -83,13 +83,15 @@ fn bridge_taps_sockets_and_processes_live_inside_and_go_away() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("192.0.2.1/24"));
-    let sleeper = ns.command("sleep").unwrap().arg("600").spawn().unwrap();
+    let mut sleeper = ns.command("sleep").unwrap().arg("600").spawn().unwrap();
     let pid = sleeper.id();
     assert!(ns.pids().contains(&(pid as i32)));
 
     drop(ns);
     assert!(!netns::exists(&name));
     assert!(!alive(pid), "process {pid} survived the namespace");
+    // Already reaped by the namespace's drop; this only tells std::process so.
+    let _ = sleeper.wait();
 }
 
 #[test]
@@ -98,6 +100,8 @@ fn cleanup_happens_when_the_test_panics() {
     let result = std::thread::spawn(move || {
         let ns = NetNs::create().unwrap();
         ns.add_tap().unwrap();
+        // Killed and reaped by the namespace's drop during the unwind.
+        #[allow(clippy::zombie_processes)]
         let child = ns.command("sleep").unwrap().arg("600").spawn().unwrap();
         tx.send((ns.name().to_string(), child.id())).unwrap();
         panic!("test failure with a namespace, a tap and a process alive");

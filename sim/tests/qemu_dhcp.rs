@@ -2,20 +2,26 @@
 //! the bridge (busybox udhcpd here; ferric's own DHCP server is tested the same way later) and
 //! answers on the address it got.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferric_sim::machine::Machine;
 use ferric_sim::netns::NetNs;
 use ferric_sim::qemu::{
-    AgentSource, Fixtures, KernelBoot, Nic, NicModel, QemuConfig, QemuMachine, format_mac, vm_slot,
+    AgentSource, Disk, DiskBus, DiskFormat, Fixtures, KernelBoot, Nic, NicModel, QemuConfig,
+    QemuMachine, create_disk, format_mac, vm_slot,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(150);
 
-async fn lease_test(model: NicModel, mac: [u8; 6]) {
-    let fx = Fixtures::build(AgentSource::None)
-        .await
-        .expect("vm-fixtures build");
+/// Boots the deploy ramdisk on a NIC of `model` in a namespace with udhcpd; returns the serial
+/// log once the lease marker is out (and the agent's, if `agent` was baked in).
+async fn lease_test(model: NicModel, mac: [u8; 6], agent: Option<&Path>) -> String {
+    let source = match agent {
+        Some(p) => AgentSource::Path(p.to_path_buf()),
+        None => AgentSource::None,
+    };
+    let fx = Fixtures::build(source).await.expect("vm-fixtures build");
     let _slot = vm_slot().await;
     let ns = NetNs::create().unwrap();
     let tap = ns.add_tap().unwrap();
@@ -49,6 +55,15 @@ async fn lease_test(model: NicModel, mac: [u8; 6]) {
         model,
         tap: Some(tap),
     }];
+    let disk = dir.path().join("disk.qcow2");
+    create_disk(&disk, DiskFormat::Qcow2, 64 << 20)
+        .await
+        .unwrap();
+    config.disk = Some(Disk {
+        path: disk,
+        format: DiskFormat::Qcow2,
+        bus: DiskBus::Virtio,
+    });
     let bootif = format!("01-{}", format_mac(mac).replace(':', "-"));
     config.kernel_boot = Some(KernelBoot {
         kernel: fx.kernel_elf.clone(),
@@ -101,18 +116,61 @@ async fn lease_test(model: NicModel, mac: [u8; 6]) {
         String::from_utf8_lossy(&ping.stdout)
     );
 
+    if agent.is_some() {
+        vm.wait_for_serial("FAKE-AGENT", 0, TIMEOUT).await.unwrap();
+    }
+    let log = vm.serial().contents();
     vm.power_off().await.unwrap();
     udhcpd.kill().unwrap();
     udhcpd.wait().unwrap();
     drop(ns);
+    log
 }
 
 #[tokio::test]
 async fn deploy_ramdisk_gets_a_lease_on_virtio_net() {
-    lease_test(NicModel::VirtioNet, [0x52, 0x54, 0x00, 0xfe, 0x00, 0x01]).await;
+    let log = lease_test(
+        NicModel::VirtioNet,
+        [0x52, 0x54, 0x00, 0xfe, 0x00, 0x01],
+        None,
+    )
+    .await;
+    assert!(
+        log.contains("FERRIC-RAMDISK-READY reason=no-agent disk=/dev/vda"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
 async fn deploy_ramdisk_gets_a_lease_on_e1000() {
-    lease_test(NicModel::E1000, [0x52, 0x54, 0x00, 0xfe, 0x00, 0x02]).await;
+    lease_test(NicModel::E1000, [0x52, 0x54, 0x00, 0xfe, 0x00, 0x02], None).await;
+}
+
+/// The ramdisk's contract with ferric-agent: exec'd as PID 1 with `--api-url`, `--disk`,
+/// `--listen IP:9999` and `--mac` once DHCP is done. A script stands in for the agent.
+#[tokio::test]
+async fn deploy_ramdisk_execs_the_agent_with_its_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("fake-agent");
+    std::fs::write(
+        &agent,
+        "#!/bin/sh\necho \"FAKE-AGENT pid=$$ ramdisk=$FERRIC_RAMDISK args=$*\" > /dev/console\n\
+         exec sleep 3600\n",
+    )
+    .unwrap();
+    let mac = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x03];
+    let log = lease_test(NicModel::VirtioNet, mac, Some(&agent)).await;
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("FAKE-AGENT"))
+        .expect("agent line")
+        .to_string();
+    assert!(line.contains("pid=1 ramdisk=1"), "{line}");
+    assert!(
+        line.contains("--api-url http://192.0.2.1:6385 --disk /dev/vda"),
+        "{line}"
+    );
+    assert!(line.contains(":9999 --mac 52:54:00:fe:00:03"), "{line}");
+    assert!(line.contains("--listen 192.0.2.1"), "{line}");
+    assert!(log.contains("FERRIC-AGENT-EXEC"), "{log}");
 }

@@ -84,6 +84,8 @@ async fn acpi_shutdown_is_seen_through_qmp_and_leaves_no_process() {
     let status = vm.qmp("query-status", None).await.unwrap();
     assert_eq!(status["status"], "shutdown");
     assert!(vm.serial().contents().contains("FERRIC-ACPI-POWERDOWN"));
+    // Reset does not revive a guest that powered itself off.
+    assert!(vm.reset().await.is_err());
     // ...until the BMC looks: off, and no process.
     assert_eq!(vm.power_state().await.unwrap(), PowerState::Off);
     assert_eq!(vm.pid().await, None);
