@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-for tool in apt-get apt-cache dpkg-deb depmod modprobe cpio zstd mformat mcopy sfdisk mke2fs \
+for tool in apt-get apt-cache dpkg-deb depmod modprobe modinfo cpio zstd mformat mcopy sfdisk mke2fs \
             qemu-img sha256sum flock xz od debugfs; do
   command -v "$tool" >/dev/null || die "missing host tool: $tool (run .ci/install-deps)"
 done
@@ -140,22 +140,33 @@ kver=$(ls "$pkg/lib/modules")
 bb="$pkg/bin/busybox"
 [ -x "$bb" ] || die "busybox-static has no /bin/busybox"
 
-# Modules (and their dependencies, soft pre-dependencies included) in load order, flattened into
-# /lib/modules/NAME.ko with the order in /etc/ferric/modules: the ramdisk has no modules.dep.
-add_modules() { # DESTROOT MODULE...
+# Modules (and their dependencies, soft pre-dependencies included) in load order: the ramdisk has
+# no modules.dep. /etc/ferric/modules holds "GROUP MODULE" lines, a group per module asked for
+# (its dependencies first); /etc/ferric/modaliases holds "GROUP=PATTERN" for the PCI devices a
+# group drives. At boot a group loads only if one of its PCI devices is present (groups without
+# PCI aliases always load), and a group written "?NAME" only if no virtio disk showed up: loading
+# drivers for absent hardware (e1000e, the ATA stack) costs seconds under TCG.
+add_modules() { # DESTROOT [?]MODULE...
   local dest=$1; shift
   mkdir -p "$dest/lib/modules" "$dest/etc/ferric"
-  local m line f name
-  for m in "$@"; do
+  touch "$dest/etc/ferric/modules" "$dest/etc/ferric/modaliases"
+  local g m line f name
+  for g in "$@"; do
+    m=${g#\?}
     modprobe -d "$pkg" -S "$kver" --show-depends "$m" > "$work/deps" || die "no module $m"
+    : > "$work/seen"
     while read -r line; do
       f=$(echo "$line" | awk '$1=="insmod"{print $2}')
       [ -n "$f" ] || continue
       name=$(basename "$f" .ko)
-      grep -qxF "$name" "$dest/etc/ferric/modules" 2>/dev/null && continue
+      grep -qxF "$name" "$work/seen" && continue
+      echo "$name" >> "$work/seen"
       cp "$f" "$dest/lib/modules/$name.ko"
-      echo "$name" >> "$dest/etc/ferric/modules"
+      echo "$g $name" >> "$dest/etc/ferric/modules"
     done < "$work/deps"
+    # "GROUP=PATTERN" words; an all-wildcard tail shortened to "*" (the init reads them slowly).
+    modinfo -F alias "$f" | grep '^pci:' | sed -e 's/sv\*sd\*bc\*sc\*i\*$/*/' -e "s/^/$g=/" \
+      >> "$dest/etc/ferric/modaliases" || true
   done
 }
 
@@ -182,7 +193,7 @@ mkcpio() { # DIR OUT: newc, root-owned, fixed timestamps, zstd
 # --- deploy ramdisk -------------------------------------------------------------------------
 d="$work/deploy"
 add_busybox "$d"
-add_modules "$d" virtio_pci virtio_net virtio_blk e1000 e1000e ata_piix sd_mod button evdev
+add_modules "$d" virtio_pci virtio_net virtio_blk e1000 e1000e ?ata_piix ?sd_mod button evdev
 add_acpi "$d"
 install -m 0755 "$here/deploy/init" "$d/init"
 install -m 0644 "$here/common/lib.sh" "$d/etc/ferric/lib.sh"
@@ -241,7 +252,7 @@ debugfs -w -f "$work/ctime.cmds" "$out.tmp/partition.img" >/dev/null 2>&1 \
 # --- instance: initramfs (netboot of the partition image, and the whole-disk image's) -------
 i="$work/instance"
 add_busybox "$i"
-add_modules "$i" virtio_pci virtio_blk ata_piix sd_mod ext4 button evdev
+add_modules "$i" virtio_pci virtio_blk ?ata_piix ?sd_mod ext4 button evdev
 add_acpi "$i"
 install -m 0755 "$here/instance/init" "$i/init"
 install -m 0644 "$here/common/lib.sh" "$i/etc/ferric/lib.sh"
