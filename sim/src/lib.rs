@@ -6,3 +6,7 @@
 //! independent peers: ipmitool against the BMC, OpenIPMI's ipmi_sim against the client).
 
 pub mod machine;
+pub mod simmachine;
+pub mod vbmc;
+
+pub use simmachine::{SimMachine, SimMachineConfig};
