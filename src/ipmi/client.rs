@@ -430,7 +430,9 @@ impl IpmiClient {
         let rq = st.rq_seq;
         st.rq_seq = (rq + 1) & 0x3F;
         let until = Instant::now() + self.config.attempt_timeout;
-        let _ = self.request_in_session(&mut st, 0x06, 0x3C, rq, &id, until).await;
+        let _ = self
+            .request_in_session(&mut st, 0x06, 0x3C, rq, &id, until)
+            .await;
         st.session = None;
     }
 
@@ -570,8 +572,14 @@ impl IpmiClient {
                     covered,
                     ..
                 } => {
-                    let m =
-                        codec::open_payload(&keys, encrypted, authenticated, &payload, &trailer, &covered)?;
+                    let m = codec::open_payload(
+                        &keys,
+                        encrypted,
+                        authenticated,
+                        &payload,
+                        &trailer,
+                        &covered,
+                    )?;
                     let r = codec::parse_ipmi_response(&m)?;
                     (r.rq_seq == rq_seq && r.cmd == cmd && r.netfn == (netfn | 1)).then_some(r)
                 }
@@ -629,7 +637,12 @@ impl IpmiClient {
 
     /// RMCP+ session establishment: channel auth capabilities, Open Session, RAKP 1-4, then the
     /// session privilege level.
-    async fn establish(&self, st: &mut State, suite: Suite, until: Instant) -> Result<(), AttemptError> {
+    async fn establish(
+        &self,
+        st: &mut State,
+        suite: Suite,
+        until: Instant,
+    ) -> Result<(), AttemptError> {
         let target = &self.target;
         let label = || self.label.clone();
         let privilege = target.privilege as u8;
@@ -647,10 +660,18 @@ impl IpmiClient {
         // 1. Get Channel Authentication Capabilities, IPMI v1.5 framing (as ipmitool sends it).
         let msg = codec::ipmi_request(0x06, 0x38, 0, &[0x8E, privilege]);
         let caps = self
-            .exchange(t, &codec::v15_packet(&msg), until, "Get Channel Authentication Capabilities", |inc| match inc {
-                Incoming::V15 { msg } => codec::parse_ipmi_response(&msg).filter(|r| r.cmd == 0x38),
-                _ => None,
-            })
+            .exchange(
+                t,
+                &codec::v15_packet(&msg),
+                until,
+                "Get Channel Authentication Capabilities",
+                |inc| match inc {
+                    Incoming::V15 { msg } => {
+                        codec::parse_ipmi_response(&msg).filter(|r| r.cmd == 0x38)
+                    }
+                    _ => None,
+                },
+            )
             .await?;
         if caps.completion != 0 {
             return Err(IpmiError::Completion {
@@ -662,7 +683,10 @@ impl IpmiClient {
         }
         if caps.data.len() >= 4 && caps.data[1] & 0x80 != 0 && caps.data[3] & 0x02 == 0 {
             return Err(self
-                .protocol("Get Channel Authentication Capabilities", "BMC does not support IPMI v2.0 (RMCP+)")
+                .protocol(
+                    "Get Channel Authentication Capabilities",
+                    "BMC does not support IPMI v2.0 (RMCP+)",
+                )
                 .into());
         }
 
@@ -691,13 +715,17 @@ impl IpmiClient {
             .into());
         }
         if rsp.len() < 36 || rsp[4..8] != console_id.to_le_bytes() {
-            return Err(self.protocol("Open Session", "short response or wrong console session ID").into());
+            return Err(self
+                .protocol("Open Session", "short response or wrong console session ID")
+                .into());
         }
         if rsp[16] & 0x3F != suite.auth
             || rsp[24] & 0x3F != suite.integrity
             || rsp[32] & 0x3F != suite.confidentiality
         {
-            return Err(self.protocol("Open Session", "BMC chose other algorithms than proposed").into());
+            return Err(self
+                .protocol("Open Session", "BMC chose other algorithms than proposed")
+                .into());
         }
         let bmc_id = u32::from_le_bytes([rsp[8], rsp[9], rsp[10], rsp[11]]);
 
@@ -731,7 +759,9 @@ impl IpmiClient {
             return Err(auth_failed("RAKP 2", r2[1]));
         }
         if r2.len() < 40 || r2[4..8] != console_id.to_le_bytes() {
-            return Err(self.protocol("RAKP 1", "short RAKP 2 or wrong console session ID").into());
+            return Err(self
+                .protocol("RAKP 1", "short RAKP 2 or wrong console session ID")
+                .into());
         }
         let rc = &r2[8..24];
         let guid = &r2[24..40];
@@ -749,7 +779,9 @@ impl IpmiClient {
             // Tell the BMC (RAKP 3 with an error status) so it frees the session at once.
             let mut p = vec![tag, 0x0F, 0, 0];
             p.extend_from_slice(&bmc_id.to_le_bytes());
-            let _ = t.send(&codec::v20_packet(codec::PT_RAKP3, 0, 0, &p, None, iv)).await;
+            let _ = t
+                .send(&codec::v20_packet(codec::PT_RAKP3, 0, 0, &p, None, iv))
+                .await;
             return Err(auth_failed("RAKP 2", 0x0F));
         }
 
@@ -786,7 +818,9 @@ impl IpmiClient {
         }
         let n = suite.icv_len();
         if r4.len() < 8 + n || r4[4..8] != console_id.to_le_bytes() {
-            return Err(self.protocol("RAKP 3", "short RAKP 4 or wrong console session ID").into());
+            return Err(self
+                .protocol("RAKP 3", "short RAKP 4 or wrong console session ID")
+                .into());
         }
         if !codec::same(icv.get(..n).unwrap_or_default(), &r4[8..8 + n]) {
             return Err(auth_failed("RAKP 4", 0x0F));

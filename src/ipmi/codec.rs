@@ -100,7 +100,12 @@ fn hmac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 /// Comparison whose time does not depend on where the first difference is.
 pub fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).map(|(x, y)| x ^ y).fold(0, |acc, v| acc | v) == 0
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .map(|(x, y)| x ^ y)
+            .fold(0, |acc, v| acc | v)
+            == 0
 }
 
 /// Keys of an established session.
@@ -347,7 +352,14 @@ mod tests {
             panic!("parse")
         };
         assert_eq!(session_id, 77);
-        let plain = open_payload(&keys, encrypted, authenticated, &payload, &trailer, &covered);
+        let plain = open_payload(
+            &keys,
+            encrypted,
+            authenticated,
+            &payload,
+            &trailer,
+            &covered,
+        );
         assert_eq!(plain, Some(msg));
     }
 }

@@ -116,9 +116,12 @@ impl Transport for ChannelTransport {
         }
     }
     async fn recv(&self) -> io::Result<Vec<u8>> {
-        self.rx.lock().await.recv().await.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotConnected, "in-memory BMC link closed")
-        })
+        self.rx
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "in-memory BMC link closed"))
     }
 }
 
