@@ -466,7 +466,7 @@ impl IpmiClient {
             attempts += 1;
             let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
             let outcome = self
-                .attempt(&mut st, suite, netfn, cmd, rq_seq, data, until)
+                .attempt(&mut st, suite, netfn, cmd, rq_seq, data, until, deadline)
                 .await;
             let err = match outcome {
                 Ok(rsp) if rsp.completion == 0 => break Ok(rsp.data),
@@ -513,6 +513,7 @@ impl IpmiClient {
         rq_seq: u8,
         data: &[u8],
         until: Instant,
+        deadline: Instant,
     ) -> Result<codec::IpmiResponse, AttemptError> {
         if st.transport.is_none() {
             let t = self
@@ -533,8 +534,9 @@ impl IpmiClient {
             st.session = None;
         }
         if st.session.is_none() {
-            self.establish(st, suite, until).await?;
+            self.establish(st, suite, deadline).await?;
         }
+        let until = until.max((Instant::now() + self.config.attempt_timeout).min(deadline));
         self.request_in_session(st, netfn, cmd, rq_seq, data, until)
             .await
     }
@@ -635,13 +637,39 @@ impl IpmiClient {
         }
     }
 
+    /// [`Self::exchange`] with retransmissions: each try waits `attempt_timeout`, up to
+    /// `retries` more tries, never past `deadline`. Used for the session-setup steps, which the
+    /// BMC answers idempotently.
+    async fn exchange_retry<T>(
+        &self,
+        t: &dyn Transport,
+        packet: &[u8],
+        deadline: Instant,
+        stage: &'static str,
+        mut accept: impl FnMut(Incoming) -> Option<T>,
+    ) -> Result<T, AttemptError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
+            match self.exchange(t, packet, until, stage, &mut accept).await {
+                Err(AttemptError::Timeout(_))
+                    if tries <= self.config.retries && Instant::now() < deadline =>
+                {
+                    tracing::debug!(bmc = %self.label, stage, "retransmitting");
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// RMCP+ session establishment: channel auth capabilities, Open Session, RAKP 1-4, then the
     /// session privilege level.
     async fn establish(
         &self,
         st: &mut State,
         suite: Suite,
-        until: Instant,
+        deadline: Instant,
     ) -> Result<(), AttemptError> {
         let target = &self.target;
         let label = || self.label.clone();
@@ -660,10 +688,10 @@ impl IpmiClient {
         // 1. Get Channel Authentication Capabilities, IPMI v1.5 framing (as ipmitool sends it).
         let msg = codec::ipmi_request(0x06, 0x38, 0, &[0x8E, privilege]);
         let caps = self
-            .exchange(
+            .exchange_retry(
                 t,
                 &codec::v15_packet(&msg),
-                until,
+                deadline,
                 "Get Channel Authentication Capabilities",
                 |inc| match inc {
                     Incoming::V15 { msg } => {
@@ -698,7 +726,7 @@ impl IpmiClient {
         p.extend_from_slice(&[2, 0, 0, 8, suite.confidentiality, 0, 0, 0]);
         let pkt = codec::v20_packet(codec::PT_OPEN_REQ, 0, 0, &p, None, iv);
         let rsp = self
-            .exchange(t, &pkt, until, "Open Session", |inc| match inc {
+            .exchange_retry(t, &pkt, deadline, "Open Session", |inc| match inc {
                 Incoming::V20 {
                     payload_type: codec::PT_OPEN_RSP,
                     payload,
@@ -739,7 +767,7 @@ impl IpmiClient {
         p.extend_from_slice(user);
         let pkt = codec::v20_packet(codec::PT_RAKP1, 0, 0, &p, None, iv);
         let r2 = self
-            .exchange(t, &pkt, until, "RAKP 1", |inc| match inc {
+            .exchange_retry(t, &pkt, deadline, "RAKP 1", |inc| match inc {
                 Incoming::V20 {
                     payload_type: codec::PT_RAKP2,
                     payload,
@@ -804,7 +832,7 @@ impl IpmiClient {
         let icv = suite.rakp_hmac(&sik, &icv_input);
         let pkt = codec::v20_packet(codec::PT_RAKP3, 0, 0, &p, None, iv);
         let r4 = self
-            .exchange(t, &pkt, until, "RAKP 3", |inc| match inc {
+            .exchange_retry(t, &pkt, deadline, "RAKP 3", |inc| match inc {
                 Incoming::V20 {
                     payload_type: codec::PT_RAKP4,
                     payload,
@@ -842,14 +870,23 @@ impl IpmiClient {
         if target.privilege > Privilege::User {
             let rq = st.rq_seq;
             st.rq_seq = (rq + 1) & 0x3F;
-            let r = self
-                .request_in_session(st, 0x06, 0x3B, rq, &[privilege], until)
-                .await;
-            let r = match r {
-                Ok(r) => r,
-                Err(e) => {
-                    st.session = None;
-                    return Err(e);
+            let mut tries = 0;
+            let r = loop {
+                tries += 1;
+                let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
+                match self
+                    .request_in_session(st, 0x06, 0x3B, rq, &[privilege], until)
+                    .await
+                {
+                    Ok(r) => break r,
+                    Err(AttemptError::Timeout(_))
+                        if tries <= self.config.retries
+                            && st.session.is_some()
+                            && Instant::now() < deadline => {}
+                    Err(e) => {
+                        st.session = None;
+                        return Err(e);
+                    }
                 }
             };
             if r.completion != 0 {

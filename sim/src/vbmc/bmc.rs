@@ -182,6 +182,12 @@ struct Session {
     rc: [u8; 16],
     role: u8,
     username: Vec<u8>,
+    /// Requests and answers of the setup steps, so a retransmitted Open Session or RAKP 1 (its
+    /// answer was lost) gets the same answer instead of a second session or fresh nonces.
+    open_req: Vec<u8>,
+    open_rsp: Vec<u8>,
+    rakp1_req: Vec<u8>,
+    rakp2: Vec<u8>,
     rakp3_code: Vec<u8>,
     rakp4: Vec<u8>,
     k1: Vec<u8>,
@@ -564,6 +570,13 @@ impl Bmc {
         };
         let mut st = self.lock();
         self.expire(&mut st);
+        if let Some(s) = st
+            .sessions
+            .values()
+            .find(|s| s.phase == Phase::Opened && s.open_req == p)
+        {
+            return Some(s.open_rsp.clone());
+        }
         if st.sessions.len() >= self.inner.config.max_sessions {
             inc(&self.inner.counters.sessions_refused);
             return fail(status::INSUFFICIENT_RESOURCES);
@@ -586,6 +599,10 @@ impl Bmc {
                 rc: [0; 16],
                 role: 0,
                 username: Vec::new(),
+                open_req: p.to_vec(),
+                open_rsp: Vec::new(),
+                rakp1_req: Vec::new(),
+                rakp2: Vec::new(),
                 rakp3_code: Vec::new(),
                 rakp4: Vec::new(),
                 k1: Vec::new(),
@@ -603,13 +620,11 @@ impl Bmc {
         body.extend_from_slice(&[0, 0, 0, 8, suite.auth.wire(), 0, 0, 0]);
         body.extend_from_slice(&[1, 0, 0, 8, suite.integrity.wire(), 0, 0, 0]);
         body.extend_from_slice(&[2, 0, 0, 8, suite.conf.wire(), 0, 0, 0]);
-        Some(wire::encode_v20(
-            wire::PAYLOAD_OPEN_SESSION_RSP,
-            0,
-            0,
-            &body,
-            None,
-        ))
+        let out = wire::encode_v20(wire::PAYLOAD_OPEN_SESSION_RSP, 0, 0, &body, None);
+        if let Some(s) = st.sessions.get_mut(&id) {
+            s.open_rsp = out.clone();
+        }
+        Some(out)
     }
 
     fn rakp1(&self, p: &[u8]) -> Option<Vec<u8>> {
@@ -633,6 +648,9 @@ impl Bmc {
         };
         if s.phase == Phase::Active {
             return reply(status::INVALID_SESSION_ID, 0);
+        }
+        if s.phase == Phase::Rakp2Sent && s.rakp1_req == p {
+            return Some(s.rakp2.clone());
         }
         let console = s.console_id;
         let role = p[24];
@@ -681,7 +699,10 @@ impl Bmc {
         body.extend_from_slice(&s.rc);
         body.extend_from_slice(&self.inner.guid);
         body.extend_from_slice(&code);
-        Some(wire::encode_v20(wire::PAYLOAD_RAKP2, 0, 0, &body, None))
+        let out = wire::encode_v20(wire::PAYLOAD_RAKP2, 0, 0, &body, None);
+        s.rakp1_req = p.to_vec();
+        s.rakp2 = out.clone();
+        Some(out)
     }
 
     fn rakp3(&self, p: &[u8]) -> Option<Vec<u8>> {
