@@ -197,6 +197,9 @@ impl BootDevice {
 /// A boot device override as the BMC holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BootSetting {
+    /// The boot-flags valid bit: the override will be applied (BMCs clear it after a one-time
+    /// boot; the selector itself may still show the old device, as it does in ipmitool).
+    pub valid: bool,
     pub device: BootDevice,
     pub persistent: bool,
     pub efi: bool,
@@ -387,12 +390,9 @@ impl IpmiClient {
         let (b0, b1) = (d[2], d[3]);
         let valid = b0 & 0x80 != 0;
         Ok(BootSetting {
-            device: if valid {
-                BootDevice::from_selector(b1 >> 2)
-            } else {
-                BootDevice::None
-            },
-            persistent: valid && b0 & 0x40 != 0,
+            valid,
+            device: BootDevice::from_selector(b1 >> 2),
+            persistent: b0 & 0x40 != 0,
             efi: b0 & 0x20 != 0,
         })
     }
