@@ -455,7 +455,11 @@ impl IpmiClient {
         let suite = self.target.validate()?;
         let mut st = self.state.lock().await;
         if let Some(last) = st.last_command {
-            tokio::time::sleep_until(last + self.config.min_interval).await;
+            let next = last + self.config.min_interval;
+            // No timer when the interval has passed: a zero sleep still waits a timer tick.
+            if next > Instant::now() {
+                tokio::time::sleep_until(next).await;
+            }
         }
         let deadline = Instant::now() + self.config.command_timeout;
         // The same rqSeq on every retry lets a BMC recognise a duplicate (IPMI v2.0 5.3).

@@ -265,8 +265,13 @@ impl Fleet {
         Ok(Self { nodes })
     }
 
-    /// Binds BMC i to `ip`:`base_port + i` (all or nothing).
-    pub async fn bind(&self, ip: IpAddr, base_port: u16) -> Result<Vec<UdpSocket>, FleetError> {
+    /// Binds BMC i to `ip`:`base_port + i` (all or nothing), as non-blocking std sockets that
+    /// any runtime can adopt (`tokio::net::UdpSocket::from_std`), e.g. one per serving thread.
+    pub fn bind_std(
+        &self,
+        ip: IpAddr,
+        base_port: u16,
+    ) -> Result<Vec<std::net::UdpSocket>, FleetError> {
         let count = self.nodes.len();
         if base_port as usize + count > 65_536 {
             return Err(FleetError::Ports {
@@ -277,12 +282,22 @@ impl Fleet {
         let mut sockets = Vec::with_capacity(count);
         for i in 0..count {
             let addr = SocketAddr::new(ip, base_port + i as u16);
-            let s = UdpSocket::bind(addr)
-                .await
+            let s = std::net::UdpSocket::bind(addr)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
                 .map_err(|source| FleetError::Bind { addr, source })?;
             sockets.push(s);
         }
         Ok(sockets)
+    }
+
+    /// [`Fleet::bind_std`] registered with the current tokio runtime.
+    pub async fn bind(&self, ip: IpAddr, base_port: u16) -> Result<Vec<UdpSocket>, FleetError> {
+        let mut out = Vec::new();
+        for (i, s) in self.bind_std(ip, base_port)?.into_iter().enumerate() {
+            let addr = SocketAddr::new(ip, base_port + i as u16);
+            out.push(UdpSocket::from_std(s).map_err(|source| FleetError::Bind { addr, source })?);
+        }
+        Ok(out)
     }
 
     /// Serves each BMC on its socket (from [`Fleet::bind`]) on tasks in the returned set.
