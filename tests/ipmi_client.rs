@@ -168,8 +168,10 @@ async fn client_errors_over_udp() {
 }
 
 /// A small simulated fleet reachable through in-memory links only.
-fn sim_fleet(n: usize, faults: FaultSettings) -> (Vec<(Bmc, Arc<SimMachine>)>, Arc<dyn Connector>) {
-    let nodes: Vec<(Bmc, Arc<SimMachine>)> = (0..n)
+type Nodes = Vec<(Bmc, Arc<SimMachine>)>;
+
+fn sim_fleet(n: usize, faults: FaultSettings) -> (Nodes, Arc<dyn Connector>) {
+    let nodes: Nodes = (0..n)
         .map(|i| {
             let machine = Arc::new(SimMachine::new(format!("node-{i}"), Default::default()));
             let config = BmcConfig {
