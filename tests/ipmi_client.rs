@@ -352,3 +352,83 @@ async fn lost_reply_to_power_cycle_is_not_executed_twice() {
     );
     assert!(bmc.stats().duplicates >= 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn session_limit_expiry_and_replay_protection() {
+    let machine = Arc::new(SimMachine::new("n", Default::default()));
+    let bmc = Bmc::new(
+        "n",
+        BmcConfig {
+            max_sessions: 2,
+            ..Default::default()
+        },
+        machine,
+        Arc::new(Faults::default()),
+    )
+    .unwrap();
+    // Every datagram the clients send, for the replay check below.
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let (b, s) = (bmc.clone(), sent.clone());
+    let connector = Arc::new(ChannelConnector::new(move |_, _| {
+        let (to_bmc, mut from_client) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        let (to_client, from_bmc) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        let (b, s) = (b.clone(), s.clone());
+        tokio::spawn(async move {
+            while let Some(p) = from_client.recv().await {
+                s.lock().unwrap().push(p.clone());
+                if let Some(r) = b.on_datagram(ferric_sim::vbmc::Peer::Link(1), &p).await {
+                    let _ = to_client.try_send(r.bytes);
+                }
+            }
+        });
+        Some((to_bmc, from_bmc))
+    }));
+    let config = ClientConfig {
+        rng_seed: Some(11),
+        retries: 1,
+        ..Default::default()
+    };
+    let mk = |seed| {
+        IpmiClient::new(
+            sim_target(0),
+            connector.clone(),
+            ClientConfig {
+                rng_seed: Some(seed),
+                ..config.clone()
+            },
+        )
+    };
+    let (a, b2, c) = (mk(1), mk(2), mk(3));
+    a.power_state().await.unwrap();
+    b2.power_state().await.unwrap();
+    // Two sessions held: the third is refused with "insufficient resources" (0x01), after the
+    // client's retry.
+    let e = c.power_state().await.unwrap_err();
+    assert!(
+        matches!(e, IpmiError::SessionRefused { status: 0x01, .. }),
+        "{e}"
+    );
+    assert_eq!(bmc.stats().sessions_refused, 2);
+
+    // Replaying the last in-session request verbatim is rejected (sequence window), silently.
+    let last_request = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|p| p.get(4) == Some(&0x06) && p.get(5).is_some_and(|t| t & 0xC0 == 0xC0))
+        .cloned()
+        .unwrap();
+    let before = bmc.stats();
+    let replay = bmc
+        .on_datagram(ferric_sim::vbmc::Peer::Link(9), &last_request)
+        .await;
+    assert!(replay.is_none());
+    assert_eq!(bmc.stats().packets_rejected, before.packets_rejected + 1);
+    assert_eq!(bmc.stats().get_chassis_status, before.get_chassis_status);
+
+    // Idle sessions expire after 60 s; then there is room again.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    c.power_state().await.unwrap();
+    assert_eq!(bmc.stats().sessions_expired, 2);
+}
