@@ -208,6 +208,9 @@ struct LastRequest {
     response: Vec<u8>,
 }
 
+/// How long an unfinished RMCP+ handshake keeps its session slot.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a state-changing request is remembered for duplicate detection.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -335,10 +338,19 @@ impl Bmc {
 
     fn expire(&self, st: &mut State) {
         let timeout = Duration::from_secs(self.inner.config.session_timeout_secs);
+        // A handshake the console abandoned (ipmitool does after a RAKP 2 it cannot verify,
+        // i.e. a wrong password) should not hold a session slot for the full idle timeout.
+        let pending = timeout.min(HANDSHAKE_TIMEOUT);
         let now = Instant::now();
         let before = st.sessions.len();
-        st.sessions
-            .retain(|_, s| now.saturating_duration_since(s.last_used) < timeout);
+        st.sessions.retain(|_, s| {
+            let limit = if s.phase == Phase::Active {
+                timeout
+            } else {
+                pending
+            };
+            now.saturating_duration_since(s.last_used) < limit
+        });
         for _ in st.sessions.len()..before {
             inc(&self.inner.counters.sessions_expired);
         }
@@ -1211,6 +1223,53 @@ fn unprotect(s: &Session, f: &V20<'_>) -> Option<Vec<u8>> {
         ConfAlg::AesCbc128 if f.encrypted => super::crypto::decrypt_aes(&s.k2, f.payload),
         ConfAlg::None if !f.encrypted => Some(f.payload.to_vec()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            console_id: 1,
+            suite: CipherSuite::by_id(3).unwrap(),
+            max_priv: PRIV_ADMIN,
+            privilege: PRIV_ADMIN,
+            phase: Phase::Active,
+            rm: [0; 16],
+            rc: [0; 16],
+            role: 4,
+            username: Vec::new(),
+            open_req: Vec::new(),
+            open_rsp: Vec::new(),
+            rakp1_req: Vec::new(),
+            rakp2: Vec::new(),
+            rakp3_code: Vec::new(),
+            rakp4: Vec::new(),
+            k1: Vec::new(),
+            k2: Vec::new(),
+            last_used: Instant::now(),
+            seq_high: 0,
+            seq_seen: 0,
+            out_seq: 0,
+            last: None,
+        }
+    }
+
+    #[test]
+    fn sequence_window() {
+        let mut s = session();
+        assert!(!accept_seq(&mut s, 0, 32), "0 is never valid in a session");
+        assert!(accept_seq(&mut s, 1, 32));
+        assert!(!accept_seq(&mut s, 1, 32), "duplicate");
+        assert!(accept_seq(&mut s, 3, 32));
+        assert!(accept_seq(&mut s, 2, 32), "late but unseen");
+        assert!(!accept_seq(&mut s, 2, 32));
+        assert!(!accept_seq(&mut s, 3 + 33, 32), "too far ahead");
+        assert!(accept_seq(&mut s, 3 + 32, 32));
+        assert!(!accept_seq(&mut s, 35 - 16, 32), "too far behind");
+        assert!(accept_seq(&mut s, 35 - 15, 32));
     }
 }
 
