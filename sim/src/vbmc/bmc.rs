@@ -1226,6 +1226,30 @@ fn unprotect(s: &Session, f: &V20<'_>) -> Option<Vec<u8>> {
     }
 }
 
+/// Sliding-window replay check on the console's session sequence numbers.
+fn accept_seq(s: &mut Session, seq: u32, window: u32) -> bool {
+    if seq == 0 {
+        return false;
+    }
+    if seq > s.seq_high {
+        let ahead = seq - s.seq_high;
+        if s.seq_high != 0 && ahead > window {
+            return false;
+        }
+        s.seq_seen = if ahead >= 64 { 0 } else { s.seq_seen << ahead };
+        s.seq_seen |= 1;
+        s.seq_high = seq;
+        true
+    } else {
+        let behind = s.seq_high - seq;
+        if behind >= 16 || s.seq_seen & (1 << behind) != 0 {
+            return false;
+        }
+        s.seq_seen |= 1 << behind;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1270,29 +1294,5 @@ mod tests {
         assert!(accept_seq(&mut s, 3 + 32, 32));
         assert!(!accept_seq(&mut s, 35 - 16, 32), "too far behind");
         assert!(accept_seq(&mut s, 35 - 15, 32));
-    }
-}
-
-/// Sliding-window replay check on the console's session sequence numbers.
-fn accept_seq(s: &mut Session, seq: u32, window: u32) -> bool {
-    if seq == 0 {
-        return false;
-    }
-    if seq > s.seq_high {
-        let ahead = seq - s.seq_high;
-        if s.seq_high != 0 && ahead > window {
-            return false;
-        }
-        s.seq_seen = if ahead >= 64 { 0 } else { s.seq_seen << ahead };
-        s.seq_seen |= 1;
-        s.seq_high = seq;
-        true
-    } else {
-        let behind = s.seq_high - seq;
-        if behind >= 16 || s.seq_seen & (1 << behind) != 0 {
-            return false;
-        }
-        s.seq_seen |= 1 << behind;
-        true
     }
 }
