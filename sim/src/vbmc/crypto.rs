@@ -147,20 +147,29 @@ impl ConfAlg {
 }
 
 pub fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
-    // HMAC accepts keys of any length; this cannot fail.
-    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    for p in parts {
-        mac.update(p);
+    // HMAC accepts keys of any length, so the error arm is never taken (an all-zero MAC would
+    // only fail verification).
+    match <Hmac<Sha1> as KeyInit>::new_from_slice(key) {
+        Ok(mut mac) => {
+            for p in parts {
+                mac.update(p);
+            }
+            mac.finalize().into_bytes().into()
+        }
+        Err(_) => [0; 20],
     }
-    mac.finalize().into_bytes().into()
 }
 
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    for p in parts {
-        mac.update(p);
+    match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
+        Ok(mut mac) => {
+            for p in parts {
+                mac.update(p);
+            }
+            mac.finalize().into_bytes().into()
+        }
+        Err(_) => [0; 32],
     }
-    mac.finalize().into_bytes().into()
 }
 
 /// Constant-time-enough comparison for MACs (length leaks, content does not).
