@@ -16,7 +16,12 @@ pub struct VbmcArgs {
     pub base_port: u16,
     #[arg(long, default_value = "admin")]
     pub username: String,
-    #[arg(long, default_value = "password", env = "FERRIC_VBMC_PASSWORD")]
+    #[arg(
+        long,
+        default_value = "password",
+        env = "FERRIC_VBMC_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: String,
     /// Address to listen on; loopback unless given.
     #[arg(long, default_value = "127.0.0.1")]
