@@ -690,21 +690,36 @@ impl IpmiClient {
         };
 
         // 1. Get Channel Authentication Capabilities, IPMI v1.5 framing (as ipmitool sends it).
-        let msg = codec::ipmi_request(0x06, 0x38, 0, &[0x8E, privilege]);
-        let caps = self
-            .exchange_retry(
-                t,
-                &codec::v15_packet(&msg),
-                deadline,
+        // Asked first with the "IPMI v2.0 data" bit; some older BMCs refuse that bit with a
+        // completion code, so ask once more without it (as ipmitool does).
+        let mut caps = None;
+        for channel in [0x8E, 0x0E] {
+            let msg = codec::ipmi_request(0x06, 0x38, 0, &[channel, privilege]);
+            let r = self
+                .exchange_retry(
+                    t,
+                    &codec::v15_packet(&msg),
+                    deadline,
+                    "Get Channel Authentication Capabilities",
+                    |inc| match inc {
+                        Incoming::V15 { msg } => {
+                            codec::parse_ipmi_response(&msg).filter(|r| r.cmd == 0x38)
+                        }
+                        _ => None,
+                    },
+                )
+                .await?;
+            let done = r.completion == 0;
+            caps = Some(r);
+            if done {
+                break;
+            }
+        }
+        let Some(caps) = caps else {
+            return Err(AttemptError::Timeout(
                 "Get Channel Authentication Capabilities",
-                |inc| match inc {
-                    Incoming::V15 { msg } => {
-                        codec::parse_ipmi_response(&msg).filter(|r| r.cmd == 0x38)
-                    }
-                    _ => None,
-                },
-            )
-            .await?;
+            ));
+        };
         if caps.completion != 0 {
             return Err(IpmiError::Completion {
                 target: label(),
