@@ -9,3 +9,7 @@ pub mod machine;
 pub mod netns;
 mod process;
 pub mod qemu;
+pub mod simmachine;
+pub mod vbmc;
+
+pub use simmachine::{SimMachine, SimMachineConfig};
