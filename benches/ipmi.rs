@@ -57,13 +57,7 @@ fn wait_ready(child: &mut Child, marker: &str) {
 
 fn ferric_vbmc(nodes: usize, base: u16) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferric"))
-        .args([
-            "vbmc",
-            "--nodes",
-            &nodes.to_string(),
-            "--base-port",
-            &base.to_string(),
-        ])
+        .args(["vbmc", "--nodes", &nodes.to_string(), "--base-port", &base.to_string()])
         .args(["--username", "admin", "--password", "password"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -101,8 +95,8 @@ fn cpu_secs(pid: u32) -> f64 {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -124,9 +118,7 @@ fn config() -> ClientConfig {
 }
 
 fn target(port: u16) -> Target {
-    Target::new("127.0.0.1", "admin", "password")
-        .with_port(port)
-        .with_cipher_suite(3)
+    Target::new("127.0.0.1", "admin", "password").with_port(port).with_cipher_suite(3)
 }
 
 /// (a) open session + Get Chassis Status + close, by `clients` concurrent clients, for `secs`.
@@ -202,10 +194,8 @@ fn row(label: &str, (f, fcpu): (f64, f64), (p, pcpu): (f64, f64)) {
 async fn main() {
     // `cargo test --benches` runs bench binaries with no `--bench` flag: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let secs: f64 = std::env::var("FERRIC_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if quick { 0.2 } else { 3.0 });
+    let secs: f64 =
+        std::env::var("FERRIC_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(if quick { 0.2 } else { 3.0 });
 
     let fport = free_port_range(1);
     let ferric = ferric_vbmc(1, fport);
@@ -220,18 +210,10 @@ async fn main() {
         let (fpid, ppid) = (ferric.0.id(), pyghmi.0.id());
         let fa = measured(fpid, secs, session_per_request(fport, secs, clients)).await;
         let pa = measured(ppid, secs, session_per_request(pport, secs, clients)).await;
-        row(
-            &format!("(a) open session + Get Chassis Status + close, {clients} client(s)"),
-            fa,
-            pa,
-        );
+        row(&format!("(a) open session + Get Chassis Status + close, {clients} client(s)"), fa, pa);
         let fb = measured(fpid, secs, in_session(fport, secs, clients)).await;
         let pb = measured(ppid, secs, in_session(pport, secs, clients)).await;
-        row(
-            &format!("(b) Get Chassis Status in one session, {clients} client(s)"),
-            fb,
-            pb,
-        );
+        row(&format!("(b) Get Chassis Status in one session, {clients} client(s)"), fb, pb);
     }
     drop(pyghmi);
     drop(ferric);
@@ -249,15 +231,8 @@ async fn main() {
     let rss_idle = rss_kib(many.0.id());
 
     // Every BMC gets a client with a session; 64 workers spread Get Chassis Status over them.
-    let clients: Vec<Arc<IpmiClient>> = (0..count)
-        .map(|i| {
-            Arc::new(IpmiClient::new(
-                target(base + i),
-                Arc::new(UdpConnector),
-                config(),
-            ))
-        })
-        .collect();
+    let clients: Vec<Arc<IpmiClient>> =
+        (0..count).map(|i| Arc::new(IpmiClient::new(target(base + i), Arc::new(UdpConnector), config()))).collect();
     let workers = 64usize;
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -288,9 +263,7 @@ async fn main() {
     let per_idle = (rss_idle.saturating_sub(rss_one)) as f64 / (count - 1) as f64;
     let per_busy = (rss_busy.saturating_sub(rss_one)) as f64 / (count - 1) as f64;
     println!("One `ferric vbmc` process serving {count} BMCs:");
-    println!(
-        "  RSS: 1 BMC {rss_one} KiB, {count} BMCs {rss_idle} KiB idle / {rss_busy} KiB with a session each"
-    );
+    println!("  RSS: 1 BMC {rss_one} KiB, {count} BMCs {rss_idle} KiB idle / {rss_busy} KiB with a session each");
     println!("  memory per BMC: {per_idle:.1} KiB idle, {per_busy:.1} KiB with a session");
     println!(
         "  Get Chassis Status across all {count} BMCs ({workers} concurrent, sessions kept): {rate:.0} requests/s"

@@ -2,8 +2,8 @@
 //! in-memory links on a paused clock (the simulation path).
 
 use ferric::ipmi::{
-    BootDevice, ChannelConnector, ClientConfig, Connector, IpmiClient, IpmiError, IpmiPool,
-    PowerState, Target, UdpConnector,
+    BootDevice, ChannelConnector, ClientConfig, Connector, IpmiClient, IpmiError, IpmiPool, PowerState, Target,
+    UdpConnector,
 };
 use ferric_sim::machine::{BootDevice as SimBoot, Machine, PowerState as SimPower};
 use ferric_sim::vbmc::{Bmc, BmcConfig, BmcStats, FaultSettings, Faults, serve_udp};
@@ -14,20 +14,9 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 fn node(config: BmcConfig) -> (Bmc, Arc<SimMachine>) {
-    let machine = Arc::new(SimMachine::new(
-        "node-0",
-        SimMachineConfig {
-            soft_off_delay_ms: 1_000,
-            ..Default::default()
-        },
-    ));
-    let bmc = Bmc::new(
-        "node-0",
-        config,
-        machine.clone(),
-        Arc::new(Faults::default()),
-    )
-    .unwrap();
+    let machine =
+        Arc::new(SimMachine::new("node-0", SimMachineConfig { soft_off_delay_ms: 1_000, ..Default::default() }));
+    let bmc = Bmc::new("node-0", config, machine.clone(), Arc::new(Faults::default())).unwrap();
     (bmc, machine)
 }
 
@@ -53,33 +42,21 @@ fn fast() -> ClientConfig {
 }
 
 fn client(port: u16, password: &str, suite: u8) -> IpmiClient {
-    let target = Target::new("127.0.0.1", "admin", password)
-        .with_port(port)
-        .with_cipher_suite(suite);
+    let target = Target::new("127.0.0.1", "admin", password).with_port(port).with_cipher_suite(suite);
     IpmiClient::new(target, Arc::new(UdpConnector), fast())
 }
 
 async fn exercise(c: &IpmiClient, machine: &SimMachine) {
     assert_eq!(c.power_state().await.unwrap(), PowerState::Off);
-    c.set_boot_device(BootDevice::Pxe, false, true)
-        .await
-        .unwrap();
+    c.set_boot_device(BootDevice::Pxe, false, true).await.unwrap();
     let b = c.get_boot_device().await.unwrap();
-    assert_eq!(
-        (b.device, b.persistent, b.efi),
-        (BootDevice::Pxe, false, true)
-    );
+    assert_eq!((b.device, b.persistent, b.efi), (BootDevice::Pxe, false, true));
     c.power_on().await.unwrap();
     assert_eq!(c.power_state().await.unwrap(), PowerState::On);
     // The one-time PXE selection was consumed by the boot.
     assert_eq!(c.get_boot_device().await.unwrap().device, BootDevice::None);
-    assert_eq!(
-        machine.subscribe().borrow().last_boot.unwrap().device,
-        SimBoot::Pxe
-    );
-    c.set_boot_device(BootDevice::Disk, true, false)
-        .await
-        .unwrap();
+    assert_eq!(machine.subscribe().borrow().last_boot.unwrap().device, SimBoot::Pxe);
+    c.set_boot_device(BootDevice::Disk, true, false).await.unwrap();
     c.power_cycle().await.unwrap();
     c.power_reset().await.unwrap();
     let b = c.get_boot_device().await.unwrap();
@@ -114,50 +91,28 @@ async fn client_errors_over_udp() {
     let (bmc, _machine, port, task) = udp_bmc(BmcConfig::default()).await;
 
     let e = client(port, "wrong", 3).power_state().await.unwrap_err();
-    assert!(
-        matches!(e, IpmiError::AuthFailed { status: 0x0F, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, IpmiError::AuthFailed { status: 0x0F, .. }), "{e}");
     // The client told the BMC (RAKP 3 with an error), so nothing is left pending.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(bmc.session_count(), 0);
 
-    let c = IpmiClient::new(
-        Target::new("127.0.0.1", "nobody", "password").with_port(port),
-        Arc::new(UdpConnector),
-        fast(),
-    );
+    let c =
+        IpmiClient::new(Target::new("127.0.0.1", "nobody", "password").with_port(port), Arc::new(UdpConnector), fast());
     let e = c.power_state().await.unwrap_err();
-    assert!(
-        matches!(e, IpmiError::AuthFailed { status: 0x0D, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, IpmiError::AuthFailed { status: 0x0D, .. }), "{e}");
 
     let e = client(port, "password", 0).power_state().await.unwrap_err();
-    assert!(
-        matches!(e, IpmiError::SessionRefused { status: 0x11, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, IpmiError::SessionRefused { status: 0x11, .. }), "{e}");
 
     let e = client(port, "password", 5).power_state().await.unwrap_err();
     assert!(matches!(e, IpmiError::InvalidTarget(_)), "{e}");
 
-    bmc.set_faults(FaultSettings {
-        busy: true,
-        ..Default::default()
-    });
+    bmc.set_faults(FaultSettings { busy: true, ..Default::default() });
     let e = client(port, "password", 3).power_state().await.unwrap_err();
     assert_eq!(e.completion_code(), Some(0xC0), "{e}");
-    assert_eq!(
-        bmc.stats().busy_replies,
-        3,
-        "busy is retried: 1 + 2 retries"
-    );
+    assert_eq!(bmc.stats().busy_replies, 3, "busy is retried: 1 + 2 retries");
 
-    bmc.set_faults(FaultSettings {
-        unresponsive: true,
-        ..Default::default()
-    });
+    bmc.set_faults(FaultSettings { unresponsive: true, ..Default::default() });
     let e = client(port, "password", 3).power_state().await.unwrap_err();
     assert!(matches!(e, IpmiError::Timeout { attempts: 3, .. }), "{e}");
 
@@ -174,17 +129,8 @@ fn sim_fleet(n: usize, faults: FaultSettings) -> (Nodes, Arc<dyn Connector>) {
     let nodes: Nodes = (0..n)
         .map(|i| {
             let machine = Arc::new(SimMachine::new(format!("node-{i}"), Default::default()));
-            let config = BmcConfig {
-                seed: 42 + i as u64,
-                ..Default::default()
-            };
-            let bmc = Bmc::new(
-                format!("node-{i}"),
-                config,
-                machine.clone(),
-                Arc::new(Faults::new(faults)),
-            )
-            .unwrap();
+            let config = BmcConfig { seed: 42 + i as u64, ..Default::default() };
+            let bmc = Bmc::new(format!("node-{i}"), config, machine.clone(), Arc::new(Faults::new(faults))).unwrap();
             (bmc, machine)
         })
         .collect();
@@ -203,30 +149,15 @@ fn sim_target(i: usize) -> Target {
 
 /// Runs a fixed workload on a paused clock; returns what the BMCs saw and the virtual time.
 async fn lossy_run(seed: u64) -> (Vec<BmcStats>, Duration, usize) {
-    let (nodes, connector) = sim_fleet(
-        3,
-        FaultSettings {
-            drop_rate: 0.2,
-            latency_ms: 40,
-            ..Default::default()
-        },
-    );
-    let config = ClientConfig {
-        rng_seed: Some(seed),
-        retries: 8,
-        ..Default::default()
-    };
+    let (nodes, connector) = sim_fleet(3, FaultSettings { drop_rate: 0.2, latency_ms: 40, ..Default::default() });
+    let config = ClientConfig { rng_seed: Some(seed), retries: 8, ..Default::default() };
     let pool = IpmiPool::new(connector, config, 16);
     let start = Instant::now();
     let mut failures = 0;
     for round in 0..10 {
         for i in 0..3 {
             let c = pool.client(&sim_target(i));
-            let r = if round % 2 == 0 {
-                c.power_on().await
-            } else {
-                c.power_off().await
-            };
+            let r = if round % 2 == 0 { c.power_on().await } else { c.power_off().await };
             failures += usize::from(r.is_err());
             failures += usize::from(c.power_state().await.is_err());
         }
@@ -256,10 +187,7 @@ async fn paused_clock_in_memory_lossy_links_are_deterministic() {
 async fn paused_clock_timeouts_sessions_and_knobs() {
     let (nodes, connector) = sim_fleet(1, FaultSettings::default());
     let (bmc, machine) = &nodes[0];
-    let config = ClientConfig {
-        rng_seed: Some(1),
-        ..Default::default()
-    };
+    let config = ClientConfig { rng_seed: Some(1), ..Default::default() };
     let c = IpmiClient::new(sim_target(0), connector.clone(), config.clone());
     c.power_on().await.unwrap();
     assert_eq!(machine.power_now(), SimPower::On);
@@ -317,14 +245,7 @@ async fn paused_clock_timeouts_sessions_and_knobs() {
 async fn lost_reply_to_power_cycle_is_not_executed_twice() {
     let (nodes, connector) = sim_fleet(1, FaultSettings::default());
     let (bmc, machine) = &nodes[0];
-    let c = IpmiClient::new(
-        sim_target(0),
-        connector,
-        ClientConfig {
-            rng_seed: Some(3),
-            ..Default::default()
-        },
-    );
+    let c = IpmiClient::new(sim_target(0), connector, ClientConfig { rng_seed: Some(3), ..Default::default() });
     c.power_on().await.unwrap();
     // Lose every reply for a moment: the request arrives, the reply is dropped.
     let boots_before = machine.stats().boots;
@@ -345,27 +266,15 @@ async fn lost_reply_to_power_cycle_is_not_executed_twice() {
     }
     let _ = tx.send(());
     cycle.await.unwrap();
-    assert_eq!(
-        machine.stats().boots,
-        boots_before + 1,
-        "cycled exactly once"
-    );
+    assert_eq!(machine.stats().boots, boots_before + 1, "cycled exactly once");
     assert!(bmc.stats().duplicates >= 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn session_limit_expiry_and_replay_protection() {
     let machine = Arc::new(SimMachine::new("n", Default::default()));
-    let bmc = Bmc::new(
-        "n",
-        BmcConfig {
-            max_sessions: 2,
-            ..Default::default()
-        },
-        machine,
-        Arc::new(Faults::default()),
-    )
-    .unwrap();
+    let bmc = Bmc::new("n", BmcConfig { max_sessions: 2, ..Default::default() }, machine, Arc::new(Faults::default()))
+        .unwrap();
     // Every datagram the clients send, for the replay check below.
     let sent = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
     let (b, s) = (bmc.clone(), sent.clone());
@@ -383,20 +292,9 @@ async fn session_limit_expiry_and_replay_protection() {
         });
         Some((to_bmc, from_bmc))
     }));
-    let config = ClientConfig {
-        rng_seed: Some(11),
-        retries: 1,
-        ..Default::default()
-    };
+    let config = ClientConfig { rng_seed: Some(11), retries: 1, ..Default::default() };
     let mk = |seed| {
-        IpmiClient::new(
-            sim_target(0),
-            connector.clone(),
-            ClientConfig {
-                rng_seed: Some(seed),
-                ..config.clone()
-            },
-        )
+        IpmiClient::new(sim_target(0), connector.clone(), ClientConfig { rng_seed: Some(seed), ..config.clone() })
     };
     let (a, b2, c) = (mk(1), mk(2), mk(3));
     a.power_state().await.unwrap();
@@ -404,10 +302,7 @@ async fn session_limit_expiry_and_replay_protection() {
     // Two sessions held: the third is refused with "insufficient resources" (0x01), after the
     // client's retry.
     let e = c.power_state().await.unwrap_err();
-    assert!(
-        matches!(e, IpmiError::SessionRefused { status: 0x01, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, IpmiError::SessionRefused { status: 0x01, .. }), "{e}");
     assert_eq!(bmc.stats().sessions_refused, 2);
 
     // Replaying the last in-session request verbatim is rejected (sequence window), silently.
@@ -420,9 +315,7 @@ async fn session_limit_expiry_and_replay_protection() {
         .cloned()
         .unwrap();
     let before = bmc.stats();
-    let replay = bmc
-        .on_datagram(ferric_sim::vbmc::Peer::Link(9), &last_request)
-        .await;
+    let replay = bmc.on_datagram(ferric_sim::vbmc::Peer::Link(9), &last_request).await;
     assert!(replay.is_none());
     assert_eq!(bmc.stats().packets_rejected, before.packets_rejected + 1);
     assert_eq!(bmc.stats().get_chassis_status, before.get_chassis_status);

@@ -13,12 +13,7 @@ use tokio::sync::mpsc;
 
 fn bmc(seed: u64) -> Bmc {
     let machine = Arc::new(SimMachine::new("fuzz", Default::default()));
-    let config = BmcConfig {
-        seed,
-        max_sessions: 64,
-        cipher_suites: vec![0, 1, 2, 3, 17],
-        ..Default::default()
-    };
+    let config = BmcConfig { seed, max_sessions: 64, cipher_suites: vec![0, 1, 2, 3, 17], ..Default::default() };
     Bmc::new("fuzz", config, machine, Arc::new(Faults::default())).unwrap()
 }
 
@@ -30,10 +25,7 @@ struct RelayConnector<F> {
 #[async_trait::async_trait]
 impl<F> Connector for RelayConnector<F>
 where
-    F: Fn(Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>
-        + Send
-        + Sync
-        + 'static,
+    F: Fn(Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>> + Send + Sync + 'static,
 {
     async fn connect(&self, _: &str, _: u16) -> std::io::Result<Box<dyn Transport>> {
         let (to_bmc, mut from_client) = mpsc::channel::<Vec<u8>>(16);
@@ -85,34 +77,22 @@ fn corpus() -> &'static Corpus {
                 r
             }) as std::pin::Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>
         });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
         rt.block_on(async {
             for suite in [0u8, 1, 2, 3, 17] {
                 let c = IpmiClient::new(
                     Target::new("bmc", "admin", "password").with_cipher_suite(suite),
-                    Arc::new(RelayConnector {
-                        relay: relay.clone(),
-                    }),
+                    Arc::new(RelayConnector { relay: relay.clone() }),
                     fuzz_config(),
                 );
                 c.power_on().await.unwrap();
-                c.set_boot_device(ferric::ipmi::BootDevice::Pxe, true, true)
-                    .await
-                    .unwrap();
+                c.set_boot_device(ferric::ipmi::BootDevice::Pxe, true, true).await.unwrap();
                 c.get_boot_device().await.unwrap();
                 c.device_id().await.unwrap();
             }
         });
         let (requests, replies) = std::mem::take(&mut *log.lock().unwrap());
-        Corpus {
-            bmc: b,
-            requests,
-            replies,
-        }
+        Corpus { bmc: b, requests, replies }
     })
 }
 

@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn raw(r: &mut Rmcp, netfn: u8, cmd: u8, data: Vec<u8>) -> (u8, Vec<u8>) {
-    let mut req = Request::new(
-        Message::new_raw(netfn, cmd, data),
-        RequestTargetAddress::Bmc(LogicalUnit::Zero),
-    );
+    let mut req = Request::new(Message::new_raw(netfn, cmd, data), RequestTargetAddress::Bmc(LogicalUnit::Zero));
     let rsp = r.send_recv(&mut req).expect("ipmi-rs round trip");
     (rsp.cc(), rsp.data().to_vec())
 }
@@ -21,10 +18,7 @@ fn raw(r: &mut Rmcp, netfn: u8, cmd: u8, data: Vec<u8>) -> (u8, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipmi_rs_against_the_virtual_bmc() {
     let machine = Arc::new(SimMachine::new("n", Default::default()));
-    let config = BmcConfig {
-        cipher_suites: vec![1, 2, 3],
-        ..Default::default()
-    };
+    let config = BmcConfig { cipher_suites: vec![1, 2, 3], ..Default::default() };
     let bmc = Bmc::new("n", config, machine.clone(), Arc::new(Faults::default())).unwrap();
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();
@@ -33,8 +27,7 @@ async fn ipmi_rs_against_the_virtual_bmc() {
     let (status, power_on_cc, bad_password) = tokio::task::spawn_blocking(move || {
         let addr = format!("127.0.0.1:{port}");
         let mut r = Rmcp::new(addr.clone(), Duration::from_secs(2)).unwrap();
-        r.activate(true, Some("admin"), Some(b"password"))
-            .expect("RMCP+ session with ipmi-rs");
+        r.activate(true, Some("admin"), Some(b"password")).expect("RMCP+ session with ipmi-rs");
         let (cc, _) = raw(&mut r, 0x00, 0x02, vec![0x01]); // Chassis Control: power up
         let (scc, status) = raw(&mut r, 0x00, 0x01, vec![]); // Get Chassis Status
         assert_eq!(scc, 0);

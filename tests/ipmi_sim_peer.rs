@@ -2,9 +2,7 @@
 //! (Debian package openipmi, installed by .ci/install-deps). Loopback only; its configuration,
 //! state and chassis hook live in a temp dir. ipmi_sim offers cipher suite 3 (not 17).
 
-use ferric::ipmi::{
-    BootDevice, ClientConfig, IpmiClient, IpmiError, PowerState, Target, UdpConnector,
-};
+use ferric::ipmi::{BootDevice, ClientConfig, IpmiClient, IpmiError, PowerState, Target, UdpConnector};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,9 +19,7 @@ struct IpmiSim {
 impl Drop for IpmiSim {
     fn drop(&mut self) {
         let pgid = self.child.id();
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{pgid}")])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
         let _ = self.child.wait();
     }
 }
@@ -120,9 +116,7 @@ async fn client_against_openipmi_ipmi_sim() {
         min_interval: Duration::ZERO,
         ..Default::default()
     };
-    let target = Target::new("127.0.0.1", "admin", "password")
-        .with_port(sim.port)
-        .with_cipher_suite(3);
+    let target = Target::new("127.0.0.1", "admin", "password").with_port(sim.port).with_cipher_suite(3);
     let c = IpmiClient::new(target.clone(), Arc::new(UdpConnector), config.clone());
     // Wait for the simulator to listen (bounded).
     let mut id = None;
@@ -152,9 +146,7 @@ async fn client_against_openipmi_ipmi_sim() {
     c.power_off().await.unwrap();
     assert_eq!(c.power_state().await.unwrap(), PowerState::Off);
 
-    c.set_boot_device(BootDevice::Pxe, false, false)
-        .await
-        .unwrap();
+    c.set_boot_device(BootDevice::Pxe, false, false).await.unwrap();
     let b = c.get_boot_device().await.unwrap();
     assert_eq!(b.device, BootDevice::Pxe);
     let log = calls(sim.dir.path());
@@ -166,18 +158,12 @@ async fn client_against_openipmi_ipmi_sim() {
 
     // Wrong password: ipmi_sim's RAKP 2 proof does not verify with ours.
     let bad = IpmiClient::new(
-        Target {
-            password: ferric::ipmi::Secret("nope".into()),
-            ..target.clone()
-        },
+        Target { password: ferric::ipmi::Secret("nope".into()), ..target.clone() },
         Arc::new(UdpConnector),
         config.clone(),
     );
     let e = bad.power_state().await.unwrap_err();
-    assert!(
-        matches!(e, IpmiError::AuthFailed { status: 0x0F, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, IpmiError::AuthFailed { status: 0x0F, .. }), "{e}");
 
     // Unknown user: ipmi_sim says so in RAKP 2.
     let nobody = IpmiClient::new(

@@ -32,11 +32,7 @@ fn ipmitool(port: u16, password: &str, args: &str) -> (bool, String) {
         .args(args.split_whitespace())
         .output()
         .expect("ipmitool is installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -71,14 +67,9 @@ machine = { initially_on = true }
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let _vbmc = Vbmc(child);
-    assert!(
-        line.contains(&format!("127.0.0.1:{base}-{}", base + 2)),
-        "{line}"
-    );
+    assert!(line.contains(&format!("127.0.0.1:{base}-{}", base + 2)), "{line}");
 
     let (ok, t) = ipmitool(base, "password", "power on");
     assert!(ok, "{t}");
@@ -116,9 +107,7 @@ machine = { initially_on = true }
     let e = c.power_state().await.unwrap_err();
     assert!(matches!(e, IpmiError::Timeout { .. }), "{e}");
     let c = IpmiClient::new(
-        Target::new("127.0.0.1", "admin", "password")
-            .with_port(base)
-            .with_cipher_suite(17),
+        Target::new("127.0.0.1", "admin", "password").with_port(base).with_cipher_suite(17),
         Arc::new(UdpConnector),
         config,
     );

@@ -80,20 +80,14 @@ impl NetnsHandle {
 
     fn open(&self) -> Result<OwnedFd, NetnsError> {
         let path = self.path();
-        std::fs::File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|source| NetnsError::Open { path, source })
+        std::fs::File::open(&path).map(OwnedFd::from).map_err(|source| NetnsError::Open { path, source })
     }
 
     /// Moves the calling thread into the namespace (for good: use a dedicated thread).
     pub fn enter_current_thread(&self) -> Result<(), NetnsError> {
         let fd = self.open()?;
-        move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network)).map_err(|e| {
-            NetnsError::Setns {
-                name: self.name.clone(),
-                source: e.into(),
-            }
-        })
+        move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network))
+            .map_err(|e| NetnsError::Setns { name: self.name.clone(), source: e.into() })
     }
 
     /// Makes `cmd` start its process inside the namespace.
@@ -104,8 +98,7 @@ impl NetnsHandle {
         // which is async-signal-safe; the fd was opened before the fork and outlives the call.
         unsafe {
             cmd.pre_exec(move || {
-                move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network))
-                    .map_err(std::io::Error::from)
+                move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network)).map_err(std::io::Error::from)
             });
         }
         Ok(())
@@ -117,8 +110,7 @@ impl NetnsHandle {
         // SAFETY: as in `configure`.
         unsafe {
             cmd.pre_exec(move || {
-                move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network))
-                    .map_err(std::io::Error::from)
+                move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network)).map_err(std::io::Error::from)
             });
         }
         Ok(())
@@ -136,34 +128,15 @@ impl NetNs {
     /// Creates the namespace: loopback up, bridge `br0` up with 192.0.2.1/24 and 2001:db8::1/64.
     pub fn create() -> Result<NetNs, NetnsError> {
         remove_stale();
-        let name = format!(
-            "{NAME_PREFIX}{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{NAME_PREFIX}{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name])?;
         // From here on, drop cleans up whatever part was made.
-        let ns = NetNs {
-            handle: NetnsHandle { name },
-            taps: Mutex::new(Vec::new()),
-        };
+        let ns = NetNs { handle: NetnsHandle { name }, taps: Mutex::new(Vec::new()) };
         let n = ns.name().to_string();
         let v4 = format!("{BRIDGE_V4}/{BRIDGE_V4_PREFIX}");
         let v6 = format!("{BRIDGE_V6}/{BRIDGE_V6_PREFIX}");
         ip(&["-n", &n, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            &n,
-            "link",
-            "add",
-            BRIDGE,
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ])?;
+        ip(&["-n", &n, "link", "add", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
         ip(&["-n", &n, "addr", "add", &v4, "dev", BRIDGE])?;
         ip(&["-n", &n, "addr", "add", &v6, "dev", BRIDGE, "nodad"])?;
         ip(&["-n", &n, "link", "set", BRIDGE, "up"])?;
@@ -209,10 +182,7 @@ impl NetNs {
     }
 
     /// A `tokio::process::Command` whose process runs inside the namespace.
-    pub fn tokio_command(
-        &self,
-        program: impl AsRef<OsStr>,
-    ) -> Result<tokio::process::Command, NetnsError> {
+    pub fn tokio_command(&self, program: impl AsRef<OsStr>) -> Result<tokio::process::Command, NetnsError> {
         let mut cmd = tokio::process::Command::new(program);
         self.handle.configure_tokio(&mut cmd)?;
         Ok(cmd)
@@ -230,8 +200,7 @@ impl NetNs {
                 self.handle.enter_current_thread()?;
                 Ok(f())
             });
-            h.join()
-                .map_err(|p| NetnsError::Thread(panic_message(&p)))?
+            h.join().map_err(|p| NetnsError::Thread(panic_message(&p)))?
         })
     }
 
@@ -294,18 +263,11 @@ pub fn exists(name: &str) -> bool {
 }
 
 fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(NetnsError::Spawn)?;
+    let out = Command::new("ip").args(args).stdin(std::process::Stdio::null()).output().map_err(NetnsError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(NetnsError::Ip {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Err(NetnsError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
     }
 }
 
@@ -315,12 +277,7 @@ fn pids_in(name: &str) -> Vec<i32> {
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
         .unwrap_or_default()
 }
 

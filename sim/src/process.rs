@@ -21,10 +21,7 @@ pub(crate) fn kill_and_wait(pid: i32, timeout: Duration) -> bool {
         }
     };
     let _ = kill_process(p, Signal::KILL);
-    let ts = Timespec {
-        tv_sec: timeout.as_secs() as _,
-        tv_nsec: timeout.subsec_nanos() as _,
-    };
+    let ts = Timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
     let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
     let exited = matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0);
     reap(p);

@@ -113,10 +113,7 @@ pub async fn kvm_boots_linux(fixtures: &Fixtures, timeout: Duration) -> Result<b
     });
     let vm = QemuMachine::new(config)?;
     vm.start().await?;
-    let ok = vm
-        .wait_for_serial("FERRIC-RAMDISK-BOOTED", 0, timeout)
-        .await
-        .is_ok();
+    let ok = vm.wait_for_serial("FERRIC-RAMDISK-BOOTED", 0, timeout).await.is_ok();
     vm.stop().await?;
     drop(vm);
     let _ = std::fs::remove_dir_all(&dir);
@@ -273,10 +270,7 @@ impl QemuConfig {
         let bad = |m: String| Err(QemuError::Config(m));
         if self.name.is_empty()
             || self.name.len() > 64
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             return bad(format!("bad name {:?}", self.name));
         }
@@ -296,10 +290,7 @@ impl QemuConfig {
         }
         let sock = self.state_dir.join("qmp.sock");
         if sock.as_os_str().len() > 107 {
-            return bad(format!(
-                "state dir too long for a unix socket: {}",
-                sock.display()
-            ));
+            return bad(format!("state dir too long for a unix socket: {}", sock.display()));
         }
         Ok(())
     }
@@ -327,10 +318,7 @@ impl BootTarget {
 
 /// `aa:bb:cc:dd:ee:ff`
 pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 struct Running {
@@ -375,11 +363,9 @@ impl QemuMachine {
     pub fn new(config: QemuConfig) -> Result<QemuMachine, QemuError> {
         config.validate()?;
         let io = |context: String| move |source| QemuError::Io { context, source };
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(io(format!("create {}", config.state_dir.display())))?;
+        std::fs::create_dir_all(&config.state_dir).map_err(io(format!("create {}", config.state_dir.display())))?;
         let serial_path = config.state_dir.join("serial.log");
-        std::fs::write(&serial_path, b"")
-            .map_err(io(format!("create {}", serial_path.display())))?;
+        std::fs::write(&serial_path, b"").map_err(io(format!("create {}", serial_path.display())))?;
         Ok(QemuMachine {
             serial: SerialLog::new(serial_path),
             qmp_path: config.state_dir.join("qmp.sock"),
@@ -457,19 +443,10 @@ impl QemuMachine {
     }
 
     /// Waits for a QMP event named `name` with sequence number `since` or later.
-    pub async fn wait_for_event(
-        &self,
-        name: &str,
-        since: u64,
-        timeout: Duration,
-    ) -> Result<QmpEvent, QemuError> {
+    pub async fn wait_for_event(&self, name: &str, since: u64, timeout: Duration) -> Result<QmpEvent, QemuError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(ev) = self
-                .lock_events()
-                .iter()
-                .find(|(seq, ev)| *seq >= since && ev.event == name)
-            {
+            if let Some(ev) = self.lock_events().iter().find(|(seq, ev)| *seq >= since && ev.event == name) {
                 return Ok(ev.1.clone());
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -491,12 +468,7 @@ impl QemuMachine {
 
     /// Waits for a serial console line containing `needle`, written at or after byte `from`
     /// (see [`SerialLog::position`]); gives up early if the QEMU process exits.
-    pub async fn wait_for_serial(
-        &self,
-        needle: &str,
-        from: u64,
-        timeout: Duration,
-    ) -> Result<String, QemuError> {
+    pub async fn wait_for_serial(&self, needle: &str, from: u64, timeout: Duration) -> Result<String, QemuError> {
         let line = self
             .serial
             .wait_for_while(needle, from, timeout, || {
@@ -517,33 +489,12 @@ impl QemuMachine {
         let mut a: Vec<OsString> = Vec::new();
         let name = format!("guest={},debug-threads=on", c.name);
         let (mem, cpus) = (c.memory_mib.to_string(), c.cpus.to_string());
-        let fixed = [
-            "-name",
-            &name,
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-machine",
-            "pc",
-        ];
+        let fixed = ["-name", &name, "-nodefaults", "-no-user-config", "-display", "none", "-machine", "pc"];
         a.extend(fixed.iter().map(OsString::from));
         a.extend(c.accel.args().iter().map(OsString::from));
-        let more = [
-            "-m",
-            &mem,
-            "-smp",
-            &cpus,
-            "-no-shutdown",
-            "-rtc",
-            "base=utc",
-            "-chardev",
-        ];
+        let more = ["-m", &mem, "-smp", &cpus, "-no-shutdown", "-rtc", "base=utc", "-chardev"];
         a.extend(more.iter().map(OsString::from));
-        a.push(opt_path(
-            "file,id=serial0,append=on,path=",
-            self.serial.path(),
-        ));
+        a.push(opt_path("file,id=serial0,append=on,path=", self.serial.path()));
         a.extend(["-serial", "chardev:serial0", "-qmp"].map(OsString::from));
         a.push(opt_path("unix:", &self.qmp_path).tap_push(",server=on,wait=off"));
 
@@ -551,8 +502,7 @@ impl QemuMachine {
         if let (Some(disk), Some(index)) = (&c.disk, disk_index) {
             a.push("-drive".into());
             a.push(
-                opt_path("if=none,id=drive0,file=", &disk.path)
-                    .tap_push(&format!(",format={}", disk.format.as_str())),
+                opt_path("if=none,id=drive0,file=", &disk.path).tap_push(&format!(",format={}", disk.format.as_str())),
             );
             a.push("-device".into());
             a.push(
@@ -568,11 +518,7 @@ impl QemuMachine {
             );
         }
         for (i, (nic, index)) in c.nics.iter().zip(nic_indexes).enumerate() {
-            let mut device = format!(
-                "{},id=nic{i},mac={},bootindex={index}",
-                nic.model.device(),
-                format_mac(nic.mac)
-            );
+            let mut device = format!("{},id=nic{i},mac={},bootindex={index}", nic.model.device(), format_mac(nic.mac));
             if let Some(tap) = &nic.tap {
                 a.push("-netdev".into());
                 a.push(format!("tap,id=net{i},ifname={tap},script=no,downscript=no").into());
@@ -627,26 +573,18 @@ impl QemuMachine {
             .map_err(io(format!("open {}", self.stderr_path.display())))?;
         let stderr_start = stderr.metadata().map(|m| m.len()).unwrap_or(0);
         let mut cmd = std::process::Command::new(&c.qemu_binary);
-        cmd.args(self.command_line(target))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
+        cmd.args(self.command_line(target)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         if let Some(ns) = &c.netns {
             ns.configure(&mut cmd)?;
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(io(format!("spawn {}", c.qemu_binary.display())))?;
+        let mut child = cmd.spawn().map_err(io(format!("spawn {}", c.qemu_binary.display())))?;
         self.power_ons.fetch_add(1, Ordering::Relaxed);
         tracing::info!(machine = %c.name, pid = child.id(), ?target, "QEMU started");
 
         let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         let qmp = loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(QemuError::Exited {
-                    status: status.to_string(),
-                    stderr: self.stderr_since(stderr_start),
-                });
+                return Err(QemuError::Exited { status: status.to_string(), stderr: self.stderr_since(stderr_start) });
             }
             if self.qmp_path.exists() {
                 match Qmp::connect(&self.qmp_path).await {
@@ -660,11 +598,7 @@ impl QemuMachine {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        Ok(Running {
-            child,
-            qmp,
-            first: target,
-        })
+        Ok(Running { child, qmp, first: target })
     }
 
     /// Ends a running QEMU: `quit`, then SIGKILL if it lingers.
@@ -718,12 +652,18 @@ impl QemuMachine {
         // Indexes must stay unique at every step: clear them all, then assign.
         for (id, _) in &set {
             r.qmp
-                .execute("qom-set", Some(json!({"path": format!("/machine/peripheral/{id}"), "property": "bootindex", "value": -1})))
+                .execute(
+                    "qom-set",
+                    Some(json!({"path": format!("/machine/peripheral/{id}"), "property": "bootindex", "value": -1})),
+                )
                 .await?;
         }
         for (id, i) in &set {
             r.qmp
-                .execute("qom-set", Some(json!({"path": format!("/machine/peripheral/{id}"), "property": "bootindex", "value": i})))
+                .execute(
+                    "qom-set",
+                    Some(json!({"path": format!("/machine/peripheral/{id}"), "property": "bootindex", "value": i})),
+                )
                 .await?;
         }
         r.first = target;
@@ -894,31 +834,16 @@ mod tests {
     fn machine(dir: &Path) -> QemuMachine {
         let mut c = QemuConfig::new("vm-1", dir);
         c.accel = Accel::Tcg;
-        c.disk = Some(Disk {
-            path: dir.join("a,b.qcow2"),
-            format: DiskFormat::Qcow2,
-            bus: DiskBus::Virtio,
-        });
+        c.disk = Some(Disk { path: dir.join("a,b.qcow2"), format: DiskFormat::Qcow2, bus: DiskBus::Virtio });
         c.nics = vec![
-            Nic {
-                mac: [0x52, 0x54, 0, 0, 0, 1],
-                model: NicModel::VirtioNet,
-                tap: Some("tap0".into()),
-            },
-            Nic {
-                mac: [0x52, 0x54, 0, 0, 0, 2],
-                model: NicModel::E1000,
-                tap: None,
-            },
+            Nic { mac: [0x52, 0x54, 0, 0, 0, 1], model: NicModel::VirtioNet, tap: Some("tap0".into()) },
+            Nic { mac: [0x52, 0x54, 0, 0, 0, 2], model: NicModel::E1000, tap: None },
         ];
         QemuMachine::new(c).unwrap()
     }
 
     fn joined(args: Vec<OsString>) -> String {
-        args.iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
+        args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
     }
 
     #[test]
@@ -929,10 +854,7 @@ mod tests {
         assert!(disk_first.contains("-accel tcg"));
         assert!(disk_first.contains("file=") && disk_first.contains("a,,b.qcow2,format=qcow2"));
         assert!(disk_first.contains("virtio-blk-pci,drive=drive0,id=disk0,bootindex=1"));
-        assert!(
-            disk_first
-                .contains("virtio-net-pci,id=nic0,mac=52:54:00:00:00:01,bootindex=2,netdev=net0")
-        );
+        assert!(disk_first.contains("virtio-net-pci,id=nic0,mac=52:54:00:00:00:01,bootindex=2,netdev=net0"));
         assert!(disk_first.contains("tap,id=net0,ifname=tap0,script=no,downscript=no"));
         assert!(disk_first.contains("e1000,id=nic1,mac=52:54:00:00:00:02,bootindex=3"));
         assert!(!disk_first.contains("netdev=net1"));
@@ -945,20 +867,13 @@ mod tests {
     async fn non_persistent_boot_selection_is_consumed_by_one_boot() {
         let dir = tempfile::tempdir().unwrap();
         let vm = machine(dir.path());
-        let pxe_once = BootSelection {
-            device: BootDevice::Pxe,
-            persistent: false,
-            efi: false,
-        };
+        let pxe_once = BootSelection { device: BootDevice::Pxe, persistent: false, efi: false };
         vm.set_boot(pxe_once).await.unwrap();
         assert_eq!(vm.boot().await.unwrap(), pxe_once);
         assert_eq!(vm.take_boot(), BootTarget::Network);
         assert_eq!(vm.boot().await.unwrap().device, BootDevice::None);
         assert_eq!(vm.take_boot(), BootTarget::Disk);
-        let pxe_always = BootSelection {
-            persistent: true,
-            ..pxe_once
-        };
+        let pxe_always = BootSelection { persistent: true, ..pxe_once };
         vm.set_boot(pxe_always).await.unwrap();
         assert_eq!(vm.take_boot(), BootTarget::Network);
         assert_eq!(vm.take_boot(), BootTarget::Network);
@@ -971,14 +886,8 @@ mod tests {
         let mut c = QemuConfig::new("bad name", dir.path());
         assert!(QemuMachine::new(c.clone()).is_err());
         c.name = "ok".into();
-        c.nics.push(Nic {
-            mac: [1, 0, 0, 0, 0, 0],
-            model: NicModel::E1000,
-            tap: None,
-        });
-        assert!(
-            matches!(QemuMachine::new(c), Err(QemuError::Config(m)) if m.contains("multicast"))
-        );
+        c.nics.push(Nic { mac: [1, 0, 0, 0, 0, 0], model: NicModel::E1000, tap: None });
+        assert!(matches!(QemuMachine::new(c), Err(QemuError::Config(m)) if m.contains("multicast")));
     }
 
     #[tokio::test]

@@ -25,12 +25,7 @@ pub struct SimMachineConfig {
 
 impl Default for SimMachineConfig {
     fn default() -> Self {
-        Self {
-            soft_off_delay_ms: 2_000,
-            acpi_honored: true,
-            initially_on: false,
-            macs: Vec::new(),
-        }
+        Self { soft_off_delay_ms: 2_000, acpi_honored: true, initially_on: false, macs: Vec::new() }
     }
 }
 
@@ -83,20 +78,9 @@ pub struct SimMachine {
 impl SimMachine {
     pub fn new(name: impl Into<String>, config: SimMachineConfig) -> Self {
         let name = name.into();
-        let macs = if config.macs.is_empty() {
-            vec![derived_mac(&name)]
-        } else {
-            config.macs.clone()
-        };
-        let power = if config.initially_on {
-            PowerState::On
-        } else {
-            PowerState::Off
-        };
-        let (status, _) = watch::channel(MachineStatus {
-            power: Some(power),
-            ..Default::default()
-        });
+        let macs = if config.macs.is_empty() { vec![derived_mac(&name)] } else { config.macs.clone() };
+        let power = if config.initially_on { PowerState::On } else { PowerState::Off };
+        let (status, _) = watch::channel(MachineStatus { power: Some(power), ..Default::default() });
         Self {
             name,
             macs,
@@ -152,11 +136,7 @@ impl SimMachine {
     }
 
     fn publish(&self, st: &State) {
-        self.status.send_replace(MachineStatus {
-            power: Some(st.power),
-            boots: st.boots,
-            last_boot: st.last_boot,
-        });
+        self.status.send_replace(MachineStatus { power: Some(st.power), boots: st.boots, last_boot: st.last_boot });
     }
 
     fn boot_now(&self, st: &mut State) {
@@ -170,22 +150,14 @@ impl SimMachine {
 
     fn check(&self) -> Result<(), MachineError> {
         self.ops.fetch_add(1, Relaxed);
-        if self.wedged.load(Relaxed) {
-            Err(MachineError::Unresponsive)
-        } else {
-            Ok(())
-        }
+        if self.wedged.load(Relaxed) { Err(MachineError::Unresponsive) } else { Ok(()) }
     }
 }
 
 /// A locally administered MAC derived from the name (stable across runs).
 fn derived_mac(name: &str) -> [u8; 6] {
-    let h = name
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        })
-        .to_be_bytes();
+    let h =
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)).to_be_bytes();
     [0x52, 0x54, h[0], h[1], h[2], h[3]]
 }
 
@@ -232,8 +204,7 @@ impl Machine for SimMachine {
         let mut st = self.lock();
         self.settle(&mut st);
         st.stats.soft_off_requests += 1;
-        if st.power == PowerState::On && st.soft_off_at.is_none() && self.acpi_honored.load(Relaxed)
-        {
+        if st.power == PowerState::On && st.soft_off_at.is_none() && self.acpi_honored.load(Relaxed) {
             st.soft_off_at = Some(Instant::now() + self.soft_off_delay);
             drop(st);
             if self.soft_off_delay.is_zero() {
@@ -272,11 +243,7 @@ impl Machine for SimMachine {
     }
     async fn set_boot(&self, selection: BootSelection) -> Result<(), MachineError> {
         self.check()?;
-        let sel = if selection.device == BootDevice::None {
-            BootSelection::default()
-        } else {
-            selection
-        };
+        let sel = if selection.device == BootDevice::None { BootSelection::default() } else { selection };
         self.lock().boot = sel;
         Ok(())
     }
@@ -292,26 +259,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn soft_off_takes_its_delay_and_one_time_boot_is_consumed() {
-        let m = SimMachine::new(
-            "n0",
-            SimMachineConfig {
-                soft_off_delay_ms: 5_000,
-                ..Default::default()
-            },
-        );
-        m.set_boot(BootSelection {
-            device: BootDevice::Pxe,
-            persistent: false,
-            efi: true,
-        })
-        .await
-        .unwrap();
+        let m = SimMachine::new("n0", SimMachineConfig { soft_off_delay_ms: 5_000, ..Default::default() });
+        m.set_boot(BootSelection { device: BootDevice::Pxe, persistent: false, efi: true }).await.unwrap();
         m.power_on().await.unwrap();
         assert_eq!(m.boot().await.unwrap(), BootSelection::default());
-        assert_eq!(
-            m.subscribe().borrow().last_boot.unwrap().device,
-            BootDevice::Pxe
-        );
+        assert_eq!(m.subscribe().borrow().last_boot.unwrap().device, BootDevice::Pxe);
         m.soft_off().await.unwrap();
         tokio::time::sleep(Duration::from_millis(4_999)).await;
         assert_eq!(m.power_state().await.unwrap(), PowerState::On);

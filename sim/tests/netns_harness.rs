@@ -15,9 +15,7 @@ fn ip_output(args: &[&str]) -> String {
 
 fn alive(pid: u32) -> bool {
     // A zombie is dead for our purposes.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z ")).unwrap_or(false)
 }
 
 #[test]
@@ -34,10 +32,7 @@ fn bridge_taps_sockets_and_processes_live_inside_and_go_away() {
     let links = ip_output(&["-n", &name, "link", "show", "master", BRIDGE]);
     assert!(links.contains("tap0") && links.contains("tap1"), "{links}");
     // A listener bound inside, served from an ordinary thread, reached by a client inside.
-    let listener = ns
-        .run(|| TcpListener::bind(SocketAddr::from((BRIDGE_V4, 0))))
-        .unwrap()
-        .unwrap();
+    let listener = ns.run(|| TcpListener::bind(SocketAddr::from((BRIDGE_V4, 0)))).unwrap().unwrap();
     let addr = listener.local_addr().unwrap();
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
@@ -70,18 +65,11 @@ fn bridge_taps_sockets_and_processes_live_inside_and_go_away() {
         .unwrap();
     assert!(got);
     drop(rt);
-    let got = ns
-        .block_on(async { tokio::net::UdpSocket::bind((BRIDGE_V6, 0)).await.is_ok() })
-        .unwrap();
+    let got = ns.block_on(async { tokio::net::UdpSocket::bind((BRIDGE_V6, 0)).await.is_ok() }).unwrap();
     assert!(got);
 
     // A process inside sees the bridge; a long-running one is killed on drop.
-    let out = ns
-        .command("ip")
-        .unwrap()
-        .args(["-br", "addr", "show", "dev", BRIDGE])
-        .output()
-        .unwrap();
+    let out = ns.command("ip").unwrap().args(["-br", "addr", "show", "dev", BRIDGE]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("192.0.2.1/24"));
     let mut sleeper = ns.command("sleep").unwrap().arg("600").spawn().unwrap();
     let pid = sleeper.id();
@@ -120,16 +108,10 @@ fn namespaces_of_dead_test_processes_are_removed() {
     let dead = child.id();
     child.wait().unwrap();
     let stale = format!("ferric-{dead}-0");
-    let status = Command::new("ip")
-        .args(["netns", "add", &stale])
-        .status()
-        .unwrap();
+    let status = Command::new("ip").args(["netns", "add", &stale]).status().unwrap();
     assert!(status.success());
     assert!(Path::new("/run/netns").join(&stale).exists());
     let ns = NetNs::create().unwrap();
-    assert!(
-        !netns::exists(&stale),
-        "stale namespace {stale} still there"
-    );
+    assert!(!netns::exists(&stale), "stale namespace {stale} still there");
     drop(ns);
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use ferric_sim::machine::Machine;
 use ferric_sim::netns::NetNs;
 use ferric_sim::qemu::{
-    AgentSource, Disk, DiskBus, DiskFormat, Fixtures, KernelBoot, Nic, NicModel, QemuConfig,
-    QemuMachine, create_disk, format_mac, vm_slot,
+    AgentSource, Disk, DiskBus, DiskFormat, Fixtures, KernelBoot, Nic, NicModel, QemuConfig, QemuMachine, create_disk,
+    format_mac, vm_slot,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(150);
@@ -50,20 +50,10 @@ async fn lease_test(model: NicModel, mac: [u8; 6], agent: Option<&Path>) -> Stri
 
     let mut config = QemuConfig::new("dhcp", dir.path().join("vm"));
     config.netns = Some(ns.handle());
-    config.nics = vec![Nic {
-        mac,
-        model,
-        tap: Some(tap),
-    }];
+    config.nics = vec![Nic { mac, model, tap: Some(tap) }];
     let disk = dir.path().join("disk.qcow2");
-    create_disk(&disk, DiskFormat::Qcow2, 64 << 20)
-        .await
-        .unwrap();
-    config.disk = Some(Disk {
-        path: disk,
-        format: DiskFormat::Qcow2,
-        bus: DiskBus::Virtio,
-    });
+    create_disk(&disk, DiskFormat::Qcow2, 64 << 20).await.unwrap();
+    config.disk = Some(Disk { path: disk, format: DiskFormat::Qcow2, bus: DiskBus::Virtio });
     let bootif = format!("01-{}", format_mac(mac).replace(':', "-"));
     config.kernel_boot = Some(KernelBoot {
         kernel: fx.kernel_elf.clone(),
@@ -73,21 +63,11 @@ async fn lease_test(model: NicModel, mac: [u8; 6], agent: Option<&Path>) -> Stri
     let vm = QemuMachine::new(config).unwrap();
     let t = Instant::now();
     vm.power_on().await.unwrap();
-    let booted = vm
-        .wait_for_serial("FERRIC-RAMDISK-BOOTED", 0, TIMEOUT)
-        .await
-        .unwrap();
+    let booted = vm.wait_for_serial("FERRIC-RAMDISK-BOOTED", 0, TIMEOUT).await.unwrap();
     let t_boot = t.elapsed();
-    let line = vm
-        .wait_for_serial("FERRIC-RAMDISK-DHCP", 0, TIMEOUT)
-        .await
-        .unwrap();
+    let line = vm.wait_for_serial("FERRIC-RAMDISK-DHCP", 0, TIMEOUT).await.unwrap();
     let t_lease = t.elapsed();
-    assert!(
-        !line.contains("FAILED"),
-        "{line}\n{}",
-        vm.serial().contents()
-    );
+    assert!(!line.contains("FAILED"), "{line}\n{}", vm.serial().contents());
     assert!(line.contains(&format!("mac={}", format_mac(mac))), "{line}");
     assert!(line.contains("router=192.0.2.1"), "{line}");
     let ip = line
@@ -104,17 +84,8 @@ async fn lease_test(model: NicModel, mac: [u8; 6], agent: Option<&Path>) -> Stri
     );
 
     // The guest answers on its new address, from inside the namespace.
-    let ping = ns
-        .command("busybox")
-        .unwrap()
-        .args(["ping", "-c", "1", "-W", "5", &ip])
-        .output()
-        .unwrap();
-    assert!(
-        ping.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
+    let ping = ns.command("busybox").unwrap().args(["ping", "-c", "1", "-W", "5", &ip]).output().unwrap();
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
 
     if agent.is_some() {
         vm.wait_for_serial("FAKE-AGENT", 0, TIMEOUT).await.unwrap();
@@ -129,16 +100,8 @@ async fn lease_test(model: NicModel, mac: [u8; 6], agent: Option<&Path>) -> Stri
 
 #[tokio::test]
 async fn deploy_ramdisk_gets_a_lease_on_virtio_net() {
-    let log = lease_test(
-        NicModel::VirtioNet,
-        [0x52, 0x54, 0x00, 0xfe, 0x00, 0x01],
-        None,
-    )
-    .await;
-    assert!(
-        log.contains("FERRIC-RAMDISK-READY reason=no-agent disk=/dev/vda"),
-        "{log}"
-    );
+    let log = lease_test(NicModel::VirtioNet, [0x52, 0x54, 0x00, 0xfe, 0x00, 0x01], None).await;
+    assert!(log.contains("FERRIC-RAMDISK-READY reason=no-agent disk=/dev/vda"), "{log}");
 }
 
 #[tokio::test]
@@ -160,16 +123,9 @@ async fn deploy_ramdisk_execs_the_agent_with_its_arguments() {
     .unwrap();
     let mac = [0x52, 0x54, 0x00, 0xfe, 0x00, 0x03];
     let log = lease_test(NicModel::VirtioNet, mac, Some(&agent)).await;
-    let line = log
-        .lines()
-        .find(|l| l.starts_with("FAKE-AGENT"))
-        .expect("agent line")
-        .to_string();
+    let line = log.lines().find(|l| l.starts_with("FAKE-AGENT")).expect("agent line").to_string();
     assert!(line.contains("pid=1 ramdisk=1"), "{line}");
-    assert!(
-        line.contains("--api-url http://192.0.2.1:6385 --disk /dev/vda"),
-        "{line}"
-    );
+    assert!(line.contains("--api-url http://192.0.2.1:6385 --disk /dev/vda"), "{line}");
     assert!(line.contains(":9999 --mac 52:54:00:fe:00:03"), "{line}");
     assert!(line.contains("--listen 192.0.2.1"), "{line}");
     assert!(log.contains("FERRIC-AGENT-EXEC"), "{log}");

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use ferric_sim::machine::{BootDevice, BootSelection, Machine, PowerState};
 use ferric_sim::qemu::{
-    AgentSource, Disk, DiskBus, DiskFormat, Fixtures, KernelBoot, Nic, NicModel, QemuConfig,
-    QemuMachine, vm_slot,
+    AgentSource, Disk, DiskBus, DiskFormat, Fixtures, KernelBoot, Nic, NicModel, QemuConfig, QemuMachine, vm_slot,
 };
 use serde_json::json;
 
@@ -21,23 +20,12 @@ fn instance_vm(fx: &Fixtures, dir: &Path, name: &str) -> QemuMachine {
     let disk = dir.join("root.raw");
     std::fs::copy(&fx.partition_image, &disk).unwrap();
     let mut config = QemuConfig::new(name, dir.join("vm"));
-    config.disk = Some(Disk {
-        path: disk,
-        format: DiskFormat::Raw,
-        bus: DiskBus::Virtio,
-    });
-    config.nics = vec![Nic {
-        mac: [0x52, 0x54, 0x00, 0xfe, 0x01, 0x01],
-        model: NicModel::VirtioNet,
-        tap: None,
-    }];
+    config.disk = Some(Disk { path: disk, format: DiskFormat::Raw, bus: DiskBus::Virtio });
+    config.nics = vec![Nic { mac: [0x52, 0x54, 0x00, 0xfe, 0x01, 0x01], model: NicModel::VirtioNet, tap: None }];
     config.kernel_boot = Some(KernelBoot {
         kernel: fx.kernel_elf.clone(),
         initrd: Some(fx.instance_ramdisk.clone()),
-        append: format!(
-            "console=ttyS0 root=UUID={} ferric.image=partition",
-            fx.partition_root_uuid
-        ),
+        append: format!("console=ttyS0 root=UUID={} ferric.image=partition", fx.partition_root_uuid),
     });
     QemuMachine::new(config).unwrap()
 }
@@ -47,14 +35,11 @@ fn process_exists(pid: u32) -> bool {
 }
 
 async fn bootindex(vm: &QemuMachine, id: &str) -> i64 {
-    vm.qmp(
-        "qom-get",
-        Some(json!({"path": format!("/machine/peripheral/{id}"), "property": "bootindex"})),
-    )
-    .await
-    .unwrap()
-    .as_i64()
-    .unwrap()
+    vm.qmp("qom-get", Some(json!({"path": format!("/machine/peripheral/{id}"), "property": "bootindex"})))
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -74,9 +59,7 @@ async fn acpi_shutdown_is_seen_through_qmp_and_leaves_no_process() {
     let since = vm.event_seq();
     let t_off = Instant::now();
     vm.soft_off().await.unwrap();
-    vm.wait_for_event("POWERDOWN", since, TIMEOUT)
-        .await
-        .unwrap();
+    vm.wait_for_event("POWERDOWN", since, TIMEOUT).await.unwrap();
     let shutdown = vm.wait_for_event("SHUTDOWN", since, TIMEOUT).await.unwrap();
     assert_eq!(shutdown.data["guest"], true, "{shutdown:?}");
     assert_eq!(shutdown.data["reason"], "guest-shutdown", "{shutdown:?}");
@@ -113,13 +96,7 @@ async fn reset_reboots_with_the_new_boot_order_and_hard_off_ends_the_process() {
     assert_eq!(vm.power_on_count(), 1);
 
     // PXE for the next boot only; a reset is that boot.
-    vm.set_boot(BootSelection {
-        device: BootDevice::Pxe,
-        persistent: false,
-        efi: false,
-    })
-    .await
-    .unwrap();
+    vm.set_boot(BootSelection { device: BootDevice::Pxe, persistent: false, efi: false }).await.unwrap();
     let since = vm.event_seq();
     let from = vm.serial().position();
     let t = Instant::now();
@@ -133,18 +110,12 @@ async fn reset_reboots_with_the_new_boot_order_and_hard_off_ends_the_process() {
     vm.wait_for_serial(MARKER, from, TIMEOUT).await.unwrap();
     assert_eq!(vm.power_on_count(), 1);
     assert_eq!(vm.power_state().await.unwrap(), PowerState::On);
-    eprintln!(
-        "TIMING reset -> marker again {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("TIMING reset -> marker again {:.1} s", t.elapsed().as_secs_f64());
 
     let pid = vm.pid().await.unwrap();
     vm.power_off().await.unwrap();
     assert_eq!(vm.power_state().await.unwrap(), PowerState::Off);
-    assert!(
-        !process_exists(pid),
-        "QEMU {pid} still running after hard off"
-    );
+    assert!(!process_exists(pid), "QEMU {pid} still running after hard off");
     assert!(vm.qmp("query-status", None).await.is_err());
     assert!(vm.reset().await.is_err());
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use ferric_sim::machine::{BootDevice, BootSelection, Machine};
 use ferric_sim::netns::NetNs;
 use ferric_sim::qemu::{
-    AgentSource, Disk, DiskBus, DiskFormat, Fixtures, Nic, NicModel, QemuConfig, QemuMachine,
-    create_disk, format_mac, vm_slot,
+    AgentSource, Disk, DiskBus, DiskFormat, Fixtures, Nic, NicModel, QemuConfig, QemuMachine, create_disk, format_mac,
+    vm_slot,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -27,9 +27,7 @@ impl Drop for Killed {
 
 #[tokio::test]
 async fn pxe_selection_boots_the_deploy_ramdisk_through_ipxe() {
-    let fx = Fixtures::build(AgentSource::None)
-        .await
-        .expect("vm-fixtures build");
+    let fx = Fixtures::build(AgentSource::None).await.expect("vm-fixtures build");
     let _slot = vm_slot().await;
     let ns = NetNs::create().unwrap();
     let tap = ns.add_tap().unwrap();
@@ -68,9 +66,7 @@ async fn pxe_selection_boots_the_deploy_ramdisk_through_ipxe() {
     )
     .unwrap();
     let quiet = |c: &mut std::process::Command| {
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     };
     let mut c = ns.command("busybox").unwrap();
     c.args(["udhcpd", "-f"]).arg(d.join("udhcpd.conf"));
@@ -81,69 +77,35 @@ async fn pxe_selection_boots_the_deploy_ramdisk_through_ipxe() {
     quiet(&mut c);
     let _tftp = Killed(c.spawn().unwrap());
     let mut c = ns.command("busybox").unwrap();
-    c.args(["httpd", "-f", "-p", "192.0.2.1:8080", "-h"])
-        .arg(&root);
+    c.args(["httpd", "-f", "-p", "192.0.2.1:8080", "-h"]).arg(&root);
     quiet(&mut c);
     let _http = Killed(c.spawn().unwrap());
     let mut c = ns.command("radvd").unwrap();
-    c.args(["-n", "-m", "stderr", "-C"])
-        .arg(d.join("radvd.conf"))
-        .arg("-p")
-        .arg(d.join("radvd.pid"));
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("radvd.log")).unwrap());
+    c.args(["-n", "-m", "stderr", "-C"]).arg(d.join("radvd.conf")).arg("-p").arg(d.join("radvd.pid"));
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(d.join("radvd.log")).unwrap());
     let _radvd = Killed(c.spawn().unwrap());
 
     let disk = d.join("disk.qcow2");
-    create_disk(&disk, DiskFormat::Qcow2, 256 << 20)
-        .await
-        .unwrap();
+    create_disk(&disk, DiskFormat::Qcow2, 256 << 20).await.unwrap();
     let mac = [0x52, 0x54, 0x00, 0xfe, 0x02, 0x01];
     let mut config = QemuConfig::new("pxe", d.join("vm"));
     config.netns = Some(ns.handle());
-    config.disk = Some(Disk {
-        path: disk,
-        format: DiskFormat::Qcow2,
-        bus: DiskBus::Virtio,
-    });
-    config.nics = vec![Nic {
-        mac,
-        model: NicModel::VirtioNet,
-        tap: Some(tap),
-    }];
+    config.disk = Some(Disk { path: disk, format: DiskFormat::Qcow2, bus: DiskBus::Virtio });
+    config.nics = vec![Nic { mac, model: NicModel::VirtioNet, tap: Some(tap) }];
     // Disk first unless the BMC says otherwise: the empty disk would not boot.
     config.default_boot = BootDevice::Disk;
     let vm = QemuMachine::new(config).unwrap();
-    vm.set_boot(BootSelection {
-        device: BootDevice::Pxe,
-        persistent: false,
-        efi: false,
-    })
-    .await
-    .unwrap();
+    vm.set_boot(BootSelection { device: BootDevice::Pxe, persistent: false, efi: false }).await.unwrap();
     let t = Instant::now();
     vm.power_on().await.unwrap();
-    let booted = vm
-        .wait_for_serial("FERRIC-RAMDISK-BOOTED", 0, TIMEOUT)
-        .await
-        .unwrap();
+    let booted = vm.wait_for_serial("FERRIC-RAMDISK-BOOTED", 0, TIMEOUT).await.unwrap();
     let t_boot = t.elapsed();
     assert!(booted.contains("api_url=http://192.0.2.1:6385"), "{booted}");
-    let lease = vm
-        .wait_for_serial("FERRIC-RAMDISK-DHCP", 0, TIMEOUT)
-        .await
-        .unwrap();
-    assert!(
-        lease.contains(&format!("mac={}", format_mac(mac))),
-        "{lease}"
-    );
+    let lease = vm.wait_for_serial("FERRIC-RAMDISK-DHCP", 0, TIMEOUT).await.unwrap();
+    assert!(lease.contains(&format!("mac={}", format_mac(mac))), "{lease}");
     assert!(lease.contains("ip=192.0.2.1"), "{lease}");
     // BOOTIF from iPXE made it through to the ramdisk: the disk is the agent's target.
-    let ready = vm
-        .wait_for_serial("FERRIC-RAMDISK-READY", 0, TIMEOUT)
-        .await
-        .unwrap();
+    let ready = vm.wait_for_serial("FERRIC-RAMDISK-READY", 0, TIMEOUT).await.unwrap();
     assert!(ready.contains("disk=/dev/vda"), "{ready}");
     eprintln!(
         "TIMING PXE (SeaBIOS -> iPXE DHCP/TFTP/HTTP -> bzImage+ramdisk, TCG): power on -> RAMDISK-BOOTED {:.1} s, lease {:.1} s ({booted})",

@@ -86,20 +86,13 @@ impl Target {
     }
     fn validate(&self) -> Result<Suite, IpmiError> {
         if self.username.len() > 16 {
-            return Err(IpmiError::InvalidTarget(
-                "user name longer than 16 bytes".into(),
-            ));
+            return Err(IpmiError::InvalidTarget("user name longer than 16 bytes".into()));
         }
         if self.password.0.len() > 20 {
-            return Err(IpmiError::InvalidTarget(
-                "password longer than 20 bytes".into(),
-            ));
+            return Err(IpmiError::InvalidTarget("password longer than 20 bytes".into()));
         }
         Suite::from_id(self.cipher_suite).ok_or_else(|| {
-            IpmiError::InvalidTarget(format!(
-                "cipher suite {} not supported (0, 1, 2, 3, 17)",
-                self.cipher_suite
-            ))
+            IpmiError::InvalidTarget(format!("cipher suite {} not supported (0, 1, 2, 3, 17)", self.cipher_suite))
         })
     }
 }
@@ -264,9 +257,7 @@ pub struct IpmiClient {
 
 impl fmt::Debug for IpmiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IpmiClient")
-            .field("target", &self.label)
-            .finish()
+        f.debug_struct("IpmiClient").field("target", &self.label).finish()
     }
 }
 
@@ -294,14 +285,7 @@ impl IpmiClient {
             target,
             config,
             connector,
-            state: Mutex::new(State {
-                transport: None,
-                session: None,
-                rng,
-                tag: 0,
-                rq_seq: 0,
-                last_command: None,
-            }),
+            state: Mutex::new(State { transport: None, session: None, rng, tag: 0, rq_seq: 0, last_command: None }),
         }
     }
 
@@ -317,11 +301,7 @@ impl IpmiClient {
             return Err(self.protocol("Get Chassis Status", "fewer than 3 data bytes"));
         }
         Ok(ChassisStatus {
-            power: if d[0] & 1 != 0 {
-                PowerState::On
-            } else {
-                PowerState::Off
-            },
+            power: if d[0] & 1 != 0 { PowerState::On } else { PowerState::Off },
             power_overload: d[0] & 0x02 != 0,
             power_interlock: d[0] & 0x04 != 0,
             power_fault: d[0] & 0x08 != 0,
@@ -337,9 +317,7 @@ impl IpmiClient {
     }
 
     pub async fn chassis_control(&self, action: ChassisControl) -> Result<(), IpmiError> {
-        self.command("Chassis Control", 0x00, 0x02, &[action as u8])
-            .await
-            .map(|_| ())
+        self.command("Chassis Control", 0x00, 0x02, &[action as u8]).await.map(|_| ())
     }
     pub async fn power_on(&self) -> Result<(), IpmiError> {
         self.chassis_control(ChassisControl::PowerUp).await
@@ -360,25 +338,15 @@ impl IpmiClient {
     /// Sets the boot override (parameter 5). First asks the BMC not to drop a one-time setting
     /// after its 60-second timeout (parameter 3, as Ironic does); a BMC without parameter 3 is
     /// fine.
-    pub async fn set_boot_device(
-        &self,
-        device: BootDevice,
-        persistent: bool,
-        efi: bool,
-    ) -> Result<(), IpmiError> {
-        match self
-            .command("Set System Boot Options", 0x00, 0x08, &[0x03, 0x08])
-            .await
-        {
+    pub async fn set_boot_device(&self, device: BootDevice, persistent: bool, efi: bool) -> Result<(), IpmiError> {
+        match self.command("Set System Boot Options", 0x00, 0x08, &[0x03, 0x08]).await {
             Ok(_) => {}
             Err(e) if matches!(e.completion_code(), Some(0x80 | 0xCC | 0xC1)) => {}
             Err(e) => return Err(e),
         }
         let flags = 0x80 | (u8::from(persistent) << 6) | (u8::from(efi) << 5);
         let data = [0x05, flags, device.selector() << 2, 0, 0, 0];
-        self.command("Set System Boot Options", 0x00, 0x08, &data)
-            .await
-            .map(|_| ())
+        self.command("Set System Boot Options", 0x00, 0x08, &data).await.map(|_| ())
     }
 
     pub async fn get_boot_device(&self) -> Result<BootSetting, IpmiError> {
@@ -430,28 +398,16 @@ impl IpmiClient {
         let rq = st.rq_seq;
         st.rq_seq = (rq + 1) & 0x3F;
         let until = Instant::now() + self.config.attempt_timeout;
-        let _ = self
-            .request_in_session(&mut st, 0x06, 0x3C, rq, &id, until)
-            .await;
+        let _ = self.request_in_session(&mut st, 0x06, 0x3C, rq, &id, until).await;
         st.session = None;
     }
 
     fn protocol(&self, command: &'static str, detail: &str) -> IpmiError {
-        IpmiError::Protocol {
-            target: self.label.clone(),
-            command,
-            detail: detail.into(),
-        }
+        IpmiError::Protocol { target: self.label.clone(), command, detail: detail.into() }
     }
 
     /// Runs one command with retries, backoff, the minimum interval and the overall bound.
-    async fn command(
-        &self,
-        what: &'static str,
-        netfn: u8,
-        cmd: u8,
-        data: &[u8],
-    ) -> Result<Vec<u8>, IpmiError> {
+    async fn command(&self, what: &'static str, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>, IpmiError> {
         let suite = self.target.validate()?;
         let mut st = self.state.lock().await;
         if let Some(last) = st.last_command {
@@ -469,21 +425,13 @@ impl IpmiClient {
         let result = loop {
             attempts += 1;
             let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
-            let outcome = self
-                .attempt(&mut st, suite, netfn, cmd, rq_seq, data, until, deadline)
-                .await;
+            let outcome = self.attempt(&mut st, suite, netfn, cmd, rq_seq, data, until, deadline).await;
             let err = match outcome {
                 Ok(rsp) if rsp.completion == 0 => break Ok(rsp.data),
-                Ok(rsp) => IpmiError::Completion {
-                    target: self.label.clone(),
-                    command: what,
-                    code: rsp.completion,
-                },
-                Err(AttemptError::Timeout(stage)) => IpmiError::Timeout {
-                    target: self.label.clone(),
-                    what: stage,
-                    attempts,
-                },
+                Ok(rsp) => IpmiError::Completion { target: self.label.clone(), command: what, code: rsp.completion },
+                Err(AttemptError::Timeout(stage)) => {
+                    IpmiError::Timeout { target: self.label.clone(), what: stage, attempts }
+                }
                 Err(AttemptError::Fatal(e)) => e,
             };
             if !err.is_transient() || attempts > self.config.retries {
@@ -495,12 +443,7 @@ impl IpmiClient {
             }
             tracing::debug!(bmc = %self.label, command = what, attempt = attempts, error = %err, "retrying");
             let shift = (attempts - 1).min(16);
-            let pause = self
-                .config
-                .backoff
-                .saturating_mul(1 << shift)
-                .min(self.config.max_backoff)
-                .min(deadline - now);
+            let pause = self.config.backoff.saturating_mul(1 << shift).min(self.config.max_backoff).min(deadline - now);
             tokio::time::sleep(pause).await;
         };
         st.last_command = Some(Instant::now());
@@ -524,16 +467,10 @@ impl IpmiClient {
                 .connector
                 .connect(&self.target.address, self.target.port)
                 .await
-                .map_err(|source| IpmiError::Unreachable {
-                    target: self.label.clone(),
-                    source,
-                })?;
+                .map_err(|source| IpmiError::Unreachable { target: self.label.clone(), source })?;
             st.transport = Some(t);
         }
-        let stale = st
-            .session
-            .as_ref()
-            .is_some_and(|s| s.last_used.elapsed() > self.config.session_max_idle);
+        let stale = st.session.as_ref().is_some_and(|s| s.last_used.elapsed() > self.config.session_max_idle);
         if stale {
             st.session = None;
         }
@@ -541,8 +478,7 @@ impl IpmiClient {
             self.establish(st, suite, deadline).await?;
         }
         let until = until.max((Instant::now() + self.config.attempt_timeout).min(deadline));
-        self.request_in_session(st, netfn, cmd, rq_seq, data, until)
-            .await
+        self.request_in_session(st, netfn, cmd, rq_seq, data, until).await
     }
 
     /// Sends one request in the current session and waits for its response.
@@ -557,9 +493,7 @@ impl IpmiClient {
     ) -> Result<codec::IpmiResponse, AttemptError> {
         let mut iv = [0u8; 16];
         st.rng.fill_bytes(&mut iv);
-        let State {
-            transport, session, ..
-        } = st;
+        let State { transport, session, .. } = st;
         let (Some(t), Some(s)) = (transport.as_deref(), session.as_mut()) else {
             return Err(AttemptError::Timeout("a request (no session)"));
         };
@@ -578,14 +512,7 @@ impl IpmiClient {
                     covered,
                     ..
                 } => {
-                    let m = codec::open_payload(
-                        &keys,
-                        encrypted,
-                        authenticated,
-                        &payload,
-                        &trailer,
-                        &covered,
-                    )?;
+                    let m = codec::open_payload(&keys, encrypted, authenticated, &payload, &trailer, &covered)?;
                     let r = codec::parse_ipmi_response(&m)?;
                     (r.rq_seq == rq_seq && r.cmd == cmd && r.netfn == (netfn | 1)).then_some(r)
                 }
@@ -621,12 +548,7 @@ impl IpmiClient {
         stage: &'static str,
         mut accept: impl FnMut(Incoming) -> Option<T>,
     ) -> Result<T, AttemptError> {
-        let unreachable = |source| {
-            AttemptError::Fatal(IpmiError::Unreachable {
-                target: self.label.clone(),
-                source,
-            })
-        };
+        let unreachable = |source| AttemptError::Fatal(IpmiError::Unreachable { target: self.label.clone(), source });
         t.send(packet).await.map_err(unreachable)?;
         loop {
             let dg = match tokio::time::timeout_at(until, t.recv()).await {
@@ -657,9 +579,7 @@ impl IpmiClient {
             tries += 1;
             let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
             match self.exchange(t, packet, until, stage, &mut accept).await {
-                Err(AttemptError::Timeout(_))
-                    if tries <= self.config.retries && Instant::now() < deadline =>
-                {
+                Err(AttemptError::Timeout(_)) if tries <= self.config.retries && Instant::now() < deadline => {
                     tracing::debug!(bmc = %self.label, stage, "retransmitting");
                 }
                 r => return r,
@@ -669,12 +589,7 @@ impl IpmiClient {
 
     /// RMCP+ session establishment: channel auth capabilities, Open Session, RAKP 1-4, then the
     /// session privilege level.
-    async fn establish(
-        &self,
-        st: &mut State,
-        suite: Suite,
-        deadline: Instant,
-    ) -> Result<(), AttemptError> {
+    async fn establish(&self, st: &mut State, suite: Suite, deadline: Instant) -> Result<(), AttemptError> {
         let target = &self.target;
         let label = || self.label.clone();
         let privilege = target.privilege as u8;
@@ -702,9 +617,7 @@ impl IpmiClient {
                     deadline,
                     "Get Channel Authentication Capabilities",
                     |inc| match inc {
-                        Incoming::V15 { msg } => {
-                            codec::parse_ipmi_response(&msg).filter(|r| r.cmd == 0x38)
-                        }
+                        Incoming::V15 { msg } => codec::parse_ipmi_response(&msg).filter(|r| r.cmd == 0x38),
                         _ => None,
                     },
                 )
@@ -716,9 +629,7 @@ impl IpmiClient {
             }
         }
         let Some(caps) = caps else {
-            return Err(AttemptError::Timeout(
-                "Get Channel Authentication Capabilities",
-            ));
+            return Err(AttemptError::Timeout("Get Channel Authentication Capabilities"));
         };
         if caps.completion != 0 {
             return Err(IpmiError::Completion {
@@ -730,10 +641,7 @@ impl IpmiClient {
         }
         if caps.data.len() >= 4 && caps.data[1] & 0x80 != 0 && caps.data[3] & 0x02 == 0 {
             return Err(self
-                .protocol(
-                    "Get Channel Authentication Capabilities",
-                    "BMC does not support IPMI v2.0 (RMCP+)",
-                )
+                .protocol("Get Channel Authentication Capabilities", "BMC does not support IPMI v2.0 (RMCP+)")
                 .into());
         }
 
@@ -746,33 +654,23 @@ impl IpmiClient {
         let pkt = codec::v20_packet(codec::PT_OPEN_REQ, 0, 0, &p, None, iv);
         let rsp = self
             .exchange_retry(t, &pkt, deadline, "Open Session", |inc| match inc {
-                Incoming::V20 {
-                    payload_type: codec::PT_OPEN_RSP,
-                    payload,
-                    ..
-                } if payload.len() >= 2 && payload[0] == tag => Some(payload),
+                Incoming::V20 { payload_type: codec::PT_OPEN_RSP, payload, .. }
+                    if payload.len() >= 2 && payload[0] == tag =>
+                {
+                    Some(payload)
+                }
                 _ => None,
             })
             .await?;
         if rsp[1] != 0 {
-            return Err(IpmiError::SessionRefused {
-                target: label(),
-                status: rsp[1],
-            }
-            .into());
+            return Err(IpmiError::SessionRefused { target: label(), status: rsp[1] }.into());
         }
         if rsp.len() < 36 || rsp[4..8] != console_id.to_le_bytes() {
-            return Err(self
-                .protocol("Open Session", "short response or wrong console session ID")
-                .into());
+            return Err(self.protocol("Open Session", "short response or wrong console session ID").into());
         }
-        if rsp[16] & 0x3F != suite.auth
-            || rsp[24] & 0x3F != suite.integrity
-            || rsp[32] & 0x3F != suite.confidentiality
+        if rsp[16] & 0x3F != suite.auth || rsp[24] & 0x3F != suite.integrity || rsp[32] & 0x3F != suite.confidentiality
         {
-            return Err(self
-                .protocol("Open Session", "BMC chose other algorithms than proposed")
-                .into());
+            return Err(self.protocol("Open Session", "BMC chose other algorithms than proposed").into());
         }
         let bmc_id = u32::from_le_bytes([rsp[8], rsp[9], rsp[10], rsp[11]]);
 
@@ -787,28 +685,20 @@ impl IpmiClient {
         let pkt = codec::v20_packet(codec::PT_RAKP1, 0, 0, &p, None, iv);
         let r2 = self
             .exchange_retry(t, &pkt, deadline, "RAKP 1", |inc| match inc {
-                Incoming::V20 {
-                    payload_type: codec::PT_RAKP2,
-                    payload,
-                    ..
-                } if payload.len() >= 2 && payload[0] == tag => Some(payload),
+                Incoming::V20 { payload_type: codec::PT_RAKP2, payload, .. }
+                    if payload.len() >= 2 && payload[0] == tag =>
+                {
+                    Some(payload)
+                }
                 _ => None,
             })
             .await?;
-        let auth_failed = |stage, status| {
-            AttemptError::Fatal(IpmiError::AuthFailed {
-                target: label(),
-                stage,
-                status,
-            })
-        };
+        let auth_failed = |stage, status| AttemptError::Fatal(IpmiError::AuthFailed { target: label(), stage, status });
         if r2[1] != 0 {
             return Err(auth_failed("RAKP 2", r2[1]));
         }
         if r2.len() < 40 || r2[4..8] != console_id.to_le_bytes() {
-            return Err(self
-                .protocol("RAKP 1", "short RAKP 2 or wrong console session ID")
-                .into());
+            return Err(self.protocol("RAKP 1", "short RAKP 2 or wrong console session ID").into());
         }
         let rc = &r2[8..24];
         let guid = &r2[24..40];
@@ -826,9 +716,7 @@ impl IpmiClient {
             // Tell the BMC (RAKP 3 with an error status) so it frees the session at once.
             let mut p = vec![tag, 0x0F, 0, 0];
             p.extend_from_slice(&bmc_id.to_le_bytes());
-            let _ = t
-                .send(&codec::v20_packet(codec::PT_RAKP3, 0, 0, &p, None, iv))
-                .await;
+            let _ = t.send(&codec::v20_packet(codec::PT_RAKP3, 0, 0, &p, None, iv)).await;
             return Err(auth_failed("RAKP 2", 0x0F));
         }
 
@@ -852,11 +740,11 @@ impl IpmiClient {
         let pkt = codec::v20_packet(codec::PT_RAKP3, 0, 0, &p, None, iv);
         let r4 = self
             .exchange_retry(t, &pkt, deadline, "RAKP 3", |inc| match inc {
-                Incoming::V20 {
-                    payload_type: codec::PT_RAKP4,
-                    payload,
-                    ..
-                } if payload.len() >= 2 && payload[0] == tag => Some(payload),
+                Incoming::V20 { payload_type: codec::PT_RAKP4, payload, .. }
+                    if payload.len() >= 2 && payload[0] == tag =>
+                {
+                    Some(payload)
+                }
                 _ => None,
             })
             .await?;
@@ -865,25 +753,13 @@ impl IpmiClient {
         }
         let n = suite.icv_len();
         if r4.len() < 8 + n || r4[4..8] != console_id.to_le_bytes() {
-            return Err(self
-                .protocol("RAKP 3", "short RAKP 4 or wrong console session ID")
-                .into());
+            return Err(self.protocol("RAKP 3", "short RAKP 4 or wrong console session ID").into());
         }
         if !codec::same(icv.get(..n).unwrap_or_default(), &r4[8..8 + n]) {
             return Err(auth_failed("RAKP 4", 0x0F));
         }
-        let keys = Keys {
-            suite,
-            k1: suite.rakp_hmac(&sik, &[1u8; 20]),
-            k2: suite.rakp_hmac(&sik, &[2u8; 20]),
-        };
-        st.session = Some(Session {
-            bmc_id,
-            keys,
-            seq: 0,
-            last_used: Instant::now(),
-            misses: 0,
-        });
+        let keys = Keys { suite, k1: suite.rakp_hmac(&sik, &[1u8; 20]), k2: suite.rakp_hmac(&sik, &[2u8; 20]) };
+        st.session = Some(Session { bmc_id, keys, seq: 0, last_used: Instant::now(), misses: 0 });
 
         // 5. Sessions start below the requested maximum on many BMCs: ask for it.
         if target.privilege > Privilege::User {
@@ -893,15 +769,10 @@ impl IpmiClient {
             let r = loop {
                 tries += 1;
                 let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
-                match self
-                    .request_in_session(st, 0x06, 0x3B, rq, &[privilege], until)
-                    .await
-                {
+                match self.request_in_session(st, 0x06, 0x3B, rq, &[privilege], until).await {
                     Ok(r) => break r,
                     Err(AttemptError::Timeout(_))
-                        if tries <= self.config.retries
-                            && st.session.is_some()
-                            && Instant::now() < deadline => {}
+                        if tries <= self.config.retries && st.session.is_some() && Instant::now() < deadline => {}
                     Err(e) => {
                         st.session = None;
                         return Err(e);
@@ -935,9 +806,7 @@ pub struct IpmiPool {
 
 impl fmt::Debug for IpmiPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IpmiPool")
-            .field("capacity", &self.capacity)
-            .finish()
+        f.debug_struct("IpmiPool").field("capacity", &self.capacity).finish()
     }
 }
 
@@ -954,30 +823,21 @@ impl IpmiPool {
 
     /// The client for `target` (same address, port, credentials, suite and privilege share one).
     pub fn client(&self, target: &Target) -> Arc<IpmiClient> {
-        let tick = self
-            .clock
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tick = self.clock.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((c, used)) = map.get_mut(target) {
             *used = tick;
             return c.clone();
         }
         if map.len() >= self.capacity
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
+            && let Some(oldest) = map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
         {
             map.remove(&oldest);
         }
         let mut config = self.config.clone();
         // Distinct seeds per client keep a seeded simulation's clients from colliding.
         config.rng_seed = config.rng_seed.map(|s| s.wrapping_add(tick));
-        let c = Arc::new(IpmiClient::new(
-            target.clone(),
-            self.connector.clone(),
-            config,
-        ));
+        let c = Arc::new(IpmiClient::new(target.clone(), self.connector.clone(), config));
         map.insert(target.clone(), (c.clone(), tick));
         c
     }

@@ -42,11 +42,7 @@ impl Suite {
             17 => (3, 4, 1),
             _ => return None,
         };
-        Some(Self {
-            auth,
-            integrity,
-            confidentiality,
-        })
+        Some(Self { auth, integrity, confidentiality })
     }
 
     /// Keyed hash of the RAKP exchange: HMAC-SHA1 (auth 1) or HMAC-SHA256 (auth 3).
@@ -100,12 +96,7 @@ fn hmac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 /// Comparison whose time does not depend on where the first difference is.
 pub fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .map(|(x, y)| x ^ y)
-            .fold(0, |acc, v| acc | v)
-            == 0
+    a.len() == b.len() && a.iter().zip(b).map(|(x, y)| x ^ y).fold(0, |acc, v| acc | v) == 0
 }
 
 /// Keys of an established session.
@@ -237,9 +228,7 @@ pub fn parse_incoming(p: &[u8]) -> Option<Incoming> {
             at += 16;
         }
         let n = *p.get(at)? as usize;
-        return Some(Incoming::V15 {
-            msg: p.get(at + 1..at + 1 + n)?.to_vec(),
-        });
+        return Some(Incoming::V15 { msg: p.get(at + 1..at + 1 + n)?.to_vec() });
     }
     let pt = *p.get(5)?;
     let base = if pt & 0x3F == 0x02 { 12 } else { 6 };
@@ -332,34 +321,16 @@ mod tests {
 
     #[test]
     fn protected_packet_round_trips() {
-        let keys = Keys {
-            suite: Suite::from_id(17).unwrap(),
-            k1: vec![1; 32],
-            k2: vec![2; 32],
-        };
+        let keys = Keys { suite: Suite::from_id(17).unwrap(), k1: vec![1; 32], k2: vec![2; 32] };
         let msg = ipmi_request(0x00, 0x01, 5, &[]);
         let p = v20_packet(PT_IPMI, 77, 3, &msg, Some(&keys), [9; 16]);
-        let Some(Incoming::V20 {
-            encrypted,
-            authenticated,
-            payload,
-            trailer,
-            covered,
-            session_id,
-            ..
-        }) = parse_incoming(&p)
+        let Some(Incoming::V20 { encrypted, authenticated, payload, trailer, covered, session_id, .. }) =
+            parse_incoming(&p)
         else {
             panic!("parse")
         };
         assert_eq!(session_id, 77);
-        let plain = open_payload(
-            &keys,
-            encrypted,
-            authenticated,
-            &payload,
-            &trailer,
-            &covered,
-        );
+        let plain = open_payload(&keys, encrypted, authenticated, &payload, &trailer, &covered);
         assert_eq!(plain, Some(msg));
     }
 }

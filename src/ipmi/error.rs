@@ -7,11 +7,7 @@ use std::io;
 pub enum IpmiError {
     /// Nothing (valid) came back in time: the BMC is down, unreachable or dropping packets.
     #[error("BMC {target} did not answer {what} after {attempts} attempt(s)")]
-    Timeout {
-        target: String,
-        what: &'static str,
-        attempts: u32,
-    },
+    Timeout { target: String, what: &'static str, attempts: u32 },
     /// The transport itself failed (no route, name resolution, closed in-memory link).
     #[error("cannot reach BMC {target}: {source}")]
     Unreachable {
@@ -23,28 +19,16 @@ pub enum IpmiError {
     /// `status` is the RMCP+ status code (from the BMC, or 0x0F when the BMC's RAKP 2/4 proof
     /// did not verify here, which is what a wrong password looks like from the client).
     #[error("authentication with BMC {target} failed at {stage}: {} (RMCP+ status 0x{status:02x})", rmcp_status_text(*status))]
-    AuthFailed {
-        target: String,
-        stage: &'static str,
-        status: u8,
-    },
+    AuthFailed { target: String, stage: &'static str, status: u8 },
     /// The BMC refused to open a session (no matching cipher suite, no free session slot...).
     #[error("BMC {target} refused the session: {} (RMCP+ status 0x{status:02x})", rmcp_status_text(*status))]
     SessionRefused { target: String, status: u8 },
     /// The command ran and the BMC answered with a non-zero completion code.
     #[error("BMC {target} answered {command} with completion code 0x{code:02x} ({})", completion_text(*code))]
-    Completion {
-        target: String,
-        command: &'static str,
-        code: u8,
-    },
+    Completion { target: String, command: &'static str, code: u8 },
     /// The BMC's answer did not make sense (too short, unexpected values).
     #[error("unexpected answer from BMC {target} to {command}: {detail}")]
-    Protocol {
-        target: String,
-        command: &'static str,
-        detail: String,
-    },
+    Protocol { target: String, command: &'static str, detail: String },
     /// The target cannot be used as given (unsupported cipher suite, over-long credentials).
     #[error("invalid IPMI target: {0}")]
     InvalidTarget(String),

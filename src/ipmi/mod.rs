@@ -28,10 +28,8 @@ mod error;
 mod transport;
 
 pub use client::{
-    BootDevice, BootSetting, ChassisControl, ChassisStatus, ClientConfig, DeviceId, IpmiClient,
-    IpmiPool, PowerState, Privilege, Secret, Target,
+    BootDevice, BootSetting, ChassisControl, ChassisStatus, ClientConfig, DeviceId, IpmiClient, IpmiPool, PowerState,
+    Privilege, Secret, Target,
 };
 pub use error::{IpmiError, completion_text, rmcp_status_text};
-pub use transport::{
-    ChannelConnector, ChannelTransport, Connector, LinkFn, Transport, UdpConnector, UdpTransport,
-};
+pub use transport::{ChannelConnector, ChannelTransport, Connector, LinkFn, Transport, UdpConnector, UdpTransport};

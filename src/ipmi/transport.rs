@@ -95,10 +95,7 @@ pub struct ChannelTransport {
 
 impl ChannelTransport {
     pub fn new(tx: mpsc::Sender<Vec<u8>>, rx: mpsc::Receiver<Vec<u8>>) -> Self {
-        Self {
-            tx,
-            rx: Mutex::new(rx),
-        }
+        Self { tx, rx: Mutex::new(rx) }
     }
 }
 
@@ -109,10 +106,9 @@ impl Transport for ChannelTransport {
             Ok(()) => Ok(()),
             // A full link loses the datagram, like a full socket buffer.
             Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "in-memory BMC link closed",
-            )),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(io::Error::new(io::ErrorKind::NotConnected, "in-memory BMC link closed"))
+            }
         }
     }
     async fn recv(&self) -> io::Result<Vec<u8>> {
@@ -127,8 +123,7 @@ impl Transport for ChannelTransport {
 
 /// Makes a link to the BMC at (address, port): the sender towards the BMC and the receiver of
 /// its replies, or `None` if nothing is there.
-pub type LinkFn =
-    dyn Fn(&str, u16) -> Option<(mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>)> + Send + Sync;
+pub type LinkFn = dyn Fn(&str, u16) -> Option<(mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>)> + Send + Sync;
 
 /// Connects through in-memory links supplied by a simulation (which owns the BMCs).
 #[derive(Clone)]
@@ -144,14 +139,9 @@ impl fmt::Debug for ChannelConnector {
 
 impl ChannelConnector {
     pub fn new(
-        link: impl Fn(&str, u16) -> Option<(mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>)>
-        + Send
-        + Sync
-        + 'static,
+        link: impl Fn(&str, u16) -> Option<(mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>)> + Send + Sync + 'static,
     ) -> Self {
-        Self {
-            link: Arc::new(link),
-        }
+        Self { link: Arc::new(link) }
     }
 }
 
@@ -159,10 +149,7 @@ impl ChannelConnector {
 impl Connector for ChannelConnector {
     async fn connect(&self, address: &str, port: u16) -> io::Result<Box<dyn Transport>> {
         let (tx, rx) = (self.link)(address, port).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                format!("no simulated BMC at {address}:{port}"),
-            )
+            io::Error::new(io::ErrorKind::ConnectionRefused, format!("no simulated BMC at {address}:{port}"))
         })?;
         Ok(Box::new(ChannelTransport::new(tx, rx)))
     }

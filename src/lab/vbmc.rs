@@ -16,12 +16,7 @@ pub struct VbmcArgs {
     pub base_port: u16,
     #[arg(long, default_value = "admin")]
     pub username: String,
-    #[arg(
-        long,
-        default_value = "password",
-        env = "FERRIC_VBMC_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long, default_value = "password", env = "FERRIC_VBMC_PASSWORD", hide_env_values = true)]
     pub password: String,
     /// Address to listen on; loopback unless given.
     #[arg(long, default_value = "127.0.0.1")]
@@ -56,10 +51,7 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
         Some(path) => {
             let text = tokio::fs::read_to_string(path)
                 .await
-                .map_err(|source| VbmcError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(|source| VbmcError::Read { path: path.clone(), source })?;
             FleetFile::parse(&text)?
         }
         None => FleetFile::default(),
@@ -76,8 +68,7 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 64)
         .min(args.nodes);
-    let mut shards: Vec<Vec<(Bmc, std::net::UdpSocket)>> =
-        (0..threads).map(|_| Vec::new()).collect();
+    let mut shards: Vec<Vec<(Bmc, std::net::UdpSocket)>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, (node, socket)) in fleet.nodes.iter().zip(sockets).enumerate() {
         shards[i % threads].push((node.bmc.clone(), socket));
     }
@@ -114,10 +105,7 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
 
 /// Serves one thread's BMCs on a current-thread runtime; returns why it stopped.
 fn serve_shard(shard: Vec<(Bmc, std::net::UdpSocket)>) -> String {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return e.to_string(),
     };
@@ -142,11 +130,7 @@ fn serve_shard(shard: Vec<(Bmc, std::net::UdpSocket)>) -> String {
 /// The simulation's wiring: an IPMI connector that reaches BMC i of `fleet` at
 /// `address`:`base_port + i` through in-memory links (raw RMCP+ packets on tokio channels, no
 /// sockets), so the service's IPMI client runs unchanged on a paused clock.
-pub fn channel_connector(
-    fleet: &Fleet,
-    address: impl Into<String>,
-    base_port: u16,
-) -> crate::ipmi::ChannelConnector {
+pub fn channel_connector(fleet: &Fleet, address: impl Into<String>, base_port: u16) -> crate::ipmi::ChannelConnector {
     let address = address.into();
     let bmcs: Vec<ferric_sim::vbmc::Bmc> = fleet.nodes.iter().map(|n| n.bmc.clone()).collect();
     crate::ipmi::ChannelConnector::new(move |addr, port| {
@@ -166,36 +150,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fleet_over_in_memory_links() {
-        let fleet = Fleet::build(resolve(3, &BmcConfig::default(), &FleetFile::default()).unwrap())
-            .unwrap();
+        let fleet = Fleet::build(resolve(3, &BmcConfig::default(), &FleetFile::default()).unwrap()).unwrap();
         let pool = IpmiPool::new(
             Arc::new(channel_connector(&fleet, "192.0.2.1", 6230)),
-            ClientConfig {
-                rng_seed: Some(1),
-                ..Default::default()
-            },
+            ClientConfig { rng_seed: Some(1), ..Default::default() },
             8,
         );
         let t = |i: u16| Target::new("192.0.2.1", "admin", "password").with_port(6230 + i);
         pool.client(&t(2)).power_on().await.unwrap();
-        assert_eq!(
-            pool.client(&t(2)).power_state().await.unwrap(),
-            PowerState::On
-        );
-        assert_eq!(
-            pool.client(&t(0)).power_state().await.unwrap(),
-            PowerState::Off
-        );
+        assert_eq!(pool.client(&t(2)).power_state().await.unwrap(), PowerState::On);
+        assert_eq!(pool.client(&t(0)).power_state().await.unwrap(), PowerState::Off);
         assert_eq!(fleet.nodes[2].bmc.stats().power_on, 1);
-        assert_eq!(
-            fleet.nodes[2].bmc.stats().sessions_opened,
-            1,
-            "session reused"
-        );
+        assert_eq!(fleet.nodes[2].bmc.stats().sessions_opened, 1, "session reused");
         let e = pool.client(&t(3)).power_state().await.unwrap_err();
-        assert!(
-            matches!(e, crate::ipmi::IpmiError::Unreachable { .. }),
-            "{e}"
-        );
+        assert!(matches!(e, crate::ipmi::IpmiError::Unreachable { .. }), "{e}");
     }
 }

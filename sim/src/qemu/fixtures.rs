@@ -17,11 +17,7 @@ pub enum FixtureError {
         source: std::io::Error,
     },
     #[error("{program} failed ({status}): {stderr}")]
-    Failed {
-        program: String,
-        status: String,
-        stderr: String,
-    },
+    Failed { program: String, status: String, stderr: String },
     #[error("fixture manifest lacks {0}")]
     Missing(&'static str),
 }
@@ -79,11 +75,8 @@ impl Fixtures {
 
     /// Parses the script's `KEY=PATH` output (or a saved `manifest.env`).
     pub fn from_manifest(text: &str) -> Result<Fixtures, FixtureError> {
-        let map: HashMap<&str, &str> = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .collect();
+        let map: HashMap<&str, &str> =
+            text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect();
         let get = |k: &'static str| map.get(k).copied().ok_or(FixtureError::Missing(k));
         let path = |k: &'static str| get(k).map(PathBuf::from);
         Ok(Fixtures {
@@ -125,9 +118,7 @@ impl DiskFormat {
 /// Creates an empty disk of `size` bytes (a deploy target).
 pub async fn create_disk(path: &Path, format: DiskFormat, size: u64) -> Result<(), FixtureError> {
     let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args(["create", "-q", "-f", format.as_str()])
-        .arg(path)
-        .arg(size.to_string());
+    cmd.args(["create", "-q", "-f", format.as_str()]).arg(path).arg(size.to_string());
     run(&mut cmd, "qemu-img create").await.map(drop)
 }
 
@@ -140,17 +131,7 @@ pub async fn create_overlay(
     size: Option<u64>,
 ) -> Result<(), FixtureError> {
     let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args([
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-F",
-        base_format.as_str(),
-        "-b",
-    ])
-    .arg(base)
-    .arg(path);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", base_format.as_str(), "-b"]).arg(base).arg(path);
     if let Some(size) = size {
         cmd.arg(size.to_string());
     }
@@ -159,10 +140,7 @@ pub async fn create_overlay(
 
 async fn run(cmd: &mut tokio::process::Command, program: &str) -> Result<String, FixtureError> {
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let out = cmd.output().await.map_err(|source| FixtureError::Spawn {
-        program: program.to_string(),
-        source,
-    })?;
+    let out = cmd.output().await.map_err(|source| FixtureError::Spawn { program: program.to_string(), source })?;
     if !out.status.success() {
         return Err(FixtureError::Failed {
             program: program.to_string(),

@@ -28,11 +28,7 @@ pub enum QmpError {
     #[error("QMP protocol: {0}")]
     Protocol(String),
     #[error("QMP command {command} failed: {class}: {desc}")]
-    Command {
-        command: String,
-        class: String,
-        desc: String,
-    },
+    Command { command: String, class: String, desc: String },
     #[error("QMP peer did not answer within {0:?}")]
     Timeout(Duration),
     #[error("QMP connection closed")]
@@ -59,10 +55,7 @@ pub struct Qmp {
 
 impl std::fmt::Debug for Qmp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Qmp")
-            .field("pending_events", &self.events.len())
-            .field("broken", &self.broken)
-            .finish()
+        f.debug_struct("Qmp").field("pending_events", &self.events.len()).field("broken", &self.broken).finish()
     }
 }
 
@@ -71,29 +64,17 @@ impl Qmp {
     pub async fn connect(path: &Path) -> Result<Qmp, QmpError> {
         let stream = UnixStream::connect(path).await?;
         let (r, w) = stream.into_split();
-        let mut qmp = Qmp {
-            reader: BufReader::new(r),
-            writer: w,
-            events: VecDeque::new(),
-            next_id: 1,
-            broken: false,
-        };
+        let mut qmp = Qmp { reader: BufReader::new(r), writer: w, events: VecDeque::new(), next_id: 1, broken: false };
         let greeting = qmp.read_message(COMMAND_TIMEOUT).await?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!(
-                "unexpected greeting: {greeting}"
-            )));
+            return Err(QmpError::Protocol(format!("unexpected greeting: {greeting}")));
         }
         qmp.execute("qmp_capabilities", None).await?;
         Ok(qmp)
     }
 
     /// Runs a command and returns its `return` value.
-    pub async fn execute(
-        &mut self,
-        command: &str,
-        arguments: Option<Value>,
-    ) -> Result<Value, QmpError> {
+    pub async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
         if self.broken {
             return Err(QmpError::Closed);
         }
@@ -194,8 +175,7 @@ impl Qmp {
             return Err(QmpError::Closed);
         }
         let mut line = Vec::new();
-        let result =
-            tokio::time::timeout(timeout, read_line_bounded(&mut self.reader, &mut line)).await;
+        let result = tokio::time::timeout(timeout, read_line_bounded(&mut self.reader, &mut line)).await;
         match result {
             Err(_) => {
                 if !line.is_empty() {
@@ -207,18 +187,16 @@ impl Qmp {
                 self.broken = true;
                 Err(e)
             }
-            Ok(Ok(())) => serde_json::from_slice(&line)
-                .map_err(|e| QmpError::Protocol(format!("bad JSON from QEMU: {e}"))),
+            Ok(Ok(())) => {
+                serde_json::from_slice(&line).map_err(|e| QmpError::Protocol(format!("bad JSON from QEMU: {e}")))
+            }
         }
     }
 }
 
 /// Reads up to and excluding the next `\n`, refusing messages over [`MAX_MESSAGE`].
 /// Bytes read so far stay in `line`, so a caller that times out can tell a partial read.
-async fn read_line_bounded(
-    reader: &mut BufReader<OwnedReadHalf>,
-    line: &mut Vec<u8>,
-) -> Result<(), QmpError> {
+async fn read_line_bounded(reader: &mut BufReader<OwnedReadHalf>, line: &mut Vec<u8>) -> Result<(), QmpError> {
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
@@ -254,9 +232,7 @@ mod tests {
         let (stream, _) = listener.accept().await.unwrap();
         let (r, mut w) = stream.into_split();
         let mut lines = BufReader::new(r).lines();
-        w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n")
-            .await
-            .unwrap();
+        w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n").await.unwrap();
         while let Some(line) = lines.next_line().await.unwrap() {
             let cmd: Value = serde_json::from_str(&line).unwrap();
             let id = cmd["id"].clone();
@@ -271,9 +247,7 @@ mod tests {
                     json!({"error": {"class": "CommandNotFound", "desc": format!("The command {other} has not been found")}, "id": id})
                 }
             };
-            w.write_all(format!("{reply}\r\n").as_bytes())
-                .await
-                .unwrap();
+            w.write_all(format!("{reply}\r\n").as_bytes()).await.unwrap();
         }
     }
 
@@ -287,18 +261,9 @@ mod tests {
         assert_eq!(status["status"], "running");
         let err = qmp.execute("bogus", None).await.unwrap_err();
         assert!(matches!(err, QmpError::Command { ref class, .. } if class == "CommandNotFound"));
-        let ev = qmp
-            .next_event(Duration::from_millis(10))
-            .await
-            .unwrap()
-            .unwrap();
+        let ev = qmp.next_event(Duration::from_millis(10)).await.unwrap().unwrap();
         assert_eq!(ev.event, "POWERDOWN");
-        assert!(
-            qmp.next_event(Duration::from_millis(50))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(qmp.next_event(Duration::from_millis(50)).await.unwrap().is_none());
         // The stream is still usable after a quiet timeout.
         assert!(qmp.execute("query-status", None).await.is_ok());
         drop(qmp);

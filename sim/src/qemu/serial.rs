@@ -22,11 +22,7 @@ pub enum SerialError {
         source: std::io::Error,
     },
     #[error("no line containing {needle:?} within {timeout:?}; log ends with:\n{tail}")]
-    Timeout {
-        needle: String,
-        timeout: Duration,
-        tail: String,
-    },
+    Timeout { needle: String, timeout: Duration, tail: String },
     #[error("{0}; log ends with:\n{1}")]
     Aborted(String, String),
 }
@@ -54,9 +50,7 @@ impl SerialLog {
 
     /// Everything logged so far (lossy UTF-8).
     pub fn contents(&self) -> String {
-        std::fs::read(&self.path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// The last `max` bytes of the log (lossy UTF-8), for error messages.
@@ -76,22 +70,14 @@ impl SerialLog {
     /// Appends a line of our own (e.g. "=== power on ==="), so a person reading the log sees
     /// where each boot starts.
     pub fn note(&self, text: &str) -> Result<(), SerialError> {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|source| self.io(source))?;
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(|source| self.io(source))?;
         writeln!(f, "\n=== ferric: {text} ===").map_err(|source| self.io(source))
     }
 
     /// Waits for a complete line containing `needle` written at or after byte `from`, and
     /// returns it (without line ending).
-    pub async fn wait_for(
-        &self,
-        needle: &str,
-        from: u64,
-        timeout: Duration,
-    ) -> Result<String, SerialError> {
+    pub async fn wait_for(&self, needle: &str, from: u64, timeout: Duration) -> Result<String, SerialError> {
         self.wait_for_while(needle, from, timeout, || None).await
     }
 
@@ -115,21 +101,14 @@ impl SerialLog {
                 return Err(SerialError::Aborted(reason, self.tail(TAIL)));
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(SerialError::Timeout {
-                    needle: needle.to_string(),
-                    timeout,
-                    tail: self.tail(TAIL),
-                });
+                return Err(SerialError::Timeout { needle: needle.to_string(), timeout, tail: self.tail(TAIL) });
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
     fn io(&self, source: std::io::Error) -> SerialError {
-        SerialError::Io {
-            path: self.path.clone(),
-            source,
-        }
+        SerialError::Io { path: self.path.clone(), source }
     }
 }
 
@@ -141,10 +120,7 @@ struct Scanner {
 
 impl Scanner {
     fn new(offset: u64) -> Self {
-        Scanner {
-            offset,
-            partial: Vec::new(),
-        }
+        Scanner { offset, partial: Vec::new() }
     }
 
     /// Reads what was appended since the last call; returns the first complete line holding
@@ -204,16 +180,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(120)).await;
             f.write_all(b"RK new one\r\n").unwrap();
         });
-        let line = log
-            .wait_for("MARK", from, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let line = log.wait_for("MARK", from, Duration::from_secs(5)).await.unwrap();
         assert_eq!(line, "MARK new one");
         writer.await.unwrap();
-        let all = log
-            .wait_for("MARK", 0, Duration::from_secs(1))
-            .await
-            .unwrap();
+        let all = log.wait_for("MARK", 0, Duration::from_secs(1)).await.unwrap();
         assert_eq!(all, "MARK old");
     }
 
@@ -222,15 +192,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = SerialLog::new(dir.path().join("serial.log"));
         log.note("power on").unwrap();
-        let err = log
-            .wait_for("NEVER", 0, Duration::from_millis(200))
-            .await
-            .unwrap_err();
+        let err = log.wait_for("NEVER", 0, Duration::from_millis(200)).await.unwrap_err();
         assert!(matches!(err, SerialError::Timeout { ref tail, .. } if tail.contains("power on")));
         let err = log
-            .wait_for_while("NEVER", 0, Duration::from_secs(10), || {
-                Some("process exited".into())
-            })
+            .wait_for_while("NEVER", 0, Duration::from_secs(10), || Some("process exited".into()))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("process exited"));

@@ -135,11 +135,7 @@ impl BmcConfig {
         if self.cipher_suites.is_empty() {
             return Err(ConfigError::NoSuites);
         }
-        if let Some(s) = self
-            .cipher_suites
-            .iter()
-            .find(|s| CipherSuite::by_id(**s).is_none())
-        {
+        if let Some(s) = self.cipher_suites.iter().find(|s| CipherSuite::by_id(**s).is_none()) {
             return Err(ConfigError::UnknownSuite(*s));
         }
         if !(1..=64).contains(&self.max_sessions) {
@@ -254,9 +250,7 @@ pub struct Bmc {
 
 impl fmt::Debug for Bmc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bmc")
-            .field("name", &self.inner.name)
-            .finish()
+        f.debug_struct("Bmc").field("name", &self.inner.name).finish()
     }
 }
 
@@ -292,10 +286,7 @@ impl Bmc {
                 state: Mutex::new(State {
                     sessions: HashMap::new(),
                     rng,
-                    boot: BootExtra {
-                        flag_clearing: 0,
-                        ..Default::default()
-                    },
+                    boot: BootExtra { flag_clearing: 0, ..Default::default() },
                 }),
                 config,
             }),
@@ -330,10 +321,7 @@ impl Bmc {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a bug in this module; keep serving anyway.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn expire(&self, st: &mut State) {
@@ -344,11 +332,7 @@ impl Bmc {
         let now = Instant::now();
         let before = st.sessions.len();
         st.sessions.retain(|_, s| {
-            let limit = if s.phase == Phase::Active {
-                timeout
-            } else {
-                pending
-            };
+            let limit = if s.phase == Phase::Active { timeout } else { pending };
             now.saturating_duration_since(s.last_used) < limit
         });
         for _ in st.sessions.len()..before {
@@ -390,22 +374,14 @@ impl Bmc {
             return None;
         }
         inc(&c.packets_out);
-        Some(Reply {
-            bytes,
-            delay: self.inner.faults.latency(),
-        })
+        Some(Reply { bytes, delay: self.inner.faults.latency() })
     }
 
     /// Protocol handling without faults: the reply datagram, or `None` to stay silent.
     async fn handle(&self, peer: Peer, packet: &[u8]) -> Option<Vec<u8>> {
         match wire::decode(packet)? {
             Frame::AsfPing { tag } => Some(wire::encode_pong(tag)),
-            Frame::V15 {
-                auth_type,
-                session_id,
-                msg,
-                ..
-            } => {
+            Frame::V15 { auth_type, session_id, msg, .. } => {
                 if auth_type != wire::AUTH_TYPE_NONE || session_id != 0 {
                     return None; // IPMI v1.5 sessions are not offered.
                 }
@@ -460,9 +436,7 @@ impl Bmc {
         let cached = if is_state_changing(rq.netfn, rq.cmd) {
             let st = self.lock();
             st.sessions.get(&id).and_then(|s| match &s.last {
-                Some(l) if l.key == key && l.at.elapsed() < DUPLICATE_WINDOW => {
-                    Some(l.response.clone())
-                }
+                Some(l) if l.key == key && l.at.elapsed() < DUPLICATE_WINDOW => Some(l.response.clone()),
                 _ => None,
             })
         } else {
@@ -481,27 +455,11 @@ impl Bmc {
         st.rng.fill_bytes(&mut iv);
         let s = st.sessions.get_mut(&id)?;
         if is_state_changing(rq.netfn, rq.cmd) {
-            s.last = Some(LastRequest {
-                key,
-                at: Instant::now(),
-                response: msg.clone(),
-            });
+            s.last = Some(LastRequest { key, at: Instant::now(), response: msg.clone() });
         }
         s.out_seq = s.out_seq.wrapping_add(1).max(1);
-        let protect = Protect {
-            integrity: s.suite.integrity,
-            k1: &s.k1,
-            conf: s.suite.conf,
-            k2: &s.k2,
-            iv,
-        };
-        let out = wire::encode_v20(
-            wire::PAYLOAD_IPMI,
-            s.console_id,
-            s.out_seq,
-            &msg,
-            Some(&protect),
-        );
+        let protect = Protect { integrity: s.suite.integrity, k1: &s.k1, conf: s.suite.conf, k2: &s.k2, iv };
+        let out = wire::encode_v20(wire::PAYLOAD_IPMI, s.console_id, s.out_seq, &msg, Some(&protect));
         if let After::CloseSession(target) = after {
             if st.sessions.remove(&target).is_some() {
                 inc(&self.inner.counters.sessions_closed);
@@ -517,23 +475,8 @@ impl Bmc {
         let tag = p[0];
         let console_id = [p[4], p[5], p[6], p[7]];
         let fail = |code: u8| {
-            let body = [
-                tag,
-                code,
-                0,
-                0,
-                console_id[0],
-                console_id[1],
-                console_id[2],
-                console_id[3],
-            ];
-            Some(wire::encode_v20(
-                wire::PAYLOAD_OPEN_SESSION_RSP,
-                0,
-                0,
-                &body,
-                None,
-            ))
+            let body = [tag, code, 0, 0, console_id[0], console_id[1], console_id[2], console_id[3]];
+            Some(wire::encode_v20(wire::PAYLOAD_OPEN_SESSION_RSP, 0, 0, &body, None))
         };
         if p.len() < 32 {
             return fail(status::ILLEGAL_PARAMETER);
@@ -544,13 +487,8 @@ impl Bmc {
             return fail(status::ILLEGAL_PARAMETER);
         }
         // A zero payload length means "any": take the first enabled suite's choice.
-        let enabled: Vec<CipherSuite> = self
-            .inner
-            .config
-            .cipher_suites
-            .iter()
-            .filter_map(|id| CipherSuite::by_id(*id))
-            .collect();
+        let enabled: Vec<CipherSuite> =
+            self.inner.config.cipher_suites.iter().filter_map(|id| CipherSuite::by_id(*id)).collect();
         let want = |b: &[u8]| if b[3] == 0 { None } else { Some(b[4] & 0x3F) };
         let (wa, wi, wc) = (want(algs.0), want(algs.1), want(algs.2));
         if let Some(a) = wa
@@ -582,11 +520,7 @@ impl Bmc {
         };
         let mut st = self.lock();
         self.expire(&mut st);
-        if let Some(s) = st
-            .sessions
-            .values()
-            .find(|s| s.phase == Phase::Opened && s.open_req == p)
-        {
+        if let Some(s) = st.sessions.values().find(|s| s.phase == Phase::Opened && s.open_req == p) {
             return Some(s.open_rsp.clone());
         }
         if st.sessions.len() >= self.inner.config.max_sessions {
@@ -753,10 +687,7 @@ impl Bmc {
         }
         let kuid = self.inner.config.password.0.as_bytes();
         let ulen = [s.role, s.username.len() as u8];
-        let expect = s
-            .suite
-            .auth
-            .mac(kuid, &[&s.rc, &console.to_le_bytes(), &ulen, &s.username]);
+        let expect = s.suite.auth.mac(kuid, &[&s.rc, &console.to_le_bytes(), &ulen, &s.username]);
         if !mac_eq(got, &expect) {
             tracing::debug!(bmc = %self.inner.name, "RAKP 3 with a wrong key exchange code");
             st.sessions.remove(&bmc_id);
@@ -802,27 +733,16 @@ impl Bmc {
         }
         match (rq.netfn, rq.cmd) {
             // --- App ---
-            (0x06, 0x38) => {
-                done(cc::OK, self.channel_auth_caps(d).unwrap_or_default()).check_len(d.len() == 2)
-            }
+            (0x06, 0x38) => done(cc::OK, self.channel_auth_caps(d).unwrap_or_default()).check_len(d.len() == 2),
             (0x06, 0x54) => self.channel_cipher_suites(d),
             (0x06, 0x37) => done(cc::OK, self.inner.guid.to_vec()),
             _ if pre => {
-                let known = matches!(
-                    (rq.netfn, rq.cmd),
-                    (0x06, 0x01 | 0x3B | 0x3C) | (0x00, 0x01 | 0x02 | 0x08 | 0x09)
-                );
+                let known =
+                    matches!((rq.netfn, rq.cmd), (0x06, 0x01 | 0x3B | 0x3C) | (0x00, 0x01 | 0x02 | 0x08 | 0x09));
                 if !known {
                     inc(&c.unknown_commands);
                 }
-                done(
-                    if known {
-                        cc::INSUFFICIENT_PRIV
-                    } else {
-                        cc::INVALID_COMMAND
-                    },
-                    Vec::new(),
-                )
+                done(if known { cc::INSUFFICIENT_PRIV } else { cc::INVALID_COMMAND }, Vec::new())
             }
             (0x06, 0x01) => {
                 inc(&c.get_device_id);
@@ -951,13 +871,8 @@ impl Bmc {
         }
         let by_suite = d[2] & 0x80 != 0;
         let index = (d[2] & 0x3F) as usize;
-        let suites: Vec<CipherSuite> = self
-            .inner
-            .config
-            .cipher_suites
-            .iter()
-            .filter_map(|i| CipherSuite::by_id(*i))
-            .collect();
+        let suites: Vec<CipherSuite> =
+            self.inner.config.cipher_suites.iter().filter_map(|i| CipherSuite::by_id(*i)).collect();
         let mut records = Vec::new();
         if by_suite {
             for s in &suites {
@@ -972,11 +887,7 @@ impl Bmc {
         } else {
             let mut seen = Vec::new();
             for s in &suites {
-                for b in [
-                    s.auth.wire(),
-                    0x40 | s.integrity.wire(),
-                    0x80 | s.conf.wire(),
-                ] {
+                for b in [s.auth.wire(), 0x40 | s.integrity.wire(), 0x80 | s.conf.wire()] {
                     if !seen.contains(&b) {
                         seen.push(b);
                     }
@@ -1045,8 +956,7 @@ impl Bmc {
             match b.one_time_set_at {
                 Some(t)
                     if b.flag_clearing & 0x08 == 0
-                        && Instant::now().saturating_duration_since(t)
-                            >= Duration::from_secs(secs) =>
+                        && Instant::now().saturating_duration_since(t) >= Duration::from_secs(secs) =>
                 {
                     b.one_time_set_at = None;
                     true
@@ -1115,11 +1025,7 @@ impl Bmc {
                     _ => return cc::INVALID_DATA,
                 };
                 let selection = if valid {
-                    BootSelection {
-                        device,
-                        persistent: data[0] & 0x40 != 0,
-                        efi: data[0] & 0x20 != 0,
-                    }
+                    BootSelection { device, persistent: data[0] & 0x40 != 0, efi: data[0] & 0x20 != 0 }
                 } else {
                     BootSelection::default()
                 };
@@ -1148,12 +1054,7 @@ impl Bmc {
             5 => {
                 inc(&self.inner.counters.get_boot);
                 self.clear_stale_boot_flags().await;
-                let sel = self
-                    .inner
-                    .machine
-                    .boot()
-                    .await
-                    .map_err(|e| machine_cc(&e))?;
+                let sel = self.inner.machine.boot().await.map_err(|e| machine_cc(&e))?;
                 let other = self.lock().boot.other;
                 let dev = match sel.device {
                     BootDevice::None => 0x0,
@@ -1163,9 +1064,7 @@ impl Bmc {
                     BootDevice::Bios => 0x6,
                 };
                 let valid = sel.device != BootDevice::None;
-                let b0 = (u8::from(valid) << 7)
-                    | (u8::from(sel.persistent) << 6)
-                    | (u8::from(sel.efi) << 5);
+                let b0 = (u8::from(valid) << 7) | (u8::from(sel.persistent) << 6) | (u8::from(sel.efi) << 5);
                 out.extend_from_slice(&[b0, (dev << 2) | other[0], other[1], other[2], other[3]]);
             }
             _ => return Err(cc::PARAM_NOT_SUPPORTED),
@@ -1179,11 +1078,7 @@ trait CheckLen {
 }
 impl CheckLen for (u8, Vec<u8>, After) {
     fn check_len(self, ok: bool) -> Self {
-        if ok {
-            self
-        } else {
-            (cc::REQ_DATA_LEN, Vec::new(), After::Nothing)
-        }
+        if ok { self } else { (cc::REQ_DATA_LEN, Vec::new(), After::Nothing) }
     }
 }
 

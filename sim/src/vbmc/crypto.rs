@@ -53,12 +53,7 @@ impl CipherSuite {
             17 => (A::HmacSha256, I::HmacSha256_128, C::AesCbc128),
             _ => return None,
         };
-        Some(Self {
-            id,
-            auth,
-            integrity,
-            conf,
-        })
+        Some(Self { id, auth, integrity, conf })
     }
 }
 
@@ -214,11 +209,7 @@ pub fn decrypt_aes(k2: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
     }
     let data_len = plain.len() - pad - 1;
     // Pad bytes are 1, 2, 3, ...; the spec lets a receiver check them.
-    if plain[data_len..data_len + pad]
-        .iter()
-        .enumerate()
-        .any(|(i, b)| *b != i as u8 + 1)
-    {
+    if plain[data_len..data_len + pad].iter().enumerate().any(|(i, b)| *b != i as u8 + 1) {
         return None;
     }
     Some(plain[..data_len].to_vec())

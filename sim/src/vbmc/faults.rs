@@ -75,8 +75,7 @@ impl Faults {
         Duration::from_micros(self.latency_us.load(Relaxed))
     }
     pub fn set_latency(&self, d: Duration) {
-        self.latency_us
-            .store(d.as_micros().min(u64::MAX as u128) as u64, Relaxed)
+        self.latency_us.store(d.as_micros().min(u64::MAX as u128) as u64, Relaxed)
     }
     pub fn ignore_power(&self) -> bool {
         self.ignore_power.load(Relaxed)

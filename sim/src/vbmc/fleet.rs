@@ -202,11 +202,7 @@ impl NodeSpec {
 }
 
 /// Resolves the settings of `count` nodes from a base BMC config and a fleet file.
-pub fn resolve(
-    count: usize,
-    base: &BmcConfig,
-    file: &FleetFile,
-) -> Result<Vec<NodeSettings>, FleetError> {
+pub fn resolve(count: usize, base: &BmcConfig, file: &FleetFile) -> Result<Vec<NodeSettings>, FleetError> {
     if count == 0 || count > MAX_FLEET {
         return Err(FleetError::Size);
     }
@@ -232,9 +228,7 @@ pub fn resolve(
         }
     }
     for (index, n) in out.iter().enumerate() {
-        n.bmc
-            .validate()
-            .map_err(|source| FleetError::Config { index, source })?;
+        n.bmc.validate().map_err(|source| FleetError::Config { index, source })?;
     }
     Ok(out)
 }
@@ -267,17 +261,10 @@ impl Fleet {
 
     /// Binds BMC i to `ip`:`base_port + i` (all or nothing), as non-blocking std sockets that
     /// any runtime can adopt (`tokio::net::UdpSocket::from_std`), e.g. one per serving thread.
-    pub fn bind_std(
-        &self,
-        ip: IpAddr,
-        base_port: u16,
-    ) -> Result<Vec<std::net::UdpSocket>, FleetError> {
+    pub fn bind_std(&self, ip: IpAddr, base_port: u16) -> Result<Vec<std::net::UdpSocket>, FleetError> {
         let count = self.nodes.len();
         if base_port as usize + count > 65_536 {
-            return Err(FleetError::Ports {
-                base: base_port,
-                count,
-            });
+            return Err(FleetError::Ports { base: base_port, count });
         }
         let mut sockets = Vec::with_capacity(count);
         for i in 0..count {
@@ -332,10 +319,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let base = BmcConfig {
-            username: "cli".into(),
-            ..Default::default()
-        };
+        let base = BmcConfig { username: "cli".into(), ..Default::default() };
         let s = resolve(2, &base, &f).unwrap();
         assert_eq!(s[0].bmc.username, "cli");
         assert_eq!(s[0].bmc.password.0, "fleetpw");

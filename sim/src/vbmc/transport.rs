@@ -62,12 +62,7 @@ impl Bmc {
 }
 
 /// Serves one in-memory link until the client side is dropped.
-pub async fn serve_link(
-    bmc: Bmc,
-    link_id: u64,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    tx: mpsc::Sender<Vec<u8>>,
-) {
+pub async fn serve_link(bmc: Bmc, link_id: u64, mut rx: mpsc::Receiver<Vec<u8>>, tx: mpsc::Sender<Vec<u8>>) {
     while let Some(pkt) = rx.recv().await {
         if pkt.len() > MAX_DATAGRAM {
             continue;

@@ -32,12 +32,7 @@ pub enum Frame<'a> {
     AsfPing { tag: u8 },
     /// IPMI v1.5 session wrapper. Only used pre-session (auth type none) by ipmitool's lanplus
     /// interface for Get Channel Authentication Capabilities.
-    V15 {
-        auth_type: u8,
-        seq: u32,
-        session_id: u32,
-        msg: &'a [u8],
-    },
+    V15 { auth_type: u8, seq: u32, session_id: u32, msg: &'a [u8] },
     /// IPMI v2.0 / RMCP+ session wrapper.
     V20(V20<'a>),
 }
@@ -88,12 +83,7 @@ pub fn decode(pkt: &[u8]) -> Option<Frame<'_>> {
                 }
                 let len = *pkt.get(off)? as usize;
                 let msg = pkt.get(off + 1..off + 1 + len)?;
-                Some(Frame::V15 {
-                    auth_type,
-                    seq,
-                    session_id,
-                    msg,
-                })
+                Some(Frame::V15 { auth_type, seq, session_id, msg })
             }
         }
         _ => None,
