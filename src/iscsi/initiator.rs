@@ -45,6 +45,8 @@ pub struct InitiatorConfig {
     pub timeout: Duration,
     /// ISID; random (OS entropy) when `None`.
     pub isid: Option<[u8; 6]>,
+    /// LUN to address (ferric's target: 0; tgtd puts its first disk at 1).
+    pub lun: u16,
 }
 
 impl InitiatorConfig {
@@ -64,6 +66,7 @@ impl InitiatorConfig {
             chunk_size: 1 << 20,
             timeout: Duration::from_secs(60),
             isid: None,
+            lun: 0,
         }
     }
 }
@@ -144,6 +147,18 @@ struct Inflight {
     /// Read buffer.
     buf: Vec<u8>,
     max_in: usize,
+}
+
+/// SAM single-level LUN: peripheral addressing below 256, flat addressing above.
+fn encode_lun(lun: u16) -> [u8; 8] {
+    let mut l = [0u8; 8];
+    if lun < 256 {
+        l[1] = lun as u8;
+    } else {
+        l[0] = 0x40 | ((lun >> 8) as u8 & 0x3f);
+        l[1] = lun as u8;
+    }
+    l
 }
 
 fn sn_le(a: u32, b: u32) -> bool {
@@ -263,7 +278,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             next_itt: 1,
             inflight: HashMap::new(),
             done: HashMap::new(),
-            lun: [0; 8],
+            lun: encode_lun(cfg.lun),
         };
         s.do_login(isid, discovery).await?;
         Ok(s)

@@ -1,0 +1,286 @@
+//! Shared helpers for the iSCSI tests and benchmark: real peers (tgtd, ferric-agent) started on
+//! loopback with free ports, torn down by PID on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Kills and reaps a child on drop.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(addr: SocketAddr) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listens on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// tgtd (Debian package tgt) in the foreground on a private control port and portal.
+pub struct Tgtd {
+    child: Reaped,
+    control: u16,
+    pub portal: SocketAddr,
+    pub iqn: String,
+}
+
+impl Tgtd {
+    fn adm(control: u16, args: &[&str]) {
+        let out = Command::new("tgtadm")
+            .args(["-C", &control.to_string(), "--lld", "iscsi"])
+            .args(args)
+            .output()
+            .expect("run tgtadm");
+        assert!(
+            out.status.success(),
+            "tgtadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts tgtd serving `backing` as LUN 1 of `iqn`; with `chap`, initiators must log in with it.
+    pub fn start(backing: &Path, iqn: &str, chap: Option<(&str, &str)>) -> Self {
+        let port = free_port();
+        // Control "port" selects the unix socket /var/run/tgtd/socket.N; keep it private per run.
+        let control = 20000 + (std::process::id() % 20000) as u16 + (port % 97);
+        let portal: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new("tgtd")
+            .args([
+                "-f",
+                "-C",
+                &control.to_string(),
+                "--iscsi",
+                &format!("portal={portal}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tgtd (package tgt)");
+        let child = Reaped(child);
+        // Wait for the control socket.
+        let start = Instant::now();
+        loop {
+            let ok = Command::new("tgtadm")
+                .args([
+                    "-C",
+                    &control.to_string(),
+                    "--lld",
+                    "iscsi",
+                    "--op",
+                    "show",
+                    "--mode",
+                    "sys",
+                ])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "tgtd did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self::adm(
+            control,
+            &["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn],
+        );
+        let b = backing.to_str().expect("utf8 path");
+        Self::adm(
+            control,
+            &[
+                "--op",
+                "new",
+                "--mode",
+                "logicalunit",
+                "--tid",
+                "1",
+                "--lun",
+                "1",
+                "-b",
+                b,
+            ],
+        );
+        Self::adm(
+            control,
+            &[
+                "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
+            ],
+        );
+        if let Some((u, p)) = chap {
+            Self::adm(
+                control,
+                &[
+                    "--op",
+                    "new",
+                    "--mode",
+                    "account",
+                    "--user",
+                    u,
+                    "--password",
+                    p,
+                ],
+            );
+            Self::adm(
+                control,
+                &[
+                    "--op", "bind", "--mode", "account", "--tid", "1", "--user", u,
+                ],
+            );
+        }
+        wait_port(portal);
+        Self {
+            child,
+            control,
+            portal,
+            iqn: iqn.to_string(),
+        }
+    }
+
+    /// Sets a target parameter (e.g. MaxRecvDataSegmentLength) with tgtadm.
+    pub fn set_param(&self, name: &str, value: &str) {
+        Self::adm(
+            self.control,
+            &[
+                "--op", "update", "--mode", "target", "--tid", "1", "-n", name, "-v", value,
+            ],
+        );
+    }
+}
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        // Ask politely so tgtd removes its control socket, then make sure.
+        let _ = Command::new("tgtadm")
+            .args([
+                "-C",
+                &self.control.to_string(),
+                "--op",
+                "delete",
+                "--mode",
+                "system",
+            ])
+            .output();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.child.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `ferric-agent iscsi-target` as a real process.
+pub struct AgentTarget {
+    _child: Reaped,
+    pub portal: SocketAddr,
+    pub iqn: String,
+}
+
+impl AgentTarget {
+    pub fn start(agent_bin: &str, disk: &Path, iqn: &str, chap: Option<(&str, &str)>) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(agent_bin);
+        cmd.args([
+            "iscsi-target",
+            "--disk",
+            disk.to_str().expect("utf8"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--iqn",
+            iqn,
+        ]);
+        if let Some((u, p)) = chap {
+            cmd.args(["--chap-user", u]).env("FERRIC_CHAP_SECRET", p);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ferric-agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let child = Reaped(child);
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let portal: SocketAddr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .parse()
+            .expect("addr");
+        Self {
+            _child: child,
+            portal,
+            iqn: iqn.to_string(),
+        }
+    }
+
+    pub fn url(&self, auth: Option<(&str, &str)>) -> String {
+        match auth {
+            Some((u, p)) => format!("iscsi://{u}%{p}@{}/{}/0", self.portal, self.iqn),
+            None => format!("iscsi://{}/{}/0", self.portal, self.iqn),
+        }
+    }
+}
+
+/// A scratch directory under the crate's target/ (removed on drop).
+pub fn scratch() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("iscsi-tmp");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    tempfile::tempdir_in(base).expect("tempdir")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so images are never all zeroes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Runs a command, asserting success; returns stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
