@@ -58,6 +58,12 @@ impl Sense {
         asc: 0x21,
         ascq: 0x00,
     };
+    /// iSCSI EDTL is not a whole number of blocks for a write.
+    pub const INVALID_FIELD_IN_INFORMATION_UNIT: Sense = Sense {
+        key: key::ILLEGAL_REQUEST,
+        asc: 0x0e,
+        ascq: 0x03,
+    };
     pub const INVALID_FIELD_IN_CDB: Sense = Sense {
         key: key::ILLEGAL_REQUEST,
         asc: 0x24,
@@ -152,7 +158,8 @@ pub enum Plan {
     /// Read `len` bytes at byte `offset` and return them as Data-In.
     Read { offset: u64, len: u64 },
     /// Receive `len` bytes of Data-Out and write them at byte `offset`.
-    Write { offset: u64, len: u64 },
+    /// With `fua`, the data must be durable before GOOD is returned.
+    Write { offset: u64, len: u64, fua: bool },
     /// Flush the disk.
     Flush,
 }
@@ -215,22 +222,38 @@ fn inquiry(cdb: &[u8], lun_ok: bool, info: &LunInfo) -> Plan {
         if page != 0 {
             return Plan::fail(Sense::INVALID_FIELD_IN_CDB);
         }
-        let mut d = vec![0u8; 36];
+        let mut d = vec![0u8; 96];
         d[0] = pq;
         d[2] = 0x06; // SPC-4
         d[3] = 0x12; // HiSup, response data format 2
-        d[4] = 31; // additional length
+        d[4] = 91; // additional length
         d[7] = 0x02; // CmdQue
         d[8..16].copy_from_slice(VENDOR);
         d[16..32].copy_from_slice(PRODUCT);
         d[32..36].copy_from_slice(REVISION);
+        // Version descriptors: SAM-5, iSCSI, SPC-4, SBC-3.
+        for (i, v) in [0x00a0u16, 0x0960, 0x0460, 0x04c0].iter().enumerate() {
+            d[58 + 2 * i..60 + 2 * i].copy_from_slice(&v.to_be_bytes());
+        }
         return Plan::data(d, alloc);
     }
     if !lun_ok {
         return Plan::fail(Sense::LUN_NOT_SUPPORTED);
     }
     let body: Vec<u8> = match page {
-        0x00 => vec![0x00, 0x80, 0x83],
+        0x00 => vec![0x00, 0x80, 0x83, 0xb0, 0xb1],
+        0xb0 => {
+            // Block limits: no transfer-length limits, no UNMAP, optimal granularity 8 blocks.
+            let mut b = vec![0u8; 0x3c];
+            b[3] = 8;
+            b
+        }
+        0xb1 => {
+            // Block device characteristics: non-rotating medium.
+            let mut b = vec![0u8; 0x3c];
+            b[1] = 1;
+            b
+        }
         0x80 => info
             .serial
             .bytes()
@@ -326,7 +349,9 @@ fn mode_sense(cdb: &[u8], ten: bool, info: &LunInfo) -> Plan {
         let h = vec![0u8, 0, 0, desc.len() as u8];
         (h, cdb[4] as usize)
     };
-    // Device-specific parameter: DPOFUA not claimed, not write protected.
+    // Device-specific parameter: DPOFUA (FUA writes are flushed), not write protected.
+    let dsp = if ten { 3 } else { 2 };
+    d[dsp] = 0x10;
     d.extend_from_slice(&desc);
     d.extend_from_slice(&pages);
     if ten {
@@ -338,13 +363,21 @@ fn mode_sense(cdb: &[u8], ten: bool, info: &LunInfo) -> Plan {
     Plan::data(d, alloc)
 }
 
-fn rw(lba: u64, blocks: u64, info: &LunInfo, write: bool) -> Plan {
+fn rw(cdb: &[u8], lba: u64, blocks: u64, info: &LunInfo, write: bool) -> Plan {
+    // RDPROTECT/WRPROTECT: we format without protection information.
+    if cdb[1] >> 5 != 0 {
+        return Plan::fail(Sense::INVALID_FIELD_IN_CDB);
+    }
     match lba.checked_add(blocks) {
         Some(end) if end <= info.num_blocks => {
             let bs = u64::from(info.block_size);
             let (offset, len) = (lba * bs, blocks * bs);
             if write {
-                Plan::Write { offset, len }
+                Plan::Write {
+                    offset,
+                    len,
+                    fua: cdb[1] & 0x08 != 0,
+                }
             } else {
                 Plan::Read { offset, len }
             }
@@ -413,10 +446,10 @@ pub fn plan(cdb: &[u8; 16], lun: Option<u16>, info: &LunInfo) -> Plan {
             d[8..12].copy_from_slice(&info.block_size.to_be_bytes());
             Plan::data(d, alloc)
         }
-        op::READ_10 => rw(be32(cdb, 2), be16(cdb, 7), info, false),
-        op::READ_16 => rw(be64(cdb, 2), be32(cdb, 10), info, false),
-        op::WRITE_10 => rw(be32(cdb, 2), be16(cdb, 7), info, true),
-        op::WRITE_16 => rw(be64(cdb, 2), be32(cdb, 10), info, true),
+        op::READ_10 => rw(cdb, be32(cdb, 2), be16(cdb, 7), info, false),
+        op::READ_16 => rw(cdb, be64(cdb, 2), be32(cdb, 10), info, false),
+        op::WRITE_10 => rw(cdb, be32(cdb, 2), be16(cdb, 7), info, true),
+        op::WRITE_16 => rw(cdb, be64(cdb, 2), be32(cdb, 10), info, true),
         op::MODE_SENSE_6 => mode_sense(cdb, false, info),
         op::MODE_SENSE_10 => mode_sense(cdb, true, info),
         op::SYNCHRONIZE_CACHE_10 => {

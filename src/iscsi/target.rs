@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::disk::BlockDevice;
 use super::pdu::{self, Bhs, Framing, Opcode, Pdu, PduError, RESERVED_TAG, flags, stage};
@@ -549,7 +549,12 @@ impl Target {
 struct WriteTask {
     lun: [u8; 8],
     offset: u64,
+    /// Bytes the initiator sends (EDTL).
     len: u64,
+    /// Bytes actually written (whole blocks of min(EDTL, SCSI transfer length)).
+    write_len: u64,
+    /// SCSI transfer length in bytes (residual reporting).
+    tl: u64,
     received: u64,
     /// Unsolicited Data-Out PDUs may still follow (the command's F bit was clear).
     unsolicited_open: bool,
@@ -563,6 +568,8 @@ struct WriteTask {
     failed: Option<Sense>,
     /// Bytes the command was expected to move (residual reporting).
     edtl: u64,
+    /// Force Unit Access: flush before GOOD.
+    fua: bool,
 }
 
 #[derive(Debug)]
@@ -764,6 +771,17 @@ impl Conn<'_> {
 
     async fn handle(&mut self, pdu: Pdu) -> Result<Next, TargetError> {
         let b = pdu.bhs.clone();
+        trace!(
+            op = b.raw_opcode(),
+            flags = b.flags(),
+            itt = b.itt(),
+            ttt = b.ttt(),
+            sn = b.cmd_sn(),
+            data_sn = b.data_sn(),
+            offset = b.buffer_offset(),
+            len = pdu.data.len(),
+            "PDU in"
+        );
         let Some(op) = b.opcode() else {
             self.reject(reject::COMMAND_NOT_SUPPORTED, &b).await;
             return Ok(Next::Continue);
@@ -929,11 +947,12 @@ impl Conn<'_> {
                     0
                 } else {
                     let ref_sn = b.max_cmd_sn();
-                    // RFC 7143 §11.6.2: an unknown task whose RefCmdSN was already received is
-                    // considered complete.
-                    if sn_lt(ref_sn, req_cmd_sn)
-                        && !sn_lt(ref_sn, self.exp_cmd_sn.wrapping_sub(self.window))
-                    {
+                    // RFC 7143 §11.6.1 b/c: a task never received (RefCmdSN still inside the
+                    // window, before this request) counts as aborted; otherwise it completed
+                    // or never existed.
+                    let in_window =
+                        !sn_lt(ref_sn, self.exp_cmd_sn) && !sn_lt(self.max_cmd_sn(), ref_sn);
+                    if in_window && sn_lt(ref_sn, req_cmd_sn) {
                         0
                     } else {
                         1
@@ -985,14 +1004,12 @@ impl Conn<'_> {
     ) -> Result<(), TargetError> {
         let mut r = Bhs::new(Opcode::ScsiResponse);
         let mut fl = flags::FINAL;
-        if sense.is_none() {
-            if edtl > moved {
-                fl |= flags::UNDERFLOW;
-                r.set_residual((edtl - moved).min(u64::from(u32::MAX)) as u32);
-            } else if moved > edtl {
-                fl |= flags::OVERFLOW;
-                r.set_residual((moved - edtl).min(u64::from(u32::MAX)) as u32);
-            }
+        if edtl > moved {
+            fl |= flags::UNDERFLOW;
+            r.set_residual((edtl - moved).min(u64::from(u32::MAX)) as u32);
+        } else if moved > edtl {
+            fl |= flags::OVERFLOW;
+            r.set_residual((moved - edtl).min(u64::from(u32::MAX)) as u32);
         }
         r.set_flags(fl).set_byte2(0).set_itt(itt);
         r.set_byte3(if sense.is_some() {
@@ -1107,16 +1124,32 @@ impl Conn<'_> {
                     )
                     .await;
             }
-            let (offset, len, failed) = match plan {
-                Plan::Write { offset, len } if len == edtl => (offset, len, None),
-                Plan::Write { offset, .. } => (offset, edtl, Some(Sense::DATA_PHASE_ERROR)),
-                Plan::Done { sense: Some(s), .. } => (0, edtl, Some(s)),
-                _ => (0, edtl, Some(Sense::INVALID_FIELD_IN_CDB)),
+            let bs = u64::from(self.t.info.block_size.max(1));
+            let mut task_fua = false;
+            // SCSI transfer length vs iSCSI EDTL: move min(EDTL, TL), report the rest as residual
+            // (SAM-5 §5.4.2); a partial block cannot be written.
+            let (offset, tl, write_len, failed) = match plan {
+                Plan::Write { offset, len, fua } => {
+                    task_fua = fua;
+                    let w = edtl.min(len);
+                    let partial = edtl < len && edtl % bs != 0;
+                    (
+                        offset,
+                        len,
+                        w - w % bs,
+                        partial.then_some(Sense::INVALID_FIELD_IN_INFORMATION_UNIT),
+                    )
+                }
+                Plan::Done { sense: Some(s), .. } => (0, 0, 0, Some(s)),
+                // Data sent with a command that takes none: accept and drop it.
+                _ => (0, 0, 0, None),
             };
             let mut task = WriteTask {
                 lun,
                 offset,
-                len,
+                len: edtl,
+                write_len,
+                tl,
                 received: 0,
                 unsolicited_open,
                 unsolicited_next: imm,
@@ -1126,6 +1159,7 @@ impl Conn<'_> {
                 r2ts: VecDeque::new(),
                 failed,
                 edtl,
+                fua: task_fua,
             };
             if imm > 0 {
                 self.store(&mut task, 0, pdu.data).await;
@@ -1154,7 +1188,8 @@ impl Conn<'_> {
                 }
             }
             Plan::Done { sense: Some(s), .. } => self.scsi_response(itt, Some(s), edtl, 0).await?,
-            Plan::Write { len: 0, .. } => self.scsi_response(itt, None, edtl, 0).await?,
+            // A write CDB with EDTL 0 transfers nothing: GOOD, the whole length as overflow.
+            Plan::Write { len, .. } if edtl == 0 => self.scsi_response(itt, None, 0, len).await?,
             Plan::Write { .. } => {
                 self.scsi_response(itt, Some(Sense::DATA_PHASE_ERROR), edtl, 0)
                     .await?
@@ -1197,9 +1232,11 @@ impl Conn<'_> {
     /// Writes a piece of a task's data (or discards it if the task already failed).
     async fn store(&mut self, task: &mut WriteTask, rel: u64, data: Bytes) {
         task.received += data.len() as u64;
-        if task.failed.is_some() {
+        let end = (rel + data.len() as u64).min(task.write_len);
+        if task.failed.is_some() || rel >= end {
             return;
         }
+        let data = data.slice(..(end - rel) as usize);
         if let Err(e) = self.t.disk.write_at(task.offset + rel, data).await {
             warn!(error = %e, "disk write failed");
             task.failed = Some(Sense::WRITE_ERROR);
@@ -1220,9 +1257,12 @@ impl Conn<'_> {
             let t = self
                 .tasks
                 .remove(&itt)
-                .map(|t| (t.failed, t.edtl, t.received));
-            if let Some((failed, edtl, received)) = t {
-                self.scsi_response(itt, failed, edtl, received).await?;
+                .map(|t| (t.failed, t.edtl, t.tl, t.fua));
+            if let Some((mut failed, edtl, tl, fua)) = t {
+                if fua && failed.is_none() && self.t.disk.flush().await.is_err() {
+                    failed = Some(Sense::WRITE_ERROR);
+                }
+                self.scsi_response(itt, failed, edtl, tl).await?;
             }
             return Ok(Next::Continue);
         }
@@ -1307,14 +1347,13 @@ impl Conn<'_> {
             }
         };
         if !ok {
+            // Reject it; the initiator fails the task on the Reject, so the task is dropped
+            // without a SCSI Response and its remaining Data-Out PDUs are discarded.
+            debug!(itt, "Data-Out out of sequence: task rejected");
+            self.reject(reject::PROTOCOL_ERROR, &b).await;
             self.tasks.insert(itt, task);
-            return self
-                .fatal(
-                    reject::PROTOCOL_ERROR,
-                    &b,
-                    "Data-Out does not match the transfer",
-                )
-                .await;
+            self.forget(itt);
+            return Ok(Next::Continue);
         }
         self.store(&mut task, off, pdu.data).await;
         self.tasks.insert(itt, task);
