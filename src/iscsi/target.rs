@@ -467,12 +467,8 @@ impl Target {
                             }
                             auth = Auth::Done;
                         }
-                        a @ (Auth::ChapWaitAlgorithm | Auth::ChapWaitResponse { .. }) => {
-                            if transit {
-                                refuse!(login_status::AUTH_FAILURE, "transit before CHAP finished");
-                            }
-                            auth = a;
-                        }
+                        // An early T bit is fine: we simply do not transit until CHAP is done.
+                        a @ (Auth::ChapWaitAlgorithm | Auth::ChapWaitResponse { .. }) => auth = a,
                         a => auth = a,
                     }
                     if matches!(auth, Auth::Start) && self.cfg.chap.is_none() {
