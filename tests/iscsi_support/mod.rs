@@ -171,23 +171,12 @@ impl Tgtd {
 
 impl Drop for Tgtd {
     fn drop(&mut self) {
-        // Ask politely so tgtd removes its control socket, then make sure.
-        let _ = Command::new("tgtadm")
-            .args([
-                "-C",
-                &self.control.to_string(),
-                "--op",
-                "delete",
-                "--mode",
-                "system",
-            ])
-            .output();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(3) {
-            if let Ok(Some(_)) = self.child.0.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        // tgtd ignores SIGTERM while it has targets; the child is killed by `Reaped`. Its control
+        // socket files are left behind by a kill, so remove them once it is gone.
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        for suffix in ["", ".lock"] {
+            let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{}{suffix}", self.control));
         }
     }
 }
