@@ -63,6 +63,10 @@ impl Tgtd {
         // Control "port" selects the unix socket /var/run/tgtd/socket.N; keep it private per run.
         let control = 20000 + (std::process::id() % 20000) as u16 + (port % 97);
         let portal: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let log = std::env::temp_dir().join(format!("ferric-tgtd-{control}.log"));
+        let stderr = std::fs::File::create(&log)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         let child = Command::new("tgtd")
             .args([
                 "-f",
@@ -72,10 +76,10 @@ impl Tgtd {
                 &format!("portal={portal}"),
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn tgtd (package tgt)");
-        let child = Reaped(child);
+        let mut child = Reaped(child);
         // Wait for the control socket.
         let start = Instant::now();
         loop {
@@ -96,12 +100,15 @@ impl Tgtd {
             if ok {
                 break;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "tgtd did not come up"
-            );
+            let exited = child.0.try_wait().ok().flatten();
+            if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
+                let msg = std::fs::read_to_string(&log).unwrap_or_default();
+                let _ = std::fs::remove_file(&log);
+                panic!("tgtd did not come up (exit {exited:?}): {msg}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = std::fs::remove_file(&log);
         Self::adm(
             control,
             &["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn],
