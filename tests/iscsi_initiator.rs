@@ -308,3 +308,57 @@ async fn session_read_write_and_check_conditions() {
         pattern(8 * 512, 9)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_iscsi_target_wipes_metadata_and_stops() {
+    // IPA's iscsi.start_iscsi_target(iqn, portal_port, wipe_disk_metadata) as the agent calls it.
+    let disk = Arc::new(MemDisk::new(8 << 20, 512));
+    disk.write_at(0, bytes::Bytes::from(vec![0xeeu8; 1 << 20]))
+        .await
+        .unwrap();
+    disk.write_at((8 << 20) - 4096, bytes::Bytes::from(vec![0xeeu8; 4096]))
+        .await
+        .unwrap();
+    disk.write_at(4 << 20, bytes::Bytes::from(vec![0x55u8; 512]))
+        .await
+        .unwrap();
+    let params = ferric::iscsi::StartIscsiTargetParams {
+        iqn: None,
+        portal_port: Some(0),
+        wipe_disk_metadata: true,
+        listen_ip: "127.0.0.1".parse().unwrap(),
+        chap: None,
+    };
+    let h = ferric::iscsi::start_iscsi_target(disk.clone(), params)
+        .await
+        .unwrap();
+    assert!(
+        h.iqn().starts_with("iqn.2008-10.org.openstack:"),
+        "{}",
+        h.iqn()
+    );
+    let sock = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    let mut s = Session::login(sock, &InitiatorConfig::new(INITIATOR, h.iqn()))
+        .await
+        .unwrap();
+    let cap = s.read_capacity().await.unwrap();
+    assert_eq!(s.read(cap, 0, 8).await.unwrap(), vec![0u8; 4096]);
+    assert_eq!(
+        s.read(cap, cap.num_blocks - 8, 8).await.unwrap(),
+        vec![0u8; 4096]
+    );
+    // Data outside the metadata areas is untouched.
+    assert_eq!(
+        s.read(cap, (4 << 20) / 512, 1).await.unwrap(),
+        vec![0x55u8; 512]
+    );
+    s.logout().await.unwrap();
+    let addr = h.local_addr();
+    h.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener must be closed"
+    );
+}

@@ -76,6 +76,38 @@ impl FileDisk {
     }
 }
 
+impl FileDisk {
+    /// Opens `path` with the device's logical block size (from sysfs) for block devices, 512
+    /// for regular files.
+    pub fn open_detect(path: &Path) -> io::Result<Self> {
+        Self::open(path, detect_block_size(path))
+    }
+}
+
+/// Logical block size of a block device from `/sys/dev/block/MAJ:MIN` (a partition inherits
+/// its disk's); 512 for anything else or when sysfs does not say.
+pub fn detect_block_size(path: &Path) -> u32 {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(md) = std::fs::metadata(path) else {
+        return 512;
+    };
+    if !md.file_type().is_block_device() {
+        return 512;
+    }
+    let dev = md.rdev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let base = format!("/sys/dev/block/{major}:{minor}");
+    for q in ["queue/logical_block_size", "../queue/logical_block_size"] {
+        if let Ok(v) = std::fs::read_to_string(format!("{base}/{q}"))
+            && let Ok(n @ (512 | 4096)) = v.trim().parse::<u32>()
+        {
+            return n;
+        }
+    }
+    512
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -183,6 +215,18 @@ pub async fn wipe_metadata(disk: &dyn BlockDevice) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_size_detection() {
+        assert_eq!(detect_block_size(Path::new("/nonexistent")), 512);
+        assert_eq!(detect_block_size(Path::new("/etc/hostname")), 512);
+        if Path::new("/dev/vda").exists() {
+            assert!(matches!(
+                detect_block_size(Path::new("/dev/vda")),
+                512 | 4096
+            ));
+        }
+    }
 
     #[tokio::test]
     async fn mem_and_file_disks_agree() {

@@ -428,10 +428,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         self.params.max_outstanding_r2t = n;
                     }
                 }
-                "ErrorRecoveryLevel" => {
-                    if num.is_some_and(|n| n != 0) {
-                        warn!("target insists on ErrorRecoveryLevel {v}; we run level 0");
-                    }
+                "ErrorRecoveryLevel" if num.is_some_and(|n| n != 0) => {
+                    warn!("target insists on ErrorRecoveryLevel {v}; we run level 0");
                 }
                 _ => {}
             }
@@ -584,7 +582,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
             // Defaults hold unless the target answers.
             self.params.initial_r2t = true;
-            self.params.immediate_data = true && cfg.immediate_data;
+            self.params.immediate_data = cfg.immediate_data;
             (rb, rk) = self
                 .login_exchange(
                     isid,

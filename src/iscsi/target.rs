@@ -1459,9 +1459,9 @@ pub mod cli {
         /// Target IQN.
         #[arg(long)]
         pub iqn: String,
-        /// Logical block size.
-        #[arg(long, default_value_t = 512)]
-        pub block_size: u32,
+        /// Logical block size (default: the device's, 512 for files).
+        #[arg(long)]
+        pub block_size: Option<u32>,
         /// Require CHAP with this user name (with --chap-secret or FERRIC_CHAP_SECRET).
         #[arg(long, requires = "chap_secret")]
         pub chap_user: Option<String>,
@@ -1480,7 +1480,10 @@ pub mod cli {
             .try_init();
         let rt = tokio::runtime::Runtime::new()?;
         rt.block_on(async move {
-            let disk = Arc::new(FileDisk::open(&args.disk, args.block_size)?);
+            let disk = Arc::new(match args.block_size {
+                Some(bs) => FileDisk::open(&args.disk, bs)?,
+                None => FileDisk::open_detect(&args.disk)?,
+            });
             let mut cfg = TargetConfig::new(args.iqn);
             if let (Some(u), Some(s)) = (args.chap_user, args.chap_secret) {
                 cfg.chap = Some(ChapCredentials {
