@@ -59,9 +59,40 @@ impl Tgtd {
 
     /// Starts tgtd serving `backing` as LUN 1 of `iqn`; with `chap`, initiators must log in with it.
     pub fn start(backing: &Path, iqn: &str, chap: Option<(&str, &str)>) -> Self {
+        let mut last = String::new();
+        for _attempt in 0..5 {
+            match Self::spawn() {
+                Ok((child, control, portal)) => {
+                    let t = Self {
+                        child,
+                        control,
+                        portal,
+                        iqn: iqn.to_string(),
+                    };
+                    t.configure(backing, iqn, chap);
+                    return t;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("tgtd did not come up: {last}");
+    }
+
+    /// Starts tgtd on a fresh control socket and portal; Err if it did not come up.
+    fn spawn() -> Result<(Reaped, u16, SocketAddr), String> {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        static NEXT: AtomicU16 = AtomicU16::new(0);
         let port = free_port();
-        // Control "port" selects the unix socket /var/run/tgtd/socket.N; keep it private per run.
-        let control = 20000 + (std::process::id() % 20000) as u16 + (port % 97);
+        // The control "port" N selects /var/run/tgtd/socket.N: private per process and call.
+        let mut control;
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            // tgtd accepts -C values up to 32767.
+            control = 1000 + ((u64::from(std::process::id()) * 13 + u64::from(n)) % 31000) as u16;
+            if !Path::new(&format!("/var/run/tgtd/socket.{control}")).exists() {
+                break;
+            }
+        }
         let portal: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let log = std::env::temp_dir().join(format!("ferric-tgtd-{control}.log"));
         let stderr = std::fs::File::create(&log)
@@ -80,7 +111,6 @@ impl Tgtd {
             .spawn()
             .expect("spawn tgtd (package tgt)");
         let mut child = Reaped(child);
-        // Wait for the control socket.
         let start = Instant::now();
         loop {
             let ok = Command::new("tgtadm")
@@ -104,11 +134,16 @@ impl Tgtd {
             if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
                 let msg = std::fs::read_to_string(&log).unwrap_or_default();
                 let _ = std::fs::remove_file(&log);
-                panic!("tgtd did not come up (exit {exited:?}): {msg}");
+                return Err(format!("exit {exited:?}: {msg}"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = std::fs::remove_file(&log);
+        Ok((child, control, portal))
+    }
+
+    fn configure(&self, backing: &Path, iqn: &str, chap: Option<(&str, &str)>) {
+        let control = self.control;
         Self::adm(
             control,
             &["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn],
@@ -156,13 +191,7 @@ impl Tgtd {
                 ],
             );
         }
-        wait_port(portal);
-        Self {
-            child,
-            control,
-            portal,
-            iqn: iqn.to_string(),
-        }
+        wait_port(self.portal);
     }
 
     /// Sets a target parameter (e.g. MaxRecvDataSegmentLength) with tgtadm.
