@@ -77,6 +77,8 @@ fn main() {
             f.write_all(&pattern(1 << 20, i + 1)).unwrap();
         }
         f.flush().unwrap();
+        // Nothing of the source may still be dirty when the timed copies start.
+        f.into_inner().unwrap().sync_all().unwrap();
     }
     let ferric_disk = dir.path().join("ferric-disk.raw");
     let tgt_disk = dir.path().join("tgtd-disk.raw");

@@ -171,7 +171,8 @@ impl BlockDevice for FileDisk {
     }
     async fn flush(&self) -> io::Result<()> {
         let f = self.file.clone();
-        self.unflushed.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.unflushed
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         blocking(move || f.sync_data()).await
     }
 }
