@@ -1,6 +1,9 @@
 //! Provisioning-network services: DHCP, TFTP, HTTP boot, boot configs, image cache.
 
+pub mod cache;
+pub mod config;
 pub mod dhcp;
+pub mod http;
 pub mod mac;
 pub mod tftp;
 
