@@ -145,7 +145,7 @@ impl DhcpHandler {
     /// the caller so a simulation can run on its own clock). Malformed input, unknown MACs and
     /// messages that need no answer give `None`; nothing here panics on input.
     pub fn handle(&self, datagram: &[u8], now: u64) -> Option<DhcpReply> {
-        let msg = Message::decode(&mut Decoder::new(datagram)).ok()?;
+        let msg = decode(datagram)?;
         if msg.opcode() != Opcode::BootRequest || msg.hlen() != 6 || msg.chaddr().len() < 6 {
             return None;
         }
@@ -467,8 +467,45 @@ pub fn client_message(kind: MessageType, mac: MacAddr, xid: u32, opts: Vec<DhcpO
     encode(&m).unwrap_or_default()
 }
 
-/// Decodes a DHCP message (a convenience for tests and the simulation).
+/// Decodes a DHCP message, refusing what dhcproto 0.15 would panic on.
+///
+/// dhcproto asserts (in debug builds) or underflows on some option lengths (80 must be empty,
+/// 94 three bytes, 151 at least one, 81 at least three, 152-155 four) and concatenates repeated
+/// options first (RFC 3396), so the options are walked here and such packets dropped before
+/// dhcproto sees them. Packets without the DHCP magic cookie (plain BOOTP) are dropped too.
 pub fn decode(bytes: &[u8]) -> Option<Message> {
+    const COOKIE: [u8; 4] = [99, 130, 83, 99];
+    if bytes.len() < 240 || bytes[236..240] != COOKIE || usize::from(bytes[2]) > 16 {
+        return None;
+    }
+    let mut total = [0usize; 256];
+    let mut present = [false; 256];
+    let mut i = 240;
+    while i < bytes.len() {
+        let code = usize::from(bytes[i]);
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let len = usize::from(*bytes.get(i + 1)?);
+                if i + 2 + len > bytes.len() {
+                    return None;
+                }
+                total[code] += len;
+                present[code] = true;
+                i += 2 + len;
+            }
+        }
+    }
+    let bad = |code: usize, ok: fn(usize) -> bool| present[code] && !ok(total[code]);
+    if bad(80, |l| l == 0)
+        || bad(94, |l| l == 3)
+        || bad(81, |l| l >= 3)
+        || bad(151, |l| l >= 1)
+        || (152..=155).any(|c| bad(c, |l| l == 4))
+    {
+        return None;
+    }
     Message::decode(&mut Decoder::new(bytes)).ok()
 }
 
