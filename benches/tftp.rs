@@ -102,12 +102,18 @@ fn main() {
     Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status().unwrap();
 
     // ferric on its own runtime, as `ferric serve` would run it.
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = if std::env::var("FERRIC_BENCH_RT").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    };
     let fport = free_port();
     let server = rt
         .block_on(TftpServer::bind(TftpConfig::new(SocketAddr::from(([127, 0, 0, 1], fport)), root.clone())))
         .unwrap();
-    rt.spawn(server.run());
+    let rt = std::sync::Arc::new(rt);
+    let rt2 = rt.clone();
+    std::thread::spawn(move || rt2.block_on(server.run()));
 
     let hport = free_port();
     let hpa = Command::new(TFTPD_HPA)
