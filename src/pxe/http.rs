@@ -26,12 +26,18 @@ pub fn router(http_root: impl Into<PathBuf>) -> Router {
         .with_state(Arc::new(http_root.into()))
 }
 
-async fn serve(State(root): State<Arc<PathBuf>>, Path(path): Path<String>, req: Request) -> Response {
+async fn serve(
+    State(root): State<Arc<PathBuf>>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Response {
     let name = path.clone();
     let resolved = tokio::task::spawn_blocking(move || resolve(&root, &name)).await;
     let file = match resolved {
         Ok(Ok(p)) => p,
-        Ok(Err(PathError::NotFound)) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        Ok(Err(PathError::NotFound)) => {
+            return (StatusCode::NOT_FOUND, "not found\n").into_response();
+        }
         Ok(Err(PathError::AccessViolation)) => {
             tracing::info!(path = %path, "http boot: access violation");
             return (StatusCode::FORBIDDEN, "forbidden\n").into_response();

@@ -112,8 +112,13 @@ pub fn client_kind(msg: &Message) -> ClientKind {
     }
     match opts.get(OptionCode::ClientSystemArchitecture) {
         Some(DhcpOption::ClientSystemArchitecture(a))
-            if [Architecture::X64, Architecture::BC, Architecture::X86, Architecture::X64_Http]
-                .contains(a) =>
+            if [
+                Architecture::X64,
+                Architecture::BC,
+                Architecture::X86,
+                Architecture::X64_Http,
+            ]
+            .contains(a) =>
         {
             ClientKind::Uefi
         }
@@ -134,7 +139,11 @@ fn in_range(ip: Ipv4Addr, (first, last): (Ipv4Addr, Ipv4Addr)) -> bool {
 
 impl DhcpHandler {
     pub fn new(config: DhcpConfig, hosts: Arc<dyn HostTable>, leases: Arc<dyn LeaseStore>) -> Self {
-        Self { config, hosts, leases }
+        Self {
+            config,
+            hosts,
+            leases,
+        }
     }
 
     pub fn config(&self) -> &DhcpConfig {
@@ -159,7 +168,10 @@ impl DhcpHandler {
                 tracing::debug!(%mac, "dhcp: port not pxe_enabled, ignored");
                 return None;
             }
-            None if self.config.discovery => HostEntry { pxe_enabled: true, ..Default::default() },
+            None if self.config.discovery => HostEntry {
+                pxe_enabled: true,
+                ..Default::default()
+            },
             None => {
                 tracing::debug!(%mac, "dhcp: unknown MAC ignored");
                 return None;
@@ -205,7 +217,9 @@ impl DhcpHandler {
                 l.ip == ip && (l.mac != mac || l.state == LeaseState::Declined) && l.expires > now
             })
         };
-        if let Some(l) = all.iter().find(|l| l.mac == mac && l.state != LeaseState::Declined)
+        if let Some(l) = all
+            .iter()
+            .find(|l| l.mac == mac && l.state != LeaseState::Declined)
             && in_range(l.ip, self.config.range)
             && !taken(l.ip)
         {
@@ -217,7 +231,10 @@ impl DhcpHandler {
         {
             return Ok(Some(ip));
         }
-        let (first, last) = (u32::from(self.config.range.0), u32::from(self.config.range.1));
+        let (first, last) = (
+            u32::from(self.config.range.0),
+            u32::from(self.config.range.1),
+        );
         Ok((first..=last).map(Ipv4Addr::from).find(|ip| !taken(*ip)))
     }
 
@@ -240,7 +257,12 @@ impl DhcpHandler {
         let existing = self.leases.by_mac(&mac)?;
         if !matches!(&existing, Some(l) if l.ip == ip && l.state == LeaseState::Bound && l.expires > now)
         {
-            self.leases.put(Lease { mac, ip, state: LeaseState::Offered, expires: now + OFFER_HOLD })?;
+            self.leases.put(Lease {
+                mac,
+                ip,
+                state: LeaseState::Offered,
+                expires: now + OFFER_HOLD,
+            })?;
         }
         tracing::info!(%mac, %ip, node = host.node.as_deref().unwrap_or("-"), "dhcp: offer");
         Ok(self.reply(msg, MessageType::Offer, Some(ip), host))
@@ -277,7 +299,11 @@ impl DhcpHandler {
                 (Some(l), Some(r)) => l.ip == r,
                 _ => false,
             };
-            return if ok { self.bind(msg, mac, host, requested, now) } else { Ok(self.nak(msg)) };
+            return if ok {
+                self.bind(msg, mac, host, requested, now)
+            } else {
+                Ok(self.nak(msg))
+            };
         }
         // INIT-REBOOT (option 50) or RENEWING/REBINDING (ciaddr).
         let ip = match (requested, msg.ciaddr()) {
@@ -295,7 +321,11 @@ impl DhcpHandler {
         let allowed = ours
             || host.fixed_address == Some(ip)
             || (host.fixed_address.is_none() && self.choose(mac, host, Some(ip), now)? == Some(ip));
-        if allowed { self.bind(msg, mac, host, Some(ip), now) } else { Ok(self.nak(msg)) }
+        if allowed {
+            self.bind(msg, mac, host, Some(ip), now)
+        } else {
+            Ok(self.nak(msg))
+        }
     }
 
     fn bind(
@@ -306,9 +336,16 @@ impl DhcpHandler {
         ip: Option<Ipv4Addr>,
         now: u64,
     ) -> Result<Option<DhcpReply>, super::store::StoreError> {
-        let Some(ip) = ip else { return Ok(self.nak(msg)) };
+        let Some(ip) = ip else {
+            return Ok(self.nak(msg));
+        };
         let expires = now + self.config.lease_time.as_secs();
-        self.leases.put(Lease { mac, ip, state: LeaseState::Bound, expires })?;
+        self.leases.put(Lease {
+            mac,
+            ip,
+            state: LeaseState::Bound,
+            expires,
+        })?;
         tracing::info!(%mac, %ip, node = host.node.as_deref().unwrap_or("-"), "dhcp: ack");
         Ok(self.reply(msg, MessageType::Ack, Some(ip), host))
     }
@@ -323,8 +360,14 @@ impl DhcpHandler {
         Ok(())
     }
 
-    fn decline(&self, msg: &Message, mac: MacAddr, now: u64) -> Result<(), super::store::StoreError> {
-        let Some(DhcpOption::RequestedIpAddress(ip)) = msg.opts().get(OptionCode::RequestedIpAddress)
+    fn decline(
+        &self,
+        msg: &Message,
+        mac: MacAddr,
+        now: u64,
+    ) -> Result<(), super::store::StoreError> {
+        let Some(DhcpOption::RequestedIpAddress(ip)) =
+            msg.opts().get(OptionCode::RequestedIpAddress)
         else {
             return Ok(());
         };
@@ -333,7 +376,12 @@ impl DhcpHandler {
         {
             tracing::warn!(%mac, %ip, "dhcp: address declined (in use elsewhere)");
             let expires = now + self.config.lease_time.as_secs();
-            self.leases.put(Lease { mac, ip: *ip, state: LeaseState::Declined, expires })?;
+            self.leases.put(Lease {
+                mac,
+                ip: *ip,
+                state: LeaseState::Declined,
+                expires,
+            })?;
         }
         Ok(())
     }
@@ -345,14 +393,20 @@ impl DhcpHandler {
             .set_flags(req.flags())
             .set_giaddr(req.giaddr())
             .set_chaddr(req.chaddr());
-        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Nak));
-        m.opts_mut().insert(DhcpOption::ServerIdentifier(self.config.server_id));
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Nak));
+        m.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(self.config.server_id));
         let dest = if req.giaddr().is_unspecified() {
             ReplyDest::Broadcast
         } else {
             ReplyDest::Relay(req.giaddr())
         };
-        encode(&m).map(|bytes| DhcpReply { bytes, dest, kind: MessageType::Nak })
+        encode(&m).map(|bytes| DhcpReply {
+            bytes,
+            dest,
+            kind: MessageType::Nak,
+        })
     }
 
     /// Builds an OFFER or ACK (`yiaddr` `None` for an INFORM answer) with the boot options the
@@ -415,7 +469,8 @@ impl DhcpHandler {
                 )));
             }
             ClientKind::Bios | ClientKind::Uefi => {
-                if let Some(DhcpOption::ClassIdentifier(ci)) = req.opts().get(OptionCode::ClassIdentifier)
+                if let Some(DhcpOption::ClassIdentifier(ci)) =
+                    req.opts().get(OptionCode::ClassIdentifier)
                     && ci.starts_with(b"PXEClient")
                 {
                     // PXE discovery control = 8: boot the file named here, no boot-server

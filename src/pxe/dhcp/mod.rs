@@ -10,8 +10,8 @@ pub use handler::{ClientKind, DhcpConfig, DhcpHandler, DhcpReply, ReplyDest, cli
 pub use ra::{RaConfig, RaResponder};
 pub use server::{DhcpBind, DhcpServer, LeaseClock};
 pub use store::{
-    HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, MemoryHostTable,
-    MemoryLeaseStore, StoreError,
+    HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, MemoryHostTable, MemoryLeaseStore,
+    StoreError,
 };
 
 /// Errors of the DHCP and RA services.

@@ -145,7 +145,9 @@ impl LeaseStore for MemoryLeaseStore {
     fn put(&self, lease: Lease) -> Result<(), StoreError> {
         let mut m = self.by_ip.write();
         if lease.state != LeaseState::Declined {
-            m.retain(|ip, l| *ip == lease.ip || l.mac != lease.mac || l.state == LeaseState::Declined);
+            m.retain(|ip, l| {
+                *ip == lease.ip || l.mac != lease.mac || l.state == LeaseState::Declined
+            });
         }
         m.insert(lease.ip, lease);
         Ok(())

@@ -160,7 +160,10 @@ impl<'a> Packet<'a> {
                     options: options(&parts[2..])?,
                 }))
             }
-            OP_DATA => Ok(Packet::Data { block: arg, data: &b[4..] }),
+            OP_DATA => Ok(Packet::Data {
+                block: arg,
+                data: &b[4..],
+            }),
             OP_ACK => Ok(Packet::Ack(arg)),
             OP_ERROR => {
                 let msg = b[4..].split(|&c| c == 0).next().unwrap_or_default();
@@ -238,7 +241,10 @@ mod tests {
             write: false,
             filename: "pxelinux.cfg/01-aa-bb".into(),
             mode: Mode::Octet,
-            options: vec![("blksize".into(), "1468".into()), ("tsize".into(), "0".into())],
+            options: vec![
+                ("blksize".into(), "1468".into()),
+                ("tsize".into(), "0".into()),
+            ],
         };
         let bytes = request(&req);
         assert_eq!(Packet::decode(&bytes), Ok(Packet::Request(req)));

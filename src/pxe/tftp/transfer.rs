@@ -233,16 +233,29 @@ mod tests {
             write: false,
             filename: "f".into(),
             mode: Mode::Octet,
-            options: opts.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            options: opts
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
         }
     }
 
     #[test]
     fn negotiation() {
         let l = Limits::default();
-        let n = negotiate(&req(&[("blksize", "70000"), ("tsize", "0"), ("bogus", "1")]), 99, &l);
+        let n = negotiate(
+            &req(&[("blksize", "70000"), ("tsize", "0"), ("bogus", "1")]),
+            99,
+            &l,
+        );
         assert_eq!(n.blksize, 65464);
-        assert_eq!(n.oack, vec![("blksize".into(), "65464".into()), ("tsize".into(), "99".into())]);
+        assert_eq!(
+            n.oack,
+            vec![
+                ("blksize".into(), "65464".into()),
+                ("tsize".into(), "99".into())
+            ]
+        );
         let n = negotiate(&req(&[("blksize", "4"), ("windowsize", "1000")]), 1, &l);
         assert_eq!((n.blksize, n.windowsize), (512, 64));
         let n = negotiate(&req(&[]), 1, &l);
