@@ -5,6 +5,8 @@ pub mod config;
 pub mod dhcp;
 pub mod http;
 pub mod mac;
+pub mod service;
 pub mod tftp;
 
 pub use mac::MacAddr;
+pub use service::{PxeServiceConfig, PxeServices, start};
