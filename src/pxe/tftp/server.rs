@@ -267,13 +267,22 @@ fn serve_read(
             }
             Step::Send(range) => {
                 let (first_off, _) = xfer.block_extent(*range.start());
-                let (last_off, last_len) = xfer.block_extent(*range.end());
+                let last = *range.end();
+                let (last_off, last_len) = xfer.block_extent(last);
                 fbuf.ensure(first_off, (last_off - first_off) as usize + last_len)?;
                 for abs in range {
                     let (off, len) = xfer.block_extent(abs);
                     packet::data_header(&mut hdr, abs as u16);
                     let iov = [IoSlice::new(&hdr), IoSlice::new(fbuf.slice(off, len))];
                     vsock.send_vectored(&iov).map_err(TftpError::Io)?;
+                }
+                // Read ahead while the client works on what was just sent, so the next window
+                // is resident when its ACK arrives and no disk read sits between ACK and DATA.
+                if last < xfer.total_blocks() {
+                    let next_last = (last + xfer.window()).min(xfer.total_blocks());
+                    let (noff, _) = xfer.block_extent(last + 1);
+                    let (loff, llen) = xfer.block_extent(next_last);
+                    fbuf.ensure(noff, (loff - noff) as usize + llen)?;
                 }
             }
             Step::Wait => {}

@@ -154,6 +154,11 @@ impl ReadTransfer {
         (off, len as usize)
     }
 
+    /// Negotiated window in blocks.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
     /// Negotiated block size in bytes.
     pub fn blksize(&self) -> usize {
         self.blksize as usize
