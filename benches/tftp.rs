@@ -248,8 +248,11 @@ fn main() {
             continue;
         }
         let mut rates = vec![Vec::new(); servers.len()];
-        for _ in 0..reps {
-            for (i, srv) in servers.iter().enumerate() {
+        for rep in 0..reps {
+            // Rotate the order each repetition so no server always runs right after another.
+            for k in 0..servers.len() {
+                let i = (k + rep) % servers.len();
+                let srv = &servers[i];
                 let d = fetch(s.client, srv.port, s, &out);
                 let got = std::fs::read(&out).unwrap();
                 assert!(

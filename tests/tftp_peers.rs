@@ -227,3 +227,59 @@ async fn traversal_and_bad_requests_get_error_packets() {
         "server still serves after bad requests: {o:?}"
     );
 }
+
+#[tokio::test]
+async fn retransmits_on_timeout_and_bounds_transfers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), pattern(5000, 5)).unwrap();
+    let mut cfg = TftpConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
+    cfg.max_transfers = 1;
+    cfg.limits.max_retries = 2;
+    let server = TftpServer::bind(cfg).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let task = tokio::spawn(server.run());
+
+    // First client asks for timeout 1 and never ACKs: DATA 1 comes again from the same TID.
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let req = Request {
+        options: vec![("timeout".into(), "1".into())],
+        ..rrq("f")
+    };
+    a.send_to(&packet::request(&req), addr).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, tid) = a.recv_from(&mut buf).await.unwrap();
+    assert_eq!(
+        Packet::decode(&buf[..n]),
+        Ok(Packet::Oack(vec![("timeout".into(), "1".into())]))
+    );
+    a.send_to(&packet::ack(0), tid).await.unwrap();
+    let (n1, t1) = a.recv_from(&mut buf).await.unwrap();
+    let first = buf[..n1].to_vec();
+    assert!(matches!(
+        Packet::decode(&first),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+
+    // While it is stalled the only slot is taken: a second client is told the server is busy.
+    let (code, msg) = raw_request(addr, &rrq("f")).await.unwrap();
+    assert_eq!((code, msg.as_str()), (ErrorCode::NotDefined, "server busy"));
+
+    let (n2, t2) = tokio::time::timeout(Duration::from_secs(5), a.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((t2, &buf[..n2]), (t1, &first[..]), "retransmitted DATA 1");
+    // After the retries run out the slot frees up again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    b.send_to(&packet::request(&rrq("f")), addr).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), b.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        Packet::decode(&buf[..n]),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    task.abort();
+}
