@@ -43,7 +43,7 @@ impl TftpConfig {
             root: root.into(),
             max_transfers: 64,
             limits: Limits::default(),
-            read_chunk: 1 << 20,
+            read_chunk: 64 << 10,
         }
     }
 }
