@@ -261,7 +261,7 @@ impl DhcpHandler {
                 mac,
                 ip,
                 state: LeaseState::Offered,
-                expires: now + OFFER_HOLD,
+                expires: now.saturating_add(OFFER_HOLD),
             })?;
         }
         tracing::info!(%mac, %ip, node = host.node.as_deref().unwrap_or("-"), "dhcp: offer");
@@ -339,7 +339,7 @@ impl DhcpHandler {
         let Some(ip) = ip else {
             return Ok(self.nak(msg));
         };
-        let expires = now + self.config.lease_time.as_secs();
+        let expires = now.saturating_add(self.config.lease_time.as_secs());
         self.leases.put(Lease {
             mac,
             ip,
@@ -375,7 +375,7 @@ impl DhcpHandler {
             && l.ip == *ip
         {
             tracing::warn!(%mac, %ip, "dhcp: address declined (in use elsewhere)");
-            let expires = now + self.config.lease_time.as_secs();
+            let expires = now.saturating_add(self.config.lease_time.as_secs());
             self.leases.put(Lease {
                 mac,
                 ip: *ip,
