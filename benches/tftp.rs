@@ -3,6 +3,22 @@
 //! `cargo bench --bench tftp` (env: `FERRIC_BENCH_REPS`, default 5; `FERRIC_BENCH_MB`, default 64).
 //! For each setting every server serves the same file to the same client, repetitions
 //! interleaved, and the median MB/s is reported with ferric's ratio to the fastest peer.
+//!
+//! Measured on the 2-core development machine (shared with other builds, load average 4-9),
+//! `FERRIC_BENCH_REPS=9 cargo bench --bench tftp`:
+//!
+//! | setting                    | ferric | tftpd-hpa | atftpd | ratio |
+//! |----------------------------|-------:|----------:|-------:|------:|
+//! | blksize 512 / curl         |    9.3 |       9.0 |    8.4 | 1.04x |
+//! | blksize 512 / atftp        |   12.4 |      10.4 |   10.9 | 1.14x |
+//! | blksize 1468 / curl        |   30.6 |      25.4 |   26.9 | 1.14x |
+//! | blksize 1468 / atftp       |   38.7 |      29.9 |   32.1 | 1.20x |
+//! | blksize 1468 ws 64 / atftp |  123.1 |      37.2 |   87.9 | 1.40x |
+//! | blksize 65464 / curl       |  445.6 |     411.6 |  408.9 | 1.08x |
+//! | blksize 65464 / atftp      |  711.9 |     698.1 |  691.9 | 1.02x |
+//!
+//! Lock-step settings are bound by the client and the scheduler, so single runs on a loaded
+//! machine scatter by +-30%; the margin there is small and a noisy run can dip below 1.0x.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
