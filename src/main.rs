@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferric", version, about = "Bare-metal provisioning in the spirit of OpenStack Ironic")]
+#[command(
+    name = "ferric",
+    version,
+    about = "Bare-metal provisioning in the spirit of OpenStack Ironic"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -120,7 +120,11 @@ impl Commands {
 
     /// One result by id.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.entries.lock().iter().find(|e| e.result.lock().id == id).cloned()
+        self.entries
+            .lock()
+            .iter()
+            .find(|e| e.result.lock().id == id)
+            .cloned()
     }
 
     /// Starts `name` (`extension.command`).
@@ -135,7 +139,9 @@ impl Commands {
             let Some((ext_name, command)) = name.split_once('.') else {
                 return Err(Refusal {
                     status: 400,
-                    faultstring: "Invalid command: Command name must be of the form <extension>.<name>".into(),
+                    faultstring:
+                        "Invalid command: Command name must be of the form <extension>.<name>"
+                            .into(),
                 });
             };
             if let Some(last) = entries.back() {
@@ -144,7 +150,10 @@ impl Commands {
                     tracing::error!(command = %name, running = %last.command_name, "agent is busy");
                     return Err(Refusal {
                         status: 409,
-                        faultstring: format!("Agent is busy: executing command {}", last.command_name),
+                        faultstring: format!(
+                            "Agent is busy: executing command {}",
+                            last.command_name
+                        ),
                     });
                 }
             }
@@ -166,11 +175,14 @@ impl Commands {
                 done,
             });
             tracing::info!(command = %name, id = %entry.snapshot().id, "executing command");
-            let mut inline = None;
+            let mut inline = false;
             match ext.prepare(ctx, command, params) {
                 Err(e) if e.code == 400 => {
                     tracing::warn!(command = %name, error = %e, "command refused");
-                    return Err(Refusal { status: 400, faultstring: e.to_string() });
+                    return Err(Refusal {
+                        status: 400,
+                        faultstring: e.to_string(),
+                    });
                 }
                 Err(e) => {
                     tracing::error!(command = %name, error = %e, "command failed");
@@ -182,24 +194,14 @@ impl Commands {
                     }
                     entry.finish(outcome, None);
                 }
-                Ok(Prepared::Inline(fut)) => inline = Some(fut),
+                Ok(Prepared::Inline(fut)) => {
+                    // Runs as a task so a client that hangs up cannot leave it RUNNING forever;
+                    // the request waits for it below.
+                    spawn_command(ctx, &entry, name, fut, None);
+                    inline = true;
+                }
                 Ok(Prepared::Background(fut)) => {
-                    let e2 = entry.clone();
-                    let ctx2 = ctx.clone();
-                    let cname = command.to_string();
-                    let full = name.to_string();
-                    tokio::spawn(async move {
-                        let outcome = match tokio::spawn(fut).await {
-                            Ok(o) => o,
-                            Err(join) => Err(CommandError::execution(format!("internal error: {join}"))),
-                        };
-                        match &outcome {
-                            Ok(_) => tracing::info!(command = %full, "asynchronous command completed"),
-                            Err(e) => tracing::error!(command = %full, error = %e, "asynchronous command failed"),
-                        }
-                        e2.finish(outcome, Some(&cname));
-                        ctx2.force_heartbeat.notify_one();
-                    });
+                    spawn_command(ctx, &entry, name, fut, Some(command))
                 }
             }
             entries.push_back(entry.clone());
@@ -209,13 +211,38 @@ impl Commands {
             }
             (entry, inline)
         };
-        if let Some(fut) = inline {
-            let outcome = fut.await;
-            if let Err(e) = &outcome {
-                tracing::error!(command = %name, error = %e, "command failed");
-            }
-            entry.finish(outcome, None);
+        if inline {
+            entry.wait(ctx.settings.max_wait).await;
         }
         Ok(entry)
     }
+}
+
+/// Runs a command's future as a task and records its outcome; `async_name` is set for
+/// asynchronous commands (their string results are prefixed with it, and a heartbeat follows).
+fn spawn_command(
+    ctx: &Arc<AgentContext>,
+    entry: &Arc<Entry>,
+    full: &str,
+    fut: BoxFuture<'static, Result<Value, CommandError>>,
+    async_name: Option<&str>,
+) {
+    let e2 = entry.clone();
+    let ctx2 = ctx.clone();
+    let async_name = async_name.map(str::to_string);
+    let full = full.to_string();
+    tokio::spawn(async move {
+        let outcome = match tokio::spawn(fut).await {
+            Ok(o) => o,
+            Err(join) => Err(CommandError::execution(format!("internal error: {join}"))),
+        };
+        match &outcome {
+            Ok(_) => tracing::info!(command = %full, "command completed"),
+            Err(e) => tracing::error!(command = %full, error = %e, "command failed"),
+        }
+        e2.finish(outcome, async_name.as_deref());
+        if async_name.is_some() {
+            ctx2.force_heartbeat.notify_one();
+        }
+    });
 }

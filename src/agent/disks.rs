@@ -45,7 +45,10 @@ pub struct Disk {
 
 impl std::fmt::Debug for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Disk").field("name", &self.name).field("size", &self.size).finish()
+        f.debug_struct("Disk")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish()
     }
 }
 
@@ -59,7 +62,9 @@ pub enum DiskError {
     #[error("cannot open disk {0}: {1}")]
     Open(String, std::io::Error),
     /// A block device outside a ramdisk without permission.
-    #[error("{0} is a block device; ferric-agent writes block devices only in a deploy ramdisk or with --allow-block-devices")]
+    #[error(
+        "{0} is a block device; ferric-agent writes block devices only in a deploy ramdisk or with --allow-block-devices"
+    )]
     BlockDeviceRefused(String),
 }
 
@@ -87,13 +92,33 @@ impl Disk {
         let is_file = !fd.is_block_device();
         let mut disk = Disk {
             size: fd.size(),
-            model: if is_file { None } else { sysfs(&path, "device/model") },
-            vendor: if is_file { None } else { sysfs(&path, "device/vendor") },
-            serial: if is_file { None } else { sysfs(&path, "device/serial") },
-            wwn: if is_file { None } else { sysfs(&path, "device/wwid").or_else(|| sysfs(&path, "wwid")) },
+            model: if is_file {
+                None
+            } else {
+                sysfs(&path, "device/model")
+            },
+            vendor: if is_file {
+                None
+            } else {
+                sysfs(&path, "device/vendor")
+            },
+            serial: if is_file {
+                None
+            } else {
+                sysfs(&path, "device/serial")
+            },
+            wwn: if is_file {
+                None
+            } else {
+                sysfs(&path, "device/wwid").or_else(|| sysfs(&path, "wwid"))
+            },
             wwn_with_extension: None,
             wwn_vendor_extension: None,
-            rotational: if is_file { false } else { sysfs(&path, "queue/rotational").as_deref() == Some("1") },
+            rotational: if is_file {
+                false
+            } else {
+                sysfs(&path, "queue/rotational").as_deref() == Some("1")
+            },
             hctl: None,
             by_path: None,
             is_file,
@@ -115,7 +140,12 @@ impl Disk {
                 "hctl" => disk.hctl = Some(v),
                 "by_path" => disk.by_path = Some(v),
                 "rotational" => disk.rotational = matches!(v.as_str(), "1" | "true"),
-                other => return Err(DiskError::Spec(spec.into(), format!("unknown key {other:?}"))),
+                other => {
+                    return Err(DiskError::Spec(
+                        spec.into(),
+                        format!("unknown key {other:?}"),
+                    ));
+                }
             }
         }
         Ok(disk)
@@ -147,10 +177,16 @@ impl Disk {
         let Ok(rd) = std::fs::read_dir("/sys/class/block") else {
             return out;
         };
-        let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
         names.sort();
         for n in names {
-            if ["ram", "loop", "sr", "dm-", "zram", "md", "fd"].iter().any(|p| n.starts_with(p)) {
+            if ["ram", "loop", "sr", "dm-", "zram", "md", "fd"]
+                .iter()
+                .any(|p| n.starts_with(p))
+            {
                 continue;
             }
             if Path::new(&format!("/sys/class/block/{n}/partition")).exists() {
@@ -176,7 +212,9 @@ fn int_matches(expr: &str, actual: u64) -> Result<bool, HintError> {
         .iter()
         .find_map(|op| expr.strip_prefix(op).map(|r| (*op, r.trim())))
         .unwrap_or(("==", expr));
-    let want: u64 = rest.parse().map_err(|_| HintError(format!("{expr:?} is not an integer expression")))?;
+    let want: u64 = rest
+        .parse()
+        .map_err(|_| HintError(format!("{expr:?} is not an integer expression")))?;
     Ok(match op {
         "==" => actual == want,
         "!=" => actual != want,
@@ -195,7 +233,10 @@ fn str_matches(expr: &str, actual: Option<&str>) -> bool {
         return actual.contains(&rest.trim().to_lowercase());
     }
     if expr.starts_with("<or>") {
-        return expr.split("<or>").map(|s| s.trim().to_lowercase()).any(|s| !s.is_empty() && s == actual);
+        return expr
+            .split("<or>")
+            .map(|s| s.trim().to_lowercase())
+            .any(|s| !s.is_empty() && s == actual);
     }
     for (op, neg) in [("s==", false), ("s!=", true)] {
         if let Some(rest) = expr.strip_prefix(op) {
@@ -207,7 +248,11 @@ fn str_matches(expr: &str, actual: Option<&str>) -> bool {
 
 fn normalize_name(n: &str) -> String {
     let n = n.trim();
-    if n.starts_with('/') { n.to_string() } else { format!("/dev/{n}") }
+    if n.starts_with('/') {
+        n.to_string()
+    } else {
+        format!("/dev/{n}")
+    }
 }
 
 /// Whether `disk` satisfies every hint (`size` in GiB with `==, !=, >=, <=, >, <`; strings
@@ -252,7 +297,11 @@ pub fn matches_hints(disk: &Disk, hints: &Map<String, Value>) -> Result<bool, Hi
 
 /// Chooses the install disk: the first disk matching the hints, or without hints the smallest
 /// disk of at least `min_size` bytes (IPA's default rule).
-pub fn select_disk<'a>(disks: &'a [Disk], hints: Option<&Map<String, Value>>, min_size: u64) -> Result<&'a Disk, String> {
+pub fn select_disk<'a>(
+    disks: &'a [Disk],
+    hints: Option<&Map<String, Value>>,
+    min_size: u64,
+) -> Result<&'a Disk, String> {
     match hints.filter(|h| !h.is_empty()) {
         Some(h) => {
             for d in disks {
@@ -286,16 +335,47 @@ mod tests {
 
     #[test]
     fn hints_select_disks() {
-        let disks = vec![disk("/dev/sda", 100, "AAA"), disk("/dev/sdb", 20, "BBB"), disk("/dev/sdc", 2, "CCC")];
+        let disks = vec![
+            disk("/dev/sda", 100, "AAA"),
+            disk("/dev/sdb", 20, "BBB"),
+            disk("/dev/sdc", 2, "CCC"),
+        ];
         let h = |v: Value| v.as_object().cloned().unwrap();
         assert_eq!(select_disk(&disks, None, 4 * GIB).unwrap().name, "/dev/sdb");
-        assert_eq!(select_disk(&disks, Some(&h(json!({"serial": "aaa"}))), 0).unwrap().name, "/dev/sda");
-        assert_eq!(select_disk(&disks, Some(&h(json!({"size": ">= 50"}))), 0).unwrap().name, "/dev/sda");
-        assert_eq!(select_disk(&disks, Some(&h(json!({"size": 2}))), 0).unwrap().name, "/dev/sdc");
-        assert_eq!(select_disk(&disks, Some(&h(json!({"name": "sdb"}))), 0).unwrap().name, "/dev/sdb");
-        assert_eq!(select_disk(&disks, Some(&h(json!({"wwn": "<in> CCC"}))), 0).unwrap().name, "/dev/sdc");
         assert_eq!(
-            select_disk(&disks, Some(&h(json!({"serial": "<or> ZZZ <or> BBB"}))), 0).unwrap().name,
+            select_disk(&disks, Some(&h(json!({"serial": "aaa"}))), 0)
+                .unwrap()
+                .name,
+            "/dev/sda"
+        );
+        assert_eq!(
+            select_disk(&disks, Some(&h(json!({"size": ">= 50"}))), 0)
+                .unwrap()
+                .name,
+            "/dev/sda"
+        );
+        assert_eq!(
+            select_disk(&disks, Some(&h(json!({"size": 2}))), 0)
+                .unwrap()
+                .name,
+            "/dev/sdc"
+        );
+        assert_eq!(
+            select_disk(&disks, Some(&h(json!({"name": "sdb"}))), 0)
+                .unwrap()
+                .name,
+            "/dev/sdb"
+        );
+        assert_eq!(
+            select_disk(&disks, Some(&h(json!({"wwn": "<in> CCC"}))), 0)
+                .unwrap()
+                .name,
+            "/dev/sdc"
+        );
+        assert_eq!(
+            select_disk(&disks, Some(&h(json!({"serial": "<or> ZZZ <or> BBB"}))), 0)
+                .unwrap()
+                .name,
             "/dev/sdb"
         );
         assert!(select_disk(&disks, Some(&h(json!({"serial": "nope"}))), 0).is_err());

@@ -96,7 +96,8 @@ impl Agent {
         extra: Vec<Arc<dyn Extension>>,
         logs: Arc<LogRing>,
     ) -> Result<Self, AgentError> {
-        let api = ApiClient::new(http.clone(), &config.api_url, config.api_timeout).map_err(|e| AgentError::Config(e.to_string()))?;
+        let api = ApiClient::new(http.clone(), &config.api_url, config.api_timeout)
+            .map_err(|e| AgentError::Config(e.to_string()))?;
         let ctx = Arc::new(AgentContext {
             http,
             disks,
@@ -124,7 +125,12 @@ impl Agent {
             started_at: config.started_at,
             version: AGENT_VERSION.into(),
         });
-        Ok(Self { core, api, config, heartbeat_timeout: Mutex::new(300) })
+        Ok(Self {
+            core,
+            api,
+            config,
+            heartbeat_timeout: Mutex::new(300),
+        })
     }
 
     /// The REST API (serve it, or register it with a [`super::http::TowerHttp`]).
@@ -170,7 +176,9 @@ impl Agent {
                 }
                 _ => {
                     let cap = self.config.lookup_max_interval.as_secs_f64();
-                    let base = (self.config.lookup_interval.as_secs_f64() * 2f64.powi(attempt.min(16) as i32)).min(cap);
+                    let base = (self.config.lookup_interval.as_secs_f64()
+                        * 2f64.powi(attempt.min(16) as i32))
+                    .min(cap);
                     let j = unit(&mut *self.core.ctx.rng.lock());
                     Duration::from_secs_f64(self.config.lookup_interval.as_secs_f64().max(base * j))
                 }
@@ -178,7 +186,10 @@ impl Agent {
             attempt += 1;
             tracing::warn!(attempt, error = %err, retry_in = ?wait, "lookup failed");
             if tokio::time::Instant::now() + wait > deadline {
-                return Err(AgentError::Lookup(self.config.lookup_timeout, err.to_string()));
+                return Err(AgentError::Lookup(
+                    self.config.lookup_timeout,
+                    err.to_string(),
+                ));
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -193,7 +204,10 @@ impl Agent {
         if r.config.agent_token.is_none() {
             tracing::warn!("lookup returned no agent token: every command will be refused");
         }
-        self.core.ctx.md5_allowed.store(r.config.agent_md5_checksum_enable, Ordering::Relaxed);
+        self.core
+            .ctx
+            .md5_allowed
+            .store(r.config.agent_md5_checksum_enable, Ordering::Relaxed);
         *self.core.ctx.node.lock() = serde_json::to_value(&r.node).ok();
         *self.heartbeat_timeout.lock() = r.config.heartbeat_timeout.max(1);
     }

@@ -13,7 +13,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Parser)]
-#[command(name = "ferric-agent", version, about = "ferric's deploy ramdisk agent (ironic-python-agent compatible)")]
+#[command(
+    name = "ferric-agent",
+    version,
+    about = "ferric's deploy ramdisk agent (ironic-python-agent compatible)"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -88,7 +92,11 @@ fn machine_macs() -> Vec<String> {
 fn route_source(api_url: &str) -> Option<IpAddr> {
     let u = url::Url::parse(api_url).ok()?;
     let addr = u.socket_addrs(|| Some(80)).ok()?.into_iter().next()?;
-    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
     let s = std::net::UdpSocket::bind(bind).ok()?;
     s.connect(addr).ok()?;
     Some(s.local_addr().ok()?.ip())
@@ -100,26 +108,41 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     };
     let mut disks = Vec::new();
     for spec in &args.disks {
-        disks.push(Disk::open_spec(spec, args.allow_block_devices || std::process::id() == 1 || std::path::Path::new(ferric::agent::context::RAMDISK_MARKER).exists())?);
+        disks.push(Disk::open_spec(
+            spec,
+            args.allow_block_devices
+                || std::process::id() == 1
+                || std::path::Path::new(ferric::agent::context::RAMDISK_MARKER).exists(),
+        )?);
     }
     let mut mode = HostMode::detect(&disks);
     if args.disks.is_empty() {
         // Only a ramdisk may go looking for the machine's own disks.
-        let in_ramdisk = std::process::id() == 1 || std::path::Path::new(ferric::agent::context::RAMDISK_MARKER).exists();
+        let in_ramdisk = std::process::id() == 1
+            || std::path::Path::new(ferric::agent::context::RAMDISK_MARKER).exists();
         if !in_ramdisk {
-            bail!("no --disk given and not in a deploy ramdisk: refusing to pick one of this machine's disks");
+            bail!(
+                "no --disk given and not in a deploy ramdisk: refusing to pick one of this machine's disks"
+            );
         }
         disks = Disk::discover();
         mode = HostMode::detect(&disks);
     }
     tracing::info!(?mode, disks = ?disks, "ferric-agent starting");
-    let macs = if args.macs.is_empty() { machine_macs() } else { args.macs.iter().map(|m| m.to_lowercase()).collect() };
-    let seed = args.seed.unwrap_or_else(|| rand::Rng::next_u64(&mut rand::rng()));
+    let macs = if args.macs.is_empty() {
+        machine_macs()
+    } else {
+        args.macs.iter().map(|m| m.to_lowercase()).collect()
+    };
+    let seed = args
+        .seed
+        .unwrap_or_else(|| rand::Rng::next_u64(&mut rand::rng()));
     let mut config = AgentConfig::new(&api_url, macs, seed);
     config.node_uuid = args.node_uuid.clone();
     config.lookup_timeout = Duration::from_secs(args.lookup_timeout);
     config.settings.download_retries = args.download_retries;
-    config.settings.download_retry_interval = Duration::from_secs_f64(args.download_retry_interval.max(0.0));
+    config.settings.download_retry_interval =
+        Duration::from_secs_f64(args.download_retry_interval.max(0.0));
     config.started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -127,12 +150,18 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     let http = Arc::new(ReqwestHttp::new(Duration::from_secs(30))?);
     let agent = Agent::new(config, http, disks, mode, Vec::new(), logs)?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     let callback = match args.advertise_url.clone() {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
-            let ip = if local.ip().is_unspecified() { route_source(&api_url).unwrap_or(local.ip()) } else { local.ip() };
+            let ip = if local.ip().is_unspecified() {
+                route_source(&api_url).unwrap_or(local.ip())
+            } else {
+                local.ip()
+            };
             match ip {
                 IpAddr::V6(v6) => format!("http://[{v6}]:{}", local.port()),
                 IpAddr::V4(v4) => format!("http://{v4}:{}", local.port()),
@@ -144,7 +173,9 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     let router = agent.router();
     let sd = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(async move { sd.cancelled().await }).await
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await
     });
     let sd = shutdown.clone();
     tokio::spawn(async move {
@@ -172,7 +203,9 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(move || ferric::agent::context::RingWriter(ring.clone())),
         )
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         None => rt.block_on(run(cli.run, logs)),
         Some(c) => match c {},

@@ -30,7 +30,10 @@ pub struct TokioClock {
 impl TokioClock {
     /// Starts now (in tokio time) at `base_unix`.
     pub fn new(base_unix: u64) -> Self {
-        Self { base_unix, start: tokio::time::Instant::now() }
+        Self {
+            base_unix,
+            start: tokio::time::Instant::now(),
+        }
     }
 }
 

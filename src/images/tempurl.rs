@@ -29,7 +29,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn mac(key: &[u8], method: &str, expires: u64, path: &str) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     m.update(format!("{method}\n{expires}\n{path}").as_bytes());
     m
 }
@@ -68,7 +69,9 @@ pub fn verify(
         return Err(TempUrlError::Expired);
     }
     let method = if method == "HEAD" { "GET" } else { method };
-    mac(key, method, expires, path).verify_slice(&raw).map_err(|_| TempUrlError::Invalid)
+    mac(key, method, expires, path)
+        .verify_slice(&raw)
+        .map_err(|_| TempUrlError::Invalid)
 }
 
 /// Lower-case hex.
@@ -101,13 +104,37 @@ mod tests {
         let key = b"secret";
         let path = format!("{PREFIX}/abc");
         let sig = sign(key, "GET", 1000, &path);
-        assert_eq!(verify(key, "GET", &path, Some(&sig), Some("1000"), 999), Ok(()));
-        assert_eq!(verify(key, "HEAD", &path, Some(&sig), Some("1000"), 999), Ok(()));
-        assert_eq!(verify(key, "GET", &path, Some(&sig), Some("1000"), 1000), Err(TempUrlError::Expired));
-        assert_eq!(verify(key, "GET", &path, Some(&sig), Some("1001"), 999), Err(TempUrlError::Invalid));
-        assert_eq!(verify(key, "PUT", &path, Some(&sig), Some("1000"), 999), Err(TempUrlError::Invalid));
-        assert_eq!(verify(b"other", "GET", &path, Some(&sig), Some("1000"), 999), Err(TempUrlError::Invalid));
-        assert_eq!(verify(key, "GET", &path, Some("zz"), Some("1000"), 999), Err(TempUrlError::Malformed));
-        assert_eq!(verify(key, "GET", &path, None, Some("1000"), 999), Err(TempUrlError::Missing));
+        assert_eq!(
+            verify(key, "GET", &path, Some(&sig), Some("1000"), 999),
+            Ok(())
+        );
+        assert_eq!(
+            verify(key, "HEAD", &path, Some(&sig), Some("1000"), 999),
+            Ok(())
+        );
+        assert_eq!(
+            verify(key, "GET", &path, Some(&sig), Some("1000"), 1000),
+            Err(TempUrlError::Expired)
+        );
+        assert_eq!(
+            verify(key, "GET", &path, Some(&sig), Some("1001"), 999),
+            Err(TempUrlError::Invalid)
+        );
+        assert_eq!(
+            verify(key, "PUT", &path, Some(&sig), Some("1000"), 999),
+            Err(TempUrlError::Invalid)
+        );
+        assert_eq!(
+            verify(b"other", "GET", &path, Some(&sig), Some("1000"), 999),
+            Err(TempUrlError::Invalid)
+        );
+        assert_eq!(
+            verify(key, "GET", &path, Some("zz"), Some("1000"), 999),
+            Err(TempUrlError::Malformed)
+        );
+        assert_eq!(
+            verify(key, "GET", &path, None, Some("1000"), 999),
+            Err(TempUrlError::Missing)
+        );
     }
 }
