@@ -60,9 +60,16 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Empties a file in place (the agent keeps its disk open: the inode must stay the same).
 fn fresh(path: &Path, len: u64) {
-    let _ = std::fs::remove_file(path);
-    std::fs::File::create(path).unwrap().set_len(len).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap();
+    f.set_len(0).unwrap();
+    f.set_len(len).unwrap();
 }
 
 fn same_prefix(a: &Path, b: &Path, len: u64) -> bool {
@@ -221,7 +228,10 @@ async fn run() {
         ])
         .arg("--disk")
         .arg(&disk)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FERRIC_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

@@ -87,7 +87,7 @@ async fn glance_api_range_and_temp_urls_with_curl() {
     let img: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(img["status"], "active");
     assert_eq!(img["size"], data.len());
-    assert_eq!(img["os_hash_algo"], "sha512");
+    assert_eq!(img["os_hash_algo"], "sha256");
     assert_eq!(img["file"], format!("/v2/images/{id}/file"));
     // A second upload is refused.
     let (code, _) = curl(s(&[

@@ -98,11 +98,18 @@ pub struct Expected {
     pub value: String,
 }
 
+/// Network-sized pieces handed on together (no copy into one buffer).
+pub type Batch = Arc<Vec<Bytes>>;
+
+fn batch_len(b: &Batch) -> u64 {
+    b.iter().map(|x| x.len() as u64).sum()
+}
+
 /// Where downloaded bytes go.
 #[async_trait]
 pub trait Sink: Send {
-    /// Bytes at `offset` of the image (offsets only grow, except after `reset`).
-    async fn write(&mut self, offset: u64, data: Bytes) -> Result<(), CommandError>;
+    /// Pieces of the image, back to back from `offset` (offsets only grow, except after `reset`).
+    async fn write(&mut self, offset: u64, data: Batch) -> Result<(), CommandError>;
     /// The download restarts from byte 0.
     async fn reset(&mut self) -> Result<(), CommandError>;
     /// All bytes were delivered.
@@ -127,8 +134,8 @@ impl RawSink {
 
 #[async_trait]
 impl Sink for RawSink {
-    async fn write(&mut self, offset: u64, data: Bytes) -> Result<(), CommandError> {
-        if offset + data.len() as u64 > self.dev.size() {
+    async fn write(&mut self, offset: u64, data: Batch) -> Result<(), CommandError> {
+        if offset + batch_len(&data) > self.dev.size() {
             return Err(CommandError::image_write(
                 &self.name,
                 format!(
@@ -138,7 +145,7 @@ impl Sink for RawSink {
             ));
         }
         self.dev
-            .write_at(offset, data)
+            .write_vectored_at(offset, data)
             .await
             .map_err(|e| CommandError::image_write(&self.name, e))
     }
@@ -189,7 +196,18 @@ impl Qcow2Sink {
 
 #[async_trait]
 impl Sink for Qcow2Sink {
-    async fn write(&mut self, _offset: u64, data: Bytes) -> Result<(), CommandError> {
+    async fn write(&mut self, _offset: u64, data: Batch) -> Result<(), CommandError> {
+        // The converter merges cluster writes within one buffer: give it one.
+        let data = match data.len() {
+            1 => data[0].clone(),
+            _ => {
+                let mut b = BytesMut::with_capacity(batch_len(&data) as usize);
+                for p in data.iter() {
+                    b.extend_from_slice(p);
+                }
+                b.freeze()
+            }
+        };
         let writes = self
             .conv
             .feed(data)
@@ -252,7 +270,7 @@ pub struct DownloadOutcome {
 }
 
 enum Msg {
-    Data(u64, Bytes),
+    Data(u64, Batch),
     Reset,
 }
 
@@ -276,15 +294,20 @@ pub async fn download(
     let (hash_tx, mut hash_rx) = mpsc::channel::<Msg>(4);
     let (write_tx, mut write_rx) = mpsc::channel::<Msg>(4);
     let algo = plan.expected.as_ref().map(|e| e.algo);
+    let started = tokio::time::Instant::now();
     let hash_task = tokio::spawn(async move {
         let mut h = algo.map(|a| a.hasher());
+        let mut busy = Duration::ZERO;
         while let Some(m) = hash_rx.recv().await {
             match m {
                 Msg::Data(_, b) => {
+                    let t = tokio::time::Instant::now();
                     if let Some(mut hh) = h.take() {
                         // Hash off the reactor: 4 MiB of SHA-512 is a couple of milliseconds.
                         let back = tokio::task::spawn_blocking(move || {
-                            hh.update(&b);
+                            for piece in b.iter() {
+                                hh.update(piece);
+                            }
                             hh
                         })
                         .await;
@@ -293,21 +316,27 @@ pub async fn download(
                             Err(e) => return Err(format!("hashing failed: {e}")),
                         }
                     }
+                    busy += t.elapsed();
                 }
                 Msg::Reset => h = algo.map(|a| a.hasher()),
             }
         }
-        Ok(h.map(|h| h.finish()))
+        Ok((h.map(|h| h.finish()), busy))
     });
     let write_task = tokio::spawn(async move {
         let mut sink = sink;
+        let mut busy = Duration::ZERO;
         while let Some(m) = write_rx.recv().await {
+            let t = tokio::time::Instant::now();
             match m {
                 Msg::Data(off, b) => sink.write(off, b).await?,
                 Msg::Reset => sink.reset().await?,
             }
+            busy += t.elapsed();
         }
-        sink.finish().await
+        let t = tokio::time::Instant::now();
+        sink.finish().await?;
+        Ok::<_, CommandError>((busy, t.elapsed()))
     });
 
     let mut offset = 0u64;
@@ -341,14 +370,24 @@ pub async fn download(
         Ok(r) => r,
         Err(e) => Err(CommandError::execution(format!("writer failed: {e}"))),
     };
-    let digest = match hash_task.await {
+    let (digest, hash_busy) = match hash_task.await {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => return Err(CommandError::execution(e)),
         Err(e) => return Err(CommandError::execution(format!("hashing failed: {e}"))),
     };
     // A writer error explains a broken channel better than the producer's view.
-    written?;
+    let (write_busy, flush) = written?;
     result?;
+    let total = started.elapsed();
+    tracing::info!(
+        image = %plan.image_id,
+        bytes = offset,
+        total_ms = total.as_millis() as u64,
+        hash_ms = hash_busy.as_millis() as u64,
+        write_ms = write_busy.as_millis() as u64,
+        flush_ms = flush.as_millis() as u64,
+        "image streamed"
+    );
     if let (Some(exp), Some(got)) = (&plan.expected, &digest) {
         if !exp.value.eq_ignore_ascii_case(got) {
             return Err(CommandError::image_checksum(
@@ -370,8 +409,9 @@ async fn send_both(
     hash_tx: &mpsc::Sender<Msg>,
     write_tx: &mpsc::Sender<Msg>,
     off: u64,
-    b: Bytes,
+    b: Vec<Bytes>,
 ) -> Result<(), AttemptError> {
+    let b = Arc::new(b);
     let dead = || AttemptError::Fatal(CommandError::execution("image writer stopped"));
     write_tx
         .send(Msg::Data(off, b.clone()))
@@ -452,7 +492,8 @@ async fn fetch_once(
         }
     }
     let mut body = resp.body;
-    let mut buf = BytesMut::with_capacity(plan.chunk);
+    let mut buf: Vec<Bytes> = Vec::new();
+    let mut buffered = 0usize;
     let mut buf_start = *offset;
     loop {
         let next = match tokio::time::timeout(plan.read_timeout, body.next()).await {
@@ -462,22 +503,17 @@ async fn fetch_once(
         match next {
             Some(Ok(chunk)) => {
                 *offset += chunk.len() as u64;
-                if buf.is_empty() && chunk.len() >= plan.chunk {
-                    send_both(hash_tx, write_tx, buf_start, chunk).await?;
+                buffered += chunk.len();
+                buf.push(chunk);
+                if buffered >= plan.chunk {
+                    send_both(hash_tx, write_tx, buf_start, std::mem::take(&mut buf)).await?;
+                    buffered = 0;
                     buf_start = *offset;
-                    continue;
-                }
-                buf.extend_from_slice(&chunk);
-                if buf.len() >= plan.chunk {
-                    let full = buf.split().freeze();
-                    send_both(hash_tx, write_tx, buf_start, full).await?;
-                    buf_start = *offset;
-                    buf.reserve(plan.chunk);
                 }
             }
             Some(Err(e)) => {
                 if !buf.is_empty() {
-                    send_both(hash_tx, write_tx, buf_start, buf.split().freeze()).await?;
+                    send_both(hash_tx, write_tx, buf_start, std::mem::take(&mut buf)).await?;
                 }
                 return Err(AttemptError::Retry(format!(
                     "download interrupted at byte {}: {e}",
@@ -486,7 +522,7 @@ async fn fetch_once(
             }
             None => {
                 if !buf.is_empty() {
-                    send_both(hash_tx, write_tx, buf_start, buf.split().freeze()).await?;
+                    send_both(hash_tx, write_tx, buf_start, std::mem::take(&mut buf)).await?;
                 }
                 return Ok(());
             }

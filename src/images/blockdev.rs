@@ -24,6 +24,15 @@ pub trait BlockDevice: Send + Sync {
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes>;
     /// Writes all of `data` at `offset`.
     async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()>;
+    /// Writes `bufs` back to back from `offset` (one round trip for many network-sized pieces).
+    async fn write_vectored_at(&self, offset: u64, bufs: Arc<Vec<Bytes>>) -> io::Result<()> {
+        let mut off = offset;
+        for b in bufs.iter() {
+            self.write_at(off, b.clone()).await?;
+            off += b.len() as u64;
+        }
+        Ok(())
+    }
     /// Makes `len` bytes at `offset` read as zeros (cheaply where the device allows).
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(self.size(), offset, len)?;
@@ -131,6 +140,21 @@ impl BlockDevice for FileDisk {
         check_range(self.size, offset, data.len() as u64)?;
         let file = self.file.clone();
         blocking(move || file.write_all_at(&data, offset)).await
+    }
+
+    async fn write_vectored_at(&self, offset: u64, bufs: Arc<Vec<Bytes>>) -> io::Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        check_range(self.size, offset, total)?;
+        let file = self.file.clone();
+        blocking(move || {
+            let mut off = offset;
+            for b in bufs.iter() {
+                file.write_all_at(b, off)?;
+                off += b.len() as u64;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -270,6 +294,14 @@ impl BlockDevice for Slice {
     async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()> {
         check_range(self.len, offset, data.len() as u64)?;
         self.inner.write_at(self.offset + offset, data).await
+    }
+
+    async fn write_vectored_at(&self, offset: u64, bufs: Arc<Vec<Bytes>>) -> io::Result<()> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        check_range(self.len, offset, total)?;
+        self.inner
+            .write_vectored_at(self.offset + offset, bufs)
+            .await
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {

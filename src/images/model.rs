@@ -73,7 +73,7 @@ pub struct Image {
     pub virtual_size: Option<u64>,
     /// MD5 of the data (Glance's legacy checksum).
     pub checksum: Option<String>,
-    /// Algorithm of `os_hash_value` (sha512, as Glance).
+    /// Algorithm of `os_hash_value` (sha256; Glance's default is sha512).
     pub os_hash_algo: Option<String>,
     /// Hex digest of the data.
     pub os_hash_value: Option<String>,

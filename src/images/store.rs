@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
-use sha2::Sha512;
+use sha2::Sha256;
 
 use super::clock::Clock;
 use super::model::{CONTAINER_FORMATS, CreateImage, DiskFormat, Image, ImageStatus};
@@ -258,7 +258,9 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Stores an image's data from a stream, computing size, MD5 and SHA-512 on the way.
+    /// Stores an image's data from a stream, computing size, MD5 (Glance's `checksum`) and SHA-256
+    /// (`os_hash_value`: SHA-NI makes it 2.5x faster than Glance's default SHA-512 on x86, for the
+    /// store and for every agent that verifies the image) on the way.
     pub async fn upload<S, E>(&self, id: &str, mut body: S) -> Result<Image, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -281,13 +283,13 @@ impl ImageStore {
         let _g = self.meta_lock.lock();
         let mut img = self.get(id)?;
         match result {
-            Ok((size, md5, sha512, head)) => {
+            Ok((size, md5, sha, head)) => {
                 std::fs::rename(&part, self.dir(id).join("data"))?;
                 img.status = ImageStatus::Active;
                 img.size = Some(size);
                 img.checksum = Some(md5);
-                img.os_hash_algo = Some("sha512".into());
-                img.os_hash_value = Some(sha512);
+                img.os_hash_algo = Some("sha256".into());
+                img.os_hash_value = Some(sha);
                 img.virtual_size = Some(virtual_size(&head, size));
                 img.updated_at = rfc3339(self.clock.now_unix());
                 self.write_meta(&img)?;
@@ -312,7 +314,7 @@ impl ImageStore {
         E: std::fmt::Display,
     {
         let file = Arc::new(std::fs::File::create(part)?);
-        let mut state = Some((Md5::new(), Sha512::new()));
+        let mut state = Some((Md5::new(), Sha256::new()));
         let mut size = 0u64;
         let mut head = Vec::new();
         let mut buf: Vec<Bytes> = Vec::new();
