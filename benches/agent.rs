@@ -1,5 +1,5 @@
 //! Image writing benchmark: a 1 GiB raw image written to a file-backed disk by the ferric-agent
-//! binary (download from the image store's temp URL, SHA-512 verified while streaming), against
+//! binary (download from the image store's temp URL, SHA-256 verified while streaming), against
 //! `curl URL | dd of=FILE bs=1M` from the same server in the same run; and the qcow2 path
 //! against `qemu-img convert` of the same image.
 //!
@@ -327,7 +327,7 @@ async fn run() {
 
     let (a, b, c) = (best(&ours), best(&dd), best(&dd_sync));
     println!(
-        "raw image, {mib} MiB, best of {runs} (ferric-agent verifies SHA-512 and fdatasyncs):"
+        "raw image, {mib} MiB, best of {runs} (ferric-agent verifies SHA-256 while streaming and fdatasyncs before reporting success):"
     );
     println!(
         "  ferric-agent                               {:>8.3} s  {:>7.0} MB/s",
