@@ -20,6 +20,7 @@ pub struct Config {
     pub drivers: RegistryConfig,
     pub fake: FakeDelays,
     pub agent: AgentDeployConfig,
+    pub iscsi: crate::drivers::iscsi_deploy::IscsiDeployConfig,
     pub images: ImagesConfig,
     pub log: LogConfig,
 }
@@ -80,6 +81,7 @@ impl Default for Config {
             drivers: RegistryConfig::default(),
             fake: FakeDelays::default(),
             agent: AgentDeployConfig::default(),
+            iscsi: Default::default(),
             images: ImagesConfig::default(),
             log: LogConfig::default(),
         }

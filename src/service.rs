@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::ipmitool::{self, PowerTiming};
+use crate::drivers::iscsi_deploy::{IscsiDeploy, TcpIscsi};
 use crate::drivers::{DriverEnv, Registry};
 use crate::images::clock::SystemClock;
 use crate::images::{ImageService, ImageStore};
@@ -68,8 +69,10 @@ impl Service {
         let images = Arc::new(ImageService::new(store, key, Arc::new(SystemClock)));
         let http =
             ReqwestHttp::new(std::time::Duration::from_secs(10)).map_err(|e| ServiceError::Http(e.to_string()))?;
+        let http: Arc<dyn crate::agent::HttpClient> = Arc::new(http);
         let agent = Arc::new(AgentEnv {
-            client: AgentClient::new(Arc::new(http), AgentClientConfig::default()),
+            client: AgentClient::new(http.clone(), AgentClientConfig::default()),
+            http,
             images: Some(images.clone()),
             image_url_base: config.public_url(),
             config: config.agent.clone(),
@@ -95,6 +98,10 @@ impl Service {
             env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), agent: None },
             images: None,
         };
+        parts.registry.register_deploy(
+            "iscsi",
+            Arc::new(IscsiDeploy { connector: Arc::new(TcpIscsi), config: config.iscsi.clone() }),
+        );
         customize(&mut parts);
         let parts_images = parts.images.take();
         let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;

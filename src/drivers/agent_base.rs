@@ -48,6 +48,8 @@ impl Default for AgentDeployConfig {
 /// What agent-based interfaces need from the service.
 pub struct AgentEnv {
     pub client: AgentClient,
+    /// HTTP for the conductor's own image fetches (the iSCSI deploy streams images).
+    pub http: Arc<dyn crate::agent::HttpClient>,
     pub images: Option<Arc<ImageService>>,
     /// URL under which nodes reach the image store (the API's public URL).
     pub image_url_base: String,

@@ -9,6 +9,7 @@ pub mod agent_base;
 pub mod direct;
 pub mod fake;
 pub mod ipmitool;
+pub mod iscsi_deploy;
 pub mod network;
 mod registry;
 
