@@ -22,7 +22,6 @@ pub fn routes() -> Router<ApiState> {
         .route("/nodes/{node}/states", get(states))
         .route("/nodes/{node}/states/power", put(set_power))
         .route("/nodes/{node}/states/provision", put(set_provision))
-        .route("/nodes/{node}/states/console", get(get_console).put(set_console))
         .route("/nodes/{node}/management/boot_device", get(get_boot_device).put(set_boot_device))
         .route("/nodes/{node}/management/boot_device/supported", get(supported_boot_devices))
         .route("/nodes/{node}/validate", get(validate))
@@ -59,19 +58,59 @@ fn states_location(ctx: &Ctx, n: &Node) -> String {
 fn node_filter(ctx: &Ctx, q: &Query) -> Result<NodeFilter, ApiError> {
     let gated = |k: &str, min: u32| -> Result<Option<String>, ApiError> {
         match q.get(k) {
-            Some(v) if !ctx.allows(min) => {
-                let _ = v;
-                Err(ApiError::not_acceptable())
-            }
+            Some(_) if !ctx.allows(min) => Err(ApiError::not_acceptable_min(min)),
             Some(v) => Ok(Some(v.to_string())),
             None => Ok(None),
         }
     };
-    let provision_state = match gated("provision_state", 9)? {
+    let provision_state = match q.get("provision_state") {
         None => None,
-        Some(s) => Some(s.parse::<ProvisionState>().map_err(|_| {
-            ApiError::bad_request(format!("The provision_state argument {s} is not a valid provision state."))
-        })?),
+        Some(_) if !ctx.allows(9) => return Err(ApiError::not_acceptable()),
+        Some(s) => Some(
+            s.parse::<ProvisionState>()
+                .map_err(|_| ApiError::bad_request(format!("Provision state \"{s}\" is not valid")))?,
+        ),
+    };
+    let fault = gated("fault", 42)?;
+    if let Some(f) = &fault {
+        if !["power failure", "clean failure", "rescue abort failure", "service failure"].contains(&f.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "Unrecognized fault \"{f}\" is specified, allowed faults are ('power failure', 'clean failure', 'rescue abort failure', 'service failure')"
+            )));
+        }
+    }
+    if q.get("instance_name").is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_ACCEPTABLE,
+            "instance_name is not acceptable in this API version",
+        ));
+    }
+    let shards =
+        gated("shard", 82)?.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect());
+    let sharded = match q.get("sharded") {
+        Some(_) if !ctx.allows(82) => return Err(ApiError::not_acceptable_min(82)),
+        _ => q.bool("sharded")?,
+    };
+    let parent_node = gated("parent_node", 83)?;
+    let include_children = match q.get("include_children") {
+        Some(_) if !ctx.allows(83) => return Err(ApiError::not_acceptable_min(83)),
+        _ => q.bool("include_children")?,
+    };
+    let chassis_uuid = match q.get("chassis_uuid") {
+        Some(c) => {
+            c.parse::<uuid::Uuid>()
+                .map_err(|_| ApiError::bad_request(format!("Expected UUID for chassis_uuid: {c}")))?;
+            Some(c.to_string())
+        }
+        None => None,
+    };
+    let instance_uuid = match q.get("instance_uuid") {
+        Some(c) => {
+            c.parse::<uuid::Uuid>()
+                .map_err(|_| ApiError::bad_request(format!("Expected UUID for instance_uuid: {c}")))?;
+            Some(c.to_string())
+        }
+        None => None,
     };
     Ok(NodeFilter {
         provision_state,
@@ -79,15 +118,22 @@ fn node_filter(ctx: &Ctx, q: &Query) -> Result<NodeFilter, ApiError> {
         resource_class: gated("resource_class", 21)?,
         maintenance: q.bool("maintenance")?,
         associated: q.bool("associated")?,
-        fault: gated("fault", 42)?,
+        fault,
         conductor_group: gated("conductor_group", 46)?,
-        chassis_uuid: q.get("chassis_uuid").map(str::to_string),
-        instance_uuid: q.get("instance_uuid").map(str::to_string),
+        chassis_uuid,
+        instance_uuid,
         owner: gated("owner", 50)?,
         lessee: gated("lessee", 65)?,
-        shard: gated("shard", 82)?,
+        shard: None,
         reserved: None,
         provision_states: None,
+        retired: q.bool("retired")?,
+        description_contains: q.get("description_contains").map(str::to_string),
+        project: q.get("project").map(str::to_string),
+        shards,
+        sharded,
+        parent_node,
+        include_children: Some(include_children.unwrap_or(false)),
     })
 }
 
@@ -119,6 +165,13 @@ fn next_args(q: &NodeQuery, fields: Option<&[String]>, raw: &Query) -> Vec<(&'st
         "owner",
         "lessee",
         "shard",
+        "retired",
+        "description_contains",
+        "project",
+        "sharded",
+        "include_children",
+        "parent_node",
+        "conductor",
     ] {
         if let Some(v) = raw.get(k) {
             a.push((k, v.to_string()));
@@ -165,6 +218,20 @@ async fn list_detail(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRe
 
 fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -> ApiResult {
     let nq = parse_query(ctx, q)?;
+    if let Some(c) = q.get("conductor") {
+        if !ctx.allows(49) {
+            return Err(ApiError::not_acceptable_min(49));
+        }
+        // One conductor serves every node: another host's list is empty.
+        if state.rpc.conductor_for(&Node::default()).as_deref() != Some(c) {
+            return ok(&json!({"nodes": []}));
+        }
+    }
+    if let Some(c) = &nq.filter.chassis_uuid {
+        if let Ok(id) = c.parse() {
+            state.db.get_chassis(id)?;
+        }
+    }
     let fields = util::fields(ctx, q, &render::node_field_version)?;
     let limit = nq.limit.unwrap_or(util::MAX_PAGE);
     let mut items = Vec::new();
@@ -284,7 +351,7 @@ fn type_error(field: &str, v: &Value, expected: &str) -> ApiError {
 }
 
 /// Ironic's logical-name rule (RFC 3986 unreserved characters; not a UUID).
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
@@ -811,28 +878,6 @@ async fn set_provision(
     };
     state.rpc.do_provisioning_action(n.uuid, &verb, args).await?;
     accepted(states_location(&ctx, &n))
-}
-
-async fn get_console(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    let n = load(&state, &ctx, &ident)?;
-    if n.console_interface.starts_with("no-") || n.console_interface.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Node {} does not support console (disabled or not implemented).",
-            n.uuid
-        )));
-    }
-    ok(&json!({"console_enabled": n.console_enabled, "console_info": null}))
-}
-
-async fn set_console(
-    State(state): State<ApiState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-    JsonBody(body): JsonBody<Value>,
-) -> ApiResult {
-    let n = load(&state, &ctx, &ident)?;
-    let _ = body;
-    Err(ApiError::bad_request(format!("Node {} does not support console (disabled or not implemented).", n.uuid)))
 }
 
 // ---------------------------------------------------------------- management

@@ -1,0 +1,130 @@
+//! Agent inspection: the `agent` inspect interface boots the ramdisk and waits in `inspect wait`;
+//! the agent posts its inventory to `/v1/continue_inspection`, which stores it and moves the
+//! node to `manageable` (Ironic's agent inspection flow).
+
+use super::states::Event;
+use super::{Conductor, LockedTask, Result};
+use crate::drivers::AGENT_TOKEN_KEY;
+use crate::models::{Node, NodeId, PowerTarget, ProvisionState};
+use crate::rpc::RpcError;
+use serde_json::Value;
+
+/// The interface name that inspects through the agent.
+pub const AGENT_INSPECT: &str = "agent";
+
+impl Conductor {
+    /// Applies `event` and saves, logging (nothing else can be done) if that fails.
+    fn settle(&self, t: &mut LockedTask, event: Event, error: Option<String>) {
+        if let Some(e) = &error {
+            tracing::warn!(node = %t.node.uuid, error = %e, %event, "inspection failed");
+            t.node.last_error = Some(e.clone());
+        }
+        if let Err(e) = self.process_event(t, event, None).and_then(|_| self.save(t)) {
+            tracing::error!(node = %t.node.uuid, error = %e, "cannot record state change");
+        }
+    }
+
+    /// `inspect` with the `agent` interface: prepare the ramdisk, boot it, wait for its data.
+    pub(crate) fn start_agent_inspection(&self, mut t: LockedTask) -> Result<()> {
+        t.driver.power.validate(&t)?;
+        t.driver.boot.validate(&t)?;
+        let permit = self.worker()?;
+        t.node.last_error = None;
+        t.node.inspection_started_at = Some(self.env().clock.now());
+        t.node.inspection_finished_at = None;
+        self.process_event(&mut t, Event::Inspect, None)?;
+        self.save(&mut t)?;
+        let c = self.clone();
+        self.spawn(permit, async move {
+            let mut t = t;
+            let started = async {
+                let boot = t.driver.boot.clone();
+                boot.prepare_ramdisk(&mut t).await?;
+                crate::drivers::node_power_action(&mut t, PowerTarget::Reboot, None).await
+            }
+            .await;
+            match started {
+                Ok(()) => c.settle(&mut t, Event::Wait, None),
+                Err(e) => c.settle(&mut t, Event::Fail, Some(format!("Failed to inspect hardware. Reason: {e}"))),
+            }
+        });
+        Ok(())
+    }
+
+    /// Finds the node an inspection ramdisk runs on (by MAC, or the UUID it was given); only a
+    /// node in `inspect wait` qualifies, and any failure is the same NotFound (nothing leaks).
+    pub fn inspection_lookup(&self, macs: &[String], node: Option<NodeId>) -> Result<Node> {
+        let not_found = || RpcError::NotFound("The resource could not be found.".into());
+        let mut found: Option<Node> = match node {
+            Some(id) => Some(self.db().get_node_by_uuid(id).map_err(|_| not_found())?),
+            None => None,
+        };
+        let mut by_mac: Option<NodeId> = None;
+        for m in macs {
+            let Ok(mac) = m.parse::<crate::models::MacAddr>() else { continue };
+            if let Ok(p) = self.db().get_port_by_address(mac) {
+                if by_mac.is_some_and(|n| n != p.node_uuid) {
+                    tracing::error!(macs = ?macs, "inspection lookup: MAC addresses match several nodes");
+                    return Err(not_found().into());
+                }
+                by_mac = Some(p.node_uuid);
+            }
+        }
+        if let Some(id) = by_mac {
+            if found.as_ref().is_some_and(|n| n.uuid != id) {
+                tracing::error!(node = %id, "inspection lookup: MAC addresses belong to another node");
+                return Err(not_found().into());
+            }
+            found = Some(self.db().get_node_by_uuid(id).map_err(|_| not_found())?);
+        }
+        let n = found.ok_or_else(not_found)?;
+        if n.provision_state != ProvisionState::InspectWait {
+            tracing::error!(node = %n.uuid, state = %n.provision_state, "inspection lookup in a wrong state");
+            return Err(not_found().into());
+        }
+        Ok(n)
+    }
+
+    /// Issues the node's agent token once (Ironic's `get_node_with_token`): a second request
+    /// gets an unusable token instead of the secret.
+    pub async fn node_with_token(&self, node: NodeId) -> Result<(Node, String)> {
+        let mut t = self.acquire(node)?;
+        if t.node.driver_internal_info.contains_key(AGENT_TOKEN_KEY) {
+            tracing::warn!(node = %node, "agent token already issued; refusing to issue another");
+            return Ok((t.node.clone(), "******".into()));
+        }
+        let token = t.env.clock.new_token();
+        t.node.driver_internal_info.insert(AGENT_TOKEN_KEY.into(), Value::String(token.clone()));
+        self.save(&mut t)?;
+        Ok((t.node.clone(), token))
+    }
+
+    /// Stores the inventory an agent sent and finishes the inspection in the background.
+    pub async fn continue_inspection(&self, node: NodeId, inventory: Value, plugin_data: Value) -> Result<()> {
+        let mut t = self.acquire(node)?;
+        if t.node.provision_state != ProvisionState::InspectWait {
+            return Err(RpcError::NotFound("The resource could not be found.".into()).into());
+        }
+        let permit = self.worker()?;
+        self.process_event(&mut t, Event::Resume, None)?;
+        self.save(&mut t)?;
+        let c = self.clone();
+        self.spawn(permit, async move {
+            let mut t = t;
+            let now = c.env().clock.now();
+            if let Err(e) = c.db().put_inventory(t.node.uuid, &inventory, &plugin_data, now) {
+                let msg = format!("Failed to store inspection data: {e}");
+                c.settle(&mut t, Event::Fail, Some(msg));
+                return;
+            }
+            c.power_off_best_effort(&mut t).await;
+            let boot = t.driver.boot.clone();
+            if let Err(e) = boot.clean_up_ramdisk(&mut t).await {
+                tracing::warn!(node = %t.node.uuid, error = %e, "ramdisk clean-up after inspection");
+            }
+            t.node.inspection_finished_at = Some(now);
+            c.settle(&mut t, Event::Done, None);
+        });
+        Ok(())
+    }
+}
