@@ -622,3 +622,68 @@ async fn vendor_passthru_and_driver_fields() {
     let r = api.get("/v1/drivers/fake-hardware?fields=bogus").await;
     assert_eq!(fault(&r), "Field(s) \"bogus\" are not valid");
 }
+
+/// Runs `isoinfo` (genisoimage, installed by `.ci/install-deps`) on an image: the real reader
+/// checks the config drive ferric writes.
+fn isoinfo(image: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("isoinfo")
+        .args(args)
+        .arg("-i")
+        .arg(image)
+        .output()
+        .expect("isoinfo (genisoimage) is installed by .ci/install-deps");
+    assert!(out.status.success(), "isoinfo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn configdrive_from_json_is_a_config2_iso() {
+    use base64::Engine;
+    use std::io::Read;
+    let api = Api::new();
+    let n = available(&api, "cd-node", "gold").await;
+    let path = format!("/v1/nodes/{n}/states/provision");
+    let cd = json!({"meta_data": {"hostname": "web-1", "public_keys": {"k": "ssh-ed25519 AAAA"}},
+                    "user_data": "#cloud-config\npackages: [nginx]\n",
+                    "network_data": {"links": [], "networks": [], "services": []},
+                    "vendor_data": {"cloud": "ferric"}});
+    let r = at(&api, Method::PUT, &path, Some(json!({"target": "active", "configdrive": cd})), "1.55").await;
+    assert_eq!(fault(&r), "Providing a JSON object for configdrive is only supported starting with API version 1.56");
+    let r = at(&api, Method::PUT, &path, Some(json!({"target": "active", "configdrive": cd})), "1.58").await;
+    assert_eq!(fault(&r), "Providing vendor_data in configdrive is only supported starting with API version 1.59");
+    let r = api.put(&path, json!({"target": "active", "configdrive": {"bogus": 1}})).await;
+    assert_eq!(fault(&r), "Invalid configdrive format: Additional properties are not allowed ('bogus' was unexpected)");
+    let r = api.put(&path, json!({"target": "active", "configdrive": "not base64!"})).await;
+    assert_eq!(fault(&r), "Invalid configdrive format: it is neither a JSON, nor a URL, nor a base64 string");
+    let r = api.put(&path, json!({"target": "manage", "configdrive": "H4sI"})).await;
+    assert_eq!(fault(&r), "Adding a config drive is only supported when setting provision state to active, rebuild");
+    assert_eq!(api.state(&n).await, "available", "refusals change nothing");
+
+    let r = api.put(&path, json!({"target": "active", "configdrive": cd})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    api.idle().await;
+    let node = api.service.db.get_node(&n).unwrap();
+    let stored = node.instance_info["configdrive"].as_str().unwrap().to_string();
+    let gz = base64::engine::general_purpose::STANDARD.decode(stored).unwrap();
+    let mut iso = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut iso).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cd.iso");
+    std::fs::write(&file, &iso).unwrap();
+    assert!(isoinfo(&file, &["-d"]).contains("Volume id: config-2"));
+    let listing = isoinfo(&file, &["-R", "-f"]);
+    for f in ["meta_data.json", "network_data.json", "vendor_data2.json", "user_data"] {
+        for v in ["2012-08-10", "latest"] {
+            assert!(listing.contains(&format!("/openstack/{v}/{f}")), "{f} in {v}: {listing}");
+        }
+    }
+    let meta = isoinfo(&file, &["-R", "-x", "/openstack/latest/meta_data.json"]);
+    assert_eq!(
+        meta,
+        format!(
+            "{{\"hostname\": \"web-1\", \"public_keys\": {{\"k\": \"ssh-ed25519 AAAA\"}}, \"uuid\": \"{n}\", \"name\": \"cd-node\"}}"
+        )
+    );
+    let joliet = isoinfo(&file, &["-J", "-x", "/openstack/latest/user_data"]);
+    assert_eq!(joliet, "#cloud-config\npackages: [nginx]\n");
+}

@@ -774,6 +774,67 @@ fn check_steps(steps: &[Value], what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Ironic's `check_allow_configdrive`, then a JSON configdrive (1.56; `vendor_data` 1.59) is
+/// built into the gzipped, base64-encoded ISO image the node's `instance_info` keeps.
+fn check_configdrive(ctx: &Ctx, n: &Node, verb: &str, cd: Option<Value>) -> Result<Option<Value>, ApiError> {
+    let empty = match &cd {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Object(m)) => m.is_empty(),
+        Some(_) => false,
+    };
+    if empty {
+        return Ok(cd);
+    }
+    let allowed = matches!(verb, "active" | "deploy") || (verb == "rebuild" && ctx.allows(35));
+    if !allowed {
+        let targets = if ctx.allows(35) { "active, rebuild" } else { "active" };
+        return Err(ApiError::bad_request(format!(
+            "Adding a config drive is only supported when setting provision state to {targets}"
+        )));
+    }
+    let Some(cd) = cd else { return Ok(None) };
+    let schema = json!({"anyOf": [
+        {"type": "object", "properties": {
+            "meta_data": {"type": "object"}, "network_data": {"type": "object"},
+            "user_data": {"type": ["object", "array", "string", "null"]}, "vendor_data": {"type": "object"}},
+         "additionalProperties": false},
+        {"type": ["string", "null"]}]});
+    if let Some(e) = crate::models::schema::validate(&schema, &cd, crate::models::schema::PATTERNS) {
+        let detail = e.cause.unwrap_or(e.message);
+        return Err(ApiError::bad_request(format!("Invalid configdrive format: {detail}")));
+    }
+    match cd {
+        Value::Object(m) => {
+            if !ctx.allows(56) {
+                return Err(ApiError::bad_request(
+                    "Providing a JSON object for configdrive is only supported starting with API version 1.56",
+                ));
+            }
+            if m.contains_key("vendor_data") && !ctx.allows(59) {
+                return Err(ApiError::bad_request(
+                    "Providing vendor_data in configdrive is only supported starting with API version 1.59",
+                ));
+            }
+            let drive =
+                crate::images::configdrive::ConfigDrive::from_request(&m, &n.uuid.to_string(), n.name.as_deref());
+            let encoded =
+                drive.encoded().map_err(|e| ApiError::bad_request(format!("Invalid configdrive format: {e}")))?;
+            Ok(Some(Value::String(encoded)))
+        }
+        Value::String(s) => {
+            let b64 = |c: char| c.is_ascii_alphanumeric() || "+/=\n\r\t ".contains(c);
+            if !s.contains("://") && !s.chars().all(b64) {
+                return Err(ApiError::bad_request(
+                    "Invalid configdrive format: it is neither a JSON, nor a URL, nor a base64 string",
+                ));
+            }
+            Ok(Some(Value::String(s)))
+        }
+        other => Ok(Some(other)),
+    }
+}
+
 async fn set_provision(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -807,17 +868,7 @@ async fn set_provision(
             n.uuid, n.provision_state
         )));
     }
-    if body.configdrive.is_some() {
-        let allowed = matches!(verb.as_str(), "active" | "deploy") || (verb == "rebuild" && ctx.allows(35));
-        if !allowed {
-            return Err(ApiError::bad_request(format!(
-                "Adding a config drive is only supported when setting provision state to active, deploy or rebuild (got {verb})."
-            )));
-        }
-        if body.configdrive.as_ref().is_some_and(|c| c.is_object()) && !ctx.allows(56) {
-            return Err(ApiError::not_acceptable());
-        }
-    }
+    let configdrive = check_configdrive(&ctx, &n, &verb, body.configdrive)?;
     if body.clean_steps.is_some() && verb != "clean" {
         return Err(ApiError::bad_request(
             "\"clean_steps\" is only valid when setting target provision state to clean",
@@ -869,7 +920,7 @@ async fn set_provision(
         check_steps(steps, "deploy_steps")?;
     }
     let args = ProvisionArgs {
-        configdrive: body.configdrive,
+        configdrive,
         clean_steps: body.clean_steps,
         deploy_steps: body.deploy_steps,
         service_steps: body.service_steps,
