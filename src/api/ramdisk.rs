@@ -117,7 +117,7 @@ async fn continue_inspection(
         None => None,
     };
     let new_endpoint = ctx.allows(84);
-    if !(new_endpoint || ctx.version == 1) || (node_uuid.is_some() && !new_endpoint) {
+    if !new_endpoint && (ctx.version != 1 || node_uuid.is_some()) {
         return Err(ApiError::not_found("API version 1.84 or newer is required"));
     }
     crate::models::schema::validate_arg("data", &inspection_schema(), &data, crate::models::schema::PATTERNS)

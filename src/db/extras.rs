@@ -539,7 +539,7 @@ impl Db {
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.map(|r| Ok(r?)).collect::<Result<Vec<_>, DbError>>()
         })?;
-        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
         Ok(rows)
     }
 }

@@ -127,22 +127,17 @@ fn check(schema: &Value, v: &Value, depth: usize, patterns: &[Pattern], out: &mu
                     }
                 }
             }
-            "additionalProperties" => {
-                if arg == &Value::Bool(false) {
-                    if let Some(obj) = v.as_object() {
-                        let known = s.get("properties").and_then(|p| p.as_object());
-                        let extra: Vec<String> = obj
-                            .keys()
-                            .filter(|k| known.is_none_or(|p| !p.contains_key(*k)))
-                            .map(|k| py_str(k))
-                            .collect();
-                        if !extra.is_empty() {
-                            let verb = if extra.len() == 1 { "was" } else { "were" };
-                            out.push(err(format!(
-                                "Additional properties are not allowed ({} {verb} unexpected)",
-                                extra.join(", ")
-                            )));
-                        }
+            "additionalProperties" if arg == &Value::Bool(false) => {
+                if let Some(obj) = v.as_object() {
+                    let known = s.get("properties").and_then(|p| p.as_object());
+                    let extra: Vec<String> =
+                        obj.keys().filter(|k| known.is_none_or(|p| !p.contains_key(*k))).map(|k| py_str(k)).collect();
+                    if !extra.is_empty() {
+                        let verb = if extra.len() == 1 { "was" } else { "were" };
+                        out.push(err(format!(
+                            "Additional properties are not allowed ({} {verb} unexpected)",
+                            extra.join(", ")
+                        )));
                     }
                 }
             }
