@@ -687,3 +687,119 @@ async fn configdrive_from_json_is_a_config2_iso() {
     let joliet = isoinfo(&file, &["-J", "-x", "/openstack/latest/user_data"]);
     assert_eq!(joliet, "#cloud-config\npackages: [nginx]\n");
 }
+
+#[tokio::test]
+async fn chassis_portgroups_ports_lists() {
+    let api = Api::new();
+    for i in 0..3 {
+        let r = api.post("/v1/chassis", json!({"description": format!("rack {i}")})).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let r = api.get("/v1/chassis?limit=2").await.json();
+    assert_eq!(r["chassis"].as_array().unwrap().len(), 2);
+    let next = r["next"].as_str().unwrap().to_string();
+    assert!(
+        next.starts_with(
+            "http://127.0.0.1:6385/v1/chassis?sort_key=id&sort_dir=asc&fields=uuid,description&limit=2&marker="
+        ),
+        "{next}"
+    );
+    let rest = api.get(next.trim_start_matches("http://127.0.0.1:6385")).await.json();
+    assert_eq!(rest["chassis"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["chassis"][0]["description"], json!("rack 2"));
+    let r = api.get("/v1/chassis?sort_key=description&sort_dir=desc&fields=description").await.json();
+    assert_eq!(r["chassis"][0].as_object().unwrap().len(), 2);
+    assert_eq!(r["chassis"][0]["description"], json!("rack 2"));
+    let r = at(&api, Method::GET, "/v1/chassis?detail=True", None, "1.42").await;
+    assert_eq!(fault(&r), "Invalid query parameter ?detail=True received.");
+    assert!(api.get("/v1/chassis?detail=True").await.json()["chassis"][0].get("extra").is_some());
+    assert_eq!(api.get("/v1/chassis?sort_key=extra").await.status, StatusCode::BAD_REQUEST);
+
+    let n = api.node("pg-node").await;
+    for (i, mac) in ["52:54:00:00:00:01", "52:54:00:00:00:02"].iter().enumerate() {
+        let r = api.post("/v1/portgroups", json!({"node_uuid": n, "address": mac, "name": format!("pg{i}")})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    let r = api.get("/v1/portgroups?limit=1").await.json();
+    assert_eq!(r["portgroups"][0]["name"], json!("pg0"));
+    assert!(r["next"].as_str().unwrap().contains("fields=uuid,address,name&limit=1&marker="));
+    let r = api.get("/v1/portgroups?fields=name,mode").await.json();
+    assert_eq!(
+        r["portgroups"][1],
+        json!({"name": "pg1", "mode": "active-backup",
+        "links": r["portgroups"][1]["links"].clone()})
+    );
+    assert_eq!(
+        at(&api, Method::GET, "/v1/portgroups?fields=mode", None, "1.25").await.status,
+        StatusCode::NOT_ACCEPTABLE
+    );
+    let r = api.get(&format!("/v1/portgroups?node={n}&address=52:54:00:00:00:01")).await;
+    assert_eq!(fault(&r), "Filtering by node, address, or shard simultaneously is not supported.");
+
+    // Ports by shard (1.82).
+    let s = api.post("/v1/nodes", json!({"driver": "fake-hardware", "shard": "east"})).await.json();
+    let s = s["uuid"].as_str().unwrap();
+    api.post("/v1/ports", json!({"node_uuid": s, "address": "52:54:00:00:01:01"})).await;
+    api.post("/v1/ports", json!({"node_uuid": n, "address": "52:54:00:00:01:02"})).await;
+    let r = api.get("/v1/ports?shard=east").await.json();
+    assert_eq!(r["ports"].as_array().unwrap().len(), 1);
+    assert_eq!(r["ports"][0]["address"], json!("52:54:00:00:01:01"));
+    let r = api.get(&format!("/v1/ports?shard=east&node={n}")).await;
+    assert_eq!((r.status, fault(&r)), (StatusCode::FORBIDDEN, "Operation not permitted.".into()));
+    let llc = json!({"node_uuid": n, "address": "52:54:00:00:01:03",
+                     "local_link_connection": {"network_type": "unmanaged"}});
+    assert_eq!(at(&api, Method::POST, "/v1/ports", Some(llc.clone()), "1.63").await.status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(api.post("/v1/ports", llc).await.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn node_link_and_version_rules() {
+    let api = Api::new();
+    let p = api.node("parent").await;
+    let r = api.post("/v1/nodes", json!({"driver": "fake-hardware", "parent_node": "parent"})).await;
+    assert_eq!(r.json()["parent_node"], json!(p), "stored as a UUID");
+    let r = api.post("/v1/nodes", json!({"driver": "fake-hardware", "parent_node": "ghost"})).await;
+    assert_eq!(fault(&r), "Unable to apply the requested parent_node 'ghost'. Requested value was invalid.");
+    let r = api
+        .call(
+            Method::PATCH,
+            &format!("/v1/nodes/{p}?reset_interfaces=true"),
+            Some(json!([{"op": "add", "path": "/extra/a", "value": 1}])),
+        )
+        .await;
+    assert_eq!(fault(&r), "The reset_interfaces parameter can only be used when changing the node's driver.");
+    let c = api.post("/v1/chassis", json!({})).await.json()["uuid"].as_str().unwrap().to_string();
+    api.patch(&format!("/v1/nodes/{p}"), json!([{"op": "add", "path": "/chassis_uuid", "value": c}])).await;
+    let remove = json!([{"op": "remove", "path": "/chassis_uuid"}]);
+    assert_eq!(
+        at(&api, Method::PATCH, &format!("/v1/nodes/{p}"), Some(remove.clone()), "1.24").await.status,
+        StatusCode::NOT_ACCEPTABLE
+    );
+    assert_eq!(api.patch(&format!("/v1/nodes/{p}"), remove).await.status, StatusCode::OK);
+
+    // Firmware components (1.86): none cached for fake hardware.
+    assert_eq!(api.get(&format!("/v1/nodes/{p}/firmware")).await.json(), json!({"firmware": []}));
+    assert_eq!(
+        at(&api, Method::GET, &format!("/v1/nodes/{p}/firmware"), None, "1.85").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let id: ferric::models::NodeId = p.parse().unwrap();
+    let fw = ferric::models::FirmwareComponent {
+        component: "bios".into(),
+        current_version: Some("1.2".into()),
+        ..Default::default()
+    };
+    api.service.db.put_firmware_components(id, &[fw]).unwrap();
+    let r = api.get(&format!("/v1/nodes/{p}/firmware")).await.json();
+    assert_eq!(r["firmware"][0]["current_version"], json!("1.2"));
+
+    // Aborting inspection needs 1.41.
+    let n = api.post("/v1/nodes", json!({"driver": "fake-hardware", "inspect_interface": "agent"})).await.json();
+    let n = n["uuid"].as_str().unwrap().to_string();
+    api.provision(&n, "manage").await;
+    api.provision(&n, "inspect").await;
+    let r = at(&api, Method::PUT, &format!("/v1/nodes/{n}/states/provision"), Some(json!({"target": "abort"})), "1.40")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(api.state(&n).await, "inspect wait");
+}

@@ -492,6 +492,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
     if let Some(c) = n.chassis_uuid {
         state.db.get_chassis(c).map_err(|_| ApiError::bad_request(format!("Chassis {c} could not be found.")))?;
     }
+    n.parent_node = resolve_parent(&state, &ctx, n.parent_node.as_deref())?;
     // Before 1.11 new nodes start as "available".
     n.provision_state = if ctx.allows(11) { ProvisionState::Enroll } else { ProvisionState::Available };
     let created = state.rpc.create_node(n).await?;
@@ -500,6 +501,17 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         r.headers_mut().insert(axum::http::header::LOCATION, v);
     }
     Ok(r)
+}
+
+/// A parent node by UUID or name, stored as its UUID (Ironic's `authorize_node_link`).
+fn resolve_parent(state: &ApiState, ctx: &Ctx, ident: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(ident) = ident.filter(|i| !i.is_empty()) else { return Ok(None) };
+    let p = load(state, ctx, ident).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Unable to apply the requested parent_node '{ident}'. Requested value was invalid."
+        ))
+    })?;
+    Ok(Some(p.uuid.to_string()))
 }
 
 /// Fields no patch may touch (Ironic's internal attributes).
@@ -642,6 +654,19 @@ async fn update(
                 .ok_or_else(|| ApiError::bad_request(format!("Invalid boolean value for reset_interfaces: {v}")))?
         }
     };
+    if reset {
+        let changes_driver = patch.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| {
+                op.get("path").and_then(|p| p.as_str()) == Some("/driver")
+                    && op.get("op").and_then(|o| o.as_str()) != Some("remove")
+            })
+        });
+        if !changes_driver {
+            return Err(ApiError::bad_request(
+                "The reset_interfaces parameter can only be used when changing the node's driver.",
+            ));
+        }
+    }
     let node = load(&state, &ctx, &ident)?;
     if let Value::Array(ops) = &patch {
         if ops.iter().any(|op| {
@@ -668,6 +693,12 @@ async fn update(
     }
     if !updated.maintenance {
         updated.maintenance_reason = None;
+    }
+    if node.chassis_uuid.is_some() && updated.chassis_uuid.is_none() && !ctx.allows(25) {
+        return Err(ApiError::not_acceptable());
+    }
+    if updated.parent_node != node.parent_node {
+        updated.parent_node = resolve_parent(&state, &ctx, updated.parent_node.as_deref())?;
     }
     if updated.chassis_uuid != node.chassis_uuid {
         if let Some(c) = updated.chassis_uuid {
@@ -860,6 +891,9 @@ async fn set_provision(
             "The node {} is in maintenance mode and cannot perform provisioning.",
             n.uuid
         )));
+    }
+    if event == Some(Event::Abort) && n.provision_state == ProvisionState::InspectWait && !ctx.allows(41) {
+        return Err(ApiError::not_acceptable());
     }
     // Abort from "wait call-back" arrived in 1.110.
     if event == Some(Event::Abort) && n.provision_state == ProvisionState::DeployWait && !ctx.allows(110) {

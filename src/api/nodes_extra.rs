@@ -31,6 +31,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/nodes/{node}/history", get(history_list))
         .route("/nodes/{node}/history/{event}", get(history_get))
         .route("/nodes/{node}/inventory", get(inventory))
+        .route("/nodes/{node}/firmware", get(firmware))
         .route("/nodes/{node}/children", get(children))
         .route("/nodes/{node}/vendor_passthru/methods", get(vendor_methods))
         .route("/nodes/{node}/vendor_passthru", any(vendor_call))
@@ -430,6 +431,33 @@ async fn children(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<Str
         "children": kids,
         "links": {"href": format!("{}/v1/nodes?parent_node={}", ctx.base, n.uuid), "rel": "children"},
     }))
+}
+
+async fn firmware(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
+    need_route(&ctx, 86)?;
+    let n = load(&state, &ctx, &ident)?;
+    let defaults = ["component", "initial_version", "current_version", "last_version_flashed"];
+    let (fields, _) = util::return_fields(&q, &defaults, true)?;
+    let ts = |t: &Option<chrono::DateTime<chrono::Utc>>| t.as_ref().map(|t| json!(fmt_time(t))).unwrap_or(Value::Null);
+    let mut items = Vec::new();
+    for c in state.db.list_firmware_components(n.uuid)? {
+        let mut m = Map::new();
+        m.insert("created_at".into(), ts(&c.created_at));
+        m.insert("updated_at".into(), ts(&c.updated_at));
+        for f in fields.as_deref().unwrap_or_default() {
+            let v = match f.as_str() {
+                "component" => json!(c.component),
+                "initial_version" => json!(c.initial_version),
+                "current_version" => json!(c.current_version),
+                "last_version_flashed" => json!(c.last_version_flashed),
+                "created_at" | "updated_at" => continue,
+                other => return Err(ApiError::bad_request(format!("Field(s) \"{other}\" are not valid"))),
+            };
+            m.insert(f.clone(), v);
+        }
+        items.push(Value::Object(m));
+    }
+    ok(&json!({"firmware": items}))
 }
 
 // ---------------------------------------------------------------- vendor passthru

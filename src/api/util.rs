@@ -351,3 +351,31 @@ pub fn body_or_empty(bytes: &[u8]) -> Result<Value, ApiError> {
     }
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))
 }
+
+/// Orders and pages a small in-memory listing (chassis, portgroups) as the store pages the
+/// large ones: stable sort by `key` (rows come in id order), after the `marker` row, `limit`.
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    page: &crate::db::Page,
+    key: impl Fn(&T, &str) -> Option<String>,
+    uuid_of: impl Fn(&T) -> String,
+    kind: &str,
+) -> Result<Vec<T>, ApiError> {
+    if page.sort_key != "id" {
+        rows.sort_by_key(|r| key(r, &page.sort_key));
+    }
+    if page.sort_dir == crate::db::SortDir::Desc {
+        rows.reverse();
+    }
+    if let Some(m) = &page.marker {
+        let i = rows
+            .iter()
+            .position(|r| uuid_of(r) == *m)
+            .ok_or_else(|| ApiError::not_found(format!("{kind} {m} could not be found.")))?;
+        rows.drain(..=i);
+    }
+    if let Some(l) = page.limit {
+        rows.truncate(l);
+    }
+    Ok(rows)
+}

@@ -530,6 +530,36 @@ impl Db {
         body.map(|b| from_json(&b)).transpose()
     }
 
+    // ---- firmware components ----
+
+    /// Replaces a node's cached firmware components.
+    pub fn put_firmware_components(
+        &self,
+        node: NodeId,
+        comps: &[crate::models::FirmwareComponent],
+    ) -> Result<(), DbError> {
+        let bodies: Vec<String> = comps.iter().map(to_json).collect::<Result<_, _>>()?;
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM firmware_components WHERE node_uuid = ?1")?.execute([node.to_string()])?;
+            let mut st =
+                tx.prepare_cached("INSERT INTO firmware_components (node_uuid, component, body) VALUES (?1,?2,?3)")?;
+            for (c, b) in comps.iter().zip(bodies) {
+                st.execute(params![node.to_string(), c.component, b])
+                    .map_err(|e| fk_or(e, &node, |_| String::new()))?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn list_firmware_components(&self, node: NodeId) -> Result<Vec<crate::models::FirmwareComponent>, DbError> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached("SELECT body FROM firmware_components WHERE node_uuid = ?1 ORDER BY component")?;
+            let rows = st.query_map([node.to_string()], |r| r.get::<_, String>(0))?;
+            rows.map(|b| from_json(&b?)).collect()
+        })
+    }
+
     // ---- shards ----
 
     /// (shard, node count), largest first, as Ironic's `get_shard_list` counts them.

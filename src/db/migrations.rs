@@ -65,8 +65,8 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     "#,
-    // 2: volume connectors and targets, allocations, deploy templates, node history, inventory
-    // and BIOS settings. Rows of a node go with it (ON DELETE CASCADE), as Ironic's destroy_node
+    // 2: volume connectors and targets, allocations, deploy templates, node history, inventory,
+    // BIOS settings and firmware components. Rows of a node go with it (ON DELETE CASCADE), as Ironic's destroy_node
     // removes them. Releasing a node's instance (instance_uuid set to NULL by undeploy or a
     // patch) removes its allocation, as Ironic's tear-down and node update do; the trigger keeps
     // that in the same transaction as the node write.
@@ -126,6 +126,12 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL,
         body TEXT NOT NULL,
         PRIMARY KEY (node_uuid, name)
+    );
+    CREATE TABLE firmware_components (
+        node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+        component TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (node_uuid, component)
     );
     CREATE TRIGGER nodes_instance_released AFTER UPDATE OF instance_uuid ON nodes
         WHEN OLD.instance_uuid IS NOT NULL AND NEW.instance_uuid IS NULL

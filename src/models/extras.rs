@@ -125,3 +125,15 @@ pub struct BiosSetting {
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
 }
+
+/// A firmware component's versions, cached from the node (API 1.86).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct FirmwareComponent {
+    pub component: String,
+    pub initial_version: Option<String>,
+    pub current_version: Option<String>,
+    pub last_version_flashed: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}

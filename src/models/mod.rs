@@ -10,7 +10,8 @@ pub mod schema;
 mod states;
 
 pub use extras::{
-    Allocation, BiosSetting, DeployTemplate, HistoryEvent, VolumeConnector, VolumeTarget, allocation_state,
+    Allocation, BiosSetting, DeployTemplate, FirmwareComponent, HistoryEvent, VolumeConnector, VolumeTarget,
+    allocation_state,
 };
 pub use ids::{
     AllocationId, ChassisId, DeployTemplateId, HistoryId, NodeId, PortId, PortgroupId, VolumeConnectorId,

@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn messages_match_python_jsonschema() {
-        let s = json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"],
+        let s = json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {}}, "required": ["b"],
                        "additionalProperties": false});
         let e = validate(&s, &json!({"a": 5, "c": 1}), PATTERNS).unwrap();
         // Top-level errors win over nested ones.
