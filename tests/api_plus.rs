@@ -803,3 +803,20 @@ async fn node_link_and_version_rules() {
     assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
     assert_eq!(api.state(&n).await, "inspect wait");
 }
+
+#[tokio::test]
+async fn allocated_active_node_keeps_its_instance() {
+    let api = Api::new();
+    let n = available(&api, "keep", "gold").await;
+    api.provision(&n, "active").await;
+    let r = api.post("/v1/allocations", json!({"node": n})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let remove = json!([{"op": "remove", "path": "/instance_uuid"}]);
+    let r = api.patch(&format!("/v1/nodes/{n}"), remove.clone()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(fault(&r).starts_with(&format!("Node {n} with an allocation can not have instance_uuid removed")));
+    // In maintenance it may go, and the allocation with it.
+    api.put(&format!("/v1/nodes/{n}/maintenance"), json!({})).await;
+    assert_eq!(api.patch(&format!("/v1/nodes/{n}"), remove).await.status, StatusCode::OK);
+    assert_eq!(api.get("/v1/allocations").await.json()["allocations"], json!([]));
+}

@@ -694,6 +694,24 @@ async fn update(
     if !updated.maintenance {
         updated.maintenance_reason = None;
     }
+    if node.allocation_uuid.is_some()
+        && node.instance_uuid.is_some()
+        && updated.instance_uuid.is_none()
+        && !node.maintenance
+        && !matches!(
+            node.provision_state,
+            ProvisionState::Enroll
+                | ProvisionState::Inspecting
+                | ProvisionState::InspectWait
+                | ProvisionState::Manageable
+                | ProvisionState::Available
+        )
+    {
+        return Err(ApiError::conflict(format!(
+            "Node {} with an allocation can not have instance_uuid removed unless it is in one of allowed (enroll, inspecting, inspect wait, manageable, available) states or in maintenance mode. Current state is '{}'.",
+            node.uuid, node.provision_state
+        )));
+    }
     if node.chassis_uuid.is_some() && updated.chassis_uuid.is_none() && !ctx.allows(25) {
         return Err(ApiError::not_acceptable());
     }
