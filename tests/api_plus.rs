@@ -820,3 +820,75 @@ async fn allocated_active_node_keeps_its_instance() {
     assert_eq!(api.patch(&format!("/v1/nodes/{n}"), remove).await.status, StatusCode::OK);
     assert_eq!(api.get("/v1/allocations").await.json()["allocations"], json!([]));
 }
+
+#[tokio::test]
+async fn junk_bodies_get_the_envelope_and_change_nothing() {
+    let api = Api::new();
+    let n = api.node("junk").await;
+    let c = api
+        .post("/v1/volume/connectors", json!({"node_uuid": n, "type": "ip", "connector_id": "192.0.2.10"}))
+        .await
+        .json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = api
+        .post(
+            "/v1/deploy_templates",
+            json!({"name": "CUSTOM_J", "steps": [{"interface": "raid", "step": "s", "args": {}, "priority": 1}]}),
+        )
+        .await
+        .json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = api.get(&format!("/v1/nodes/{n}")).await.json();
+    let endpoints: Vec<(Method, String)> = vec![
+        (Method::POST, "/v1/volume/connectors".into()),
+        (Method::POST, "/v1/volume/targets".into()),
+        (Method::PATCH, format!("/v1/volume/connectors/{c}")),
+        (Method::POST, "/v1/allocations".into()),
+        (Method::POST, "/v1/deploy_templates".into()),
+        (Method::PATCH, format!("/v1/deploy_templates/{t}")),
+        (Method::POST, "/v1/events".into()),
+        (Method::POST, "/v1/continue_inspection".into()),
+        (Method::PUT, format!("/v1/nodes/{n}/states/raid")),
+        (Method::PUT, format!("/v1/nodes/{n}/states/boot_mode")),
+        (Method::PUT, format!("/v1/nodes/{n}/states/secure_boot")),
+        (Method::PUT, format!("/v1/nodes/{n}/states/console")),
+        (Method::PUT, format!("/v1/nodes/{n}/management/indicators/led@system")),
+        (Method::POST, format!("/v1/nodes/{n}/vendor_passthru?method=third_method_sync")),
+    ];
+    let bodies: [&[u8]; 7] = [
+        b"{{{",
+        b"\"x\"",
+        b"[]",
+        b"123",
+        b"null",
+        br#"{"a": [1, {"b": null}], "steps": "x", "target": [], "enabled": {}, "state": 5}"#,
+        br#"[{"op": "replace", "path": "/nope", "value": 1}]"#,
+    ];
+    for (m, path) in &endpoints {
+        for b in bodies {
+            let r = api.raw(m.clone(), path, Some(b.to_vec()), Some("latest")).await;
+            assert!(r.status.is_client_error(), "{m} {path} {}: {} {}", String::from_utf8_lossy(b), r.status, r.text());
+            fault(&r);
+        }
+    }
+    let r = api
+        .put(&format!("/v1/nodes/{n}/states/provision"), json!({"target": "active", "configdrive": {"meta_data": "x"}}))
+        .await;
+    assert!(fault(&r).starts_with("Invalid configdrive format: "), "{}", r.text());
+    api.idle().await;
+    let after = api.get(&format!("/v1/nodes/{n}")).await.json();
+    for k in ["provision_state", "target_raid_config", "boot_mode", "secure_boot", "console_enabled", "last_error"] {
+        assert_eq!(before[k], after[k], "{k} changed");
+    }
+    assert_eq!(api.get("/v1/allocations").await.json()["allocations"], json!([]));
+    assert_eq!(api.get("/v1/volume/targets").await.json()["targets"], json!([]));
+    assert_eq!(api.get("/v1/volume/connectors").await.json()["connectors"].as_array().unwrap().len(), 1);
+    assert_eq!(api.get("/v1/deploy_templates/CUSTOM_J").await.json()["steps"][0]["step"], json!("s"));
+    let r = api.get("/v1/volume/connectors?sort_key=bogus").await;
+    assert_eq!(fault(&r), "The sort_key value \"bogus\" is an invalid field for sorting");
+    assert_eq!(api.get("/v1/volume/connectors?sort_key=created_at&sort_dir=desc").await.status, StatusCode::OK);
+}

@@ -86,7 +86,7 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     }
     let page = util::page(
         &q,
-        &["id", "uuid", "name", "node_uuid", "state", "resource_class", "owner"],
+        &["id", "uuid", "name", "node_uuid", "state", "resource_class", "owner", "created_at", "updated_at"],
         &["extra", "candidate_nodes", "traits"],
     )?;
     let node = match q.get("node") {

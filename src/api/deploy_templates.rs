@@ -144,7 +144,7 @@ fn load_template(state: &ApiState, ident: &str) -> Result<DeployTemplate, ApiErr
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     need(&ctx, &Method::GET)?;
     let (fields, detail) = util::return_fields(&q, &["uuid", "name"], true)?;
-    let page = util::page(&q, &["id", "uuid", "name"], &["extra", "steps"])?;
+    let page = util::page(&q, &["id", "uuid", "name", "created_at", "updated_at"], &["extra", "steps"])?;
     let rows = state.db.list_deploy_templates(&page)?;
     let mut items = Vec::with_capacity(rows.len());
     for t in &rows {

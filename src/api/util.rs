@@ -263,7 +263,7 @@ pub fn page(q: &Query, sortable: &[&str], unsortable: &[&str]) -> Result<crate::
         return Err(ApiError::bad_request(format!("The sort_key value {key} is an invalid field for sorting")));
     }
     if !sortable.contains(&key) {
-        return Err(ApiError::bad_request(format!("Sort key supplied is invalid: {key}")));
+        return Err(ApiError::bad_request(format!("The sort_key value \"{key}\" is an invalid field for sorting")));
     }
     Ok(crate::db::Page { sort_key: key.to_string(), sort_dir: sort_dir(q)?, limit: limit(q)?, marker })
 }

@@ -166,7 +166,7 @@ fn next_args(a: &ListArgs, q: &Query) -> Vec<(&'static str, String)> {
 }
 
 const CONNECTOR_DEFAULTS: &[&str] = &["uuid", "node_uuid", "type", "connector_id"];
-const CONNECTOR_SORT: &[&str] = &["id", "uuid", "node_uuid", "type", "connector_id"];
+const CONNECTOR_SORT: &[&str] = &["id", "uuid", "node_uuid", "type", "connector_id", "created_at", "updated_at"];
 
 fn connector_list(state: &ApiState, ctx: &Ctx, q: &Query, parent: Option<&str>) -> ApiResult {
     let a = list_args(state, ctx, q, parent, CONNECTOR_DEFAULTS, CONNECTOR_SORT, &["extra"])?;
@@ -191,7 +191,8 @@ async fn node_connectors(State(state): State<ApiState>, ctx: Ctx, Path(node): Pa
 }
 
 const TARGET_DEFAULTS: &[&str] = &["uuid", "node_uuid", "volume_type", "boot_index", "volume_id"];
-const TARGET_SORT: &[&str] = &["id", "uuid", "node_uuid", "volume_type", "volume_id", "boot_index"];
+const TARGET_SORT: &[&str] =
+    &["id", "uuid", "node_uuid", "volume_type", "volume_id", "boot_index", "created_at", "updated_at"];
 
 fn target_list(state: &ApiState, ctx: &Ctx, q: &Query, parent: Option<&str>) -> ApiResult {
     let a = list_args(state, ctx, q, parent, TARGET_DEFAULTS, TARGET_SORT, &["extra", "properties"])?;

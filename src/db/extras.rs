@@ -19,6 +19,9 @@ pub struct Page {
     pub marker: Option<String>,
 }
 
+/// Fields every listing of these tables may also sort by (read from the stored body).
+pub const BODY_SORT_KEYS: &[&str] = &["created_at", "updated_at"];
+
 /// Why a sort key was refused (the API words it).
 pub const SORT_KEY_ERROR: &str = "invalid sort key";
 
@@ -43,9 +46,12 @@ impl Db {
         page: &Page,
     ) -> Result<Vec<String>, DbError> {
         let key = if page.sort_key.is_empty() { "id" } else { page.sort_key.as_str() };
-        if !sortable.contains(&key) {
+        if !sortable.contains(&key) && !BODY_SORT_KEYS.contains(&key) {
             return Err(DbError::Corrupt(format!("{SORT_KEY_ERROR} {key}")));
         }
+        // Fields without a column sort by their value in the body.
+        let key_expr = if sortable.contains(&key) { key.to_string() } else { format!("json_extract(body, '$.{key}')") };
+        let key = key_expr.as_str();
         let (cmp, dir) = match page.sort_dir {
             SortDir::Asc => (">", "ASC"),
             SortDir::Desc => ("<", "DESC"),
