@@ -553,7 +553,10 @@ async fn agent_inspection_continues_with_inventory() {
     let mac = "52:54:00:aa:bb:01";
     assert_eq!(api.post("/v1/ports", json!({"node_uuid": n, "address": mac})).await.status, StatusCode::CREATED);
     api.provision(&n, "manage").await;
-    let data = json!({"inventory": {"interfaces": [{"name": "eth0", "mac_address": mac}], "cpu": {"count": 4}},
+    let data = json!({"inventory": {"interfaces": [{"name": "eth0", "mac_address": mac},
+                                                   {"name": "eth1", "mac_address": "52:54:00:aa:bb:02"},
+                                                   {"name": "lo", "mac_address": "00:00:00:00:00:00"}],
+                                    "cpu": {"count": 4, "architecture": "x86_64"}},
                       "root_disk": {"size": 10}});
     // Not waiting for inspection: the lookup finds nothing.
     let r = api.post("/v1/continue_inspection", data.clone()).await;
@@ -577,6 +580,24 @@ async fn agent_inspection_continues_with_inventory() {
     let node = api.get(&format!("/v1/nodes/{n}")).await.json();
     assert!(node["inspection_finished_at"].is_string());
     assert_eq!(node["power_state"], json!("power off"));
+    // Ironic's default hooks: the architecture, and ports for the interfaces found.
+    assert_eq!(node["properties"]["cpu_arch"], json!("x86_64"));
+    let ports = api.get(&format!("/v1/nodes/{n}/ports")).await.json();
+    assert_eq!(ports["ports"].as_array().unwrap().len(), 2, "{ports}");
+    // A ramdisk error fails the inspection.
+    api.provision(&n, "inspect").await;
+    let r = api
+        .post(
+            "/v1/continue_inspection",
+            json!({"inventory": {"interfaces": [{"mac_address": mac}]}, "error": "disk on fire"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    api.idle().await;
+    assert_eq!(api.state(&n).await, "inspect failed");
+    let node = api.get(&format!("/v1/nodes/{n}")).await.json();
+    assert_eq!(node["last_error"], json!("Failed to inspect hardware. Reason: Ramdisk reported error: disk on fire"));
+    api.provision(&n, "manage").await;
     // Ironic-inspector compatibility at 1.1.
     api.provision(&n, "inspect").await;
     let r = at(&api, Method::POST, "/v1/continue_inspection", Some(data), "1.1").await;

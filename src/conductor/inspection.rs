@@ -5,7 +5,7 @@
 use super::states::Event;
 use super::{Conductor, LockedTask, Result};
 use crate::drivers::AGENT_TOKEN_KEY;
-use crate::models::{Node, NodeId, PowerTarget, ProvisionState};
+use crate::models::{MacAddr, Node, NodeId, Port, PortId, PowerTarget, ProvisionState};
 use crate::rpc::RpcError;
 use serde_json::Value;
 
@@ -112,6 +112,30 @@ impl Conductor {
         self.spawn(permit, async move {
             let mut t = t;
             let now = c.env().clock.now();
+            let ports = match process_inventory(&mut t.node, &inventory, &plugin_data) {
+                Ok(p) => p,
+                Err(msg) => {
+                    c.power_off_best_effort(&mut t).await;
+                    c.settle(&mut t, Event::Fail, Some(msg));
+                    return;
+                }
+            };
+            for (mac, pxe) in ports {
+                if c.db().get_port_by_address(mac).is_ok() {
+                    continue;
+                }
+                let port = Port {
+                    uuid: PortId(c.env().clock.new_uuid()),
+                    address: mac,
+                    node_uuid: t.node.uuid,
+                    pxe_enabled: pxe,
+                    created_at: now,
+                    ..Default::default()
+                };
+                if let Err(e) = c.db().create_port(&port) {
+                    tracing::warn!(node = %t.node.uuid, %mac, error = %e, "inspection: port not created");
+                }
+            }
             if let Err(e) = c.db().put_inventory(t.node.uuid, &inventory, &plugin_data, now) {
                 let msg = format!("Failed to store inspection data: {e}");
                 c.settle(&mut t, Event::Fail, Some(msg));
@@ -127,4 +151,50 @@ impl Conductor {
         });
         Ok(())
     }
+}
+
+/// Ironic's default inspection hooks (`ramdisk-error`, `validate-interfaces`, `ports`,
+/// `architecture`): checks the data, records `properties.cpu_arch`, and returns the ports to
+/// create (MAC, PXE-enabled): the PXE interface, or every valid one when the inventory does
+/// not say which booted.
+fn process_inventory(node: &mut Node, inventory: &Value, plugin_data: &Value) -> Result<Vec<(MacAddr, bool)>, String> {
+    if let Some(e) = plugin_data.get("error").filter(|e| !e.is_null() && *e != &Value::Bool(false) && *e != "") {
+        let e = e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string());
+        return Err(format!("Failed to inspect hardware. Reason: Ramdisk reported error: {e}"));
+    }
+    let invalid = |reason: &str| format!("Inventory for node {} is invalid: {reason}", node.uuid);
+    let pxe_mac = inventory["boot"]["pxe_interface"]
+        .as_str()
+        .map(|m| m.strip_prefix("01-").unwrap_or(m))
+        .and_then(|m| m.parse::<MacAddr>().ok());
+    let mut ports = Vec::new();
+    for iface in inventory["interfaces"].as_array().into_iter().flatten() {
+        let (Some(name), Some(mac)) = (iface["name"].as_str(), iface["mac_address"].as_str()) else { continue };
+        let Ok(mac) = mac.parse::<MacAddr>() else { continue };
+        let ip = iface["ipv4_address"].as_str().or(iface["ipv6_address"].as_str()).unwrap_or("");
+        if name == "lo" || ip.starts_with("127.") || ip == "::1" {
+            continue;
+        }
+        let pxe = Some(mac) == pxe_mac;
+        if pxe_mac.is_some() && !pxe {
+            continue;
+        }
+        ports.push((mac, pxe));
+    }
+    if ports.is_empty() {
+        return Err(invalid("no valid network interfaces"));
+    }
+    match inventory["cpu"]["architecture"].as_str() {
+        Some(arch) => {
+            node.properties.insert("cpu_arch".into(), Value::String(arch.to_string()));
+        }
+        None => {
+            let cpu = inventory.get("cpu").map(crate::models::schema::py_repr).unwrap_or_else(|| "None".into());
+            return Err(invalid(&format!(
+                "Inventory has malformed or missing CPU architecture information: {cpu} for node {}.",
+                node.uuid
+            )));
+        }
+    }
+    Ok(ports)
 }
