@@ -913,3 +913,29 @@ async fn junk_bodies_get_the_envelope_and_change_nothing() {
     assert_eq!(fault(&r), "The sort_key value \"bogus\" is an invalid field for sorting");
     assert_eq!(api.get("/v1/volume/connectors?sort_key=created_at&sort_dir=desc").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn allocations_left_allocating_resume_after_restart() {
+    let api = Api::new();
+    let n = available(&api, "resume", "gold").await;
+    // What a crash mid-allocation leaves: the row, still allocating.
+    let a = ferric::models::Allocation {
+        uuid: ferric::models::AllocationId(uuid::Uuid::new_v4()),
+        name: None,
+        node_uuid: None,
+        state: "allocating".into(),
+        last_error: None,
+        resource_class: Some("gold".into()),
+        traits: vec![],
+        candidate_nodes: vec![],
+        extra: Default::default(),
+        owner: None,
+        created_at: chrono::Utc::now(),
+        updated_at: None,
+    };
+    api.service.db.create_allocation(&a).unwrap();
+    api.service.conductor.recover();
+    api.idle().await;
+    let r = api.get(&format!("/v1/allocations/{}", a.uuid)).await.json();
+    assert_eq!((r["state"].clone(), r["node_uuid"].clone()), (json!("active"), json!(n)));
+}

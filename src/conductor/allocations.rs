@@ -3,7 +3,7 @@
 //! node's lock in one transaction, so a node is never allocated twice.
 
 use super::{Conductor, ConductorError, Result};
-use crate::db::{DbError, NodeFilter, NodeQuery};
+use crate::db::{AllocationFilter, DbError, NodeFilter, NodeQuery};
 use crate::models::allocation_state::{ACTIVE, ALLOCATING, ERROR};
 use crate::models::{Allocation, Node, NodeId, ProvisionState};
 use crate::rpc::RpcError;
@@ -237,6 +237,28 @@ impl Conductor {
             }
         }
         Ok(nodes.into_iter().map(|n| n.uuid).collect())
+    }
+
+    /// Restarts allocations a previous run of this conductor left `allocating` (Ironic's
+    /// orphan-allocation take-over).
+    pub(crate) fn resume_allocations(&self) {
+        let filter = AllocationFilter { state: Some(ALLOCATING.into()), ..Default::default() };
+        let pending = match self.db().list_allocations(&filter, &Default::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "recovery: cannot list allocations");
+                return;
+            }
+        };
+        for a in pending {
+            let Ok(permit) = self.worker() else {
+                tracing::warn!(allocation = %a.uuid, "recovery: no free worker for the allocation");
+                return;
+            };
+            tracing::info!(allocation = %a.uuid, "recovery: resuming allocation");
+            let c = self.clone();
+            self.spawn(permit, async move { c.do_allocate(a).await });
+        }
     }
 
     /// Deletes an allocation; an allocated node must allow it (not active, not mid-operation,
