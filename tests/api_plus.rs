@@ -939,3 +939,36 @@ async fn allocations_left_allocating_resume_after_restart() {
     let r = api.get(&format!("/v1/allocations/{}", a.uuid)).await.json();
     assert_eq!((r["state"].clone(), r["node_uuid"].clone()), (json!("active"), json!(n)));
 }
+
+#[tokio::test]
+async fn inspection_finds_nodes_by_bmc_address() {
+    let api = Api::new();
+    let r = api
+        .post(
+            "/v1/nodes",
+            json!({"driver": "fake-hardware", "inspect_interface": "agent",
+                   "driver_info": {"ipmi_address": "192.0.2.5"}}),
+        )
+        .await;
+    let n = r.json()["uuid"].as_str().unwrap().to_string();
+    api.provision(&n, "manage").await;
+    api.provision(&n, "inspect").await;
+    let data = json!({"inventory": {"bmc_address": "192.0.2.5", "cpu": {"architecture": "aarch64"},
+                                    "interfaces": [{"name": "eth0", "mac_address": "52:54:00:cc:00:01"}],
+                                    "boot": {"pxe_interface": "01-52-54-00-cc-00-01"}}});
+    let r = api.post("/v1/continue_inspection", data).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    api.idle().await;
+    assert_eq!(api.state(&n).await, "manageable");
+    let p = api.get(&format!("/v1/nodes/{n}/ports?detail=True")).await.json();
+    assert_eq!(p["ports"][0]["address"], json!("52:54:00:cc:00:01"));
+    assert_eq!(p["ports"][0]["pxe_enabled"], json!(true));
+    let r = api
+        .post(
+            "/v1/continue_inspection",
+            json!({"inventory": {"bmc_address": "192.0.2.99",
+        "interfaces": [{"mac_address": "52:54:00:cc:00:09"}]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}

@@ -127,8 +127,12 @@ pub(super) async fn node_ports(
     Path(ident): Path<String>,
     q: Query,
 ) -> ApiResult {
+    let detail = q.bool("detail")? == Some(true);
+    if detail && !ctx.allows(43) {
+        return Err(ApiError::not_acceptable());
+    }
     let n = load(&state, &ctx, &ident)?;
-    list_ports(&state, &ctx, &q, Some(n.uuid), false, &format!("nodes/{}/ports", n.uuid))
+    list_ports(&state, &ctx, &q, Some(n.uuid), detail, &format!("nodes/{}/ports", n.uuid))
 }
 
 pub(super) async fn node_ports_detail(

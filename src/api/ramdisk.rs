@@ -131,13 +131,18 @@ async fn continue_inspection(
         .filter_map(|m| m.parse::<crate::models::MacAddr>().ok())
         .map(|m| m.to_string())
         .collect();
-    let bmc = ["bmc_address", "bmc_v6address"].iter().any(|k| inventory[*k].as_str().is_some_and(|s| !s.is_empty()));
-    if macs.is_empty() && !bmc && node_uuid.is_none() {
+    let bmc: Vec<String> = ["bmc_address", "bmc_v6address"]
+        .iter()
+        .filter_map(|k| inventory[*k].as_str())
+        .filter(|s| !s.is_empty() && *s != "0.0.0.0" && *s != "::/0")
+        .map(str::to_string)
+        .collect();
+    if macs.is_empty() && bmc.is_empty() && node_uuid.is_none() {
         return Err(ApiError::bad_request("No lookup information provided"));
     }
     let n = state
         .rpc
-        .inspection_lookup(macs, node_uuid)
+        .inspection_lookup(macs, bmc, node_uuid)
         .map_err(|_| ApiError::not_found("The resource could not be found."))?;
     let token = if new_endpoint { Some(state.rpc.node_with_token(n.uuid).await?) } else { None };
     state.rpc.continue_inspection(n.uuid, inventory, data).await?;

@@ -53,7 +53,7 @@ impl Conductor {
 
     /// Finds the node an inspection ramdisk runs on (by MAC, or the UUID it was given); only a
     /// node in `inspect wait` qualifies, and any failure is the same NotFound (nothing leaks).
-    pub fn inspection_lookup(&self, macs: &[String], node: Option<NodeId>) -> Result<Node> {
+    pub fn inspection_lookup(&self, macs: &[String], bmc: &[String], node: Option<NodeId>) -> Result<Node> {
         let not_found = || RpcError::NotFound("The resource could not be found.".into());
         let mut found: Option<Node> = match node {
             Some(id) => Some(self.db().get_node_by_uuid(id).map_err(|_| not_found())?),
@@ -76,6 +76,36 @@ impl Conductor {
                 return Err(not_found().into());
             }
             found = Some(self.db().get_node_by_uuid(id).map_err(|_| not_found())?);
+        }
+        if !bmc.is_empty() {
+            // Nodes whose `driver_info.*_address` is one of the BMC addresses (Ironic's
+            // `_lookup_by_bmc`); they must agree with what the MACs found.
+            let q = crate::db::NodeQuery {
+                filter: crate::db::NodeFilter {
+                    provision_state: Some(ProvisionState::InspectWait),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let by_bmc: Vec<Node> = self
+                .db()
+                .list_nodes(&q)?
+                .into_iter()
+                .filter(|n| {
+                    n.driver_info
+                        .iter()
+                        .any(|(k, v)| k.ends_with("_address") && v.as_str().is_some_and(|a| bmc.iter().any(|b| b == a)))
+                })
+                .collect();
+            match (by_bmc.as_slice(), &found) {
+                ([], _) => {}
+                ([one], None) => found = Some(one.clone()),
+                ([one], Some(f)) if one.uuid == f.uuid => {}
+                _ => {
+                    tracing::error!(bmc = ?bmc, "inspection lookup: BMC addresses match other or several nodes");
+                    return Err(not_found().into());
+                }
+            }
         }
         let n = found.ok_or_else(not_found)?;
         if n.provision_state != ProvisionState::InspectWait {

@@ -210,8 +210,8 @@ impl ConductorApi for Conductor {
     fn driver_vendor_passthru(&self, driver: &str, method: &str, http: &str) -> Result<PassthruResult, RpcError> {
         Ok(Conductor::driver_vendor_passthru(self, driver, method, http)?)
     }
-    fn inspection_lookup(&self, macs: Vec<String>, node: Option<NodeId>) -> Result<Node, RpcError> {
-        Ok(Conductor::inspection_lookup(self, &macs, node)?)
+    fn inspection_lookup(&self, macs: Vec<String>, bmc: Vec<String>, node: Option<NodeId>) -> Result<Node, RpcError> {
+        Ok(Conductor::inspection_lookup(self, &macs, &bmc, node)?)
     }
     async fn node_with_token(&self, node: NodeId) -> Result<(Node, String), RpcError> {
         Ok(Conductor::node_with_token(self, node).await?)

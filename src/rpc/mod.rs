@@ -136,8 +136,9 @@ pub trait ConductorApi: Send + Sync {
         args: Value,
     ) -> Result<PassthruResult, RpcError>;
     fn driver_vendor_passthru(&self, driver: &str, method: &str, http: &str) -> Result<PassthruResult, RpcError>;
-    /// The node an inspection ramdisk runs on (it must be in `inspect wait`).
-    fn inspection_lookup(&self, macs: Vec<String>, node: Option<NodeId>) -> Result<Node, RpcError>;
+    /// The node an inspection ramdisk runs on, by MACs, BMC addresses or UUID (it must be in
+    /// `inspect wait`).
+    fn inspection_lookup(&self, macs: Vec<String>, bmc: Vec<String>, node: Option<NodeId>) -> Result<Node, RpcError>;
     /// The node with its agent token, issued once.
     async fn node_with_token(&self, node: NodeId) -> Result<(Node, String), RpcError>;
     /// Stores an agent's inspection data and finishes the inspection (asynchronously).
