@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Run the API and the conductor in one process.
     Serve(ServeArgs),
+    /// Serve N virtual BMCs (IPMI 2.0 lanplus) on 127.0.0.1:P+i until killed.
+    Vbmc(ferric::lab::vbmc::VbmcArgs),
 }
 
 #[derive(clap::Args)]
@@ -89,5 +91,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => serve(a).await,
+        Command::Vbmc(a) => {
+            init_tracing("human", "info");
+            Ok(ferric::lab::vbmc::run(a).await?)
+        }
     }
 }

@@ -6,7 +6,9 @@ use crate::clock::Clock;
 use crate::conductor::{Conductor, ConductorError};
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::drivers::ipmitool::{self, PowerTiming};
 use crate::drivers::{DriverEnv, Registry};
+use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
 use crate::trace::Recorder;
 use std::sync::Arc;
 
@@ -43,7 +45,14 @@ impl Service {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
         let db = Db::open(&config.database_path())?;
-        Service::build(config, db, Clock::system(), Recorder::default(), |_| {})
+        let timing = PowerTiming {
+            change_timeout: std::time::Duration::from_secs(config.conductor.power_state_change_timeout),
+            ..Default::default()
+        };
+        Service::build(config, db, Clock::system(), Recorder::default(), |p| {
+            let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096));
+            ipmitool::register(&mut p.registry, pool, timing);
+        })
     }
 
     /// Builds the service on an existing store; `customize` registers extra interfaces.

@@ -6,3 +6,10 @@
 //! independent peers: ipmitool against the BMC, OpenIPMI's ipmi_sim against the client).
 
 pub mod machine;
+pub mod netns;
+mod process;
+pub mod qemu;
+pub mod simmachine;
+pub mod vbmc;
+
+pub use simmachine::{SimMachine, SimMachineConfig};

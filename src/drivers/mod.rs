@@ -6,6 +6,7 @@
 //! state transitions and persistence.
 
 pub mod fake;
+pub mod ipmitool;
 pub mod network;
 pub mod passive;
 mod registry;

@@ -1,1 +1,12 @@
 //! Provisioning-network services: DHCP, TFTP, HTTP boot, boot configs, image cache.
+
+pub mod cache;
+pub mod config;
+pub mod dhcp;
+pub mod http;
+pub mod mac;
+pub mod service;
+pub mod tftp;
+
+pub use mac::MacAddr;
+pub use service::{PxeServiceConfig, PxeServices, start};
