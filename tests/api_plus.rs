@@ -972,3 +972,67 @@ async fn inspection_finds_nodes_by_bmc_address() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// An `ipmi` node (ipmitool power and management, `no-*` for the rest): the later features its
+/// interfaces lack answer with Ironic's errors. No BMC is contacted: these fail before any call.
+#[tokio::test]
+async fn ipmi_nodes_refuse_what_their_interfaces_lack() {
+    use ferric::drivers::ipmitool::{self, PowerTiming};
+    use ferric::ipmi::{ClientConfig, IpmiPool, UdpConnector};
+    use std::sync::Arc;
+    let db = ferric::db::Db::open_in_memory().unwrap();
+    let service = ferric::service::Service::build(
+        ferric::config::Config::default(),
+        db,
+        ferric::clock::Clock::system(),
+        ferric::trace::Recorder::default(),
+        |p| {
+            let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 16));
+            ipmitool::register(&mut p.registry, pool, PowerTiming::default());
+            // Boot and deploy do not matter here: stand-ins under the ipmi type's names.
+            p.registry.register_boot("pxe", Arc::new(ferric::drivers::fake::FakeBoot));
+            p.registry.register_deploy("direct", Arc::new(ferric::drivers::fake::FakeDeploy));
+        },
+    )
+    .unwrap();
+    let api = Api::from_service(service);
+    let r = api
+        .post("/v1/nodes", json!({"driver": "ipmi", "name": "bmc", "driver_info": {"ipmi_address": "192.0.2.1"}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let n = r.json()["uuid"].as_str().unwrap().to_string();
+    let r = api.put(&format!("/v1/nodes/{n}/management/inject_nmi"), json!({})).await;
+    assert_eq!(
+        (r.status, fault(&r)),
+        (StatusCode::BAD_REQUEST, "Driver ipmi does not support inject_nmi (disabled or not implemented).".into())
+    );
+    let r = api.get(&format!("/v1/nodes/{n}/management/indicators")).await;
+    assert_eq!(fault(&r), "Driver ipmi does not support get_supported_indicators (disabled or not implemented).");
+    let r = api.put(&format!("/v1/nodes/{n}/states/boot_mode"), json!({"target": "uefi"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    api.idle().await;
+    let node = api.get(&format!("/v1/nodes/{n}")).await.json();
+    assert_eq!(node["boot_mode"], Value::Null);
+    assert_eq!(
+        node["last_error"],
+        json!(
+            "Failed to change boot mode to 'uefi'. Error: Driver ipmi does not support set_boot_mode (disabled or not implemented)."
+        )
+    );
+    let r = api
+        .put(&format!("/v1/nodes/{n}/states/raid"), json!({"logical_disks": [{"raid_level": "1", "size_gb": 1}]}))
+        .await;
+    assert_eq!(
+        (r.status, fault(&r)),
+        (StatusCode::NOT_FOUND, "Driver ipmi does not support raid (disabled or not implemented).".into())
+    );
+    let r = api.put(&format!("/v1/nodes/{n}/states/console"), json!({"enabled": true})).await;
+    assert_eq!(fault(&r), "Driver ipmi does not support console (disabled or not implemented).");
+    assert_eq!(api.get(&format!("/v1/nodes/{n}/vendor_passthru/methods")).await.json(), json!({}));
+    let r = api.post(&format!("/v1/nodes/{n}/vendor_passthru?method=send_raw"), json!({})).await;
+    assert_eq!(fault(&r), "No handler for method send_raw");
+    assert_eq!(api.get("/v1/drivers/ipmi/vendor_passthru/methods").await.json(), json!({}));
+    // The failed boot-mode change is in the node's history.
+    let h = api.get(&format!("/v1/nodes/{n}/history")).await.json();
+    assert_eq!(h["history"].as_array().unwrap().len(), 1);
+}
