@@ -26,28 +26,67 @@ fn parse_id(s: &str) -> Result<ChassisId, ApiError> {
 }
 
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
-    let detail = q.bool("detail")? == Some(true);
-    list_impl(&state, &ctx, detail)
+    list_impl(&state, &ctx, &q, false)
 }
 
-async fn list_detail(State(state): State<ApiState>, ctx: Ctx) -> ApiResult {
-    list_impl(&state, &ctx, true)
+async fn list_detail(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
+    list_impl(&state, &ctx, &q, true)
 }
 
-fn list_impl(state: &ApiState, ctx: &Ctx, detail: bool) -> ApiResult {
-    let shown = vec!["uuid".to_string(), "description".to_string()];
-    let items: Vec<Value> = state
-        .db
-        .list_chassis()?
-        .iter()
-        .map(|c| render::chassis(c, ctx, if detail { None } else { Some(&shown) }))
-        .collect();
-    ok(&json!({"chassis": items}))
+fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiResult {
+    if q.get("fields").is_some() && !ctx.allows(8) {
+        return Err(ApiError::not_acceptable());
+    }
+    let (fields, detail) = if detail_path {
+        if q.get("fields").is_some() {
+            return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
+        }
+        (None, Some(true))
+    } else {
+        util::return_fields(q, &["uuid", "description"], ctx.allows(43))?
+    };
+    let page = util::page(q, &["id", "uuid", "description", "created_at", "updated_at"], &["extra"])?;
+    let rows = util::paginate(
+        state.db.list_chassis()?,
+        &page,
+        |c, k| match k {
+            "uuid" => c.uuid.map(|u| u.to_string()),
+            "description" => c.description.clone(),
+            "created_at" => c.created_at.map(|t| t.to_rfc3339()),
+            "updated_at" => c.updated_at.map(|t| t.to_rfc3339()),
+            _ => None,
+        },
+        |c| c.uuid.map(|u| u.to_string()).unwrap_or_default(),
+        "Chassis",
+    )?;
+    let mut items = Vec::with_capacity(rows.len());
+    for c in &rows {
+        let mut d = render::chassis(c, ctx, None);
+        util::sanitize(&mut d, fields.as_deref())?;
+        items.push(d);
+    }
+    let markers: Vec<String> = rows.iter().map(|c| c.uuid.map(|u| u.to_string()).unwrap_or_default()).collect();
+    let mut args = vec![("sort_key", page.sort_key.clone()), ("sort_dir", q.get("sort_dir").unwrap_or("asc").into())];
+    if !detail_path {
+        if let Some(d) = detail {
+            args.push(("detail", if d { "True".into() } else { "False".into() }));
+        }
+    }
+    if let Some(f) = &fields {
+        args.push(("fields", f.join(",")));
+    }
+    let path = if detail_path { "chassis/detail" } else { "chassis" };
+    ok(&util::collection(ctx, "chassis", items, &markers, page.limit, path, &args))
 }
 
-async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult {
+async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> ApiResult {
+    if q.get("fields").is_some() && !ctx.allows(8) {
+        return Err(ApiError::not_acceptable());
+    }
     let c = state.db.get_chassis(parse_id(&id)?)?;
-    ok(&render::chassis(&c, &ctx, None))
+    let mut d = render::chassis(&c, &ctx, None);
+    util::sanitize(&mut d, util::field_list(&q).as_deref())?;
+    ok(&d)
 }
 
 async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBody<Value>) -> ApiResult {

@@ -14,6 +14,9 @@ pub fn routes() -> Router<ApiState> {
         .route("/drivers", get(list))
         .route("/drivers/{name}", get(show))
         .route("/drivers/{name}/properties", get(properties))
+        .route("/drivers/{name}/raid/logical_disk_properties", get(raid_properties))
+        .route("/drivers/{name}/vendor_passthru/methods", get(vendor_methods))
+        .route("/drivers/{name}/vendor_passthru", axum::routing::any(vendor_call))
         .route("/conductors", get(conductors))
         .route("/conductors/{host}", get(conductor))
 }
@@ -82,29 +85,86 @@ fn conductor_hosts(state: &ApiState, driver: &str) -> Vec<String> {
         .collect()
 }
 
+/// `fields` (API 1.77), checked against the document's keys.
+fn driver_fields(ctx: &Ctx, q: &Query) -> Result<Option<Vec<String>>, ApiError> {
+    let f = util::field_list(q);
+    if f.is_some() && !ctx.allows(77) {
+        return Err(ApiError::not_acceptable());
+    }
+    Ok(f)
+}
+
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
+    let fields = driver_fields(&ctx, &q)?;
+    let detail = q.bool("detail")?;
+    if fields.is_some() && detail == Some(true) {
+        return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
+    }
+    if detail.is_some() && !ctx.allows(30) {
+        return Err(ApiError::not_acceptable_min(30));
+    }
     if let Some(t) = q.get("type") {
+        if !ctx.allows(30) {
+            return Err(ApiError::not_acceptable_min(30));
+        }
         if !matches!(t, "classic" | "dynamic") {
-            return Err(ApiError::bad_request(format!("Invalid type {t}: must be 'classic' or 'dynamic'.")));
+            return Err(ApiError::bad_request(
+                "\"type\" filter must be one of \"classic\" or \"dynamic\", if specified.",
+            ));
         }
         if t == "classic" {
             return ok(&json!({"drivers": []}));
         }
     }
-    let detail = q.bool("detail")? == Some(true);
     let names = state.rpc.hardware_types();
-    let items: Vec<Value> =
-        names.iter().map(|n| driver_doc(&state, &ctx, n, &conductor_hosts(&state, n), detail)).collect();
+    let mut items = Vec::with_capacity(names.len());
+    for n in &names {
+        let mut d = driver_doc(&state, &ctx, n, &conductor_hosts(&state, n), detail == Some(true));
+        util::sanitize(&mut d, fields.as_deref())?;
+        items.push(d);
+    }
     ok(&json!({"drivers": items}))
 }
 
-async fn show(State(state): State<ApiState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult {
+async fn show(State(state): State<ApiState>, ctx: Ctx, Path(name): Path<String>, q: Query) -> ApiResult {
+    let fields = driver_fields(&ctx, &q)?;
     if !state.rpc.hardware_types().contains(&name) {
         return Err(ApiError::not_found(format!(
             "Could not find the following driver(s) or hardware type(s): {name}."
         )));
     }
-    ok(&driver_doc(&state, &ctx, &name, &conductor_hosts(&state, &name), true))
+    let mut d = driver_doc(&state, &ctx, &name, &conductor_hosts(&state, &name), true);
+    util::sanitize(&mut d, fields.as_deref())?;
+    ok(&d)
+}
+
+async fn raid_properties(State(state): State<ApiState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult {
+    if !ctx.allows(12) {
+        return Err(ApiError::not_acceptable());
+    }
+    let p = state.rpc.raid_logical_disk_properties(&name)?;
+    ok(&json!(p))
+}
+
+async fn vendor_methods(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {
+    let m = state.rpc.driver_vendor_methods(&name)?;
+    ok(&json!(m))
+}
+
+async fn vendor_call(
+    State(state): State<ApiState>,
+    method: axum::http::Method,
+    Path(name): Path<String>,
+    q: Query,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let m = q.get("method").unwrap_or_default();
+    if m.is_empty() {
+        return Err(ApiError::bad_request("Method not specified"));
+    }
+    util::body_or_empty(&body)?;
+    let r = state.rpc.driver_vendor_passthru(&name, m, method.as_str())?;
+    super::nodes_extra::passthru_response(r)
 }
 
 async fn properties(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {

@@ -31,12 +31,21 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, message)
     }
-    /// 406 from a field, verb or parameter that needs a newer microversion.
+    /// 406 from a field, verb or parameter that needs a newer microversion (Ironic's
+    /// NotAcceptable).
     pub fn not_acceptable() -> ApiError {
+        ApiError::new(StatusCode::NOT_ACCEPTABLE, "Request not acceptable.")
+    }
+    /// 406 naming the version that would accept the request.
+    pub fn not_acceptable_min(minor: u32) -> ApiError {
         ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
-            "Request not acceptable. The requested API version does not support this feature.",
+            format!("Request not acceptable. The minimal required API version should be 1.{minor}"),
         )
+    }
+    /// 405 with Ironic's application shape (endpoints refusing a method below their version).
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message)
     }
     pub fn routing(status: StatusCode, description: impl Into<String>) -> ApiError {
         ApiError { status, message: description.into(), routing: true, allow: None }

@@ -3,14 +3,19 @@
 //! The API reads the database directly and asks the conductor (through [`ConductorApi`]) for
 //! anything that needs a node's lock, a driver or hardware.
 
+mod allocations;
 mod chassis;
+mod deploy_templates;
 mod drivers;
 pub mod error;
+mod misc;
 mod nodes;
+mod nodes_extra;
 mod ports;
 mod ramdisk;
 pub mod render;
 mod util;
+mod volume;
 
 pub use error::{ApiError, ApiResult};
 
@@ -72,7 +77,12 @@ pub fn router(state: ApiState) -> Router {
         .merge(ports::routes())
         .merge(chassis::routes())
         .merge(drivers::routes())
-        .merge(ramdisk::routes());
+        .merge(ramdisk::routes())
+        .merge(nodes_extra::routes())
+        .merge(volume::routes())
+        .merge(allocations::routes())
+        .merge(deploy_templates::routes())
+        .merge(misc::routes());
     // ferric's own diagnostics live outside Ironic's namespace.
     let ferric = Router::new().route("/trace/{node}", get(util::trace));
     let mut inner = Router::new()

@@ -23,7 +23,6 @@ pub fn routes() -> Router<ApiState> {
         .route("/nodes/{node}/states", get(states))
         .route("/nodes/{node}/states/power", put(set_power))
         .route("/nodes/{node}/states/provision", put(set_provision))
-        .route("/nodes/{node}/states/console", get(get_console).put(set_console))
         .route("/nodes/{node}/management/boot_device", get(get_boot_device).put(set_boot_device))
         .route("/nodes/{node}/management/boot_device/supported", get(supported_boot_devices))
         .route("/nodes/{node}/validate", get(validate))
@@ -60,19 +59,59 @@ fn states_location(ctx: &Ctx, n: &Node) -> String {
 fn node_filter(ctx: &Ctx, q: &Query) -> Result<NodeFilter, ApiError> {
     let gated = |k: &str, min: u32| -> Result<Option<String>, ApiError> {
         match q.get(k) {
-            Some(v) if !ctx.allows(min) => {
-                let _ = v;
-                Err(ApiError::not_acceptable())
-            }
+            Some(_) if !ctx.allows(min) => Err(ApiError::not_acceptable_min(min)),
             Some(v) => Ok(Some(v.to_string())),
             None => Ok(None),
         }
     };
-    let provision_state = match gated("provision_state", 9)? {
+    let provision_state = match q.get("provision_state") {
         None => None,
-        Some(s) => Some(s.parse::<ProvisionState>().map_err(|_| {
-            ApiError::bad_request(format!("The provision_state argument {s} is not a valid provision state."))
-        })?),
+        Some(_) if !ctx.allows(9) => return Err(ApiError::not_acceptable()),
+        Some(s) => Some(
+            s.parse::<ProvisionState>()
+                .map_err(|_| ApiError::bad_request(format!("Provision state \"{s}\" is not valid")))?,
+        ),
+    };
+    let fault = gated("fault", 42)?;
+    if let Some(f) = &fault {
+        if !["power failure", "clean failure", "rescue abort failure", "service failure"].contains(&f.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "Unrecognized fault \"{f}\" is specified, allowed faults are ('power failure', 'clean failure', 'rescue abort failure', 'service failure')"
+            )));
+        }
+    }
+    if q.get("instance_name").is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_ACCEPTABLE,
+            "instance_name is not acceptable in this API version",
+        ));
+    }
+    let shards =
+        gated("shard", 82)?.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect());
+    let sharded = match q.get("sharded") {
+        Some(_) if !ctx.allows(82) => return Err(ApiError::not_acceptable_min(82)),
+        _ => q.bool("sharded")?,
+    };
+    let parent_node = gated("parent_node", 83)?;
+    let include_children = match q.get("include_children") {
+        Some(_) if !ctx.allows(83) => return Err(ApiError::not_acceptable_min(83)),
+        _ => q.bool("include_children")?,
+    };
+    let chassis_uuid = match q.get("chassis_uuid") {
+        Some(c) => {
+            c.parse::<uuid::Uuid>()
+                .map_err(|_| ApiError::bad_request(format!("Expected UUID for chassis_uuid: {c}")))?;
+            Some(c.to_string())
+        }
+        None => None,
+    };
+    let instance_uuid = match q.get("instance_uuid") {
+        Some(c) => {
+            c.parse::<uuid::Uuid>()
+                .map_err(|_| ApiError::bad_request(format!("Expected UUID for instance_uuid: {c}")))?;
+            Some(c.to_string())
+        }
+        None => None,
     };
     Ok(NodeFilter {
         provision_state,
@@ -80,15 +119,22 @@ fn node_filter(ctx: &Ctx, q: &Query) -> Result<NodeFilter, ApiError> {
         resource_class: gated("resource_class", 21)?,
         maintenance: q.bool("maintenance")?,
         associated: q.bool("associated")?,
-        fault: gated("fault", 42)?,
+        fault,
         conductor_group: gated("conductor_group", 46)?,
-        chassis_uuid: q.get("chassis_uuid").map(str::to_string),
-        instance_uuid: q.get("instance_uuid").map(str::to_string),
+        chassis_uuid,
+        instance_uuid,
         owner: gated("owner", 50)?,
         lessee: gated("lessee", 65)?,
-        shard: gated("shard", 82)?,
+        shard: None,
         reserved: None,
         provision_states: None,
+        retired: q.bool("retired")?,
+        description_contains: q.get("description_contains").map(str::to_string),
+        project: q.get("project").map(str::to_string),
+        shards,
+        sharded,
+        parent_node,
+        include_children: Some(include_children.unwrap_or(false)),
     })
 }
 
@@ -120,6 +166,13 @@ fn next_args(q: &NodeQuery, fields: Option<&[String]>, raw: &Query) -> Vec<(&'st
         "owner",
         "lessee",
         "shard",
+        "retired",
+        "description_contains",
+        "project",
+        "sharded",
+        "include_children",
+        "parent_node",
+        "conductor",
     ] {
         if let Some(v) = raw.get(k) {
             a.push((k, v.to_string()));
@@ -166,6 +219,20 @@ async fn list_detail(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRe
 
 fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -> ApiResult {
     let nq = parse_query(ctx, q)?;
+    if let Some(c) = q.get("conductor") {
+        if !ctx.allows(49) {
+            return Err(ApiError::not_acceptable_min(49));
+        }
+        // One conductor serves every node: another host's list is empty.
+        if state.rpc.conductor_for(&Node::default()).as_deref() != Some(c) {
+            return ok(&json!({"nodes": []}));
+        }
+    }
+    if let Some(c) = &nq.filter.chassis_uuid {
+        if let Ok(id) = c.parse() {
+            state.db.get_chassis(id)?;
+        }
+    }
     let fields = util::fields(ctx, q, &render::node_field_version)?;
     let limit = nq.limit.unwrap_or(util::MAX_PAGE);
     let mut items = Vec::new();
@@ -285,7 +352,7 @@ fn type_error(field: &str, v: &Value, expected: &str) -> ApiError {
 }
 
 /// Ironic's logical-name rule (RFC 3986 unreserved characters; not a UUID).
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
@@ -426,6 +493,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
     if let Some(c) = n.chassis_uuid {
         state.db.get_chassis(c).map_err(|_| ApiError::bad_request(format!("Chassis {c} could not be found.")))?;
     }
+    n.parent_node = resolve_parent(&state, &ctx, n.parent_node.as_deref())?;
     // Before 1.11 new nodes start as "available".
     n.provision_state = if ctx.allows(11) { ProvisionState::Enroll } else { ProvisionState::Available };
     let created = state.rpc.create_node(n).await?;
@@ -434,6 +502,17 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         r.headers_mut().insert(axum::http::header::LOCATION, v);
     }
     Ok(r)
+}
+
+/// A parent node by UUID or name, stored as its UUID (Ironic's `authorize_node_link`).
+fn resolve_parent(state: &ApiState, ctx: &Ctx, ident: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(ident) = ident.filter(|i| !i.is_empty()) else { return Ok(None) };
+    let p = load(state, ctx, ident).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Unable to apply the requested parent_node '{ident}'. Requested value was invalid."
+        ))
+    })?;
+    Ok(Some(p.uuid.to_string()))
 }
 
 /// Fields no patch may touch (Ironic's internal attributes).
@@ -576,6 +655,19 @@ async fn update(
                 .ok_or_else(|| ApiError::bad_request(format!("Invalid boolean value for reset_interfaces: {v}")))?
         }
     };
+    if reset {
+        let changes_driver = patch.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| {
+                op.get("path").and_then(|p| p.as_str()) == Some("/driver")
+                    && op.get("op").and_then(|o| o.as_str()) != Some("remove")
+            })
+        });
+        if !changes_driver {
+            return Err(ApiError::bad_request(
+                "The reset_interfaces parameter can only be used when changing the node's driver.",
+            ));
+        }
+    }
     let node = load(&state, &ctx, &ident)?;
     if let Value::Array(ops) = &patch {
         if ops.iter().any(|op| {
@@ -602,6 +694,30 @@ async fn update(
     }
     if !updated.maintenance {
         updated.maintenance_reason = None;
+    }
+    if node.allocation_uuid.is_some()
+        && node.instance_uuid.is_some()
+        && updated.instance_uuid.is_none()
+        && !node.maintenance
+        && !matches!(
+            node.provision_state,
+            ProvisionState::Enroll
+                | ProvisionState::Inspecting
+                | ProvisionState::InspectWait
+                | ProvisionState::Manageable
+                | ProvisionState::Available
+        )
+    {
+        return Err(ApiError::conflict(format!(
+            "Node {} with an allocation can not have instance_uuid removed unless it is in one of allowed (enroll, inspecting, inspect wait, manageable, available) states or in maintenance mode. Current state is '{}'.",
+            node.uuid, node.provision_state
+        )));
+    }
+    if node.chassis_uuid.is_some() && updated.chassis_uuid.is_none() && !ctx.allows(25) {
+        return Err(ApiError::not_acceptable());
+    }
+    if updated.parent_node != node.parent_node {
+        updated.parent_node = resolve_parent(&state, &ctx, updated.parent_node.as_deref())?;
     }
     if updated.chassis_uuid != node.chassis_uuid {
         if let Some(c) = updated.chassis_uuid {
@@ -711,6 +827,67 @@ fn check_steps(steps: &[Value], what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Ironic's `check_allow_configdrive`, then a JSON configdrive (1.56; `vendor_data` 1.59) is
+/// built into the gzipped, base64-encoded ISO image the node's `instance_info` keeps.
+fn check_configdrive(ctx: &Ctx, n: &Node, verb: &str, cd: Option<Value>) -> Result<Option<Value>, ApiError> {
+    let empty = match &cd {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Object(m)) => m.is_empty(),
+        Some(_) => false,
+    };
+    if empty {
+        return Ok(cd);
+    }
+    let allowed = matches!(verb, "active" | "deploy") || (verb == "rebuild" && ctx.allows(35));
+    if !allowed {
+        let targets = if ctx.allows(35) { "active, rebuild" } else { "active" };
+        return Err(ApiError::bad_request(format!(
+            "Adding a config drive is only supported when setting provision state to {targets}"
+        )));
+    }
+    let Some(cd) = cd else { return Ok(None) };
+    let schema = json!({"anyOf": [
+        {"type": "object", "properties": {
+            "meta_data": {"type": "object"}, "network_data": {"type": "object"},
+            "user_data": {"type": ["object", "array", "string", "null"]}, "vendor_data": {"type": "object"}},
+         "additionalProperties": false},
+        {"type": ["string", "null"]}]});
+    if let Some(e) = crate::models::schema::validate(&schema, &cd, crate::models::schema::PATTERNS) {
+        let detail = e.cause.unwrap_or(e.message);
+        return Err(ApiError::bad_request(format!("Invalid configdrive format: {detail}")));
+    }
+    match cd {
+        Value::Object(m) => {
+            if !ctx.allows(56) {
+                return Err(ApiError::bad_request(
+                    "Providing a JSON object for configdrive is only supported starting with API version 1.56",
+                ));
+            }
+            if m.contains_key("vendor_data") && !ctx.allows(59) {
+                return Err(ApiError::bad_request(
+                    "Providing vendor_data in configdrive is only supported starting with API version 1.59",
+                ));
+            }
+            let drive =
+                crate::images::configdrive::ConfigDrive::from_request(&m, &n.uuid.to_string(), n.name.as_deref());
+            let encoded =
+                drive.encoded().map_err(|e| ApiError::bad_request(format!("Invalid configdrive format: {e}")))?;
+            Ok(Some(Value::String(encoded)))
+        }
+        Value::String(s) => {
+            let b64 = |c: char| c.is_ascii_alphanumeric() || "+/=\n\r\t ".contains(c);
+            if !s.contains("://") && !s.chars().all(b64) {
+                return Err(ApiError::bad_request(
+                    "Invalid configdrive format: it is neither a JSON, nor a URL, nor a base64 string",
+                ));
+            }
+            Ok(Some(Value::String(s)))
+        }
+        other => Ok(Some(other)),
+    }
+}
+
 async fn set_provision(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -737,6 +914,9 @@ async fn set_provision(
             n.uuid
         )));
     }
+    if event == Some(Event::Abort) && n.provision_state == ProvisionState::InspectWait && !ctx.allows(41) {
+        return Err(ApiError::not_acceptable());
+    }
     // Abort from "wait call-back" arrived in 1.110.
     if event == Some(Event::Abort) && n.provision_state == ProvisionState::DeployWait && !ctx.allows(110) {
         return Err(ApiError::bad_request(format!(
@@ -744,17 +924,7 @@ async fn set_provision(
             n.uuid, n.provision_state
         )));
     }
-    if body.configdrive.is_some() {
-        let allowed = matches!(verb.as_str(), "active" | "deploy") || (verb == "rebuild" && ctx.allows(35));
-        if !allowed {
-            return Err(ApiError::bad_request(format!(
-                "Adding a config drive is only supported when setting provision state to active, deploy or rebuild (got {verb})."
-            )));
-        }
-        if body.configdrive.as_ref().is_some_and(|c| c.is_object()) && !ctx.allows(56) {
-            return Err(ApiError::not_acceptable());
-        }
-    }
+    let configdrive = check_configdrive(&ctx, &n, &verb, body.configdrive)?;
     if body.clean_steps.is_some() && verb != "clean" {
         return Err(ApiError::bad_request(
             "\"clean_steps\" is only valid when setting target provision state to clean",
@@ -806,7 +976,7 @@ async fn set_provision(
         check_steps(steps, "deploy_steps")?;
     }
     let args = ProvisionArgs {
-        configdrive: body.configdrive,
+        configdrive,
         clean_steps: body.clean_steps,
         deploy_steps: body.deploy_steps,
         service_steps: body.service_steps,
@@ -822,28 +992,6 @@ async fn set_provision(
     }
     state.rpc.do_provisioning_action(n.uuid, &verb, args).await?;
     accepted(states_location(&ctx, &n))
-}
-
-async fn get_console(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    let n = load(&state, &ctx, &ident)?;
-    if n.console_interface.starts_with("no-") || n.console_interface.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "Node {} does not support console (disabled or not implemented).",
-            n.uuid
-        )));
-    }
-    ok(&json!({"console_enabled": n.console_enabled, "console_info": null}))
-}
-
-async fn set_console(
-    State(state): State<ApiState>,
-    ctx: Ctx,
-    Path(ident): Path<String>,
-    JsonBody(body): JsonBody<Value>,
-) -> ApiResult {
-    let n = load(&state, &ctx, &ident)?;
-    let _ = body;
-    Err(ApiError::bad_request(format!("Node {} does not support console (disabled or not implemented).", n.uuid)))
 }
 
 // ---------------------------------------------------------------- management

@@ -33,6 +33,26 @@ fn parse_mac(s: &str) -> Result<MacAddr, ApiError> {
 }
 
 fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, detail: bool, path: &str) -> ApiResult {
+    if q.get("portgroup").is_some() && !ctx.allows(24) {
+        return Err(ApiError::not_acceptable());
+    }
+    let shard = match q.get("shard") {
+        Some(_) if !ctx.allows(82) => return Err(ApiError::not_acceptable_min(82)),
+        Some(s) => Some(s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect::<Vec<_>>()),
+        None => None,
+    };
+    let exclusive = [
+        node.is_some() || q.get("node").or(q.get("node_uuid")).is_some(),
+        q.get("portgroup").is_some(),
+        shard.is_some(),
+    ];
+    if exclusive.iter().filter(|x| **x).count() > 1 {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Operation not permitted."));
+    }
+    let nodes = match shard {
+        Some(shards) => Some(state.db.node_ids(&crate::db::NodeFilter { shards: Some(shards), ..Default::default() })?),
+        None => None,
+    };
     let node = match (node, q.get("node").or(q.get("node_uuid"))) {
         (Some(n), _) => Some(n),
         (None, Some(ident)) => Some(load(state, ctx, ident)?.uuid),
@@ -67,6 +87,7 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
         sort_dir: util::sort_dir(q)?,
         limit: util::limit(q)?,
         marker,
+        nodes,
     };
     let limit = pq.limit.unwrap_or(util::MAX_PAGE);
     let ports = state.db.list_ports(&pq)?;
@@ -106,8 +127,12 @@ pub(super) async fn node_ports(
     Path(ident): Path<String>,
     q: Query,
 ) -> ApiResult {
+    let detail = q.bool("detail")? == Some(true);
+    if detail && !ctx.allows(43) {
+        return Err(ApiError::not_acceptable());
+    }
     let n = load(&state, &ctx, &ident)?;
-    list_ports(&state, &ctx, &q, Some(n.uuid), false, &format!("nodes/{}/ports", n.uuid))
+    list_ports(&state, &ctx, &q, Some(n.uuid), detail, &format!("nodes/{}/ports", n.uuid))
 }
 
 pub(super) async fn node_ports_detail(
@@ -170,6 +195,9 @@ fn set_port_field(state: &ApiState, ctx: &Ctx, p: &mut Port, field: &str, v: &Va
         "extra" => p.extra = map(v)?,
         "local_link_connection" => {
             let m = map(v)?;
+            if m.contains_key("network_type") && !ctx.allows(64) {
+                return Err(ApiError::not_acceptable());
+            }
             if let Some(k) = m.keys().find(|k| !LLC_KEYS.contains(&k.as_str())) {
                 return Err(ApiError::bad_request(format!(
                     "Invalid local_link_connection: unexpected key {k:?}; allowed keys are {}.",
@@ -276,32 +304,85 @@ fn need_portgroups(ctx: &Ctx) -> Result<(), ApiError> {
     if ctx.allows(23) { Ok(()) } else { Err(ApiError::not_found("The resource could not be found.")) }
 }
 
-fn pg_list_impl(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, detail: bool) -> ApiResult {
+fn pg_list_impl(
+    state: &ApiState,
+    ctx: &Ctx,
+    q: &Query,
+    node: Option<NodeId>,
+    detail_path: bool,
+    path: &str,
+) -> ApiResult {
     need_portgroups(ctx)?;
+    let fields_q = util::field_list(q);
+    if fields_q.is_some() && !ctx.allows(8) {
+        return Err(ApiError::not_acceptable());
+    }
+    if fields_q.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties")) && !ctx.allows(26) {
+        return Err(ApiError::not_acceptable());
+    }
+    let (fields, detail) = if detail_path {
+        if fields_q.is_some() {
+            return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
+        }
+        (None, Some(true))
+    } else {
+        util::return_fields(q, &["uuid", "address", "name"], ctx.allows(43))?
+    };
+    if q.get("node").is_some() && q.get("address").is_some() {
+        return Err(ApiError::bad_request("Filtering by node, address, or shard simultaneously is not supported."));
+    }
     let node = match (node, q.get("node")) {
         (Some(n), _) => Some(n),
         (None, Some(i)) => Some(load(state, ctx, i)?.uuid),
         _ => None,
     };
-    let groups = state.db.list_portgroups(node)?;
     let address = q.get("address").map(parse_mac).transpose()?.map(|m| m.to_string());
-    let shown: Option<Vec<String>> =
-        if detail { None } else { Some(vec!["uuid".into(), "address".into(), "name".into()]) };
-    let items: Vec<Value> = groups
-        .iter()
+    let page =
+        util::page(q, &["id", "uuid", "name", "address", "created_at"], &["extra", "internal_info", "properties"])?;
+    let groups: Vec<Portgroup> = state
+        .db
+        .list_portgroups(node)?
+        .into_iter()
         .filter(|g| address.as_ref().is_none_or(|a| g.address.as_ref() == Some(a)))
-        .map(|g| render::portgroup(g, ctx, shown.as_deref()))
         .collect();
-    ok(&json!({"portgroups": items}))
+    let rows = util::paginate(
+        groups,
+        &page,
+        |g, k| match k {
+            "uuid" => g.uuid.map(|u| u.to_string()),
+            "name" => g.name.clone(),
+            "address" => g.address.clone(),
+            "created_at" => g.created_at.map(|t| t.to_rfc3339()),
+            _ => None,
+        },
+        |g| g.uuid.map(|u| u.to_string()).unwrap_or_default(),
+        "Portgroup",
+    )?;
+    let mut items = Vec::with_capacity(rows.len());
+    for g in &rows {
+        let mut d = render::portgroup(g, ctx, None);
+        util::sanitize(&mut d, fields.as_deref())?;
+        items.push(d);
+    }
+    let markers: Vec<String> = rows.iter().map(|g| g.uuid.map(|u| u.to_string()).unwrap_or_default()).collect();
+    let mut args = vec![("sort_key", page.sort_key.clone()), ("sort_dir", q.get("sort_dir").unwrap_or("asc").into())];
+    if !detail_path {
+        if let Some(d) = detail {
+            args.push(("detail", if d { "True".into() } else { "False".into() }));
+        }
+    }
+    if let Some(f) = &fields {
+        args.push(("fields", f.join(",")));
+    }
+    ok(&util::collection(ctx, "portgroups", items, &markers, page.limit, path, &args))
 }
 
 async fn pg_list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
-    let detail = q.bool("detail")? == Some(true);
-    pg_list_impl(&state, &ctx, &q, None, detail)
+    pg_list_impl(&state, &ctx, &q, None, false, "portgroups")
 }
 
 async fn pg_list_detail(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
-    pg_list_impl(&state, &ctx, &q, None, true)
+    pg_list_impl(&state, &ctx, &q, None, true, "portgroups/detail")
 }
 
 pub(super) async fn node_portgroups(
@@ -314,13 +395,22 @@ pub(super) async fn node_portgroups(
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
-    pg_list_impl(&state, &ctx, &q, Some(n.uuid), false)
+    pg_list_impl(&state, &ctx, &q, Some(n.uuid), false, &format!("nodes/{}/portgroups", n.uuid))
 }
 
-async fn pg_show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
+async fn pg_show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
     need_portgroups(&ctx)?;
+    let fields = util::field_list(&q);
+    if fields.is_some() && !ctx.allows(8) {
+        return Err(ApiError::not_acceptable());
+    }
+    if fields.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties")) && !ctx.allows(26) {
+        return Err(ApiError::not_acceptable());
+    }
     let g = state.db.get_portgroup(&ident)?;
-    ok(&render::portgroup(&g, &ctx, None))
+    let mut d = render::portgroup(&g, &ctx, None);
+    util::sanitize(&mut d, fields.as_deref())?;
+    ok(&d)
 }
 
 fn set_pg_field(state: &ApiState, ctx: &Ctx, g: &mut Portgroup, field: &str, v: &Value) -> Result<(), ApiError> {

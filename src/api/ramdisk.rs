@@ -14,7 +14,10 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/lookup", get(lookup)).route("/heartbeat/{node}", post(heartbeat))
+    Router::new()
+        .route("/lookup", get(lookup))
+        .route("/heartbeat/{node}", post(heartbeat))
+        .route("/continue_inspection", post(continue_inspection))
 }
 
 async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
@@ -44,12 +47,17 @@ async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult 
     state.trace.record(n.uuid, Actor::Node, Actor::Node, seed::RUNS_RAMDISK);
     state.trace.record(n.uuid, Actor::Node, Actor::Api, seed::LOOKUP);
     state.trace.record(n.uuid, Actor::Api, Actor::Node, seed::PASS_UUID);
-    let full = render::node(&n, &ctx, None);
+    ok(&lookup_doc(&ctx, &n, &token, &state))
+}
+
+/// The lookup answer an agent gets: a few node fields and its configuration (with the token).
+fn lookup_doc(ctx: &Ctx, n: &crate::models::Node, token: &str, state: &ApiState) -> Value {
+    let full = render::node(n, ctx, None);
     let mut node_doc = Map::new();
     for f in ["uuid", "properties", "instance_info", "driver_internal_info", "links"] {
         node_doc.insert(f.into(), full.get(f).cloned().unwrap_or(Value::Null));
     }
-    ok(&json!({
+    json!({
         "node": node_doc,
         "config": {
             "metrics": {"backend": "noop", "prepend_host": false, "prepend_uuid": false, "prepend_host_reverse": true, "global_prefix": null},
@@ -61,7 +69,87 @@ async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult 
             "disable_deep_image_inspection": false,
             "permitted_image_formats": ["raw", "qcow2"],
         }
-    }))
+    })
+}
+
+/// The minimal inventory Ironic accepts from an inspection ramdisk.
+fn inspection_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "inventory": {
+                "type": "object",
+                "properties": {
+                    "bmc_address": {"type": ["string", "null"]},
+                    "bmc_v6address": {"type": ["string", "null"]},
+                    "interfaces": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"mac_address": {"type": "string"}},
+                            "required": ["mac_address"],
+                        },
+                        "minItems": 1,
+                    },
+                },
+                "required": ["interfaces"],
+            },
+        },
+        "required": ["inventory"],
+    })
+}
+
+/// `POST /v1/continue_inspection`: an inspection ramdisk's data. The node (found by MAC or the
+/// UUID given, and in `inspect wait`) gets its inventory stored and leaves `inspect wait`; from
+/// 1.84 the answer is a lookup (with the agent token, issued once), at 1.1 Inspector's
+/// `{"uuid": ...}`.
+async fn continue_inspection(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    q: Query,
+    JsonBody(mut data): JsonBody<Value>,
+) -> ApiResult {
+    let node_uuid = match q.get("node_uuid") {
+        Some(u) => {
+            Some(u.parse::<NodeId>().map_err(|_| ApiError::bad_request(format!("Expected UUID for node_uuid: {u}")))?)
+        }
+        None => None,
+    };
+    let new_endpoint = ctx.allows(84);
+    if !new_endpoint && (ctx.version != 1 || node_uuid.is_some()) {
+        return Err(ApiError::not_found("API version 1.84 or newer is required"));
+    }
+    crate::models::schema::validate_arg("data", &inspection_schema(), &data, crate::models::schema::PATTERNS)
+        .map_err(ApiError::bad_request)?;
+    let inventory = data.as_object_mut().and_then(|m| m.remove("inventory")).unwrap_or(Value::Null);
+    let macs: Vec<String> = inventory["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["mac_address"].as_str())
+        .filter_map(|m| m.parse::<crate::models::MacAddr>().ok())
+        .map(|m| m.to_string())
+        .collect();
+    let bmc: Vec<String> = ["bmc_address", "bmc_v6address"]
+        .iter()
+        .filter_map(|k| inventory[*k].as_str())
+        .filter(|s| !s.is_empty() && *s != "0.0.0.0" && *s != "::/0")
+        .map(str::to_string)
+        .collect();
+    if macs.is_empty() && bmc.is_empty() && node_uuid.is_none() {
+        return Err(ApiError::bad_request("No lookup information provided"));
+    }
+    let n = state
+        .rpc
+        .inspection_lookup(macs, bmc, node_uuid)
+        .map_err(|_| ApiError::not_found("The resource could not be found."))?;
+    let token = if new_endpoint { Some(state.rpc.node_with_token(n.uuid).await?) } else { None };
+    state.rpc.continue_inspection(n.uuid, inventory, data).await?;
+    let body = match token {
+        Some((node, token)) => lookup_doc(&ctx, &node, &token, &state),
+        None => json!({"uuid": n.uuid.to_string()}),
+    };
+    Ok(super::util::json_response(axum::http::StatusCode::ACCEPTED, &body))
 }
 
 #[derive(serde::Deserialize)]

@@ -157,7 +157,18 @@ pub async fn v1_root(ctx: Ctx) -> ApiResult {
         doc.insert(r.into(), res(r));
     }
     doc.insert("version".into(), version_doc(b));
-    for (r, min) in [("portgroups", 23), ("lookup", 22), ("heartbeat", 22), ("conductors", 49)] {
+    for (r, min) in [
+        ("portgroups", 23),
+        ("volume", 32),
+        ("lookup", 22),
+        ("heartbeat", 22),
+        ("conductors", 49),
+        ("allocations", 52),
+        ("events", 54),
+        ("deploy_templates", 55),
+        ("shards", 82),
+        ("continue_inspection", 84),
+    ] {
         if ctx.allows(min) {
             doc.insert(r.into(), res(r));
         }
@@ -251,4 +262,136 @@ pub async fn trace(
         .map(|e| json!({"at_ms": e.at_ms, "from": e.from.as_str(), "to": e.to.as_str(), "label": e.label}))
         .collect();
     ok(&json!({"node": n.uuid.to_string(), "events": list, "mermaid": crate::trace::mermaid(&events)}))
+}
+
+/// The `limit`, `marker` (a UUID), `sort_key` and `sort_dir` of a listing, as Ironic's
+/// collections read them.
+pub fn page(q: &Query, sortable: &[&str], unsortable: &[&str]) -> Result<crate::db::Page, ApiError> {
+    let marker = match q.get("marker") {
+        Some(m) => {
+            m.parse::<uuid::Uuid>().map_err(|_| ApiError::bad_request(format!("Expected a UUID but received {m}.")))?;
+            Some(m.to_string())
+        }
+        None => None,
+    };
+    let key = q.get("sort_key").unwrap_or("id");
+    if unsortable.contains(&key) {
+        return Err(ApiError::bad_request(format!("The sort_key value {key} is an invalid field for sorting")));
+    }
+    if !sortable.contains(&key) {
+        return Err(ApiError::bad_request(format!("The sort_key value \"{key}\" is an invalid field for sorting")));
+    }
+    Ok(crate::db::Page { sort_key: key.to_string(), sort_dir: sort_dir(q)?, limit: limit(q)?, marker })
+}
+
+/// `?fields=a,b` as a list (no version or name checks).
+pub fn field_list(q: &Query) -> Option<Vec<String>> {
+    q.get("fields").map(|f| f.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+}
+
+/// Ironic's `get_request_return_fields`: `fields` or `detail` (not both), else the defaults.
+pub fn return_fields(
+    q: &Query,
+    defaults: &[&str],
+    detail_allowed: bool,
+) -> Result<(Option<Vec<String>>, Option<bool>), ApiError> {
+    let detail = q.bool("detail")?;
+    if let Some(d) = detail {
+        if !detail_allowed {
+            return Err(ApiError::bad_request(format!(
+                "Invalid query parameter ?detail={} received.",
+                if d { "True" } else { "False" }
+            )));
+        }
+    }
+    let fields = field_list(q);
+    if fields.is_some() && detail == Some(true) {
+        return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
+    }
+    if fields.is_none() && detail != Some(true) {
+        return Ok((Some(defaults.iter().map(|s| s.to_string()).collect()), detail));
+    }
+    Ok((fields, detail))
+}
+
+/// Keeps only `fields` (and `links`) of a rendered object; unknown names are Ironic's 400.
+pub fn sanitize(obj: &mut Value, fields: Option<&[String]>) -> Result<(), ApiError> {
+    let Some(fields) = fields else { return Ok(()) };
+    let Some(m) = obj.as_object_mut() else { return Ok(()) };
+    let invalid: Vec<&str> = fields.iter().filter(|f| !m.contains_key(f.as_str())).map(|s| s.as_str()).collect();
+    if !invalid.is_empty() {
+        return Err(ApiError::bad_request(format!("Field(s) \"{}\" are not valid", invalid.join(", "))));
+    }
+    m.retain(|k, _| k == "links" || fields.iter().any(|f| f == k));
+    Ok(())
+}
+
+/// A collection body `{name: items, next?}` with Ironic's `next` link when the page is full.
+pub fn collection(
+    ctx: &Ctx,
+    name: &str,
+    items: Vec<Value>,
+    markers: &[String],
+    limit: Option<usize>,
+    path: &str,
+    args: &[(&str, String)],
+) -> Value {
+    let mut m = serde_json::Map::new();
+    let full = limit.is_some_and(|l| l > 0 && markers.len() == l);
+    m.insert(name.into(), Value::Array(items));
+    if let (true, Some(last), Some(l)) = (full, markers.last(), limit) {
+        m.insert("next".into(), Value::String(next_link(ctx, path, args, l, last)));
+    }
+    Value::Object(m)
+}
+
+/// `201 Created` with a body and `Location`.
+pub fn created(location: String, body: &Value) -> ApiResult {
+    let mut r = json_response(StatusCode::CREATED, body);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// The request body as JSON, or `{}` when empty (Ironic's `method.body`).
+pub fn body_or_empty(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request is too large; the limit is {MAX_BODY} bytes."),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))
+}
+
+/// Orders and pages a small in-memory listing (chassis, portgroups) as the store pages the
+/// large ones: stable sort by `key` (rows come in id order), after the `marker` row, `limit`.
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    page: &crate::db::Page,
+    key: impl Fn(&T, &str) -> Option<String>,
+    uuid_of: impl Fn(&T) -> String,
+    kind: &str,
+) -> Result<Vec<T>, ApiError> {
+    if page.sort_key != "id" {
+        rows.sort_by_key(|r| key(r, &page.sort_key));
+    }
+    if page.sort_dir == crate::db::SortDir::Desc {
+        rows.reverse();
+    }
+    if let Some(m) = &page.marker {
+        let i = rows
+            .iter()
+            .position(|r| uuid_of(r) == *m)
+            .ok_or_else(|| ApiError::not_found(format!("{kind} {m} could not be found.")))?;
+        rows.drain(..=i);
+    }
+    if let Some(l) = page.limit {
+        rows.truncate(l);
+    }
+    Ok(rows)
 }

@@ -5,10 +5,15 @@
 //! [`Task`], and persists the node after each state change. Long work runs on a bounded pool of
 //! workers; the API gets its answer (usually 202) as soon as the work is accepted.
 
+mod allocations;
+mod extras;
+mod inspection;
 mod ops;
 mod periodic;
 mod provision;
 pub mod states;
+
+pub use inspection::AGENT_INSPECT;
 
 use crate::db::{Db, DbError};
 use crate::drivers::{DriverEnv, DriverError, Registry, Task};
@@ -258,8 +263,11 @@ impl Conductor {
 
     /// Writes the task's node (and ports) back.
     pub(crate) fn save(&self, task: &mut Task) -> Result<()> {
-        task.node.updated_at = Some(self.inner.env.clock.now());
-        self.db().update_node(&task.node)?;
+        let now = self.inner.env.clock.now();
+        task.node.updated_at = Some(now);
+        let node = &task.node;
+        let event = || history_event(node, self.host(), &self.inner.env.clock, now);
+        self.db().update_node_recording(&task.node, event, HISTORY_PER_NODE)?;
         self.db().update_ports(&task.ports)?;
         Ok(())
     }
@@ -324,6 +332,41 @@ impl Conductor {
             _ => return None,
         };
         (secs > 0).then(|| Duration::from_secs(secs))
+    }
+}
+
+/// Node history entries kept per node (Ironic's `[conductor]node_history_max_entries`).
+pub const HISTORY_PER_NODE: usize = 300;
+
+/// The history entry for a node whose `last_error` just changed (Ironic's
+/// `node_history_record`), with the kind of activity its state tells.
+fn history_event(
+    n: &Node,
+    host: &str,
+    clock: &crate::clock::Clock,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::models::HistoryEvent {
+    use ProvisionState::*;
+    let event_type = match n.provision_state {
+        Inspecting | InspectWait | InspectFailed => "introspection",
+        Enroll | Verifying => "verify",
+        Deleting | Error => "unprovision",
+        Adopting | AdoptFailed => "adoption",
+        Manageable | Available | Active | Rescue => "monitoring",
+        _ => "provisioning",
+    };
+    crate::models::HistoryEvent {
+        uuid: crate::models::HistoryId(clock.new_uuid()),
+        node_uuid: n.uuid,
+        created_at: now,
+        severity: "ERROR".into(),
+        event_type: event_type.into(),
+        event: n.last_error.clone().unwrap_or_default(),
+        conductor: Some(host.to_string()),
+        user: None,
+        state: Some(n.provision_state.as_str().into()),
+        target_provision_state: n.target_provision_state.map(|t| t.as_str().into()),
+        duration_seconds: n.provision_updated_at.map(|t| (now - t).num_seconds()),
     }
 }
 

@@ -53,6 +53,7 @@ impl Conductor {
                 Err(e) => tracing::warn!(node = %id, error = %e, "recovery: node skipped"),
             }
         }
+        self.resume_allocations();
     }
 
     /// Fails nodes whose callback did not come in time.

@@ -73,6 +73,7 @@ impl Conductor {
                 self.spawn(permit, async move { c.run_cleaning(t).await });
                 Ok(())
             }
+            Event::Inspect if t.node.inspect_interface == super::AGENT_INSPECT => self.start_agent_inspection(t),
             Event::Inspect => self.start_simple(t, event, "inspect", |t| {
                 t.node.inspection_started_at = Some(t.env.clock.now());
                 t.node.inspection_finished_at = None;

@@ -65,6 +65,80 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     "#,
+    // 2: volume connectors and targets, allocations, deploy templates, node history, inventory,
+    // BIOS settings and firmware components. Rows of a node go with it (ON DELETE CASCADE), as Ironic's destroy_node
+    // removes them. Releasing a node's instance (instance_uuid set to NULL by undeploy or a
+    // patch) removes its allocation, as Ironic's tear-down and node update do; the trigger keeps
+    // that in the same transaction as the node write.
+    r#"
+    CREATE TABLE volume_connectors (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+        type TEXT NOT NULL,
+        connector_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        UNIQUE (type, connector_id)
+    );
+    CREATE INDEX volume_connectors_node ON volume_connectors(node_uuid);
+    CREATE TABLE volume_targets (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+        volume_type TEXT NOT NULL,
+        volume_id TEXT NOT NULL,
+        boot_index INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        UNIQUE (node_uuid, boot_index)
+    );
+    CREATE TABLE allocations (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        name TEXT UNIQUE,
+        node_uuid TEXT UNIQUE REFERENCES nodes(uuid) ON DELETE CASCADE,
+        state TEXT NOT NULL,
+        resource_class TEXT,
+        owner TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE deploy_templates (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE node_history (
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX node_history_node ON node_history(node_uuid, id);
+    CREATE TABLE node_inventory (
+        node_uuid TEXT PRIMARY KEY REFERENCES nodes(uuid) ON DELETE CASCADE,
+        inventory TEXT NOT NULL,
+        plugin_data TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE bios_settings (
+        node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (node_uuid, name)
+    );
+    CREATE TABLE firmware_components (
+        node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+        component TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (node_uuid, component)
+    );
+    CREATE TRIGGER nodes_instance_released AFTER UPDATE OF instance_uuid ON nodes
+        WHEN OLD.instance_uuid IS NOT NULL AND NEW.instance_uuid IS NULL
+    BEGIN
+        DELETE FROM allocations WHERE node_uuid = NEW.uuid;
+    END;
+    "#,
 ];
 
 /// Brings the schema to the newest version.

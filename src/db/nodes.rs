@@ -32,6 +32,19 @@ pub struct NodeFilter {
     pub reserved: Option<bool>,
     /// Only nodes in one of these states.
     pub provision_states: Option<Vec<ProvisionState>>,
+    pub retired: Option<bool>,
+    /// Substring of the description (case-insensitive, as SQL `LIKE`).
+    pub description_contains: Option<String>,
+    /// Owner or lessee.
+    pub project: Option<String>,
+    /// Shard in this list (API 1.82 `shard=a,b`).
+    pub shards: Option<Vec<String>>,
+    /// With a shard (`Some(true)`) or without one.
+    pub sharded: Option<bool>,
+    pub parent_node: Option<String>,
+    /// Ironic's child-node rule for listings (API): `Some(false)` hides child nodes unless
+    /// `parent_node` asks for a parent's children; `Some(true)` lists all; `None` applies no rule.
+    pub include_children: Option<bool>,
 }
 
 /// A page of a node listing.
@@ -77,13 +90,51 @@ pub struct NodeSummary {
     pub provision_state: ProvisionState,
 }
 
-const NODE_COLS: &str = "body, reservation";
+/// The allocation column comes from the allocations table (Ironic's `allocation_id` join), so
+/// it is right whoever last wrote the node's body.
+const NODE_COLS: &str = "body, reservation, (SELECT a.uuid FROM allocations a WHERE a.node_uuid = nodes.uuid)";
 
 fn node_from_row(r: &Row<'_>) -> Result<Node, DbError> {
     let body: String = r.get(0)?;
     let mut n: Node = from_json(&body)?;
     n.reservation = r.get(1)?;
+    n.allocation_uuid = r.get(2)?;
     Ok(n)
+}
+
+/// The UPDATE behind [`Db::update_node`], for writes that change a node together with other rows.
+pub(crate) fn update_node_tx(tx: &rusqlite::Transaction<'_>, n: &Node, body: &str) -> Result<(), DbError> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE nodes SET name=?2, driver=?3, provision_state=?4, power_state=?5,
+             instance_uuid=?6, maintenance=?7, fault=?8, resource_class=?9, conductor_group=?10,
+             chassis_uuid=?11, owner=?12, lessee=?13, shard=?14, updated_at=?15,
+             provision_updated_at=?16, body=?17 WHERE uuid=?1",
+        )?
+        .execute(params![
+            n.uuid.to_string(),
+            n.name,
+            n.driver,
+            n.provision_state.as_str(),
+            n.power_state.map(|p| p.as_str()),
+            n.instance_uuid,
+            n.maintenance,
+            n.fault,
+            n.resource_class,
+            n.conductor_group,
+            n.chassis_uuid.map(|c| c.to_string()),
+            n.owner,
+            n.lessee,
+            n.shard,
+            ts(&n.updated_at),
+            ts(&n.provision_updated_at),
+            body
+        ])
+        .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
+    if changed == 0 {
+        return Err(DbError::NotFound { kind: "Node", ident: n.uuid.to_string() });
+    }
+    Ok(())
 }
 
 fn ts(t: &Option<DateTime<Utc>>) -> Option<String> {
@@ -140,39 +191,7 @@ impl Db {
     /// Writes every field of an existing node except its reservation.
     pub fn update_node(&self, n: &Node) -> Result<(), DbError> {
         let body = to_json(n)?;
-        self.write(|tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE nodes SET name=?2, driver=?3, provision_state=?4, power_state=?5,
-                     instance_uuid=?6, maintenance=?7, fault=?8, resource_class=?9, conductor_group=?10,
-                     chassis_uuid=?11, owner=?12, lessee=?13, shard=?14, updated_at=?15,
-                     provision_updated_at=?16, body=?17 WHERE uuid=?1",
-                )?
-                .execute(params![
-                    n.uuid.to_string(),
-                    n.name,
-                    n.driver,
-                    n.provision_state.as_str(),
-                    n.power_state.map(|p| p.as_str()),
-                    n.instance_uuid,
-                    n.maintenance,
-                    n.fault,
-                    n.resource_class,
-                    n.conductor_group,
-                    n.chassis_uuid.map(|c| c.to_string()),
-                    n.owner,
-                    n.lessee,
-                    n.shard,
-                    ts(&n.updated_at),
-                    ts(&n.provision_updated_at),
-                    body
-                ])
-                .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
-            if changed == 0 {
-                return Err(DbError::NotFound { kind: "Node", ident: n.uuid.to_string() });
-            }
-            Ok(())
-        })
+        self.write(|tx| update_node_tx(tx, n, &body))
     }
 
     /// Looks a node up by UUID or, failing that, by name (as the API's `{node_ident}` does).
@@ -354,6 +373,40 @@ fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types
         Some(true) => conds.push("reservation IS NOT NULL".into()),
         Some(false) => conds.push("reservation IS NULL".into()),
         None => {}
+    }
+    if let Some(r) = f.retired {
+        conds.push(format!("COALESCE(json_extract(body, '$.retired'), 0) = {}", r as i32));
+    }
+    if let Some(d) = &f.description_contains {
+        let escaped = d.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        args.push(Value::Text(format!("%{escaped}%")));
+        conds.push(format!("json_extract(body, '$.description') LIKE ?{} ESCAPE '\\'", args.len()));
+    }
+    if let Some(p) = &f.project {
+        args.push(Value::Text(p.clone()));
+        conds.push(format!("(owner = ?{0} OR lessee = ?{0})", args.len()));
+    }
+    if let Some(shards) = &f.shards {
+        let mut ph = Vec::new();
+        for s in shards {
+            args.push(Value::Text(s.clone()));
+            ph.push(format!("?{}", args.len()));
+        }
+        conds.push(if ph.is_empty() { "0".into() } else { format!("shard IN ({})", ph.join(",")) });
+    }
+    match f.sharded {
+        Some(true) => conds.push("shard IS NOT NULL".into()),
+        Some(false) => conds.push("shard IS NULL".into()),
+        None => {}
+    }
+    if f.include_children == Some(false) {
+        match &f.parent_node {
+            Some(p) => {
+                args.push(Value::Text(p.clone()));
+                conds.push(format!("json_extract(body, '$.parent_node') = ?{}", args.len()));
+            }
+            None => conds.push("json_extract(body, '$.parent_node') IS NULL".into()),
+        }
     }
     if let Some(states) = &f.provision_states {
         let mut ph = Vec::new();

@@ -14,6 +14,8 @@ pub struct PortQuery {
     pub sort_dir: SortDir,
     pub limit: Option<usize>,
     pub marker: Option<PortId>,
+    /// Ports of any of these nodes (the API's `shard` filter).
+    pub nodes: Option<Vec<NodeId>>,
 }
 
 /// Columns a port listing may sort by.
@@ -142,6 +144,14 @@ impl Db {
                 args.push(Value::Text(v));
                 conds.push(format!("{col} = ?{}", args.len()));
             }
+        }
+        if let Some(nodes) = &q.nodes {
+            let mut ph = Vec::new();
+            for n in nodes {
+                args.push(Value::Text(n.to_string()));
+                ph.push(format!("?{}", args.len()));
+            }
+            conds.push(if ph.is_empty() { "0".into() } else { format!("node_uuid IN ({})", ph.join(",")) });
         }
         let (cmp, dir) = match q.sort_dir {
             SortDir::Asc => (">", "ASC"),

@@ -1,7 +1,10 @@
 //! The fake interfaces of Ironic's `fake-hardware`: they succeed, after optional delays, without
 //! touching hardware, so the full lifecycle works through the API with no BMC.
 
-use super::{BootInterface, DeployInterface, DriverError, ManagementInterface, PowerInterface, StepOutcome, Task};
+use super::{
+    BootInterface, DeployInterface, DriverError, IndicatorInfo, Indicators, ManagementInterface, PowerInterface,
+    StepOutcome, Task,
+};
 use crate::models::{BootDevice, NodeId, PowerState, PowerTarget};
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -44,10 +47,33 @@ impl PowerInterface for FakePower {
     }
 }
 
-/// Remembers the boot device per node in memory.
+/// Remembers the boot device (and indicator states) per node in memory.
 #[derive(Default)]
 pub struct FakeManagement {
     devices: Mutex<HashMap<NodeId, (BootDevice, bool)>>,
+    indicators: Mutex<HashMap<(NodeId, String, String), String>>,
+}
+
+/// The indicators of Ironic's fake management interface.
+fn fake_indicators() -> Indicators {
+    let info = |readonly: bool, states: &[&str]| IndicatorInfo {
+        readonly,
+        states: states.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut m = Indicators::new();
+    m.entry("chassis".into()).or_default().insert("led-0".into(), info(true, &["off", "on"]));
+    m.entry("system".into()).or_default().insert("led".into(), info(false, &["blinking", "off", "on"]));
+    m
+}
+
+fn check_indicator(component: &str, indicator: &str) -> Result<IndicatorInfo, DriverError> {
+    let all = fake_indicators();
+    let c = all
+        .get(component)
+        .ok_or_else(|| DriverError::InvalidParameter(format!("Invalid component {component} specified.")))?;
+    c.get(indicator)
+        .cloned()
+        .ok_or_else(|| DriverError::InvalidParameter(format!("Invalid indicator {indicator} specified.")))
 }
 
 #[async_trait]
@@ -70,6 +96,58 @@ impl ManagementInterface for FakeManagement {
         delay(task.env.fake.management_ms).await;
         let (d, p) = self.devices.lock().get(&task.node.uuid).copied().unwrap_or((BootDevice::Pxe, false));
         Ok((Some(d), Some(p)))
+    }
+
+    async fn inject_nmi(&self, task: &mut Task) -> Result<(), DriverError> {
+        delay(task.env.fake.management_ms).await;
+        Ok(())
+    }
+
+    fn supported_indicators(&self, _task: &Task) -> Result<Indicators, DriverError> {
+        Ok(fake_indicators())
+    }
+
+    async fn set_indicator_state(
+        &self,
+        task: &mut Task,
+        component: &str,
+        indicator: &str,
+        state: &str,
+    ) -> Result<(), DriverError> {
+        let info = check_indicator(component, indicator)?;
+        if info.readonly {
+            return Err(DriverError::InvalidParameter(format!(
+                "Indicator {indicator} of component {component} is read-only."
+            )));
+        }
+        if !info.states.iter().any(|s| s == state) {
+            return Err(DriverError::InvalidParameter(format!("Invalid indicator state {state} specified.")));
+        }
+        delay(task.env.fake.management_ms).await;
+        self.indicators.lock().insert((task.node.uuid, component.into(), indicator.into()), state.into());
+        Ok(())
+    }
+
+    async fn get_indicator_state(
+        &self,
+        task: &mut Task,
+        component: &str,
+        indicator: &str,
+    ) -> Result<String, DriverError> {
+        check_indicator(component, indicator)?;
+        delay(task.env.fake.management_ms).await;
+        let key = (task.node.uuid, component.to_string(), indicator.to_string());
+        Ok(self.indicators.lock().get(&key).cloned().unwrap_or_else(|| "on".into()))
+    }
+
+    async fn set_boot_mode(&self, task: &mut Task, _mode: &str) -> Result<(), DriverError> {
+        delay(task.env.fake.management_ms).await;
+        Ok(())
+    }
+
+    async fn set_secure_boot_state(&self, task: &mut Task, _enabled: bool) -> Result<(), DriverError> {
+        delay(task.env.fake.management_ms).await;
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod fake;
 pub mod ipmitool;
 pub mod iscsi_deploy;
 pub mod network;
+pub mod passive;
 mod registry;
 
 pub use registry::{HardwareType, InterfaceSet, Registry, RegistryConfig};
@@ -131,6 +132,60 @@ pub trait ManagementInterface: Send + Sync {
     async fn set_boot_device(&self, task: &mut Task, device: BootDevice, persistent: bool) -> Result<(), DriverError>;
     /// The current device and whether it is persistent, when the BMC knows.
     async fn get_boot_device(&self, task: &mut Task) -> Result<(Option<BootDevice>, Option<bool>), DriverError>;
+    /// Injects a non-maskable interrupt (API 1.29).
+    async fn inject_nmi(&self, task: &mut Task) -> Result<(), DriverError> {
+        Err(unsupported(task, "inject_nmi"))
+    }
+    /// component → indicator → what it supports (API 1.63).
+    fn supported_indicators(&self, task: &Task) -> Result<Indicators, DriverError> {
+        Err(unsupported(task, "get_supported_indicators"))
+    }
+    async fn set_indicator_state(
+        &self,
+        task: &mut Task,
+        component: &str,
+        indicator: &str,
+        state: &str,
+    ) -> Result<(), DriverError> {
+        let _ = (component, indicator, state);
+        Err(unsupported(task, "set_indicator_state"))
+    }
+    async fn get_indicator_state(
+        &self,
+        task: &mut Task,
+        component: &str,
+        indicator: &str,
+    ) -> Result<String, DriverError> {
+        let _ = (component, indicator);
+        Err(unsupported(task, "get_indicator_state"))
+    }
+    /// Sets the boot mode (`uefi` or `bios`) for the next boot (API 1.76).
+    async fn set_boot_mode(&self, task: &mut Task, mode: &str) -> Result<(), DriverError> {
+        let _ = mode;
+        Err(unsupported(task, "set_boot_mode"))
+    }
+    async fn set_secure_boot_state(&self, task: &mut Task, enabled: bool) -> Result<(), DriverError> {
+        let _ = enabled;
+        Err(unsupported(task, "set_secure_boot_state"))
+    }
+}
+
+/// What one indicator (LED) supports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndicatorInfo {
+    pub readonly: bool,
+    pub states: Vec<String>,
+}
+
+/// component → indicator name → info.
+pub type Indicators = std::collections::BTreeMap<String, std::collections::BTreeMap<String, IndicatorInfo>>;
+
+/// Ironic's UnsupportedDriverExtension for an operation the node's interface lacks.
+pub fn unsupported(task: &Task, extension: &str) -> DriverError {
+    DriverError::Unsupported(format!(
+        "Driver {} does not support {extension} (disabled or not implemented).",
+        task.node.driver
+    ))
 }
 
 #[async_trait]

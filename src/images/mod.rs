@@ -6,6 +6,7 @@ pub mod api;
 pub mod blockdev;
 pub mod cli;
 pub mod clock;
+pub mod configdrive;
 pub mod model;
 pub mod partition;
 pub mod qcow2;

@@ -49,3 +49,8 @@ typed_id!(NodeId, "node");
 typed_id!(PortId, "port");
 typed_id!(PortgroupId, "portgroup");
 typed_id!(ChassisId, "chassis");
+typed_id!(VolumeConnectorId, "volume connector");
+typed_id!(VolumeTargetId, "volume target");
+typed_id!(AllocationId, "allocation");
+typed_id!(DeployTemplateId, "deploy template");
+typed_id!(HistoryId, "node history event");

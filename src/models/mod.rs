@@ -2,12 +2,21 @@
 //!
 //! These are the stored shapes; the API renders them per microversion (`api::render`).
 
+mod extras;
 mod ids;
 mod node;
 mod port;
+pub mod schema;
 mod states;
 
-pub use ids::{ChassisId, NodeId, PortId, PortgroupId};
+pub use extras::{
+    Allocation, BiosSetting, DeployTemplate, FirmwareComponent, HistoryEvent, VolumeConnector, VolumeTarget,
+    allocation_state,
+};
+pub use ids::{
+    AllocationId, ChassisId, DeployTemplateId, HistoryId, NodeId, PortId, PortgroupId, VolumeConnectorId,
+    VolumeTargetId,
+};
 pub use node::{Chassis, ConductorRecord, INTERFACE_NAMES, Node, Portgroup};
 pub use port::{MacAddr, Port};
 pub use states::{BootDevice, PowerState, PowerTarget, ProvisionState};

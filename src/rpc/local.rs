@@ -1,10 +1,13 @@
 //! The in-process transport: the API calls the conductor directly.
 
-use super::{ConductorApi, ProvisionArgs, RpcError, ValidationResult};
+use super::{ConductorApi, PassthruResult, ProvisionArgs, RpcError, ValidationResult};
 use crate::conductor::Conductor;
-use crate::drivers::Heartbeat;
-use crate::models::{BootDevice, Node, NodeId, Port, PortId, PowerTarget};
+use crate::drivers::{Heartbeat, Indicators};
+use crate::models::{
+    Allocation, BootDevice, JsonMap, Node, NodeId, Port, PortId, PowerTarget, VolumeConnector, VolumeTarget,
+};
 use async_trait::async_trait;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 #[async_trait]
@@ -128,5 +131,92 @@ impl ConductorApi for Conductor {
             }
         }
         out
+    }
+
+    async fn set_target_raid_config(&self, node: NodeId, config: JsonMap) -> Result<(), RpcError> {
+        Ok(Conductor::set_target_raid_config(self, node, config).await?)
+    }
+    fn raid_logical_disk_properties(&self, driver: &str) -> Result<BTreeMap<String, String>, RpcError> {
+        Ok(Conductor::raid_logical_disk_properties(self, driver)?)
+    }
+    async fn inject_nmi(&self, node: NodeId) -> Result<(), RpcError> {
+        Ok(Conductor::inject_nmi(self, node).await?)
+    }
+    async fn get_supported_indicators(&self, node: NodeId) -> Result<Indicators, RpcError> {
+        Ok(Conductor::get_supported_indicators(self, node).await?)
+    }
+    async fn set_indicator_state(
+        &self,
+        node: NodeId,
+        component: String,
+        indicator: String,
+        state: String,
+    ) -> Result<(), RpcError> {
+        Ok(Conductor::set_indicator_state(self, node, &component, &indicator, &state).await?)
+    }
+    async fn get_indicator_state(
+        &self,
+        node: NodeId,
+        component: String,
+        indicator: String,
+    ) -> Result<String, RpcError> {
+        Ok(Conductor::get_indicator_state(self, node, &component, &indicator).await?)
+    }
+    async fn change_boot_mode(&self, node: NodeId, mode: String) -> Result<(), RpcError> {
+        Ok(Conductor::change_boot_mode(self, node, mode).await?)
+    }
+    async fn change_secure_boot(&self, node: NodeId, enabled: bool) -> Result<(), RpcError> {
+        Ok(Conductor::change_secure_boot(self, node, enabled).await?)
+    }
+    async fn set_console_mode(&self, node: NodeId, enabled: bool) -> Result<(), RpcError> {
+        Ok(Conductor::set_console_mode(self, node, enabled).await?)
+    }
+    async fn get_console_information(&self, node: NodeId) -> Result<Option<Value>, RpcError> {
+        Ok(Conductor::get_console_information(self, node).await?)
+    }
+    async fn update_volume_connector(&self, v: VolumeConnector) -> Result<VolumeConnector, RpcError> {
+        Ok(Conductor::update_volume_connector(self, v).await?)
+    }
+    async fn destroy_volume_connector(&self, v: VolumeConnector) -> Result<(), RpcError> {
+        Ok(Conductor::destroy_volume_connector(self, v).await?)
+    }
+    async fn update_volume_target(&self, v: VolumeTarget) -> Result<VolumeTarget, RpcError> {
+        Ok(Conductor::update_volume_target(self, v).await?)
+    }
+    async fn destroy_volume_target(&self, v: VolumeTarget) -> Result<(), RpcError> {
+        Ok(Conductor::destroy_volume_target(self, v).await?)
+    }
+    async fn create_allocation(&self, a: Allocation, backfill: Option<NodeId>) -> Result<Allocation, RpcError> {
+        Ok(Conductor::create_allocation(self, a, backfill).await?)
+    }
+    async fn destroy_allocation(&self, a: Allocation) -> Result<(), RpcError> {
+        Ok(Conductor::destroy_allocation(self, a).await?)
+    }
+    async fn node_vendor_methods(&self, node: NodeId) -> Result<BTreeMap<String, Value>, RpcError> {
+        Ok(Conductor::node_vendor_methods(self, node).await?)
+    }
+    fn driver_vendor_methods(&self, driver: &str) -> Result<BTreeMap<String, Value>, RpcError> {
+        Ok(Conductor::driver_vendor_methods(self, driver)?)
+    }
+    async fn vendor_passthru(
+        &self,
+        node: NodeId,
+        method: String,
+        http: String,
+        args: Value,
+    ) -> Result<PassthruResult, RpcError> {
+        Ok(Conductor::vendor_passthru(self, node, &method, &http, args).await?)
+    }
+    fn driver_vendor_passthru(&self, driver: &str, method: &str, http: &str) -> Result<PassthruResult, RpcError> {
+        Ok(Conductor::driver_vendor_passthru(self, driver, method, http)?)
+    }
+    fn inspection_lookup(&self, macs: Vec<String>, bmc: Vec<String>, node: Option<NodeId>) -> Result<Node, RpcError> {
+        Ok(Conductor::inspection_lookup(self, &macs, &bmc, node)?)
+    }
+    async fn node_with_token(&self, node: NodeId) -> Result<(Node, String), RpcError> {
+        Ok(Conductor::node_with_token(self, node).await?)
+    }
+    async fn continue_inspection(&self, node: NodeId, inventory: Value, plugin_data: Value) -> Result<(), RpcError> {
+        Ok(Conductor::continue_inspection(self, node, inventory, plugin_data).await?)
     }
 }

@@ -1,10 +1,13 @@
 //! API to conductor calls, behind a trait so the conductor can later live in another process.
 //! The error type is plain data (serde) for the same reason.
 
-use crate::drivers::Heartbeat;
-use crate::models::{BootDevice, Node, NodeId, Port, PortId, PowerTarget};
+use crate::drivers::{Heartbeat, Indicators};
+use crate::models::{
+    Allocation, BootDevice, JsonMap, Node, NodeId, Port, PortId, PowerTarget, VolumeConnector, VolumeTarget,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Errors that cross the API/conductor boundary, by the HTTP class they become.
@@ -92,6 +95,62 @@ pub trait ConductorApi: Send + Sync {
     fn hardware_types(&self) -> Vec<String>;
     /// (hardware type, interface kind) → (default implementation, enabled implementations).
     fn registry_view(&self) -> BTreeMap<(String, String), (Option<String>, Vec<String>)>;
+
+    // Added with API 1.12 - 1.87 features.
+
+    /// Validates (with the RAID interface) and stores a node's target RAID configuration.
+    async fn set_target_raid_config(&self, node: NodeId, config: JsonMap) -> Result<(), RpcError>;
+    fn raid_logical_disk_properties(&self, driver: &str) -> Result<BTreeMap<String, String>, RpcError>;
+    async fn inject_nmi(&self, node: NodeId) -> Result<(), RpcError>;
+    async fn get_supported_indicators(&self, node: NodeId) -> Result<Indicators, RpcError>;
+    async fn set_indicator_state(
+        &self,
+        node: NodeId,
+        component: String,
+        indicator: String,
+        state: String,
+    ) -> Result<(), RpcError>;
+    async fn get_indicator_state(&self, node: NodeId, component: String, indicator: String)
+    -> Result<String, RpcError>;
+    /// Asynchronous (the API answers 202).
+    async fn change_boot_mode(&self, node: NodeId, mode: String) -> Result<(), RpcError>;
+    /// Asynchronous (the API answers 202).
+    async fn change_secure_boot(&self, node: NodeId, enabled: bool) -> Result<(), RpcError>;
+    async fn set_console_mode(&self, node: NodeId, enabled: bool) -> Result<(), RpcError>;
+    /// Connection information, or `None` while the console is disabled.
+    async fn get_console_information(&self, node: NodeId) -> Result<Option<Value>, RpcError>;
+    async fn update_volume_connector(&self, v: VolumeConnector) -> Result<VolumeConnector, RpcError>;
+    async fn destroy_volume_connector(&self, v: VolumeConnector) -> Result<(), RpcError>;
+    async fn update_volume_target(&self, v: VolumeTarget) -> Result<VolumeTarget, RpcError>;
+    async fn destroy_volume_target(&self, v: VolumeTarget) -> Result<(), RpcError>;
+    /// Stores an allocation and starts processing it; `backfill` binds an active node at once.
+    async fn create_allocation(&self, a: Allocation, backfill: Option<NodeId>) -> Result<Allocation, RpcError>;
+    async fn destroy_allocation(&self, a: Allocation) -> Result<(), RpcError>;
+    async fn node_vendor_methods(&self, node: NodeId) -> Result<BTreeMap<String, Value>, RpcError>;
+    fn driver_vendor_methods(&self, driver: &str) -> Result<BTreeMap<String, Value>, RpcError>;
+    async fn vendor_passthru(
+        &self,
+        node: NodeId,
+        method: String,
+        http: String,
+        args: Value,
+    ) -> Result<PassthruResult, RpcError>;
+    fn driver_vendor_passthru(&self, driver: &str, method: &str, http: &str) -> Result<PassthruResult, RpcError>;
+    /// The node an inspection ramdisk runs on, by MACs, BMC addresses or UUID (it must be in
+    /// `inspect wait`).
+    fn inspection_lookup(&self, macs: Vec<String>, bmc: Vec<String>, node: Option<NodeId>) -> Result<Node, RpcError>;
+    /// The node with its agent token, issued once.
+    async fn node_with_token(&self, node: NodeId) -> Result<(Node, String), RpcError>;
+    /// Stores an agent's inspection data and finishes the inspection (asynchronously).
+    async fn continue_inspection(&self, node: NodeId, inventory: Value, plugin_data: Value) -> Result<(), RpcError>;
+}
+
+/// The result of a vendor passthru call: synchronous methods return a value (200), asynchronous
+/// ones run in the background (202, no body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassthruResult {
+    pub value: Value,
+    pub is_async: bool,
 }
 
 mod local;
