@@ -16,11 +16,13 @@ pub struct ApiError {
     pub routing: bool,
     /// Extra header (e.g. `Allow` on 405).
     pub allow: Option<&'static str>,
+    /// The conductor found the record changed since it was read: worth retrying.
+    pub stale: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), routing: false, allow: None }
+        ApiError { status, message: message.into(), routing: false, allow: None, stale: false }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -48,7 +50,7 @@ impl ApiError {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message)
     }
     pub fn routing(status: StatusCode, description: impl Into<String>) -> ApiError {
-        ApiError { status, message: description.into(), routing: true, allow: None }
+        ApiError { status, message: description.into(), routing: true, allow: None, stale: false }
     }
 }
 
@@ -119,14 +121,15 @@ impl From<RpcError> for ApiError {
     fn from(e: RpcError) -> Self {
         let status = match &e {
             RpcError::NotFound(_) => StatusCode::NOT_FOUND,
-            RpcError::Locked(_) | RpcError::Conflict(_) => StatusCode::CONFLICT,
+            RpcError::Locked(_) | RpcError::Conflict(_) | RpcError::Stale(_) => StatusCode::CONFLICT,
             RpcError::InvalidState(_) | RpcError::Invalid(_) => StatusCode::BAD_REQUEST,
             RpcError::Forbidden(_) => StatusCode::FORBIDDEN,
             RpcError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             RpcError::NoFreeWorker(_) => StatusCode::SERVICE_UNAVAILABLE,
             RpcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, e.to_string())
+        let stale = matches!(e, RpcError::Stale(_));
+        ApiError { stale, ..ApiError::new(status, e.to_string()) }
     }
 }
 

@@ -668,6 +668,19 @@ async fn update(
             ));
         }
     }
+    // Optimistic concurrency: the patch applies to the node as read; if the conductor finds the
+    // node changed meanwhile (a deploy step finished, say), read it again and re-apply.
+    let mut attempt = 0;
+    loop {
+        match patch_once(&state, &ctx, &ident, reset, patch.clone()).await {
+            Err(e) if e.stale && attempt < 5 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn patch_once(state: &ApiState, ctx: &Ctx, ident: &str, reset: bool, patch: Value) -> ApiResult {
+    let (state, ctx, ident) = (state.clone(), ctx.clone(), ident.to_string());
     let node = load(&state, &ctx, &ident)?;
     if let Value::Array(ops) = &patch {
         if ops.iter().any(|op| {
@@ -724,7 +737,7 @@ async fn update(
             state.db.get_chassis(c).map_err(|_| ApiError::bad_request(format!("Chassis {c} could not be found.")))?;
         }
     }
-    let saved = state.rpc.update_node(updated, reset).await?;
+    let saved = state.rpc.update_node(node.clone(), updated, reset).await?;
     if roots.iter().any(|r| r == "instance_info") {
         state.trace.record(saved.uuid, Actor::Nova, Actor::Api, seed::SET_INSTANCE_INFO);
     }

@@ -24,9 +24,17 @@ impl Conductor {
 
     /// Saves an updated node record under its lock, re-resolving interfaces when the hardware
     /// type or an interface changed.
-    pub async fn update_node(&self, mut updated: Node, reset_interfaces: bool) -> Result<Node> {
+    pub async fn update_node(&self, base: Node, mut updated: Node, reset_interfaces: bool) -> Result<Node> {
         let t = self.acquire(updated.uuid)?;
         let old = &t.node;
+        let same = |a: &Node, b: &Node| {
+            let (mut a, mut b) = (a.clone(), b.clone());
+            (a.reservation, b.reservation, a.conductor, b.conductor) = (None, None, None, None);
+            a == b
+        };
+        if !same(old, &base) {
+            return Err(RpcError::Stale(format!("Node {} changed while the update was prepared.", old.uuid)).into());
+        }
         let driver_changed = old.driver != updated.driver;
         if driver_changed || reset_interfaces {
             for kind in INTERFACE_NAMES {

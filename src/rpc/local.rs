@@ -18,8 +18,8 @@ impl ConductorApi for Conductor {
     async fn create_node(&self, node: Node) -> Result<Node, RpcError> {
         Ok(Conductor::create_node(self, node).await?)
     }
-    async fn update_node(&self, updated: Node, reset_interfaces: bool) -> Result<Node, RpcError> {
-        Ok(Conductor::update_node(self, updated, reset_interfaces).await?)
+    async fn update_node(&self, base: Node, updated: Node, reset_interfaces: bool) -> Result<Node, RpcError> {
+        Ok(Conductor::update_node(self, base, updated, reset_interfaces).await?)
     }
     async fn destroy_node(&self, node: NodeId) -> Result<(), RpcError> {
         Ok(Conductor::destroy_node(self, node).await?)

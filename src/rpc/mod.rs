@@ -40,6 +40,9 @@ pub enum RpcError {
     /// 500: a bug or a broken store; the message is safe to show
     #[error("{0}")]
     Internal(String),
+    /// The record changed since the caller read it (409 if retries run out).
+    #[error("{0}")]
+    Stale(String),
 }
 
 /// Extra arguments of a provision action.
@@ -67,8 +70,9 @@ pub trait ConductorApi: Send + Sync {
     /// Hostname of the conductor serving `node` (Ironic's `conductor` field).
     fn conductor_for(&self, node: &Node) -> Option<String>;
     async fn create_node(&self, node: Node) -> Result<Node, RpcError>;
-    /// Replaces a node's record with `updated` (the API applied and checked the patch).
-    async fn update_node(&self, updated: Node, reset_interfaces: bool) -> Result<Node, RpcError>;
+    /// Replaces a node's record with `updated` (the API applied and checked the patch on
+    /// `base`); fails with `Stale` if the node no longer equals `base`, so no change is lost.
+    async fn update_node(&self, base: Node, updated: Node, reset_interfaces: bool) -> Result<Node, RpcError>;
     async fn destroy_node(&self, node: NodeId) -> Result<(), RpcError>;
     async fn change_power_state(&self, node: NodeId, target: PowerTarget, timeout: Option<u64>)
     -> Result<(), RpcError>;
