@@ -2,6 +2,7 @@
 
 use crate::conductor::ConductorConfig;
 use crate::drivers::{FakeDelays, RegistryConfig};
+use crate::pxe::settings::{DhcpSettings, PxeSettings};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,10 @@ pub struct Config {
     pub drivers: RegistryConfig,
     pub fake: FakeDelays,
     pub log: LogConfig,
+    /// TFTP/HTTP boot servers, boot roots, image cache (`[pxe]`).
+    pub pxe: PxeSettings,
+    /// The provisioning network's DHCP server (`[dhcp]`).
+    pub dhcp: DhcpSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +64,8 @@ impl Default for Config {
             drivers: RegistryConfig::default(),
             fake: FakeDelays::default(),
             log: LogConfig::default(),
+            pxe: PxeSettings::default(),
+            dhcp: DhcpSettings::default(),
         }
     }
 }

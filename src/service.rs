@@ -7,8 +7,11 @@ use crate::conductor::{Conductor, ConductorError};
 use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::drivers::ipmitool::{self, PowerTiming};
+use crate::drivers::pxe_boot::{self, BootEnv, ImageResolver, UrlResolver};
 use crate::drivers::{DriverEnv, Registry};
 use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
+use crate::network::dhcp::DbDhcp;
+use crate::pxe::PxeServices;
 use crate::trace::Recorder;
 use std::sync::Arc;
 
@@ -23,6 +26,8 @@ pub enum ServiceError {
     Conductor(#[from] ConductorError),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("PXE boot services: {0}")]
+    Pxe(String),
 }
 
 /// A built service: the conductor and the API state that fronts it.
@@ -49,9 +54,14 @@ impl Service {
             change_timeout: std::time::Duration::from_secs(config.conductor.power_state_change_timeout),
             ..Default::default()
         };
+        let boot = boot_env(&config, &db)?;
         Service::build(config, db, Clock::system(), Recorder::default(), |p| {
             let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096));
             ipmitool::register(&mut p.registry, pool, timing);
+            if let Some(b) = boot {
+                pxe_boot::register(&mut p.registry);
+                p.env.boot = Some(b);
+            }
         })
     }
 
@@ -65,7 +75,7 @@ impl Service {
     ) -> Result<Service, ServiceError> {
         let mut parts = Parts {
             registry: Registry::new(config.drivers.clone()),
-            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone() },
+            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), boot: None },
         };
         customize(&mut parts);
         let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;
@@ -100,14 +110,74 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
+        let pxe = self.start_pxe().await?.map(watch_pxe);
         let periodic = self.conductor.start();
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, "ferric API listening");
         let router = self.router();
         let res = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
         periodic.abort();
+        if let Some(p) = pxe {
+            p.abort();
+        }
         self.conductor.wait_idle().await;
         self.conductor.unregister();
         res.map_err(|source| ServiceError::Bind { addr: addr.unwrap_or(self.config.api.bind), source })
     }
+}
+
+impl Service {
+    /// Binds and starts the configured provisioning-network services (TFTP, HTTP boot, DHCP, RA)
+    /// with the database as DHCP host table and lease store. `None` when none is configured.
+    pub async fn start_pxe(&self) -> Result<Option<PxeServices>, ServiceError> {
+        let c = &self.config;
+        let cfg = c.pxe.service_config(&c.dhcp, &c.data_dir).map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        if cfg.tftp.is_none() && cfg.http.is_none() && cfg.dhcp.is_none() && cfg.ra.is_none() {
+            return Ok(None);
+        }
+        for root in [c.pxe.tftp_root(&c.data_dir), c.pxe.http_root(&c.data_dir)] {
+            std::fs::create_dir_all(&root).map_err(|source| ServiceError::DataDir { path: root, source })?;
+        }
+        let dhcp = Arc::new(DbDhcp::new(self.db.clone()));
+        let svc = crate::pxe::start(cfg, dhcp.clone(), dhcp).await.map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        tracing::info!(tftp = ?svc.tftp_addr, http = ?svc.http_addr, dhcp = ?svc.dhcp_addr, "PXE services listening");
+        Ok(Some(svc))
+    }
+}
+
+/// Logs a PXE service that stops; aborting the returned task stops them all.
+fn watch_pxe(svc: PxeServices) -> tokio::task::JoinHandle<()> {
+    let mut tasks = svc.tasks;
+    tokio::spawn(async move {
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok((name, Ok(()))) => tracing::warn!(service = name, "PXE service stopped"),
+                Ok((name, Err(e))) => tracing::error!(service = name, error = %e, "PXE service failed"),
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => tracing::error!(error = %e, "PXE service panicked"),
+            }
+        }
+    })
+}
+
+/// How image references (`deploy_kernel`, `instance_info.kernel`, ...) resolve to URLs: plain
+/// URLs here. The image service (Glance role) plugs in with `UrlResolver::with_image_service`.
+fn image_resolver(_config: &Config, _db: &Db) -> Arc<dyn ImageResolver> {
+    Arc::new(UrlResolver::new())
+}
+
+/// The boot environment of the `pxe`/`ipxe` interfaces, when the configuration enables them.
+fn boot_env(config: &Config, db: &Db) -> Result<Option<Arc<BootEnv>>, ServiceError> {
+    if !config.pxe.boot_enabled() {
+        return Ok(None);
+    }
+    let env = BootEnv::open(
+        &config.pxe,
+        &config.data_dir,
+        config.public_url(),
+        Arc::new(DbDhcp::new(db.clone())),
+        image_resolver(config, db),
+    )
+    .map_err(|e| ServiceError::Pxe(e.to_string()))?;
+    Ok(Some(Arc::new(env)))
 }

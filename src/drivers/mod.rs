@@ -8,6 +8,7 @@
 pub mod fake;
 pub mod ipmitool;
 pub mod network;
+pub mod pxe_boot;
 mod registry;
 
 pub use registry::{HardwareType, InterfaceSet, Registry, RegistryConfig};
@@ -48,6 +49,9 @@ pub struct DriverEnv {
     pub clock: Clock,
     pub trace: Recorder,
     pub fake: FakeDelays,
+    /// PXE/iPXE boot services (roots, image cache, DHCP options) for the `pxe` and `ipxe` boot
+    /// interfaces; `None` when this conductor runs none.
+    pub boot: Option<Arc<pxe_boot::BootEnv>>,
 }
 
 /// Optional delays for the fake interfaces (Ironic's `[fake]` options), to exercise locking and

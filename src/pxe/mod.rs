@@ -6,6 +6,7 @@ pub mod dhcp;
 pub mod http;
 pub mod mac;
 pub mod service;
+pub mod settings;
 pub mod tftp;
 
 pub use mac::MacAddr;
