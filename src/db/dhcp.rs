@@ -81,10 +81,12 @@ impl Db {
 
     /// Replaces all of a node's per-port DHCP boot options in one transaction.
     pub fn set_dhcp_hosts(&self, node: NodeId, hosts: &[(PortId, serde_json::Value)]) -> Result<(), DbError> {
-        let bodies = hosts.iter().map(|(p, b)| Ok((p.to_string(), to_json(b)?))).collect::<Result<Vec<_>, DbError>>()?;
+        let bodies =
+            hosts.iter().map(|(p, b)| Ok((p.to_string(), to_json(b)?))).collect::<Result<Vec<_>, DbError>>()?;
         self.write(|tx| {
             tx.prepare_cached("DELETE FROM dhcp_hosts WHERE node_uuid = ?1")?.execute([node.to_string()])?;
-            let mut ins = tx.prepare_cached("INSERT INTO dhcp_hosts (port_uuid, node_uuid, body) VALUES (?1, ?2, ?3)")?;
+            let mut ins =
+                tx.prepare_cached("INSERT INTO dhcp_hosts (port_uuid, node_uuid, body) VALUES (?1, ?2, ?3)")?;
             for (port, body) in &bodies {
                 ins.execute(params![port, node.to_string(), body])?;
             }

@@ -73,10 +73,12 @@ pub trait ImageResolver: Send + Sync {
     async fn resolve(&self, reference: &str) -> Result<ResolvedImage, DriverError>;
 }
 
-/// True for references the image cache fetches directly.
+/// True for references written as URLs (`scheme://...`), as opposed to image IDs. Only http,
+/// https and file URLs are then accepted.
 pub fn is_url(reference: &str) -> bool {
-    let r = reference.trim_start().to_ascii_lowercase();
-    r.starts_with("http://") || r.starts_with("https://") || r.starts_with("file://")
+    reference.trim_start().split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
 }
 
 /// Plain http(s)/file URLs (no checksum: such images are keyed by URL in the cache); anything
@@ -98,7 +100,10 @@ impl UrlResolver {
 
     fn check_url(reference: &str) -> Result<(), DriverError> {
         let bad = |why: &str| {
-            DriverError::InvalidParameter(format!("Image reference {:?} is not a usable URL: {why}", redact_url(reference)))
+            DriverError::InvalidParameter(format!(
+                "Image reference {:?} is not a usable URL: {why}",
+                redact_url(reference)
+            ))
         };
         let url = reqwest::Url::parse(reference.trim()).map_err(|e| bad(&e.to_string()))?;
         match url.scheme() {
@@ -397,7 +402,9 @@ pub fn is_partition_image(node: &Node) -> bool {
     if let Some(w) = node.driver_internal_info.get("is_whole_disk_image").and_then(Value::as_bool) {
         return !w;
     }
-    ["kernel", "ramdisk"].iter().any(|k| matches!(node.instance_info.get(*k), Some(Value::String(s)) if !s.trim().is_empty()))
+    ["kernel", "ramdisk"]
+        .iter()
+        .any(|k| matches!(node.instance_info.get(*k), Some(Value::String(s)) if !s.trim().is_empty()))
 }
 
 fn kernel_args(map: &JsonMap, env: &BootEnv) -> String {

@@ -90,8 +90,7 @@ impl DhcpProvider for DbDhcp {
             .node_dhcp_hosts(node)?
             .into_iter()
             .map(|(_, body)| {
-                serde_json::from_value(body)
-                    .map_err(|e| DhcpProviderError::Corrupt { node, message: e.to_string() })
+                serde_json::from_value(body).map_err(|e| DhcpProviderError::Corrupt { node, message: e.to_string() })
             })
             .collect()
     }

@@ -29,9 +29,7 @@ pub enum SettingsError {
     RaWithoutInterface,
     #[error("invalid dhcp.ra_prefix {0:?}: expected ADDR/LEN, e.g. 2001:db8::/64")]
     RaPrefix(String),
-    #[error(
-        "pxe.http_url is required when the HTTP boot server binds {0} (the URL nodes use to reach it)"
-    )]
+    #[error("pxe.http_url is required when the HTTP boot server binds {0} (the URL nodes use to reach it)")]
     NoHttpUrl(SocketAddr),
 }
 
