@@ -138,6 +138,11 @@ impl Service {
         for root in [c.pxe.tftp_root(&c.data_dir), c.pxe.http_root(&c.data_dir)] {
             std::fs::create_dir_all(&root).map_err(|source| ServiceError::DataDir { path: root, source })?;
         }
+        if cfg.dhcp.is_some() && c.pxe.http_url().unwrap_or_default().is_empty() {
+            tracing::warn!(
+                "DHCP runs without an HTTP boot URL ([pxe] http_bind or http_url): iPXE clients get no script"
+            );
+        }
         let dhcp = Arc::new(DbDhcp::new(self.db.clone()));
         let svc = crate::pxe::start(cfg, dhcp.clone(), dhcp).await.map_err(|e| ServiceError::Pxe(e.to_string()))?;
         tracing::info!(tftp = ?svc.tftp_addr, http = ?svc.http_addr, dhcp = ?svc.dhcp_addr, "PXE services listening");

@@ -331,6 +331,12 @@ async fn pxe_netboot_of_a_partition_image() {
     assert_eq!(mgmt.get_boot_device(&mut t).await.unwrap(), (Some(BootDevice::Pxe), Some(true)));
     assert_eq!(lab.env.dhcp.node_dhcp(id).unwrap()[0].purpose, BootPurpose::Instance);
 
+    // Leaving the provisioning network keeps an instance's netboot options.
+    let net = t.driver.network.clone();
+    net.remove_provisioning_network(&mut t).await.unwrap();
+    lab.save(&t);
+    assert_eq!(offered(&h, pm, false).as_deref(), Some("pxelinux.0"));
+
     // Cleaning up the ramdisk after that leaves the instance's netboot in place.
     boot.clean_up_ramdisk(&mut t).await.unwrap();
     assert!(!dir.join("deploy_kernel").exists());
@@ -527,4 +533,23 @@ async fn image_service_references_are_verified() {
     boot.clean_up_ramdisk(&mut t).await.unwrap();
     assert!(lab.env.dhcp.node_dhcp(id).unwrap().is_empty());
     assert!(!lab.http().join(id.to_string()).exists());
+}
+
+#[tokio::test]
+async fn leaving_the_provisioning_network_drops_ramdisk_dhcp() {
+    let lab = lab().await;
+    let id = lab.node("ipxe", json!({"image_source": "http://192.0.2.9/disk.img"}));
+    let mut t = lab.task(id);
+    let pm = pxe_mac(&t);
+    let (net, boot) = (t.driver.network.clone(), t.driver.boot.clone());
+    net.add_provisioning_network(&mut t).await.unwrap();
+    boot.prepare_ramdisk(&mut t).await.unwrap();
+    lab.save(&t);
+    let h = lab.handler();
+    assert!(offered(&h, pm, true).is_some());
+    // A failure path that detaches the network without cleaning up the ramdisk.
+    net.remove_provisioning_network(&mut t).await.unwrap();
+    lab.save(&t);
+    assert_eq!(offered(&h, pm, true), None);
+    assert!(lab.env.dhcp.node_dhcp(id).unwrap().is_empty());
 }

@@ -453,6 +453,20 @@ fn all_macs(task: &Task) -> Vec<MacAddr> {
     task.ports.iter().map(|p| MacAddr(p.address.0)).collect()
 }
 
+/// Drops a node's deploy-ramdisk DHCP options (an instance netboot's stay). Called by the
+/// network interface when the node leaves the provisioning or cleaning network, so no ramdisk
+/// DHCP entry outlives a deploy or cleaning even if `clean_up_ramdisk` was not called.
+pub fn forget_ramdisk_dhcp(task: &Task) -> Result<(), DriverError> {
+    let Some(env) = &task.env.boot else { return Ok(()) };
+    let uuid = task.node.uuid;
+    let current = env.dhcp.node_dhcp(uuid).map_err(dhcp_err)?;
+    if current.iter().any(|o| o.purpose == BootPurpose::Ramdisk) {
+        let keep: Vec<PortBootOptions> = current.into_iter().filter(|o| o.purpose != BootPurpose::Ramdisk).collect();
+        env.dhcp.update_dhcp(uuid, &keep).map_err(dhcp_err)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl BootInterface for PxeBoot {
     fn validate(&self, task: &Task) -> Result<(), DriverError> {

@@ -111,7 +111,13 @@ impl HostTable for DbDhcp {
                 return None;
             }
         };
-        let opts: Option<PortBootOptions> = opts.and_then(|o| serde_json::from_value(o).ok());
+        let opts: Option<PortBootOptions> = opts.and_then(|o| match serde_json::from_value(o) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::warn!(%mac, error = %e, "dhcp: ignoring corrupt boot options");
+                None
+            }
+        });
         let provisioning = port.internal_info.get(PROVISIONING_KEY).and_then(|v| v.as_bool()).unwrap_or(false);
         if !port.pxe_enabled || (!provisioning && opts.is_none()) {
             return None;
