@@ -195,7 +195,7 @@ async fn ipxe_vm_boots_the_deploy_ramdisk_from_ferric() {
     let leases = lib.db.list_dhcp_addresses().unwrap();
     assert!(leases.iter().any(|l| l.ip.to_string() == ip && l.state == "bound"), "{leases:?}");
     let served = log(d);
-    assert!(served.contains(&format!("{}", format_mac(mac))), "ferric's DHCP served the VM: {served}");
+    assert!(served.contains(&format_mac(mac)), "ferric's DHCP served the VM: {served}");
     eprintln!(
         "TIMING ferric ipxe (SeaBIOS -> iPXE DHCP -> HTTP script -> kernel+ramdisk, TCG): power on -> RAMDISK-BOOTED {t_boot:.1} s, ramdisk lease {t_lease:.1} s"
     );
