@@ -34,13 +34,7 @@ pub struct RaConfig {
 
 impl RaConfig {
     pub fn new(interface: impl Into<String>) -> Self {
-        Self {
-            interface: interface.into(),
-            prefix: None,
-            router_lifetime: 0,
-            managed: false,
-            other: false,
-        }
+        Self { interface: interface.into(), prefix: None, router_lifetime: 0, managed: false, other: false }
     }
 }
 
@@ -71,10 +65,7 @@ pub fn is_router_solicitation(pkt: &[u8]) -> bool {
 
 fn check_name(ifname: &str) -> Result<std::ffi::CString, DhcpError> {
     let bad = || {
-        DhcpError::Interface(
-            ifname.into(),
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad interface name"),
-        )
+        DhcpError::Interface(ifname.into(), std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad interface name"))
     };
     if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('/') {
         return Err(bad());
@@ -144,20 +135,13 @@ impl RaResponder {
         // tokio's UdpSocket is a thin datagram wrapper; recv_from/send_to work unchanged on a
         // raw ICMPv6 descriptor, which spares a hand-made AsyncFd loop.
         let socket = UdpSocket::from_std(s.into()).map_err(ioerr)?;
-        Ok(Self {
-            socket,
-            ifindex,
-            ra: build_ra(cfg, mac),
-        })
+        Ok(Self { socket, ifindex, ra: build_ra(cfg, mac) })
     }
 
     /// Sends one unsolicited advertisement (at start-up, so a client already waiting hears it).
     pub async fn announce(&self) -> Result<(), DhcpError> {
         let dst = SocketAddr::V6(SocketAddrV6::new(ALL_NODES, 0, 0, self.ifindex));
-        self.socket
-            .send_to(&self.ra, dst)
-            .await
-            .map_err(DhcpError::Io)?;
+        self.socket.send_to(&self.ra, dst).await.map_err(DhcpError::Io)?;
         Ok(())
     }
 
