@@ -20,6 +20,8 @@ enum Command {
     Serve(ServeArgs),
     /// Serve N virtual BMCs (IPMI 2.0 lanplus) on 127.0.0.1:P+i until killed.
     Vbmc(ferric::lab::vbmc::VbmcArgs),
+    /// Manage images in the image service.
+    Image(ferric::images::cli::ImageArgs),
 }
 
 #[derive(clap::Args)]
@@ -125,5 +127,6 @@ async fn main() -> anyhow::Result<()> {
             init_tracing("human", "info");
             Ok(ferric::lab::vbmc::run(a).await?)
         }
+        Command::Image(a) => ferric::images::cli::run_async(a).await,
     }
 }

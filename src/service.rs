@@ -1,14 +1,19 @@
 //! Assembles the service (store, drivers, conductor, API) from a configuration. Used by
 //! `ferric serve`, the tests, and the labs, which add their own hardware backends.
 
+use crate::agent::ReqwestHttp;
+use crate::agent::client::{AgentClient, AgentClientConfig};
 use crate::api::{self, ApiState};
 use crate::clock::Clock;
 use crate::conductor::{Conductor, ConductorError};
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::ipmitool::{self, PowerTiming};
-use crate::drivers::pxe_boot::{self, BootEnv, ImageResolver, UrlResolver};
+use crate::drivers::pxe_boot::{self, BootEnv, ImageResolver, ImageServiceResolver, UrlResolver};
 use crate::drivers::{DriverEnv, Registry};
+use crate::images::clock::SystemClock;
+use crate::images::{ImageService, ImageStore};
 use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
 use crate::network::dhcp::DbDhcp;
 use crate::pxe::PxeServices;
@@ -22,8 +27,14 @@ pub enum ServiceError {
     DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("HTTP client: {0}")]
+    Http(String),
+    #[error("temp URL key: {0}")]
+    Key(String),
     #[error(transparent)]
     Conductor(#[from] ConductorError),
+    #[error("image store: {0}")]
+    Images(#[from] crate::images::store::StoreError),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("PXE boot services: {0}")]
@@ -42,6 +53,8 @@ pub struct Service {
 pub struct Parts {
     pub registry: Registry,
     pub env: DriverEnv,
+    /// The image service the API serves (set it with the agent environment).
+    pub images: Option<Arc<ImageService>>,
 }
 
 impl Service {
@@ -54,10 +67,24 @@ impl Service {
             change_timeout: std::time::Duration::from_secs(config.conductor.power_state_change_timeout),
             ..Default::default()
         };
-        let boot = boot_env(&config, &db)?;
-        Service::build(config, db, Clock::system(), Recorder::default(), |p| {
+        let key = temp_url_key(&config)?;
+        let store =
+            Arc::new(ImageStore::open(&config.images_dir(), Arc::new(SystemClock), config.images.max_image_size)?);
+        let images = Arc::new(ImageService::new(store, key, Arc::new(SystemClock)));
+        let http =
+            ReqwestHttp::new(std::time::Duration::from_secs(10)).map_err(|e| ServiceError::Http(e.to_string()))?;
+        let agent = Arc::new(AgentEnv {
+            client: AgentClient::new(Arc::new(http), AgentClientConfig::default()),
+            images: Some(images.clone()),
+            image_url_base: config.public_url(),
+            config: config.agent.clone(),
+        });
+        let boot = boot_env(&config, &db, &images)?;
+        Service::build(config, db, Clock::system(), Recorder::new(10_000), |p| {
             let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096));
             ipmitool::register(&mut p.registry, pool, timing);
+            p.env.agent = Some(agent);
+            p.images = Some(images);
             if let Some(b) = boot {
                 pxe_boot::register(&mut p.registry);
                 p.env.boot = Some(b);
@@ -75,15 +102,19 @@ impl Service {
     ) -> Result<Service, ServiceError> {
         let mut parts = Parts {
             registry: Registry::new(config.drivers.clone()),
-            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), boot: None },
+            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), agent: None, boot: None },
+            images: None,
         };
         customize(&mut parts);
+        let parts_images = parts.images.take();
         let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;
         let api = ApiState {
             db: db.clone(),
             rpc: Arc::new(conductor.clone()),
             public_url: config.api.public_url.clone(),
             trace,
+            images: parts_images,
+            agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
         };
         Ok(Service { config, db, conductor, api })
     }
@@ -144,9 +175,29 @@ impl Service {
             );
         }
         let dhcp = Arc::new(DbDhcp::new(self.db.clone()));
-        let svc = crate::pxe::start(cfg, dhcp.clone(), dhcp).await.map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        let observer = Arc::new(TraceDhcp(self.api.trace.clone()));
+        let svc = crate::pxe::start_observed(cfg, dhcp.clone(), dhcp, Some(observer))
+            .await
+            .map_err(|e| ServiceError::Pxe(e.to_string()))?;
         tracing::info!(tftp = ?svc.tftp_addr, http = ?svc.http_addr, dhcp = ?svc.dhcp_addr, "PXE services listening");
         Ok(Some(svc))
+    }
+}
+
+/// Records the seed's "DHCP request" / "next-server = Conductor" exchange when ferric's DHCP
+/// server offers a node's port its boot file.
+struct TraceDhcp(Recorder);
+
+impl crate::pxe::dhcp::DhcpObserver for TraceDhcp {
+    fn replied(&self, _mac: &crate::pxe::MacAddr, host: &crate::pxe::dhcp::HostEntry, kind: dhcproto::v4::MessageType) {
+        use crate::trace::{Actor, seed};
+        if kind != dhcproto::v4::MessageType::Offer {
+            return;
+        }
+        if let Some(node) = host.node.as_deref().and_then(|n| n.parse::<crate::models::NodeId>().ok()) {
+            self.0.record(node, Actor::Node, Actor::Neutron, seed::DHCP_REQUEST);
+            self.0.record(node, Actor::Neutron, Actor::Node, seed::NEXT_SERVER);
+        }
     }
 }
 
@@ -165,14 +216,14 @@ fn watch_pxe(svc: PxeServices) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// How image references (`deploy_kernel`, `instance_info.kernel`, ...) resolve to URLs: plain
-/// URLs here. The image service (Glance role) plugs in with `UrlResolver::with_image_service`.
-fn image_resolver(_config: &Config, _db: &Db) -> Arc<dyn ImageResolver> {
-    Arc::new(UrlResolver::new())
+/// How image references (`deploy_kernel`, `instance_info.kernel`, ...) resolve: URLs directly,
+/// image IDs through ferric's image service.
+fn image_resolver(images: &Arc<ImageService>) -> Arc<dyn ImageResolver> {
+    Arc::new(UrlResolver::with_image_service(Arc::new(ImageServiceResolver::new(images.clone()))))
 }
 
 /// The boot environment of the `pxe`/`ipxe` interfaces, when the configuration enables them.
-fn boot_env(config: &Config, db: &Db) -> Result<Option<Arc<BootEnv>>, ServiceError> {
+fn boot_env(config: &Config, db: &Db, images: &Arc<ImageService>) -> Result<Option<Arc<BootEnv>>, ServiceError> {
     if !config.pxe.boot_enabled() {
         return Ok(None);
     }
@@ -181,8 +232,35 @@ fn boot_env(config: &Config, db: &Db) -> Result<Option<Arc<BootEnv>>, ServiceErr
         &config.data_dir,
         config.public_url(),
         Arc::new(DbDhcp::new(db.clone())),
-        image_resolver(config, db),
+        image_resolver(images),
     )
     .map_err(|e| ServiceError::Pxe(e.to_string()))?;
     Ok(Some(Arc::new(env)))
+}
+
+/// The temp-URL secret: configured, or generated once and kept (mode 0600) in the data directory
+/// so URLs stay valid across restarts.
+fn temp_url_key(config: &Config) -> Result<Vec<u8>, ServiceError> {
+    if let Some(k) = &config.images.temp_url_key {
+        return Ok(k.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("temp_url_key");
+    if let Ok(k) = std::fs::read(&path) {
+        if k.len() >= 16 {
+            return Ok(k);
+        }
+    }
+    let key: [u8; 32] = rand::random();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| ServiceError::Key(format!("{}: {e}", path.display())))?;
+    f.write_all(hex.as_bytes()).map_err(|e| ServiceError::Key(e.to_string()))?;
+    Ok(hex.into_bytes())
 }

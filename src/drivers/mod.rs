@@ -5,6 +5,8 @@
 //! locked node, to each operation as a [`Task`]. Interfaces return outcomes; the conductor owns
 //! state transitions and persistence.
 
+pub mod agent_base;
+pub mod direct;
 pub mod fake;
 pub mod ipmitool;
 pub mod network;
@@ -49,6 +51,8 @@ pub struct DriverEnv {
     pub clock: Clock,
     pub trace: Recorder,
     pub fake: FakeDelays,
+    /// The agent client and image service, for agent-based deploys (`direct`, `iscsi`).
+    pub agent: Option<Arc<agent_base::AgentEnv>>,
     /// PXE/iPXE boot services (roots, image cache, DHCP options) for the `pxe` and `ipxe` boot
     /// interfaces; `None` when this conductor runs none.
     pub boot: Option<Arc<pxe_boot::BootEnv>>,

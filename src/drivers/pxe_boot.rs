@@ -1,49 +1,39 @@
 //! The `pxe` (pxelinux over TFTP) and `ipxe` (iPXE script over HTTP) boot interfaces, with
-//! Ironic's semantics.
+//! Ironic's semantics. The deploy interface (`agent_base`) records the seed's steps and sets the
+//! boot device through the management interface; these interfaces do the boot environment work.
 //!
-//! - `prepare_ramdisk` does the seed's four steps, in its order, each recorded in the trace:
-//!   "Update DHCP boot options" (the node's PXE-enabled ports get boot options: the DHCP server
-//!   answers them), "Prepare PXE environment for deployment" (per-node pxelinux config or iPXE
-//!   script, linked per MAC, kernel parameters carrying the API URL, `BOOTIF` and the node UUID),
-//!   "Set PXE boot device through the BMC" (one-time), "Cache deploy and instance kernel and
-//!   ramdisk" (fetched through [`ImageCache`], hard-linked into the node's directory of the TFTP
-//!   root for `pxe`, of the HTTP root for `ipxe`; instance kernel/ramdisk too while deploying a
-//!   partition image).
-//! - `prepare_instance`: "Update DHCP boot options", "Prepare PXE environment for instance image
-//!   if needed", "Set boot device either to PXE or to disk" (persistent; not on an `active` node,
-//!   as in Ironic's take-over). Local boot (`boot_option=local`, the default, and every
-//!   whole-disk image) removes the node's DHCP options and configs and boots from disk; netboot of
-//!   a partition image writes a config booting the instance kernel/ramdisk with
-//!   `root=UUID=<driver_internal_info.root_uuid_or_disk_id>`.
+//! - `prepare_ramdisk`: "Update DHCP boot options" (the node's PXE-enabled ports get boot
+//!   options: the DHCP server answers them), "Prepare PXE environment for deployment" (per-node
+//!   pxelinux config or iPXE script, linked per MAC, kernel parameters carrying the API URL,
+//!   `BOOTIF` and the node UUID), "Cache deploy and instance kernel and ramdisk" (fetched through
+//!   [`ImageCache`], hard-linked into the node's directory of the TFTP root for `pxe`, of the HTTP
+//!   root for `ipxe`; the instance kernel/ramdisk too while deploying a partition image).
+//! - `prepare_instance`: local boot (`boot_option=local`, the default, and every whole-disk image)
+//!   removes the node's DHCP options and configs; netboot of a partition image writes DHCP options
+//!   and a config booting the instance kernel/ramdisk with
+//!   `root=UUID=<driver_internal_info.root_uuid_or_disk_id>`. [`is_netboot`] tells which.
 //! - `clean_up_ramdisk` / `clean_up_instance` remove the DHCP options, configs and image links.
 //!   `clean_up_ramdisk` leaves an instance netboot in place (safe to call after
 //!   `prepare_instance`), and `clean_up_instance` leaves a prepared ramdisk in place.
 //!
 //! Image references (`driver_info.deploy_kernel`, `instance_info.kernel`, ...) are resolved to a
 //! URL and an optional checksum by an [`ImageResolver`]: [`UrlResolver`] takes http(s)/file URLs
-//! itself and hands anything else (an image UUID) to the image service resolver it was given.
+//! itself and hands anything else (an image UUID) to [`ImageServiceResolver`] (ferric's image
+//! service), which also supplies a partition image's kernel and ramdisk.
 
 use super::{BootInterface, DriverError, Registry, Task};
-use crate::models::{BootDevice, JsonMap, Node, ProvisionState};
+use crate::images::ImageService;
+use crate::models::{JsonMap, Node, ProvisionState};
 use crate::network::dhcp::{BootPurpose, DhcpProvider, PortBootOptions};
 use crate::pxe::MacAddr;
 use crate::pxe::cache::{CacheConfig, CacheError, Checksum, ImageCache, ImageRef, redact_url};
 use crate::pxe::config::{self, BootLayout, ConfigError, DeployBoot, NetBoot, Root};
 use crate::pxe::dhcp::Loader;
 use crate::pxe::settings::{PxeSettings, SettingsError};
-use crate::trace::Actor;
 use async_trait::async_trait;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Trace labels of the seed's sequence diagram that the boot interfaces record.
-pub const STEP_UPDATE_DHCP: &str = "Update DHCP boot options";
-pub const STEP_PREPARE_DEPLOY: &str = "Prepare PXE environment for deployment";
-pub const STEP_SET_PXE: &str = "Set PXE boot device through the BMC";
-pub const STEP_CACHE: &str = "Cache deploy and instance kernel and ramdisk";
-pub const STEP_PREPARE_INSTANCE: &str = "Prepare PXE environment for instance image if needed";
-pub const STEP_SET_BOOT_DEVICE: &str = "Set boot device either to PXE or to disk";
 
 /// File names in a node's directory of a boot root (Ironic's names).
 pub const DEPLOY_KERNEL: &str = "deploy_kernel";
@@ -71,6 +61,12 @@ pub trait ImageResolver: Send + Sync {
     fn check(&self, reference: &str) -> Result<(), DriverError>;
     /// Resolves the reference for a download (temporary URLs are minted here, per use).
     async fn resolve(&self, reference: &str) -> Result<ResolvedImage, DriverError>;
+    /// The kernel and ramdisk references of a partition image (Glance's `kernel_id` and
+    /// `ramdisk_id`); `None` for a whole-disk image or when the resolver cannot tell.
+    fn partition_kernel_ramdisk(&self, reference: &str) -> Result<Option<(String, String)>, DriverError> {
+        let _ = reference;
+        Ok(None)
+    }
 }
 
 /// True for references written as URLs (`scheme://...`), as opposed to image IDs. Only http,
@@ -140,6 +136,77 @@ impl ImageResolver for UrlResolver {
                 "Image reference {reference:?} is not an http(s) or file URL, and no image service is configured to resolve it."
             ))),
         }
+    }
+
+    fn partition_kernel_ramdisk(&self, reference: &str) -> Result<Option<(String, String)>, DriverError> {
+        match &self.image_service {
+            Some(s) if !is_url(reference) => s.partition_kernel_ramdisk(reference),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Image IDs of ferric's image service (the Glance role). The conductor shares the host with the
+/// store, so an image resolves to its data file (`file://`, read by the cache while hashing)
+/// rather than to a temporary URL through the API; the checksum is the image's `os_hash_value`
+/// (sha256/sha512), else its md5 `checksum`.
+pub struct ImageServiceResolver {
+    images: Arc<ImageService>,
+}
+
+impl ImageServiceResolver {
+    pub fn new(images: Arc<ImageService>) -> ImageServiceResolver {
+        ImageServiceResolver { images }
+    }
+
+    fn image(&self, id: &str) -> Result<crate::images::Image, DriverError> {
+        self.images.store.get(id).map_err(|e| match e {
+            crate::images::StoreError::NotFound(_) => {
+                DriverError::InvalidParameter(format!("Image {id} could not be found."))
+            }
+            e => DriverError::InvalidParameter(format!("Image {id}: {e}")),
+        })
+    }
+}
+
+#[async_trait]
+impl ImageResolver for ImageServiceResolver {
+    fn check(&self, reference: &str) -> Result<(), DriverError> {
+        let img = self.image(reference)?;
+        if img.status != crate::images::ImageStatus::Active {
+            return Err(DriverError::InvalidParameter(format!("Image {reference} has no data yet (not active).")));
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<ResolvedImage, DriverError> {
+        self.check(reference)?;
+        let img = self.image(reference)?;
+        let path = self
+            .images
+            .store
+            .data_path(reference)
+            .map_err(|e| DriverError::InvalidParameter(format!("Image {reference} cannot be read: {e}")))?;
+        let url = reqwest::Url::from_file_path(&path).map_err(|_| {
+            DriverError::Failed(format!("Image {reference}: data path {} is not absolute", path.display()))
+        })?;
+        let checksum = match (img.os_hash_algo.as_deref(), img.os_hash_value, img.checksum) {
+            (Some(algo), Some(v), _) => Some(format!("{algo}:{v}")),
+            (_, _, Some(md5)) => Some(format!("md5:{md5}")),
+            _ => None,
+        }
+        .map(|c| c.parse::<Checksum>())
+        .transpose()
+        .map_err(|e| DriverError::InvalidParameter(format!("Image {reference}: {e}")))?;
+        Ok(ResolvedImage { url: url.to_string(), checksum })
+    }
+
+    fn partition_kernel_ramdisk(&self, reference: &str) -> Result<Option<(String, String)>, DriverError> {
+        let img = self.image(reference)?;
+        Ok(match (img.kernel_id, img.ramdisk_id) {
+            (Some(k), Some(r)) => Some((k, r)),
+            _ => None,
+        })
     }
 }
 
@@ -370,8 +437,9 @@ fn deploy_images(node: &Node) -> Result<(String, String), DriverError> {
     }
 }
 
-/// `boot_option` from `instance_info.boot_option` or `instance_info.capabilities.boot_option`
-/// (an object or its JSON text); `local` when unset, as in Ironic.
+/// `boot_option` from `instance_info.boot_option`, `instance_info.capabilities.boot_option` (an
+/// object or its JSON text, as Nova sets it) or `properties.capabilities` (`boot_option:netboot`);
+/// `local` when unset, as in Ironic.
 pub fn boot_option(node: &Node) -> Result<BootOption, DriverError> {
     let ii = &node.instance_info;
     let mut v = str_field(ii, "boot_option", "instance_info")?.map(str::to_owned);
@@ -381,9 +449,11 @@ pub fn boot_option(node: &Node) -> Result<BootOption, DriverError> {
             Some(Value::String(s)) => serde_json::from_str::<JsonMap>(s).ok(),
             _ => None,
         };
-        if let Some(c) = caps {
-            v = c.get("boot_option").and_then(Value::as_str).map(str::to_owned);
-        }
+        v = caps.and_then(|c| c.get("boot_option").and_then(Value::as_str).map(str::to_owned));
+    }
+    if v.is_none() {
+        let caps = node.properties.get("capabilities").and_then(Value::as_str).unwrap_or("");
+        v = caps.split(',').find_map(|c| c.trim().strip_prefix("boot_option:").map(str::to_owned));
     }
     match v.as_deref() {
         None | Some("local") => Ok(BootOption::Local),
@@ -407,6 +477,13 @@ pub fn is_partition_image(node: &Node) -> bool {
         .any(|k| matches!(node.instance_info.get(*k), Some(Value::String(s)) if !s.trim().is_empty()))
 }
 
+/// Whether the deployed instance boots over the network: a partition image with
+/// `boot_option=netboot`. The deploy interface sets the boot device (PXE or disk) by this, and
+/// `prepare_instance` writes the matching boot environment.
+pub fn is_netboot(node: &Node) -> bool {
+    matches!(boot_option(node), Ok(BootOption::Netboot)) && is_partition_image(node)
+}
+
 fn kernel_args(map: &JsonMap, env: &BootEnv) -> String {
     match map.get("kernel_append_params") {
         Some(Value::String(s)) => s.clone(),
@@ -414,13 +491,20 @@ fn kernel_args(map: &JsonMap, env: &BootEnv) -> String {
     }
 }
 
-fn instance_images(node: &Node) -> Result<Option<(String, String)>, DriverError> {
+/// The instance's kernel and ramdisk: `instance_info.kernel`/`ramdisk`, else those of the image
+/// service's partition image named by `image_source` (Ironic copies Glance's `kernel_id` and
+/// `ramdisk_id` the same way).
+fn instance_images(node: &Node, resolver: &dyn ImageResolver) -> Result<Option<(String, String)>, DriverError> {
     let k = str_field(&node.instance_info, "kernel", "instance_info")?;
     let r = str_field(&node.instance_info, "ramdisk", "instance_info")?;
-    Ok(match (k, r) {
-        (Some(k), Some(r)) => Some((k.to_owned(), r.to_owned())),
-        _ => None,
-    })
+    match (k, r) {
+        (Some(k), Some(r)) => Ok(Some((k.to_owned(), r.to_owned()))),
+        (None, None) => match str_field(&node.instance_info, "image_source", "instance_info")? {
+            Some(src) if !is_url(src) => resolver.partition_kernel_ramdisk(src),
+            _ => Ok(None),
+        },
+        _ => Ok(None),
+    }
 }
 
 fn missing_instance_images(node: &Node) -> DriverError {
@@ -486,16 +570,22 @@ impl BootInterface for PxeBoot {
         let (k, r) = deploy_images(node)?;
         env.resolver.check(&k)?;
         env.resolver.check(&r)?;
-        if str_field(&node.instance_info, "image_source", "instance_info")?.is_none() {
+        let Some(src) = str_field(&node.instance_info, "image_source", "instance_info")? else {
             return Err(DriverError::MissingParameter(format!(
                 "Cannot validate image information for node {} because one or more parameters are missing from its instance_info and insufficent information is present to boot from a remote volume. Missing are: ['image_source']",
                 node.uuid
             )));
-        }
-        if boot_option(node)? == BootOption::Netboot && is_partition_image(node) {
-            let (k, r) = instance_images(node)?.ok_or_else(|| missing_instance_images(node))?;
-            env.resolver.check(&k)?;
-            env.resolver.check(&r)?;
+        };
+        if boot_option(node)? == BootOption::Netboot {
+            let parts = instance_images(node, env.resolver.as_ref())?;
+            let partition = is_partition_image(node) || parts.is_some();
+            if partition {
+                let (k, r) = parts.ok_or_else(|| missing_instance_images(node))?;
+                env.resolver.check(&k)?;
+                env.resolver.check(&r)?;
+            } else if !is_url(src) {
+                env.resolver.check(src)?;
+            }
         }
         Ok(())
     }
@@ -512,11 +602,9 @@ impl BootInterface for PxeBoot {
         };
         let uuid = task.node.uuid;
         let node = uuid.to_string();
-
-        task.record(Actor::Conductor, Actor::Neutron, STEP_UPDATE_DHCP);
+        // Update DHCP boot options.
         env.dhcp.update_dhcp(uuid, &opts).map_err(dhcp_err)?;
-
-        task.record(Actor::Conductor, Actor::Conductor, STEP_PREPARE_DEPLOY);
+        // Prepare PXE environment for deployment.
         let d = DeployBoot {
             node: node.clone(),
             boot_mac,
@@ -532,17 +620,12 @@ impl BootInterface for PxeBoot {
         .map_err(config_err)?;
         let macs: Vec<MacAddr> = opts.iter().map(|o| o.mac).collect();
         self.write_config(&env.layout, &node, &macs, &text)?;
-
-        task.record(Actor::Conductor, Actor::Node, STEP_SET_PXE);
-        let mgmt = task.driver.management.clone();
-        mgmt.set_boot_device(task, BootDevice::Pxe, false).await?;
-
-        task.record(Actor::Conductor, Actor::Conductor, STEP_CACHE);
+        // Cache deploy (and, while deploying a partition image, instance) kernel and ramdisk.
         self.cache(&env, &node, &deploy_kernel, DEPLOY_KERNEL).await?;
         self.cache(&env, &node, &deploy_ramdisk, DEPLOY_RAMDISK).await?;
         if task.node.provision_state == ProvisionState::Deploying
             && is_partition_image(&task.node)
-            && let Some((k, r)) = instance_images(&task.node)?
+            && let Some((k, r)) = instance_images(&task.node, env.resolver.as_ref())?
         {
             self.cache(&env, &node, &k, INSTANCE_KERNEL).await?;
             self.cache(&env, &node, &r, INSTANCE_RAMDISK).await?;
@@ -571,10 +654,7 @@ impl BootInterface for PxeBoot {
         let env = boot_env(task)?;
         let uuid = task.node.uuid;
         let node = uuid.to_string();
-        let netboot = boot_option(&task.node)? == BootOption::Netboot && is_partition_image(&task.node);
-
-        task.record(Actor::Conductor, Actor::Neutron, STEP_UPDATE_DHCP);
-        let device = if netboot {
+        if is_netboot(&task.node) {
             let root_uuid =
                 str_field(&task.node.driver_internal_info, "root_uuid_or_disk_id", "driver_internal_info")?
                     .map(str::to_owned)
@@ -583,7 +663,8 @@ impl BootInterface for PxeBoot {
                             "Cannot netboot node {node}: the root partition's UUID (driver_internal_info/root_uuid_or_disk_id) is unknown."
                         ))
                     })?;
-            let (k, r) = instance_images(&task.node)?.ok_or_else(|| missing_instance_images(&task.node))?;
+            let (k, r) = instance_images(&task.node, env.resolver.as_ref())?
+                .ok_or_else(|| missing_instance_images(&task.node))?;
             let opts = Self::port_options(task, self.loader, BootPurpose::Instance);
             if opts.is_empty() {
                 return Err(DriverError::MissingParameter(format!(
@@ -591,8 +672,6 @@ impl BootInterface for PxeBoot {
                 )));
             }
             env.dhcp.update_dhcp(uuid, &opts).map_err(dhcp_err)?;
-
-            task.record(Actor::Conductor, Actor::Conductor, STEP_PREPARE_INSTANCE);
             self.cache(&env, &node, &k, INSTANCE_KERNEL).await?;
             self.cache(&env, &node, &r, INSTANCE_RAMDISK).await?;
             let n = NetBoot {
@@ -609,21 +688,14 @@ impl BootInterface for PxeBoot {
             .map_err(config_err)?;
             let macs: Vec<MacAddr> = opts.iter().map(|o| o.mac).collect();
             self.write_config(&env.layout, &node, &macs, &text)?;
-            BootDevice::Pxe
+            tracing::info!(node = %node, "instance netboot prepared");
         } else {
+            // Local boot: no PXE options and no configs (Ironic's clean_up_pxe_config).
             env.dhcp.clean_dhcp(uuid).map_err(dhcp_err)?;
-            task.record(Actor::Conductor, Actor::Conductor, STEP_PREPARE_INSTANCE);
             env.layout.remove_configs(&node, &all_macs(task)).map_err(config_err)?;
             remove_node_files(&env.layout, &node, &[INSTANCE_KERNEL, INSTANCE_RAMDISK])?;
-            BootDevice::Disk
-        };
-        // Ironic does not touch the boot device of an active node (conductor take-over).
-        if task.node.provision_state != ProvisionState::Active {
-            task.record(Actor::Conductor, Actor::Node, STEP_SET_BOOT_DEVICE);
-            let mgmt = task.driver.management.clone();
-            mgmt.set_boot_device(task, device, true).await?;
+            tracing::info!(node = %node, "instance boots from its disk");
         }
-        tracing::info!(node = %node, ?device, "instance boot prepared");
         Ok(())
     }
 

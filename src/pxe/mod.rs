@@ -10,4 +10,4 @@ pub mod settings;
 pub mod tftp;
 
 pub use mac::MacAddr;
-pub use service::{PxeServiceConfig, PxeServices, start};
+pub use service::{PxeServiceConfig, PxeServices, start, start_observed};

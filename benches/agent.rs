@@ -1,0 +1,275 @@
+//! Image writing benchmark: a 1 GiB raw image written to a file-backed disk by the ferric-agent
+//! binary (download from the image store's temp URL, SHA-256 verified while streaming), against
+//! `curl URL | dd of=FILE bs=1M` from the same server in the same run; and the qcow2 path
+//! against `qemu-img convert` of the same image.
+//!
+//! Run: `cargo bench --bench agent` (FERRIC_BENCH_MIB=N changes the image size, default 1024).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use ferric::agent::client::{AgentClientConfig, AgentTarget};
+use ferric::agent::wire::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
+use ferric::agent::{AgentClient, ReqwestHttp};
+use ferric::images::clock::SystemClock;
+use ferric::images::{CreateImage, DiskFormat, ImageService, ImageStore};
+use parking_lot::Mutex;
+use serde_json::Map;
+
+const TOKEN: &str = "bench-token";
+const RUNS: usize = 3;
+
+async fn serve(router: Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, router).await });
+    format!("http://{addr}")
+}
+
+fn write_image(path: &Path, mib: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for c in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&buf).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// Ends the agent process even when the benchmark panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Empties a file in place (the agent keeps its disk open: the inode must stay the same).
+fn fresh(path: &Path, len: u64) {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).unwrap();
+    f.set_len(0).unwrap();
+    f.set_len(len).unwrap();
+}
+
+fn same_prefix(a: &Path, b: &Path, len: u64) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut ba, mut bb) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
+    let mut left = len as usize;
+    while left > 0 {
+        let n = left.min(ba.len());
+        fa.read_exact(&mut ba[..n]).unwrap();
+        fb.read_exact(&mut bb[..n]).unwrap();
+        if ba[..n] != bb[..n] {
+            return false;
+        }
+        left -= n;
+    }
+    true
+}
+
+fn shell(cmd: &str) -> Duration {
+    let t = Instant::now();
+    let st = Command::new("sh").args(["-c", cmd]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    assert!(st.success(), "{cmd}");
+    t.elapsed()
+}
+
+fn best(v: &[Duration]) -> Duration {
+    *v.iter().min().unwrap()
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("agent: bench");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let mib: usize = std::env::var("FERRIC_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let size = (mib as u64) << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("image.raw");
+    let qcow = dir.path().join("image.qcow2");
+    let runs: usize = std::env::var("FERRIC_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(RUNS);
+    eprintln!("preparing a {mib} MiB image...");
+    write_image(&raw, mib);
+    let st =
+        Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&qcow).status().unwrap();
+    assert!(st.success());
+
+    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 1 << 40).unwrap());
+    let svc = Arc::new(ImageService::new(store.clone(), b"bench-key".to_vec(), Arc::new(SystemClock)));
+    let store_url = serve(svc.clone().router()).await;
+    let mut infos = Vec::new();
+    for (p, fmt) in [(&raw, DiskFormat::Raw), (&qcow, DiskFormat::Qcow2)] {
+        let img = store
+            .create(CreateImage { name: Some(fmt.as_str().into()), disk_format: Some(fmt), ..Default::default() })
+            .unwrap();
+        let img = store.upload_file(&img.id, p).await.unwrap();
+        let url = svc.temp_url(&store_url, &img.id, Duration::from_secs(3600)).unwrap();
+        infos.push(ImageInfo {
+            id: img.id.clone(),
+            urls: vec![url],
+            disk_format: Some(fmt.as_str().into()),
+            os_hash_algo: img.os_hash_algo.clone(),
+            os_hash_value: img.os_hash_value.clone(),
+            ..Default::default()
+        });
+    }
+
+    // A minimal API for the agent's lookup and heartbeats.
+    let beats: Arc<Mutex<Vec<HeartbeatRequest>>> = Default::default();
+    let b2 = beats.clone();
+    let api = Router::new()
+        .route(
+            "/v1/lookup",
+            get(|| async {
+                axum::Json(LookupResponse {
+                    node: LookupNode {
+                        uuid: "bench-node".into(),
+                        properties: Map::new(),
+                        instance_info: Map::new(),
+                        driver_internal_info: Map::new(),
+                        extra: Map::new(),
+                    },
+                    config: LookupConfig::new(300, TOKEN.into()),
+                })
+            }),
+        )
+        .route(
+            "/v1/heartbeat/{node}",
+            post(move |axum::Json(hb): axum::Json<HeartbeatRequest>| {
+                let b = b2.clone();
+                async move {
+                    b.lock().push(hb);
+                    StatusCode::ACCEPTED
+                }
+            }),
+        );
+    let api_url = serve(api).await;
+    let disk = dir.path().join("disk.img");
+    fresh(&disk, size + (64 << 20));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let agent = Command::new(env!("CARGO_BIN_EXE_ferric-agent"))
+        .args(["--api-url", &api_url, "--mac", "52:54:00:be:0c:01", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--disk")
+        .arg(&disk)
+        .env("RUST_LOG", std::env::var("FERRIC_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = KillOnDrop(agent);
+    while beats.lock().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let target = AgentTarget { url: format!("http://127.0.0.1:{port}"), token: Some(TOKEN.into()) };
+    let client = AgentClient::new(
+        Arc::new(ReqwestHttp::new(Duration::from_secs(5)).unwrap()),
+        AgentClientConfig { command_timeout: Duration::from_secs(600), ..Default::default() },
+    );
+    let deploy = |info: ImageInfo| {
+        let client = client.clone();
+        let target = target.clone();
+        async move {
+            let t = Instant::now();
+            let r = client.prepare_image(&target, &info, None).await.unwrap();
+            let r = client.get_command(&target, &r.id, true).await.unwrap();
+            let d = t.elapsed();
+            assert_eq!(r.command_status, CommandStatus::Succeeded, "{r:?}");
+            d
+        }
+    };
+
+    let out = dir.path().join("dd.out");
+    let url = infos[0].urls[0].clone();
+    let (mut ours, mut dd, mut dd_sync) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        fresh(&disk, size + (64 << 20));
+        ours.push(deploy(infos[0].clone()).await);
+        if i == 0 {
+            assert!(same_prefix(&raw, &disk, size), "agent disk differs from the image");
+        }
+        let _ = std::fs::remove_file(&out);
+        let o = out.display().to_string();
+        dd.push(
+            tokio::task::spawn_blocking({
+                let c = format!("curl -s '{url}' | dd of={o} bs=1M");
+                move || shell(&c)
+            })
+            .await
+            .unwrap(),
+        );
+        let _ = std::fs::remove_file(&out);
+        dd_sync.push(
+            tokio::task::spawn_blocking({
+                let c = format!("curl -s '{url}' | dd of={o} bs=1M conv=fdatasync");
+                move || shell(&c)
+            })
+            .await
+            .unwrap(),
+        );
+        if i == 0 {
+            assert!(same_prefix(&raw, &out, size), "curl|dd output differs from the image");
+        }
+    }
+    let (mut q_ours, mut q_img) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        fresh(&disk, size + (64 << 20));
+        q_ours.push(deploy(infos[1].clone()).await);
+        if i == 0 {
+            assert!(same_prefix(&raw, &disk, size), "agent qcow2 result differs from the image");
+        }
+        let _ = std::fs::remove_file(&out);
+        let c = format!("qemu-img convert -f qcow2 -O raw {} {}", qcow.display(), out.display());
+        q_img.push(tokio::task::spawn_blocking(move || shell(&c)).await.unwrap());
+    }
+    drop(agent);
+
+    let (a, b, c) = (best(&ours), best(&dd), best(&dd_sync));
+    println!(
+        "raw image, {mib} MiB, best of {runs} (ferric-agent verifies SHA-256 while streaming and fdatasyncs before reporting success):"
+    );
+    println!("  ferric-agent                               {:>8.3} s  {:>7.0} MB/s", a.as_secs_f64(), mbps(size, a));
+    println!("  curl URL | dd of=FILE bs=1M                {:>8.3} s  {:>7.0} MB/s", b.as_secs_f64(), mbps(size, b));
+    println!("  curl URL | dd of=FILE bs=1M conv=fdatasync {:>8.3} s  {:>7.0} MB/s", c.as_secs_f64(), mbps(size, c));
+    println!("  ratio vs curl|dd            {:.2}x", b.as_secs_f64() / a.as_secs_f64());
+    println!("  ratio vs curl|dd fdatasync  {:.2}x", c.as_secs_f64() / a.as_secs_f64());
+    let (qa, qb) = (best(&q_ours), best(&q_img));
+    println!(
+        "qcow2 image ({} MiB file), {mib} MiB virtual, best of {runs}:",
+        std::fs::metadata(&qcow).unwrap().len() >> 20
+    );
+    println!("  ferric-agent (HTTP, streaming convert)     {:>8.3} s  {:>7.0} MB/s", qa.as_secs_f64(), mbps(size, qa));
+    println!("  qemu-img convert -O raw (local file)       {:>8.3} s  {:>7.0} MB/s", qb.as_secs_f64(), mbps(size, qb));
+    println!("  ratio vs qemu-img convert   {:.2}x", qb.as_secs_f64() / qa.as_secs_f64());
+    println!(
+        "all runs (s): agent {:?} dd {:?} dd+sync {:?} qcow2 agent {:?} qemu-img {:?}",
+        ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
+        dd.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
+        dd_sync.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
+        q_ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
+        q_img.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>()
+    );
+}

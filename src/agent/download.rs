@@ -1,0 +1,518 @@
+//! Streamed image download: bounded retries (4xx is final), resume with `Range` where the server
+//! allows it, the checksum computed while the bytes stream by, and the bytes handed to a
+//! [`Sink`] (the disk directly for raw images, the qcow2 converter for qcow2) — hashing and
+//! writing run in parallel with the network.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use md5::Md5;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use tokio::sync::mpsc;
+
+use super::http::{HttpClient, HttpError, HttpRequest, send_with_timeout};
+use super::wire::CommandError;
+use crate::images::blockdev::BlockDevice;
+use crate::images::qcow2::Qcow2Converter;
+use crate::images::tempurl::hex;
+
+/// Checksum algorithms IPA accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgo {
+    /// Only when the conductor allows it.
+    Md5,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512 (Glance's default `os_hash_algo`).
+    Sha512,
+}
+
+impl HashAlgo {
+    /// From `os_hash_algo`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "md5" => Some(Self::Md5),
+            "sha256" => Some(Self::Sha256),
+            "sha384" => Some(Self::Sha384),
+            "sha512" => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+    /// From the length of a hex digest (legacy `checksum` field).
+    pub fn from_hex_len(len: usize) -> Option<Self> {
+        match len {
+            32 => Some(Self::Md5),
+            64 => Some(Self::Sha256),
+            96 => Some(Self::Sha384),
+            128 => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+    fn hasher(self) -> Hasher {
+        match self {
+            Self::Md5 => Hasher::Md5(Md5::new()),
+            Self::Sha256 => Hasher::Sha256(Sha256::new()),
+            Self::Sha384 => Hasher::Sha384(Sha384::new()),
+            Self::Sha512 => Hasher::Sha512(Sha512::new()),
+        }
+    }
+}
+
+enum Hasher {
+    Md5(Md5),
+    Sha256(Sha256),
+    Sha384(Sha384),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Self::Md5(h) => h.update(b),
+            Self::Sha256(h) => h.update(b),
+            Self::Sha384(h) => h.update(b),
+            Self::Sha512(h) => h.update(b),
+        }
+    }
+    fn finish(self) -> String {
+        match self {
+            Self::Md5(h) => hex(&h.finalize()),
+            Self::Sha256(h) => hex(&h.finalize()),
+            Self::Sha384(h) => hex(&h.finalize()),
+            Self::Sha512(h) => hex(&h.finalize()),
+        }
+    }
+}
+
+/// The digest an image must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// Algorithm.
+    pub algo: HashAlgo,
+    /// Lower-case hex.
+    pub value: String,
+}
+
+/// Network-sized pieces handed on together (no copy into one buffer).
+pub type Batch = Arc<Vec<Bytes>>;
+
+fn batch_len(b: &Batch) -> u64 {
+    b.iter().map(|x| x.len() as u64).sum()
+}
+
+/// Where downloaded bytes go.
+#[async_trait]
+pub trait Sink: Send {
+    /// Pieces of the image, back to back from `offset` (offsets only grow, except after `reset`).
+    async fn write(&mut self, offset: u64, data: Batch) -> Result<(), CommandError>;
+    /// The download restarts from byte 0.
+    async fn reset(&mut self) -> Result<(), CommandError>;
+    /// All bytes were delivered.
+    async fn finish(&mut self) -> Result<(), CommandError>;
+}
+
+/// Writes the image as it is (raw) to a device.
+pub struct RawSink {
+    dev: Arc<dyn BlockDevice>,
+    name: String,
+}
+
+impl RawSink {
+    /// Onto `dev` (named `name` in errors).
+    pub fn new(dev: Arc<dyn BlockDevice>, name: &str) -> Self {
+        Self { dev, name: name.into() }
+    }
+}
+
+#[async_trait]
+impl Sink for RawSink {
+    async fn write(&mut self, offset: u64, data: Batch) -> Result<(), CommandError> {
+        if offset + batch_len(&data) > self.dev.size() {
+            return Err(CommandError::image_write(
+                &self.name,
+                format!("the image is larger than the device ({} bytes)", self.dev.size()),
+            ));
+        }
+        self.dev.write_vectored_at(offset, data).await.map_err(|e| CommandError::image_write(&self.name, e))
+    }
+    async fn reset(&mut self) -> Result<(), CommandError> {
+        Ok(())
+    }
+    async fn finish(&mut self) -> Result<(), CommandError> {
+        self.dev.flush().await.map_err(|e| CommandError::image_write(&self.name, e))
+    }
+}
+
+/// Converts a qcow2 stream and writes the guest data to a device.
+pub struct Qcow2Sink {
+    dev: Arc<dyn BlockDevice>,
+    name: String,
+    pending_limit: usize,
+    conv: Qcow2Converter,
+}
+
+impl Qcow2Sink {
+    /// Onto `dev`.
+    pub fn new(dev: Arc<dyn BlockDevice>, name: &str, pending_limit: usize) -> Self {
+        let conv = Qcow2Converter::new(dev.size(), pending_limit);
+        Self { dev, name: name.into(), pending_limit, conv }
+    }
+
+    async fn apply(&self, writes: Vec<crate::images::qcow2::GuestWrite>) -> Result<(), CommandError> {
+        for w in writes {
+            self.dev.write_at(w.offset, w.data).await.map_err(|e| CommandError::image_write(&self.name, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for Qcow2Sink {
+    async fn write(&mut self, _offset: u64, data: Batch) -> Result<(), CommandError> {
+        // The converter merges cluster writes within one buffer: give it one.
+        let data = match data.len() {
+            1 => data[0].clone(),
+            _ => {
+                let mut b = BytesMut::with_capacity(batch_len(&data) as usize);
+                for p in data.iter() {
+                    b.extend_from_slice(p);
+                }
+                b.freeze()
+            }
+        };
+        let writes = self.conv.feed(data).map_err(|e| CommandError::image_write(&self.name, e))?;
+        self.apply(writes).await
+    }
+    async fn reset(&mut self) -> Result<(), CommandError> {
+        self.conv = Qcow2Converter::new(self.dev.size(), self.pending_limit);
+        Ok(())
+    }
+    async fn finish(&mut self) -> Result<(), CommandError> {
+        let (writes, zeros) = self.conv.finish().map_err(|e| CommandError::image_write(&self.name, e))?;
+        self.apply(writes).await?;
+        for (off, len) in zeros {
+            self.dev.write_zeroes(off, len).await.map_err(|e| CommandError::image_write(&self.name, e))?;
+        }
+        self.dev.flush().await.map_err(|e| CommandError::image_write(&self.name, e))
+    }
+}
+
+/// How to download.
+#[derive(Debug, Clone)]
+pub struct DownloadPlan {
+    /// Image id (for messages).
+    pub image_id: String,
+    /// URLs, tried in turn.
+    pub urls: Vec<String>,
+    /// Checksum to verify (none: not verified).
+    pub expected: Option<Expected>,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub retry_interval: Duration,
+    /// Deadline for a response head.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading.
+    pub read_timeout: Duration,
+    /// Buffer size handed to hashing and writing.
+    pub chunk: usize,
+}
+
+/// What a finished download did.
+#[derive(Debug, Clone)]
+pub struct DownloadOutcome {
+    /// Bytes of the image.
+    pub bytes: u64,
+    /// Computed digest (hex), when verified.
+    pub digest: Option<String>,
+    /// Attempts used.
+    pub attempts: u32,
+}
+
+enum Msg {
+    Data(u64, Batch),
+    Reset,
+}
+
+enum AttemptError {
+    /// Give up (4xx, sink failure).
+    Fatal(CommandError),
+    /// Try again from the current offset.
+    Retry(String),
+}
+
+/// Downloads `plan` into `sink`, verifying the checksum. The sink has received every byte when
+/// this returns; on a checksum mismatch it returns `ImageChecksumError`.
+pub async fn download(
+    http: &dyn HttpClient,
+    plan: &DownloadPlan,
+    sink: Box<dyn Sink>,
+) -> Result<DownloadOutcome, CommandError> {
+    if plan.urls.is_empty() {
+        return Err(CommandError::image_download(&plan.image_id, "no URL given"));
+    }
+    let (hash_tx, mut hash_rx) = mpsc::channel::<Msg>(4);
+    let (write_tx, mut write_rx) = mpsc::channel::<Msg>(4);
+    let algo = plan.expected.as_ref().map(|e| e.algo);
+    let started = tokio::time::Instant::now();
+    let hash_task = tokio::spawn(async move {
+        let mut h = algo.map(|a| a.hasher());
+        let mut busy = Duration::ZERO;
+        while let Some(m) = hash_rx.recv().await {
+            match m {
+                Msg::Data(_, b) => {
+                    let t = tokio::time::Instant::now();
+                    if let Some(mut hh) = h.take() {
+                        // Hash off the reactor: 4 MiB of SHA-512 is a couple of milliseconds.
+                        let back = tokio::task::spawn_blocking(move || {
+                            for piece in b.iter() {
+                                hh.update(piece);
+                            }
+                            hh
+                        })
+                        .await;
+                        match back {
+                            Ok(hh) => h = Some(hh),
+                            Err(e) => return Err(format!("hashing failed: {e}")),
+                        }
+                    }
+                    busy += t.elapsed();
+                }
+                Msg::Reset => h = algo.map(|a| a.hasher()),
+            }
+        }
+        Ok((h.map(|h| h.finish()), busy))
+    });
+    let write_task = tokio::spawn(async move {
+        let mut sink = sink;
+        let mut busy = Duration::ZERO;
+        while let Some(m) = write_rx.recv().await {
+            let t = tokio::time::Instant::now();
+            match m {
+                Msg::Data(off, b) => sink.write(off, b).await?,
+                Msg::Reset => sink.reset().await?,
+            }
+            busy += t.elapsed();
+        }
+        let t = tokio::time::Instant::now();
+        sink.finish().await?;
+        Ok::<_, CommandError>((busy, t.elapsed()))
+    });
+
+    let mut offset = 0u64;
+    let mut attempt = 0u32;
+    let mut result: Result<(), CommandError> = Ok(());
+    loop {
+        let url = &plan.urls[attempt as usize % plan.urls.len()];
+        attempt += 1;
+        match fetch_once(http, plan, url, &mut offset, &hash_tx, &write_tx).await {
+            Ok(()) => break,
+            Err(AttemptError::Fatal(e)) => {
+                result = Err(e);
+                break;
+            }
+            Err(AttemptError::Retry(msg)) => {
+                if attempt > plan.retries {
+                    result = Err(CommandError::image_download(
+                        &plan.image_id,
+                        format!("{msg} (gave up after {attempt} attempts)"),
+                    ));
+                    break;
+                }
+                tracing::warn!(image = %plan.image_id, attempt, offset, error = %msg, "image download failed, retrying");
+                tokio::time::sleep(plan.retry_interval).await;
+            }
+        }
+    }
+    drop(hash_tx);
+    drop(write_tx);
+    let written = match write_task.await {
+        Ok(r) => r,
+        Err(e) => Err(CommandError::execution(format!("writer failed: {e}"))),
+    };
+    let (digest, hash_busy) = match hash_task.await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return Err(CommandError::execution(e)),
+        Err(e) => return Err(CommandError::execution(format!("hashing failed: {e}"))),
+    };
+    // A writer error explains a broken channel better than the producer's view.
+    let (write_busy, flush) = written?;
+    result?;
+    let total = started.elapsed();
+    tracing::info!(
+        image = %plan.image_id,
+        bytes = offset,
+        total_ms = total.as_millis() as u64,
+        hash_ms = hash_busy.as_millis() as u64,
+        write_ms = write_busy.as_millis() as u64,
+        flush_ms = flush.as_millis() as u64,
+        "image streamed"
+    );
+    if let (Some(exp), Some(got)) = (&plan.expected, &digest) {
+        if !exp.value.eq_ignore_ascii_case(got) {
+            return Err(CommandError::image_checksum(&plan.image_id, &redact(&plan.urls[0]), &exp.value, got));
+        }
+    }
+    Ok(DownloadOutcome { bytes: offset, digest, attempts: attempt })
+}
+
+async fn send_both(
+    hash_tx: &mpsc::Sender<Msg>,
+    write_tx: &mpsc::Sender<Msg>,
+    off: u64,
+    b: Vec<Bytes>,
+) -> Result<(), AttemptError> {
+    let b = Arc::new(b);
+    let dead = || AttemptError::Fatal(CommandError::execution("image writer stopped"));
+    write_tx.send(Msg::Data(off, b.clone())).await.map_err(|_| dead())?;
+    hash_tx.send(Msg::Data(off, b)).await.map_err(|_| dead())
+}
+
+fn content_range_start(h: &http::HeaderMap) -> Option<u64> {
+    let v = h.get(http::header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = v.strip_prefix("bytes ")?;
+    rest.split('-').next()?.trim().parse().ok()
+}
+
+async fn fetch_once(
+    http: &dyn HttpClient,
+    plan: &DownloadPlan,
+    url: &str,
+    offset: &mut u64,
+    hash_tx: &mpsc::Sender<Msg>,
+    write_tx: &mpsc::Sender<Msg>,
+) -> Result<(), AttemptError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| AttemptError::Fatal(CommandError::image_download(&plan.image_id, format!("invalid URL: {e}"))))?;
+    let mut req = HttpRequest::get(parsed);
+    if *offset > 0 {
+        req = req.header(http::header::RANGE, &format!("bytes={}-", *offset));
+    }
+    let resp = match send_with_timeout(http, req, plan.connect_timeout).await {
+        Ok(r) => r,
+        Err(HttpError::Request(e)) => {
+            return Err(AttemptError::Fatal(CommandError::image_download(&plan.image_id, e)));
+        }
+        Err(e) => return Err(AttemptError::Retry(e.to_string())),
+    };
+    let status = resp.status;
+    match status.as_u16() {
+        200 => {
+            if *offset > 0 {
+                tracing::info!(image = %plan.image_id, "server ignored Range; restarting from byte 0");
+                let dead = || AttemptError::Fatal(CommandError::execution("image writer stopped"));
+                write_tx.send(Msg::Reset).await.map_err(|_| dead())?;
+                hash_tx.send(Msg::Reset).await.map_err(|_| dead())?;
+                *offset = 0;
+            }
+        }
+        206 if *offset > 0 => {
+            if content_range_start(&resp.headers) != Some(*offset) {
+                return Err(AttemptError::Fatal(CommandError::image_download(
+                    &plan.image_id,
+                    "server answered a resumed download with the wrong range",
+                )));
+            }
+        }
+        s if (400..500).contains(&s) => {
+            let body = resp.bytes(4096).await.unwrap_or_default();
+            return Err(AttemptError::Fatal(CommandError::image_download(
+                &plan.image_id,
+                format!("HTTP {status} from {}: {}", redact(url), String::from_utf8_lossy(&body).trim()),
+            )));
+        }
+        _ => {
+            return Err(AttemptError::Retry(format!("HTTP {status} from {}", redact(url))));
+        }
+    }
+    let mut body = resp.body;
+    let mut buf: Vec<Bytes> = Vec::new();
+    let mut buffered = 0usize;
+    let mut buf_start = *offset;
+    loop {
+        let next = match tokio::time::timeout(plan.read_timeout, body.next()).await {
+            Ok(n) => n,
+            Err(_) => Some(Err(HttpError::Timeout(plan.read_timeout))),
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                *offset += chunk.len() as u64;
+                buffered += chunk.len();
+                buf.push(chunk);
+                if buffered >= plan.chunk {
+                    send_both(hash_tx, write_tx, buf_start, std::mem::take(&mut buf)).await?;
+                    buffered = 0;
+                    buf_start = *offset;
+                }
+            }
+            Some(Err(e)) => {
+                if !buf.is_empty() {
+                    send_both(hash_tx, write_tx, buf_start, std::mem::take(&mut buf)).await?;
+                }
+                return Err(AttemptError::Retry(format!("download interrupted at byte {}: {e}", *offset)));
+            }
+            None => {
+                if !buf.is_empty() {
+                    send_both(hash_tx, write_tx, buf_start, std::mem::take(&mut buf)).await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A URL without its query (temp URL signatures stay out of logs and errors).
+pub fn redact(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?..."),
+        None => url.to_string(),
+    }
+}
+
+/// Resolves a checksum that may be a URL of a checksums file (`sha256sum` output, CentOS
+/// `SHA256 (file) = hash` lines, or a bare digest), as IPA does.
+pub async fn resolve_checksum(
+    http: &dyn HttpClient,
+    value: &str,
+    image_url: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    if !(value.starts_with("http://") || value.starts_with("https://")) {
+        return Ok(value.trim().to_lowercase());
+    }
+    let url = url::Url::parse(value).map_err(|e| format!("invalid checksum URL: {e}"))?;
+    let resp = send_with_timeout(http, HttpRequest::get(url), timeout).await.map_err(|e| e.to_string())?;
+    if !resp.status.is_success() {
+        return Err(format!("checksum file: HTTP {}", resp.status));
+    }
+    let text = resp.bytes(1 << 20).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&text);
+    let is_hex = |s: &str| matches!(s.len(), 32 | 64 | 96 | 128) && s.chars().all(|c| c.is_ascii_hexdigit());
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    if lines.len() == 1 && is_hex(lines[0]) {
+        return Ok(lines[0].to_lowercase());
+    }
+    let fname = url::Url::parse(image_url)
+        .ok()
+        .and_then(|u| u.path_segments().and_then(|mut s| s.next_back().map(str::to_string)))
+        .unwrap_or_default();
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let names_file = words.iter().any(|w| {
+            let w = w.trim_start_matches('*');
+            w == fname || *w == format!("({fname})")
+        });
+        if !names_file {
+            continue;
+        }
+        if let Some(h) = words.iter().find(|w| is_hex(w)) {
+            return Ok(h.to_lowercase());
+        }
+    }
+    Err(format!("checksum file does not contain name {fname}"))
+}
