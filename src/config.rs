@@ -3,6 +3,7 @@
 use crate::conductor::ConductorConfig;
 use crate::drivers::agent_base::AgentDeployConfig;
 use crate::drivers::{FakeDelays, RegistryConfig};
+use crate::pxe::settings::{DhcpSettings, PxeSettings};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,10 @@ pub struct Config {
     pub iscsi: crate::drivers::iscsi_deploy::IscsiDeployConfig,
     pub images: ImagesConfig,
     pub log: LogConfig,
+    /// TFTP/HTTP boot servers, boot roots, image cache (`[pxe]`).
+    pub pxe: PxeSettings,
+    /// The provisioning network's DHCP server (`[dhcp]`).
+    pub dhcp: DhcpSettings,
 }
 
 /// The image service (the Glance role) and its HTTP store (the Swift role).
@@ -84,6 +89,8 @@ impl Default for Config {
             iscsi: Default::default(),
             images: ImagesConfig::default(),
             log: LogConfig::default(),
+            pxe: PxeSettings::default(),
+            dhcp: DhcpSettings::default(),
         }
     }
 }

@@ -38,6 +38,27 @@ struct ServeArgs {
     /// Log format: human or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// TFTP server address (TFTP is off unless this or `[pxe] tftp_bind` is given).
+    #[arg(long, value_name = "ADDR:PORT")]
+    tftp_bind: Option<SocketAddr>,
+    /// TFTP root (default DATA_DIR/tftp).
+    #[arg(long, value_name = "DIR")]
+    tftp_root: Option<PathBuf>,
+    /// HTTP boot server address (off unless given or configured).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http_bind: Option<SocketAddr>,
+    /// HTTP boot root (default DATA_DIR/httpboot).
+    #[arg(long, value_name = "DIR")]
+    http_root: Option<PathBuf>,
+    /// DHCP server address, e.g. 0.0.0.0:67 (off unless given or configured; any port for tests).
+    #[arg(long, value_name = "ADDR:PORT")]
+    dhcp_bind: Option<SocketAddr>,
+    /// DHCP dynamic range.
+    #[arg(long, value_name = "FIRST,LAST")]
+    dhcp_range: Option<String>,
+    /// Provisioning interface the DHCP server (and router advertisements) bind to.
+    #[arg(long, value_name = "IFNAME")]
+    dhcp_interface: Option<String>,
 }
 
 fn init_tracing(format: &str, level: &str) {
@@ -82,6 +103,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(f) = args.log_format {
         config.log.format = f;
     }
+    let pxe = &mut config.pxe;
+    pxe.tftp_bind = args.tftp_bind.or(pxe.tftp_bind);
+    pxe.tftp_root = args.tftp_root.or(pxe.tftp_root.take());
+    pxe.http_bind = args.http_bind.or(pxe.http_bind);
+    pxe.http_root = args.http_root.or(pxe.http_root.take());
+    let dhcp = &mut config.dhcp;
+    dhcp.bind = args.dhcp_bind.or(dhcp.bind);
+    dhcp.range = args.dhcp_range.or(dhcp.range.take());
+    dhcp.interface = args.dhcp_interface.or(dhcp.interface.take());
     init_tracing(&config.log.format, &config.log.level);
     let service = Service::open(config).context("starting ferric")?;
     service.serve(shutdown_signal()).await?;

@@ -11,10 +11,13 @@ use crate::db::{Db, DbError};
 use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::ipmitool::{self, PowerTiming};
 use crate::drivers::iscsi_deploy::{IscsiDeploy, TcpIscsi};
+use crate::drivers::pxe_boot::{self, BootEnv, ImageResolver, ImageServiceResolver, UrlResolver};
 use crate::drivers::{DriverEnv, Registry};
 use crate::images::clock::SystemClock;
 use crate::images::{ImageService, ImageStore};
 use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
+use crate::network::dhcp::DbDhcp;
+use crate::pxe::PxeServices;
 use crate::trace::Recorder;
 use std::sync::Arc;
 
@@ -35,6 +38,8 @@ pub enum ServiceError {
     Images(#[from] crate::images::store::StoreError),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("PXE boot services: {0}")]
+    Pxe(String),
 }
 
 /// A built service: the conductor and the API state that fronts it.
@@ -77,11 +82,16 @@ impl Service {
             image_url_base: config.public_url(),
             config: config.agent.clone(),
         });
+        let boot = boot_env(&config, &db, &images)?;
         Service::build(config, db, Clock::system(), Recorder::new(10_000), |p| {
             let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096));
             ipmitool::register(&mut p.registry, pool, timing);
             p.env.agent = Some(agent);
             p.images = Some(images);
+            if let Some(b) = boot {
+                pxe_boot::register(&mut p.registry);
+                p.env.boot = Some(b);
+            }
         })
     }
 
@@ -95,7 +105,7 @@ impl Service {
     ) -> Result<Service, ServiceError> {
         let mut parts = Parts {
             registry: Registry::new(config.drivers.clone()),
-            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), agent: None },
+            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), agent: None, boot: None },
             images: None,
         };
         parts.registry.register_deploy(
@@ -138,16 +148,101 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
+        let pxe = self.start_pxe().await?.map(watch_pxe);
         let periodic = self.conductor.start();
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, "ferric API listening");
         let router = self.router();
         let res = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
         periodic.abort();
+        if let Some(p) = pxe {
+            p.abort();
+        }
         self.conductor.wait_idle().await;
         self.conductor.unregister();
         res.map_err(|source| ServiceError::Bind { addr: addr.unwrap_or(self.config.api.bind), source })
     }
+}
+
+impl Service {
+    /// Binds and starts the configured provisioning-network services (TFTP, HTTP boot, DHCP, RA)
+    /// with the database as DHCP host table and lease store. `None` when none is configured.
+    pub async fn start_pxe(&self) -> Result<Option<PxeServices>, ServiceError> {
+        let c = &self.config;
+        let cfg = c.pxe.service_config(&c.dhcp, &c.data_dir).map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        if cfg.tftp.is_none() && cfg.http.is_none() && cfg.dhcp.is_none() && cfg.ra.is_none() {
+            return Ok(None);
+        }
+        for root in [c.pxe.tftp_root(&c.data_dir), c.pxe.http_root(&c.data_dir)] {
+            std::fs::create_dir_all(&root).map_err(|source| ServiceError::DataDir { path: root, source })?;
+        }
+        if cfg.dhcp.is_some() && c.pxe.http_url().unwrap_or_default().is_empty() {
+            tracing::warn!(
+                "DHCP runs without an HTTP boot URL ([pxe] http_bind or http_url): iPXE clients get no script"
+            );
+        }
+        let dhcp = Arc::new(DbDhcp::new(self.db.clone()));
+        let observer = Arc::new(TraceDhcp(self.api.trace.clone()));
+        let svc = crate::pxe::start_observed(cfg, dhcp.clone(), dhcp, Some(observer))
+            .await
+            .map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        tracing::info!(tftp = ?svc.tftp_addr, http = ?svc.http_addr, dhcp = ?svc.dhcp_addr, "PXE services listening");
+        Ok(Some(svc))
+    }
+}
+
+/// Records the seed's "DHCP request" / "next-server = Conductor" exchange when ferric's DHCP
+/// server offers a node's port its boot file.
+struct TraceDhcp(Recorder);
+
+impl crate::pxe::dhcp::DhcpObserver for TraceDhcp {
+    fn replied(&self, _mac: &crate::pxe::MacAddr, host: &crate::pxe::dhcp::HostEntry, kind: dhcproto::v4::MessageType) {
+        use crate::trace::{Actor, seed};
+        if kind != dhcproto::v4::MessageType::Offer {
+            return;
+        }
+        if let Some(node) = host.node.as_deref().and_then(|n| n.parse::<crate::models::NodeId>().ok()) {
+            self.0.record(node, Actor::Node, Actor::Neutron, seed::DHCP_REQUEST);
+            self.0.record(node, Actor::Neutron, Actor::Node, seed::NEXT_SERVER);
+        }
+    }
+}
+
+/// Logs a PXE service that stops; aborting the returned task stops them all.
+fn watch_pxe(svc: PxeServices) -> tokio::task::JoinHandle<()> {
+    let mut tasks = svc.tasks;
+    tokio::spawn(async move {
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok((name, Ok(()))) => tracing::warn!(service = name, "PXE service stopped"),
+                Ok((name, Err(e))) => tracing::error!(service = name, error = %e, "PXE service failed"),
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => tracing::error!(error = %e, "PXE service panicked"),
+            }
+        }
+    })
+}
+
+/// How image references (`deploy_kernel`, `instance_info.kernel`, ...) resolve: URLs directly,
+/// image IDs through ferric's image service.
+fn image_resolver(images: &Arc<ImageService>) -> Arc<dyn ImageResolver> {
+    Arc::new(UrlResolver::with_image_service(Arc::new(ImageServiceResolver::new(images.clone()))))
+}
+
+/// The boot environment of the `pxe`/`ipxe` interfaces, when the configuration enables them.
+fn boot_env(config: &Config, db: &Db, images: &Arc<ImageService>) -> Result<Option<Arc<BootEnv>>, ServiceError> {
+    if !config.pxe.boot_enabled() {
+        return Ok(None);
+    }
+    let env = BootEnv::open(
+        &config.pxe,
+        &config.data_dir,
+        config.public_url(),
+        Arc::new(DbDhcp::new(db.clone())),
+        image_resolver(images),
+    )
+    .map_err(|e| ServiceError::Pxe(e.to_string()))?;
+    Ok(Some(Arc::new(env)))
 }
 
 /// The temp-URL secret: configured, or generated once and kept (mode 0600) in the data directory

@@ -139,6 +139,24 @@ const MIGRATIONS: &[&str] = &[
         DELETE FROM allocations WHERE node_uuid = NEW.uuid;
     END;
     "#,
+    // 3: DHCP for the provisioning network. Leases keyed by address (a MAC holds one lease plus any
+    // addresses it declined; `ip` is the address as a u32); per-port boot options written by the
+    // boot interfaces (Ironic's "update DHCP boot options"), gone with the port or node.
+    r#"
+    CREATE TABLE dhcp_addresses (
+        ip INTEGER PRIMARY KEY,
+        mac TEXT NOT NULL,
+        state TEXT NOT NULL,
+        expires INTEGER NOT NULL
+    );
+    CREATE INDEX dhcp_addresses_mac ON dhcp_addresses(mac);
+    CREATE TABLE dhcp_hosts (
+        port_uuid TEXT PRIMARY KEY REFERENCES ports(uuid) ON DELETE CASCADE,
+        node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX dhcp_hosts_node ON dhcp_hosts(node_uuid);
+    "#,
 ];
 
 /// Brings the schema to the newest version.

@@ -5,11 +5,13 @@
 //! a small pool of reader connections serves the API's reads in parallel.
 
 mod extras;
+mod dhcp;
 mod migrations;
 mod nodes;
 mod others;
 
 pub use extras::{AllocationFilter, Page, SORT_KEY_ERROR};
+pub use dhcp::LeaseRow;
 pub use nodes::{NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
 pub use others::{PORT_SORT_KEYS, PortQuery};
 

@@ -187,16 +187,10 @@ pub(crate) fn image_info(task: &Task, env: &AgentEnv) -> Result<ImageInfo, Drive
     Ok(info)
 }
 
-/// Whether the deployed instance boots over the network (partition image with netboot).
+/// Whether the deployed instance boots over the network (partition image with netboot): the
+/// boot interfaces' rule, so the boot device and the boot environment agree.
 pub(crate) fn is_netboot(task: &Task) -> bool {
-    let partition = task.node.driver_internal_info.get("is_whole_disk_image").and_then(|v| v.as_bool()) == Some(false);
-    let option = instance_str(task, "boot_option")
-        .or_else(|| {
-            let caps = task.node.properties.get("capabilities").and_then(|c| c.as_str()).unwrap_or("");
-            caps.split(',').find_map(|c| c.trim().strip_prefix("boot_option:").map(str::to_string))
-        })
-        .unwrap_or_else(|| "local".into());
-    partition && option == "netboot"
+    super::pxe_boot::is_netboot(&task.node)
 }
 
 /// The deploy's first half: from `deploying` to the node rebooting into the deploy ramdisk.

@@ -106,7 +106,10 @@ impl DeployInterface for DirectDeploy {
         let uuids = env.client.get_partition_uuids(&target).await.map_err(|e| {
             DriverError::failed(format!("Cannot read partition UUIDs from the agent of node {}: {e}", task.node.uuid))
         })?;
-        if let Some(root) = uuids.get("root uuid").and_then(|v| v.as_str()) {
+        // `root=UUID=` of a netbooted partition image names the filesystem: ferric-agent reports
+        // it apart from the partition's UUID (IPA's "root uuid" is the filesystem's).
+        let root = uuids.get("root filesystem uuid").or_else(|| uuids.get("root uuid"));
+        if let Some(root) = root.and_then(|v| v.as_str()) {
             task.node.driver_internal_info.insert("root_uuid_or_disk_id".into(), Value::String(root.to_string()));
         }
         agent_base::finish_deploy(task, &env, seed::PREPARE_PXE_INSTANCE_IF_NEEDED).await?;

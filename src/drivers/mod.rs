@@ -12,6 +12,7 @@ pub mod ipmitool;
 pub mod iscsi_deploy;
 pub mod network;
 pub mod passive;
+pub mod pxe_boot;
 mod registry;
 
 pub use registry::{HardwareType, InterfaceSet, Registry, RegistryConfig};
@@ -54,6 +55,9 @@ pub struct DriverEnv {
     pub fake: FakeDelays,
     /// The agent client and image service, for agent-based deploys (`direct`, `iscsi`).
     pub agent: Option<Arc<agent_base::AgentEnv>>,
+    /// PXE/iPXE boot services (roots, image cache, DHCP options) for the `pxe` and `ipxe` boot
+    /// interfaces; `None` when this conductor runs none.
+    pub boot: Option<Arc<pxe_boot::BootEnv>>,
 }
 
 /// Optional delays for the fake interfaces (Ironic's `[fake]` options), to exercise locking and

@@ -120,7 +120,7 @@ impl NetworkInterface for FlatNetwork {
     }
     async fn remove_provisioning_network(&self, task: &mut Task) -> Result<(), DriverError> {
         set_flag(task, PROVISIONING_KEY, false, false);
-        Ok(())
+        super::pxe_boot::forget_ramdisk_dhcp(task)
     }
     async fn configure_tenant_networks(&self, task: &mut Task) -> Result<(), DriverError> {
         for p in task.ports.iter_mut() {

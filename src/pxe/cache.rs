@@ -180,6 +180,27 @@ impl Hasher {
     }
 }
 
+/// A URL as it may be shown in logs and errors: without query and fragment, where temporary
+/// URLs carry their signatures, and without user info.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url.trim()) {
+        Ok(mut u) => {
+            let hidden = u.query().is_some() || !u.username().is_empty() || u.password().is_some();
+            u.set_query(None);
+            u.set_fragment(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            let mut s = u.to_string();
+            if hidden {
+                s.push_str("?...");
+            }
+            s
+        }
+        // Unparsable: keep only what precedes a query.
+        Err(_) => url.split(['?', '#']).next().unwrap_or_default().to_owned(),
+    }
+}
+
 /// Lower-case hex (hand-written: four lines do not justify a dependency).
 pub fn hex(b: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
@@ -320,21 +341,23 @@ impl ImageCache {
         tokio::fs::rename(&tmp, path).await.map_err(io_err(path))?;
         let t = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
         self.index.lock().insert(key.to_owned(), Entry { size, last_used: t });
-        tracing::info!(url = %img.url, key, size, "image cached");
+        tracing::info!(url = %redact_url(&img.url), key, size, "image cached");
         Ok(())
     }
 
     async fn download(&self, img: &ImageRef, tmp: &Path) -> Result<u64, CacheError> {
-        let url = reqwest::Url::parse(&img.url).map_err(|_| CacheError::Url(img.url.clone()))?;
+        // Errors and logs show the URL without its query: temporary URLs carry signatures there.
+        let shown = redact_url(&img.url);
+        let url = reqwest::Url::parse(&img.url).map_err(|_| CacheError::Url(shown.clone()))?;
         let mut out = tokio::fs::File::create(tmp).await.map_err(io_err(tmp))?;
         let mut hasher = Hasher::new(img.checksum.as_ref());
         let limit = self.cfg.max_image_bytes;
-        let too_large = || CacheError::TooLarge { url: img.url.clone(), limit };
-        let fetch_err = |m: String| CacheError::Fetch { url: img.url.clone(), message: m };
+        let too_large = || CacheError::TooLarge { url: shown.clone(), limit };
+        let fetch_err = |m: String| CacheError::Fetch { url: shown.clone(), message: m };
         let mut size = 0u64;
         match url.scheme() {
             "file" => {
-                let p = url.to_file_path().map_err(|_| CacheError::Url(img.url.clone()))?;
+                let p = url.to_file_path().map_err(|_| CacheError::Url(shown.clone()))?;
                 let mut f = tokio::fs::File::open(&p).await.map_err(io_err(&p))?;
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
@@ -351,7 +374,7 @@ impl ImageCache {
                 }
             }
             "http" | "https" => {
-                let mut resp = self.http.get(url).send().await.map_err(|e| fetch_err(e.to_string()))?;
+                let mut resp = self.http.get(url).send().await.map_err(|e| fetch_err(e.without_url().to_string()))?;
                 if !resp.status().is_success() {
                     return Err(fetch_err(format!("HTTP {}", resp.status())));
                 }
@@ -359,7 +382,7 @@ impl ImageCache {
                     return Err(too_large());
                 }
                 let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
-                while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
+                while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(e.without_url().to_string()))? {
                     size += chunk.len() as u64;
                     if size > limit {
                         return Err(too_large());
@@ -373,14 +396,14 @@ impl ImageCache {
                 }
                 out.write_all(&pending).await.map_err(io_err(tmp))?;
             }
-            _ => return Err(CacheError::Url(img.url.clone())),
+            _ => return Err(CacheError::Url(shown.clone())),
         }
         out.sync_all().await.map_err(io_err(tmp))?;
         if let Some(expected) = &img.checksum {
             let actual = hasher.finish();
             if actual != expected.hex() {
                 return Err(CacheError::ChecksumMismatch {
-                    url: img.url.clone(),
+                    url: shown.clone(),
                     expected: expected.hex().to_owned(),
                     actual,
                 });

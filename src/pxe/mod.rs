@@ -6,7 +6,8 @@ pub mod dhcp;
 pub mod http;
 pub mod mac;
 pub mod service;
+pub mod settings;
 pub mod tftp;
 
 pub use mac::MacAddr;
-pub use service::{PxeServiceConfig, PxeServices, start};
+pub use service::{PxeServiceConfig, PxeServices, start, start_observed};

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::dhcp::{
-    DhcpBind, DhcpConfig, DhcpError, DhcpHandler, DhcpServer, HostTable, LeaseStore, RaConfig, RaResponder,
+    DhcpBind, DhcpConfig, DhcpError, DhcpHandler, DhcpObserver, DhcpServer, HostTable, LeaseStore, RaConfig,
+    RaResponder,
 };
 use super::tftp::{TftpConfig, TftpError, TftpServer};
 
@@ -64,6 +65,16 @@ pub async fn start(
     hosts: Arc<dyn HostTable>,
     leases: Arc<dyn LeaseStore>,
 ) -> Result<PxeServices, ServiceError> {
+    start_observed(cfg, hosts, leases, None).await
+}
+
+/// Like [`start`], reporting each DHCP reply to `observer`.
+pub async fn start_observed(
+    cfg: PxeServiceConfig,
+    hosts: Arc<dyn HostTable>,
+    leases: Arc<dyn LeaseStore>,
+    observer: Option<Arc<dyn DhcpObserver>>,
+) -> Result<PxeServices, ServiceError> {
     let mut tasks = JoinSet::new();
     let mut out = PxeServices { tftp_addr: None, http_addr: None, dhcp_addr: None, tasks: JoinSet::new() };
     if let Some(t) = cfg.tftp {
@@ -79,7 +90,11 @@ pub async fn start(
         tasks.spawn(async move { ("http", axum::serve(listener, app).await.map_err(|e| e.to_string())) });
     }
     if let Some((bind, dcfg)) = cfg.dhcp {
-        let handler = Arc::new(DhcpHandler::new(dcfg, hosts, leases));
+        let mut handler = DhcpHandler::new(dcfg, hosts, leases);
+        if let Some(o) = observer {
+            handler = handler.with_observer(o);
+        }
+        let handler = Arc::new(handler);
         let server = DhcpServer::bind(bind, handler)?;
         out.dhcp_addr = Some(server.local_addr()?);
         tasks.spawn(async move { ("dhcp", server.run().await.map_err(|e| e.to_string())) });

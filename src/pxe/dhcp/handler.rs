@@ -121,6 +121,13 @@ pub struct DhcpHandler {
     config: DhcpConfig,
     hosts: Arc<dyn HostTable>,
     leases: Arc<dyn LeaseStore>,
+    observer: Option<Arc<dyn DhcpObserver>>,
+}
+
+/// Told of every reply the handler produces, with the host entry it answered for: the service
+/// records the seed's "DHCP request" / "next-server = Conductor" messages of a node's PXE boot.
+pub trait DhcpObserver: Send + Sync {
+    fn replied(&self, mac: &MacAddr, host: &HostEntry, kind: MessageType);
 }
 
 fn in_range(ip: Ipv4Addr, (first, last): (Ipv4Addr, Ipv4Addr)) -> bool {
@@ -129,7 +136,13 @@ fn in_range(ip: Ipv4Addr, (first, last): (Ipv4Addr, Ipv4Addr)) -> bool {
 
 impl DhcpHandler {
     pub fn new(config: DhcpConfig, hosts: Arc<dyn HostTable>, leases: Arc<dyn LeaseStore>) -> Self {
-        Self { config, hosts, leases }
+        Self { config, hosts, leases, observer: None }
+    }
+
+    /// Reports each reply to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn DhcpObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn config(&self) -> &DhcpConfig {
@@ -169,7 +182,12 @@ impl DhcpHandler {
             _ => Ok(None),
         };
         match result {
-            Ok(r) => r,
+            Ok(r) => {
+                if let (Some(o), Some(reply)) = (&self.observer, &r) {
+                    o.replied(&mac, &host, reply.kind);
+                }
+                r
+            }
             Err(e) => {
                 tracing::warn!(%mac, error = %e, "dhcp: lease store failed, no reply");
                 None

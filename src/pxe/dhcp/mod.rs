@@ -6,7 +6,7 @@ pub mod ra;
 pub mod server;
 pub mod store;
 
-pub use handler::{ClientKind, DhcpConfig, DhcpHandler, DhcpReply, ReplyDest, client_kind};
+pub use handler::{ClientKind, DhcpConfig, DhcpHandler, DhcpObserver, DhcpReply, ReplyDest, client_kind};
 pub use ra::{RaConfig, RaResponder};
 pub use server::{DhcpBind, DhcpServer, LeaseClock};
 pub use store::{

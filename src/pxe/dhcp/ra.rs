@@ -63,16 +63,52 @@ pub fn is_router_solicitation(pkt: &[u8]) -> bool {
     pkt.len() >= 8 && pkt[0] == ICMPV6_RS && pkt[1] == 0
 }
 
-fn sysfs(ifname: &str, what: &str) -> Result<String, DhcpError> {
-    if ifname.is_empty() || ifname.contains('/') || ifname.contains("..") {
-        return Err(DhcpError::Interface(
-            ifname.into(),
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad interface name"),
-        ));
+fn check_name(ifname: &str) -> Result<std::ffi::CString, DhcpError> {
+    let bad = || {
+        DhcpError::Interface(ifname.into(), std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad interface name"))
+    };
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('/') {
+        return Err(bad());
     }
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/{what}"))
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| DhcpError::Interface(ifname.into(), e))
+    std::ffi::CString::new(ifname).map_err(|_| bad())
+}
+
+/// The interface's index in this process's network namespace (not sysfs, which shows the
+/// namespace it was mounted in: a process that entered a namespace with setns(2) sees the
+/// wrong interfaces there).
+fn ifindex(ifname: &str) -> Result<u32, DhcpError> {
+    let name = check_name(ifname)?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if i == 0 {
+        return Err(DhcpError::Interface(ifname.into(), std::io::Error::last_os_error()));
+    }
+    Ok(i)
+}
+
+/// The interface's Ethernet address (SIOCGIFHWADDR), for the RA's source link-layer option.
+fn hwaddr(ifname: &str) -> Option<[u8; 6]> {
+    use std::os::fd::AsRawFd;
+    let name = check_name(ifname).ok()?;
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, None).ok()?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads `ifr_name` (NUL-terminated: shorter than IFNAMSIZ, rest zero)
+    // and writes `ifr_ifru.ifru_hwaddr` inside `req`, which lives across the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: a successful SIOCGIFHWADDR filled the `ifru_hwaddr` variant.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    (mac != [0; 6]).then_some(mac)
 }
 
 /// A router-advertisement responder bound to one interface.
@@ -86,10 +122,8 @@ impl RaResponder {
     /// Opens a raw ICMPv6 socket on the interface (needs CAP_NET_RAW).
     pub fn bind(cfg: &RaConfig) -> Result<Self, DhcpError> {
         let ifname = cfg.interface.as_str();
-        let ifindex: u32 = sysfs(ifname, "ifindex")?
-            .parse()
-            .map_err(|_| DhcpError::Interface(ifname.into(), std::io::Error::other("unreadable ifindex")))?;
-        let mac = sysfs(ifname, "address").ok().and_then(|s| s.parse::<crate::pxe::MacAddr>().ok()).map(|m| m.0);
+        let ifindex = ifindex(ifname)?;
+        let mac = hwaddr(ifname);
         let ioerr = |e| DhcpError::Interface(ifname.into(), e);
         let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).map_err(ioerr)?;
         s.bind_device(Some(ifname.as_bytes())).map_err(ioerr)?;
@@ -137,6 +171,16 @@ impl RaResponder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_lookup() {
+        assert_eq!(ifindex("lo").unwrap(), 1);
+        assert_eq!(hwaddr("lo"), None, "loopback has an all-zero address");
+        assert!(ifindex("no-such-if0").is_err());
+        assert!(ifindex("../etc").is_err());
+        assert!(ifindex("").is_err());
+        assert!(ifindex("a-name-far-too-long-for-linux").is_err());
+    }
 
     #[test]
     fn ra_layout() {
