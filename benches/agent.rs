@@ -15,9 +15,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferric::agent::client::{AgentClientConfig, AgentTarget};
-use ferric::agent::wire::{
-    CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse,
-};
+use ferric::agent::wire::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
 use ferric::agent::{AgentClient, ReqwestHttp};
 use ferric::images::clock::SystemClock;
 use ferric::images::{CreateImage, DiskFormat, ImageService, ImageStore};
@@ -62,22 +60,14 @@ impl Drop for KillOnDrop {
 
 /// Empties a file in place (the agent keeps its disk open: the inode must stay the same).
 fn fresh(path: &Path, len: u64) {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).unwrap();
     f.set_len(0).unwrap();
     f.set_len(len).unwrap();
 }
 
 fn same_prefix(a: &Path, b: &Path, len: u64) -> bool {
     use std::io::Read;
-    let (mut fa, mut fb) = (
-        std::fs::File::open(a).unwrap(),
-        std::fs::File::open(b).unwrap(),
-    );
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
     let (mut ba, mut bb) = (vec![0u8; 8 << 20], vec![0u8; 8 << 20]);
     let mut left = len as usize;
     while left > 0 {
@@ -94,12 +84,7 @@ fn same_prefix(a: &Path, b: &Path, len: u64) -> bool {
 
 fn shell(cmd: &str) -> Duration {
     let t = Instant::now();
-    let st = Command::new("sh")
-        .args(["-c", cmd])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
+    let st = Command::new("sh").args(["-c", cmd]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
     assert!(st.success(), "{cmd}");
     t.elapsed()
 }
@@ -117,59 +102,33 @@ fn main() {
         println!("agent: bench");
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(run());
 }
 
 async fn run() {
-    let mib: usize = std::env::var("FERRIC_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
+    let mib: usize = std::env::var("FERRIC_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
     let size = (mib as u64) << 20;
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("image.raw");
     let qcow = dir.path().join("image.qcow2");
-    let runs: usize = std::env::var("FERRIC_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(RUNS);
+    let runs: usize = std::env::var("FERRIC_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(RUNS);
     eprintln!("preparing a {mib} MiB image...");
     write_image(&raw, mib);
-    let st = Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&qcow)
-        .status()
-        .unwrap();
+    let st =
+        Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&qcow).status().unwrap();
     assert!(st.success());
 
-    let store = Arc::new(
-        ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 1 << 40).unwrap(),
-    );
-    let svc = Arc::new(ImageService::new(
-        store.clone(),
-        b"bench-key".to_vec(),
-        Arc::new(SystemClock),
-    ));
+    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 1 << 40).unwrap());
+    let svc = Arc::new(ImageService::new(store.clone(), b"bench-key".to_vec(), Arc::new(SystemClock)));
     let store_url = serve(svc.clone().router()).await;
     let mut infos = Vec::new();
     for (p, fmt) in [(&raw, DiskFormat::Raw), (&qcow, DiskFormat::Qcow2)] {
         let img = store
-            .create(CreateImage {
-                name: Some(fmt.as_str().into()),
-                disk_format: Some(fmt),
-                ..Default::default()
-            })
+            .create(CreateImage { name: Some(fmt.as_str().into()), disk_format: Some(fmt), ..Default::default() })
             .unwrap();
         let img = store.upload_file(&img.id, p).await.unwrap();
-        let url = svc
-            .temp_url(&store_url, &img.id, Duration::from_secs(3600))
-            .unwrap();
+        let url = svc.temp_url(&store_url, &img.id, Duration::from_secs(3600)).unwrap();
         infos.push(ImageInfo {
             id: img.id.clone(),
             urls: vec![url],
@@ -212,26 +171,12 @@ async fn run() {
     let api_url = serve(api).await;
     let disk = dir.path().join("disk.img");
     fresh(&disk, size + (64 << 20));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let agent = Command::new(env!("CARGO_BIN_EXE_ferric-agent"))
-        .args([
-            "--api-url",
-            &api_url,
-            "--mac",
-            "52:54:00:be:0c:01",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
+        .args(["--api-url", &api_url, "--mac", "52:54:00:be:0c:01", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--disk")
         .arg(&disk)
-        .env(
-            "RUST_LOG",
-            std::env::var("FERRIC_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", std::env::var("FERRIC_BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -239,16 +184,10 @@ async fn run() {
     while beats.lock().is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let target = AgentTarget {
-        url: format!("http://127.0.0.1:{port}"),
-        token: Some(TOKEN.into()),
-    };
+    let target = AgentTarget { url: format!("http://127.0.0.1:{port}"), token: Some(TOKEN.into()) };
     let client = AgentClient::new(
         Arc::new(ReqwestHttp::new(Duration::from_secs(5)).unwrap()),
-        AgentClientConfig {
-            command_timeout: Duration::from_secs(600),
-            ..Default::default()
-        },
+        AgentClientConfig { command_timeout: Duration::from_secs(600), ..Default::default() },
     );
     let deploy = |info: ImageInfo| {
         let client = client.clone();
@@ -270,10 +209,7 @@ async fn run() {
         fresh(&disk, size + (64 << 20));
         ours.push(deploy(infos[0].clone()).await);
         if i == 0 {
-            assert!(
-                same_prefix(&raw, &disk, size),
-                "agent disk differs from the image"
-            );
+            assert!(same_prefix(&raw, &disk, size), "agent disk differs from the image");
         }
         let _ = std::fs::remove_file(&out);
         let o = out.display().to_string();
@@ -295,10 +231,7 @@ async fn run() {
             .unwrap(),
         );
         if i == 0 {
-            assert!(
-                same_prefix(&raw, &out, size),
-                "curl|dd output differs from the image"
-            );
+            assert!(same_prefix(&raw, &out, size), "curl|dd output differs from the image");
         }
     }
     let (mut q_ours, mut q_img) = (Vec::new(), Vec::new());
@@ -306,22 +239,11 @@ async fn run() {
         fresh(&disk, size + (64 << 20));
         q_ours.push(deploy(infos[1].clone()).await);
         if i == 0 {
-            assert!(
-                same_prefix(&raw, &disk, size),
-                "agent qcow2 result differs from the image"
-            );
+            assert!(same_prefix(&raw, &disk, size), "agent qcow2 result differs from the image");
         }
         let _ = std::fs::remove_file(&out);
-        let c = format!(
-            "qemu-img convert -f qcow2 -O raw {} {}",
-            qcow.display(),
-            out.display()
-        );
-        q_img.push(
-            tokio::task::spawn_blocking(move || shell(&c))
-                .await
-                .unwrap(),
-        );
+        let c = format!("qemu-img convert -f qcow2 -O raw {} {}", qcow.display(), out.display());
+        q_img.push(tokio::task::spawn_blocking(move || shell(&c)).await.unwrap());
     }
     drop(agent);
 
@@ -329,48 +251,19 @@ async fn run() {
     println!(
         "raw image, {mib} MiB, best of {runs} (ferric-agent verifies SHA-256 while streaming and fdatasyncs before reporting success):"
     );
-    println!(
-        "  ferric-agent                               {:>8.3} s  {:>7.0} MB/s",
-        a.as_secs_f64(),
-        mbps(size, a)
-    );
-    println!(
-        "  curl URL | dd of=FILE bs=1M                {:>8.3} s  {:>7.0} MB/s",
-        b.as_secs_f64(),
-        mbps(size, b)
-    );
-    println!(
-        "  curl URL | dd of=FILE bs=1M conv=fdatasync {:>8.3} s  {:>7.0} MB/s",
-        c.as_secs_f64(),
-        mbps(size, c)
-    );
-    println!(
-        "  ratio vs curl|dd            {:.2}x",
-        b.as_secs_f64() / a.as_secs_f64()
-    );
-    println!(
-        "  ratio vs curl|dd fdatasync  {:.2}x",
-        c.as_secs_f64() / a.as_secs_f64()
-    );
+    println!("  ferric-agent                               {:>8.3} s  {:>7.0} MB/s", a.as_secs_f64(), mbps(size, a));
+    println!("  curl URL | dd of=FILE bs=1M                {:>8.3} s  {:>7.0} MB/s", b.as_secs_f64(), mbps(size, b));
+    println!("  curl URL | dd of=FILE bs=1M conv=fdatasync {:>8.3} s  {:>7.0} MB/s", c.as_secs_f64(), mbps(size, c));
+    println!("  ratio vs curl|dd            {:.2}x", b.as_secs_f64() / a.as_secs_f64());
+    println!("  ratio vs curl|dd fdatasync  {:.2}x", c.as_secs_f64() / a.as_secs_f64());
     let (qa, qb) = (best(&q_ours), best(&q_img));
     println!(
         "qcow2 image ({} MiB file), {mib} MiB virtual, best of {runs}:",
         std::fs::metadata(&qcow).unwrap().len() >> 20
     );
-    println!(
-        "  ferric-agent (HTTP, streaming convert)     {:>8.3} s  {:>7.0} MB/s",
-        qa.as_secs_f64(),
-        mbps(size, qa)
-    );
-    println!(
-        "  qemu-img convert -O raw (local file)       {:>8.3} s  {:>7.0} MB/s",
-        qb.as_secs_f64(),
-        mbps(size, qb)
-    );
-    println!(
-        "  ratio vs qemu-img convert   {:.2}x",
-        qb.as_secs_f64() / qa.as_secs_f64()
-    );
+    println!("  ferric-agent (HTTP, streaming convert)     {:>8.3} s  {:>7.0} MB/s", qa.as_secs_f64(), mbps(size, qa));
+    println!("  qemu-img convert -O raw (local file)       {:>8.3} s  {:>7.0} MB/s", qb.as_secs_f64(), mbps(size, qb));
+    println!("  ratio vs qemu-img convert   {:.2}x", qb.as_secs_f64() / qa.as_secs_f64());
     println!(
         "all runs (s): agent {:?} dd {:?} dd+sync {:?} qcow2 agent {:?} qemu-img {:?}",
         ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),

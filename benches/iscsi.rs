@@ -21,10 +21,7 @@ use iscsi_support::{AgentTarget, Tgtd, pattern};
 const AGENT: &str = env!("CARGO_BIN_EXE_ferric-agent");
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -34,10 +31,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn same_prefix(a: &std::path::Path, b: &std::path::Path, len: u64) -> bool {
     use std::io::Read;
-    let (mut fa, mut fb) = (
-        std::fs::File::open(a).unwrap(),
-        std::fs::File::open(b).unwrap(),
-    );
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut left = len;
     while left > 0 {
@@ -65,9 +59,7 @@ fn main() {
     let mib = env_num("FERRIC_BENCH_MIB", 1024);
     let rounds = env_num("FERRIC_BENCH_ROUNDS", 3).max(1);
     let size = mib << 20;
-    let base = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("iscsi-bench");
+    let base = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("iscsi-bench");
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::tempdir_in(&base).unwrap();
     let src = dir.path().join("image.raw");
@@ -84,11 +76,7 @@ fn main() {
     let tgt_disk = dir.path().join("tgtd-disk.raw");
     fresh(&ferric_disk, size);
     fresh(&tgt_disk, size);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let target = AgentTarget::start(AGENT, &ferric_disk, "iqn.2024-01.org.ferric:bench", None);
     let tgtd = Tgtd::start(&tgt_disk, "iqn.2024-01.org.ferric:bench-tgtd", None);
     let url = format!("iscsi://{}/{}/1", tgtd.portal, tgtd.iqn);
@@ -100,9 +88,7 @@ fn main() {
         let report = rt
             .block_on(async {
                 let f = tokio::fs::File::open(&src).await?;
-                copy_image(target.portal, &cfg, f, CopyOptions::default())
-                    .await
-                    .map_err(std::io::Error::other)
+                copy_image(target.portal, &cfg, f, CopyOptions::default()).await.map_err(std::io::Error::other)
             })
             .expect("ferric copy");
         let secs = t.elapsed().as_secs_f64();
@@ -132,22 +118,12 @@ fn main() {
     }
     drop(tgtd);
     drop(target);
-    assert!(
-        same_prefix(&src, &ferric_disk, size),
-        "ferric target disk differs from the image"
-    );
-    assert!(
-        same_prefix(&src, &tgt_disk, size),
-        "tgtd disk differs from the image"
-    );
+    assert!(same_prefix(&src, &ferric_disk, size), "ferric target disk differs from the image");
+    assert!(same_prefix(&src, &tgt_disk, size), "tgtd disk differs from the image");
     let (f, q, qd) = (median(ferric), median(qemu_wb), median(qemu_default));
     println!("iscsi copy of {mib} MiB over loopback, median of {rounds} rounds (byte-checked):");
     println!("  ferric initiator -> ferric target           {f:8.0} MB/s");
     println!("  qemu-img -t writeback (libiscsi) -> tgtd    {q:8.0} MB/s");
     println!("  qemu-img default cache (no flush) -> tgtd   {qd:8.0} MB/s");
-    println!(
-        "  ratio ferric / qemu-img->tgtd: {:.2}x (vs default cache: {:.2}x)",
-        f / q,
-        f / qd
-    );
+    println!("  ratio ferric / qemu-img->tgtd: {:.2}x (vs default cache: {:.2}x)", f / q, f / qd);
 }

@@ -46,11 +46,7 @@ impl Drop for Peer {
 }
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[derive(Clone, Copy)]
@@ -101,14 +97,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let reps: usize = std::env::var("FERRIC_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let mb: usize = std::env::var("FERRIC_BENCH_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+    let reps: usize = std::env::var("FERRIC_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let mb: usize = std::env::var("FERRIC_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let only: Option<String> = std::env::var("FERRIC_BENCH_ONLY").ok();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
@@ -125,30 +115,17 @@ fn main() {
     }
     std::fs::write(root.join("big.bin"), &data).unwrap();
     // tftpd-hpa and atftpd drop privileges; let them read the root.
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
+    Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()).status().unwrap();
 
     // ferric on its own runtime, as `ferric serve` would run it.
     let rt = if std::env::var("FERRIC_BENCH_RT").as_deref() == Ok("current") {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
     };
     let fport = free_port();
     let server = rt
-        .block_on(TftpServer::bind(TftpConfig::new(
-            SocketAddr::from(([127, 0, 0, 1], fport)),
-            root.clone(),
-        )))
+        .block_on(TftpServer::bind(TftpConfig::new(SocketAddr::from(([127, 0, 0, 1], fport)), root.clone())))
         .unwrap();
     let rt = std::sync::Arc::new(rt);
     let rt2 = rt.clone();
@@ -156,13 +133,7 @@ fn main() {
 
     let hport = free_port();
     let hpa = Command::new(TFTPD_HPA)
-        .args([
-            "--foreground",
-            "--listen",
-            "--address",
-            &format!("127.0.0.1:{hport}"),
-            "--secure",
-        ])
+        .args(["--foreground", "--listen", "--address", &format!("127.0.0.1:{hport}"), "--secure"])
         .arg(&root)
         .spawn()
         .expect("start in.tftpd");
@@ -188,77 +159,27 @@ fn main() {
         .spawn()
         .expect("start atftpd");
     let servers = [
-        Peer {
-            name: "ferric",
-            port: fport,
-            child: None,
-        },
-        Peer {
-            name: "tftpd-hpa",
-            port: hport,
-            child: Some(hpa),
-        },
-        Peer {
-            name: "atftpd",
-            port: aport,
-            child: Some(atftpd),
-        },
+        Peer { name: "ferric", port: fport, child: None },
+        Peer { name: "tftpd-hpa", port: hport, child: Some(hpa) },
+        Peer { name: "atftpd", port: aport, child: Some(atftpd) },
     ];
     std::thread::sleep(Duration::from_millis(500));
 
     let settings = [
-        Setting {
-            label: "blksize 512 / curl",
-            blksize: 512,
-            window: None,
-            client: Client::Curl,
-        },
-        Setting {
-            label: "blksize 512 / atftp",
-            blksize: 512,
-            window: None,
-            client: Client::Atftp,
-        },
-        Setting {
-            label: "blksize 1468 / curl",
-            blksize: 1468,
-            window: None,
-            client: Client::Curl,
-        },
-        Setting {
-            label: "blksize 1468 / atftp",
-            blksize: 1468,
-            window: None,
-            client: Client::Atftp,
-        },
-        Setting {
-            label: "blksize 1468 ws 64 / atftp",
-            blksize: 1468,
-            window: Some(64),
-            client: Client::Atftp,
-        },
-        Setting {
-            label: "blksize 65464 / curl",
-            blksize: 65464,
-            window: None,
-            client: Client::Curl,
-        },
-        Setting {
-            label: "blksize 65464 / atftp",
-            blksize: 65464,
-            window: None,
-            client: Client::Atftp,
-        },
+        Setting { label: "blksize 512 / curl", blksize: 512, window: None, client: Client::Curl },
+        Setting { label: "blksize 512 / atftp", blksize: 512, window: None, client: Client::Atftp },
+        Setting { label: "blksize 1468 / curl", blksize: 1468, window: None, client: Client::Curl },
+        Setting { label: "blksize 1468 / atftp", blksize: 1468, window: None, client: Client::Atftp },
+        Setting { label: "blksize 1468 ws 64 / atftp", blksize: 1468, window: Some(64), client: Client::Atftp },
+        Setting { label: "blksize 65464 / curl", blksize: 65464, window: None, client: Client::Curl },
+        Setting { label: "blksize 65464 / atftp", blksize: 65464, window: None, client: Client::Atftp },
     ];
     let out = dir.path().join("out.bin");
     println!(
         "TFTP loopback, {mb} MiB file, {reps} reps (x4 at blksize 65464, x2 with windowsize), \
          median MB/s (1 MB = 10^6 bytes)"
     );
-    println!(
-        "{:<28} {:>9} {:>10} {:>9} {:>8}",
-        "setting", "ferric", "tftpd-hpa", "atftpd", "ratio"
-    );
+    println!("{:<28} {:>9} {:>10} {:>9} {:>8}", "setting", "ferric", "tftpd-hpa", "atftpd", "ratio");
     let mut worst = f64::INFINITY;
     for s in &settings {
         if let Some(o) = &only
@@ -281,12 +202,7 @@ fn main() {
                 let srv = &servers[i];
                 let d = fetch(s.client, srv.port, s, &out);
                 let got = std::fs::read(&out).unwrap();
-                assert!(
-                    got == data,
-                    "{} returned different bytes ({})",
-                    srv.name,
-                    s.label
-                );
+                assert!(got == data, "{} returned different bytes ({})", srv.name, s.label);
                 rates[i].push(size as f64 / 1e6 / d.as_secs_f64());
             }
         }
@@ -299,10 +215,7 @@ fn main() {
         let m: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
         let ratio = m[0] / m[1].max(m[2]);
         worst = worst.min(ratio);
-        println!(
-            "{:<28} {:>9.1} {:>10.1} {:>9.1} {:>7.2}x",
-            s.label, m[0], m[1], m[2], ratio
-        );
+        println!("{:<28} {:>9.1} {:>10.1} {:>9.1} {:>7.2}x", s.label, m[0], m[1], m[2], ratio);
     }
     println!("worst ratio ferric / fastest peer: {worst:.2}x");
     drop(servers);

@@ -14,9 +14,7 @@ use axum::routing::{get, post};
 use base64::Engine;
 use bytes::Bytes;
 use ferric::agent::client::{AgentClientConfig, AgentTarget};
-use ferric::agent::wire::{
-    CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse,
-};
+use ferric::agent::wire::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
 use ferric::agent::{AgentClient, ReqwestHttp};
 use ferric::images::clock::SystemClock;
 use ferric::images::{CreateImage, DiskFormat, ImageService, ImageStore};
@@ -50,15 +48,8 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -73,14 +64,8 @@ async fn lookup(
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if !q
-        .get("addresses")
-        .is_some_and(|a| a.split(',').any(|m| m == MAC))
-    {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error_message": "{\"faultstring\": \"Not Found\"}"})),
-        )
+    if !q.get("addresses").is_some_and(|a| a.split(',').any(|m| m == MAC)) {
+        return (StatusCode::NOT_FOUND, axum::Json(json!({"error_message": "{\"faultstring\": \"Not Found\"}"})))
             .into_response();
     }
     let resp = LookupResponse {
@@ -139,25 +124,14 @@ impl Drop for Env {
 /// Starts the store, the fake API and an agent with `disks` = (size, extra spec).
 async fn env(disks: &[(u64, &str)], properties: Value) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 1 << 32).unwrap(),
-    );
-    let svc = Arc::new(ImageService::new(
-        store,
-        b"test-temp-url-key".to_vec(),
-        Arc::new(SystemClock),
-    ));
+    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 1 << 32).unwrap());
+    let svc = Arc::new(ImageService::new(store, b"test-temp-url-key".to_vec(), Arc::new(SystemClock)));
     let store_url = serve(svc.clone().router()).await;
     let heartbeats = Arc::new(Mutex::new(Vec::new()));
-    let api = FakeApi {
-        heartbeats: heartbeats.clone(),
-        properties: properties.as_object().cloned().unwrap_or_default(),
-    };
+    let api =
+        FakeApi { heartbeats: heartbeats.clone(), properties: properties.as_object().cloned().unwrap_or_default() };
     let api_url = serve(
-        Router::new()
-            .route("/v1/lookup", get(lookup))
-            .route("/v1/heartbeat/{node}", post(heartbeat))
-            .with_state(api),
+        Router::new().route("/v1/lookup", get(lookup)).route("/v1/heartbeat/{node}", post(heartbeat)).with_state(api),
     )
     .await;
     let mut paths = Vec::new();
@@ -170,18 +144,9 @@ async fn env(disks: &[(u64, &str)], properties: Value) -> Env {
         args.push(format!("{}{extra}", p.display()));
         paths.push(p);
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
-    args.extend([
-        "--download-retries".into(),
-        "2".into(),
-        "--download-retry-interval".into(),
-        "0.2".into(),
-    ]);
+    args.extend(["--download-retries".into(), "2".into(), "--download-retry-interval".into(), "0.2".into()]);
     let log = dir.path().join("agent.log");
     let child = Command::new(env!("CARGO_BIN_EXE_ferric-agent"))
         .args(&args)
@@ -206,10 +171,7 @@ async fn env(disks: &[(u64, &str)], properties: Value) -> Env {
         heartbeats: heartbeats.clone(),
         agent: Some(child),
         client,
-        target: AgentTarget {
-            url: String::new(),
-            token: Some(TOKEN.into()),
-        },
+        target: AgentTarget { url: String::new(), token: Some(TOKEN.into()) },
         disks: paths,
         log,
     };
@@ -222,10 +184,7 @@ async fn env(disks: &[(u64, &str)], properties: Value) -> Env {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!(
-        "no heartbeat; agent log:\n{}",
-        std::fs::read_to_string(&e.log).unwrap_or_default()
-    );
+    panic!("no heartbeat; agent log:\n{}", std::fs::read_to_string(&e.log).unwrap_or_default());
 }
 
 impl Env {
@@ -239,17 +198,10 @@ impl Env {
         let img = self
             .svc
             .store
-            .create(CreateImage {
-                name: Some(name.into()),
-                disk_format: Some(fmt),
-                ..Default::default()
-            })
+            .create(CreateImage { name: Some(name.into()), disk_format: Some(fmt), ..Default::default() })
             .unwrap();
         let img = self.svc.store.upload_file(&img.id, path).await.unwrap();
-        let url = self
-            .svc
-            .temp_url(&self.store_url, &img.id, Duration::from_secs(600))
-            .unwrap();
+        let url = self.svc.temp_url(&self.store_url, &img.id, Duration::from_secs(600)).unwrap();
         let info = ImageInfo {
             id: img.id.clone(),
             urls: vec![url],
@@ -262,16 +214,8 @@ impl Env {
         (img.id, info)
     }
 
-    async fn deploy(
-        &self,
-        info: &ImageInfo,
-        configdrive: Option<&str>,
-    ) -> ferric::agent::wire::CommandResult {
-        let r = self
-            .client
-            .prepare_image(&self.target, info, configdrive)
-            .await
-            .unwrap();
+    async fn deploy(&self, info: &ImageInfo, configdrive: Option<&str>) -> ferric::agent::wire::CommandResult {
+        let r = self.client.prepare_image(&self.target, info, configdrive).await.unwrap();
         self.client.wait_for(&self.target, r).await.unwrap()
     }
 
@@ -284,10 +228,7 @@ impl Env {
 async fn raw_qcow2_checksums_hints_and_retries() {
     // Two disks; the root device hint picks the second (by serial), not the smallest.
     let e = env(
-        &[
-            (64 << 20, ",serial=AAA"),
-            (96 << 20, ",serial=BBB,wwn=0x5000c500aaaa"),
-        ],
+        &[(64 << 20, ",serial=AAA"), (96 << 20, ",serial=BBB,wwn=0x5000c500aaaa")],
         json!({"root_device": {"serial": "BBB"}}),
     )
     .await;
@@ -298,16 +239,10 @@ async fn raw_qcow2_checksums_hints_and_retries() {
     let (_, info) = e.upload("raw.img", &raw, DiskFormat::Raw).await;
     let r = e.deploy(&info, None).await;
     assert_eq!(r.command_status, CommandStatus::Succeeded, "{r:?}");
-    let msg = r.command_result.as_ref().unwrap()["result"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let msg = r.command_result.as_ref().unwrap()["result"].as_str().unwrap().to_string();
     assert!(msg.starts_with("prepare_image: image ("), "{msg}");
     assert_eq!(&e.disk(1)[..raw.len()], &raw[..]);
-    assert!(
-        e.disk(0).iter().all(|&b| b == 0),
-        "the hint must keep disk 0 untouched"
-    );
+    assert!(e.disk(0).iter().all(|&b| b == 0), "the hint must keep disk 0 untouched");
     let uuids = e.client.get_partition_uuids(&e.target).await.unwrap();
     assert!(uuids.contains_key("root uuid"));
 
@@ -317,14 +252,8 @@ async fn raw_qcow2_checksums_hints_and_retries() {
     by_url.os_hash_value = None;
     // The checksums file names the image by the last path segment of its URL: the image id.
     let sums = format!("{}  {}\n", hex(&Sha256::digest(&raw)), info.id);
-    let (sum_id, _) = e
-        .upload("SHA256SUMS2", sums.as_bytes(), DiskFormat::Raw)
-        .await;
-    by_url.checksum = Some(
-        e.svc
-            .temp_url(&e.store_url, &sum_id, Duration::from_secs(600))
-            .unwrap(),
-    );
+    let (sum_id, _) = e.upload("SHA256SUMS2", sums.as_bytes(), DiskFormat::Raw).await;
+    by_url.checksum = Some(e.svc.temp_url(&e.store_url, &sum_id, Duration::from_secs(600)).unwrap());
     let r = e.deploy(&by_url, None).await;
     assert_eq!(r.command_status, CommandStatus::Succeeded, "{r:?}");
     let mut md5 = info.clone();
@@ -332,13 +261,7 @@ async fn raw_qcow2_checksums_hints_and_retries() {
     md5.os_hash_value = None;
     md5.checksum = Some("0123456789abcdef0123456789abcdef".into());
     let refused = e.client.prepare_image(&e.target, &md5, None).await;
-    assert!(
-        matches!(
-            refused,
-            Err(ferric::agent::client::AgentClientError::Api { status: 400, .. })
-        ),
-        "{refused:?}"
-    );
+    assert!(matches!(refused, Err(ferric::agent::client::AgentClientError::Api { status: 400, .. })), "{refused:?}");
 
     // qcow2 made by qemu-img, plain and compressed; the disk holds garbage first, so the
     // unallocated clusters must be zeroed.
@@ -356,14 +279,8 @@ async fn raw_qcow2_checksums_hints_and_retries() {
         let r = e.deploy(&info, None).await;
         assert_eq!(r.command_status, CommandStatus::Succeeded, "{name}: {r:?}");
         let disk = e.disk(1);
-        assert!(
-            disk[..raw2.len()] == raw2[..],
-            "{name}: disk differs from the raw image"
-        );
-        assert!(
-            disk[raw2.len()..].iter().all(|&b| b == 0x55),
-            "{name}: wrote past the virtual size"
-        );
+        assert!(disk[..raw2.len()] == raw2[..], "{name}: disk differs from the raw image");
+        assert!(disk[raw2.len()..].iter().all(|&b| b == 0x55), "{name}: wrote past the virtual size");
     }
 
     // Checksum mismatch: FAILED, ImageChecksumError, nothing reported as deployed, no bootable
@@ -374,13 +291,7 @@ async fn raw_qcow2_checksums_hints_and_retries() {
     assert_eq!(r.command_status, CommandStatus::Failed);
     let err = r.command_error.unwrap();
     assert_eq!(err.kind, "ImageChecksumError", "{err:?}");
-    assert!(
-        e.client
-            .get_partition_uuids(&e.target)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(e.client.get_partition_uuids(&e.target).await.unwrap().is_empty());
     assert!(e.disk(1)[..1 << 20].iter().all(|&b| b == 0));
 
     // 404 is final (no retries); an unreachable store is retried then fails.
@@ -392,49 +303,28 @@ async fn raw_qcow2_checksums_hints_and_retries() {
     let r = e.deploy(&missing, None).await;
     let err = r.command_error.unwrap();
     assert_eq!(err.kind, "ImageDownloadError");
-    assert!(
-        !err.details.contains("attempts"),
-        "4xx must not be retried: {err:?}"
-    );
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    assert!(!err.details.contains("attempts"), "4xx must not be retried: {err:?}");
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     missing.urls = vec![format!("http://127.0.0.1:{dead_port}/image")];
     let r = e.deploy(&missing, None).await;
     let err = r.command_error.unwrap();
     assert!(err.details.contains("gave up after 3 attempts"), "{err:?}");
 
     // Clean step: metadata erase, then steps listing and logs.
-    let steps = e
-        .client
-        .get_clean_steps(&e.target, &json!({"uuid": NODE}), &[])
-        .await
-        .unwrap();
+    let steps = e.client.get_clean_steps(&e.target, &json!({"uuid": NODE}), &[]).await.unwrap();
     assert_eq!(
         steps.command_result.unwrap()["clean_steps"]["FerricHardwareManager"][0]["step"],
         "erase_devices_metadata"
     );
-    let step: ferric::agent::wire::Step = serde_json::from_value(
-        json!({"step": "erase_devices_metadata", "priority": 99, "interface": "deploy"}),
-    )
-    .unwrap();
-    let r = e
-        .client
-        .execute_clean_step(&e.target, &step, &json!({"uuid": NODE}), &[], None)
-        .await
-        .unwrap();
+    let step: ferric::agent::wire::Step =
+        serde_json::from_value(json!({"step": "erase_devices_metadata", "priority": 99, "interface": "deploy"}))
+            .unwrap();
+    let r = e.client.execute_clean_step(&e.target, &step, &json!({"uuid": NODE}), &[], None).await.unwrap();
     let r = e.client.wait_for(&e.target, r).await.unwrap();
     assert_eq!(r.command_status, CommandStatus::Succeeded, "{r:?}");
-    assert_eq!(
-        r.command_result.unwrap()["clean_step"]["step"],
-        "erase_devices_metadata"
-    );
+    assert_eq!(r.command_result.unwrap()["clean_step"]["step"], "erase_devices_metadata");
     let logs = e.client.collect_system_logs(&e.target).await.unwrap();
-    let tgz = base64::engine::general_purpose::STANDARD
-        .decode(logs)
-        .unwrap();
+    let tgz = base64::engine::general_purpose::STANDARD.decode(logs).unwrap();
     let mut names = Vec::new();
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&tgz[..]));
     for entry in ar.entries().unwrap() {
@@ -460,19 +350,14 @@ async fn resumes_interrupted_download_with_range() {
             let img = img2.clone();
             let ranges = ranges2.clone();
             async move {
-                let range = headers
-                    .get("range")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let range = headers.get("range").and_then(|v| v.to_str().ok()).map(str::to_string);
                 let first = ranges.lock().is_empty();
                 ranges.lock().push(range.clone());
                 if first {
                     // Half the image, then the connection breaks.
                     let half = img.slice(..img.len() / 2);
-                    let s = futures::stream::iter(vec![
-                        Ok::<_, std::io::Error>(half),
-                        Err(std::io::Error::other("cut")),
-                    ]);
+                    let s =
+                        futures::stream::iter(vec![Ok::<_, std::io::Error>(half), Err(std::io::Error::other("cut"))]);
                     return axum::response::Response::builder()
                         .status(200)
                         .header("content-length", img.len())
@@ -487,10 +372,7 @@ async fn resumes_interrupted_download_with_range() {
                     .unwrap_or(0);
                 axum::response::Response::builder()
                     .status(206)
-                    .header(
-                        "content-range",
-                        format!("bytes {start}-{}/{}", img.len() - 1, img.len()),
-                    )
+                    .header("content-range", format!("bytes {start}-{}/{}", img.len() - 1, img.len()))
                     .body(axum::body::Body::from(img.slice(start..)))
                     .unwrap()
             }
@@ -511,14 +393,8 @@ async fn resumes_interrupted_download_with_range() {
     let ranges = ranges.lock().clone();
     assert_eq!(ranges.len(), 2, "{ranges:?}");
     assert_eq!(ranges[0], None);
-    let resumed_at: usize = ranges[1]
-        .as_deref()
-        .unwrap()
-        .strip_prefix("bytes=")
-        .unwrap()
-        .trim_end_matches('-')
-        .parse()
-        .unwrap();
+    let resumed_at: usize =
+        ranges[1].as_deref().unwrap().strip_prefix("bytes=").unwrap().trim_end_matches('-').parse().unwrap();
     assert!(resumed_at > 0 && resumed_at <= img.len() / 2, "{ranges:?}");
 }
 
@@ -557,27 +433,17 @@ async fn partition_images_and_configdrive() {
         let root_part = parts.last().unwrap();
         let disk_bytes = std::fs::read(&disk).unwrap();
         let root_off = root_part["start"].as_u64().unwrap() as usize * 512;
-        assert_eq!(
-            &disk_bytes[root_off..root_off + root.len()],
-            &root[..],
-            "{label}: root partition content"
-        );
+        assert_eq!(&disk_bytes[root_off..root_off + root.len()], &root[..], "{label}: root partition content");
         if label == "gpt" {
             assert!(fdisk.contains("Disklabel type: gpt"), "{fdisk}");
             assert_eq!(t["label"], "gpt");
             // BIOS boot, ephemeral, swap, config drive, root.
             assert_eq!(parts.len(), 5, "{j}");
-            assert_eq!(
-                parts.iter().map(mib).collect::<Vec<_>>(),
-                vec![1, 4, 8, 64, 16]
-            );
+            assert_eq!(parts.iter().map(mib).collect::<Vec<_>>(), vec![1, 4, 8, 64, 16]);
             assert_eq!(parts[0]["type"], "21686148-6449-6E6F-744E-656564454649");
             assert_eq!(parts[2]["type"], "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F");
             assert_eq!(parts[3]["name"], "config-2");
-            assert_eq!(
-                root_part["uuid"].as_str().unwrap().to_lowercase(),
-                uuids["root uuid"].as_str().unwrap()
-            );
+            assert_eq!(root_part["uuid"].as_str().unwrap().to_lowercase(), uuids["root uuid"].as_str().unwrap());
             let v = sh("sgdisk", &["-v", disk.to_str().unwrap()]);
             assert!(v.contains("No problems found"), "{v}");
             let p = sh("sgdisk", &["-p", disk.to_str().unwrap()]);
@@ -586,52 +452,24 @@ async fn partition_images_and_configdrive() {
             assert!(fdisk.contains("Disklabel type: dos"), "{fdisk}");
             assert_eq!(t["label"], "dos");
             assert_eq!(parts.len(), 4, "{j}");
-            assert_eq!(
-                parts.iter().map(mib).collect::<Vec<_>>(),
-                vec![4, 8, 64, 16]
-            );
+            assert_eq!(parts.iter().map(mib).collect::<Vec<_>>(), vec![4, 8, 64, 16]);
             assert_eq!(parts[1]["type"], "82");
             assert_eq!(root_part["type"], "83");
             assert_eq!(root_part["bootable"], true);
-            let sig = t["id"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("0x")
-                .to_string();
+            let sig = t["id"].as_str().unwrap().trim_start_matches("0x").to_string();
             assert_eq!(uuids["root uuid"].as_str().unwrap(), format!("{sig}-04"));
         }
         let cd_part = &parts[parts.len() - 2];
         let off = cd_part["start"].as_u64().unwrap() as usize * 512;
-        assert_eq!(
-            &disk_bytes[off..off + cd_plain.len()],
-            &cd_plain[..],
-            "{label}: config drive content"
-        );
-        assert_eq!(
-            uuids["partitions"]["root"],
-            format!("{}{}", disk.display(), parts.len())
-        );
+        assert_eq!(&disk_bytes[off..off + cd_plain.len()], &cd_plain[..], "{label}: config drive content");
+        assert_eq!(uuids["partitions"]["root"], format!("{}{}", disk.display(), parts.len()));
     }
 
     // Whole-disk image with its own (small) GPT: the config drive goes into a new config-2
     // partition at the end of the disk, and the GPT's backup moves to the real end.
     let wd = e.dir.path().join("wd.img");
-    std::fs::File::create(&wd)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    sh(
-        "sgdisk",
-        &[
-            "-n",
-            "1:2048:0",
-            "-t",
-            "1:8300",
-            "-c",
-            "1:rootfs",
-            wd.to_str().unwrap(),
-        ],
-    );
+    std::fs::File::create(&wd).unwrap().set_len(32 << 20).unwrap();
+    sh("sgdisk", &["-n", "1:2048:0", "-t", "1:8300", "-c", "1:rootfs", wd.to_str().unwrap()]);
     let (_, info) = e.upload_file("wd.img", &wd, DiskFormat::Raw).await;
     let r = e.deploy(&info, Some(&cd)).await;
     assert_eq!(r.command_status, CommandStatus::Succeeded, "{r:?}");
@@ -640,42 +478,25 @@ async fn partition_images_and_configdrive() {
     let v = sh("sgdisk", &["-v", disk.to_str().unwrap()]);
     assert!(v.contains("No problems found"), "{v}");
     let j = sfdisk_json(&disk);
-    let parts = j["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let parts = j["partitiontable"]["partitions"].as_array().unwrap().clone();
     assert_eq!(parts.len(), 2);
     let end = (parts[1]["start"].as_u64().unwrap() + parts[1]["size"].as_u64().unwrap()) * 512;
-    assert!(
-        end > (150 << 20) && end <= 160 << 20,
-        "config-2 ends at {end}"
-    );
+    assert!(end > (150 << 20) && end <= 160 << 20, "config-2 ends at {end}");
     let bytes = std::fs::read(&disk).unwrap();
     let off = parts[1]["start"].as_u64().unwrap() as usize * 512;
     assert_eq!(&bytes[off..off + cd_plain.len()], &cd_plain[..]);
 
     // Whole-disk MBR image: config drive as a new primary partition.
     let wm = e.dir.path().join("wm.img");
-    std::fs::File::create(&wm)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let mut child = Command::new("sfdisk")
-        .arg(&wm)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    std::fs::File::create(&wm).unwrap().set_len(16 << 20).unwrap();
+    let mut child = Command::new("sfdisk").arg(&wm).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"label: dos\n,,83\n").unwrap();
     assert!(child.wait().unwrap().success());
     let (_, info) = e.upload_file("wm.img", &wm, DiskFormat::Raw).await;
     let r = e.deploy(&info, Some(&cd)).await;
     assert_eq!(r.command_status, CommandStatus::Succeeded, "{r:?}");
     let j = sfdisk_json(&disk);
-    let parts = j["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let parts = j["partitiontable"]["partitions"].as_array().unwrap().clone();
     assert_eq!(parts.len(), 2, "{j}");
     assert_eq!(parts[1]["size"].as_u64().unwrap() * 512, 64 << 20);
 }
@@ -683,12 +504,7 @@ async fn partition_images_and_configdrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_required_and_power_off_only_ends_the_agent() {
     let mut e = env(&[(16 << 20, "")], json!({})).await;
-    assert!(
-        e.heartbeats
-            .lock()
-            .iter()
-            .all(|h| h.agent_token.as_deref() == Some(TOKEN) && h.agent_status.is_none())
-    );
+    assert!(e.heartbeats.lock().iter().all(|h| h.agent_token.as_deref() == Some(TOKEN) && h.agent_status.is_none()));
     let http = reqwest::Client::new();
     let base = e.target.url.clone();
     let status = http.get(format!("{base}/v1/status")).send().await.unwrap();
@@ -696,17 +512,10 @@ async fn token_required_and_power_off_only_ends_the_agent() {
     let s: Value = status.json().await.unwrap();
     assert!(s["version"].is_string() && s["started_at"].is_number());
     for q in ["", "?agent_token=wrong", "?agent_token="] {
-        let r = http
-            .get(format!("{base}/v1/commands/{q}"))
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(format!("{base}/v1/commands/{q}")).send().await.unwrap();
         assert_eq!(r.status(), 401, "{q}");
         let f: Value = r.json().await.unwrap();
-        assert_eq!(
-            f,
-            json!({"faultcode": "Client", "faultstring": "401 Unauthorized: Token invalid."})
-        );
+        assert_eq!(f, json!({"faultcode": "Client", "faultstring": "401 Unauthorized: Token invalid."}));
         let r = http
             .post(format!("{base}/v1/commands/{q}"))
             .json(&json!({"name": "standby.sync", "params": {}}))
@@ -715,22 +524,11 @@ async fn token_required_and_power_off_only_ends_the_agent() {
             .unwrap();
         assert_eq!(r.status(), 401);
     }
-    let bad = AgentTarget {
-        url: base.clone(),
-        token: Some("nope".into()),
-    };
-    assert!(matches!(
-        e.client.sync(&bad).await,
-        Err(ferric::agent::client::AgentClientError::Api { status: 401, .. })
-    ));
+    let bad = AgentTarget { url: base.clone(), token: Some("nope".into()) };
+    assert!(matches!(e.client.sync(&bad).await, Err(ferric::agent::client::AgentClientError::Api { status: 401, .. })));
     // Bad bodies and names.
     let tok = format!("?agent_token={TOKEN}");
-    let r = http
-        .post(format!("{base}/v1/commands/{tok}"))
-        .body("{\"name\": 1}")
-        .send()
-        .await
-        .unwrap();
+    let r = http.post(format!("{base}/v1/commands/{tok}")).body("{\"name\": 1}").send().await.unwrap();
     assert_eq!(r.status(), 400);
     let r = http
         .post(format!("{base}/v1/commands/{tok}"))

@@ -11,9 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferric::agent::client::{AgentClientConfig, AgentTarget};
-use ferric::agent::wire::{
-    CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse,
-};
+use ferric::agent::wire::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
 use ferric::agent::{Agent, AgentClient, AgentConfig, Disk, HostMode, LogRing, TowerHttp};
 use ferric::images::blockdev::MemDisk;
 use ferric::images::clock::TokioClock;
@@ -39,10 +37,7 @@ async fn lookup(State(_): State<Api>) -> axum::Json<LookupResponse> {
     })
 }
 
-async fn heartbeat(
-    State(api): State<Api>,
-    axum::Json(hb): axum::Json<HeartbeatRequest>,
-) -> StatusCode {
+async fn heartbeat(State(api): State<Api>, axum::Json(hb): axum::Json<HeartbeatRequest>) -> StatusCode {
     api.beats.lock().push((tokio::time::Instant::now(), hb));
     StatusCode::ACCEPTED
 }
@@ -55,19 +50,10 @@ async fn deploy_in_process_on_paused_clock() {
     let svc = Arc::new(ImageService::new(store.clone(), b"key".to_vec(), clock));
     let image: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 241) as u8).collect();
     let img = store
-        .create(CreateImage {
-            name: Some("x".into()),
-            disk_format: Some(DiskFormat::Raw),
-            ..Default::default()
-        })
+        .create(CreateImage { name: Some("x".into()), disk_format: Some(DiskFormat::Raw), ..Default::default() })
         .unwrap();
     let img = store
-        .upload(
-            &img.id,
-            futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from(
-                image.clone(),
-            ))]),
-        )
+        .upload(&img.id, futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from(image.clone()))]))
         .await
         .unwrap();
 
@@ -103,16 +89,10 @@ async fn deploy_in_process_on_paused_clock() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let client = AgentClient::new(Arc::new(net.clone()), AgentClientConfig::default());
-    let target = AgentTarget {
-        url: "http://agent:9999".into(),
-        token: Some("sim-token".into()),
-    };
+    let target = AgentTarget { url: "http://agent:9999".into(), token: Some("sim-token".into()) };
     let info = ImageInfo {
         id: img.id.clone(),
-        urls: vec![
-            svc.temp_url("http://images:8080", &img.id, Duration::from_secs(3600))
-                .unwrap(),
-        ],
+        urls: vec![svc.temp_url("http://images:8080", &img.id, Duration::from_secs(3600)).unwrap()],
         disk_format: Some("raw".into()),
         os_hash_algo: img.os_hash_algo.clone(),
         os_hash_value: img.os_hash_value.clone(),
@@ -123,10 +103,7 @@ async fn deploy_in_process_on_paused_clock() {
         .run_to_completion(
             &target,
             "standby.prepare_image",
-            Map::from_iter([(
-                "image_info".to_string(),
-                serde_json::to_value(&info).unwrap(),
-            )]),
+            Map::from_iter([("image_info".to_string(), serde_json::to_value(&info).unwrap())]),
         )
         .await
         .unwrap();
@@ -139,22 +116,14 @@ async fn deploy_in_process_on_paused_clock() {
         .execute(
             &target,
             "standby.prepare_image",
-            Map::from_iter([(
-                "image_info".to_string(),
-                serde_json::to_value(&info).unwrap(),
-            )]),
+            Map::from_iter([("image_info".to_string(), serde_json::to_value(&info).unwrap())]),
             false,
         )
         .await
         .unwrap();
     let r = client.wait_for(&target, r).await.unwrap();
     assert_eq!(r.command_status, CommandStatus::Failed);
-    assert!(
-        r.command_error
-            .unwrap()
-            .details
-            .contains("gave up after 4 attempts")
-    );
+    assert!(r.command_error.unwrap().details.contains("gave up after 4 attempts"));
     assert!(start.elapsed() >= Duration::from_secs(90));
 
     // Heartbeats every 9-18 s (0.3-0.6 x 30 s), the token on each.
@@ -163,23 +132,15 @@ async fn deploy_in_process_on_paused_clock() {
     assert!(beats.len() >= 30, "{} heartbeats", beats.len());
     for w in beats.windows(2).skip(3) {
         let gap = w[1].0 - w[0].0;
-        assert!(
-            gap >= Duration::from_secs(5) && gap <= Duration::from_secs(18),
-            "{gap:?}"
-        );
+        assert!(gap >= Duration::from_secs(5) && gap <= Duration::from_secs(18), "{gap:?}");
     }
     assert!(
         beats
             .iter()
-            .all(|(_, h)| h.agent_token.as_deref() == Some("sim-token")
-                && h.callback_url == "http://agent:9999")
+            .all(|(_, h)| h.agent_token.as_deref() == Some("sim-token") && h.callback_url == "http://agent:9999")
     );
 
     // power_off outside a ramdisk ends the agent's loop.
     client.power_off(&target).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), run)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap().unwrap();
 }

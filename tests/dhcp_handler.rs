@@ -8,8 +8,7 @@ use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 use ferric::pxe::MacAddr;
 use ferric::pxe::dhcp::handler::{client_message, decode};
 use ferric::pxe::dhcp::{
-    DhcpConfig, DhcpHandler, HostEntry, LeaseState, LeaseStore, MemoryHostTable, MemoryLeaseStore,
-    ReplyDest,
+    DhcpConfig, DhcpHandler, HostEntry, LeaseState, LeaseStore, MemoryHostTable, MemoryLeaseStore, ReplyDest,
 };
 use proptest::prelude::*;
 
@@ -21,17 +20,10 @@ fn setup(range_len: u8) -> (DhcpHandler, Arc<MemoryHostTable>, Arc<MemoryLeaseSt
     let leases = Arc::new(MemoryLeaseStore::new());
     let cfg = DhcpConfig::new(
         SERVER,
-        (
-            Ipv4Addr::new(192, 0, 2, 10),
-            Ipv4Addr::new(192, 0, 2, 10 + range_len - 1),
-        ),
+        (Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 10 + range_len - 1)),
         "http://192.0.2.1/pxelinux.cfg/{mac}".into(),
     );
-    (
-        DhcpHandler::new(cfg, hosts.clone(), leases.clone()),
-        hosts,
-        leases,
-    )
+    (DhcpHandler::new(cfg, hosts.clone(), leases.clone()), hosts, leases)
 }
 
 fn mac(n: u8) -> MacAddr {
@@ -39,27 +31,14 @@ fn mac(n: u8) -> MacAddr {
 }
 
 fn enable(hosts: &MemoryHostTable, m: MacAddr) {
-    hosts.upsert(
-        m,
-        HostEntry {
-            pxe_enabled: true,
-            ..Default::default()
-        },
-    );
+    hosts.upsert(m, HostEntry { pxe_enabled: true, ..Default::default() });
 }
 
 fn bind(h: &DhcpHandler, m: MacAddr, xid: u32) -> Ipv4Addr {
-    let offer = h
-        .handle(&client_message(MessageType::Discover, m, xid, vec![]), NOW)
-        .unwrap();
+    let offer = h.handle(&client_message(MessageType::Discover, m, xid, vec![]), NOW).unwrap();
     let ip = decode(&offer.bytes).unwrap().yiaddr();
-    let req = vec![
-        DhcpOption::ServerIdentifier(SERVER),
-        DhcpOption::RequestedIpAddress(ip),
-    ];
-    let ack = h
-        .handle(&client_message(MessageType::Request, m, xid, req), NOW)
-        .unwrap();
+    let req = vec![DhcpOption::ServerIdentifier(SERVER), DhcpOption::RequestedIpAddress(ip)];
+    let ack = h.handle(&client_message(MessageType::Request, m, xid, req), NOW).unwrap();
     assert_eq!(ack.kind, MessageType::Ack);
     assert_eq!(ack.dest, ReplyDest::Broadcast);
     ip
@@ -82,35 +61,22 @@ fn lease_life_cycle() {
     assert_ne!(ip_a, ip_b);
     assert_eq!(leases.by_mac(&a).unwrap().unwrap().state, LeaseState::Bound);
     // Pool of two is exhausted: the third client gets no offer.
-    assert!(
-        h.handle(&client_message(MessageType::Discover, c, 3, vec![]), NOW)
-            .is_none()
-    );
+    assert!(h.handle(&client_message(MessageType::Discover, c, 3, vec![]), NOW).is_none());
 
     // RENEWING: unicast to ciaddr.
     let renew = with_ciaddr(client_message(MessageType::Request, a, 4, vec![]), ip_a);
     let ack = h.handle(&renew, NOW + 100).unwrap();
-    assert_eq!(
-        (ack.kind, ack.dest),
-        (MessageType::Ack, ReplyDest::Unicast(ip_a))
-    );
+    assert_eq!((ack.kind, ack.dest), (MessageType::Ack, ReplyDest::Unicast(ip_a)));
 
     // INIT-REBOOT asking for someone else's address: NAK.
-    let steal = client_message(
-        MessageType::Request,
-        a,
-        5,
-        vec![DhcpOption::RequestedIpAddress(ip_b)],
-    );
+    let steal = client_message(MessageType::Request, a, 5, vec![DhcpOption::RequestedIpAddress(ip_b)]);
     assert_eq!(h.handle(&steal, NOW).unwrap().kind, MessageType::Nak);
     // Off-subnet address: NAK.
     let off = client_message(
         MessageType::Request,
         a,
         6,
-        vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(
-            198, 51, 100, 7,
-        ))],
+        vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(198, 51, 100, 7))],
     );
     assert_eq!(h.handle(&off, NOW).unwrap().kind, MessageType::Nak);
 
@@ -121,40 +87,18 @@ fn lease_life_cycle() {
     assert_eq!(bind(&h, c, 8), ip_b);
 
     // DECLINE takes the address out of the pool; the client gets the other one later.
-    let dec = client_message(
-        MessageType::Decline,
-        c,
-        9,
-        vec![DhcpOption::RequestedIpAddress(ip_b)],
-    );
+    let dec = client_message(MessageType::Decline, c, 9, vec![DhcpOption::RequestedIpAddress(ip_b)]);
     assert!(h.handle(&dec, NOW).is_none());
-    assert!(
-        leases
-            .all()
-            .unwrap()
-            .iter()
-            .any(|l| l.ip == ip_b && l.state == LeaseState::Declined)
-    );
-    assert!(
-        h.handle(&client_message(MessageType::Discover, c, 10, vec![]), NOW)
-            .is_none()
-    );
+    assert!(leases.all().unwrap().iter().any(|l| l.ip == ip_b && l.state == LeaseState::Declined));
+    assert!(h.handle(&client_message(MessageType::Discover, c, 10, vec![]), NOW).is_none());
     // After a's lease expires, c gets a's address.
     let later = NOW + 3601 + 200;
-    let offer = h
-        .handle(&client_message(MessageType::Discover, c, 11, vec![]), later)
-        .unwrap();
+    let offer = h.handle(&client_message(MessageType::Discover, c, 11, vec![]), later).unwrap();
     assert_eq!(decode(&offer.bytes).unwrap().yiaddr(), ip_a);
 
     // A REQUEST for another server's offer drops what we held and is not answered.
-    let other = vec![
-        DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 254)),
-        DhcpOption::RequestedIpAddress(ip_a),
-    ];
-    assert!(
-        h.handle(&client_message(MessageType::Request, c, 11, other), later)
-            .is_none()
-    );
+    let other = vec![DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 254)), DhcpOption::RequestedIpAddress(ip_a)];
+    assert!(h.handle(&client_message(MessageType::Request, c, 11, other), later).is_none());
     assert!(leases.by_mac(&c).unwrap().is_none());
 
     // INFORM: options, no address, no lease time.
@@ -181,42 +125,18 @@ fn reservations_discovery_and_overrides() {
             ..Default::default()
         },
     );
-    let offer = h
-        .handle(
-            &client_message(MessageType::Discover, mac(1), 1, vec![]),
-            NOW,
-        )
-        .unwrap();
+    let offer = h.handle(&client_message(MessageType::Discover, mac(1), 1, vec![]), NOW).unwrap();
     let m = decode(&offer.bytes).unwrap();
     assert_eq!(m.yiaddr(), fixed);
     assert_eq!(m.siaddr(), Ipv4Addr::new(192, 0, 2, 2));
-    assert_eq!(
-        m.opts().get(OptionCode::BootfileName),
-        Some(&DhcpOption::BootfileName(b"custom.kpxe".to_vec()))
-    );
+    assert_eq!(m.opts().get(OptionCode::BootfileName), Some(&DhcpOption::BootfileName(b"custom.kpxe".to_vec())));
     // Unknown MACs only with discovery on.
-    assert!(
-        h.handle(
-            &client_message(MessageType::Discover, mac(9), 2, vec![]),
-            NOW
-        )
-        .is_none()
-    );
+    assert!(h.handle(&client_message(MessageType::Discover, mac(9), 2, vec![]), NOW).is_none());
     let (h2, _, _) = setup(4);
     let mut cfg = h2.config().clone();
     cfg.discovery = true;
-    let h2 = DhcpHandler::new(
-        cfg,
-        Arc::new(MemoryHostTable::new()),
-        Arc::new(MemoryLeaseStore::new()),
-    );
-    assert!(
-        h2.handle(
-            &client_message(MessageType::Discover, mac(9), 2, vec![]),
-            NOW
-        )
-        .is_some()
-    );
+    let h2 = DhcpHandler::new(cfg, Arc::new(MemoryHostTable::new()), Arc::new(MemoryLeaseStore::new()));
+    assert!(h2.handle(&client_message(MessageType::Discover, mac(9), 2, vec![]), NOW).is_some());
 }
 
 proptest! {

@@ -8,8 +8,7 @@ use dhcproto::v4::{Architecture, DhcpOption, Message, MessageType, OptionCode};
 use ferric::pxe::MacAddr;
 use ferric::pxe::dhcp::handler::{client_message, decode};
 use ferric::pxe::dhcp::{
-    DhcpBind, DhcpConfig, DhcpHandler, DhcpServer, HostEntry, Loader, MemoryHostTable,
-    MemoryLeaseStore,
+    DhcpBind, DhcpConfig, DhcpHandler, DhcpServer, HostEntry, Loader, MemoryHostTable, MemoryLeaseStore,
 };
 use tokio::net::UdpSocket;
 
@@ -47,12 +46,7 @@ async fn lab() -> Lab {
         let _ = server.run().await;
     });
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    Lab {
-        hosts,
-        client,
-        server: addr,
-        task,
-    }
+    Lab { hosts, client, server: addr, task }
 }
 
 impl Lab {
@@ -61,29 +55,19 @@ impl Lab {
     }
     async fn recv(&self) -> Option<Message> {
         let mut buf = [0u8; 1500];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(3), self.client.recv_from(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), self.client.recv_from(&mut buf)).await.ok()?.ok()?;
         decode(&buf[..n])
     }
     /// DISCOVER then REQUEST; returns (OFFER, ACK).
     async fn dora(&self, mac: MacAddr, xid: u32, extra: Vec<DhcpOption>) -> (Message, Message) {
-        self.send(&client_message(
-            MessageType::Discover,
-            mac,
-            xid,
-            extra.clone(),
-        ))
-        .await;
+        self.send(&client_message(MessageType::Discover, mac, xid, extra.clone())).await;
         let offer = self.recv().await.expect("offer");
         assert_eq!(offer.xid(), xid);
         assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
         let mut req = extra;
         req.push(DhcpOption::ServerIdentifier(SERVER));
         req.push(DhcpOption::RequestedIpAddress(offer.yiaddr()));
-        self.send(&client_message(MessageType::Request, mac, xid, req))
-            .await;
+        self.send(&client_message(MessageType::Request, mac, xid, req)).await;
         let ack = self.recv().await.expect("ack");
         assert_eq!(ack.xid(), xid);
         assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
@@ -93,12 +77,7 @@ impl Lab {
 }
 
 fn known(loader: Option<Loader>) -> HostEntry {
-    HostEntry {
-        node: Some("node-1".into()),
-        pxe_enabled: true,
-        loader,
-        ..Default::default()
-    }
+    HostEntry { node: Some("node-1".into()), pxe_enabled: true, loader, ..Default::default() }
 }
 
 fn bootfile(m: &Message) -> String {
@@ -135,31 +114,13 @@ async fn boot_file_per_architecture_and_ipxe() {
 
     let (offer, ack) = lab.dora(bios, 1, pxe(Architecture::X86_Bios)).await;
     assert_eq!(bootfile(&offer), "undionly.kpxe");
-    assert_eq!(
-        ack.fname_str()
-            .unwrap()
-            .unwrap()
-            .trim_end_matches(char::from(0)),
-        "undionly.kpxe"
-    );
+    assert_eq!(ack.fname_str().unwrap().unwrap().trim_end_matches(char::from(0)), "undionly.kpxe");
     assert_eq!(ack.siaddr(), SERVER);
-    assert_eq!(
-        ack.opts().get(OptionCode::ServerIdentifier),
-        Some(&DhcpOption::ServerIdentifier(SERVER))
-    );
-    assert_eq!(
-        ack.opts().get(OptionCode::Router),
-        Some(&DhcpOption::Router(vec![SERVER]))
-    );
-    assert_eq!(
-        ack.opts().get(OptionCode::AddressLeaseTime),
-        Some(&DhcpOption::AddressLeaseTime(3600))
-    );
+    assert_eq!(ack.opts().get(OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SERVER)));
+    assert_eq!(ack.opts().get(OptionCode::Router), Some(&DhcpOption::Router(vec![SERVER])));
+    assert_eq!(ack.opts().get(OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(3600)));
     // A PXE ROM is told to boot the named file without boot-server discovery.
-    assert_eq!(
-        ack.opts().get(OptionCode::VendorExtensions),
-        Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
-    );
+    assert_eq!(ack.opts().get(OptionCode::VendorExtensions), Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255])));
     assert!(ipxe_encap(&ack).is_none());
     let first = ack.yiaddr();
     assert!(first >= Ipv4Addr::new(192, 0, 2, 100) && first <= Ipv4Addr::new(192, 0, 2, 110));
@@ -172,19 +133,11 @@ async fn boot_file_per_architecture_and_ipxe() {
     assert_eq!(bootfile(&ack), "pxelinux.0");
 
     // Already iPXE (user class): the script URL, and 175 carrying 176=1 (no ProxyDHCP wait).
-    let ipxe_opts = vec![
-        DhcpOption::UserClass(b"iPXE".to_vec()),
-        DhcpOption::ClientSystemArchitecture(Architecture::X86_Bios),
-    ];
+    let ipxe_opts =
+        vec![DhcpOption::UserClass(b"iPXE".to_vec()), DhcpOption::ClientSystemArchitecture(Architecture::X86_Bios)];
     let (offer, ack) = lab.dora(ipxe, 4, ipxe_opts).await;
-    assert_eq!(
-        bootfile(&offer),
-        "http://192.0.2.1:8080/pxelinux.cfg/52-54-00-00-00-04"
-    );
-    assert_eq!(
-        bootfile(&ack),
-        "http://192.0.2.1:8080/pxelinux.cfg/52-54-00-00-00-04"
-    );
+    assert_eq!(bootfile(&offer), "http://192.0.2.1:8080/pxelinux.cfg/52-54-00-00-00-04");
+    assert_eq!(bootfile(&ack), "http://192.0.2.1:8080/pxelinux.cfg/52-54-00-00-00-04");
     assert_eq!(ipxe_encap(&ack), Some(vec![176, 1, 1]));
     // Recognised by option 175 alone too (iPXE always sends it).
     let (_, ack) = lab
@@ -211,49 +164,21 @@ async fn unknown_mac_and_garbage_are_ignored() {
     let disabled: MacAddr = "52:54:00:00:00:11".parse().unwrap();
     let stranger: MacAddr = "52:54:00:00:00:12".parse().unwrap();
     lab.hosts.upsert(knownmac, known(None));
-    lab.hosts.upsert(
-        disabled,
-        HostEntry {
-            pxe_enabled: false,
-            ..known(None)
-        },
-    );
+    lab.hosts.upsert(disabled, HostEntry { pxe_enabled: false, ..known(None) });
 
     // Silence is shown by order: the only answer is the one to the valid, known client sent last.
-    lab.send(&client_message(
-        MessageType::Discover,
-        stranger,
-        100,
-        vec![],
-    ))
-    .await;
-    lab.send(&client_message(
-        MessageType::Discover,
-        disabled,
-        101,
-        vec![],
-    ))
-    .await;
+    lab.send(&client_message(MessageType::Discover, stranger, 100, vec![])).await;
+    lab.send(&client_message(MessageType::Discover, disabled, 101, vec![])).await;
     lab.send(b"\x01\x01\x06\x00garbage").await;
     lab.send(&[0u8; 300]).await;
     let mut truncated = client_message(MessageType::Discover, knownmac, 102, vec![]);
     truncated.truncate(200);
     lab.send(&truncated).await;
-    lab.send(&client_message(
-        MessageType::Discover,
-        knownmac,
-        103,
-        vec![],
-    ))
-    .await;
+    lab.send(&client_message(MessageType::Discover, knownmac, 103, vec![])).await;
     let reply = lab.recv().await.expect("reply to the known client");
     assert_eq!(reply.xid(), 103);
     assert_eq!(reply.opts().msg_type(), Some(MessageType::Offer));
     // And nothing else arrives.
     let mut buf = [0u8; 1500];
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), lab.client.recv_from(&mut buf))
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(300), lab.client.recv_from(&mut buf)).await.is_err());
 }

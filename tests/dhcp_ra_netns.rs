@@ -25,10 +25,7 @@ async fn ra_child() {
 }
 
 fn sh(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect(args[0]);
+    let st = Command::new(args[0]).args(&args[1..]).status().expect(args[0]);
     assert!(st.success(), "{args:?}");
 }
 
@@ -56,44 +53,15 @@ async fn router_solicitation_is_answered_in_a_namespace() {
     let id = std::process::id() % 100_000;
     let (srv, cli) = (format!("fra-s{id}"), format!("fra-c{id}"));
     let (vs, vc) = (format!("fras{id}"), format!("frac{id}"));
-    let mut guard = Netns {
-        names: vec![srv.clone(), cli.clone()],
-        child: None,
-    };
+    let mut guard = Netns { names: vec![srv.clone(), cli.clone()], child: None };
     sh(&["ip", "netns", "add", &srv]);
     sh(&["ip", "netns", "add", &cli]);
-    sh(&[
-        "ip", "link", "add", &vs, "netns", &srv, "type", "veth", "peer", "name", &vc, "netns", &cli,
-    ]);
+    sh(&["ip", "link", "add", &vs, "netns", &srv, "type", "veth", "peer", "name", &vc, "netns", &cli]);
     for (ns, dev) in [(&srv, &vs), (&cli, &vc)] {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{dev}.accept_dad=0"),
-        ]);
+        sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &format!("net.ipv6.conf.{dev}.accept_dad=0")]);
     }
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &cli,
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{vc}.accept_ra=1"),
-    ]);
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &cli,
-        "sysctl",
-        "-qw",
-        &format!("net.ipv6.conf.{vc}.router_solicitation_delay=0"),
-    ]);
+    sh(&["ip", "netns", "exec", &cli, "sysctl", "-qw", &format!("net.ipv6.conf.{vc}.accept_ra=1")]);
+    sh(&["ip", "netns", "exec", &cli, "sysctl", "-qw", &format!("net.ipv6.conf.{vc}.router_solicitation_delay=0")]);
     sh(&["ip", "-n", &srv, "link", "set", &vs, "up"]);
 
     // The responder runs inside the server namespace: this test binary, re-run in child mode.
@@ -126,26 +94,16 @@ async fn router_solicitation_is_answered_in_a_namespace() {
 
     let mut configured = String::new();
     for _ in 0..100 {
-        let out = Command::new("ip")
-            .args(["-n", &cli, "-6", "addr", "show", "dev", &vc])
-            .output()
-            .unwrap();
+        let out = Command::new("ip").args(["-n", &cli, "-6", "addr", "show", "dev", &vc]).output().unwrap();
         configured = String::from_utf8_lossy(&out.stdout).into_owned();
         if configured.contains("inet6 2001:db8:") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        configured.contains("inet6 2001:db8:"),
-        "no SLAAC address from ferric's RA:\n{configured}"
-    );
+    assert!(configured.contains("inet6 2001:db8:"), "no SLAAC address from ferric's RA:\n{configured}");
     drop(lines);
     drop(guard);
-    let left = Command::new("ip")
-        .args(["netns", "list"])
-        .stdout(Stdio::piped())
-        .output()
-        .unwrap();
+    let left = Command::new("ip").args(["netns", "list"]).stdout(Stdio::piped()).output().unwrap();
     assert!(!String::from_utf8_lossy(&left.stdout).contains(&srv));
 }

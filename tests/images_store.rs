@@ -12,14 +12,8 @@ const KEY: &[u8] = b"k3y-for-temp-urls";
 
 async fn start() -> (tempfile::TempDir, Arc<ImageService>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 64 << 20).unwrap(),
-    );
-    let svc = Arc::new(ImageService::new(
-        store,
-        KEY.to_vec(),
-        Arc::new(SystemClock),
-    ));
+    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 64 << 20).unwrap());
+    let svc = Arc::new(ImageService::new(store, KEY.to_vec(), Arc::new(SystemClock)));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     let router = svc.clone().router();
@@ -30,11 +24,7 @@ async fn start() -> (tempfile::TempDir, Arc<ImageService>, String) {
 /// Runs curl off the runtime; returns (status, body).
 async fn curl(args: Vec<String>) -> (u16, Vec<u8>) {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = Command::new("curl").args(["-s", "-o", "-", "-w", "\n%{http_code}"]).args(&args).output().unwrap();
         let mut body = out.stdout;
         let pos = body.iter().rposition(|&b| b == b'\n').unwrap();
         let code = String::from_utf8_lossy(&body[pos + 1..]).parse().unwrap();
@@ -90,26 +80,14 @@ async fn glance_api_range_and_temp_urls_with_curl() {
     assert_eq!(img["os_hash_algo"], "sha256");
     assert_eq!(img["file"], format!("/v2/images/{id}/file"));
     // A second upload is refused.
-    let (code, _) = curl(s(&[
-        "-X",
-        "PUT",
-        "-T",
-        file.to_str().unwrap(),
-        &format!("{url}/v2/images/{id}/file"),
-    ]))
-    .await;
+    let (code, _) = curl(s(&["-X", "PUT", "-T", file.to_str().unwrap(), &format!("{url}/v2/images/{id}/file")])).await;
     assert_eq!(code, 409);
 
     // Download and Range.
     let (code, body) = curl(s(&[&format!("{url}/v2/images/{id}/file")])).await;
     assert_eq!((code, body.len()), (200, data.len()));
     assert_eq!(body, data);
-    let (code, body) = curl(s(&[
-        "-r",
-        "1000-1999",
-        &format!("{url}/v2/images/{id}/file"),
-    ]))
-    .await;
+    let (code, body) = curl(s(&["-r", "1000-1999", &format!("{url}/v2/images/{id}/file")])).await;
     assert_eq!(code, 206);
     assert_eq!(body, &data[1000..2000]);
 
@@ -124,18 +102,12 @@ async fn glance_api_range_and_temp_urls_with_curl() {
     assert_eq!(code, 200);
     let now = SystemClock.now_unix();
     let path = format!("{}/{id}", tempurl::PREFIX);
-    let expired = format!(
-        "{url}{path}?temp_url_sig={}&temp_url_expires={}",
-        tempurl::sign(KEY, "GET", now - 1, &path),
-        now - 1
-    );
+    let expired =
+        format!("{url}{path}?temp_url_sig={}&temp_url_expires={}", tempurl::sign(KEY, "GET", now - 1, &path), now - 1);
     let (code, body) = curl(s(&[&expired])).await;
     assert_eq!(code, 401);
     let err: Value = serde_json::from_slice(&body).unwrap();
-    assert!(
-        err["message"].as_str().unwrap().contains("expired"),
-        "{err}"
-    );
+    assert!(err["message"].as_str().unwrap().contains("expired"), "{err}");
     let mut sig_bytes: Vec<char> = good.chars().collect();
     let pos = good.find("temp_url_sig=").unwrap() + "temp_url_sig=".len();
     sig_bytes[pos] = if sig_bytes[pos] == 'a' { 'b' } else { 'a' };
@@ -158,24 +130,10 @@ async fn glance_api_range_and_temp_urls_with_curl() {
     assert_eq!(curl(s(&[&put])).await.0, 401);
 
     // Bad input: clear JSON errors, nothing created.
-    let (code, body) = curl(s(&[
-        "-X",
-        "POST",
-        "-d",
-        "{not json",
-        &format!("{url}/v2/images"),
-    ]))
-    .await;
+    let (code, body) = curl(s(&["-X", "POST", "-d", "{not json", &format!("{url}/v2/images")])).await;
     assert_eq!(code, 400);
     assert!(serde_json::from_slice::<Value>(&body).unwrap()["message"].is_string());
-    let (code, _) = curl(s(&[
-        "-X",
-        "POST",
-        "-d",
-        r#"{"container_format": "zip"}"#,
-        &format!("{url}/v2/images"),
-    ]))
-    .await;
+    let (code, _) = curl(s(&["-X", "POST", "-d", r#"{"container_format": "zip"}"#, &format!("{url}/v2/images")])).await;
     assert_eq!(code, 400);
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(100 << 10));
     let bigf = dir.path().join("big.json");
@@ -191,57 +149,23 @@ async fn glance_api_range_and_temp_urls_with_curl() {
     ]))
     .await;
     assert_eq!(code, 413);
-    assert_eq!(
-        curl(s(&[&format!("{url}/v2/images/not-a-uuid")])).await.0,
-        404
-    );
+    assert_eq!(curl(s(&[&format!("{url}/v2/images/not-a-uuid")])).await.0, 404);
     // Over the store's size limit: 413, image stays queued without data.
     let (_, body) = curl(s(&["-X", "POST", "-d", "{}", &format!("{url}/v2/images")])).await;
-    let big_id = serde_json::from_slice::<Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let big_id = serde_json::from_slice::<Value>(&body).unwrap()["id"].as_str().unwrap().to_string();
     let huge = dir.path().join("huge");
-    std::fs::File::create(&huge)
-        .unwrap()
-        .set_len(65 << 20)
-        .unwrap();
-    let (code, _) = curl(s(&[
-        "-X",
-        "PUT",
-        "-T",
-        huge.to_str().unwrap(),
-        &format!("{url}/v2/images/{big_id}/file"),
-    ]))
-    .await;
+    std::fs::File::create(&huge).unwrap().set_len(65 << 20).unwrap();
+    let (code, _) =
+        curl(s(&["-X", "PUT", "-T", huge.to_str().unwrap(), &format!("{url}/v2/images/{big_id}/file")])).await;
     assert_eq!(code, 413);
     let (_, body) = curl(s(&[&format!("{url}/v2/images/{big_id}")])).await;
-    assert_eq!(
-        serde_json::from_slice::<Value>(&body).unwrap()["status"],
-        "queued"
-    );
-    assert_eq!(
-        curl(s(&[&format!("{url}/v2/images/{big_id}/file")]))
-            .await
-            .0,
-        204
-    );
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["status"], "queued");
+    assert_eq!(curl(s(&[&format!("{url}/v2/images/{big_id}/file")])).await.0, 204);
 
     let (code, body) = curl(s(&[&format!("{url}/v2/images")])).await;
     assert_eq!(code, 200);
-    assert_eq!(
-        serde_json::from_slice::<Value>(&body).unwrap()["images"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
-    assert_eq!(
-        curl(s(&["-X", "DELETE", &format!("{url}/v2/images/{id}")]))
-            .await
-            .0,
-        204
-    );
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["images"].as_array().unwrap().len(), 2);
+    assert_eq!(curl(s(&["-X", "DELETE", &format!("{url}/v2/images/{id}")])).await.0, 204);
     assert_eq!(curl(s(&[&good])).await.0, 404);
 }
 
@@ -249,38 +173,19 @@ async fn glance_api_range_and_temp_urls_with_curl() {
 async fn ferric_image_cli() {
     let (dir, svc, url) = start().await;
     let file = dir.path().join("disk.qcow2");
-    let st = Command::new("qemu-img")
-        .args(["create", "-f", "qcow2", file.to_str().unwrap(), "64M"])
-        .output()
-        .unwrap();
+    let st = Command::new("qemu-img").args(["create", "-f", "qcow2", file.to_str().unwrap(), "64M"]).output().unwrap();
     assert!(st.status.success());
     let run = |args: Vec<String>| {
         let url = url.clone();
         tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_ferric"))
-                .args(&args)
-                .env("FERRIC_URL", url)
-                .output()
-                .unwrap()
+            Command::new(env!("CARGO_BIN_EXE_ferric")).args(&args).env("FERRIC_URL", url).output().unwrap()
         })
     };
-    let out = run(s(&[
-        "image",
-        "create",
-        "--file",
-        file.to_str().unwrap(),
-        "--name",
-        "tiny",
-        "--disk-format",
-        "qcow2",
-    ]))
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        run(s(&["image", "create", "--file", file.to_str().unwrap(), "--name", "tiny", "--disk-format", "qcow2"]))
+            .await
+            .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let img: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(img["status"], "active");
     assert_eq!(img["disk_format"], "qcow2");
@@ -288,30 +193,15 @@ async fn ferric_image_cli() {
     let id = img["id"].as_str().unwrap().to_string();
     let out = run(s(&["image", "list"])).await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(&id) && text.contains("tiny") && text.contains("active"),
-        "{text}"
-    );
+    assert!(text.contains(&id) && text.contains("tiny") && text.contains("active"), "{text}");
     let out = run(s(&["image", "show", &id])).await.unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()["name"],
-        "tiny"
-    );
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["name"], "tiny");
     let out = run(s(&["image", "delete", &id])).await.unwrap();
     assert!(out.status.success());
     let out = run(s(&["image", "show", &id])).await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
-    let out = run(s(&[
-        "image",
-        "create",
-        "--file",
-        "/nonexistent",
-        "--name",
-        "x",
-    ]))
-    .await
-    .unwrap();
+    let out = run(s(&["image", "create", "--file", "/nonexistent", "--name", "x"])).await.unwrap();
     assert!(!out.status.success());
     assert!(svc.store.list().unwrap().is_empty());
 }

@@ -14,11 +14,7 @@ use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 const IQN: &str = "iqn.2024-01.org.ferric:fuzz";
 
 fn framing(hd: bool, dd: bool) -> Framing {
-    Framing {
-        header_digest: hd,
-        data_digest: dd,
-        max_recv_data_segment: 1 << 16,
-    }
+    Framing { header_digest: hd, data_digest: dd, max_recv_data_segment: 1 << 16 }
 }
 
 proptest! {
@@ -87,52 +83,34 @@ fn arb_pdu() -> impl Strategy<Value = Pdu> {
         proptest::collection::vec(any::<u8>(), 15),
         proptest::collection::vec(any::<u8>(), 0..1600),
     )
-        .prop_map(
-            |(op, imm, fl, itt, ttt, cmdsn, off, datasn, cop, cdb_rest, data)| {
-                let mut b = Bhs::default();
-                b.0[0] = op;
-                b.set_immediate(imm).set_flags(fl).set_itt(itt).set_ttt(ttt);
-                b.set_cmd_sn(cmdsn)
-                    .set_data_sn(datasn)
-                    .set_buffer_offset(off);
-                if op == 0x01 {
-                    let mut cdb = vec![cop];
-                    cdb.extend_from_slice(&cdb_rest);
-                    // Keep LBAs small so some commands are in range.
-                    cdb[2..5].fill(0);
-                    b.set_cdb(&cdb);
-                    b.set_ttt(ttt % 8192);
-                }
-                Pdu::with_data(b, data)
-            },
-        )
+        .prop_map(|(op, imm, fl, itt, ttt, cmdsn, off, datasn, cop, cdb_rest, data)| {
+            let mut b = Bhs::default();
+            b.0[0] = op;
+            b.set_immediate(imm).set_flags(fl).set_itt(itt).set_ttt(ttt);
+            b.set_cmd_sn(cmdsn).set_data_sn(datasn).set_buffer_offset(off);
+            if op == 0x01 {
+                let mut cdb = vec![cop];
+                cdb.extend_from_slice(&cdb_rest);
+                // Keep LBAs small so some commands are in range.
+                cdb[2..5].fill(0);
+                b.set_cdb(&cdb);
+                b.set_ttt(ttt % 8192);
+            }
+            Pdu::with_data(b, data)
+        })
 }
 
 async fn login(w: &mut WriteHalf<DuplexStream>, r: &mut ReadHalf<DuplexStream>) -> Pdu {
     let mut keys = TextPairs::new();
-    keys.push("InitiatorName", "iqn.2024-01.org.ferric:fuzzer")
-        .push("TargetName", IQN);
-    keys.push("SessionType", "Normal")
-        .push("ImmediateData", "Yes")
-        .push("InitialR2T", "No");
-    keys.push("MaxRecvDataSegmentLength", "8192")
-        .push("FirstBurstLength", "4096");
+    keys.push("InitiatorName", "iqn.2024-01.org.ferric:fuzzer").push("TargetName", IQN);
+    keys.push("SessionType", "Normal").push("ImmediateData", "Yes").push("InitialR2T", "No");
+    keys.push("MaxRecvDataSegmentLength", "8192").push("FirstBurstLength", "4096");
     let mut b = Bhs::new(Opcode::LoginRequest);
-    b.set_immediate(true).set_flags(pdu::login_flags(
-        true,
-        false,
-        stage::OPERATIONAL,
-        stage::FULL_FEATURE,
-    ));
+    b.set_immediate(true).set_flags(pdu::login_flags(true, false, stage::OPERATIONAL, stage::FULL_FEATURE));
     b.set_isid([0x80, 0, 0, 0, 0, 9]).set_itt(0).set_cmd_sn(0);
-    pdu::write_pdu(w, &Pdu::with_data(b, keys.encode()), &Framing::login())
-        .await
-        .unwrap();
+    pdu::write_pdu(w, &Pdu::with_data(b, keys.encode()), &Framing::login()).await.unwrap();
     w.flush().await.unwrap();
-    let resp = pdu::read_pdu(r, &framing(false, false))
-        .await
-        .unwrap()
-        .unwrap();
+    let resp = pdu::read_pdu(r, &framing(false, false)).await.unwrap().unwrap();
     assert_eq!(resp.bhs.login_status(), (0, 0));
     assert!(resp.bhs.final_bit());
     resp
@@ -148,11 +126,7 @@ fn setup() -> (Arc<Target>, Arc<MemDisk>) {
 /// Runs `pdus` against a fresh target (optionally after a valid login), reading every response
 /// until the target closes or we close; returns the opcodes the target sent.
 fn run_sequence(pdus: Vec<Pdu>, logged_in: bool) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
     rt.block_on(async move {
         let (target, _) = setup();
         let (ours, theirs) = tokio::io::duplex(1 << 20);
@@ -205,21 +179,13 @@ proptest! {
 
 fn scsi_cmd(itt: u32, cmd_sn: u32, cdb: &[u8], edtl: u32, fl: u8) -> Pdu {
     let mut b = Bhs::new(Opcode::ScsiCommand);
-    b.set_flags(fl)
-        .set_itt(itt)
-        .set_ttt(edtl)
-        .set_cmd_sn(cmd_sn)
-        .set_cdb(cdb);
+    b.set_flags(fl).set_itt(itt).set_ttt(edtl).set_cmd_sn(cmd_sn).set_cdb(cdb);
     Pdu::new(b)
 }
 
 fn nop(itt: u32, cmd_sn: u32) -> Pdu {
     let mut b = Bhs::new(Opcode::NopOut);
-    b.set_immediate(true)
-        .set_flags(flags::FINAL)
-        .set_itt(itt)
-        .set_ttt(RESERVED_TAG)
-        .set_cmd_sn(cmd_sn);
+    b.set_immediate(true).set_flags(flags::FINAL).set_itt(itt).set_ttt(RESERVED_TAG).set_cmd_sn(cmd_sn);
     Pdu::new(b)
 }
 
@@ -241,11 +207,8 @@ async fn exchange(pdus: Vec<Pdu>) -> (Vec<(u8, u8)>, bool) {
     let mut got = Vec::new();
     let mut closed = false;
     loop {
-        match tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            pdu::read_pdu(&mut r, &framing(false, false)),
-        )
-        .await
+        match tokio::time::timeout(std::time::Duration::from_secs(5), pdu::read_pdu(&mut r, &framing(false, false)))
+            .await
         {
             Ok(Ok(Some(p))) => got.push((p.bhs.raw_opcode(), p.bhs.byte2())),
             Ok(_) => {
@@ -266,45 +229,22 @@ async fn command_before_login_gets_a_login_reject() {
     let (ours, theirs) = tokio::io::duplex(1 << 16);
     let server = tokio::spawn(async move { target.serve_connection(theirs, None).await });
     let (mut r, mut w) = tokio::io::split(ours);
-    pdu::write_pdu(
-        &mut w,
-        &scsi_cmd(1, 0, &[0x00], 0, flags::FINAL),
-        &Framing::login(),
-    )
-    .await
-    .unwrap();
+    pdu::write_pdu(&mut w, &scsi_cmd(1, 0, &[0x00], 0, flags::FINAL), &Framing::login()).await.unwrap();
     w.flush().await.unwrap();
-    let p = pdu::read_pdu(&mut r, &Framing::login())
-        .await
-        .unwrap()
-        .unwrap();
+    let p = pdu::read_pdu(&mut r, &Framing::login()).await.unwrap().unwrap();
     assert_eq!(p.bhs.opcode(), Some(Opcode::LoginResponse));
     assert_eq!(p.bhs.login_status(), (0x02, 0x0b));
-    assert!(
-        pdu::read_pdu(&mut r, &Framing::login())
-            .await
-            .unwrap()
-            .is_none(),
-        "connection must close"
-    );
+    assert!(pdu::read_pdu(&mut r, &Framing::login()).await.unwrap().is_none(), "connection must close");
     assert!(server.await.unwrap().is_err());
 }
 
 #[tokio::test(start_paused = true)]
 async fn unknown_itt_and_opcode_are_rejected_and_the_session_goes_on() {
     let mut data_out = Bhs::new(Opcode::DataOut);
-    data_out
-        .set_flags(flags::FINAL)
-        .set_itt(77)
-        .set_ttt(RESERVED_TAG);
+    data_out.set_flags(flags::FINAL).set_itt(77).set_ttt(RESERVED_TAG);
     let mut weird = Bhs::default();
     weird.0[0] = 0x1c;
-    let (got, closed) = exchange(vec![
-        Pdu::with_data(data_out, vec![0u8; 512]),
-        Pdu::new(weird),
-        nop(5, 0),
-    ])
-    .await;
+    let (got, closed) = exchange(vec![Pdu::with_data(data_out, vec![0u8; 512]), Pdu::new(weird), nop(5, 0)]).await;
     assert_eq!(got, vec![(0x3f, 0x09), (0x3f, 0x05), (0x20, 0)], "{got:?}");
     assert!(!closed || got.len() == 3);
 }
@@ -312,8 +252,7 @@ async fn unknown_itt_and_opcode_are_rejected_and_the_session_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn login_in_full_feature_phase_drops_the_connection() {
     let mut b = Bhs::new(Opcode::LoginRequest);
-    b.set_immediate(true)
-        .set_flags(pdu::login_flags(true, false, 1, 3));
+    b.set_immediate(true).set_flags(pdu::login_flags(true, false, 1, 3));
     let (got, closed) = exchange(vec![Pdu::new(b), nop(5, 0)]).await;
     assert_eq!(got, vec![(0x3f, 0x04)]);
     assert!(closed);
@@ -335,19 +274,10 @@ async fn write_with_bad_offsets_and_out_of_range_lba() {
     let w10 = [0x2a, 0, 0, 0, 0, 0, 0, 0, 2, 0];
     let cmd = scsi_cmd(9, 0, &w10, 1024, flags::WRITE);
     let mut d = Bhs::new(Opcode::DataOut);
-    d.set_flags(flags::FINAL)
-        .set_itt(9)
-        .set_ttt(RESERVED_TAG)
-        .set_buffer_offset(512);
+    d.set_flags(flags::FINAL).set_itt(9).set_ttt(RESERVED_TAG).set_buffer_offset(512);
     // READ(10) beyond the end of the 1 MiB disk -> CHECK CONDITION.
     let r10 = [0x28, 0, 0, 0, 0x10, 0, 0, 0, 1, 0];
     let read = scsi_cmd(10, 1, &r10, 512, flags::FINAL | flags::READ);
-    let (got, _) = exchange(vec![
-        cmd,
-        Pdu::with_data(d, vec![1u8; 512]),
-        read,
-        nop(11, 2),
-    ])
-    .await;
+    let (got, _) = exchange(vec![cmd, Pdu::with_data(d, vec![1u8; 512]), read, nop(11, 2)]).await;
     assert_eq!(got, vec![(0x3f, 0x04), (0x21, 0), (0x20, 0)], "{got:?}");
 }

@@ -32,12 +32,8 @@ fn sha256(b: &[u8]) -> Checksum {
 
 #[tokio::test]
 async fn fetch_verify_dedupe_link_evict() {
-    let store = Arc::new(Store {
-        hits: AtomicUsize::new(0),
-    });
-    let app = Router::new()
-        .route("/img/{name}", get(image))
-        .with_state(store.clone());
+    let store = Arc::new(Store { hits: AtomicUsize::new(0) });
+    let app = Router::new().route("/img/{name}", get(image)).with_state(store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -45,10 +41,7 @@ async fn fetch_verify_dedupe_link_evict() {
     let mut cfg = CacheConfig::new(dir.path().join("cache"));
     cfg.max_bytes = 250_000; // room for two 100 kB images
     let cache = Arc::new(ImageCache::open(cfg).unwrap());
-    let img = |name: &str| ImageRef {
-        url: format!("http://{addr}/img/{name}"),
-        checksum: Some(sha256(&body(name))),
-    };
+    let img = |name: &str| ImageRef { url: format!("http://{addr}/img/{name}"), checksum: Some(sha256(&body(name))) };
 
     // Eight concurrent requests, one download.
     let a = img("a");
@@ -68,41 +61,20 @@ async fn fetch_verify_dedupe_link_evict() {
     let linked = dir.path().join("tftp/node-1/deploy_kernel");
     cache.link(&a, &linked).await.unwrap();
     let master = cache.get(&a).await.unwrap();
-    assert_eq!(
-        std::fs::metadata(&linked).unwrap().ino(),
-        std::fs::metadata(&master).unwrap().ino()
-    );
+    assert_eq!(std::fs::metadata(&linked).unwrap().ino(), std::fs::metadata(&master).unwrap().ino());
     assert_eq!(cache.downloads(), 1);
 
     // Wrong checksum: error, nothing cached, nothing linked.
-    let bad = ImageRef {
-        checksum: Some(sha256(b"other")),
-        ..img("b")
-    };
+    let bad = ImageRef { checksum: Some(sha256(b"other")), ..img("b") };
     let e = cache.get(&bad).await.unwrap_err();
     assert!(matches!(e, CacheError::ChecksumMismatch { .. }), "{e}");
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("cache")).unwrap().count(),
-        1
-    );
+    assert_eq!(std::fs::read_dir(dir.path().join("cache")).unwrap().count(), 1);
     // md5 refused unless allowed.
-    let md5 = ImageRef {
-        checksum: Some("md5:0123456789abcdef0123456789abcdef".parse().unwrap()),
-        ..img("b")
-    };
-    assert!(matches!(
-        cache.get(&md5).await,
-        Err(CacheError::Md5NotAllowed)
-    ));
+    let md5 = ImageRef { checksum: Some("md5:0123456789abcdef0123456789abcdef".parse().unwrap()), ..img("b") };
+    assert!(matches!(cache.get(&md5).await, Err(CacheError::Md5NotAllowed)));
     // 404 is an error.
-    let missing = ImageRef {
-        url: format!("http://{addr}/nope"),
-        checksum: None,
-    };
-    assert!(matches!(
-        cache.get(&missing).await,
-        Err(CacheError::Fetch { .. })
-    ));
+    let missing = ImageRef { url: format!("http://{addr}/nope"), checksum: None };
+    assert!(matches!(cache.get(&missing).await, Err(CacheError::Fetch { .. })));
 
     // b, then c: over the bound. a is linked (in use), so b (least recently used) goes.
     let b = img("b");
@@ -123,11 +95,7 @@ async fn fetch_verify_dedupe_link_evict() {
     std::fs::write(&src, b"local image").unwrap();
     let local = ImageRef {
         url: format!("file://{}", src.display()),
-        checksum: Some(
-            format!("sha512:{}", hex(&Sha512::digest(b"local image")))
-                .parse()
-                .unwrap(),
-        ),
+        checksum: Some(format!("sha512:{}", hex(&Sha512::digest(b"local image"))).parse().unwrap()),
     };
     let pl = cache.get(&local).await.unwrap();
     assert_eq!(std::fs::read(&pl).unwrap(), b"local image");
@@ -136,12 +104,7 @@ async fn fetch_verify_dedupe_link_evict() {
     reopened.get(&local).await.unwrap();
     assert_eq!(reopened.downloads(), 0);
     assert!(matches!(
-        reopened
-            .get(&ImageRef {
-                url: "ftp://x/y".into(),
-                checksum: None
-            })
-            .await,
+        reopened.get(&ImageRef { url: "ftp://x/y".into(), checksum: None }).await,
         Err(CacheError::Url(_))
     ));
     server.abort();
@@ -151,12 +114,7 @@ async fn fetch_verify_dedupe_link_evict() {
 fn checksum_parsing() {
     let h = "a".repeat(64);
     assert_eq!(h.parse::<Checksum>().unwrap(), Checksum::Sha256(h.clone()));
-    assert_eq!(
-        format!("SHA256:{}", h.to_uppercase())
-            .parse::<Checksum>()
-            .unwrap(),
-        Checksum::Sha256(h)
-    );
+    assert_eq!(format!("SHA256:{}", h.to_uppercase()).parse::<Checksum>().unwrap(), Checksum::Sha256(h));
     assert!("sha256:abc".parse::<Checksum>().is_err());
     assert!("crc32:00000000".parse::<Checksum>().is_err());
     assert!("z".repeat(32).parse::<Checksum>().is_err());

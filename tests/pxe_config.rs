@@ -2,8 +2,8 @@
 
 use ferric::pxe::MacAddr;
 use ferric::pxe::config::{
-    BootLayout, BootMode, DeployBoot, NetBoot, Root, ipxe_deploy, ipxe_localboot, ipxe_netboot,
-    pxelinux_deploy, pxelinux_localboot, pxelinux_netboot,
+    BootLayout, BootMode, DeployBoot, NetBoot, Root, ipxe_deploy, ipxe_localboot, ipxe_netboot, pxelinux_deploy,
+    pxelinux_localboot, pxelinux_netboot,
 };
 
 const NODE: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
@@ -34,20 +34,13 @@ fn netboot(kernel: &str, ramdisk: &str) -> NetBoot {
 }
 
 fn layout(dir: &std::path::Path) -> BootLayout {
-    BootLayout {
-        tftp_root: dir.join("tftp"),
-        http_root: dir.join("http"),
-        http_url: "http://192.0.2.1:8080/".into(),
-    }
+    BootLayout { tftp_root: dir.join("tftp"), http_root: dir.join("http"), http_url: "http://192.0.2.1:8080/".into() }
 }
 
 #[test]
 fn pxelinux_golden() {
     let l = layout(std::path::Path::new("/srv"));
-    let d = deploy(
-        &l.tftp_path(NODE, "deploy_kernel"),
-        &l.tftp_path(NODE, "deploy_ramdisk"),
-    );
+    let d = deploy(&l.tftp_path(NODE, "deploy_kernel"), &l.tftp_path(NODE, "deploy_ramdisk"));
     assert_eq!(
         pxelinux_deploy(&d).unwrap(),
         "default deploy
@@ -67,19 +60,13 @@ kernel 1be26c0b-03f2-4d2e-ae87-c02d7f33c123/kernel
 append initrd=1be26c0b-03f2-4d2e-ae87-c02d7f33c123/ramdisk root=UUID=0a5c7b2e-7f4e-4c3e-9d1a-4f6b2f0c9e11 ro console=ttyS0
 "
     );
-    assert_eq!(
-        pxelinux_localboot(),
-        "default local\n\nlabel local\nlocalboot 0\n"
-    );
+    assert_eq!(pxelinux_localboot(), "default local\n\nlabel local\nlocalboot 0\n");
 }
 
 #[test]
 fn ipxe_golden() {
     let l = layout(std::path::Path::new("/srv"));
-    let d = deploy(
-        &l.http_file_url(NODE, "deploy_kernel"),
-        &l.http_file_url(NODE, "deploy_ramdisk"),
-    );
+    let d = deploy(&l.http_file_url(NODE, "deploy_kernel"), &l.http_file_url(NODE, "deploy_ramdisk"));
     assert_eq!(
         ipxe_deploy(&d).unwrap(),
         r#"#!ipxe
@@ -105,10 +92,7 @@ sleep 10
 poweroff
 "#
     );
-    let n = netboot(
-        &l.http_file_url(NODE, "kernel"),
-        &l.http_file_url(NODE, "ramdisk"),
-    );
+    let n = netboot(&l.http_file_url(NODE, "kernel"), &l.http_file_url(NODE, "ramdisk"));
     let s = ipxe_netboot(&n).unwrap();
     assert!(s.starts_with(
         "#!ipxe\n# ferric: instance netboot for node 1be26c0b-03f2-4d2e-ae87-c02d7f33c123\n\nset tries\n\n:boot\nimgfree\n\
@@ -120,10 +104,7 @@ poweroff
         ipxe_localboot(BootMode::Bios),
         "#!ipxe\n# ferric: boot from local disk\n\nsanboot --no-describe --drive 0x80 || exit\n"
     );
-    assert_eq!(
-        ipxe_localboot(BootMode::Uefi),
-        "#!ipxe\n# ferric: boot from local disk\n\nexit\n"
-    );
+    assert_eq!(ipxe_localboot(BootMode::Uefi), "#!ipxe\n# ferric: boot from local disk\n\nexit\n");
 }
 
 #[test]
@@ -148,43 +129,23 @@ fn placement_and_cleanup() {
     let dir = tempfile::tempdir().unwrap();
     let l = layout(dir.path());
     let macs = [mac(), "52:54:00:12:34:57".parse().unwrap()];
-    l.write_pxelinux(NODE, &macs, &pxelinux_localboot())
-        .unwrap();
-    l.write_ipxe(NODE, &macs, &ipxe_localboot(BootMode::Bios))
-        .unwrap();
+    l.write_pxelinux(NODE, &macs, &pxelinux_localboot()).unwrap();
+    l.write_ipxe(NODE, &macs, &ipxe_localboot(BootMode::Bios)).unwrap();
     let tftp_link = dir.path().join("tftp/pxelinux.cfg/01-52-54-00-12-34-56");
     let http_link = dir.path().join("http/pxelinux.cfg/52-54-00-12-34-57");
-    assert_eq!(
-        std::fs::read_to_string(&tftp_link).unwrap(),
-        pxelinux_localboot()
-    );
-    assert_eq!(
-        std::fs::read_to_string(&http_link).unwrap(),
-        ipxe_localboot(BootMode::Bios)
-    );
-    assert_eq!(
-        std::fs::read_link(&tftp_link).unwrap(),
-        std::path::Path::new("..").join(NODE).join("config")
-    );
+    assert_eq!(std::fs::read_to_string(&tftp_link).unwrap(), pxelinux_localboot());
+    assert_eq!(std::fs::read_to_string(&http_link).unwrap(), ipxe_localboot(BootMode::Bios));
+    assert_eq!(std::fs::read_link(&tftp_link).unwrap(), std::path::Path::new("..").join(NODE).join("config"));
     // The TFTP resolver follows the link because it stays inside the root.
     assert!(ferric::pxe::tftp::resolve(&l.tftp_root, "pxelinux.cfg/01-52-54-00-12-34-56").is_ok());
-    assert_eq!(
-        l.ipxe_script_url(&macs[0]),
-        "http://192.0.2.1:8080/pxelinux.cfg/52-54-00-12-34-56"
-    );
+    assert_eq!(l.ipxe_script_url(&macs[0]), "http://192.0.2.1:8080/pxelinux.cfg/52-54-00-12-34-56");
     // Rewriting replaces, never duplicates.
-    l.write_pxelinux(NODE, &macs, &pxelinux_localboot())
-        .unwrap();
+    l.write_pxelinux(NODE, &macs, &pxelinux_localboot()).unwrap();
     std::fs::write(l.node_dir(Root::Http, NODE).unwrap().join("kernel"), b"k").unwrap();
     l.remove_configs(NODE, &macs).unwrap();
     assert!(!tftp_link.exists() && std::fs::symlink_metadata(&tftp_link).is_err());
     assert!(std::fs::symlink_metadata(&http_link).is_err());
-    assert!(
-        l.node_dir(Root::Http, NODE)
-            .unwrap()
-            .join("kernel")
-            .exists()
-    );
+    assert!(l.node_dir(Root::Http, NODE).unwrap().join("kernel").exists());
     l.remove_node(NODE, &macs).unwrap();
     assert!(!l.node_dir(Root::Http, NODE).unwrap().exists());
     assert!(!l.node_dir(Root::Tftp, NODE).unwrap().exists());

@@ -4,30 +4,16 @@ use tokio::process::Command;
 
 async fn curl(args: &[&str]) -> (String, Vec<u8>) {
     let out = Command::new("curl")
-        .args([
-            "-s",
-            "--path-as-is",
-            "--max-time",
-            "30",
-            "-D",
-            "/dev/stderr",
-        ])
+        .args(["-s", "--path-as-is", "--max-time", "30", "-D", "/dev/stderr"])
         .args(args)
         .output()
         .await
         .unwrap();
-    (
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.stdout,
-    )
+    (String::from_utf8_lossy(&out.stderr).into_owned(), out.stdout)
 }
 
 fn status(headers: &str) -> u16 {
-    headers
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    headers.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test]
@@ -52,32 +38,18 @@ async fn serves_ranges_and_refuses_escapes() {
     assert_eq!(body, data);
     let (h, body) = curl(&["-r", "1000-1999", &format!("{base}/node-1/deploy_kernel")]).await;
     assert_eq!(status(&h), 206, "{h}");
-    assert!(
-        h.to_ascii_lowercase()
-            .contains("content-range: bytes 1000-1999/200000"),
-        "{h}"
-    );
+    assert!(h.to_ascii_lowercase().contains("content-range: bytes 1000-1999/200000"), "{h}");
     assert_eq!(body, &data[1000..2000]);
     let (h, body) = curl(&["-r", "199990-", &format!("{base}/node-1/deploy_kernel")]).await;
     assert_eq!(status(&h), 206, "{h}");
     assert_eq!(body, &data[199_990..]);
-    let (h, _) = curl(&[
-        "-r",
-        "300000-300010",
-        &format!("{base}/node-1/deploy_kernel"),
-    ])
-    .await;
+    let (h, _) = curl(&["-r", "300000-300010", &format!("{base}/node-1/deploy_kernel")]).await;
     assert_eq!(status(&h), 416, "{h}");
     let (h, body) = curl(&["-I", &format!("{base}/node-1/config")]).await;
     assert_eq!(status(&h), 200, "{h}");
     assert!(body.is_empty() || String::from_utf8_lossy(&body).contains("200"));
 
-    for path in [
-        "/../secret",
-        "/node-1/../../secret",
-        "/%2e%2e/secret",
-        "/escape",
-    ] {
+    for path in ["/../secret", "/node-1/../../secret", "/%2e%2e/secret", "/escape"] {
         let (h, body) = curl(&[&format!("{base}{path}")]).await;
         assert!(matches!(status(&h), 400 | 403 | 404), "{path}: {h}");
         assert_ne!(body, b"secret", "{path}");

@@ -37,16 +37,8 @@ async fn all_services_on_loopback() {
     };
     let hosts = Arc::new(MemoryHostTable::new());
     let mac: MacAddr = "52:54:00:aa:bb:cc".parse().unwrap();
-    hosts.upsert(
-        mac,
-        HostEntry {
-            pxe_enabled: true,
-            ..Default::default()
-        },
-    );
-    let mut svc = start(cfg, hosts, Arc::new(MemoryLeaseStore::new()))
-        .await
-        .unwrap();
+    hosts.upsert(mac, HostEntry { pxe_enabled: true, ..Default::default() });
+    let mut svc = start(cfg, hosts, Arc::new(MemoryLeaseStore::new())).await.unwrap();
 
     let out = tokio::process::Command::new("curl")
         .args(["-s", "--max-time", "20"])
@@ -64,18 +56,9 @@ async fn all_services_on_loopback() {
     assert_eq!(out.stdout, b"#!ipxe\n");
 
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    client
-        .send_to(
-            &client_message(MessageType::Discover, mac, 42, vec![]),
-            svc.dhcp_addr.unwrap(),
-        )
-        .await
-        .unwrap();
+    client.send_to(&client_message(MessageType::Discover, mac, 42, vec![]), svc.dhcp_addr.unwrap()).await.unwrap();
     let mut buf = [0u8; 1500];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf)).await.unwrap().unwrap();
     let offer = decode(&buf[..n]).unwrap();
     assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
     assert_eq!(offer.yiaddr(), Ipv4Addr::new(192, 0, 2, 100));

@@ -47,21 +47,13 @@ async fn fixture(files: &[(&str, Vec<u8>)]) -> Fixture {
     }
     std::fs::write(dir.path().join("secret"), b"outside the root").unwrap();
     std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
-    let server = TftpServer::bind(TftpConfig::new("127.0.0.1:0".parse().unwrap(), &root))
-        .await
-        .unwrap();
+    let server = TftpServer::bind(TftpConfig::new("127.0.0.1:0".parse().unwrap(), &root)).await.unwrap();
     let addr = server.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let _ = server.run().await;
     });
     let out = dir.path().join("out");
-    Fixture {
-        _dir: dir,
-        root,
-        out,
-        addr,
-        server,
-    }
+    Fixture { _dir: dir, root, out, addr, server }
 }
 
 async fn curl(f: &Fixture, name: &str, args: &[&str]) -> std::process::Output {
@@ -85,10 +77,7 @@ async fn atftp(f: &Fixture, name: &str, options: &[&str]) -> std::process::Outpu
         c.args(["--option", o]);
     }
     c.args([f.addr.ip().to_string(), f.addr.port().to_string()]);
-    tokio::time::timeout(Duration::from_secs(120), c.output())
-        .await
-        .unwrap()
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(120), c.output()).await.unwrap().unwrap()
 }
 
 fn same(out: &Path, want: &[u8]) -> bool {
@@ -99,11 +88,7 @@ fn same(out: &Path, want: &[u8]) -> bool {
 async fn curl_and_atftp_fetch_byte_identical() {
     let small = pattern(100_000, 1);
     let exact = pattern(1468 * 3, 2); // a multiple of blksize ends with an empty DATA block
-    let f = fixture(&[
-        ("pxelinux.0", small.clone()),
-        ("pxelinux.cfg/01-aa-bb", exact.clone()),
-    ])
-    .await;
+    let f = fixture(&[("pxelinux.0", small.clone()), ("pxelinux.cfg/01-aa-bb", exact.clone())]).await;
 
     let o = curl(&f, "pxelinux.0", &[]).await;
     assert!(o.status.success(), "{o:?}");
@@ -124,12 +109,7 @@ async fn curl_and_atftp_fetch_byte_identical() {
     let o = atftp(&f, "pxelinux.0", &["blksize 1468", "windowsize 64"]).await;
     assert!(o.status.success(), "{o:?}");
     assert!(same(&f.out, &small));
-    let o = atftp(
-        &f,
-        "pxelinux.cfg/01-aa-bb",
-        &["blksize 1468", "windowsize 4", "tsize 0"],
-    )
-    .await;
+    let o = atftp(&f, "pxelinux.cfg/01-aa-bb", &["blksize 1468", "windowsize 4", "tsize 0"]).await;
     assert!(o.status.success(), "{o:?}");
     assert!(same(&f.out, &exact));
 }
@@ -152,10 +132,7 @@ async fn raw_request(addr: SocketAddr, req: &Request) -> Option<(ErrorCode, Stri
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     s.send_to(&packet::request(req), addr).await.unwrap();
     let mut buf = [0u8; 1024];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf)).await.ok()?.ok()?;
     match Packet::decode(&buf[..n]) {
         Ok(Packet::Error { code, message }) => Some((code, message)),
         _ => None,
@@ -163,39 +140,24 @@ async fn raw_request(addr: SocketAddr, req: &Request) -> Option<(ErrorCode, Stri
 }
 
 fn rrq(name: &str) -> Request {
-    Request {
-        write: false,
-        filename: name.into(),
-        mode: Mode::Octet,
-        options: vec![],
-    }
+    Request { write: false, filename: name.into(), mode: Mode::Octet, options: vec![] }
 }
 
 #[tokio::test]
 async fn traversal_and_bad_requests_get_error_packets() {
     let f = fixture(&[("pxelinux.0", pattern(1000, 4))]).await;
     assert!(f.root.join("escape").exists());
-    for name in [
-        "../secret",
-        "pxelinux.cfg/../../secret",
-        "..\\secret",
-        "escape",
-    ] {
+    for name in ["../secret", "pxelinux.cfg/../../secret", "..\\secret", "escape"] {
         let (code, _) = raw_request(f.addr, &rrq(name)).await.expect(name);
         assert_eq!(code, ErrorCode::AccessViolation, "{name}");
     }
     // Absolute names are taken relative to the root, so a host path is simply absent.
     let outside = f.root.parent().unwrap().join("secret");
-    let (code, _) = raw_request(f.addr, &rrq(outside.to_str().unwrap()))
-        .await
-        .unwrap();
+    let (code, _) = raw_request(f.addr, &rrq(outside.to_str().unwrap())).await.unwrap();
     assert_eq!(code, ErrorCode::FileNotFound);
     let (code, _) = raw_request(f.addr, &rrq("missing")).await.unwrap();
     assert_eq!(code, ErrorCode::FileNotFound);
-    let wrq = Request {
-        write: true,
-        ..rrq("pxelinux.0")
-    };
+    let wrq = Request { write: true, ..rrq("pxelinux.0") };
     let (code, _) = raw_request(f.addr, &wrq).await.unwrap();
     assert_eq!(code, ErrorCode::IllegalOperation);
 
@@ -203,17 +165,8 @@ async fn traversal_and_bad_requests_get_error_packets() {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     s.send_to(b"\x00\x01no-terminator", f.addr).await.unwrap();
     let mut buf = [0u8; 600];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(
-        Packet::decode(&buf[..n]),
-        Ok(Packet::Error {
-            code: ErrorCode::IllegalOperation,
-            ..
-        })
-    ));
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert!(matches!(Packet::decode(&buf[..n]), Ok(Packet::Error { code: ErrorCode::IllegalOperation, .. })));
 
     // Real clients see the refusal as a TFTP error, not data.
     let o = curl(&f, "../secret", &[]).await;
@@ -222,10 +175,7 @@ async fn traversal_and_bad_requests_get_error_packets() {
     let o = atftp(&f, "escape", &[]).await;
     assert!(!same(&f.out, b"outside the root"), "{o:?}");
     let o = curl(&f, "pxelinux.0", &[]).await;
-    assert!(
-        o.status.success(),
-        "server still serves after bad requests: {o:?}"
-    );
+    assert!(o.status.success(), "server still serves after bad requests: {o:?}");
 }
 
 #[tokio::test]
@@ -241,45 +191,27 @@ async fn retransmits_on_timeout_and_bounds_transfers() {
 
     // First client asks for timeout 1 and never ACKs: DATA 1 comes again from the same TID.
     let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let req = Request {
-        options: vec![("timeout".into(), "1".into())],
-        ..rrq("f")
-    };
+    let req = Request { options: vec![("timeout".into(), "1".into())], ..rrq("f") };
     a.send_to(&packet::request(&req), addr).await.unwrap();
     let mut buf = [0u8; 2048];
     let (n, tid) = a.recv_from(&mut buf).await.unwrap();
-    assert_eq!(
-        Packet::decode(&buf[..n]),
-        Ok(Packet::Oack(vec![("timeout".into(), "1".into())]))
-    );
+    assert_eq!(Packet::decode(&buf[..n]), Ok(Packet::Oack(vec![("timeout".into(), "1".into())])));
     a.send_to(&packet::ack(0), tid).await.unwrap();
     let (n1, t1) = a.recv_from(&mut buf).await.unwrap();
     let first = buf[..n1].to_vec();
-    assert!(matches!(
-        Packet::decode(&first),
-        Ok(Packet::Data { block: 1, .. })
-    ));
+    assert!(matches!(Packet::decode(&first), Ok(Packet::Data { block: 1, .. })));
 
     // While it is stalled the only slot is taken: a second client is told the server is busy.
     let (code, msg) = raw_request(addr, &rrq("f")).await.unwrap();
     assert_eq!((code, msg.as_str()), (ErrorCode::NotDefined, "server busy"));
 
-    let (n2, t2) = tokio::time::timeout(Duration::from_secs(5), a.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n2, t2) = tokio::time::timeout(Duration::from_secs(5), a.recv_from(&mut buf)).await.unwrap().unwrap();
     assert_eq!((t2, &buf[..n2]), (t1, &first[..]), "retransmitted DATA 1");
     // After the retries run out the slot frees up again.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     b.send_to(&packet::request(&rrq("f")), addr).await.unwrap();
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), b.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(
-        Packet::decode(&buf[..n]),
-        Ok(Packet::Data { block: 1, .. })
-    ));
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), b.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert!(matches!(Packet::decode(&buf[..n]), Ok(Packet::Data { block: 1, .. })));
     task.abort();
 }

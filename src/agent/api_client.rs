@@ -44,39 +44,22 @@ pub fn error_text(body: &[u8]) -> String {
     };
     let inner = v.get("error_message").cloned().unwrap_or(v);
     let inner = match inner {
-        serde_json::Value::String(s) => {
-            serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s))
-        }
+        serde_json::Value::String(s) => serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)),
         other => other,
     };
-    inner
-        .get("faultstring")
-        .or_else(|| inner.get("title"))
-        .and_then(|s| s.as_str())
-        .map(str::to_string)
-        .unwrap_or(text)
+    inner.get("faultstring").or_else(|| inner.get("title")).and_then(|s| s.as_str()).map(str::to_string).unwrap_or(text)
 }
 
 impl ApiClient {
     /// Client of the API at `base` (e.g. `http://192.0.2.1:6385`).
-    pub fn new(
-        http: Arc<dyn HttpClient>,
-        base: &str,
-        timeout: Duration,
-    ) -> Result<Self, ApiCallError> {
-        let base = url::Url::parse(base.trim_end_matches('/'))
-            .map_err(|e| ApiCallError::Invalid(format!("API URL: {e}")))?;
-        Ok(Self {
-            http,
-            base,
-            timeout,
-        })
+    pub fn new(http: Arc<dyn HttpClient>, base: &str, timeout: Duration) -> Result<Self, ApiCallError> {
+        let base =
+            url::Url::parse(base.trim_end_matches('/')).map_err(|e| ApiCallError::Invalid(format!("API URL: {e}")))?;
+        Ok(Self { http, base, timeout })
     }
 
     fn url(&self, path: &str) -> Result<url::Url, ApiCallError> {
-        self.base
-            .join(path)
-            .map_err(|e| ApiCallError::Invalid(e.to_string()))
+        self.base.join(path).map_err(|e| ApiCallError::Invalid(e.to_string()))
     }
 
     /// One lookup attempt.
@@ -93,17 +76,14 @@ impl ApiClient {
         }
         let req = HttpRequest::get(url)
             .header(http::header::ACCEPT, "application/json")
-            .header(
-                http::HeaderName::from_static("x-openstack-ironic-api-version"),
-                IRONIC_API_VERSION,
-            );
+            .header(http::HeaderName::from_static("x-openstack-ironic-api-version"), IRONIC_API_VERSION);
         let resp = send_with_timeout(self.http.as_ref(), req, self.timeout).await?;
         let status = resp.status;
         let body = resp.bytes(4 << 20).await?;
         match status {
             StatusCode::OK => {
-                let v: LookupResponse = serde_json::from_slice(&body)
-                    .map_err(|e| ApiCallError::Invalid(format!("lookup answer: {e}")))?;
+                let v: LookupResponse =
+                    serde_json::from_slice(&body).map_err(|e| ApiCallError::Invalid(format!("lookup answer: {e}")))?;
                 Ok(v)
             }
             StatusCode::CONFLICT => Err(ApiCallError::Conflict(error_text(&body))),
@@ -116,10 +96,7 @@ impl ApiClient {
         let url = self.url(&format!("/v1/heartbeat/{node}"))?;
         let req = HttpRequest::post_json(url, hb)?
             .header(http::header::ACCEPT, "application/json")
-            .header(
-                http::HeaderName::from_static("x-openstack-ironic-api-version"),
-                IRONIC_API_VERSION,
-            );
+            .header(http::HeaderName::from_static("x-openstack-ironic-api-version"), IRONIC_API_VERSION);
         let resp = send_with_timeout(self.http.as_ref(), req, self.timeout).await?;
         let status = resp.status;
         let body = resp.bytes(1 << 20).await.unwrap_or_default();

@@ -7,9 +7,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::http::{HttpClient, HttpError, HttpRequest, send_with_timeout};
-use super::wire::{
-    AgentStatus, CommandList, CommandRequest, CommandResult, CommandStatus, Fault, ImageInfo, Step,
-};
+use super::wire::{AgentStatus, CommandList, CommandRequest, CommandResult, CommandStatus, Fault, ImageInfo, Step};
 
 /// Where an agent is and how to authenticate to it (from the node's heartbeat:
 /// `driver_internal_info.agent_url` and `agent_secret_token`).
@@ -93,12 +91,7 @@ impl AgentClient {
         Self { http, config }
     }
 
-    fn url(
-        &self,
-        t: &AgentTarget,
-        path: &str,
-        wait: Option<bool>,
-    ) -> Result<url::Url, AgentClientError> {
+    fn url(&self, t: &AgentTarget, path: &str, wait: Option<bool>) -> Result<url::Url, AgentClientError> {
         let mut u = url::Url::parse(&format!("{}/v1/{path}", t.url.trim_end_matches('/')))
             .map_err(|e| AgentClientError::Invalid(format!("agent URL {:?}: {e}", t.url)))?;
         {
@@ -113,18 +106,14 @@ impl AgentClient {
         Ok(u)
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        req: HttpRequest,
-    ) -> Result<T, AgentClientError> {
+    async fn call<T: serde::de::DeserializeOwned>(&self, req: HttpRequest) -> Result<T, AgentClientError> {
         let resp = send_with_timeout(self.http.as_ref(), req, self.config.command_timeout).await?;
         let status = resp.status;
         let body = tokio::time::timeout(self.config.command_timeout, resp.bytes(128 << 20))
             .await
             .map_err(|_| HttpError::Timeout(self.config.command_timeout))??;
         if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| AgentClientError::Invalid(e.to_string()));
+            return serde_json::from_slice(&body).map_err(|e| AgentClientError::Invalid(e.to_string()));
         }
         let faultstring = serde_json::from_slice::<Fault>(&body)
             .map(|f| f.faultstring)
@@ -132,10 +121,7 @@ impl AgentClient {
         if status.as_u16() == 409 || faultstring.to_lowercase().contains("agent is busy") {
             return Err(AgentClientError::Busy(faultstring));
         }
-        Err(AgentClientError::Api {
-            status: status.as_u16(),
-            faultstring,
-        })
+        Err(AgentClientError::Api { status: status.as_u16(), faultstring })
     }
 
     /// `GET /v1/status` (no token needed).
@@ -154,72 +140,35 @@ impl AgentClient {
         wait: bool,
     ) -> Result<CommandResult, AgentClientError> {
         let u = self.url(t, "commands/", Some(wait))?;
-        let req = HttpRequest::post_json(
-            u,
-            &CommandRequest {
-                name: name.into(),
-                params,
-            },
-        )?;
+        let req = HttpRequest::post_json(u, &CommandRequest { name: name.into(), params })?;
         self.call(req).await
     }
 
     /// `GET /v1/commands/`.
-    pub async fn list_commands(
-        &self,
-        t: &AgentTarget,
-    ) -> Result<Vec<CommandResult>, AgentClientError> {
-        let l: CommandList = self
-            .call(HttpRequest::get(self.url(t, "commands/", None)?))
-            .await?;
+    pub async fn list_commands(&self, t: &AgentTarget) -> Result<Vec<CommandResult>, AgentClientError> {
+        let l: CommandList = self.call(HttpRequest::get(self.url(t, "commands/", None)?)).await?;
         Ok(l.commands)
     }
 
     /// `GET /v1/commands/{id}?wait=...`.
-    pub async fn get_command(
-        &self,
-        t: &AgentTarget,
-        id: &str,
-        wait: bool,
-    ) -> Result<CommandResult, AgentClientError> {
-        self.call(HttpRequest::get(self.url(
-            t,
-            &format!("commands/{id}"),
-            Some(wait),
-        )?))
-        .await
+    pub async fn get_command(&self, t: &AgentTarget, id: &str, wait: bool) -> Result<CommandResult, AgentClientError> {
+        self.call(HttpRequest::get(self.url(t, &format!("commands/{id}"), Some(wait))?)).await
     }
 
     /// The latest result of a command named `name` (with or without the extension prefix),
     /// as Ironic's `get_last_command_status`.
-    pub async fn last_command(
-        &self,
-        t: &AgentTarget,
-        name: &str,
-    ) -> Result<Option<CommandResult>, AgentClientError> {
+    pub async fn last_command(&self, t: &AgentTarget, name: &str) -> Result<Option<CommandResult>, AgentClientError> {
         let short = name.split_once('.').map(|(_, c)| c).unwrap_or(name);
-        Ok(self
-            .list_commands(t)
-            .await?
-            .into_iter()
-            .rev()
-            .find(|c| c.command_name == short))
+        Ok(self.list_commands(t).await?.into_iter().rev().find(|c| c.command_name == short))
     }
 
     /// Polls `id` (by status, every `poll_interval`) until it ends or `poll_timeout` passes.
-    pub async fn wait_for(
-        &self,
-        t: &AgentTarget,
-        r: CommandResult,
-    ) -> Result<CommandResult, AgentClientError> {
+    pub async fn wait_for(&self, t: &AgentTarget, r: CommandResult) -> Result<CommandResult, AgentClientError> {
         let start = tokio::time::Instant::now();
         let mut r = r;
         while !r.is_done() {
             if start.elapsed() >= self.config.poll_timeout {
-                return Err(AgentClientError::Timeout {
-                    command: r.command_name,
-                    waited: start.elapsed(),
-                });
+                return Err(AgentClientError::Timeout { command: r.command_name, waited: start.elapsed() });
             }
             tokio::time::sleep(self.config.poll_interval).await;
             r = match self.get_command(t, &r.id, false).await {
@@ -238,14 +187,10 @@ impl AgentClient {
     pub fn check(r: CommandResult) -> Result<CommandResult, AgentClientError> {
         match (r.command_status, &r.command_error) {
             (CommandStatus::Succeeded, _) | (CommandStatus::Running, _) => Ok(r),
-            (_, Some(e)) => Err(AgentClientError::Failed {
-                command: r.command_name.clone(),
-                error: e.to_string(),
-            }),
-            (_, None) => Err(AgentClientError::Failed {
-                command: r.command_name.clone(),
-                error: "no error given".into(),
-            }),
+            (_, Some(e)) => Err(AgentClientError::Failed { command: r.command_name.clone(), error: e.to_string() }),
+            (_, None) => {
+                Err(AgentClientError::Failed { command: r.command_name.clone(), error: "no error given".into() })
+            }
         }
     }
 
@@ -270,8 +215,7 @@ impl AgentClient {
         let mut p = Map::new();
         p.insert(
             "image_info".into(),
-            serde_json::to_value(image_info)
-                .map_err(|e| AgentClientError::Invalid(e.to_string()))?,
+            serde_json::to_value(image_info).map_err(|e| AgentClientError::Invalid(e.to_string()))?,
         );
         if let Some(cd) = configdrive {
             p.insert("configdrive".into(), json!(cd));
@@ -281,30 +225,20 @@ impl AgentClient {
 
     /// `standby.get_partition_uuids` (synchronous): `root uuid` and, for partition images,
     /// `partitions` and the EFI partition UUID.
-    pub async fn get_partition_uuids(
-        &self,
-        t: &AgentTarget,
-    ) -> Result<Map<String, Value>, AgentClientError> {
-        let r = Self::check(
-            self.execute(t, "standby.get_partition_uuids", Map::new(), true)
-                .await?,
-        )?;
-        Ok(r.command_result
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default())
+    pub async fn get_partition_uuids(&self, t: &AgentTarget) -> Result<Map<String, Value>, AgentClientError> {
+        let r = Self::check(self.execute(t, "standby.get_partition_uuids", Map::new(), true).await?)?;
+        Ok(r.command_result.and_then(|v| v.as_object().cloned()).unwrap_or_default())
     }
 
     /// `standby.power_off` (the agent answers, then the machine, or outside a ramdisk the agent,
     /// goes away).
     pub async fn power_off(&self, t: &AgentTarget) -> Result<CommandResult, AgentClientError> {
-        self.execute(t, "standby.power_off", Map::new(), false)
-            .await
+        self.execute(t, "standby.power_off", Map::new(), false).await
     }
 
     /// `standby.run_image`: reboot into the written image.
     pub async fn reboot(&self, t: &AgentTarget) -> Result<CommandResult, AgentClientError> {
-        self.execute(t, "standby.run_image", Map::new(), false)
-            .await
+        self.execute(t, "standby.run_image", Map::new(), false).await
     }
 
     /// `standby.sync`.
@@ -314,16 +248,9 @@ impl AgentClient {
 
     /// `log.collect_system_logs`: returns the base64 gzipped tarball.
     pub async fn collect_system_logs(&self, t: &AgentTarget) -> Result<String, AgentClientError> {
-        let r = Self::check(
-            self.execute(t, "log.collect_system_logs", Map::new(), true)
-                .await?,
-        )?;
+        let r = Self::check(self.execute(t, "log.collect_system_logs", Map::new(), true).await?)?;
         r.command_result
-            .and_then(|v| {
-                v.get("system_logs")
-                    .and_then(|s| s.as_str())
-                    .map(str::to_string)
-            })
+            .and_then(|v| v.get("system_logs").and_then(|s| s.as_str()).map(str::to_string))
             .ok_or_else(|| AgentClientError::Invalid("no system_logs in result".into()))
     }
 
@@ -335,10 +262,7 @@ impl AgentClient {
         version: Option<&Value>,
     ) -> Map<String, Value> {
         let mut p = Map::new();
-        p.insert(
-            "step".into(),
-            serde_json::to_value(step).unwrap_or(Value::Null),
-        );
+        p.insert("step".into(), serde_json::to_value(step).unwrap_or(Value::Null));
         p.insert("node".into(), node.clone());
         p.insert("ports".into(), Value::Array(ports.to_vec()));
         p.insert(version_key.into(), version.cloned().unwrap_or(Value::Null));
@@ -352,10 +276,8 @@ impl AgentClient {
         node: &Value,
         ports: &[Value],
     ) -> Result<CommandResult, AgentClientError> {
-        let p = Map::from_iter([
-            ("node".to_string(), node.clone()),
-            ("ports".to_string(), Value::Array(ports.to_vec())),
-        ]);
+        let p =
+            Map::from_iter([("node".to_string(), node.clone()), ("ports".to_string(), Value::Array(ports.to_vec()))]);
         Self::check(self.execute(t, "deploy.get_deploy_steps", p, true).await?)
     }
 
@@ -370,8 +292,7 @@ impl AgentClient {
         deploy_version: Option<&Value>,
     ) -> Result<CommandResult, AgentClientError> {
         let p = Self::step_params(step, node, ports, "deploy_version", deploy_version);
-        self.execute(t, "deploy.execute_deploy_step", p, false)
-            .await
+        self.execute(t, "deploy.execute_deploy_step", p, false).await
     }
 
     /// `clean.get_clean_steps` (synchronous).
@@ -381,10 +302,8 @@ impl AgentClient {
         node: &Value,
         ports: &[Value],
     ) -> Result<CommandResult, AgentClientError> {
-        let p = Map::from_iter([
-            ("node".to_string(), node.clone()),
-            ("ports".to_string(), Value::Array(ports.to_vec())),
-        ]);
+        let p =
+            Map::from_iter([("node".to_string(), node.clone()), ("ports".to_string(), Value::Array(ports.to_vec()))]);
         Self::check(self.execute(t, "clean.get_clean_steps", p, true).await?)
     }
 

@@ -120,11 +120,7 @@ impl Commands {
 
     /// One result by id.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.entries
-            .lock()
-            .iter()
-            .find(|e| e.result.lock().id == id)
-            .cloned()
+        self.entries.lock().iter().find(|e| e.result.lock().id == id).cloned()
     }
 
     /// Starts `name` (`extension.command`).
@@ -139,9 +135,7 @@ impl Commands {
             let Some((ext_name, command)) = name.split_once('.') else {
                 return Err(Refusal {
                     status: 400,
-                    faultstring:
-                        "Invalid command: Command name must be of the form <extension>.<name>"
-                            .into(),
+                    faultstring: "Invalid command: Command name must be of the form <extension>.<name>".into(),
                 });
             };
             if let Some(last) = entries.back() {
@@ -150,10 +144,7 @@ impl Commands {
                     tracing::error!(command = %name, running = %last.command_name, "agent is busy");
                     return Err(Refusal {
                         status: 409,
-                        faultstring: format!(
-                            "Agent is busy: executing command {}",
-                            last.command_name
-                        ),
+                        faultstring: format!("Agent is busy: executing command {}", last.command_name),
                     });
                 }
             }
@@ -179,10 +170,7 @@ impl Commands {
             match ext.prepare(ctx, command, params) {
                 Err(e) if e.code == 400 => {
                     tracing::warn!(command = %name, error = %e, "command refused");
-                    return Err(Refusal {
-                        status: 400,
-                        faultstring: e.to_string(),
-                    });
+                    return Err(Refusal { status: 400, faultstring: e.to_string() });
                 }
                 Err(e) => {
                     tracing::error!(command = %name, error = %e, "command failed");
@@ -200,9 +188,7 @@ impl Commands {
                     spawn_command(ctx, &entry, name, fut, None);
                     inline = true;
                 }
-                Ok(Prepared::Background(fut)) => {
-                    spawn_command(ctx, &entry, name, fut, Some(command))
-                }
+                Ok(Prepared::Background(fut)) => spawn_command(ctx, &entry, name, fut, Some(command)),
             }
             entries.push_back(entry.clone());
             while entries.len() > self.max_entries {

@@ -34,11 +34,7 @@ impl HostMode {
     /// block device.
     pub fn detect(disks: &[Disk]) -> Self {
         let in_ramdisk = std::process::id() == 1 || std::path::Path::new(RAMDISK_MARKER).exists();
-        if in_ramdisk && !disks.is_empty() && disks.iter().all(|d| !d.is_file) {
-            Self::Ramdisk
-        } else {
-            Self::Process
-        }
+        if in_ramdisk && !disks.is_empty() && disks.iter().all(|d| !d.is_file) { Self::Ramdisk } else { Self::Process }
     }
 }
 

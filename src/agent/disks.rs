@@ -45,10 +45,7 @@ pub struct Disk {
 
 impl std::fmt::Debug for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Disk")
-            .field("name", &self.name)
-            .field("size", &self.size)
-            .finish()
+        f.debug_struct("Disk").field("name", &self.name).field("size", &self.size).finish()
     }
 }
 
@@ -92,33 +89,13 @@ impl Disk {
         let is_file = !fd.is_block_device();
         let mut disk = Disk {
             size: fd.size(),
-            model: if is_file {
-                None
-            } else {
-                sysfs(&path, "device/model")
-            },
-            vendor: if is_file {
-                None
-            } else {
-                sysfs(&path, "device/vendor")
-            },
-            serial: if is_file {
-                None
-            } else {
-                sysfs(&path, "device/serial")
-            },
-            wwn: if is_file {
-                None
-            } else {
-                sysfs(&path, "device/wwid").or_else(|| sysfs(&path, "wwid"))
-            },
+            model: if is_file { None } else { sysfs(&path, "device/model") },
+            vendor: if is_file { None } else { sysfs(&path, "device/vendor") },
+            serial: if is_file { None } else { sysfs(&path, "device/serial") },
+            wwn: if is_file { None } else { sysfs(&path, "device/wwid").or_else(|| sysfs(&path, "wwid")) },
             wwn_with_extension: None,
             wwn_vendor_extension: None,
-            rotational: if is_file {
-                false
-            } else {
-                sysfs(&path, "queue/rotational").as_deref() == Some("1")
-            },
+            rotational: if is_file { false } else { sysfs(&path, "queue/rotational").as_deref() == Some("1") },
             hctl: None,
             by_path: None,
             is_file,
@@ -126,9 +103,8 @@ impl Disk {
             device: Arc::new(fd),
         };
         for kv in parts {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| DiskError::Spec(spec.into(), format!("{kv:?} is not key=value")))?;
+            let (k, v) =
+                kv.split_once('=').ok_or_else(|| DiskError::Spec(spec.into(), format!("{kv:?} is not key=value")))?;
             let v = v.to_string();
             match k {
                 "serial" => disk.serial = Some(v),
@@ -141,10 +117,7 @@ impl Disk {
                 "by_path" => disk.by_path = Some(v),
                 "rotational" => disk.rotational = matches!(v.as_str(), "1" | "true"),
                 other => {
-                    return Err(DiskError::Spec(
-                        spec.into(),
-                        format!("unknown key {other:?}"),
-                    ));
+                    return Err(DiskError::Spec(spec.into(), format!("unknown key {other:?}")));
                 }
             }
         }
@@ -177,16 +150,11 @@ impl Disk {
         let Ok(rd) = std::fs::read_dir("/sys/class/block") else {
             return out;
         };
-        let mut names: Vec<String> = rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .collect();
+        let mut names: Vec<String> =
+            rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
         names.sort();
         for n in names {
-            if ["ram", "loop", "sr", "dm-", "zram", "md", "fd"]
-                .iter()
-                .any(|p| n.starts_with(p))
-            {
+            if ["ram", "loop", "sr", "dm-", "zram", "md", "fd"].iter().any(|p| n.starts_with(p)) {
                 continue;
             }
             if Path::new(&format!("/sys/class/block/{n}/partition")).exists() {
@@ -208,13 +176,8 @@ pub struct HintError(pub String);
 fn int_matches(expr: &str, actual: u64) -> Result<bool, HintError> {
     let expr = expr.trim();
     let ops = ["==", "!=", ">=", "<=", ">", "<"];
-    let (op, rest) = ops
-        .iter()
-        .find_map(|op| expr.strip_prefix(op).map(|r| (*op, r.trim())))
-        .unwrap_or(("==", expr));
-    let want: u64 = rest
-        .parse()
-        .map_err(|_| HintError(format!("{expr:?} is not an integer expression")))?;
+    let (op, rest) = ops.iter().find_map(|op| expr.strip_prefix(op).map(|r| (*op, r.trim()))).unwrap_or(("==", expr));
+    let want: u64 = rest.parse().map_err(|_| HintError(format!("{expr:?} is not an integer expression")))?;
     Ok(match op {
         "==" => actual == want,
         "!=" => actual != want,
@@ -233,10 +196,7 @@ fn str_matches(expr: &str, actual: Option<&str>) -> bool {
         return actual.contains(&rest.trim().to_lowercase());
     }
     if expr.starts_with("<or>") {
-        return expr
-            .split("<or>")
-            .map(|s| s.trim().to_lowercase())
-            .any(|s| !s.is_empty() && s == actual);
+        return expr.split("<or>").map(|s| s.trim().to_lowercase()).any(|s| !s.is_empty() && s == actual);
     }
     for (op, neg) in [("s==", false), ("s!=", true)] {
         if let Some(rest) = expr.strip_prefix(op) {
@@ -248,11 +208,7 @@ fn str_matches(expr: &str, actual: Option<&str>) -> bool {
 
 fn normalize_name(n: &str) -> String {
     let n = n.trim();
-    if n.starts_with('/') {
-        n.to_string()
-    } else {
-        format!("/dev/{n}")
-    }
+    if n.starts_with('/') { n.to_string() } else { format!("/dev/{n}") }
 }
 
 /// Whether `disk` satisfies every hint (`size` in GiB with `==, !=, >=, <=, >, <`; strings
@@ -311,11 +267,9 @@ pub fn select_disk<'a>(
             }
             Err(format!("No suitable device was found for deployment using these hints {}", Value::Object(h.clone())))
         }
-        None => disks
-            .iter()
-            .filter(|d| d.size >= min_size)
-            .min_by_key(|d| d.size)
-            .ok_or_else(|| format!("No suitable device was found for deployment - no disk of at least {min_size} bytes")),
+        None => disks.iter().filter(|d| d.size >= min_size).min_by_key(|d| d.size).ok_or_else(|| {
+            format!("No suitable device was found for deployment - no disk of at least {min_size} bytes")
+        }),
     }
 }
 
@@ -335,49 +289,15 @@ mod tests {
 
     #[test]
     fn hints_select_disks() {
-        let disks = vec![
-            disk("/dev/sda", 100, "AAA"),
-            disk("/dev/sdb", 20, "BBB"),
-            disk("/dev/sdc", 2, "CCC"),
-        ];
+        let disks = vec![disk("/dev/sda", 100, "AAA"), disk("/dev/sdb", 20, "BBB"), disk("/dev/sdc", 2, "CCC")];
         let h = |v: Value| v.as_object().cloned().unwrap();
         assert_eq!(select_disk(&disks, None, 4 * GIB).unwrap().name, "/dev/sdb");
-        assert_eq!(
-            select_disk(&disks, Some(&h(json!({"serial": "aaa"}))), 0)
-                .unwrap()
-                .name,
-            "/dev/sda"
-        );
-        assert_eq!(
-            select_disk(&disks, Some(&h(json!({"size": ">= 50"}))), 0)
-                .unwrap()
-                .name,
-            "/dev/sda"
-        );
-        assert_eq!(
-            select_disk(&disks, Some(&h(json!({"size": 2}))), 0)
-                .unwrap()
-                .name,
-            "/dev/sdc"
-        );
-        assert_eq!(
-            select_disk(&disks, Some(&h(json!({"name": "sdb"}))), 0)
-                .unwrap()
-                .name,
-            "/dev/sdb"
-        );
-        assert_eq!(
-            select_disk(&disks, Some(&h(json!({"wwn": "<in> CCC"}))), 0)
-                .unwrap()
-                .name,
-            "/dev/sdc"
-        );
-        assert_eq!(
-            select_disk(&disks, Some(&h(json!({"serial": "<or> ZZZ <or> BBB"}))), 0)
-                .unwrap()
-                .name,
-            "/dev/sdb"
-        );
+        assert_eq!(select_disk(&disks, Some(&h(json!({"serial": "aaa"}))), 0).unwrap().name, "/dev/sda");
+        assert_eq!(select_disk(&disks, Some(&h(json!({"size": ">= 50"}))), 0).unwrap().name, "/dev/sda");
+        assert_eq!(select_disk(&disks, Some(&h(json!({"size": 2}))), 0).unwrap().name, "/dev/sdc");
+        assert_eq!(select_disk(&disks, Some(&h(json!({"name": "sdb"}))), 0).unwrap().name, "/dev/sdb");
+        assert_eq!(select_disk(&disks, Some(&h(json!({"wwn": "<in> CCC"}))), 0).unwrap().name, "/dev/sdc");
+        assert_eq!(select_disk(&disks, Some(&h(json!({"serial": "<or> ZZZ <or> BBB"}))), 0).unwrap().name, "/dev/sdb");
         assert!(select_disk(&disks, Some(&h(json!({"serial": "nope"}))), 0).is_err());
         assert!(select_disk(&disks, Some(&h(json!({"colour": "red"}))), 0).is_err());
         assert!(select_disk(&disks, Some(&h(json!({"size": "big"}))), 0).is_err());

@@ -125,10 +125,7 @@ pub struct RawSink {
 impl RawSink {
     /// Onto `dev` (named `name` in errors).
     pub fn new(dev: Arc<dyn BlockDevice>, name: &str) -> Self {
-        Self {
-            dev,
-            name: name.into(),
-        }
+        Self { dev, name: name.into() }
     }
 }
 
@@ -138,25 +135,16 @@ impl Sink for RawSink {
         if offset + batch_len(&data) > self.dev.size() {
             return Err(CommandError::image_write(
                 &self.name,
-                format!(
-                    "the image is larger than the device ({} bytes)",
-                    self.dev.size()
-                ),
+                format!("the image is larger than the device ({} bytes)", self.dev.size()),
             ));
         }
-        self.dev
-            .write_vectored_at(offset, data)
-            .await
-            .map_err(|e| CommandError::image_write(&self.name, e))
+        self.dev.write_vectored_at(offset, data).await.map_err(|e| CommandError::image_write(&self.name, e))
     }
     async fn reset(&mut self) -> Result<(), CommandError> {
         Ok(())
     }
     async fn finish(&mut self) -> Result<(), CommandError> {
-        self.dev
-            .flush()
-            .await
-            .map_err(|e| CommandError::image_write(&self.name, e))
+        self.dev.flush().await.map_err(|e| CommandError::image_write(&self.name, e))
     }
 }
 
@@ -172,23 +160,12 @@ impl Qcow2Sink {
     /// Onto `dev`.
     pub fn new(dev: Arc<dyn BlockDevice>, name: &str, pending_limit: usize) -> Self {
         let conv = Qcow2Converter::new(dev.size(), pending_limit);
-        Self {
-            dev,
-            name: name.into(),
-            pending_limit,
-            conv,
-        }
+        Self { dev, name: name.into(), pending_limit, conv }
     }
 
-    async fn apply(
-        &self,
-        writes: Vec<crate::images::qcow2::GuestWrite>,
-    ) -> Result<(), CommandError> {
+    async fn apply(&self, writes: Vec<crate::images::qcow2::GuestWrite>) -> Result<(), CommandError> {
         for w in writes {
-            self.dev
-                .write_at(w.offset, w.data)
-                .await
-                .map_err(|e| CommandError::image_write(&self.name, e))?;
+            self.dev.write_at(w.offset, w.data).await.map_err(|e| CommandError::image_write(&self.name, e))?;
         }
         Ok(())
     }
@@ -208,10 +185,7 @@ impl Sink for Qcow2Sink {
                 b.freeze()
             }
         };
-        let writes = self
-            .conv
-            .feed(data)
-            .map_err(|e| CommandError::image_write(&self.name, e))?;
+        let writes = self.conv.feed(data).map_err(|e| CommandError::image_write(&self.name, e))?;
         self.apply(writes).await
     }
     async fn reset(&mut self) -> Result<(), CommandError> {
@@ -219,21 +193,12 @@ impl Sink for Qcow2Sink {
         Ok(())
     }
     async fn finish(&mut self) -> Result<(), CommandError> {
-        let (writes, zeros) = self
-            .conv
-            .finish()
-            .map_err(|e| CommandError::image_write(&self.name, e))?;
+        let (writes, zeros) = self.conv.finish().map_err(|e| CommandError::image_write(&self.name, e))?;
         self.apply(writes).await?;
         for (off, len) in zeros {
-            self.dev
-                .write_zeroes(off, len)
-                .await
-                .map_err(|e| CommandError::image_write(&self.name, e))?;
+            self.dev.write_zeroes(off, len).await.map_err(|e| CommandError::image_write(&self.name, e))?;
         }
-        self.dev
-            .flush()
-            .await
-            .map_err(|e| CommandError::image_write(&self.name, e))
+        self.dev.flush().await.map_err(|e| CommandError::image_write(&self.name, e))
     }
 }
 
@@ -390,19 +355,10 @@ pub async fn download(
     );
     if let (Some(exp), Some(got)) = (&plan.expected, &digest) {
         if !exp.value.eq_ignore_ascii_case(got) {
-            return Err(CommandError::image_checksum(
-                &plan.image_id,
-                &redact(&plan.urls[0]),
-                &exp.value,
-                got,
-            ));
+            return Err(CommandError::image_checksum(&plan.image_id, &redact(&plan.urls[0]), &exp.value, got));
         }
     }
-    Ok(DownloadOutcome {
-        bytes: offset,
-        digest,
-        attempts: attempt,
-    })
+    Ok(DownloadOutcome { bytes: offset, digest, attempts: attempt })
 }
 
 async fn send_both(
@@ -413,10 +369,7 @@ async fn send_both(
 ) -> Result<(), AttemptError> {
     let b = Arc::new(b);
     let dead = || AttemptError::Fatal(CommandError::execution("image writer stopped"));
-    write_tx
-        .send(Msg::Data(off, b.clone()))
-        .await
-        .map_err(|_| dead())?;
+    write_tx.send(Msg::Data(off, b.clone())).await.map_err(|_| dead())?;
     hash_tx.send(Msg::Data(off, b)).await.map_err(|_| dead())
 }
 
@@ -434,12 +387,8 @@ async fn fetch_once(
     hash_tx: &mpsc::Sender<Msg>,
     write_tx: &mpsc::Sender<Msg>,
 ) -> Result<(), AttemptError> {
-    let parsed = url::Url::parse(url).map_err(|e| {
-        AttemptError::Fatal(CommandError::image_download(
-            &plan.image_id,
-            format!("invalid URL: {e}"),
-        ))
-    })?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| AttemptError::Fatal(CommandError::image_download(&plan.image_id, format!("invalid URL: {e}"))))?;
     let mut req = HttpRequest::get(parsed);
     if *offset > 0 {
         req = req.header(http::header::RANGE, &format!("bytes={}-", *offset));
@@ -447,10 +396,7 @@ async fn fetch_once(
     let resp = match send_with_timeout(http, req, plan.connect_timeout).await {
         Ok(r) => r,
         Err(HttpError::Request(e)) => {
-            return Err(AttemptError::Fatal(CommandError::image_download(
-                &plan.image_id,
-                e,
-            )));
+            return Err(AttemptError::Fatal(CommandError::image_download(&plan.image_id, e)));
         }
         Err(e) => return Err(AttemptError::Retry(e.to_string())),
     };
@@ -477,18 +423,11 @@ async fn fetch_once(
             let body = resp.bytes(4096).await.unwrap_or_default();
             return Err(AttemptError::Fatal(CommandError::image_download(
                 &plan.image_id,
-                format!(
-                    "HTTP {status} from {}: {}",
-                    redact(url),
-                    String::from_utf8_lossy(&body).trim()
-                ),
+                format!("HTTP {status} from {}: {}", redact(url), String::from_utf8_lossy(&body).trim()),
             )));
         }
         _ => {
-            return Err(AttemptError::Retry(format!(
-                "HTTP {status} from {}",
-                redact(url)
-            )));
+            return Err(AttemptError::Retry(format!("HTTP {status} from {}", redact(url))));
         }
     }
     let mut body = resp.body;
@@ -515,10 +454,7 @@ async fn fetch_once(
                 if !buf.is_empty() {
                     send_both(hash_tx, write_tx, buf_start, std::mem::take(&mut buf)).await?;
                 }
-                return Err(AttemptError::Retry(format!(
-                    "download interrupted at byte {}: {e}",
-                    *offset
-                )));
+                return Err(AttemptError::Retry(format!("download interrupted at byte {}: {e}", *offset)));
             }
             None => {
                 if !buf.is_empty() {
@@ -550,30 +486,20 @@ pub async fn resolve_checksum(
         return Ok(value.trim().to_lowercase());
     }
     let url = url::Url::parse(value).map_err(|e| format!("invalid checksum URL: {e}"))?;
-    let resp = send_with_timeout(http, HttpRequest::get(url), timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = send_with_timeout(http, HttpRequest::get(url), timeout).await.map_err(|e| e.to_string())?;
     if !resp.status.is_success() {
         return Err(format!("checksum file: HTTP {}", resp.status));
     }
     let text = resp.bytes(1 << 20).await.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&text);
-    let is_hex =
-        |s: &str| matches!(s.len(), 32 | 64 | 96 | 128) && s.chars().all(|c| c.is_ascii_hexdigit());
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
+    let is_hex = |s: &str| matches!(s.len(), 32 | 64 | 96 | 128) && s.chars().all(|c| c.is_ascii_hexdigit());
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     if lines.len() == 1 && is_hex(lines[0]) {
         return Ok(lines[0].to_lowercase());
     }
     let fname = url::Url::parse(image_url)
         .ok()
-        .and_then(|u| {
-            u.path_segments()
-                .and_then(|mut s| s.next_back().map(str::to_string))
-        })
+        .and_then(|u| u.path_segments().and_then(|mut s| s.next_back().map(str::to_string)))
         .unwrap_or_default();
     for line in lines {
         let words: Vec<&str> = line.split_whitespace().collect();

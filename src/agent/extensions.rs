@@ -17,13 +17,9 @@ use super::wire::{CommandError, ImageInfo, Step};
 use crate::images::blockdev::{BlockDevice, Slice};
 use crate::images::partition::{self, CONFIGDRIVE_MB, DiskLabel, LayoutRequest, PartRole};
 
-fn param<T: serde::de::DeserializeOwned>(
-    params: &Map<String, Value>,
-    key: &str,
-) -> Result<T, CommandError> {
+fn param<T: serde::de::DeserializeOwned>(params: &Map<String, Value>, key: &str) -> Result<T, CommandError> {
     let v = params.get(key).cloned().unwrap_or(Value::Null);
-    serde_json::from_value(v)
-        .map_err(|e| CommandError::invalid_params(format!("parameter {key:?}: {e}")))
+    serde_json::from_value(v).map_err(|e| CommandError::invalid_params(format!("parameter {key:?}: {e}")))
 }
 
 fn opt_param<T: serde::de::DeserializeOwned>(
@@ -44,11 +40,7 @@ fn unknown(ext: &str, command: &str) -> CommandError {
 
 /// Linux name of partition `n` of `disk` (`/dev/sda1`, `/dev/nvme0n1p1`).
 pub fn partition_path(disk: &str, n: u32) -> String {
-    if disk.ends_with(|c: char| c.is_ascii_digit()) {
-        format!("{disk}p{n}")
-    } else {
-        format!("{disk}{n}")
-    }
+    if disk.ends_with(|c: char| c.is_ascii_digit()) { format!("{disk}p{n}") } else { format!("{disk}{n}") }
 }
 
 /// `standby`: prepare_image, power_off, run_image, sync, get_partition_uuids.
@@ -57,16 +49,12 @@ pub struct Standby;
 /// Checks `image_info` before anything runs (IPA's `_validate_image_info`).
 pub fn validate_image_info(info: &ImageInfo, md5_allowed: bool) -> Result<(), CommandError> {
     if info.urls.is_empty() {
-        return Err(CommandError::invalid_params(
-            "Image 'urls' must be a list with at least one element.",
-        ));
+        return Err(CommandError::invalid_params("Image 'urls' must be a list with at least one element."));
     }
     let has_os_hash = match (&info.os_hash_algo, &info.os_hash_value) {
         (Some(a), Some(v)) if !a.is_empty() && !v.is_empty() => {
             if HashAlgo::from_name(a).is_none() {
-                return Err(CommandError::invalid_params(format!(
-                    "Unsupported os_hash_algo {a:?}"
-                )));
+                return Err(CommandError::invalid_params(format!("Unsupported os_hash_algo {a:?}")));
             }
             true
         }
@@ -79,13 +67,9 @@ pub fn validate_image_info(info: &ImageInfo, md5_allowed: bool) -> Result<(), Co
     };
     let has_checksum = match &info.checksum {
         Some(c) if c.is_empty() => {
-            return Err(CommandError::invalid_params(
-                "Image 'checksum' must be a non-empty string.",
-            ));
+            return Err(CommandError::invalid_params("Image 'checksum' must be a non-empty string."));
         }
-        Some(c) => {
-            c.starts_with("http://") || c.starts_with("https://") || c.len() > 32 || md5_allowed
-        }
+        Some(c) => c.starts_with("http://") || c.starts_with("https://") || c.len() > 32 || md5_allowed,
         None => false,
     };
     if !has_os_hash && !has_checksum {
@@ -95,20 +79,16 @@ pub fn validate_image_info(info: &ImageInfo, md5_allowed: bool) -> Result<(), Co
         ));
     }
     if info.is_partition_image() && info.root_mb.is_none() && info.root_gb.is_none() {
-        return Err(CommandError::invalid_params(
-            "Partition images need 'root_mb' (or 'root_gb').",
-        ));
+        return Err(CommandError::invalid_params("Partition images need 'root_mb' (or 'root_gb')."));
     }
     if info.preserve_ephemeral == Some(true) {
-        return Err(CommandError::invalid_params(
-            "preserve_ephemeral is not supported by ferric-agent.",
-        ));
+        return Err(CommandError::invalid_params("preserve_ephemeral is not supported by ferric-agent."));
     }
     match info.disk_format.as_deref() {
         None | Some("raw") | Some("qcow2") => Ok(()),
-        Some(other) => Err(CommandError::invalid_params(format!(
-            "disk_format {other:?} is not supported (raw or qcow2)"
-        ))),
+        Some(other) => {
+            Err(CommandError::invalid_params(format!("disk_format {other:?} is not supported (raw or qcow2)")))
+        }
     }
 }
 
@@ -116,9 +96,8 @@ async fn expected_hash(ctx: &AgentContext, info: &ImageInfo) -> Result<Expected,
     let t = ctx.settings.download_connect_timeout;
     let url0 = info.urls.first().cloned().unwrap_or_default();
     let (algo, value) = if let (Some(a), Some(v)) = (&info.os_hash_algo, &info.os_hash_value) {
-        let algo = HashAlgo::from_name(a).ok_or_else(|| {
-            CommandError::image_download(&info.id, format!("unsupported os_hash_algo {a}"))
-        })?;
+        let algo = HashAlgo::from_name(a)
+            .ok_or_else(|| CommandError::image_download(&info.id, format!("unsupported os_hash_algo {a}")))?;
         let v = download::resolve_checksum(ctx.http.as_ref(), v, &url0, t)
             .await
             .map_err(|e| CommandError::image_download(&info.id, e))?;
@@ -128,9 +107,8 @@ async fn expected_hash(ctx: &AgentContext, info: &ImageInfo) -> Result<Expected,
         let v = download::resolve_checksum(ctx.http.as_ref(), &c, &url0, t)
             .await
             .map_err(|e| CommandError::image_download(&info.id, e))?;
-        let algo = HashAlgo::from_hex_len(v.len()).ok_or_else(|| {
-            CommandError::image_download(&info.id, "Unable to identify checksum algorithm")
-        })?;
+        let algo = HashAlgo::from_hex_len(v.len())
+            .ok_or_else(|| CommandError::image_download(&info.id, "Unable to identify checksum algorithm"))?;
         (algo, v)
     };
     if algo == HashAlgo::Md5 && !ctx.md5_allowed() {
@@ -146,12 +124,7 @@ async fn expected_hash(ctx: &AgentContext, info: &ImageInfo) -> Result<Expected,
 pub async fn decode_configdrive(ctx: &AgentContext, cd: &str) -> Result<Vec<u8>, CommandError> {
     let limit = ctx.settings.max_configdrive;
     let err = |m: String| {
-        CommandError::new(
-            "InstanceDeployFailure",
-            500,
-            "Failed to deploy instance",
-            format!("config drive: {m}"),
-        )
+        CommandError::new("InstanceDeployFailure", 500, "Failed to deploy instance", format!("config drive: {m}"))
     };
     let raw: Vec<u8> = if cd.starts_with("http://") || cd.starts_with("https://") {
         let url = url::Url::parse(cd).map_err(|e| err(e.to_string()))?;
@@ -163,21 +136,12 @@ pub async fn decode_configdrive(ctx: &AgentContext, cd: &str) -> Result<Vec<u8>,
         .await
         .map_err(|e| err(e.to_string()))?;
         if !resp.status.is_success() {
-            return Err(err(format!(
-                "HTTP {} from {}",
-                resp.status,
-                download::redact(cd)
-            )));
+            return Err(err(format!("HTTP {} from {}", resp.status, download::redact(cd))));
         }
-        let b = resp
-            .bytes(limit * 2)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let b = resp.bytes(limit * 2).await.map_err(|e| err(e.to_string()))?;
         // A URL may serve the gzip+base64 text or the raw image.
         let text: String = String::from_utf8_lossy(&b).split_whitespace().collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(text.as_bytes())
-            .unwrap_or_else(|_| b.to_vec())
+        base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).unwrap_or_else(|_| b.to_vec())
     } else {
         let text: String = cd.split_whitespace().collect();
         base64::engine::general_purpose::STANDARD
@@ -188,8 +152,7 @@ pub async fn decode_configdrive(ctx: &AgentContext, cd: &str) -> Result<Vec<u8>,
         let mut out = Vec::new();
         let mut dec = flate2::read::GzDecoder::new(&raw[..]);
         let mut limited = std::io::Read::take(&mut dec, limit as u64 + 1);
-        std::io::Read::read_to_end(&mut limited, &mut out)
-            .map_err(|e| err(format!("bad gzip: {e}")))?;
+        std::io::Read::read_to_end(&mut limited, &mut out).map_err(|e| err(format!("bad gzip: {e}")))?;
         if out.len() > limit {
             return Err(err(format!("larger than {limit} bytes")));
         }
@@ -213,18 +176,11 @@ async fn write_configdrive(
             "InstanceDeployFailure",
             500,
             "Failed to deploy instance",
-            format!(
-                "config drive of {} bytes does not fit its {size}-byte partition",
-                data.len()
-            ),
+            format!("config drive of {} bytes does not fit its {size}-byte partition", data.len()),
         ));
     }
-    dev.write_at(offset, Bytes::from(data))
-        .await
-        .map_err(|e| CommandError::image_write(name, e))?;
-    dev.flush()
-        .await
-        .map_err(|e| CommandError::image_write(name, e))
+    dev.write_at(offset, Bytes::from(data)).await.map_err(|e| CommandError::image_write(name, e))?;
+    dev.flush().await.map_err(|e| CommandError::image_write(name, e))
 }
 
 /// Writes an image to the install disk: the body of `standby.prepare_image` and of the
@@ -243,9 +199,7 @@ pub async fn prepare_image(
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(rng_seed);
 
     // Where the image goes.
-    let (target, layout): (Arc<dyn BlockDevice>, Option<partition::PartitionTable>) = if info
-        .is_partition_image()
-    {
+    let (target, layout): (Arc<dyn BlockDevice>, Option<partition::PartitionTable>) = if info.is_partition_image() {
         let label = DiskLabel::choose(info.disk_label.as_deref(), info.deploy_boot_mode.as_deref())
             .map_err(|e| CommandError::image_write(&disk.name, e))?;
         let req = LayoutRequest {
@@ -253,11 +207,7 @@ pub async fn prepare_image(
             root_mb: info.root_mb.or(info.root_gb.map(|g| g * 1024)).unwrap_or(0),
             swap_mb: info.swap_mb.unwrap_or(0),
             ephemeral_mb: info.ephemeral_mb.unwrap_or(0),
-            configdrive_mb: if configdrive.is_some() {
-                CONFIGDRIVE_MB
-            } else {
-                0
-            },
+            configdrive_mb: if configdrive.is_some() { CONFIGDRIVE_MB } else { 0 },
             uefi: info.deploy_boot_mode.as_deref() == Some("uefi"),
             local_boot: info.boot_option.as_deref() != Some("netboot"),
         };
@@ -274,11 +224,7 @@ pub async fn prepare_image(
         (disk.device.clone(), None)
     };
     let sink: Box<dyn Sink> = match info.disk_format.as_deref() {
-        Some("qcow2") => Box::new(Qcow2Sink::new(
-            target.clone(),
-            &disk.name,
-            ctx.settings.qcow2_pending_limit,
-        )),
+        Some("qcow2") => Box::new(Qcow2Sink::new(target.clone(), &disk.name, ctx.settings.qcow2_pending_limit)),
         _ => Box::new(RawSink::new(target.clone(), &disk.name)),
     };
     let plan = DownloadPlan {
@@ -340,20 +286,16 @@ pub async fn prepare_image(
         None => {
             if let Some(cd) = &configdrive {
                 let data = decode_configdrive(&ctx, cd).await?;
-                let p = partition::add_configdrive_partition(
-                    disk.device.as_ref(),
-                    CONFIGDRIVE_MB,
-                    &mut rng,
-                )
-                .await
-                .map_err(|e| {
-                    CommandError::new(
-                        "InstanceDeployFailure",
-                        500,
-                        "Failed to deploy instance",
-                        format!("config drive: {e}"),
-                    )
-                })?;
+                let p = partition::add_configdrive_partition(disk.device.as_ref(), CONFIGDRIVE_MB, &mut rng)
+                    .await
+                    .map_err(|e| {
+                        CommandError::new(
+                            "InstanceDeployFailure",
+                            500,
+                            "Failed to deploy instance",
+                            format!("config drive: {e}"),
+                        )
+                    })?;
                 write_configdrive(disk.device.as_ref(), p.offset, p.size, data, &disk.name).await?;
                 uuids.insert("configdrive partition uuid".into(), json!(p.uuid));
             }
@@ -363,28 +305,18 @@ pub async fn prepare_image(
             uuids.insert("root uuid".into(), json!(id));
         }
     }
-    let root = uuids
-        .get("root uuid")
-        .and_then(|v| v.as_str())
-        .unwrap_or("None")
-        .to_string();
+    let root = uuids.get("root uuid").and_then(|v| v.as_str()).unwrap_or("None").to_string();
     let mut st = ctx.standby.lock();
     st.partition_uuids = Some(uuids);
     st.cached_image_id = Some(info.id.clone());
-    Ok(format!(
-        "image ({}) written to device {} root_uuid={root}",
-        info.id, disk.name
-    ))
+    Ok(format!("image ({}) written to device {} root_uuid={root}", info.id, disk.name))
 }
 
 /// Ends the agent, or (in a ramdisk) powers off or reboots the machine.
 fn shutdown(ctx: &Arc<AgentContext>, reboot: bool) -> Result<Value, CommandError> {
     match ctx.mode {
         HostMode::Process => {
-            tracing::warn!(
-                reboot,
-                "not in a deploy ramdisk: ending the agent instead of touching the machine"
-            );
+            tracing::warn!(reboot, "not in a deploy ramdisk: ending the agent instead of touching the machine");
             let token = ctx.shutdown.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -399,20 +331,13 @@ fn shutdown(ctx: &Arc<AgentContext>, reboot: bool) -> Result<Value, CommandError
         HostMode::Ramdisk => {
             // SAFETY: sync(2) and reboot(2) take no pointers.
             unsafe { libc::sync() };
-            let cmd = if reboot {
-                libc::LINUX_REBOOT_CMD_RESTART
-            } else {
-                libc::LINUX_REBOOT_CMD_POWER_OFF
-            };
+            let cmd = if reboot { libc::LINUX_REBOOT_CMD_RESTART } else { libc::LINUX_REBOOT_CMD_POWER_OFF };
             let rc = unsafe { libc::reboot(cmd) };
             Err(CommandError::new(
                 "SystemRebootError",
                 500,
                 "Failed to reboot or power off the system",
-                format!(
-                    "reboot(2) returned {rc}: {}",
-                    std::io::Error::last_os_error()
-                ),
+                format!("reboot(2) returned {rc}: {}", std::io::Error::last_os_error()),
             ))
         }
     }
@@ -424,10 +349,7 @@ async fn sync_disks(ctx: &AgentContext) -> Result<(), CommandError> {
         unsafe { libc::sync() };
     }
     for d in &ctx.disks {
-        d.device
-            .flush()
-            .await
-            .map_err(|e| CommandError::execution(format!("flushing {}: {e}", d.name)))?;
+        d.device.flush().await.map_err(|e| CommandError::execution(format!("flushing {}: {e}", d.name)))?;
     }
     Ok(())
 }
@@ -450,30 +372,20 @@ impl Extension for Standby {
                 let configdrive: Option<String> = opt_param(&params, "configdrive")?;
                 validate_image_info(&info, ctx.md5_allowed())?;
                 Ok(Prepared::Background(Box::pin(async move {
-                    prepare_image(ctx, info, configdrive)
-                        .await
-                        .map(Value::String)
+                    prepare_image(ctx, info, configdrive).await.map(Value::String)
                 })))
             }
             "power_off" | "run_image" => {
                 let reboot = command == "run_image";
-                Ok(Prepared::Background(Box::pin(async move {
-                    shutdown(&ctx, reboot)
-                })))
+                Ok(Prepared::Background(Box::pin(async move { shutdown(&ctx, reboot) })))
             }
-            "sync" => Ok(Prepared::Inline(Box::pin(async move {
-                sync_disks(&ctx).await.map(|_| Value::Null)
-            }))),
+            "sync" => Ok(Prepared::Inline(Box::pin(async move { sync_disks(&ctx).await.map(|_| Value::Null) }))),
             "get_partition_uuids" => {
                 let st = ctx.standby.lock();
                 if st.partition_uuids.is_none() {
-                    tracing::warn!(
-                        "no partition UUIDs recorded yet; prepare_image has to succeed first"
-                    );
+                    tracing::warn!("no partition UUIDs recorded yet; prepare_image has to succeed first");
                 }
-                Ok(Prepared::Done(Ok(Value::Object(
-                    st.partition_uuids.clone().unwrap_or_default(),
-                ))))
+                Ok(Prepared::Done(Ok(Value::Object(st.partition_uuids.clone().unwrap_or_default()))))
             }
             other => Err(unknown("standby", other)),
         }
@@ -488,14 +400,7 @@ fn steps_result(kind: &str, steps: Vec<Step>) -> Value {
 }
 
 fn step(name: &str, priority: i64, abortable: Option<bool>) -> Step {
-    Step {
-        step: name.into(),
-        priority,
-        interface: "deploy".into(),
-        reboot_requested: false,
-        abortable,
-        args: None,
-    }
+    Step { step: name.into(), priority, interface: "deploy".into(), reboot_requested: false, abortable, args: None }
 }
 
 /// Zeroes partition tables and filesystem signatures on every disk the agent manages
@@ -505,18 +410,11 @@ pub async fn erase_devices_metadata(disks: &[Disk]) -> Result<(), CommandError> 
     for d in disks {
         let dev = d.device.as_ref();
         let fail = |e: std::io::Error| {
-            CommandError::new(
-                "BlockDeviceEraseError",
-                500,
-                "Failed to erase block device",
-                format!("{}: {e}", d.name),
-            )
+            CommandError::new("BlockDeviceEraseError", 500, "Failed to erase block device", format!("{}: {e}", d.name))
         };
         if let Ok(Some(table)) = partition::read_table(dev).await {
             for p in table.partitions {
-                dev.write_zeroes(p.offset, p.size.min(64 << 10))
-                    .await
-                    .map_err(fail)?;
+                dev.write_zeroes(p.offset, p.size.min(64 << 10)).await.map_err(fail)?;
             }
         }
         let n = dev.size().min(1 << 20);
@@ -554,10 +452,7 @@ impl Extension for Deploy {
                 remember_node(&ctx, &params);
                 Ok(Prepared::Done(Ok(steps_result(
                     "deploy",
-                    vec![
-                        step("erase_devices_metadata", 0, None),
-                        step("write_image", 0, None),
-                    ],
+                    vec![step("erase_devices_metadata", 0, None), step("write_image", 0, None)],
                 ))))
             }
             "execute_deploy_step" => {
@@ -619,10 +514,7 @@ impl Extension for Clean {
         match command {
             "get_clean_steps" => {
                 remember_node(&ctx, &params);
-                Ok(Prepared::Done(Ok(steps_result(
-                    "clean",
-                    vec![step("erase_devices_metadata", 99, Some(true))],
-                ))))
+                Ok(Prepared::Done(Ok(steps_result("clean", vec![step("erase_devices_metadata", 99, Some(true))]))))
             }
             "execute_clean_step" => {
                 let s: Step = param(&params, "step")?;
@@ -683,10 +575,7 @@ impl Extension for Log {
         }
         let mut files = vec![
             ("ferric-agent.log", ctx.logs.text().into_bytes()),
-            (
-                "disks.json",
-                serde_json::to_vec_pretty(&ctx.disks).unwrap_or_default(),
-            ),
+            ("disks.json", serde_json::to_vec_pretty(&ctx.disks).unwrap_or_default()),
         ];
         if ctx.mode == HostMode::Ramdisk {
             for p in ["/proc/cmdline", "/proc/mounts", "/proc/partitions"] {

@@ -50,27 +50,14 @@ pub struct HttpRequest {
 impl HttpRequest {
     /// A GET.
     pub fn get(url: url::Url) -> Self {
-        Self {
-            method: Method::GET,
-            url,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-        }
+        Self { method: Method::GET, url, headers: HeaderMap::new(), body: Bytes::new() }
     }
     /// A POST of a JSON value.
     pub fn post_json<T: serde::Serialize>(url: url::Url, body: &T) -> Result<Self, HttpError> {
         let body = serde_json::to_vec(body).map_err(|e| HttpError::Request(e.to_string()))?;
         let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        Ok(Self {
-            method: Method::POST,
-            url,
-            headers,
-            body: body.into(),
-        })
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        Ok(Self { method: Method::POST, url, headers, body: body.into() })
     }
     /// Adds a header.
     pub fn header(mut self, name: http::HeaderName, value: &str) -> Self {
@@ -156,14 +143,8 @@ impl ReqwestHttp {
 #[async_trait]
 impl HttpClient for ReqwestHttp {
     async fn send(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let resp = self
-            .client
-            .request(req.method, req.url)
-            .headers(req.headers)
-            .body(req.body)
-            .send()
-            .await
-            .map_err(|e| {
+        let resp =
+            self.client.request(req.method, req.url).headers(req.headers).body(req.body).send().await.map_err(|e| {
                 if e.is_timeout() {
                     HttpError::Timeout(Duration::ZERO)
                 } else if e.is_builder() {
@@ -174,19 +155,12 @@ impl HttpClient for ReqwestHttp {
             })?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes_stream()
-            .map(|r| r.map_err(|e| HttpError::Body(e.to_string())));
-        Ok(HttpResponse {
-            status,
-            headers,
-            body: Box::pin(body),
-        })
+        let body = resp.bytes_stream().map(|r| r.map_err(|e| HttpError::Body(e.to_string())));
+        Ok(HttpResponse { status, headers, body: Box::pin(body) })
     }
 }
 
-type ServiceFn =
-    Arc<dyn Fn(http::Request<Body>) -> BoxFuture<'static, http::Response<Body>> + Send + Sync>;
+type ServiceFn = Arc<dyn Fn(http::Request<Body>) -> BoxFuture<'static, http::Response<Body>> + Send + Sync>;
 
 /// In-process HTTP: requests go to the tower service registered for the URL's `host:port`
 /// (e.g. `api:6385`, `agent-3:9999`); an unknown host is a connection failure.
@@ -246,24 +220,14 @@ impl HttpClient for TowerHttp {
         let Some(svc) = svc else {
             return Err(HttpError::Connect(format!("no route to {authority}")));
         };
-        let mut builder = http::Request::builder()
-            .method(req.method)
-            .uri(req.url.as_str());
+        let mut builder = http::Request::builder().method(req.method).uri(req.url.as_str());
         for (k, v) in &req.headers {
             builder = builder.header(k, v);
         }
-        let request = builder
-            .body(Body::from(req.body))
-            .map_err(|e| HttpError::Request(e.to_string()))?;
+        let request = builder.body(Body::from(req.body)).map_err(|e| HttpError::Request(e.to_string()))?;
         let resp = svc(request).await;
         let (parts, body) = resp.into_parts();
-        let body = body
-            .into_data_stream()
-            .map(|r| r.map_err(|e| HttpError::Body(e.to_string())));
-        Ok(HttpResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body: Box::pin(body),
-        })
+        let body = body.into_data_stream().map(|r| r.map_err(|e| HttpError::Body(e.to_string())));
+        Ok(HttpResponse { status: parts.status, headers: parts.headers, body: Box::pin(body) })
     }
 }

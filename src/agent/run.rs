@@ -125,12 +125,7 @@ impl Agent {
             started_at: config.started_at,
             version: AGENT_VERSION.into(),
         });
-        Ok(Self {
-            core,
-            api,
-            config,
-            heartbeat_timeout: Mutex::new(300),
-        })
+        Ok(Self { core, api, config, heartbeat_timeout: Mutex::new(300) })
     }
 
     /// The REST API (serve it, or register it with a [`super::http::TowerHttp`]).
@@ -176,9 +171,7 @@ impl Agent {
                 }
                 _ => {
                     let cap = self.config.lookup_max_interval.as_secs_f64();
-                    let base = (self.config.lookup_interval.as_secs_f64()
-                        * 2f64.powi(attempt.min(16) as i32))
-                    .min(cap);
+                    let base = (self.config.lookup_interval.as_secs_f64() * 2f64.powi(attempt.min(16) as i32)).min(cap);
                     let j = unit(&mut *self.core.ctx.rng.lock());
                     Duration::from_secs_f64(self.config.lookup_interval.as_secs_f64().max(base * j))
                 }
@@ -186,10 +179,7 @@ impl Agent {
             attempt += 1;
             tracing::warn!(attempt, error = %err, retry_in = ?wait, "lookup failed");
             if tokio::time::Instant::now() + wait > deadline {
-                return Err(AgentError::Lookup(
-                    self.config.lookup_timeout,
-                    err.to_string(),
-                ));
+                return Err(AgentError::Lookup(self.config.lookup_timeout, err.to_string()));
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -204,10 +194,7 @@ impl Agent {
         if r.config.agent_token.is_none() {
             tracing::warn!("lookup returned no agent token: every command will be refused");
         }
-        self.core
-            .ctx
-            .md5_allowed
-            .store(r.config.agent_md5_checksum_enable, Ordering::Relaxed);
+        self.core.ctx.md5_allowed.store(r.config.agent_md5_checksum_enable, Ordering::Relaxed);
         *self.core.ctx.node.lock() = serde_json::to_value(&r.node).ok();
         *self.heartbeat_timeout.lock() = r.config.heartbeat_timeout.max(1);
     }

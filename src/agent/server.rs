@@ -50,26 +50,12 @@ impl AgentCore {
 }
 
 fn fault(status: StatusCode, msg: impl Into<String>) -> Response {
-    let code = if status.is_server_error() {
-        "Server"
-    } else {
-        "Client"
-    };
-    (
-        status,
-        Json(Fault {
-            faultcode: code.into(),
-            faultstring: msg.into(),
-        }),
-    )
-        .into_response()
+    let code = if status.is_server_error() { "Server" } else { "Client" };
+    (status, Json(Fault { faultcode: code.into(), faultstring: msg.into() })).into_response()
 }
 
 fn refusal(r: Refusal) -> Response {
-    fault(
-        StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
-        r.faultstring,
-    )
+    fault(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST), r.faultstring)
 }
 
 #[derive(Deserialize)]
@@ -80,9 +66,7 @@ struct CmdQuery {
 
 impl CmdQuery {
     fn wait(&self) -> bool {
-        self.wait
-            .as_deref()
-            .is_some_and(|w| w.eq_ignore_ascii_case("true"))
+        self.wait.as_deref().is_some_and(|w| w.eq_ignore_ascii_case("true"))
     }
 }
 
@@ -98,10 +82,7 @@ fn check_token(core: &AgentCore, q: &CmdQuery, uri: &Uri) -> Result<(), Box<Resp
         token_present = q.agent_token.is_some(),
         "refused agent API call: agent token missing or invalid"
     );
-    Err(Box::new(fault(
-        StatusCode::UNAUTHORIZED,
-        "401 Unauthorized: Token invalid.",
-    )))
+    Err(Box::new(fault(StatusCode::UNAUTHORIZED, "401 Unauthorized: Token invalid.")))
 }
 
 /// Builds the router.
@@ -117,10 +98,7 @@ pub fn router(core: Arc<AgentCore>) -> Router {
     r.route("/v1/", get(v1))
         .route("/v1", get(v1))
         .fallback(|| async {
-            fault(
-                StatusCode::NOT_FOUND,
-                "404 Not Found: The requested URL was not found on the server.",
-            )
+            fault(StatusCode::NOT_FOUND, "404 Not Found: The requested URL was not found on the server.")
         })
         .layer(DefaultBodyLimit::max(MAX_COMMAND_BODY))
         .with_state(core)
@@ -146,42 +124,24 @@ async fn v1() -> Json<Value> {
 }
 
 async fn status(State(core): St) -> Json<AgentStatus> {
-    Json(AgentStatus {
-        started_at: core.started_at,
-        version: core.version.clone(),
-    })
+    Json(AgentStatus { started_at: core.started_at, version: core.version.clone() })
 }
 
 async fn list(State(core): St, Query(q): Query<CmdQuery>, uri: Uri) -> Response {
     if let Err(r) = check_token(&core, &q, &uri) {
         return *r;
     }
-    Json(CommandList {
-        commands: core.commands.list(),
-    })
-    .into_response()
+    Json(CommandList { commands: core.commands.list() }).into_response()
 }
 
-async fn get_one(
-    State(core): St,
-    Path(id): Path<String>,
-    Query(q): Query<CmdQuery>,
-    uri: Uri,
-) -> Response {
+async fn get_one(State(core): St, Path(id): Path<String>, Query(q): Query<CmdQuery>, uri: Uri) -> Response {
     if let Err(r) = check_token(&core, &q, &uri) {
         return *r;
     }
     let Some(entry) = core.commands.get(&id) else {
-        return fault(
-            StatusCode::NOT_FOUND,
-            format!("Not found: Command Result with id {id} not found."),
-        );
+        return fault(StatusCode::NOT_FOUND, format!("Not found: Command Result with id {id} not found."));
     };
-    let result = if q.wait() {
-        entry.wait(core.ctx.settings.max_wait).await
-    } else {
-        entry.snapshot()
-    };
+    let result = if q.wait() { entry.wait(core.ctx.settings.max_wait).await } else { entry.snapshot() };
     Json(result).into_response()
 }
 
@@ -190,25 +150,16 @@ async fn run(State(core): St, Query(q): Query<CmdQuery>, uri: Uri, body: Bytes) 
         return *r;
     }
     let parsed: Option<(String, serde_json::Map<String, Value>)> =
-        serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-            match (v.get("name"), v.get("params")) {
-                (Some(Value::String(n)), Some(Value::Object(p))) => Some((n.clone(), p.clone())),
-                _ => None,
-            }
+        serde_json::from_slice::<Value>(&body).ok().and_then(|v| match (v.get("name"), v.get("params")) {
+            (Some(Value::String(n)), Some(Value::Object(p))) => Some((n.clone(), p.clone())),
+            _ => None,
         });
     let Some((name, params)) = parsed else {
-        return fault(
-            StatusCode::BAD_REQUEST,
-            "400 Bad Request: Missing or invalid name or params",
-        );
+        return fault(StatusCode::BAD_REQUEST, "400 Bad Request: Missing or invalid name or params");
     };
     match core.commands.execute(&core.ctx, &name, params).await {
         Ok(entry) => {
-            let result = if q.wait() {
-                entry.wait(core.ctx.settings.max_wait).await
-            } else {
-                entry.snapshot()
-            };
+            let result = if q.wait() { entry.wait(core.ctx.settings.max_wait).await } else { entry.snapshot() };
             Json(result).into_response()
         }
         Err(r) => refusal(r),

@@ -153,30 +153,15 @@ impl std::error::Error for CommandError {}
 impl CommandError {
     /// An error of class `kind`.
     pub fn new(kind: &str, code: u16, message: &str, details: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            code,
-            message: message.into(),
-            details: details.into(),
-        }
+        Self { kind: kind.into(), code, message: message.into(), details: details.into() }
     }
     /// `CommandExecutionError` (500): the generic failure.
     pub fn execution(details: impl Into<String>) -> Self {
-        Self::new(
-            "CommandExecutionError",
-            500,
-            "Command execution failed",
-            details,
-        )
+        Self::new("CommandExecutionError", 500, "Command execution failed", details)
     }
     /// `InvalidCommandParamsError` (400): parameters rejected before running.
     pub fn invalid_params(details: impl Into<String>) -> Self {
-        Self::new(
-            "InvalidCommandParamsError",
-            400,
-            "Invalid command parameters",
-            details,
-        )
+        Self::new("InvalidCommandParamsError", 400, "Invalid command parameters", details)
     }
     /// `InvalidCommandError` (400): unknown command.
     pub fn invalid_command(details: impl Into<String>) -> Self {
@@ -214,12 +199,7 @@ impl CommandError {
     }
     /// `DeviceNotFound` (404): no disk matches.
     pub fn device_not_found(details: impl Into<String>) -> Self {
-        Self::new(
-            "DeviceNotFound",
-            404,
-            "Error finding the disk or partition device to deploy the image onto",
-            details,
-        )
+        Self::new("DeviceNotFound", 404, "Error finding the disk or partition device to deploy the image onto", details)
     }
 }
 

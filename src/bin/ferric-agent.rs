@@ -13,11 +13,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "ferric-agent",
-    version,
-    about = "ferric's deploy ramdisk agent (ironic-python-agent compatible)"
-)]
+#[command(name = "ferric-agent", version, about = "ferric's deploy ramdisk agent (ironic-python-agent compatible)")]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -95,11 +91,7 @@ fn machine_macs() -> Vec<String> {
 fn route_source(api_url: &str) -> Option<IpAddr> {
     let u = url::Url::parse(api_url).ok()?;
     let addr = u.socket_addrs(|| Some(80)).ok()?.into_iter().next()?;
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().ok()?
-    } else {
-        "[::]:0".parse().ok()?
-    };
+    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
     let s = std::net::UdpSocket::bind(bind).ok()?;
     s.connect(addr).ok()?;
     Some(s.local_addr().ok()?.ip())
@@ -121,35 +113,24 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     let mut mode = HostMode::detect(&disks);
     if args.disks.is_empty() {
         // Only a ramdisk may go looking for the machine's own disks.
-        let in_ramdisk = std::process::id() == 1
-            || std::path::Path::new(ferric::agent::context::RAMDISK_MARKER).exists();
+        let in_ramdisk =
+            std::process::id() == 1 || std::path::Path::new(ferric::agent::context::RAMDISK_MARKER).exists();
         if !in_ramdisk {
-            bail!(
-                "no --disk given and not in a deploy ramdisk: refusing to pick one of this machine's disks"
-            );
+            bail!("no --disk given and not in a deploy ramdisk: refusing to pick one of this machine's disks");
         }
         disks = Disk::discover();
         mode = HostMode::detect(&disks);
     }
     tracing::info!(?mode, disks = ?disks, "ferric-agent starting");
-    let macs = if args.macs.is_empty() {
-        machine_macs()
-    } else {
-        args.macs.iter().map(|m| m.to_lowercase()).collect()
-    };
-    let seed = args
-        .seed
-        .unwrap_or_else(|| rand::Rng::next_u64(&mut rand::rng()));
+    let macs = if args.macs.is_empty() { machine_macs() } else { args.macs.iter().map(|m| m.to_lowercase()).collect() };
+    let seed = args.seed.unwrap_or_else(|| rand::Rng::next_u64(&mut rand::rng()));
     let mut config = AgentConfig::new(&api_url, macs, seed);
     config.node_uuid = args.node_uuid.clone();
     config.lookup_timeout = Duration::from_secs(args.lookup_timeout);
     config.settings.download_retries = args.download_retries;
-    config.settings.download_retry_interval =
-        Duration::from_secs_f64(args.download_retry_interval.max(0.0));
-    config.started_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    config.settings.download_retry_interval = Duration::from_secs_f64(args.download_retry_interval.max(0.0));
+    config.started_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let http = Arc::new(ReqwestHttp::new(Duration::from_secs(30))?);
     let agent = Agent::new(config, http, disks, mode, Vec::new(), logs)?;
 
@@ -160,11 +141,8 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     let callback = match args.advertise_url.clone() {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
-            let ip = if local.ip().is_unspecified() {
-                route_source(&api_url).unwrap_or(local.ip())
-            } else {
-                local.ip()
-            };
+            let ip =
+                if local.ip().is_unspecified() { route_source(&api_url).unwrap_or(local.ip()) } else { local.ip() };
             match ip {
                 IpAddr::V6(v6) => format!("http://[{v6}]:{}", local.port()),
                 IpAddr::V4(v4) => format!("http://{v4}:{}", local.port()),
@@ -176,9 +154,7 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     let router = agent.router();
     let sd = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { sd.cancelled().await })
-            .await
+        axum::serve(listener, router).with_graceful_shutdown(async move { sd.cancelled().await }).await
     });
     let sd = shutdown.clone();
     tokio::spawn(async move {
@@ -206,9 +182,7 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(move || ferric::agent::context::RingWriter(ring.clone())),
         )
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         None => rt.block_on(run(cli.run, logs)),
         Some(Command::IscsiTarget(args)) => ferric::iscsi::target::cli::run(args),

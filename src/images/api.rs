@@ -38,11 +38,7 @@ pub struct ApiError(pub StatusCode, pub String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let title = self.0.canonical_reason().unwrap_or("Error");
-        (
-            self.0,
-            Json(json!({"code": self.0.as_u16(), "title": title, "message": self.1})),
-        )
-            .into_response()
+        (self.0, Json(json!({"code": self.0.as_u16(), "title": title, "message": self.1}))).into_response()
     }
 }
 
@@ -66,21 +62,12 @@ impl From<StoreError> for ApiError {
 impl ImageService {
     /// A service over `store`, signing temp URLs with `temp_url_key`.
     pub fn new(store: Arc<ImageStore>, temp_url_key: Vec<u8>, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            store,
-            temp_url_key,
-            clock,
-        }
+        Self { store, temp_url_key, clock }
     }
 
     /// A temp URL (under `base_url`, e.g. `http://192.0.2.1:6385`) valid for `ttl`, for an active
     /// image: what the direct deploy hands the agent as `image_info.urls[0]`.
-    pub fn temp_url(
-        &self,
-        base_url: &str,
-        image_id: &str,
-        ttl: Duration,
-    ) -> Result<String, StoreError> {
+    pub fn temp_url(&self, base_url: &str, image_id: &str, ttl: Duration) -> Result<String, StoreError> {
         self.store.data_path(image_id)?;
         let expires = self.clock.now_unix() + ttl.as_secs().max(1);
         Ok(format!(
@@ -98,10 +85,7 @@ impl ImageService {
             .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
         let data = Router::new()
             .route("/v2/images/{id}/file", get(download).put(upload))
-            .route(
-                &format!("{}/{{id}}", tempurl::PREFIX),
-                get(temp_download).head(temp_download),
-            )
+            .route(&format!("{}/{{id}}", tempurl::PREFIX), get(temp_download).head(temp_download))
             .layer(DefaultBodyLimit::disable());
         meta.merge(data).with_state(self)
     }
@@ -111,10 +95,7 @@ type Svc = State<Arc<ImageService>>;
 
 async fn list(State(s): Svc) -> Result<Response, ApiError> {
     let images = s.store.list()?;
-    Ok(
-        Json(json!({"images": images, "schema": "/v2/schemas/images", "first": "/v2/images"}))
-            .into_response(),
-    )
+    Ok(Json(json!({"images": images, "schema": "/v2/schemas/images", "first": "/v2/images"})).into_response())
 }
 
 async fn create(State(s): Svc, body: axum::body::Bytes) -> Result<Response, ApiError> {
@@ -142,11 +123,7 @@ async fn upload(State(s): Svc, Path(id): Path<String>, body: Body) -> Result<Sta
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn download(
-    State(s): Svc,
-    Path(id): Path<String>,
-    req: Request,
-) -> Result<Response, ApiError> {
+async fn download(State(s): Svc, Path(id): Path<String>, req: Request) -> Result<Response, ApiError> {
     let img = s.store.get(&id)?;
     if img.status != super::model::ImageStatus::Active {
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -177,10 +154,9 @@ async fn temp_download(
     ) {
         tracing::warn!(image = %id, reason = %e, "temp URL refused");
         let status = match e {
-            TempUrlError::Missing
-            | TempUrlError::Malformed
-            | TempUrlError::Expired
-            | TempUrlError::Invalid => StatusCode::UNAUTHORIZED,
+            TempUrlError::Missing | TempUrlError::Malformed | TempUrlError::Expired | TempUrlError::Invalid => {
+                StatusCode::UNAUTHORIZED
+            }
         };
         return Err(ApiError(status, format!("Temp URL invalid: {e}")));
     }
@@ -193,17 +169,12 @@ async fn serve(store: &ImageStore, id: &str, req: Request) -> Result<Response, A
         StoreError::Conflict(m) => ApiError(StatusCode::NOT_FOUND, m),
         other => other.into(),
     })?;
-    let mut fwd = axum::http::Request::builder().method(if req.method() == Method::HEAD {
-        Method::HEAD
-    } else {
-        Method::GET
-    });
+    let mut fwd =
+        axum::http::Request::builder().method(if req.method() == Method::HEAD { Method::HEAD } else { Method::GET });
     for (k, v) in req.headers() {
         fwd = fwd.header(k, v);
     }
-    let fwd = fwd
-        .body(Body::empty())
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let fwd = fwd.body(Body::empty()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     // `data` has no extension, so the file service labels it application/octet-stream.
     let resp = tower_http::services::ServeFile::new(path)
         .with_buf_chunk_size(1 << 20)

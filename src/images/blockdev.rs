@@ -71,10 +71,7 @@ pub struct FileDisk {
 impl FileDisk {
     /// Opens an existing file or block device read-write; its current length is the disk size.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
         let meta = file.metadata()?;
         let block_device = meta.file_type().is_block_device();
         let size = if block_device {
@@ -86,18 +83,10 @@ impl FileDisk {
         } else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "{} is neither a regular file nor a block device",
-                    path.display()
-                ),
+                format!("{} is neither a regular file nor a block device", path.display()),
             ));
         };
-        Ok(Self {
-            file: Arc::new(file),
-            path: path.to_owned(),
-            size,
-            block_device,
-        })
+        Ok(Self { file: Arc::new(file), path: path.to_owned(), size, block_device })
     }
 
     /// Whether this is a block device (as opposed to a regular file).
@@ -111,12 +100,8 @@ impl FileDisk {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| io::Error::other(format!("I/O task failed: {e}")))?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| io::Error::other(format!("I/O task failed: {e}")))?
 }
 
 #[async_trait]
@@ -237,9 +222,7 @@ pub struct MemDisk {
 impl MemDisk {
     /// A zero-filled disk of `size` bytes.
     pub fn new(size: usize) -> Self {
-        Self {
-            data: Mutex::new(vec![0u8; size]),
-        }
+        Self { data: Mutex::new(vec![0u8; size]) }
     }
 
     /// A copy of the whole content (tests compare it with the image).
@@ -316,9 +299,7 @@ impl BlockDevice for Slice {
     async fn write_vectored_at(&self, offset: u64, bufs: Arc<Vec<Bytes>>) -> io::Result<()> {
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         check_range(self.len, offset, total)?;
-        self.inner
-            .write_vectored_at(self.offset + offset, bufs)
-            .await
+        self.inner.write_vectored_at(self.offset + offset, bufs).await
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -341,11 +322,7 @@ mod tests {
         let part = Slice::new(disk.clone(), 1024, 1024).unwrap();
         part.write_at(0, Bytes::from_static(b"abc")).await.unwrap();
         assert_eq!(&disk.read_at(1024, 3).await.unwrap()[..], b"abc");
-        assert!(
-            part.write_at(1023, Bytes::from_static(b"ab"))
-                .await
-                .is_err()
-        );
+        assert!(part.write_at(1023, Bytes::from_static(b"ab")).await.is_err());
         assert!(Slice::new(disk.clone(), 4000, 200).is_err());
         part.write_zeroes(0, 3).await.unwrap();
         assert_eq!(&disk.read_at(1024, 3).await.unwrap()[..], &[0, 0, 0]);

@@ -11,12 +11,7 @@ use super::model::{CreateImage, DiskFormat, Image};
 #[derive(Debug, Args)]
 pub struct ImageArgs {
     /// ferric API endpoint.
-    #[arg(
-        long,
-        env = "FERRIC_URL",
-        default_value = "http://127.0.0.1:6385",
-        global = true
-    )]
+    #[arg(long, env = "FERRIC_URL", default_value = "http://127.0.0.1:6385", global = true)]
     pub url: String,
     /// What to do.
     #[command(subcommand)]
@@ -63,9 +58,7 @@ pub enum ImageCommand {
 
 /// Runs the command on its own runtime.
 pub fn run(args: ImageArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run_async(args))
 }
 
@@ -77,11 +70,7 @@ async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     let body = resp.text().await.unwrap_or_default();
     let msg = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| {
-            v.get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
         .unwrap_or(body);
     bail!("{status}: {msg}")
 }
@@ -90,19 +79,9 @@ pub async fn run_async(args: ImageArgs) -> anyhow::Result<()> {
     let base = args.url.trim_end_matches('/').to_string();
     let http = reqwest::Client::new();
     match args.command {
-        ImageCommand::Create {
-            file,
-            name,
-            disk_format,
-            container_format,
-            kernel_id,
-            ramdisk_id,
-        } => {
-            let f = tokio::fs::File::open(&file)
-                .await
-                .with_context(|| format!("cannot open {}", file.display()))?;
-            let disk_format: DiskFormat =
-                serde_json::from_value(serde_json::Value::String(disk_format))?;
+        ImageCommand::Create { file, name, disk_format, container_format, kernel_id, ramdisk_id } => {
+            let f = tokio::fs::File::open(&file).await.with_context(|| format!("cannot open {}", file.display()))?;
+            let disk_format: DiskFormat = serde_json::from_value(serde_json::Value::String(disk_format))?;
             let req = CreateImage {
                 name: Some(name),
                 disk_format: Some(disk_format),
@@ -111,17 +90,9 @@ pub async fn run_async(args: ImageArgs) -> anyhow::Result<()> {
                 ramdisk_id,
                 ..Default::default()
             };
-            let img: Image = check(
-                http.post(format!("{base}/v2/images"))
-                    .json(&req)
-                    .send()
-                    .await?,
-            )
-            .await?
-            .json()
-            .await?;
-            let body =
-                reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+            let img: Image =
+                check(http.post(format!("{base}/v2/images")).json(&req).send().await?).await?.json().await?;
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
             let up = http
                 .put(format!("{base}/v2/images/{}/file", img.id))
                 .header("content-type", "application/octet-stream")
@@ -133,40 +104,21 @@ pub async fn run_async(args: ImageArgs) -> anyhow::Result<()> {
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = up {
-                let _ = http
-                    .delete(format!("{base}/v2/images/{}", img.id))
-                    .send()
-                    .await;
+                let _ = http.delete(format!("{base}/v2/images/{}", img.id)).send().await;
                 return Err(e);
             }
-            let img: Image = check(
-                http.get(format!("{base}/v2/images/{}", img.id))
-                    .send()
-                    .await?,
-            )
-            .await?
-            .json()
-            .await?;
+            let img: Image =
+                check(http.get(format!("{base}/v2/images/{}", img.id)).send().await?).await?.json().await?;
             if img.status != super::model::ImageStatus::Active {
-                let _ = http
-                    .delete(format!("{base}/v2/images/{}", img.id))
-                    .send()
-                    .await;
+                let _ = http.delete(format!("{base}/v2/images/{}", img.id)).send().await;
                 bail!("upload of {} failed; image removed", file.display());
             }
             println!("{}", serde_json::to_string_pretty(&img)?);
         }
         ImageCommand::List => {
-            let v: serde_json::Value = check(http.get(format!("{base}/v2/images")).send().await?)
-                .await?
-                .json()
-                .await?;
-            let images: Vec<Image> =
-                serde_json::from_value(v.get("images").cloned().unwrap_or_default())?;
-            println!(
-                "{:<36}  {:<24}  {:<6}  {:<7}  {:>12}",
-                "ID", "NAME", "FORMAT", "STATUS", "SIZE"
-            );
+            let v: serde_json::Value = check(http.get(format!("{base}/v2/images")).send().await?).await?.json().await?;
+            let images: Vec<Image> = serde_json::from_value(v.get("images").cloned().unwrap_or_default())?;
+            println!("{:<36}  {:<24}  {:<6}  {:<7}  {:>12}", "ID", "NAME", "FORMAT", "STATUS", "SIZE");
             for i in images {
                 println!(
                     "{:<36}  {:<24}  {:<6}  {:<7}  {:>12}",
@@ -180,10 +132,7 @@ pub async fn run_async(args: ImageArgs) -> anyhow::Result<()> {
         }
         ImageCommand::Show { id } => {
             let v: serde_json::Value =
-                check(http.get(format!("{base}/v2/images/{id}")).send().await?)
-                    .await?
-                    .json()
-                    .await?;
+                check(http.get(format!("{base}/v2/images/{id}")).send().await?).await?.json().await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         ImageCommand::Delete { id } => {

@@ -13,10 +13,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_unix(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
     }
 }
 
@@ -30,10 +27,7 @@ pub struct TokioClock {
 impl TokioClock {
     /// Starts now (in tokio time) at `base_unix`.
     pub fn new(base_unix: u64) -> Self {
-        Self {
-            base_unix,
-            start: tokio::time::Instant::now(),
-        }
+        Self { base_unix, start: tokio::time::Instant::now() }
     }
 }
 

@@ -43,16 +43,7 @@ pub enum ImageStatus {
 }
 
 /// Container formats Glance knows.
-pub const CONTAINER_FORMATS: &[&str] = &[
-    "bare",
-    "ami",
-    "aki",
-    "ari",
-    "ova",
-    "ovf",
-    "docker",
-    "compressed",
-];
+pub const CONTAINER_FORMATS: &[&str] = &["bare", "ami", "aki", "ari", "ova", "ovf", "docker", "compressed"];
 
 /// An image as stored and as returned by `GET /v2/images/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

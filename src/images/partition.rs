@@ -62,16 +62,11 @@ pub enum DiskLabel {
 
 impl DiskLabel {
     /// Ironic's rule: an explicit `disk_label`, else GPT for UEFI and MBR for BIOS.
-    pub fn choose(
-        disk_label: Option<&str>,
-        boot_mode: Option<&str>,
-    ) -> Result<Self, PartitionError> {
+    pub fn choose(disk_label: Option<&str>, boot_mode: Option<&str>) -> Result<Self, PartitionError> {
         match disk_label {
             Some("gpt") => Ok(Self::Gpt),
             Some("msdos") | Some("mbr") => Ok(Self::Msdos),
-            Some(other) => Err(PartitionError::Invalid(format!(
-                "disk_label must be gpt or msdos, not {other:?}"
-            ))),
+            Some(other) => Err(PartitionError::Invalid(format!("disk_label must be gpt or msdos, not {other:?}"))),
             None if boot_mode == Some("uefi") => Ok(Self::Gpt),
             None => Ok(Self::Msdos),
         }
@@ -195,9 +190,7 @@ fn random_uuid<R: Rng + ?Sized>(rng: &mut R) -> Uuid {
 }
 
 fn parse_guid(s: &str) -> [u8; 16] {
-    Uuid::parse_str(s)
-        .map(|u| u.to_bytes_le())
-        .unwrap_or([0; 16])
+    Uuid::parse_str(s).map(|u| u.to_bytes_le()).unwrap_or([0; 16])
 }
 
 /// Creates a fresh table with the requested partitions in IPA's order (boot partition, ephemeral,
@@ -240,14 +233,11 @@ pub async fn create_layout<R: Rng + ?Sized>(
     for (i, (role, mb)) in wanted.iter().enumerate() {
         let size = if *mb == 0 {
             if i + 1 != wanted.len() {
-                return Err(PartitionError::Invalid(
-                    "only root may take the rest of the disk".into(),
-                ));
+                return Err(PartitionError::Invalid("only root may take the rest of the disk".into()));
             }
             (last + 1).saturating_sub(next) / ALIGN_LBA * ALIGN_LBA
         } else {
-            mb.checked_mul(ALIGN_LBA)
-                .ok_or_else(|| PartitionError::Invalid("size overflows".into()))?
+            mb.checked_mul(ALIGN_LBA).ok_or_else(|| PartitionError::Invalid("size overflows".into()))?
         };
         if size == 0 || next + size > last + 1 {
             return Err(PartitionError::NoSpace(format!(
@@ -260,8 +250,7 @@ pub async fn create_layout<R: Rng + ?Sized>(
         next += size;
     }
     // Clear the first MiB (old MBR/GPT, boot code) and the end (old backup GPT).
-    dev.write_zeroes(0, (ALIGN_LBA * SECTOR).min(dev.size()))
-        .await?;
+    dev.write_zeroes(0, (ALIGN_LBA * SECTOR).min(dev.size())).await?;
     let tail = (ALIGN_LBA * SECTOR).min(dev.size());
     dev.write_zeroes(dev.size() - tail, tail).await?;
     match req.label {
@@ -310,11 +299,7 @@ pub async fn create_layout<R: Rng + ?Sized>(
             mbr[511] = 0xaa;
             dev.write_at(0, Bytes::copy_from_slice(&mbr)).await?;
             dev.flush().await?;
-            Ok(PartitionTable {
-                label: DiskLabel::Msdos,
-                disk_id: format!("0x{sig:08x}"),
-                partitions: parts,
-            })
+            Ok(PartitionTable { label: DiskLabel::Msdos, disk_id: format!("0x{sig:08x}"), partitions: parts })
         }
     }
 }
@@ -363,12 +348,7 @@ struct GptLayout {
 
 impl GptLayout {
     fn fresh(total: u64, entries: u32, entry_size: u32, disk_guid: Uuid) -> Self {
-        Self {
-            total,
-            entries,
-            entry_size,
-            disk_guid,
-        }
+        Self { total, entries, entry_size, disk_guid }
     }
     fn entries_sectors(&self) -> u64 {
         (self.entries as u64 * self.entry_size as u64).div_ceil(SECTOR)
@@ -394,19 +374,11 @@ fn gpt_table(disk_guid: Uuid, parts: &[GptEntry]) -> PartitionTable {
         })
         .collect();
     partitions.sort_by_key(|p| p.number);
-    PartitionTable {
-        label: DiskLabel::Gpt,
-        disk_id: disk_guid.to_string(),
-        partitions,
-    }
+    PartitionTable { label: DiskLabel::Gpt, disk_id: disk_guid.to_string(), partitions }
 }
 
 /// Writes protective MBR, both headers and both entry arrays.
-async fn write_gpt(
-    dev: &dyn BlockDevice,
-    l: &GptLayout,
-    parts: &[GptEntry],
-) -> Result<(), PartitionError> {
+async fn write_gpt(dev: &dyn BlockDevice, l: &GptLayout, parts: &[GptEntry]) -> Result<(), PartitionError> {
     if l.total < 2 * (2 + l.entries_sectors()) + ALIGN_LBA {
         return Err(PartitionError::NoSpace("disk too small for a GPT".into()));
     }
@@ -457,15 +429,10 @@ async fn write_gpt(
     pmbr[511] = 0xaa;
     let entries = Bytes::from(entries);
     dev.write_at(0, Bytes::copy_from_slice(&pmbr)).await?;
-    dev.write_at(SECTOR, Bytes::copy_from_slice(&header(1, l.total - 1, 2)))
-        .await?;
+    dev.write_at(SECTOR, Bytes::copy_from_slice(&header(1, l.total - 1, 2))).await?;
     dev.write_at(2 * SECTOR, entries.clone()).await?;
     dev.write_at(backup_entries * SECTOR, entries).await?;
-    dev.write_at(
-        (l.total - 1) * SECTOR,
-        Bytes::copy_from_slice(&header(l.total - 1, 1, backup_entries)),
-    )
-    .await?;
+    dev.write_at((l.total - 1) * SECTOR, Bytes::copy_from_slice(&header(l.total - 1, 1, backup_entries))).await?;
     dev.flush().await?;
     Ok(())
 }
@@ -481,9 +448,7 @@ async fn read_gpt(dev: &dyn BlockDevice) -> Result<ReadGpt, PartitionError> {
     let total = dev.size() / SECTOR;
     let h = dev.read_at(SECTOR, SECTOR as usize).await?;
     if &h[0..8] != b"EFI PART" {
-        return Err(PartitionError::Corrupt(
-            "protective MBR without a GPT header".into(),
-        ));
+        return Err(PartitionError::Corrupt("protective MBR without a GPT header".into()));
     }
     let le32 = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
     let le64 = |o: usize| {
@@ -502,18 +467,13 @@ async fn read_gpt(dev: &dyn BlockDevice) -> Result<ReadGpt, PartitionError> {
     }
     let entries = le32(80);
     let entry_size = le32(84);
-    if entries == 0 || entries > 1024 || !(128..=1024).contains(&entry_size) || entry_size % 8 != 0
-    {
-        return Err(PartitionError::Corrupt(format!(
-            "GPT with {entries} entries of {entry_size} bytes"
-        )));
+    if entries == 0 || entries > 1024 || !(128..=1024).contains(&entry_size) || entry_size % 8 != 0 {
+        return Err(PartitionError::Corrupt(format!("GPT with {entries} entries of {entry_size} bytes")));
     }
     let entries_lba = le64(72);
     let array_len = entries as usize * entry_size as usize;
     if entries_lba < 2 || entries_lba.saturating_add(array_len as u64 / SECTOR) >= total {
-        return Err(PartitionError::Corrupt(
-            "GPT entries outside the disk".into(),
-        ));
+        return Err(PartitionError::Corrupt("GPT entries outside the disk".into()));
     }
     let array = dev.read_at(entries_lba * SECTOR, array_len).await?;
     if crc32fast::hash(&array) != le32(88) {
@@ -534,45 +494,17 @@ async fn read_gpt(dev: &dyn BlockDevice) -> Result<ReadGpt, PartitionError> {
             b.copy_from_slice(&e[o..o + 8]);
             u64::from_le_bytes(b)
         };
-        let units: Vec<u16> = e[56..128]
-            .chunks(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
+        let units: Vec<u16> =
+            e[56..128].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
         let name = String::from_utf16_lossy(&units);
         let (first, last) = (rd(32), rd(40));
         if last < first || last >= total {
-            return Err(PartitionError::Corrupt(format!(
-                "GPT partition {} outside the disk",
-                i + 1
-            )));
+            return Err(PartitionError::Corrupt(format!("GPT partition {} outside the disk", i + 1)));
         }
-        let role = if name == "config-2" {
-            PartRole::ConfigDrive
-        } else {
-            PartRole::Other
-        };
-        parts.push(GptEntry {
-            type_guid,
-            unique,
-            first,
-            last,
-            attrs: rd(48),
-            name,
-            role,
-            index: i,
-        });
+        let role = if name == "config-2" { PartRole::ConfigDrive } else { PartRole::Other };
+        parts.push(GptEntry { type_guid, unique, first, last, attrs: rd(48), name, role, index: i });
     }
-    Ok(ReadGpt {
-        layout: GptLayout {
-            total,
-            entries,
-            entry_size,
-            disk_guid,
-        },
-        parts,
-        alternate: le64(32),
-    })
+    Ok(ReadGpt { layout: GptLayout { total, entries, entry_size, disk_guid }, parts, alternate: le64(32) })
 }
 
 /// Reads the table on a disk: `None` if it has none.
@@ -606,11 +538,7 @@ pub async fn read_table(dev: &dyn BlockDevice) -> Result<Option<PartitionTable>,
             name: String::new(),
         });
     }
-    Ok(Some(PartitionTable {
-        label: DiskLabel::Msdos,
-        disk_id: format!("0x{sig:08x}"),
-        partitions,
-    }))
+    Ok(Some(PartitionTable { label: DiskLabel::Msdos, disk_id: format!("0x{sig:08x}"), partitions }))
 }
 
 /// Adds (or reuses) a `config-2` partition of `size_mb` at the end of a disk that holds a
@@ -631,16 +559,9 @@ pub async fn add_configdrive_partition<R: Rng + ?Sized>(
         DiskLabel::Gpt => {
             let mut g = read_gpt(dev).await?;
             if let Some(p) = g.parts.iter().find(|p| p.name == "config-2") {
-                return Ok(gpt_table(g.layout.disk_guid, std::slice::from_ref(p))
-                    .partitions
-                    .remove(0));
+                return Ok(gpt_table(g.layout.disk_guid, std::slice::from_ref(p)).partitions.remove(0));
             }
-            let used_end = g
-                .parts
-                .iter()
-                .map(|p| p.last + 1)
-                .max()
-                .unwrap_or(g.layout.first_usable());
+            let used_end = g.parts.iter().map(|p| p.last + 1).max().unwrap_or(g.layout.first_usable());
             let last = g.layout.last_usable();
             let start = (last + 1).saturating_sub(size) / ALIGN_LBA * ALIGN_LBA;
             if start < used_end || start < g.layout.first_usable() {
@@ -663,10 +584,7 @@ pub async fn add_configdrive_partition<R: Rng + ?Sized>(
                 index,
             };
             g.parts.push(entry.clone());
-            if g.alternate != g.layout.total - 1
-                && g.alternate < g.layout.total
-                && g.alternate >= used_end
-            {
+            if g.alternate != g.layout.total - 1 && g.alternate < g.layout.total && g.alternate >= used_end {
                 // The old backup header sits inside free space now; clear it.
                 dev.write_zeroes(g.alternate * SECTOR, SECTOR).await?;
             }
@@ -679,16 +597,9 @@ pub async fn add_configdrive_partition<R: Rng + ?Sized>(
             let used_slots: Vec<u32> = table.partitions.iter().map(|p| p.number).collect();
             let slot = (1..=4u32)
                 .find(|n| !used_slots.contains(n))
-                .ok_or_else(|| {
-                    PartitionError::NoSpace("all 4 primary MBR partitions are in use".into())
-                })?;
+                .ok_or_else(|| PartitionError::NoSpace("all 4 primary MBR partitions are in use".into()))?;
             let total = (dev.size() / SECTOR).min(u32::MAX as u64);
-            let used_end = table
-                .partitions
-                .iter()
-                .map(|p| (p.offset + p.size) / SECTOR)
-                .max()
-                .unwrap_or(1);
+            let used_end = table.partitions.iter().map(|p| (p.offset + p.size) / SECTOR).max().unwrap_or(1);
             let start = total.saturating_sub(size) / ALIGN_LBA * ALIGN_LBA;
             if start < used_end || start == 0 {
                 return Err(PartitionError::NoSpace(format!(
@@ -698,12 +609,7 @@ pub async fn add_configdrive_partition<R: Rng + ?Sized>(
             write_mbr_entry(&mut mbr_bytes, slot as usize - 1, false, 0x83, start, size);
             dev.write_at(0, Bytes::copy_from_slice(&mbr_bytes)).await?;
             dev.flush().await?;
-            let sig = u32::from_le_bytes([
-                mbr_bytes[440],
-                mbr_bytes[441],
-                mbr_bytes[442],
-                mbr_bytes[443],
-            ]);
+            let sig = u32::from_le_bytes([mbr_bytes[440], mbr_bytes[441], mbr_bytes[442], mbr_bytes[443]]);
             Ok(Partition {
                 number: slot,
                 role: PartRole::ConfigDrive,
@@ -720,10 +626,7 @@ pub async fn add_configdrive_partition<R: Rng + ?Sized>(
 /// signature at byte 440, as `0xSSSSSSSS`.
 pub async fn disk_identifier(dev: &dyn BlockDevice) -> Result<String, PartitionError> {
     let b = dev.read_at(440, 4).await?;
-    Ok(format!(
-        "0x{:08x}",
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    ))
+    Ok(format!("0x{:08x}", u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
 }
 
 /// A filesystem UUID (ext2/3/4 or XFS) at the start of a partition, if one is recognised.
@@ -731,9 +634,7 @@ pub async fn filesystem_uuid(part: &dyn BlockDevice) -> Option<String> {
     if part.size() >= 2048 {
         if let Ok(sb) = part.read_at(1024, 1024).await {
             if sb[0x38] == 0x53 && sb[0x39] == 0xef {
-                return Uuid::from_slice(&sb[0x68..0x78])
-                    .ok()
-                    .map(|u| u.to_string());
+                return Uuid::from_slice(&sb[0x68..0x78]).ok().map(|u| u.to_string());
             }
         }
     }
@@ -746,10 +647,7 @@ pub async fn filesystem_uuid(part: &dyn BlockDevice) -> Option<String> {
 }
 
 /// A partition of `dev` as a device of its own.
-pub fn partition_device(
-    dev: Arc<dyn BlockDevice>,
-    part: &Partition,
-) -> Result<super::blockdev::Slice, PartitionError> {
+pub fn partition_device(dev: Arc<dyn BlockDevice>, part: &Partition) -> Result<super::blockdev::Slice, PartitionError> {
     Ok(super::blockdev::Slice::new(dev, part.offset, part.size)?)
 }
 
@@ -775,9 +673,7 @@ mod tests {
     async fn gpt_round_trip() {
         let d = MemDisk::new(64 << 20);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let t = create_layout(&d, &req(DiskLabel::Gpt), &mut rng)
-            .await
-            .unwrap();
+        let t = create_layout(&d, &req(DiskLabel::Gpt), &mut rng).await.unwrap();
         assert_eq!(t.partitions.len(), 4);
         assert_eq!(t.find(PartRole::Root).unwrap().size, 16 << 20);
         let r = read_table(&d).await.unwrap().unwrap();
@@ -791,25 +687,17 @@ mod tests {
     async fn mbr_round_trip_and_limits() {
         let d = MemDisk::new(64 << 20);
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let t = create_layout(&d, &req(DiskLabel::Msdos), &mut rng)
-            .await
-            .unwrap();
+        let t = create_layout(&d, &req(DiskLabel::Msdos), &mut rng).await.unwrap();
         let r = read_table(&d).await.unwrap().unwrap();
         assert_eq!(r.disk_id, t.disk_id);
         assert_eq!(r.partitions.len(), 4);
         let mut big = req(DiskLabel::Msdos);
         big.root_mb = 1000;
-        assert!(matches!(
-            create_layout(&d, &big, &mut rng).await,
-            Err(PartitionError::NoSpace(_))
-        ));
+        assert!(matches!(create_layout(&d, &big, &mut rng).await, Err(PartitionError::NoSpace(_))));
         let mut five = req(DiskLabel::Msdos);
         five.local_boot = true;
         five.uefi = true;
-        assert!(matches!(
-            create_layout(&d, &five, &mut rng).await,
-            Err(PartitionError::Invalid(_))
-        ));
+        assert!(matches!(create_layout(&d, &five, &mut rng).await, Err(PartitionError::Invalid(_))));
     }
 
     #[tokio::test]

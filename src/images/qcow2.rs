@@ -126,10 +126,7 @@ impl Qcow2Converter {
     }
 
     fn cs(&self) -> u64 {
-        self.header
-            .as_ref()
-            .map(|h| 1u64 << h.cluster_bits)
-            .unwrap_or(65536)
+        self.header.as_ref().map(|h| 1u64 << h.cluster_bits).unwrap_or(65536)
     }
 
     fn parse_header(&mut self, c: &[u8]) -> Result<(), Qcow2Error> {
@@ -143,9 +140,7 @@ impl Qcow2Converter {
             return Err(Qcow2Error::Unsupported(format!("version {version}")));
         }
         if be64(8) != 0 {
-            return Err(Qcow2Error::Unsupported(
-                "images with a backing file are refused".into(),
-            ));
+            return Err(Qcow2Error::Unsupported("images with a backing file are refused".into()));
         }
         let cluster_bits = be32(20);
         if !(9..=21).contains(&cluster_bits) {
@@ -153,9 +148,7 @@ impl Qcow2Converter {
         }
         let size = be64(24);
         if be32(32) != 0 {
-            return Err(Qcow2Error::Unsupported(
-                "encrypted images are refused".into(),
-            ));
+            return Err(Qcow2Error::Unsupported("encrypted images are refused".into()));
         }
         let l1_size = be32(36) as u64;
         let l1_offset = be64(40);
@@ -169,17 +162,13 @@ impl Qcow2Converter {
                 return Err(Qcow2Error::Invalid("image is marked corrupt".into()));
             }
             if incompatible & 0b100 != 0 {
-                return Err(Qcow2Error::Unsupported(
-                    "external data files are refused".into(),
-                ));
+                return Err(Qcow2Error::Unsupported("external data files are refused".into()));
             }
             if incompatible & 0b1_0000 != 0 {
                 return Err(Qcow2Error::Unsupported("extended L2 entries".into()));
             }
             if incompatible & !0b1_1111 != 0 {
-                return Err(Qcow2Error::Unsupported(format!(
-                    "incompatible features {incompatible:#x}"
-                )));
+                return Err(Qcow2Error::Unsupported(format!("incompatible features {incompatible:#x}")));
             }
             if incompatible & 0b1000 != 0 {
                 let header_len = be32(100) as usize;
@@ -189,28 +178,15 @@ impl Qcow2Converter {
             }
         }
         if size > self.target_size {
-            return Err(Qcow2Error::TooLarge {
-                virtual_size: size,
-                target: self.target_size,
-            });
+            return Err(Qcow2Error::TooLarge { virtual_size: size, target: self.target_size });
         }
         let per_l2 = cs / 8;
         let needed = size.div_ceil(cs).div_ceil(per_l2);
-        if l1_size < needed
-            || l1_size > needed + 1
-            || (l1_size > 0 && (l1_offset % cs != 0 || l1_offset == 0))
-        {
-            return Err(Qcow2Error::Invalid(format!(
-                "L1 table of {l1_size} entries at {l1_offset:#x}"
-            )));
+        if l1_size < needed || l1_size > needed + 1 || (l1_size > 0 && (l1_offset % cs != 0 || l1_offset == 0)) {
+            return Err(Qcow2Error::Invalid(format!("L1 table of {l1_size} entries at {l1_offset:#x}")));
         }
         self.written = vec![0u64; size.div_ceil(cs).div_ceil(64) as usize];
-        self.header = Some(Header {
-            cluster_bits,
-            size,
-            l1_size,
-            l1_offset,
-        });
+        self.header = Some(Header { cluster_bits, size, l1_size, l1_offset });
         if l1_size == 0 {
             self.l1_done = true;
         }
@@ -276,20 +252,13 @@ impl Qcow2Converter {
             return Err(Qcow2Error::Truncated("the L1 table is missing".into()));
         }
         if let Some(o) = self.l2_tables.keys().next() {
-            return Err(Qcow2Error::Truncated(format!(
-                "L2 table at {o:#x} is missing"
-            )));
+            return Err(Qcow2Error::Truncated(format!("L2 table at {o:#x} is missing")));
         }
         if let Some(o) = self.data.keys().next() {
-            return Err(Qcow2Error::Truncated(format!(
-                "data cluster at {o:#x} is missing"
-            )));
+            return Err(Qcow2Error::Truncated(format!("data cluster at {o:#x} is missing")));
         }
         if let Some(c) = self.compressed.iter().find(|c| !c.guests.is_empty()) {
-            return Err(Qcow2Error::Truncated(format!(
-                "compressed cluster at {:#x} is missing",
-                c.start
-            )));
+            return Err(Qcow2Error::Truncated(format!("compressed cluster at {:#x} is missing", c.start)));
         }
         let (cs, size) = match &self.header {
             Some(h) => (1u64 << h.cluster_bits, h.size),
@@ -328,10 +297,7 @@ impl Qcow2Converter {
         }
         let n = ((size - guest) as usize).min(data.len());
         self.mark(guest);
-        out.push(GuestWrite {
-            offset: guest,
-            data: data.slice(..n),
-        });
+        out.push(GuestWrite { offset: guest, data: data.slice(..n) });
     }
 
     /// Handles one host cluster (the last one may be short).
@@ -359,9 +325,7 @@ impl Qcow2Converter {
                         continue;
                     }
                     if off % cs != 0 {
-                        return Err(Qcow2Error::Invalid(format!(
-                            "unaligned L2 table at {off:#x}"
-                        )));
+                        return Err(Qcow2Error::Invalid(format!("unaligned L2 table at {off:#x}")));
                     }
                     if off < self.pos {
                         match self.pending.remove(&off) {
@@ -408,12 +372,7 @@ impl Qcow2Converter {
         Ok(())
     }
 
-    fn parse_l2(
-        &mut self,
-        l1_index: u64,
-        table: &[u8],
-        out: &mut Vec<GuestWrite>,
-    ) -> Result<(), Qcow2Error> {
+    fn parse_l2(&mut self, l1_index: u64, table: &[u8], out: &mut Vec<GuestWrite>) -> Result<(), Qcow2Error> {
         let Some(hdr) = self.header.clone() else {
             return Err(Qcow2Error::Invalid("L2 before header".into()));
         };
@@ -438,9 +397,7 @@ impl Qcow2Converter {
                 continue; // zero cluster, or unallocated (no backing file): zeroed at the end
             }
             if off % cs != 0 {
-                return Err(Qcow2Error::Invalid(format!(
-                    "unaligned data cluster at {off:#x}"
-                )));
+                return Err(Qcow2Error::Invalid(format!("unaligned data cluster at {off:#x}")));
             }
             if off < self.pos {
                 match self.pending.remove(&off) {
@@ -470,13 +427,7 @@ impl Qcow2Converter {
     ) -> Result<(), Qcow2Error> {
         let cs = self.cs();
         let id = self.compressed.len();
-        self.compressed.push(Compressed {
-            start,
-            len,
-            guests: vec![guest],
-            buf: vec![0; len],
-            filled: 0,
-        });
+        self.compressed.push(Compressed { start, len, guests: vec![guest], buf: vec![0; len], filled: 0 });
         let first = start / cs * cs;
         let mut hc = first;
         while hc < start + len as u64 {
@@ -495,13 +446,7 @@ impl Qcow2Converter {
         Ok(())
     }
 
-    fn fill_compressed(
-        &mut self,
-        id: usize,
-        host: u64,
-        c: &[u8],
-        out: &mut Vec<GuestWrite>,
-    ) -> Result<(), Qcow2Error> {
+    fn fill_compressed(&mut self, id: usize, host: u64, c: &[u8], out: &mut Vec<GuestWrite>) -> Result<(), Qcow2Error> {
         let cs = self.cs() as usize;
         let Some(r) = self.compressed.get_mut(id) else {
             return Ok(());
@@ -522,16 +467,10 @@ impl Qcow2Converter {
         match d.decompress(&r.buf, &mut plain, flate2::FlushDecompress::Finish) {
             Ok(_) if d.total_out() as usize == cs || d.total_out() > 0 => {}
             Ok(_) => {
-                return Err(Qcow2Error::Invalid(format!(
-                    "empty compressed cluster at {:#x}",
-                    r.start
-                )));
+                return Err(Qcow2Error::Invalid(format!("empty compressed cluster at {:#x}", r.start)));
             }
             Err(e) => {
-                return Err(Qcow2Error::Invalid(format!(
-                    "compressed cluster at {:#x}: {e}",
-                    r.start
-                )));
+                return Err(Qcow2Error::Invalid(format!("compressed cluster at {:#x}: {e}", r.start)));
             }
         }
         let guests = std::mem::take(&mut r.guests);
@@ -583,10 +522,7 @@ mod tests {
         h[7] = 3;
         h[15] = 0x80; // backing file offset
         let mut c = Qcow2Converter::new(1 << 30, 1 << 20);
-        assert!(matches!(
-            c.feed(Bytes::from(h)),
-            Err(Qcow2Error::Unsupported(_))
-        ));
+        assert!(matches!(c.feed(Bytes::from(h)), Err(Qcow2Error::Unsupported(_))));
     }
 }
 
@@ -606,23 +542,14 @@ mod qemu_tests {
             }
         }
         std::fs::write(&raw, &data).unwrap();
-        for (extra, piece_len) in [
-            (&[][..], 100_003),
-            (&["-c"][..], 100_003),
-            (&[][..], 4 << 20),
-            (&["-c"][..], 1 << 30),
-        ] {
+        for (extra, piece_len) in
+            [(&[][..], 100_003), (&["-c"][..], 100_003), (&[][..], 4 << 20), (&["-c"][..], 1 << 30)]
+        {
             let q = dir.path().join("a.qcow2");
             let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
             args.extend(extra);
             args.extend([raw.to_str().unwrap(), q.to_str().unwrap()]);
-            assert!(
-                std::process::Command::new("qemu-img")
-                    .args(&args)
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            assert!(std::process::Command::new("qemu-img").args(&args).status().unwrap().success());
             let img = std::fs::read(&q).unwrap();
             let mut out = vec![0xeeu8; 24 << 20];
             let mut c = Qcow2Converter::new(out.len() as u64, 1 << 20);

@@ -63,18 +63,9 @@ fn rfc3339(unix: u64) -> String {
 
 impl ImageStore {
     /// Opens (creating) a store under `root`. Uploads interrupted by a crash are discarded.
-    pub fn open(
-        root: &Path,
-        clock: Arc<dyn Clock>,
-        max_image_size: u64,
-    ) -> Result<Self, StoreError> {
+    pub fn open(root: &Path, clock: Arc<dyn Clock>, max_image_size: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root)?;
-        let store = Self {
-            root: root.to_owned(),
-            clock,
-            max_image_size,
-            meta_lock: Mutex::new(()),
-        };
+        let store = Self { root: root.to_owned(), clock, max_image_size, meta_lock: Mutex::new(()) };
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().to_string();
@@ -101,10 +92,7 @@ impl ImageStore {
     pub fn data_path(&self, id: &str) -> Result<PathBuf, StoreError> {
         let img = self.get(id)?;
         if img.status != ImageStatus::Active {
-            return Err(StoreError::Conflict(format!(
-                "image {id} has no data (status {:?})",
-                img.status
-            )));
+            return Err(StoreError::Conflict(format!("image {id} has no data (status {:?})", img.status)));
         }
         Ok(self.dir(id).join("data"))
     }
@@ -112,8 +100,7 @@ impl ImageStore {
     fn write_meta(&self, img: &Image) -> Result<(), StoreError> {
         let dir = self.dir(&img.id);
         let tmp = dir.join("meta.json.tmp");
-        let body =
-            serde_json::to_vec_pretty(img).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(img).map_err(|e| StoreError::Invalid(e.to_string()))?;
         std::fs::write(&tmp, body)?;
         std::fs::rename(&tmp, dir.join("meta.json"))?;
         Ok(())
@@ -135,27 +122,18 @@ impl ImageStore {
             }
         }
         if req.name.as_ref().is_some_and(|n| n.len() > MAX_STRING) {
-            return Err(StoreError::Invalid(format!(
-                "name is longer than {MAX_STRING} characters"
-            )));
+            return Err(StoreError::Invalid(format!("name is longer than {MAX_STRING} characters")));
         }
         for r in [&req.kernel_id, &req.ramdisk_id].into_iter().flatten() {
             if !valid_id(r) {
-                return Err(StoreError::Invalid(format!(
-                    "kernel_id/ramdisk_id {r:?} is not a UUID"
-                )));
+                return Err(StoreError::Invalid(format!("kernel_id/ramdisk_id {r:?} is not a UUID")));
             }
         }
         if req.properties.len() > MAX_PROPERTIES {
-            return Err(StoreError::Invalid(format!(
-                "more than {MAX_PROPERTIES} properties"
-            )));
+            return Err(StoreError::Invalid(format!("more than {MAX_PROPERTIES} properties")));
         }
         for (k, v) in &req.properties {
-            if !v.is_string()
-                || k.len() > MAX_STRING
-                || v.as_str().is_some_and(|s| s.len() > MAX_STRING)
-            {
+            if !v.is_string() || k.len() > MAX_STRING || v.as_str().is_some_and(|s| s.len() > MAX_STRING) {
                 return Err(StoreError::Invalid(format!(
                     "property {k:?} must be a string of at most {MAX_STRING} characters"
                 )));
@@ -228,8 +206,7 @@ impl ImageStore {
             }
             Err(e) => return Err(e.into()),
         };
-        serde_json::from_slice(&raw)
-            .map_err(|e| StoreError::Invalid(format!("corrupt metadata of {id}: {e}")))
+        serde_json::from_slice(&raw).map_err(|e| StoreError::Invalid(format!("corrupt metadata of {id}: {e}")))
     }
 
     /// All images, oldest first.
@@ -304,11 +281,7 @@ impl ImageStore {
         }
     }
 
-    async fn receive<S, E>(
-        &self,
-        part: &Path,
-        body: &mut S,
-    ) -> Result<(u64, String, String, Vec<u8>), StoreError>
+    async fn receive<S, E>(&self, part: &Path, body: &mut S) -> Result<(u64, String, String, Vec<u8>), StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -339,9 +312,7 @@ impl ImageStore {
                 let offset = size - buffered as u64;
                 buffered = 0;
                 let f = file.clone();
-                let (mut md5, mut sha) = state
-                    .take()
-                    .ok_or_else(|| StoreError::Upload("hash state lost".into()))?;
+                let (mut md5, mut sha) = state.take().ok_or_else(|| StoreError::Upload("hash state lost".into()))?;
                 let r = tokio::task::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt;
                     let mut off = offset;
@@ -363,9 +334,7 @@ impl ImageStore {
         }
         let (md5, sha) = state.ok_or_else(|| StoreError::Upload("hash state lost".into()))?;
         let f = file.clone();
-        tokio::task::spawn_blocking(move || f.sync_all())
-            .await
-            .map_err(|e| StoreError::Upload(e.to_string()))??;
+        tokio::task::spawn_blocking(move || f.sync_all()).await.map_err(|e| StoreError::Upload(e.to_string()))??;
         Ok((size, hex(&md5.finalize()), hex(&sha.finalize()), head))
     }
 
@@ -401,42 +370,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::open(dir.path(), Arc::new(SystemClock), 1 << 20).unwrap();
         let img = store
-            .create(CreateImage {
-                name: Some("a".into()),
-                disk_format: Some(DiskFormat::Raw),
-                ..Default::default()
-            })
+            .create(CreateImage { name: Some("a".into()), disk_format: Some(DiskFormat::Raw), ..Default::default() })
             .unwrap();
         assert!(store.data_path(&img.id).is_err());
-        let data = vec![
-            Ok::<_, std::io::Error>(Bytes::from_static(b"hello ")),
-            Ok(Bytes::from_static(b"world")),
-        ];
-        let up = store
-            .upload(&img.id, futures::stream::iter(data))
-            .await
-            .unwrap();
+        let data = vec![Ok::<_, std::io::Error>(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
+        let up = store.upload(&img.id, futures::stream::iter(data)).await.unwrap();
         assert_eq!(up.size, Some(11));
-        assert_eq!(
-            up.checksum.as_deref(),
-            Some("5eb63bbbe01eeed093cb22bb8f5acdc3")
-        );
+        assert_eq!(up.checksum.as_deref(), Some("5eb63bbbe01eeed093cb22bb8f5acdc3"));
         assert!(
-            store
-                .upload(
-                    &img.id,
-                    futures::stream::iter(Vec::<Result<Bytes, std::io::Error>>::new())
-                )
-                .await
-                .is_err()
+            store.upload(&img.id, futures::stream::iter(Vec::<Result<Bytes, std::io::Error>>::new())).await.is_err()
         );
         // Too large: refused and back to queued, no data visible.
         let big = store.create(CreateImage::default()).unwrap();
         let chunks = (0..3).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 512 << 10])));
-        assert!(matches!(
-            store.upload(&big.id, futures::stream::iter(chunks)).await,
-            Err(StoreError::TooLarge(_))
-        ));
+        assert!(matches!(store.upload(&big.id, futures::stream::iter(chunks)).await, Err(StoreError::TooLarge(_))));
         assert_eq!(store.get(&big.id).unwrap().status, ImageStatus::Queued);
         assert!(store.data_path(&big.id).is_err());
         store.delete(&img.id).unwrap();

@@ -29,8 +29,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn mac(key: &[u8], method: &str, expires: u64, path: &str) -> HmacSha256 {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut m =
+        <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     m.update(format!("{method}\n{expires}\n{path}").as_bytes());
     m
 }
@@ -69,9 +69,7 @@ pub fn verify(
         return Err(TempUrlError::Expired);
     }
     let method = if method == "HEAD" { "GET" } else { method };
-    mac(key, method, expires, path)
-        .verify_slice(&raw)
-        .map_err(|_| TempUrlError::Invalid)
+    mac(key, method, expires, path).verify_slice(&raw).map_err(|_| TempUrlError::Invalid)
 }
 
 /// Lower-case hex.
@@ -89,10 +87,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]
@@ -104,37 +99,13 @@ mod tests {
         let key = b"secret";
         let path = format!("{PREFIX}/abc");
         let sig = sign(key, "GET", 1000, &path);
-        assert_eq!(
-            verify(key, "GET", &path, Some(&sig), Some("1000"), 999),
-            Ok(())
-        );
-        assert_eq!(
-            verify(key, "HEAD", &path, Some(&sig), Some("1000"), 999),
-            Ok(())
-        );
-        assert_eq!(
-            verify(key, "GET", &path, Some(&sig), Some("1000"), 1000),
-            Err(TempUrlError::Expired)
-        );
-        assert_eq!(
-            verify(key, "GET", &path, Some(&sig), Some("1001"), 999),
-            Err(TempUrlError::Invalid)
-        );
-        assert_eq!(
-            verify(key, "PUT", &path, Some(&sig), Some("1000"), 999),
-            Err(TempUrlError::Invalid)
-        );
-        assert_eq!(
-            verify(b"other", "GET", &path, Some(&sig), Some("1000"), 999),
-            Err(TempUrlError::Invalid)
-        );
-        assert_eq!(
-            verify(key, "GET", &path, Some("zz"), Some("1000"), 999),
-            Err(TempUrlError::Malformed)
-        );
-        assert_eq!(
-            verify(key, "GET", &path, None, Some("1000"), 999),
-            Err(TempUrlError::Missing)
-        );
+        assert_eq!(verify(key, "GET", &path, Some(&sig), Some("1000"), 999), Ok(()));
+        assert_eq!(verify(key, "HEAD", &path, Some(&sig), Some("1000"), 999), Ok(()));
+        assert_eq!(verify(key, "GET", &path, Some(&sig), Some("1000"), 1000), Err(TempUrlError::Expired));
+        assert_eq!(verify(key, "GET", &path, Some(&sig), Some("1001"), 999), Err(TempUrlError::Invalid));
+        assert_eq!(verify(key, "PUT", &path, Some(&sig), Some("1000"), 999), Err(TempUrlError::Invalid));
+        assert_eq!(verify(b"other", "GET", &path, Some(&sig), Some("1000"), 999), Err(TempUrlError::Invalid));
+        assert_eq!(verify(key, "GET", &path, Some("zz"), Some("1000"), 999), Err(TempUrlError::Malformed));
+        assert_eq!(verify(key, "GET", &path, None, Some("1000"), 999), Err(TempUrlError::Missing));
     }
 }

@@ -30,10 +30,7 @@ pub trait BlockDevice: Send + Sync + 'static {
 }
 
 fn out_of_range() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "I/O beyond the end of the disk",
-    )
+    io::Error::new(io::ErrorKind::InvalidInput, "I/O beyond the end of the disk")
 }
 
 fn check(off: u64, len: usize, size: u64) -> io::Result<()> {
@@ -72,24 +69,13 @@ impl FileDisk {
     pub fn open(path: &Path, block_size: u32) -> io::Result<Self> {
         use std::io::{Seek, SeekFrom};
         if !matches!(block_size, 512 | 4096) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "block size must be 512 or 4096",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "block size must be 512 or 4096"));
         }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
         // Seeking to the end gives the size of regular files and block devices alike.
         let len = file.seek(SeekFrom::End(0))?;
         let size = len - len % u64::from(block_size);
-        Ok(Self {
-            file: Arc::new(file),
-            size,
-            block_size,
-            unflushed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        })
+        Ok(Self { file: Arc::new(file), size, block_size, unflushed: Arc::new(std::sync::atomic::AtomicU64::new(0)) })
     }
 }
 
@@ -125,12 +111,8 @@ pub fn detect_block_size(path: &Path) -> u32 {
     512
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| io::Error::other(format!("disk task failed: {e}")))?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| io::Error::other(format!("disk task failed: {e}")))?
 }
 
 #[async_trait]
@@ -171,8 +153,7 @@ impl BlockDevice for FileDisk {
     }
     async fn flush(&self) -> io::Result<()> {
         let f = self.file.clone();
-        self.unflushed
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.unflushed.store(0, std::sync::atomic::Ordering::Relaxed);
         blocking(move || f.sync_data()).await
     }
 }
@@ -188,10 +169,7 @@ impl MemDisk {
     pub fn new(size: u64, block_size: u32) -> Self {
         let bs = u64::from(block_size.max(1));
         let size = (size - size % bs) as usize;
-        Self {
-            data: parking_lot::Mutex::new(vec![0; size]),
-            block_size: block_size.max(1),
-        }
+        Self { data: parking_lot::Mutex::new(vec![0; size]), block_size: block_size.max(1) }
     }
     /// A copy of the disk's contents.
     pub fn contents(&self) -> Vec<u8> {
@@ -231,15 +209,10 @@ pub async fn wipe_metadata(disk: &dyn BlockDevice) -> io::Result<()> {
     const SPAN: u64 = 1 << 20;
     let size = disk.size();
     let head = SPAN.min(size);
-    disk.write_at(0, Bytes::from(vec![0u8; head as usize]))
-        .await?;
+    disk.write_at(0, Bytes::from(vec![0u8; head as usize])).await?;
     let tail_start = size.saturating_sub(SPAN).max(head);
     if tail_start < size {
-        disk.write_at(
-            tail_start,
-            Bytes::from(vec![0u8; (size - tail_start) as usize]),
-        )
-        .await?;
+        disk.write_at(tail_start, Bytes::from(vec![0u8; (size - tail_start) as usize])).await?;
     }
     disk.flush().await
 }
@@ -253,10 +226,7 @@ mod tests {
         assert_eq!(detect_block_size(Path::new("/nonexistent")), 512);
         assert_eq!(detect_block_size(Path::new("/etc/hostname")), 512);
         if Path::new("/dev/vda").exists() {
-            assert!(matches!(
-                detect_block_size(Path::new("/dev/vda")),
-                512 | 4096
-            ));
+            assert!(matches!(detect_block_size(Path::new("/dev/vda")), 512 | 4096));
         }
     }
 
@@ -269,16 +239,10 @@ mod tests {
         assert_eq!(f.size(), 8192);
         let m = MemDisk::new(8192, 512);
         for d in [&f as &dyn BlockDevice, &m] {
-            d.write_at(512, Bytes::from_static(&[1u8; 512]))
-                .await
-                .unwrap();
+            d.write_at(512, Bytes::from_static(&[1u8; 512])).await.unwrap();
             assert_eq!(d.read_at(512, 512).await.unwrap(), vec![1u8; 512]);
             assert!(d.read_at(8000, 512).await.is_err());
-            assert!(
-                d.write_at(u64::MAX - 1, Bytes::from_static(&[0u8; 4]))
-                    .await
-                    .is_err()
-            );
+            assert!(d.write_at(u64::MAX - 1, Bytes::from_static(&[0u8; 4])).await.is_err());
             wipe_metadata(d).await.unwrap();
             assert_eq!(d.read_at(0, 8192).await.unwrap(), vec![0u8; 8192]);
         }

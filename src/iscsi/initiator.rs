@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
-use tokio::io::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
 use tracing::{debug, warn};
 
 use super::pdu::{self, Bhs, Framing, Opcode, Pdu, PduError, RESERVED_TAG, flags, stage};
@@ -130,10 +128,7 @@ impl Completion {
         if self.status == status::GOOD {
             Ok(self)
         } else {
-            Err(InitiatorError::Scsi {
-                status: self.status,
-                sense: self.sense,
-            })
+            Err(InitiatorError::Scsi { status: self.status, sense: self.sense })
         }
     }
 }
@@ -180,20 +175,14 @@ impl Initiator {
         b.set_flags(flags::FINAL).set_itt(itt).set_ttt(RESERVED_TAG);
         b.set_cmd_sn(s.cmd_sn).set_exp_stat_sn(s.exp_stat_sn);
         s.cmd_sn = s.cmd_sn.wrapping_add(1);
-        s.send(&Pdu::with_data(
-            b,
-            TextPairs(vec![("SendTargets".into(), "All".into())]).encode(),
-        ))
-        .await?;
+        s.send(&Pdu::with_data(b, TextPairs(vec![("SendTargets".into(), "All".into())]).encode())).await?;
         let mut text = Vec::new();
         loop {
             let p = s.recv().await?;
             if p.bhs.opcode() == Some(Opcode::TextResponse) && p.bhs.itt() == itt {
                 text.extend_from_slice(&p.data);
                 if text.len() > text::MAX_TEXT_LEN {
-                    return Err(InitiatorError::Protocol(
-                        "SendTargets response too long".into(),
-                    ));
+                    return Err(InitiatorError::Protocol("SendTargets response too long".into()));
                 }
                 if p.bhs.flags() & flags::CONTINUE == 0 {
                     break;
@@ -213,8 +202,7 @@ impl Initiator {
             let s = String::from_utf8_lossy(item);
             if let Some(n) = s.strip_prefix("TargetName=") {
                 out.push((n.to_string(), Vec::new()));
-            } else if let (Some(a), Some(last)) = (s.strip_prefix("TargetAddress="), out.last_mut())
-            {
+            } else if let (Some(a), Some(last)) = (s.strip_prefix("TargetAddress="), out.last_mut()) {
                 last.1.push(a.to_string());
             }
         }
@@ -263,14 +251,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             rd: BufReader::with_capacity(64 * 1024, r),
             wr: BufWriter::with_capacity(64 * 1024, w),
             cfg: cfg.clone(),
-            params: SessionParams {
-                initiator_max_recv_data_segment: cfg.max_recv_data_segment,
-                ..Default::default()
-            },
-            rx: Framing {
-                max_recv_data_segment: 16 * 1024,
-                ..Framing::login()
-            },
+            params: SessionParams { initiator_max_recv_data_segment: cfg.max_recv_data_segment, ..Default::default() },
+            rx: Framing { max_recv_data_segment: 16 * 1024, ..Framing::login() },
             tx: Framing::login(),
             cmd_sn: 1,
             exp_stat_sn: 0,
@@ -338,28 +320,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
-    async fn login_exchange(
-        &mut self,
-        isid: [u8; 6],
-        fl: u8,
-        keys: &TextPairs,
-    ) -> Result<(Bhs, TextPairs)> {
+    async fn login_exchange(&mut self, isid: [u8; 6], fl: u8, keys: &TextPairs) -> Result<(Bhs, TextPairs)> {
         let mut b = Bhs::new(Opcode::LoginRequest);
-        b.set_immediate(true)
-            .set_flags(fl)
-            .set_isid(isid)
-            .set_itt(0)
-            .set_cid(1);
+        b.set_immediate(true).set_flags(fl).set_isid(isid).set_itt(0).set_cid(1);
         b.set_cmd_sn(self.cmd_sn).set_exp_stat_sn(self.exp_stat_sn);
         self.send(&Pdu::with_data(b, keys.encode())).await?;
         let mut text = Vec::new();
         loop {
             let r = self.recv().await?;
             if r.bhs.opcode() != Some(Opcode::LoginResponse) {
-                return Err(InitiatorError::Login(format!(
-                    "unexpected PDU {:?} during login",
-                    r.bhs
-                )));
+                return Err(InitiatorError::Login(format!("unexpected PDU {:?} during login", r.bhs)));
             }
             self.exp_stat_sn = r.bhs.stat_sn().wrapping_add(1);
             self.max_cmd_sn = r.bhs.max_cmd_sn();
@@ -376,17 +346,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 return Err(InitiatorError::Login("login response too long".into()));
             }
             if r.bhs.flags() & flags::CONTINUE == 0 {
-                let keys = TextPairs::parse(&text)
-                    .map_err(|e| InitiatorError::Login(format!("bad login text: {e}")))?;
+                let keys =
+                    TextPairs::parse(&text).map_err(|e| InitiatorError::Login(format!("bad login text: {e}")))?;
                 return Ok((r.bhs, keys));
             }
             // The target has more text: ask for it with an empty request.
             let mut b = Bhs::new(Opcode::LoginRequest);
-            b.set_immediate(true)
-                .set_flags(fl & !flags::FINAL & !0x03)
-                .set_isid(isid)
-                .set_itt(0)
-                .set_cid(1);
+            b.set_immediate(true).set_flags(fl & !flags::FINAL & !0x03).set_isid(isid).set_itt(0).set_cid(1);
             b.set_cmd_sn(self.cmd_sn).set_exp_stat_sn(self.exp_stat_sn);
             self.send(&Pdu::new(b)).await?;
         }
@@ -403,8 +369,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 "DataDigest" => self.params.data_digest = v == "CRC32C",
                 "MaxRecvDataSegmentLength" => {
                     if let Some(n) = num.filter(|n| *n >= 512) {
-                        self.params.target_max_recv_data_segment =
-                            n.min(pdu::MAX_DATA_SEGMENT_LEN as u32);
+                        self.params.target_max_recv_data_segment = n.min(pdu::MAX_DATA_SEGMENT_LEN as u32);
                     }
                 }
                 "MaxBurstLength" => {
@@ -436,10 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             if !was_offered
                 && !matches!(
                     k.as_str(),
-                    "MaxRecvDataSegmentLength"
-                        | "TargetPortalGroupTag"
-                        | "TargetAlias"
-                        | "TargetAddress"
+                    "MaxRecvDataSegmentLength" | "TargetPortalGroupTag" | "TargetAlias" | "TargetAddress"
                 )
             {
                 // The target offered a key we did not: accept its value when we understand it.
@@ -459,14 +421,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         | "HeaderDigest"
                         | "DataDigest"
                 );
-                reply.push(
-                    k.clone(),
-                    if known {
-                        v.clone()
-                    } else {
-                        "NotUnderstood".into()
-                    },
-                );
+                reply.push(k.clone(), if known { v.clone() } else { "NotUnderstood".into() });
             }
         }
         reply
@@ -477,63 +432,35 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // Security stage.
         let mut keys = TextPairs::new();
         keys.push("InitiatorName", cfg.initiator_name.clone());
-        keys.push(
-            "SessionType",
-            if discovery { "Discovery" } else { "Normal" },
-        );
+        keys.push("SessionType", if discovery { "Discovery" } else { "Normal" });
         if !discovery {
             keys.push("TargetName", cfg.target_name.clone());
         }
-        keys.push(
-            "AuthMethod",
-            if cfg.chap.is_some() {
-                "CHAP,None"
-            } else {
-                "None"
-            },
-        );
+        keys.push("AuthMethod", if cfg.chap.is_some() { "CHAP,None" } else { "None" });
         let transit_now = cfg.chap.is_none();
         let (mut rb, mut rk) = self
-            .login_exchange(
-                isid,
-                pdu::login_flags(transit_now, false, stage::SECURITY, stage::OPERATIONAL),
-                &keys,
-            )
+            .login_exchange(isid, pdu::login_flags(transit_now, false, stage::SECURITY, stage::OPERATIONAL), &keys)
             .await?;
         if rk.get("AuthMethod") == Some("CHAP") {
             let Some(creds) = cfg.chap.clone() else {
-                return Err(InitiatorError::Login(
-                    "target demands CHAP but no credentials are configured".into(),
-                ));
+                return Err(InitiatorError::Login("target demands CHAP but no credentials are configured".into()));
             };
             let mut k = TextPairs::new();
             k.push("CHAP_A", "5");
-            let (_, ck) = self
-                .login_exchange(isid, pdu::login_flags(false, false, stage::SECURITY, 0), &k)
-                .await?;
+            let (_, ck) = self.login_exchange(isid, pdu::login_flags(false, false, stage::SECURITY, 0), &k).await?;
             if ck.get("CHAP_A") != Some("5") {
-                return Err(InitiatorError::Login(
-                    "target did not choose CHAP MD5".into(),
-                ));
+                return Err(InitiatorError::Login("target did not choose CHAP MD5".into()));
             }
-            let id = ck
-                .get("CHAP_I")
-                .and_then(text::parse_number)
-                .filter(|n| *n <= 255);
+            let id = ck.get("CHAP_I").and_then(text::parse_number).filter(|n| *n <= 255);
             let ch = ck.get("CHAP_C").and_then(text::decode_binary);
             let (Some(id), Some(ch)) = (id, ch) else {
                 return Err(InitiatorError::Login("bad CHAP challenge".into()));
             };
             let r = text::chap_response(id as u8, creds.secret.as_bytes(), &ch);
             let mut k = TextPairs::new();
-            k.push("CHAP_N", creds.username.clone())
-                .push("CHAP_R", text::encode_binary(&r));
+            k.push("CHAP_N", creds.username.clone()).push("CHAP_R", text::encode_binary(&r));
             (rb, rk) = self
-                .login_exchange(
-                    isid,
-                    pdu::login_flags(true, false, stage::SECURITY, stage::OPERATIONAL),
-                    &k,
-                )
+                .login_exchange(isid, pdu::login_flags(true, false, stage::SECURITY, stage::OPERATIONAL), &k)
                 .await?;
         }
         let _ = self.apply_answers(&rk, &keys);
@@ -541,9 +468,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         while !(rb.final_bit() && pdu::login_nsg(rb.flags()) >= stage::OPERATIONAL) {
             rounds += 1;
             if rounds > 8 {
-                return Err(InitiatorError::Login(
-                    "target never left the security stage".into(),
-                ));
+                return Err(InitiatorError::Login("target never left the security stage".into()));
             }
             (rb, rk) = self
                 .login_exchange(
@@ -560,44 +485,30 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             let digest = |on: bool| if on { "CRC32C,None" } else { "None" };
             k.push("HeaderDigest", digest(cfg.header_digest));
             k.push("DataDigest", digest(cfg.data_digest));
-            k.push(
-                "MaxRecvDataSegmentLength",
-                cfg.max_recv_data_segment.to_string(),
-            );
+            k.push("MaxRecvDataSegmentLength", cfg.max_recv_data_segment.to_string());
             if !discovery {
-                k.push("DefaultTime2Wait", "0")
-                    .push("DefaultTime2Retain", "0");
+                k.push("DefaultTime2Wait", "0").push("DefaultTime2Retain", "0");
                 k.push("MaxConnections", "1");
                 k.push("InitialR2T", if cfg.initial_r2t { "Yes" } else { "No" });
-                k.push(
-                    "ImmediateData",
-                    if cfg.immediate_data { "Yes" } else { "No" },
-                );
+                k.push("ImmediateData", if cfg.immediate_data { "Yes" } else { "No" });
                 k.push("MaxBurstLength", cfg.max_burst_length.to_string());
                 k.push("FirstBurstLength", cfg.first_burst_length.to_string());
                 k.push("MaxOutstandingR2T", "1");
-                k.push("DataPDUInOrder", "Yes")
-                    .push("DataSequenceInOrder", "Yes");
+                k.push("DataPDUInOrder", "Yes").push("DataSequenceInOrder", "Yes");
                 k.push("ErrorRecoveryLevel", "0");
             }
             // Defaults hold unless the target answers.
             self.params.initial_r2t = true;
             self.params.immediate_data = cfg.immediate_data;
             (rb, rk) = self
-                .login_exchange(
-                    isid,
-                    pdu::login_flags(true, false, stage::OPERATIONAL, stage::FULL_FEATURE),
-                    &k,
-                )
+                .login_exchange(isid, pdu::login_flags(true, false, stage::OPERATIONAL, stage::FULL_FEATURE), &k)
                 .await?;
             let mut reply = self.apply_answers(&rk, &k);
             let mut rounds = 0;
             while !(rb.final_bit() && pdu::login_nsg(rb.flags()) == stage::FULL_FEATURE) {
                 rounds += 1;
                 if rounds > 8 {
-                    return Err(InitiatorError::Login(
-                        "operational negotiation did not converge".into(),
-                    ));
+                    return Err(InitiatorError::Login("operational negotiation did not converge".into()));
                 }
                 (rb, rk) = self
                     .login_exchange(
@@ -609,19 +520,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 reply = self.apply_answers(&rk, &k);
             }
         }
-        self.params.first_burst_length = self
-            .params
-            .first_burst_length
-            .min(self.params.max_burst_length);
+        self.params.first_burst_length = self.params.first_burst_length.min(self.params.max_burst_length);
         self.rx = Framing {
             header_digest: self.params.header_digest,
             data_digest: self.params.data_digest,
             max_recv_data_segment: cfg.max_recv_data_segment as usize,
         };
-        self.tx = Framing {
-            max_recv_data_segment: self.params.target_max_recv_data_segment as usize,
-            ..self.rx
-        };
+        self.tx = Framing { max_recv_data_segment: self.params.target_max_recv_data_segment as usize, ..self.rx };
         debug!(tsih = rb.tsih(), params = ?self.params, "iSCSI login complete");
         Ok(())
     }
@@ -638,11 +543,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let write = !data.is_empty();
         let len = data.len();
         let seg = (self.params.target_max_recv_data_segment as usize).max(512);
-        let unsolicited_total = if write && !self.params.initial_r2t {
-            len.min(self.params.first_burst_length as usize)
-        } else {
-            0
-        };
+        let unsolicited_total =
+            if write && !self.params.initial_r2t { len.min(self.params.first_burst_length as usize) } else { 0 };
         let imm = if write && self.params.immediate_data {
             len.min(self.params.first_burst_length as usize).min(seg)
         } else {
@@ -663,55 +565,25 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         b.set_cmd_sn(self.cmd_sn).set_exp_stat_sn(self.exp_stat_sn);
         b.set_cdb(cdb);
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        self.inflight.insert(
-            itt,
-            Inflight {
-                data: data.clone(),
-                buf: Vec::new(),
-                max_in: read_len as usize,
-            },
-        );
-        pdu::write_pdu(
-            &mut self.wr,
-            &Pdu::with_data(b, data.slice(..imm)),
-            &self.tx,
-        )
-        .await?;
+        self.inflight.insert(itt, Inflight { data: data.clone(), buf: Vec::new(), max_in: read_len as usize });
+        pdu::write_pdu(&mut self.wr, &Pdu::with_data(b, data.slice(..imm)), &self.tx).await?;
         if more_unsolicited {
-            self.send_data_out(itt, RESERVED_TAG, imm, unsolicited_total, &data)
-                .await?;
+            self.send_data_out(itt, RESERVED_TAG, imm, unsolicited_total, &data).await?;
         }
         self.wr.flush().await?;
         Ok(itt)
     }
 
-    async fn send_data_out(
-        &mut self,
-        itt: u32,
-        ttt: u32,
-        start: usize,
-        end: usize,
-        data: &Bytes,
-    ) -> Result<()> {
+    async fn send_data_out(&mut self, itt: u32, ttt: u32, start: usize, end: usize, data: &Bytes) -> Result<()> {
         let seg = (self.params.target_max_recv_data_segment as usize).max(512);
         let mut pos = start;
         let mut sn = 0u32;
         while pos < end {
             let n = seg.min(end - pos);
             let mut b = Bhs::new(Opcode::DataOut);
-            b.set_flags(if pos + n == end { flags::FINAL } else { 0 })
-                .set_lun(self.lun)
-                .set_itt(itt)
-                .set_ttt(ttt);
-            b.set_exp_stat_sn(self.exp_stat_sn)
-                .set_data_sn(sn)
-                .set_buffer_offset(pos as u32);
-            pdu::write_pdu(
-                &mut self.wr,
-                &Pdu::with_data(b, data.slice(pos..pos + n)),
-                &self.tx,
-            )
-            .await?;
+            b.set_flags(if pos + n == end { flags::FINAL } else { 0 }).set_lun(self.lun).set_itt(itt).set_ttt(ttt);
+            b.set_exp_stat_sn(self.exp_stat_sn).set_data_sn(sn).set_buffer_offset(pos as u32);
+            pdu::write_pdu(&mut self.wr, &Pdu::with_data(b, data.slice(pos..pos + n)), &self.tx).await?;
             sn = sn.wrapping_add(1);
             pos += n;
         }
@@ -744,10 +616,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     _ => Ok(()),
                 }
             }
-            _ => Err(InitiatorError::Protocol(format!(
-                "unexpected PDU {:?}",
-                p.bhs
-            ))),
+            _ => Err(InitiatorError::Protocol(format!("unexpected PDU {:?}", p.bhs))),
         }
     }
 
@@ -765,9 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 let (off, len) = (b.buffer_offset() as usize, b.residual() as usize);
                 let end = off.checked_add(len).filter(|e| *e <= data.len() && len > 0);
                 let Some(end) = end else {
-                    return Err(InitiatorError::Protocol(
-                        "R2T outside the command's data".into(),
-                    ));
+                    return Err(InitiatorError::Protocol("R2T outside the command's data".into()));
                 };
                 self.send_data_out(itt, b.ttt(), off, end, &data).await?;
                 self.wr.flush().await?;
@@ -775,41 +642,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
             Some(Opcode::DataIn) => {
                 let Some(inf) = self.inflight.get_mut(&itt) else {
-                    return Err(InitiatorError::Protocol(
-                        "Data-In for an unknown task".into(),
-                    ));
+                    return Err(InitiatorError::Protocol("Data-In for an unknown task".into()));
                 };
-                if b.buffer_offset() as usize != inf.buf.len()
-                    || inf.buf.len() + p.data.len() > inf.max_in
-                {
-                    return Err(InitiatorError::Protocol(
-                        "Data-In out of order or too long".into(),
-                    ));
+                if b.buffer_offset() as usize != inf.buf.len() || inf.buf.len() + p.data.len() > inf.max_in {
+                    return Err(InitiatorError::Protocol("Data-In out of order or too long".into()));
                 }
                 inf.buf.extend_from_slice(&p.data);
                 if b.flags() & flags::STATUS != 0 {
-                    let inf = self
-                        .inflight
-                        .remove(&itt)
-                        .map(|i| i.buf)
-                        .unwrap_or_default();
-                    self.done.insert(
-                        itt,
-                        Completion {
-                            status: b.byte3(),
-                            sense: None,
-                            data: inf,
-                        },
-                    );
+                    let inf = self.inflight.remove(&itt).map(|i| i.buf).unwrap_or_default();
+                    self.done.insert(itt, Completion { status: b.byte3(), sense: None, data: inf });
                     return Ok(Some(itt));
                 }
                 Ok(None)
             }
             Some(Opcode::ScsiResponse) => {
                 let Some(inf) = self.inflight.remove(&itt) else {
-                    return Err(InitiatorError::Protocol(
-                        "SCSI Response for an unknown task".into(),
-                    ));
+                    return Err(InitiatorError::Protocol("SCSI Response for an unknown task".into()));
                 };
                 let sense = if p.data.len() >= 2 {
                     let n = u16::from_be_bytes([p.data[0], p.data[1]]) as usize;
@@ -818,14 +666,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     None
                 };
                 let st = if b.byte2() != 0 { 0xff } else { b.byte3() };
-                self.done.insert(
-                    itt,
-                    Completion {
-                        status: st,
-                        sense,
-                        data: inf.buf,
-                    },
-                );
+                self.done.insert(itt, Completion { status: st, sense, data: inf.buf });
                 Ok(Some(itt))
             }
             _ => {
@@ -836,12 +677,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// Runs one command to completion.
-    pub async fn command(
-        &mut self,
-        cdb: &[u8; 16],
-        read_len: u32,
-        data: Bytes,
-    ) -> Result<Completion> {
+    pub async fn command(&mut self, cdb: &[u8; 16], read_len: u32, data: Bytes) -> Result<Completion> {
         while !self.window_open() {
             self.pump().await?;
         }
@@ -856,70 +692,45 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// READ CAPACITY (16), falling back to (10).
     pub async fn read_capacity(&mut self) -> Result<Capacity> {
-        let c = self
-            .command(&scsi::cdb::read_capacity_16(), 32, Bytes::new())
-            .await?;
+        let c = self.command(&scsi::cdb::read_capacity_16(), 32, Bytes::new()).await?;
         if c.status == status::GOOD && c.data.len() >= 12 {
             let mut a = [0u8; 8];
             a.copy_from_slice(&c.data[..8]);
             let bs = u32::from_be_bytes([c.data[8], c.data[9], c.data[10], c.data[11]]);
-            return Ok(Capacity {
-                block_size: bs,
-                num_blocks: u64::from_be_bytes(a).saturating_add(1),
-            });
+            return Ok(Capacity { block_size: bs, num_blocks: u64::from_be_bytes(a).saturating_add(1) });
         }
-        let c = self
-            .command(&scsi::cdb::read_capacity_10(), 8, Bytes::new())
-            .await?
-            .ok()?;
+        let c = self.command(&scsi::cdb::read_capacity_10(), 8, Bytes::new()).await?.ok()?;
         if c.data.len() < 8 {
             return Err(InitiatorError::Protocol("short READ CAPACITY data".into()));
         }
         let last = u32::from_be_bytes([c.data[0], c.data[1], c.data[2], c.data[3]]);
         let bs = u32::from_be_bytes([c.data[4], c.data[5], c.data[6], c.data[7]]);
-        Ok(Capacity {
-            block_size: bs,
-            num_blocks: u64::from(last) + 1,
-        })
+        Ok(Capacity { block_size: bs, num_blocks: u64::from(last) + 1 })
     }
 
     /// Reads `blocks` blocks at `lba`.
     pub async fn read(&mut self, cap: Capacity, lba: u64, blocks: u32) -> Result<Vec<u8>> {
         let len = u64::from(blocks) * u64::from(cap.block_size);
-        let len =
-            u32::try_from(len).map_err(|_| InitiatorError::Protocol("read too large".into()))?;
-        Ok(self
-            .command(&scsi::cdb::rw(false, lba, blocks), len, Bytes::new())
-            .await?
-            .ok()?
-            .data)
+        let len = u32::try_from(len).map_err(|_| InitiatorError::Protocol("read too large".into()))?;
+        Ok(self.command(&scsi::cdb::rw(false, lba, blocks), len, Bytes::new()).await?.ok()?.data)
     }
 
     /// Writes whole blocks at `lba`.
     pub async fn write(&mut self, lba: u64, block_size: u32, data: Bytes) -> Result<()> {
         let blocks = (data.len() / block_size.max(1) as usize) as u32;
-        self.command(&scsi::cdb::rw(true, lba, blocks), 0, data)
-            .await?
-            .ok()?;
+        self.command(&scsi::cdb::rw(true, lba, blocks), 0, data).await?.ok()?;
         Ok(())
     }
 
     /// SYNCHRONIZE CACHE (10) over the whole disk.
     pub async fn synchronize_cache(&mut self) -> Result<()> {
-        self.command(&scsi::cdb::synchronize_cache_10(), 0, Bytes::new())
-            .await?
-            .ok()?;
+        self.command(&scsi::cdb::synchronize_cache_10(), 0, Bytes::new()).await?.ok()?;
         Ok(())
     }
 
     /// Writes everything `src` yields from byte 0 with `queue_depth` WRITEs outstanding. The last
     /// block is zero-padded. Returns (image bytes, crc32c of the image).
-    pub async fn write_image<R>(
-        &mut self,
-        cap: Capacity,
-        src: R,
-        progress: Option<ProgressFn>,
-    ) -> Result<(u64, u32)>
+    pub async fn write_image<R>(&mut self, cap: Capacity, src: R, progress: Option<ProgressFn>) -> Result<(u64, u32)>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
@@ -990,9 +801,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     data = padded.freeze();
                 }
                 let blocks = (data.len() / bs) as u32;
-                let itt = self
-                    .issue(&scsi::cdb::rw(true, lba, blocks), 0, data)
-                    .await?;
+                let itt = self.issue(&scsi::cdb::rw(true, lba, blocks), 0, data).await?;
                 sizes.insert(itt, n);
                 lba += u64::from(blocks);
             }
@@ -1030,11 +839,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 let want = chunk.min(len - next_off);
                 let blocks = want.div_ceil(bs);
                 let itt = self
-                    .issue(
-                        &scsi::cdb::rw(false, next_off / bs, blocks as u32),
-                        (blocks * bs) as u32,
-                        Bytes::new(),
-                    )
+                    .issue(&scsi::cdb::rw(false, next_off / bs, blocks as u32), (blocks * bs) as u32, Bytes::new())
                     .await?;
                 pending.insert(itt, next_off);
                 next_off += want;
@@ -1043,11 +848,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 let Some(off) = pending.remove(&itt) else {
                     continue;
                 };
-                let c = self
-                    .done
-                    .remove(&itt)
-                    .ok_or_else(|| InitiatorError::Protocol("lost completion".into()))?
-                    .ok()?;
+                let c =
+                    self.done.remove(&itt).ok_or_else(|| InitiatorError::Protocol("lost completion".into()))?.ok()?;
                 ready.insert(off, c.data);
             }
             while let Some(d) = ready.remove(&fold_off) {
@@ -1063,20 +865,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     pub async fn logout(mut self) -> Result<()> {
         let itt = self.alloc_itt();
         let mut b = Bhs::new(Opcode::LogoutRequest);
-        b.set_immediate(true)
-            .set_flags(flags::FINAL)
-            .set_itt(itt)
-            .set_cid(1);
+        b.set_immediate(true).set_flags(flags::FINAL).set_itt(itt).set_cid(1);
         b.set_cmd_sn(self.cmd_sn).set_exp_stat_sn(self.exp_stat_sn);
         self.send(&Pdu::new(b)).await?;
         loop {
             let p = self.recv().await?;
             if p.bhs.opcode() == Some(Opcode::LogoutResponse) {
                 if p.bhs.byte2() != 0 {
-                    return Err(InitiatorError::Protocol(format!(
-                        "logout response {}",
-                        p.bhs.byte2()
-                    )));
+                    return Err(InitiatorError::Protocol(format!("logout response {}", p.bhs.byte2())));
                 }
                 break;
             }
@@ -1111,20 +907,13 @@ pub struct CopyOptions {
 
 impl std::fmt::Debug for CopyOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CopyOptions")
-            .field("verify", &self.verify)
-            .finish()
+        f.debug_struct("CopyOptions").field("verify", &self.verify).finish()
     }
 }
 
 /// The conductor's whole copy over an already-connected stream: login, READ CAPACITY, pipelined
 /// write, SYNCHRONIZE CACHE, optional read-back verification, logout.
-pub async fn copy_image_over<S, R>(
-    stream: S,
-    cfg: &InitiatorConfig,
-    src: R,
-    opts: CopyOptions,
-) -> Result<CopyReport>
+pub async fn copy_image_over<S, R>(stream: S, cfg: &InitiatorConfig, src: R, opts: CopyOptions) -> Result<CopyReport>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
     R: AsyncRead + Unpin + Send + 'static,
@@ -1143,21 +932,11 @@ where
         false
     };
     s.logout().await?;
-    Ok(CopyReport {
-        bytes,
-        crc32c: crc,
-        verified,
-        capacity: cap,
-    })
+    Ok(CopyReport { bytes, crc32c: crc, verified, capacity: cap })
 }
 
 /// `copy_image_over` a new TCP connection to `portal`.
-pub async fn copy_image<R>(
-    portal: SocketAddr,
-    cfg: &InitiatorConfig,
-    src: R,
-    opts: CopyOptions,
-) -> Result<CopyReport>
+pub async fn copy_image<R>(portal: SocketAddr, cfg: &InitiatorConfig, src: R, opts: CopyOptions) -> Result<CopyReport>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {

@@ -21,11 +21,9 @@ pub mod text;
 
 pub use disk::{BlockDevice, FileDisk, MemDisk};
 pub use initiator::{
-    Capacity, CopyOptions, CopyReport, Initiator, InitiatorConfig, InitiatorError, Session,
-    copy_image, copy_image_over,
+    Capacity, CopyOptions, CopyReport, Initiator, InitiatorConfig, InitiatorError, Session, copy_image, copy_image_over,
 };
 pub use target::{
-    StartIscsiTargetParams, Target, TargetConfig, TargetError, TargetHandle, spawn_target,
-    start_iscsi_target,
+    StartIscsiTargetParams, Target, TargetConfig, TargetError, TargetHandle, spawn_target, start_iscsi_target,
 };
 pub use text::ChapCredentials;

@@ -206,12 +206,7 @@ impl Bhs {
     }
 
     fn get_u32(&self, off: usize) -> u32 {
-        u32::from_be_bytes([
-            self.0[off],
-            self.0[off + 1],
-            self.0[off + 2],
-            self.0[off + 3],
-        ])
+        u32::from_be_bytes([self.0[off], self.0[off + 1], self.0[off + 2], self.0[off + 3]])
     }
     fn set_u32(&mut self, off: usize, v: u32) {
         self.0[off..off + 4].copy_from_slice(&v.to_be_bytes());
@@ -231,36 +226,16 @@ impl Bhs {
         "Target Transfer Tag (NOP, Text, Data, R2T); Referenced Task Tag (TMF); \
          Expected Data Transfer Length (SCSI Command); SNACK Tag (SCSI Response)."
     );
-    u32_field!(
-        cmd_sn,
-        set_cmd_sn,
-        24,
-        "CmdSN (initiator PDUs) or StatSN (target PDUs)."
-    );
-    u32_field!(
-        exp_stat_sn,
-        set_exp_stat_sn,
-        28,
-        "ExpStatSN (initiator PDUs) or ExpCmdSN (target PDUs)."
-    );
+    u32_field!(cmd_sn, set_cmd_sn, 24, "CmdSN (initiator PDUs) or StatSN (target PDUs).");
+    u32_field!(exp_stat_sn, set_exp_stat_sn, 28, "ExpStatSN (initiator PDUs) or ExpCmdSN (target PDUs).");
     u32_field!(
         max_cmd_sn,
         set_max_cmd_sn,
         32,
         "MaxCmdSN (target PDUs); RefCmdSN (TMF request); first CDB word (SCSI Command)."
     );
-    u32_field!(
-        data_sn,
-        set_data_sn,
-        36,
-        "DataSN / R2TSN / ExpDataSN; Status-Class+Detail (login response)."
-    );
-    u32_field!(
-        buffer_offset,
-        set_buffer_offset,
-        40,
-        "Buffer Offset (Data, R2T); Bidi residual (SCSI Response)."
-    );
+    u32_field!(data_sn, set_data_sn, 36, "DataSN / R2TSN / ExpDataSN; Status-Class+Detail (login response).");
+    u32_field!(buffer_offset, set_buffer_offset, 40, "Buffer Offset (Data, R2T); Bidi residual (SCSI Response).");
     u32_field!(
         residual,
         set_residual,
@@ -373,18 +348,10 @@ pub struct Pdu {
 
 impl Pdu {
     pub fn new(bhs: Bhs) -> Self {
-        Self {
-            bhs,
-            ahs: Vec::new(),
-            data: Bytes::new(),
-        }
+        Self { bhs, ahs: Vec::new(), data: Bytes::new() }
     }
     pub fn with_data(bhs: Bhs, data: impl Into<Bytes>) -> Self {
-        Self {
-            bhs,
-            ahs: Vec::new(),
-            data: data.into(),
-        }
+        Self { bhs, ahs: Vec::new(), data: data.into() }
     }
     pub fn opcode(&self) -> Option<Opcode> {
         self.bhs.opcode()
@@ -404,11 +371,7 @@ pub struct Framing {
 impl Framing {
     /// Framing during login: no digests, 8192-byte segments unless declared otherwise.
     pub fn login() -> Self {
-        Self {
-            header_digest: false,
-            data_digest: false,
-            max_recv_data_segment: 8192,
-        }
+        Self { header_digest: false, data_digest: false, max_recv_data_segment: 8192 }
     }
 }
 
@@ -420,11 +383,7 @@ pub enum PduError {
     #[error("connection closed in the middle of a PDU")]
     Truncated,
     #[error("data segment of {len} bytes exceeds the limit of {max}")]
-    DataSegmentTooLong {
-        len: usize,
-        max: usize,
-        bhs: Box<Bhs>,
-    },
+    DataSegmentTooLong { len: usize, max: usize, bhs: Box<Bhs> },
     #[error("header digest mismatch")]
     HeaderDigest { bhs: Box<Bhs> },
     #[error("data digest mismatch")]
@@ -457,11 +416,7 @@ fn rest_len(bhs: &Bhs, f: &Framing) -> usize {
 fn check_len(bhs: &Bhs, f: &Framing) -> Result<(), PduError> {
     let len = bhs.data_segment_len();
     if len > f.max_recv_data_segment {
-        return Err(PduError::DataSegmentTooLong {
-            len,
-            max: f.max_recv_data_segment,
-            bhs: Box::new(bhs.clone()),
-        });
+        return Err(PduError::DataSegmentTooLong { len, max: f.max_recv_data_segment, bhs: Box::new(bhs.clone()) });
     }
     Ok(())
 }
@@ -481,9 +436,7 @@ fn parse_rest(bhs: Bhs, mut rest: Vec<u8>, f: &Framing) -> Result<Pdu, PduError>
     }
     let padded = dsl + pad4(dsl);
     if f.data_digest && dsl > 0 {
-        let got = rest
-            .get(pos + padded..pos + padded + 4)
-            .ok_or(PduError::Truncated)?;
+        let got = rest.get(pos + padded..pos + padded + 4).ok_or(PduError::Truncated)?;
         let want = crc32c_bytes(&[&rest[pos..pos + padded]]);
         if got != want {
             return Err(PduError::DataDigest { bhs: Box::new(bhs) });
@@ -493,28 +446,17 @@ fn parse_rest(bhs: Bhs, mut rest: Vec<u8>, f: &Framing) -> Result<Pdu, PduError>
     // Keep only the data segment: drain the front, truncate the padding and digest.
     rest.truncate(pos + dsl);
     let data = if pos == 0 { rest } else { rest.split_off(pos) };
-    Ok(Pdu {
-        bhs,
-        ahs,
-        data: Bytes::from(data),
-    })
+    Ok(Pdu { bhs, ahs, data: Bytes::from(data) })
 }
 
 /// Reads one PDU. `Ok(None)` on a clean end of stream before the first byte.
-pub async fn read_pdu<R: AsyncRead + Unpin>(
-    r: &mut R,
-    f: &Framing,
-) -> Result<Option<Pdu>, PduError> {
+pub async fn read_pdu<R: AsyncRead + Unpin>(r: &mut R, f: &Framing) -> Result<Option<Pdu>, PduError> {
     let mut h = [0u8; BHS_LEN];
     let mut got = 0;
     while got < BHS_LEN {
         let n = r.read(&mut h[got..]).await?;
         if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(PduError::Truncated)
-            };
+            return if got == 0 { Ok(None) } else { Err(PduError::Truncated) };
         }
         got += n;
     }
@@ -584,11 +526,7 @@ pub fn encode_pdu(pdu: &Pdu, f: &Framing) -> Vec<u8> {
 }
 
 /// Writes one PDU (not flushed: callers flush when their queue runs dry).
-pub async fn write_pdu<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    pdu: &Pdu,
-    f: &Framing,
-) -> std::io::Result<()> {
+pub async fn write_pdu<W: AsyncWrite + Unpin>(w: &mut W, pdu: &Pdu, f: &Framing) -> std::io::Result<()> {
     let data_len = pdu.data.len().min(MAX_DATA_SEGMENT_LEN);
     let data = &pdu.data[..data_len];
     let mut head = encode_header(pdu, f);
@@ -617,21 +555,10 @@ mod tests {
     #[test]
     fn roundtrip_with_digests_and_padding() {
         for (hd, dd) in [(false, false), (true, false), (false, true), (true, true)] {
-            let f = Framing {
-                header_digest: hd,
-                data_digest: dd,
-                max_recv_data_segment: 1024,
-            };
+            let f = Framing { header_digest: hd, data_digest: dd, max_recv_data_segment: 1024 };
             let mut bhs = Bhs::new(Opcode::TextRequest);
-            bhs.set_flags(flags::FINAL)
-                .set_itt(7)
-                .set_ttt(RESERVED_TAG)
-                .set_cmd_sn(3);
-            let pdu = Pdu {
-                bhs,
-                ahs: vec![1, 2, 3, 4],
-                data: Bytes::from_static(b"SendTargets=All\0"),
-            };
+            bhs.set_flags(flags::FINAL).set_itt(7).set_ttt(RESERVED_TAG).set_cmd_sn(3);
+            let pdu = Pdu { bhs, ahs: vec![1, 2, 3, 4], data: Bytes::from_static(b"SendTargets=All\0") };
             let mut wire = encode_pdu(&pdu, &f);
             wire.extend_from_slice(b"xx");
             let (back, used) = decode_pdu(&wire, &f).unwrap().unwrap();
@@ -649,42 +576,26 @@ mod tests {
 
     #[test]
     fn digest_errors_are_detected() {
-        let f = Framing {
-            header_digest: true,
-            data_digest: true,
-            max_recv_data_segment: 1024,
-        };
+        let f = Framing { header_digest: true, data_digest: true, max_recv_data_segment: 1024 };
         let pdu = Pdu::with_data(Bhs::new(Opcode::NopOut), vec![1u8; 8]);
         let mut wire = encode_pdu(&pdu, &f);
         wire[60] ^= 1;
-        assert!(matches!(
-            decode_pdu(&wire, &f),
-            Err(PduError::DataDigest { .. })
-        ));
+        assert!(matches!(decode_pdu(&wire, &f), Err(PduError::DataDigest { .. })));
         let mut wire = encode_pdu(&pdu, &f);
         wire[20] ^= 1;
-        assert!(matches!(
-            decode_pdu(&wire, &f),
-            Err(PduError::HeaderDigest { .. })
-        ));
+        assert!(matches!(decode_pdu(&wire, &f), Err(PduError::HeaderDigest { .. })));
     }
 
     #[tokio::test]
     async fn async_read_matches_decode() {
         let f = Framing::login();
-        let pdu = Pdu::with_data(
-            Bhs::new(Opcode::LoginRequest),
-            b"InitiatorName=x\0".to_vec(),
-        );
+        let pdu = Pdu::with_data(Bhs::new(Opcode::LoginRequest), b"InitiatorName=x\0".to_vec());
         let wire = encode_pdu(&pdu, &f);
         let mut r = &wire[..];
         let got = read_pdu(&mut r, &f).await.unwrap().unwrap();
         assert_eq!(got.data, pdu.data);
         assert!(read_pdu(&mut r, &f).await.unwrap().is_none());
         let mut short = &wire[..50];
-        assert!(matches!(
-            read_pdu(&mut short, &f).await,
-            Err(PduError::Truncated)
-        ));
+        assert!(matches!(read_pdu(&mut short, &f).await, Err(PduError::Truncated)));
     }
 }

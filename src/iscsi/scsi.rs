@@ -48,58 +48,18 @@ pub struct Sense {
 }
 
 impl Sense {
-    pub const INVALID_OPCODE: Sense = Sense {
-        key: key::ILLEGAL_REQUEST,
-        asc: 0x20,
-        ascq: 0x00,
-    };
-    pub const LBA_OUT_OF_RANGE: Sense = Sense {
-        key: key::ILLEGAL_REQUEST,
-        asc: 0x21,
-        ascq: 0x00,
-    };
+    pub const INVALID_OPCODE: Sense = Sense { key: key::ILLEGAL_REQUEST, asc: 0x20, ascq: 0x00 };
+    pub const LBA_OUT_OF_RANGE: Sense = Sense { key: key::ILLEGAL_REQUEST, asc: 0x21, ascq: 0x00 };
     /// iSCSI EDTL is not a whole number of blocks for a write.
-    pub const INVALID_FIELD_IN_INFORMATION_UNIT: Sense = Sense {
-        key: key::ILLEGAL_REQUEST,
-        asc: 0x0e,
-        ascq: 0x03,
-    };
-    pub const INVALID_FIELD_IN_CDB: Sense = Sense {
-        key: key::ILLEGAL_REQUEST,
-        asc: 0x24,
-        ascq: 0x00,
-    };
-    pub const LUN_NOT_SUPPORTED: Sense = Sense {
-        key: key::ILLEGAL_REQUEST,
-        asc: 0x25,
-        ascq: 0x00,
-    };
-    pub const SAVING_PARAMS_UNSUPPORTED: Sense = Sense {
-        key: key::ILLEGAL_REQUEST,
-        asc: 0x39,
-        ascq: 0x00,
-    };
-    pub const UNRECOVERED_READ_ERROR: Sense = Sense {
-        key: key::MEDIUM_ERROR,
-        asc: 0x11,
-        ascq: 0x00,
-    };
-    pub const WRITE_ERROR: Sense = Sense {
-        key: key::MEDIUM_ERROR,
-        asc: 0x0c,
-        ascq: 0x00,
-    };
-    pub const INTERNAL_TARGET_FAILURE: Sense = Sense {
-        key: key::HARDWARE_ERROR,
-        asc: 0x44,
-        ascq: 0x00,
-    };
+    pub const INVALID_FIELD_IN_INFORMATION_UNIT: Sense = Sense { key: key::ILLEGAL_REQUEST, asc: 0x0e, ascq: 0x03 };
+    pub const INVALID_FIELD_IN_CDB: Sense = Sense { key: key::ILLEGAL_REQUEST, asc: 0x24, ascq: 0x00 };
+    pub const LUN_NOT_SUPPORTED: Sense = Sense { key: key::ILLEGAL_REQUEST, asc: 0x25, ascq: 0x00 };
+    pub const SAVING_PARAMS_UNSUPPORTED: Sense = Sense { key: key::ILLEGAL_REQUEST, asc: 0x39, ascq: 0x00 };
+    pub const UNRECOVERED_READ_ERROR: Sense = Sense { key: key::MEDIUM_ERROR, asc: 0x11, ascq: 0x00 };
+    pub const WRITE_ERROR: Sense = Sense { key: key::MEDIUM_ERROR, asc: 0x0c, ascq: 0x00 };
+    pub const INTERNAL_TARGET_FAILURE: Sense = Sense { key: key::HARDWARE_ERROR, asc: 0x44, ascq: 0x00 };
     /// Data transfer length in the iSCSI header disagrees with the CDB.
-    pub const DATA_PHASE_ERROR: Sense = Sense {
-        key: key::ABORTED_COMMAND,
-        asc: 0x4b,
-        ascq: 0x00,
-    };
+    pub const DATA_PHASE_ERROR: Sense = Sense { key: key::ABORTED_COMMAND, asc: 0x4b, ascq: 0x00 };
 
     /// Fixed-format sense data (SPC-4 §4.5.3), 18 bytes.
     pub fn fixed(&self) -> [u8; 18] {
@@ -114,16 +74,8 @@ impl Sense {
     /// Parses fixed or descriptor sense data (for the initiator's error messages).
     pub fn parse(b: &[u8]) -> Option<Sense> {
         match b.first()? & 0x7f {
-            0x70 | 0x71 => Some(Sense {
-                key: b.get(2)? & 0x0f,
-                asc: *b.get(12)?,
-                ascq: *b.get(13)?,
-            }),
-            0x72 | 0x73 => Some(Sense {
-                key: b.get(1)? & 0x0f,
-                asc: *b.get(2)?,
-                ascq: *b.get(3)?,
-            }),
+            0x70 | 0x71 => Some(Sense { key: b.get(2)? & 0x0f, asc: *b.get(12)?, ascq: *b.get(13)? }),
+            0x72 | 0x73 => Some(Sense { key: b.get(1)? & 0x0f, asc: *b.get(2)?, ascq: *b.get(3)? }),
             _ => None,
         }
     }
@@ -131,11 +83,7 @@ impl Sense {
 
 impl std::fmt::Display for Sense {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "sense key {:#x} asc {:#04x} ascq {:#04x}",
-            self.key, self.asc, self.ascq
-        )
+        write!(f, "sense key {:#x} asc {:#04x} ascq {:#04x}", self.key, self.asc, self.ascq)
     }
 }
 
@@ -167,22 +115,13 @@ pub enum Plan {
 impl Plan {
     fn data(mut v: Vec<u8>, alloc: usize) -> Plan {
         v.truncate(alloc);
-        Plan::Done {
-            data: v,
-            sense: None,
-        }
+        Plan::Done { data: v, sense: None }
     }
     fn fail(s: Sense) -> Plan {
-        Plan::Done {
-            data: Vec::new(),
-            sense: Some(s),
-        }
+        Plan::Done { data: Vec::new(), sense: Some(s) }
     }
     fn good() -> Plan {
-        Plan::Done {
-            data: Vec::new(),
-            sense: None,
-        }
+        Plan::Done { data: Vec::new(), sense: None }
     }
 }
 
@@ -201,9 +140,7 @@ fn be64(b: &[u8], o: usize) -> u64 {
 /// Single-level LUN number from the 8-byte iSCSI LUN field (peripheral or flat addressing).
 pub fn lun_number(lun: &[u8; 8]) -> Option<u16> {
     match lun[0] >> 6 {
-        0 | 1 if lun[2..].iter().all(|&b| b == 0) => {
-            Some(u16::from(lun[0] & 0x3f) << 8 | u16::from(lun[1]))
-        }
+        0 | 1 if lun[2..].iter().all(|&b| b == 0) => Some(u16::from(lun[0] & 0x3f) << 8 | u16::from(lun[1])),
         _ => None,
     }
 }
@@ -254,12 +191,7 @@ fn inquiry(cdb: &[u8], lun_ok: bool, info: &LunInfo) -> Plan {
             b[1] = 1;
             b
         }
-        0x80 => info
-            .serial
-            .bytes()
-            .filter(|b| b.is_ascii_graphic() || *b == b' ')
-            .take(252)
-            .collect(),
+        0x80 => info.serial.bytes().filter(|b| b.is_ascii_graphic() || *b == b' ').take(252).collect(),
         0x83 => {
             let mut b = Vec::new();
             // NAA IEEE Registered Extended would need an OUI; use NAA 3 (locally assigned).
@@ -267,12 +199,7 @@ fn inquiry(cdb: &[u8], lun_ok: bool, info: &LunInfo) -> Plan {
             b.extend_from_slice(&[0x01, 0x03, 0x00, 0x08]); // binary, LU, NAA, len 8
             b.extend_from_slice(&naa.to_be_bytes());
             let mut t10: Vec<u8> = VENDOR.to_vec();
-            t10.extend(
-                info.serial
-                    .bytes()
-                    .filter(|b| b.is_ascii_graphic())
-                    .take(64),
-            );
+            t10.extend(info.serial.bytes().filter(|b| b.is_ascii_graphic()).take(64));
             b.extend_from_slice(&[0x02, 0x01, 0x00, t10.len() as u8]); // ASCII, LU, T10 vendor id
             b.extend_from_slice(&t10);
             b
@@ -329,11 +256,7 @@ fn mode_sense(cdb: &[u8], ten: bool, info: &LunInfo) -> Plan {
             *p = 0;
         }
     }
-    let blocks = if info.num_blocks > 0xff_ffff {
-        0
-    } else {
-        info.num_blocks
-    };
+    let blocks = if info.num_blocks > 0xff_ffff { 0 } else { info.num_blocks };
     let mut desc = Vec::new();
     if !dbd {
         desc.extend_from_slice(&(blocks as u32).to_be_bytes());
@@ -372,15 +295,7 @@ fn rw(cdb: &[u8], lba: u64, blocks: u64, info: &LunInfo, write: bool) -> Plan {
         Some(end) if end <= info.num_blocks => {
             let bs = u64::from(info.block_size);
             let (offset, len) = (lba * bs, blocks * bs);
-            if write {
-                Plan::Write {
-                    offset,
-                    len,
-                    fua: cdb[1] & 0x08 != 0,
-                }
-            } else {
-                Plan::Read { offset, len }
-            }
+            if write { Plan::Write { offset, len, fua: cdb[1] & 0x08 != 0 } } else { Plan::Read { offset, len } }
         }
         _ => Plan::fail(Sense::LBA_OUT_OF_RANGE),
     }
@@ -415,16 +330,7 @@ pub fn plan(cdb: &[u8; 16], lun: Option<u16>, info: &LunInfo) -> Plan {
         op::REQUEST_SENSE => {
             // Sense is always delivered with the status (autosense), so nothing is pending.
             let alloc = cdb[4] as usize;
-            return Plan::data(
-                Sense {
-                    key: key::NO_SENSE,
-                    asc: 0,
-                    ascq: 0,
-                }
-                .fixed()
-                .to_vec(),
-                alloc,
-            );
+            return Plan::data(Sense { key: key::NO_SENSE, asc: 0, ascq: 0 }.fixed().to_vec(), alloc);
         }
         _ => {}
     }
@@ -454,19 +360,11 @@ pub fn plan(cdb: &[u8; 16], lun: Option<u16>, info: &LunInfo) -> Plan {
         op::MODE_SENSE_10 => mode_sense(cdb, true, info),
         op::SYNCHRONIZE_CACHE_10 => {
             let (lba, n) = (be32(cdb, 2), be16(cdb, 7));
-            if lba.saturating_add(n) > info.num_blocks {
-                Plan::fail(Sense::LBA_OUT_OF_RANGE)
-            } else {
-                Plan::Flush
-            }
+            if lba.saturating_add(n) > info.num_blocks { Plan::fail(Sense::LBA_OUT_OF_RANGE) } else { Plan::Flush }
         }
         op::SYNCHRONIZE_CACHE_16 => {
             let (lba, n) = (be64(cdb, 2), be32(cdb, 10));
-            if lba.saturating_add(n) > info.num_blocks {
-                Plan::fail(Sense::LBA_OUT_OF_RANGE)
-            } else {
-                Plan::Flush
-            }
+            if lba.saturating_add(n) > info.num_blocks { Plan::fail(Sense::LBA_OUT_OF_RANGE) } else { Plan::Flush }
         }
         _ => Plan::fail(Sense::INVALID_OPCODE),
     }
@@ -527,12 +425,7 @@ mod tests {
     use super::*;
 
     fn info() -> LunInfo {
-        LunInfo {
-            block_size: 512,
-            num_blocks: 2048,
-            serial: "abc123".into(),
-            naa_id: 42,
-        }
+        LunInfo { block_size: 512, num_blocks: 2048, serial: "abc123".into(), naa_id: 42 }
     }
     fn c(bytes: &[u8]) -> [u8; 16] {
         let mut a = [0u8; 16];
@@ -542,54 +435,25 @@ mod tests {
 
     #[test]
     fn reads_and_writes_check_range() {
-        assert_eq!(
-            plan(&cdb::rw(false, 2047, 1), Some(0), &info()),
-            Plan::Read {
-                offset: 2047 * 512,
-                len: 512
-            }
-        );
-        assert_eq!(
-            plan(&cdb::rw(true, 2047, 2), Some(0), &info()),
-            Plan::fail(Sense::LBA_OUT_OF_RANGE)
-        );
-        assert_eq!(
-            plan(&cdb::rw(true, u64::MAX, 1), Some(0), &info()),
-            Plan::fail(Sense::LBA_OUT_OF_RANGE)
-        );
-        assert_eq!(
-            plan(&c(&[0xff]), Some(0), &info()),
-            Plan::fail(Sense::INVALID_OPCODE)
-        );
-        assert_eq!(
-            plan(&c(&[0x00]), Some(1), &info()),
-            Plan::fail(Sense::LUN_NOT_SUPPORTED)
-        );
+        assert_eq!(plan(&cdb::rw(false, 2047, 1), Some(0), &info()), Plan::Read { offset: 2047 * 512, len: 512 });
+        assert_eq!(plan(&cdb::rw(true, 2047, 2), Some(0), &info()), Plan::fail(Sense::LBA_OUT_OF_RANGE));
+        assert_eq!(plan(&cdb::rw(true, u64::MAX, 1), Some(0), &info()), Plan::fail(Sense::LBA_OUT_OF_RANGE));
+        assert_eq!(plan(&c(&[0xff]), Some(0), &info()), Plan::fail(Sense::INVALID_OPCODE));
+        assert_eq!(plan(&c(&[0x00]), Some(1), &info()), Plan::fail(Sense::LUN_NOT_SUPPORTED));
     }
 
     #[test]
     fn capacity_and_inquiry() {
-        let Plan::Done { data, .. } = plan(&cdb::read_capacity_16(), Some(0), &info()) else {
-            panic!()
-        };
+        let Plan::Done { data, .. } = plan(&cdb::read_capacity_16(), Some(0), &info()) else { panic!() };
         assert_eq!(be64(&data, 0), 2047);
         assert_eq!(be32(&data, 8), 512);
-        let Plan::Done { data, .. } = plan(&cdb::inquiry(Some(0x83), 255), Some(0), &info()) else {
-            panic!()
-        };
+        let Plan::Done { data, .. } = plan(&cdb::inquiry(Some(0x83), 255), Some(0), &info()) else { panic!() };
         assert_eq!(data[1], 0x83);
         assert_eq!(be16(&data, 2) as usize, data.len() - 4);
-        let Plan::Done { data, .. } = plan(&cdb::inquiry(None, 5), Some(0), &info()) else {
-            panic!()
-        };
+        let Plan::Done { data, .. } = plan(&cdb::inquiry(None, 5), Some(0), &info()) else { panic!() };
         assert_eq!(data.len(), 5);
-        let Plan::Done { data, .. } = plan(&c(&[0x1a, 0, 0x3f, 0, 255]), Some(0), &info()) else {
-            panic!()
-        };
+        let Plan::Done { data, .. } = plan(&c(&[0x1a, 0, 0x3f, 0, 255]), Some(0), &info()) else { panic!() };
         assert_eq!(data[0] as usize, data.len() - 1);
-        assert_eq!(
-            Sense::parse(&Sense::LBA_OUT_OF_RANGE.fixed()),
-            Some(Sense::LBA_OUT_OF_RANGE)
-        );
+        assert_eq!(Sense::parse(&Sense::LBA_OUT_OF_RANGE.fixed()), Some(Sense::LBA_OUT_OF_RANGE));
     }
 }

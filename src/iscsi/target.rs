@@ -109,18 +109,13 @@ pub struct Target {
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("iqn", &self.cfg.iqn)
-            .field("info", &self.info)
-            .finish()
+        f.debug_struct("Target").field("iqn", &self.cfg.iqn).field("info", &self.info).finish()
     }
 }
 
 fn naa_from(s: &str) -> u64 {
     // FNV-1a: a stable identifier derived from the serial number.
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 impl Target {
@@ -131,9 +126,7 @@ impl Target {
         if cfg.limits.max_recv_data_segment < 512
             || cfg.limits.max_recv_data_segment as usize > pdu::MAX_DATA_SEGMENT_LEN
         {
-            return Err(TargetError::Config(
-                "MaxRecvDataSegmentLength out of range".into(),
-            ));
+            return Err(TargetError::Config("MaxRecvDataSegmentLength out of range".into()));
         }
         let info = LunInfo {
             block_size: disk.block_size(),
@@ -161,11 +154,7 @@ impl Target {
 
     /// Accepts connections until `shutdown` fires; each connection runs as its own task and is
     /// stopped with the listener.
-    pub async fn serve_listener(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn serve_listener(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let mut conns = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -198,11 +187,7 @@ impl Target {
 
     /// Serves one connection (login, then full feature phase) until logout or disconnect.
     /// `portal` is the address reported to SendTargets (omitted when `None`).
-    pub async fn serve_connection<S>(
-        self: &Arc<Self>,
-        stream: S,
-        portal: Option<SocketAddr>,
-    ) -> Result<(), TargetError>
+    pub async fn serve_connection<S>(self: &Arc<Self>, stream: S, portal: Option<SocketAddr>) -> Result<(), TargetError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -273,14 +258,9 @@ impl Target {
         have_slot: bool,
     ) -> Result<Option<LoginOutcome>, TargetError> {
         // During login both sides may send up to 8192 bytes per PDU; be lenient up to 16 KiB.
-        let framing = Framing {
-            max_recv_data_segment: 16 * 1024,
-            ..Framing::login()
-        };
-        let mut params = SessionParams {
-            target_max_recv_data_segment: self.cfg.limits.max_recv_data_segment,
-            ..Default::default()
-        };
+        let framing = Framing { max_recv_data_segment: 16 * 1024, ..Framing::login() };
+        let mut params =
+            SessionParams { target_max_recv_data_segment: self.cfg.limits.max_recv_data_segment, ..Default::default() };
         let mut auth = Auth::Start;
         let mut stat_sn: u32 = 1;
         let mut first: Option<Bhs> = None;
@@ -298,12 +278,8 @@ impl Target {
             let exp_cmd_sn = first.as_ref().map_or(b.cmd_sn(), |f| f.cmd_sn());
             let fail = |st: (u8, u8)| {
                 let mut r = Bhs::new(Opcode::LoginResponse);
-                r.set_flags(0)
-                    .set_isid(b.isid())
-                    .set_itt(b.itt())
-                    .set_stat_sn(stat_sn);
-                r.set_exp_cmd_sn(exp_cmd_sn)
-                    .set_max_cmd_sn(exp_cmd_sn.wrapping_add(window - 1));
+                r.set_flags(0).set_isid(b.isid()).set_itt(b.itt()).set_stat_sn(stat_sn);
+                r.set_exp_cmd_sn(exp_cmd_sn).set_max_cmd_sn(exp_cmd_sn.wrapping_add(window - 1));
                 r.set_login_status(st.0, st.1);
                 Pdu::new(r)
             };
@@ -317,10 +293,7 @@ impl Target {
                 }};
             }
             if b.opcode() != Some(Opcode::LoginRequest) {
-                refuse!(
-                    login_status::INVALID_DURING_LOGIN,
-                    "non-login PDU during login"
-                );
+                refuse!(login_status::INVALID_DURING_LOGIN, "non-login PDU during login");
             }
             if !have_slot {
                 refuse!(login_status::OUT_OF_RESOURCES, "too many sessions");
@@ -331,10 +304,7 @@ impl Target {
             }
             if let Some(f) = &first {
                 if f.isid() != b.isid() || f.itt() != b.itt() {
-                    refuse!(
-                        login_status::INITIATOR_ERROR,
-                        "ISID or ITT changed during login"
-                    );
+                    refuse!(login_status::INITIATOR_ERROR, "ISID or ITT changed during login");
                 }
             } else {
                 if b.tsih() != 0 {
@@ -364,10 +334,7 @@ impl Target {
             if !cont {
                 let keys = match TextPairs::parse(&pending_text) {
                     Ok(k) => k,
-                    Err(e) => refuse!(
-                        login_status::INITIATOR_ERROR,
-                        format!("bad login text: {e}")
-                    ),
+                    Err(e) => refuse!(login_status::INITIATOR_ERROR, format!("bad login text: {e}")),
                 };
                 pending_text.clear();
                 // Identity keys: once, in the first request.
@@ -392,10 +359,7 @@ impl Target {
                             }
                             Some(_) => {}
                         }
-                        out.push(
-                            "TargetPortalGroupTag",
-                            self.cfg.portal_group_tag.to_string(),
-                        );
+                        out.push("TargetPortalGroupTag", self.cfg.portal_group_tag.to_string());
                     }
                 }
                 // Security.
@@ -436,10 +400,7 @@ impl Target {
                                 refuse!(login_status::AUTH_FAILURE, "CHAP not configured")
                             };
                             let name_ok = keys.get("CHAP_N") == Some(creds.username.as_str());
-                            let got = keys
-                                .get("CHAP_R")
-                                .and_then(text::decode_binary)
-                                .unwrap_or_default();
+                            let got = keys.get("CHAP_R").and_then(text::decode_binary).unwrap_or_default();
                             let want = text::chap_response(id, creds.secret.as_bytes(), &challenge);
                             if !(name_ok && text::constant_time_eq(&got, &want)) {
                                 refuse!(login_status::AUTH_FAILURE, "CHAP authentication failed");
@@ -447,23 +408,18 @@ impl Target {
                             // Mutual CHAP: the initiator challenges us back.
                             if let (Some(i), Some(c)) = (keys.get("CHAP_I"), keys.get("CHAP_C")) {
                                 let Some(m) = &self.cfg.mutual_chap else {
-                                    refuse!(
-                                        login_status::AUTH_FAILURE,
-                                        "mutual CHAP not configured"
-                                    )
+                                    refuse!(login_status::AUTH_FAILURE, "mutual CHAP not configured")
                                 };
-                                let (Some(mid), Some(mc)) = (
-                                    text::parse_number(i).filter(|n| *n <= 255),
-                                    text::decode_binary(c),
-                                ) else {
+                                let (Some(mid), Some(mc)) =
+                                    (text::parse_number(i).filter(|n| *n <= 255), text::decode_binary(c))
+                                else {
                                     refuse!(login_status::AUTH_FAILURE, "bad mutual CHAP challenge")
                                 };
                                 if mc == challenge || mc.is_empty() {
                                     refuse!(login_status::AUTH_FAILURE, "reflected CHAP challenge");
                                 }
                                 let r = text::chap_response(mid as u8, m.secret.as_bytes(), &mc);
-                                out.push("CHAP_N", m.username.clone())
-                                    .push("CHAP_R", text::encode_binary(&r));
+                                out.push("CHAP_N", m.username.clone()).push("CHAP_R", text::encode_binary(&r));
                             }
                             auth = Auth::Done;
                         }
@@ -481,40 +437,27 @@ impl Target {
                 }
                 // Operational keys (answered in whatever stage they arrive).
                 for (k, v) in &keys.0 {
-                    if let Some(ans) =
-                        text::target_answer(k, v, &mut params, &self.cfg.limits, discovery)
-                    {
+                    if let Some(ans) = text::target_answer(k, v, &mut params, &self.cfg.limits, discovery) {
                         out.push(k.clone(), ans);
                     }
                 }
                 if csg == stage::OPERATIONAL && !declared {
-                    out.push(
-                        "MaxRecvDataSegmentLength",
-                        self.cfg.limits.max_recv_data_segment.to_string(),
-                    );
+                    out.push("MaxRecvDataSegmentLength", self.cfg.limits.max_recv_data_segment.to_string());
                     declared = true;
                 }
                 let can_transit = transit && matches!(auth, Auth::Done);
                 if can_transit {
                     if nsg == stage::FULL_FEATURE && !declared {
-                        out.push(
-                            "MaxRecvDataSegmentLength",
-                            self.cfg.limits.max_recv_data_segment.to_string(),
-                        );
+                        out.push("MaxRecvDataSegmentLength", self.cfg.limits.max_recv_data_segment.to_string());
                         declared = true;
                     }
                     resp_flags = pdu::login_flags(true, false, csg, nsg);
                 }
             }
             let mut r = Bhs::new(Opcode::LoginResponse);
-            r.set_flags(resp_flags)
-                .set_isid(b.isid())
-                .set_itt(b.itt())
-                .set_stat_sn(stat_sn);
-            r.set_exp_cmd_sn(exp_cmd_sn)
-                .set_max_cmd_sn(exp_cmd_sn.wrapping_add(window - 1));
-            let done =
-                resp_flags & flags::FINAL != 0 && pdu::login_nsg(resp_flags) == stage::FULL_FEATURE;
+            r.set_flags(resp_flags).set_isid(b.isid()).set_itt(b.itt()).set_stat_sn(stat_sn);
+            r.set_exp_cmd_sn(exp_cmd_sn).set_max_cmd_sn(exp_cmd_sn.wrapping_add(window - 1));
+            let done = resp_flags & flags::FINAL != 0 && pdu::login_nsg(resp_flags) == stage::FULL_FEATURE;
             if done {
                 let tsih = self.next_tsih.fetch_add(1, Ordering::Relaxed).max(1);
                 r.set_tsih(tsih);
@@ -528,12 +471,7 @@ impl Target {
             stat_sn = stat_sn.wrapping_add(1);
             if done {
                 debug!(discovery, ?params, "iSCSI login complete");
-                return Ok(Some(LoginOutcome {
-                    params,
-                    discovery,
-                    stat_sn,
-                    exp_cmd_sn,
-                }));
+                return Ok(Some(LoginOutcome { params, discovery, stat_sn, exp_cmd_sn }));
             }
         }
         Err(TargetError::Login("too many login round trips".into()))
@@ -624,10 +562,7 @@ impl Target {
             data_digest: p.data_digest,
             max_recv_data_segment: self.cfg.limits.max_recv_data_segment as usize,
         };
-        let tx_framing = Framing {
-            max_recv_data_segment: p.initiator_max_recv_data_segment as usize,
-            ..rx_framing
-        };
+        let tx_framing = Framing { max_recv_data_segment: p.initiator_max_recv_data_segment as usize, ..rx_framing };
         let (in_tx, mut in_rx) = mpsc::channel::<Result<Pdu, PduError>>(8);
         let (out_tx, mut out_rx) = mpsc::channel::<Pdu>(16);
         let reader = tokio::spawn(async move {
@@ -682,12 +617,8 @@ impl Target {
                 Err(e) => {
                     // Answer what can be answered, then drop the connection (ERL 0).
                     match &e {
-                        PduError::DataDigest { bhs } => {
-                            c.reject(reject::DATA_DIGEST_ERROR, bhs).await
-                        }
-                        PduError::DataSegmentTooLong { bhs, .. } => {
-                            c.reject(reject::PROTOCOL_ERROR, bhs).await
-                        }
+                        PduError::DataDigest { bhs } => c.reject(reject::DATA_DIGEST_ERROR, bhs).await,
+                        PduError::DataSegmentTooLong { bhs, .. } => c.reject(reject::PROTOCOL_ERROR, bhs).await,
                         _ => {}
                     }
                     break Err(e.into());
@@ -717,26 +648,19 @@ impl Conn<'_> {
 
     /// Fills StatSN/ExpCmdSN/MaxCmdSN; `advance` consumes a StatSN.
     fn seal(&mut self, b: &mut Bhs, advance: bool) {
-        b.set_stat_sn(self.stat_sn)
-            .set_exp_cmd_sn(self.exp_cmd_sn)
-            .set_max_cmd_sn(self.max_cmd_sn());
+        b.set_stat_sn(self.stat_sn).set_exp_cmd_sn(self.exp_cmd_sn).set_max_cmd_sn(self.max_cmd_sn());
         if advance {
             self.stat_sn = self.stat_sn.wrapping_add(1);
         }
     }
 
     async fn send(&self, p: Pdu) -> Result<(), TargetError> {
-        self.out
-            .send(p)
-            .await
-            .map_err(|_| TargetError::Protocol("connection writer gone".into()))
+        self.out.send(p).await.map_err(|_| TargetError::Protocol("connection writer gone".into()))
     }
 
     async fn reject(&mut self, reason: u8, bad: &Bhs) {
         let mut r = Bhs::new(Opcode::Reject);
-        r.set_flags(flags::FINAL)
-            .set_byte2(reason)
-            .set_itt(RESERVED_TAG);
+        r.set_flags(flags::FINAL).set_byte2(reason).set_itt(RESERVED_TAG);
         self.seal(&mut r, true);
         let _ = self.send(Pdu::with_data(r, bad.0.to_vec())).await;
     }
@@ -782,15 +706,8 @@ impl Conn<'_> {
             self.reject(reject::COMMAND_NOT_SUPPORTED, &b).await;
             return Ok(Next::Continue);
         };
-        if self.discovery
-            && !matches!(
-                op,
-                Opcode::TextRequest | Opcode::NopOut | Opcode::LogoutRequest
-            )
-        {
-            return self
-                .fatal(reject::PROTOCOL_ERROR, &b, "command in a discovery session")
-                .await;
+        if self.discovery && !matches!(op, Opcode::TextRequest | Opcode::NopOut | Opcode::LogoutRequest) {
+            return self.fatal(reject::PROTOCOL_ERROR, &b, "command in a discovery session").await;
         }
         match op {
             Opcode::ScsiCommand => self.scsi_command(pdu).await,
@@ -804,10 +721,7 @@ impl Conn<'_> {
                 self.reject(reject::PROTOCOL_ERROR, &b).await;
                 Ok(Next::Continue)
             }
-            Opcode::LoginRequest => {
-                self.fatal(reject::PROTOCOL_ERROR, &b, "login in full feature phase")
-                    .await
-            }
+            Opcode::LoginRequest => self.fatal(reject::PROTOCOL_ERROR, &b, "login in full feature phase").await,
             _ => {
                 self.reject(reject::COMMAND_NOT_SUPPORTED, &b).await;
                 Ok(Next::Continue)
@@ -827,15 +741,9 @@ impl Conn<'_> {
             Err(()) => return self.fatal(reject::PROTOCOL_ERROR, b, "CmdSN gap").await,
         }
         let mut r = Bhs::new(Opcode::NopIn);
-        r.set_flags(flags::FINAL)
-            .set_lun(b.lun())
-            .set_itt(b.itt())
-            .set_ttt(RESERVED_TAG);
+        r.set_flags(flags::FINAL).set_lun(b.lun()).set_itt(b.itt()).set_ttt(RESERVED_TAG);
         self.seal(&mut r, true);
-        let n = pdu
-            .data
-            .len()
-            .min(self.p.initiator_max_recv_data_segment as usize);
+        let n = pdu.data.len().min(self.p.initiator_max_recv_data_segment as usize);
         self.send(Pdu::with_data(r, pdu.data.slice(..n))).await?;
         Ok(Next::Continue)
     }
@@ -869,10 +777,7 @@ impl Conn<'_> {
                             SocketAddr::V4(v4) => v4.to_string(),
                             SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
                         };
-                        out.push(
-                            "TargetAddress",
-                            format!("{addr},{}", self.t.cfg.portal_group_tag),
-                        );
+                        out.push("TargetAddress", format!("{addr},{}", self.t.cfg.portal_group_tag));
                     }
                 }
             } else {
@@ -880,16 +785,11 @@ impl Conn<'_> {
             }
         }
         let mut r = Bhs::new(Opcode::TextResponse);
-        r.set_flags(flags::FINAL)
-            .set_lun(b.lun())
-            .set_itt(b.itt())
-            .set_ttt(RESERVED_TAG);
+        r.set_flags(flags::FINAL).set_lun(b.lun()).set_itt(b.itt()).set_ttt(RESERVED_TAG);
         self.seal(&mut r, true);
         let data = out.encode();
         if data.len() > self.p.initiator_max_recv_data_segment as usize {
-            return self
-                .fatal(reject::PROTOCOL_ERROR, b, "text response too long")
-                .await;
+            return self.fatal(reject::PROTOCOL_ERROR, b, "text response too long").await;
         }
         self.send(Pdu::with_data(r, data)).await?;
         Ok(Next::Continue)
@@ -901,18 +801,11 @@ impl Conn<'_> {
         let mut r = Bhs::new(Opcode::LogoutResponse);
         // 0: closed; 2: recovery not supported (ERL 0).
         let response = if reason == 2 { 2 } else { 0 };
-        r.set_flags(flags::FINAL)
-            .set_byte2(response)
-            .set_itt(b.itt())
-            .set_logout_times(0, 0);
+        r.set_flags(flags::FINAL).set_byte2(response).set_itt(b.itt()).set_logout_times(0, 0);
         self.tasks.clear();
         self.seal(&mut r, true);
         self.send(Pdu::new(r)).await?;
-        Ok(if response == 0 {
-            Next::Close
-        } else {
-            Next::Continue
-        })
+        Ok(if response == 0 { Next::Close } else { Next::Continue })
     }
 
     fn forget(&mut self, itt: u32) {
@@ -946,13 +839,8 @@ impl Conn<'_> {
                     // RFC 7143 §11.6.1 b/c: a task never received (RefCmdSN still inside the
                     // window, before this request) counts as aborted; otherwise it completed
                     // or never existed.
-                    let in_window =
-                        !sn_lt(ref_sn, self.exp_cmd_sn) && !sn_lt(self.max_cmd_sn(), ref_sn);
-                    if in_window && sn_lt(ref_sn, req_cmd_sn) {
-                        0
-                    } else {
-                        1
-                    }
+                    let in_window = !sn_lt(ref_sn, self.exp_cmd_sn) && !sn_lt(self.max_cmd_sn(), ref_sn);
+                    if in_window && sn_lt(ref_sn, req_cmd_sn) { 0 } else { 1 }
                 }
             }
             // ABORT TASK SET, CLEAR TASK SET, LOGICAL UNIT RESET
@@ -983,9 +871,7 @@ impl Conn<'_> {
             _ => 5,
         };
         let mut r = Bhs::new(Opcode::TaskMgmtResponse);
-        r.set_flags(flags::FINAL)
-            .set_byte2(response)
-            .set_itt(b.itt());
+        r.set_flags(flags::FINAL).set_byte2(response).set_itt(b.itt());
         self.seal(&mut r, true);
         self.send(Pdu::new(r)).await?;
         Ok(if close { Next::Close } else { Next::Continue })
@@ -1008,11 +894,7 @@ impl Conn<'_> {
             r.set_residual((moved - edtl).min(u64::from(u32::MAX)) as u32);
         }
         r.set_flags(fl).set_byte2(0).set_itt(itt);
-        r.set_byte3(if sense.is_some() {
-            status::CHECK_CONDITION
-        } else {
-            status::GOOD
-        });
+        r.set_byte3(if sense.is_some() { status::CHECK_CONDITION } else { status::GOOD });
         self.seal(&mut r, true);
         let data = match sense {
             Some(s) => {
@@ -1043,10 +925,7 @@ impl Conn<'_> {
             let end = pos + n == data.len();
             let mut h = Bhs::new(Opcode::DataIn);
             let mut fl = 0;
-            h.set_lun(lun)
-                .set_itt(itt)
-                .set_ttt(RESERVED_TAG)
-                .set_data_sn(*data_sn);
+            h.set_lun(lun).set_itt(itt).set_ttt(RESERVED_TAG).set_data_sn(*data_sn);
             h.set_buffer_offset((start_offset + pos as u64) as u32);
             let with_status = end && last.is_some();
             if end && let Some((edtl, moved)) = last {
@@ -1062,8 +941,7 @@ impl Conn<'_> {
             }
             h.set_flags(fl);
             self.seal(&mut h, with_status);
-            self.send(Pdu::with_data(h, data.slice(pos..pos + n)))
-                .await?;
+            self.send(Pdu::with_data(h, data.slice(pos..pos + n))).await?;
             *data_sn = data_sn.wrapping_add(1);
             pos += n;
         }
@@ -1086,24 +964,11 @@ impl Conn<'_> {
             self.reject(reject::TASK_IN_PROGRESS, &b).await;
             return Ok(Next::Continue);
         }
-        if imm > 0
-            && (!write
-                || !self.p.immediate_data
-                || imm > edtl
-                || imm > u64::from(self.p.first_burst_length))
-        {
-            return self
-                .fatal(reject::PROTOCOL_ERROR, &b, "unexpected immediate data")
-                .await;
+        if imm > 0 && (!write || !self.p.immediate_data || imm > edtl || imm > u64::from(self.p.first_burst_length)) {
+            return self.fatal(reject::PROTOCOL_ERROR, &b, "unexpected immediate data").await;
         }
         if !write && fl & flags::FINAL == 0 {
-            return self
-                .fatal(
-                    reject::PROTOCOL_ERROR,
-                    &b,
-                    "unsolicited data for a non-write",
-                )
-                .await;
+            return self.fatal(reject::PROTOCOL_ERROR, &b, "unsolicited data for a non-write").await;
         }
         let mut cdb = [0u8; 16];
         cdb.copy_from_slice(b.cdb());
@@ -1112,13 +977,7 @@ impl Conn<'_> {
         if write {
             let unsolicited_open = fl & flags::FINAL == 0 && !self.p.initial_r2t;
             if fl & flags::FINAL == 0 && self.p.initial_r2t {
-                return self
-                    .fatal(
-                        reject::PROTOCOL_ERROR,
-                        &b,
-                        "unsolicited data with InitialR2T=Yes",
-                    )
-                    .await;
+                return self.fatal(reject::PROTOCOL_ERROR, &b, "unsolicited data with InitialR2T=Yes").await;
             }
             let bs = u64::from(self.t.info.block_size.max(1));
             let mut task_fua = false;
@@ -1129,12 +988,7 @@ impl Conn<'_> {
                     task_fua = fua;
                     let w = edtl.min(len);
                     let partial = edtl < len && edtl % bs != 0;
-                    (
-                        offset,
-                        len,
-                        w - w % bs,
-                        partial.then_some(Sense::INVALID_FIELD_IN_INFORMATION_UNIT),
-                    )
+                    (offset, len, w - w % bs, partial.then_some(Sense::INVALID_FIELD_IN_INFORMATION_UNIT))
                 }
                 Plan::Done { sense: Some(s), .. } => (0, 0, 0, Some(s)),
                 // Data sent with a command that takes none: accept and drop it.
@@ -1172,24 +1026,13 @@ impl Conn<'_> {
                     self.scsi_response(itt, None, edtl, n).await?;
                 } else {
                     let mut sn = 0;
-                    self.data_in(
-                        itt,
-                        lun,
-                        Bytes::from(data).slice(..send),
-                        0,
-                        &mut sn,
-                        Some((edtl, n)),
-                    )
-                    .await?;
+                    self.data_in(itt, lun, Bytes::from(data).slice(..send), 0, &mut sn, Some((edtl, n))).await?;
                 }
             }
             Plan::Done { sense: Some(s), .. } => self.scsi_response(itt, Some(s), edtl, 0).await?,
             // A write CDB with EDTL 0 transfers nothing: GOOD, the whole length as overflow.
             Plan::Write { len, .. } if edtl == 0 => self.scsi_response(itt, None, 0, len).await?,
-            Plan::Write { .. } => {
-                self.scsi_response(itt, Some(Sense::DATA_PHASE_ERROR), edtl, 0)
-                    .await?
-            }
+            Plan::Write { .. } => self.scsi_response(itt, Some(Sense::DATA_PHASE_ERROR), edtl, 0).await?,
             Plan::Flush => {
                 let s = self.t.disk.flush().await.err().map(|e| {
                     warn!(error = %e, "disk flush failed");
@@ -1207,14 +1050,12 @@ impl Conn<'_> {
                         Ok(d) => d,
                         Err(e) => {
                             warn!(error = %e, "disk read failed");
-                            self.scsi_response(itt, Some(Sense::UNRECOVERED_READ_ERROR), edtl, 0)
-                                .await?;
+                            self.scsi_response(itt, Some(Sense::UNRECOVERED_READ_ERROR), edtl, 0).await?;
                             return Ok(Next::Continue);
                         }
                     };
                     let last = (pos + n == send).then_some((edtl, len));
-                    self.data_in(itt, lun, Bytes::from(data), pos, &mut sn, last)
-                        .await?;
+                    self.data_in(itt, lun, Bytes::from(data), pos, &mut sn, last).await?;
                     pos += n;
                 }
                 if send == 0 {
@@ -1250,10 +1091,7 @@ impl Conn<'_> {
             return Ok(Next::Continue);
         }
         if task.received >= task.len || (task.failed.is_some() && task.r2ts.is_empty()) {
-            let t = self
-                .tasks
-                .remove(&itt)
-                .map(|t| (t.failed, t.edtl, t.tl, t.fua));
+            let t = self.tasks.remove(&itt).map(|t| (t.failed, t.edtl, t.tl, t.fua));
             if let Some((mut failed, edtl, tl, fua)) = t {
                 if fua && failed.is_none() && self.t.disk.flush().await.is_err() {
                     failed = Some(Sense::WRITE_ERROR);
@@ -1272,20 +1110,10 @@ impl Conn<'_> {
             let start = task.solicit_next;
             let n = burst.min(task.len - start);
             task.solicit_next += n;
-            task.r2ts.push_back(R2tState {
-                ttt,
-                next: start,
-                end: start + n,
-                data_sn: 0,
-            });
+            task.r2ts.push_back(R2tState { ttt, next: start, end: start + n, data_sn: 0 });
             let mut r = Bhs::new(Opcode::ReadyToTransfer);
-            r.set_flags(flags::FINAL)
-                .set_lun(task.lun)
-                .set_itt(itt)
-                .set_ttt(ttt);
-            r.set_data_sn(task.r2t_sn)
-                .set_buffer_offset(start as u32)
-                .set_residual(n as u32);
+            r.set_flags(flags::FINAL).set_lun(task.lun).set_itt(itt).set_ttt(ttt);
+            r.set_data_sn(task.r2t_sn).set_buffer_offset(start as u32).set_residual(n as u32);
             task.r2t_sn = task.r2t_sn.wrapping_add(1);
             new.push(r);
         }
@@ -1409,12 +1237,7 @@ pub async fn spawn_target(
     let cancel = CancellationToken::new();
     let task = tokio::spawn(target.serve_listener(listener, cancel.clone()));
     info!(%local_addr, %iqn, "iSCSI target listening");
-    Ok(TargetHandle {
-        local_addr,
-        iqn,
-        cancel,
-        task,
-    })
+    Ok(TargetHandle { local_addr, iqn, cancel, task })
 }
 
 /// IPA's `iscsi.start_iscsi_target`: optionally wipes the disk's metadata, then exposes it as
@@ -1423,10 +1246,7 @@ pub async fn start_iscsi_target(
     disk: Arc<dyn BlockDevice>,
     params: StartIscsiTargetParams,
 ) -> Result<TargetHandle, TargetError> {
-    let iqn = params
-        .iqn
-        .clone()
-        .unwrap_or_else(|| format!("iqn.2008-10.org.openstack:{}", uuid::Uuid::new_v4()));
+    let iqn = params.iqn.clone().unwrap_or_else(|| format!("iqn.2008-10.org.openstack:{}", uuid::Uuid::new_v4()));
     if params.wipe_disk_metadata {
         super::disk::wipe_metadata(disk.as_ref()).await?;
     }
@@ -1472,10 +1292,7 @@ pub mod cli {
     /// Runs the target until the process is killed (or interrupted).
     pub fn run(args: IscsiTargetArgs) -> anyhow::Result<()> {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "info".into()),
-            )
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
             .with_writer(std::io::stderr)
             .try_init();
         let rt = tokio::runtime::Runtime::new()?;
@@ -1486,10 +1303,7 @@ pub mod cli {
             });
             let mut cfg = TargetConfig::new(args.iqn);
             if let (Some(u), Some(s)) = (args.chap_user, args.chap_secret) {
-                cfg.chap = Some(ChapCredentials {
-                    username: u,
-                    secret: s,
-                });
+                cfg.chap = Some(ChapCredentials { username: u, secret: s });
             }
             let handle = spawn_target(cfg, disk, args.listen).await?;
             // Tests wait for this line to know the portal is up.

@@ -62,10 +62,7 @@ impl TextPairs {
         self
     }
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(kk, _)| kk == k)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
     }
     pub fn contains(&self, k: &str) -> bool {
         self.get(k).is_some()
@@ -275,9 +272,7 @@ pub fn target_answer(
         },
         "FirstBurstLength" => match num_in(value, 512, MAX24) {
             Some(n) => {
-                p.first_burst_length = (n as u32)
-                    .min(lim.first_burst_length)
-                    .min(p.max_burst_length);
+                p.first_burst_length = (n as u32).min(lim.first_burst_length).min(p.max_burst_length);
                 p.first_burst_length.to_string()
             }
             None => return reject(),
@@ -383,15 +378,8 @@ pub fn decode_binary(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        let h = if h.len() % 2 == 1 {
-            format!("0{h}")
-        } else {
-            h.to_string()
-        };
-        (0..h.len())
-            .step_by(2)
-            .map(|i| h.get(i..i + 2).and_then(|x| u8::from_str_radix(x, 16).ok()))
-            .collect()
+        let h = if h.len() % 2 == 1 { format!("0{h}") } else { h.to_string() };
+        (0..h.len()).step_by(2).map(|i| h.get(i..i + 2).and_then(|x| u8::from_str_radix(x, 16).ok())).collect()
     } else if let Some(b) = s.strip_prefix("0b").or_else(|| s.strip_prefix("0B")) {
         base64::engine::general_purpose::STANDARD.decode(b).ok()
     } else {
@@ -413,10 +401,7 @@ pub struct ChapCredentials {
 
 impl std::fmt::Debug for ChapCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChapCredentials")
-            .field("username", &self.username)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("ChapCredentials").field("username", &self.username).field("secret", &"<redacted>").finish()
     }
 }
 
@@ -431,55 +416,24 @@ mod tests {
         assert_eq!(t.get("B"), Some("x=y"));
         assert_eq!(TextPairs::parse(&t.encode()).unwrap(), t);
         assert_eq!(TextPairs::parse(b"A\0"), Err(TextError::MissingEquals));
-        assert_eq!(
-            TextPairs::parse(b"A=1\0A=2\0"),
-            Err(TextError::Duplicate("A".into()))
-        );
+        assert_eq!(TextPairs::parse(b"A=1\0A=2\0"), Err(TextError::Duplicate("A".into())));
         assert_eq!(TextPairs::parse(&[0xff, b'=', 0]), Err(TextError::NotUtf8));
     }
 
     #[test]
     fn negotiation_clamps() {
         let mut p = SessionParams::default();
-        let lim = TargetLimits {
-            max_burst_length: 1 << 20,
-            require_initial_r2t: false,
-            ..Default::default()
-        };
-        assert_eq!(
-            target_answer("MaxBurstLength", "16776192", &mut p, &lim, false).unwrap(),
-            "1048576"
-        );
-        assert_eq!(
-            target_answer("FirstBurstLength", "16776192", &mut p, &lim, false).unwrap(),
-            "1048576"
-        );
-        assert_eq!(
-            target_answer("InitialR2T", "No", &mut p, &lim, false).unwrap(),
-            "No"
-        );
-        assert_eq!(
-            target_answer("HeaderDigest", "CRC32C,None", &mut p, &lim, false).unwrap(),
-            "CRC32C"
-        );
+        let lim = TargetLimits { max_burst_length: 1 << 20, require_initial_r2t: false, ..Default::default() };
+        assert_eq!(target_answer("MaxBurstLength", "16776192", &mut p, &lim, false).unwrap(), "1048576");
+        assert_eq!(target_answer("FirstBurstLength", "16776192", &mut p, &lim, false).unwrap(), "1048576");
+        assert_eq!(target_answer("InitialR2T", "No", &mut p, &lim, false).unwrap(), "No");
+        assert_eq!(target_answer("HeaderDigest", "CRC32C,None", &mut p, &lim, false).unwrap(), "CRC32C");
         assert!(p.header_digest);
-        assert_eq!(
-            target_answer("MaxRecvDataSegmentLength", "65536", &mut p, &lim, false),
-            None
-        );
+        assert_eq!(target_answer("MaxRecvDataSegmentLength", "65536", &mut p, &lim, false), None);
         assert_eq!(p.initiator_max_recv_data_segment, 65536);
-        assert_eq!(
-            target_answer("MaxBurstLength", "12", &mut p, &lim, false).unwrap(),
-            "Reject"
-        );
-        assert_eq!(
-            target_answer("X-foo", "1", &mut p, &lim, false).unwrap(),
-            "NotUnderstood"
-        );
-        assert_eq!(
-            target_answer("InitialR2T", "No", &mut p, &lim, true).unwrap(),
-            "Irrelevant"
-        );
+        assert_eq!(target_answer("MaxBurstLength", "12", &mut p, &lim, false).unwrap(), "Reject");
+        assert_eq!(target_answer("X-foo", "1", &mut p, &lim, false).unwrap(), "NotUnderstood");
+        assert_eq!(target_answer("InitialR2T", "No", &mut p, &lim, true).unwrap(), "Irrelevant");
     }
 
     #[test]

@@ -28,20 +28,13 @@ pub enum CacheError {
     #[error("md5 checksums are not allowed")]
     Md5NotAllowed,
     #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
-    ChecksumMismatch {
-        url: String,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { url: String, expected: String, actual: String },
     #[error("image {url} is larger than the limit of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
     #[error("fetching {url}: {message}")]
     Fetch { url: String, message: String },
     #[error("cache file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// An expected image digest.
@@ -199,10 +192,7 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
-    move |source| CacheError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| CacheError::Io { path: path.to_owned(), source }
 }
 
 impl ImageCache {
@@ -230,24 +220,13 @@ impl ImageCache {
         let index: HashMap<String, Entry> = found
             .into_iter()
             .enumerate()
-            .map(|(i, (_, name, size))| {
-                (
-                    name,
-                    Entry {
-                        size,
-                        last_used: i as u64,
-                    },
-                )
-            })
+            .map(|(i, (_, name, size))| (name, Entry { size, last_used: i as u64 }))
             .collect();
         let tick = AtomicU64::new(index.len() as u64);
         let http = reqwest::Client::builder()
             .timeout(cfg.fetch_timeout)
             .build()
-            .map_err(|e| CacheError::Fetch {
-                url: String::new(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| CacheError::Fetch { url: String::new(), message: e.to_string() })?;
         Ok(Self {
             cfg,
             http,
@@ -329,10 +308,7 @@ impl ImageCache {
 
     async fn fetch(&self, img: &ImageRef, key: &str, path: &Path) -> Result<(), CacheError> {
         self.downloads.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.cfg.dir.join(format!(
-            ".tmp-{key}-{}",
-            self.tmp_seq.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = self.cfg.dir.join(format!(".tmp-{key}-{}", self.tmp_seq.fetch_add(1, Ordering::Relaxed)));
         let res = self.download(img, &tmp).await;
         let size = match res {
             Ok(size) => size,
@@ -343,9 +319,7 @@ impl ImageCache {
         };
         tokio::fs::rename(&tmp, path).await.map_err(io_err(path))?;
         let t = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
-        self.index
-            .lock()
-            .insert(key.to_owned(), Entry { size, last_used: t });
+        self.index.lock().insert(key.to_owned(), Entry { size, last_used: t });
         tracing::info!(url = %img.url, key, size, "image cached");
         Ok(())
     }
@@ -355,20 +329,12 @@ impl ImageCache {
         let mut out = tokio::fs::File::create(tmp).await.map_err(io_err(tmp))?;
         let mut hasher = Hasher::new(img.checksum.as_ref());
         let limit = self.cfg.max_image_bytes;
-        let too_large = || CacheError::TooLarge {
-            url: img.url.clone(),
-            limit,
-        };
-        let fetch_err = |m: String| CacheError::Fetch {
-            url: img.url.clone(),
-            message: m,
-        };
+        let too_large = || CacheError::TooLarge { url: img.url.clone(), limit };
+        let fetch_err = |m: String| CacheError::Fetch { url: img.url.clone(), message: m };
         let mut size = 0u64;
         match url.scheme() {
             "file" => {
-                let p = url
-                    .to_file_path()
-                    .map_err(|_| CacheError::Url(img.url.clone()))?;
+                let p = url.to_file_path().map_err(|_| CacheError::Url(img.url.clone()))?;
                 let mut f = tokio::fs::File::open(&p).await.map_err(io_err(&p))?;
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
@@ -385,12 +351,7 @@ impl ImageCache {
                 }
             }
             "http" | "https" => {
-                let mut resp = self
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .map_err(|e| fetch_err(e.to_string()))?;
+                let mut resp = self.http.get(url).send().await.map_err(|e| fetch_err(e.to_string()))?;
                 if !resp.status().is_success() {
                     return Err(fetch_err(format!("HTTP {}", resp.status())));
                 }
@@ -438,10 +399,7 @@ impl ImageCache {
             return 0;
         }
         let busy: Vec<String> = self.inflight.lock().keys().cloned().collect();
-        let mut order: Vec<(u64, String)> = index
-            .iter()
-            .map(|(k, e)| (e.last_used, k.clone()))
-            .collect();
+        let mut order: Vec<(u64, String)> = index.iter().map(|(k, e)| (e.last_used, k.clone())).collect();
         order.sort();
         let mut freed = 0;
         for (_, key) in order {
@@ -452,9 +410,7 @@ impl ImageCache {
                 continue;
             }
             let path = self.cfg.dir.join(&key);
-            let in_use = std::fs::metadata(&path)
-                .map(|m| m.nlink() > 1)
-                .unwrap_or(false);
+            let in_use = std::fs::metadata(&path).map(|m| m.nlink() > 1).unwrap_or(false);
             if in_use {
                 continue;
             }
@@ -467,11 +423,7 @@ impl ImageCache {
             }
         }
         if total > self.cfg.max_bytes {
-            tracing::warn!(
-                total,
-                max = self.cfg.max_bytes,
-                "image cache over its bound: all entries in use"
-            );
+            tracing::warn!(total, max = self.cfg.max_bytes, "image cache over its bound: all entries in use");
         }
         freed
     }

@@ -54,10 +54,7 @@ pub struct NetBoot {
 
 fn check(what: &'static str, value: &str) -> Result<(), ConfigError> {
     if value.chars().any(|c| c.is_control()) {
-        return Err(ConfigError::Invalid {
-            what,
-            value: value.into(),
-        });
+        return Err(ConfigError::Invalid { what, value: value.into() });
     }
     Ok(())
 }
@@ -65,10 +62,7 @@ fn check(what: &'static str, value: &str) -> Result<(), ConfigError> {
 fn check_token(what: &'static str, value: &str) -> Result<(), ConfigError> {
     check(what, value)?;
     if value.is_empty() || value.contains(char::is_whitespace) {
-        return Err(ConfigError::Invalid {
-            what,
-            value: value.into(),
-        });
+        return Err(ConfigError::Invalid { what, value: value.into() });
     }
     Ok(())
 }
@@ -121,12 +115,7 @@ pub fn pxelinux_deploy(d: &DeployBoot) -> Result<String, ConfigError> {
 pub fn pxelinux_netboot(n: &NetBoot) -> Result<String, ConfigError> {
     check_token("kernel", &n.kernel)?;
     check_token("ramdisk", &n.ramdisk)?;
-    Ok(format!(
-        "default boot\n\nlabel boot\nkernel {}\nappend initrd={} {}\n",
-        n.kernel,
-        n.ramdisk,
-        netboot_args(n)?
-    ))
+    Ok(format!("default boot\n\nlabel boot\nkernel {}\nappend initrd={} {}\n", n.kernel, n.ramdisk, netboot_args(n)?))
 }
 
 /// pxelinux config that boots the first local disk.
@@ -183,8 +172,7 @@ pub fn ipxe_netboot(n: &NetBoot) -> Result<String, ConfigError> {
 pub fn ipxe_localboot(mode: BootMode) -> String {
     match mode {
         BootMode::Bios => {
-            "#!ipxe\n# ferric: boot from local disk\n\nsanboot --no-describe --drive 0x80 || exit\n"
-                .to_owned()
+            "#!ipxe\n# ferric: boot from local disk\n\nsanboot --no-describe --drive 0x80 || exit\n".to_owned()
         }
         BootMode::Uefi => "#!ipxe\n# ferric: boot from local disk\n\nexit\n".to_owned(),
     }
@@ -207,18 +195,12 @@ pub enum Root {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ConfigError + '_ {
-    move |source| ConfigError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| ConfigError::Io { path: path.to_owned(), source }
 }
 
 /// Writes via a temporary file and rename so a booting client never reads half a config.
 fn write_atomic(path: &Path, text: &str) -> Result<(), ConfigError> {
-    let dir = path.parent().ok_or_else(|| ConfigError::Invalid {
-        what: "path",
-        value: path.display().to_string(),
-    })?;
+    let dir = path.parent().ok_or_else(|| ConfigError::Invalid { what: "path", value: path.display().to_string() })?;
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
@@ -259,14 +241,9 @@ impl BootLayout {
             && node != "."
             && node != ".."
             && node != "pxelinux.cfg"
-            && node
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && node.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !ok {
-            return Err(ConfigError::Invalid {
-                what: "node",
-                value: node.into(),
-            });
+            return Err(ConfigError::Invalid { what: "node", value: node.into() });
         }
         Ok(self.root(r).join(node))
     }
@@ -283,47 +260,27 @@ impl BootLayout {
 
     /// URL of the iPXE script the DHCP server hands to an iPXE client with this MAC.
     pub fn ipxe_script_url(&self, mac: &MacAddr) -> String {
-        format!(
-            "{}/pxelinux.cfg/{}",
-            self.http_url.trim_end_matches('/'),
-            mac.hexhyp()
-        )
+        format!("{}/pxelinux.cfg/{}", self.http_url.trim_end_matches('/'), mac.hexhyp())
     }
 
     /// The DHCP `ipxe_script_url` template matching [`Self::ipxe_script_url`].
     pub fn ipxe_script_url_template(&self) -> String {
-        format!(
-            "{}/pxelinux.cfg/{{mac}}",
-            self.http_url.trim_end_matches('/')
-        )
+        format!("{}/pxelinux.cfg/{{mac}}", self.http_url.trim_end_matches('/'))
     }
 
     /// Installs a pxelinux config for a node and links `pxelinux.cfg/01-<mac>` to it per MAC.
-    pub fn write_pxelinux(
-        &self,
-        node: &str,
-        macs: &[MacAddr],
-        config: &str,
-    ) -> Result<(), ConfigError> {
+    pub fn write_pxelinux(&self, node: &str, macs: &[MacAddr], config: &str) -> Result<(), ConfigError> {
         let dir = self.node_dir(Root::Tftp, node)?;
         write_atomic(&dir.join("config"), config)?;
         for mac in macs {
-            let link = self
-                .tftp_root
-                .join("pxelinux.cfg")
-                .join(mac.pxelinux_name());
+            let link = self.tftp_root.join("pxelinux.cfg").join(mac.pxelinux_name());
             relink(&link, &Path::new("..").join(node).join("config"))?;
         }
         Ok(())
     }
 
     /// Installs an iPXE script for a node and links `pxelinux.cfg/<mac>` to it per MAC.
-    pub fn write_ipxe(
-        &self,
-        node: &str,
-        macs: &[MacAddr],
-        script: &str,
-    ) -> Result<(), ConfigError> {
+    pub fn write_ipxe(&self, node: &str, macs: &[MacAddr], script: &str) -> Result<(), ConfigError> {
         let dir = self.node_dir(Root::Http, node)?;
         write_atomic(&dir.join("config"), script)?;
         for mac in macs {
@@ -340,12 +297,7 @@ impl BootLayout {
             remove_if_exists(&self.node_dir(r, node)?.join("config"))?;
         }
         for mac in macs {
-            remove_if_exists(
-                &self
-                    .tftp_root
-                    .join("pxelinux.cfg")
-                    .join(mac.pxelinux_name()),
-            )?;
+            remove_if_exists(&self.tftp_root.join("pxelinux.cfg").join(mac.pxelinux_name()))?;
             remove_if_exists(&self.http_root.join("pxelinux.cfg").join(mac.hexhyp()))?;
         }
         Ok(())

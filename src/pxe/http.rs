@@ -21,16 +21,10 @@ use super::tftp::{PathError, resolve};
 /// The boot server's routes over `http_root`; the caller serves it on its own listener (or
 /// calls it in-process in a simulation).
 pub fn router(http_root: impl Into<PathBuf>) -> Router {
-    Router::new()
-        .route("/{*path}", get(serve))
-        .with_state(Arc::new(http_root.into()))
+    Router::new().route("/{*path}", get(serve)).with_state(Arc::new(http_root.into()))
 }
 
-async fn serve(
-    State(root): State<Arc<PathBuf>>,
-    Path(path): Path<String>,
-    req: Request,
-) -> Response {
+async fn serve(State(root): State<Arc<PathBuf>>, Path(path): Path<String>, req: Request) -> Response {
     let name = path.clone();
     let resolved = tokio::task::spawn_blocking(move || resolve(&root, &name)).await;
     let file = match resolved {

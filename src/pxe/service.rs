@@ -8,8 +8,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::dhcp::{
-    DhcpBind, DhcpConfig, DhcpError, DhcpHandler, DhcpServer, HostTable, LeaseStore, RaConfig,
-    RaResponder,
+    DhcpBind, DhcpConfig, DhcpError, DhcpHandler, DhcpServer, HostTable, LeaseStore, RaConfig, RaResponder,
 };
 use super::tftp::{TftpConfig, TftpError, TftpServer};
 
@@ -21,10 +20,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Dhcp(#[from] DhcpError),
     #[error("cannot bind HTTP boot server on {addr}: {source}")]
-    HttpBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    HttpBind { addr: SocketAddr, source: std::io::Error },
     #[error("invalid DHCP range {0:?}: expected FIRST,LAST with FIRST <= LAST")]
     Range(String),
 }
@@ -69,29 +65,18 @@ pub async fn start(
     leases: Arc<dyn LeaseStore>,
 ) -> Result<PxeServices, ServiceError> {
     let mut tasks = JoinSet::new();
-    let mut out = PxeServices {
-        tftp_addr: None,
-        http_addr: None,
-        dhcp_addr: None,
-        tasks: JoinSet::new(),
-    };
+    let mut out = PxeServices { tftp_addr: None, http_addr: None, dhcp_addr: None, tasks: JoinSet::new() };
     if let Some(t) = cfg.tftp {
         let server = TftpServer::bind(t).await?;
         out.tftp_addr = Some(server.local_addr()?);
         tasks.spawn(async move { ("tftp", server.run().await.map_err(|e| e.to_string())) });
     }
     if let Some((addr, root)) = cfg.http {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServiceError::HttpBind { addr, source })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::HttpBind { addr, source })?;
         out.http_addr = listener.local_addr().ok();
         let app = super::http::router(root);
-        tasks.spawn(async move {
-            (
-                "http",
-                axum::serve(listener, app).await.map_err(|e| e.to_string()),
-            )
-        });
+        tasks.spawn(async move { ("http", axum::serve(listener, app).await.map_err(|e| e.to_string())) });
     }
     if let Some((bind, dcfg)) = cfg.dhcp {
         let handler = Arc::new(DhcpHandler::new(dcfg, hosts, leases));

@@ -27,10 +27,7 @@ impl Drop for Reaped {
 fn wait_port(addr: SocketAddr) {
     let start = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nothing listens on {addr}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {addr}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -50,11 +47,7 @@ impl Tgtd {
             .args(args)
             .output()
             .expect("run tgtadm");
-        assert!(
-            out.status.success(),
-            "tgtadm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "tgtadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Starts tgtd serving `backing` as LUN 1 of `iqn`; with `chap`, initiators must log in with it.
@@ -63,12 +56,7 @@ impl Tgtd {
         for _attempt in 0..5 {
             match Self::spawn() {
                 Ok((child, control, portal)) => {
-                    let t = Self {
-                        child,
-                        control,
-                        portal,
-                        iqn: iqn.to_string(),
-                    };
+                    let t = Self { child, control, portal, iqn: iqn.to_string() };
                     t.configure(backing, iqn, chap);
                     return t;
                 }
@@ -95,17 +83,9 @@ impl Tgtd {
         }
         let portal: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let log = std::env::temp_dir().join(format!("ferric-tgtd-{control}.log"));
-        let stderr = std::fs::File::create(&log)
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null());
+        let stderr = std::fs::File::create(&log).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
         let child = Command::new("tgtd")
-            .args([
-                "-f",
-                "-C",
-                &control.to_string(),
-                "--iscsi",
-                &format!("portal={portal}"),
-            ])
+            .args(["-f", "-C", &control.to_string(), "--iscsi", &format!("portal={portal}")])
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -114,16 +94,7 @@ impl Tgtd {
         let start = Instant::now();
         loop {
             let ok = Command::new("tgtadm")
-                .args([
-                    "-C",
-                    &control.to_string(),
-                    "--lld",
-                    "iscsi",
-                    "--op",
-                    "show",
-                    "--mode",
-                    "sys",
-                ])
+                .args(["-C", &control.to_string(), "--lld", "iscsi", "--op", "show", "--mode", "sys"])
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);
@@ -144,64 +115,20 @@ impl Tgtd {
 
     fn configure(&self, backing: &Path, iqn: &str, chap: Option<(&str, &str)>) {
         let control = self.control;
-        Self::adm(
-            control,
-            &["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn],
-        );
+        Self::adm(control, &["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn]);
         let b = backing.to_str().expect("utf8 path");
-        Self::adm(
-            control,
-            &[
-                "--op",
-                "new",
-                "--mode",
-                "logicalunit",
-                "--tid",
-                "1",
-                "--lun",
-                "1",
-                "-b",
-                b,
-            ],
-        );
-        Self::adm(
-            control,
-            &[
-                "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-            ],
-        );
+        Self::adm(control, &["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", b]);
+        Self::adm(control, &["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"]);
         if let Some((u, p)) = chap {
-            Self::adm(
-                control,
-                &[
-                    "--op",
-                    "new",
-                    "--mode",
-                    "account",
-                    "--user",
-                    u,
-                    "--password",
-                    p,
-                ],
-            );
-            Self::adm(
-                control,
-                &[
-                    "--op", "bind", "--mode", "account", "--tid", "1", "--user", u,
-                ],
-            );
+            Self::adm(control, &["--op", "new", "--mode", "account", "--user", u, "--password", p]);
+            Self::adm(control, &["--op", "bind", "--mode", "account", "--tid", "1", "--user", u]);
         }
         wait_port(self.portal);
     }
 
     /// Sets a target parameter (e.g. MaxRecvDataSegmentLength) with tgtadm.
     pub fn set_param(&self, name: &str, value: &str) {
-        Self::adm(
-            self.control,
-            &[
-                "--op", "update", "--mode", "target", "--tid", "1", "-n", name, "-v", value,
-            ],
-        );
+        Self::adm(self.control, &["--op", "update", "--mode", "target", "--tid", "1", "-n", name, "-v", value]);
     }
 }
 
@@ -240,28 +167,14 @@ impl AgentTarget {
         if let Some((u, p)) = chap {
             cmd.args(["--chap-user", u]).env("FERRIC_CHAP_SECRET", p);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ferric-agent");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn ferric-agent");
         let stdout = child.stdout.take().expect("stdout");
         let child = Reaped(child);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let portal: SocketAddr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .parse()
-            .expect("addr");
-        Self {
-            _child: child,
-            portal,
-            iqn: iqn.to_string(),
-        }
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let portal: SocketAddr =
+            line.trim().strip_prefix("listening on ").expect("listening line").parse().expect("addr");
+        Self { _child: child, portal, iqn: iqn.to_string() }
     }
 
     pub fn url(&self, auth: Option<(&str, &str)>) -> String {
@@ -274,9 +187,7 @@ impl AgentTarget {
 
 /// A scratch directory under the crate's target/ (removed on drop).
 pub fn scratch() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("iscsi-tmp");
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("iscsi-tmp");
     std::fs::create_dir_all(&base).expect("mkdir");
     tempfile::tempdir_in(base).expect("tempdir")
 }
@@ -297,10 +208,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 /// Runs a command, asserting success; returns stdout.
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("run {cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}\n{}",

@@ -5,9 +5,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dhcproto::v4::{
-    self, Architecture, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption,
-};
+use dhcproto::v4::{self, Architecture, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
 use super::store::{HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader};
@@ -102,9 +100,7 @@ pub fn client_kind(msg: &Message) -> ClientKind {
     let opts = msg.opts();
     let user_class_ipxe = match opts.get(OptionCode::UserClass) {
         // iPXE sends the bare string; RFC 3004 clients prefix each class with its length.
-        Some(DhcpOption::UserClass(v)) => {
-            v.as_slice() == b"iPXE" || v.get(1..).is_some_and(|s| s.starts_with(b"iPXE"))
-        }
+        Some(DhcpOption::UserClass(v)) => v.as_slice() == b"iPXE" || v.get(1..).is_some_and(|s| s.starts_with(b"iPXE")),
         _ => false,
     };
     if user_class_ipxe || opts.get(OptionCode::Unknown(OPT_IPXE_ENCAP)).is_some() {
@@ -112,13 +108,7 @@ pub fn client_kind(msg: &Message) -> ClientKind {
     }
     match opts.get(OptionCode::ClientSystemArchitecture) {
         Some(DhcpOption::ClientSystemArchitecture(a))
-            if [
-                Architecture::X64,
-                Architecture::BC,
-                Architecture::X86,
-                Architecture::X64_Http,
-            ]
-            .contains(a) =>
+            if [Architecture::X64, Architecture::BC, Architecture::X86, Architecture::X64_Http].contains(a) =>
         {
             ClientKind::Uefi
         }
@@ -139,11 +129,7 @@ fn in_range(ip: Ipv4Addr, (first, last): (Ipv4Addr, Ipv4Addr)) -> bool {
 
 impl DhcpHandler {
     pub fn new(config: DhcpConfig, hosts: Arc<dyn HostTable>, leases: Arc<dyn LeaseStore>) -> Self {
-        Self {
-            config,
-            hosts,
-            leases,
-        }
+        Self { config, hosts, leases }
     }
 
     pub fn config(&self) -> &DhcpConfig {
@@ -168,10 +154,7 @@ impl DhcpHandler {
                 tracing::debug!(%mac, "dhcp: port not pxe_enabled, ignored");
                 return None;
             }
-            None if self.config.discovery => HostEntry {
-                pxe_enabled: true,
-                ..Default::default()
-            },
+            None if self.config.discovery => HostEntry { pxe_enabled: true, ..Default::default() },
             None => {
                 tracing::debug!(%mac, "dhcp: unknown MAC ignored");
                 return None;
@@ -213,13 +196,9 @@ impl DhcpHandler {
         }
         let all = self.leases.all()?;
         let taken = |ip: Ipv4Addr| {
-            all.iter().any(|l| {
-                l.ip == ip && (l.mac != mac || l.state == LeaseState::Declined) && l.expires > now
-            })
+            all.iter().any(|l| l.ip == ip && (l.mac != mac || l.state == LeaseState::Declined) && l.expires > now)
         };
-        if let Some(l) = all
-            .iter()
-            .find(|l| l.mac == mac && l.state != LeaseState::Declined)
+        if let Some(l) = all.iter().find(|l| l.mac == mac && l.state != LeaseState::Declined)
             && in_range(l.ip, self.config.range)
             && !taken(l.ip)
         {
@@ -231,10 +210,7 @@ impl DhcpHandler {
         {
             return Ok(Some(ip));
         }
-        let (first, last) = (
-            u32::from(self.config.range.0),
-            u32::from(self.config.range.1),
-        );
+        let (first, last) = (u32::from(self.config.range.0), u32::from(self.config.range.1));
         Ok((first..=last).map(Ipv4Addr::from).find(|ip| !taken(*ip)))
     }
 
@@ -255,14 +231,8 @@ impl DhcpHandler {
         };
         // A bound lease stays bound (and keeps its expiry) across a re-DISCOVER.
         let existing = self.leases.by_mac(&mac)?;
-        if !matches!(&existing, Some(l) if l.ip == ip && l.state == LeaseState::Bound && l.expires > now)
-        {
-            self.leases.put(Lease {
-                mac,
-                ip,
-                state: LeaseState::Offered,
-                expires: now.saturating_add(OFFER_HOLD),
-            })?;
+        if !matches!(&existing, Some(l) if l.ip == ip && l.state == LeaseState::Bound && l.expires > now) {
+            self.leases.put(Lease { mac, ip, state: LeaseState::Offered, expires: now.saturating_add(OFFER_HOLD) })?;
         }
         tracing::info!(%mac, %ip, node = host.node.as_deref().unwrap_or("-"), "dhcp: offer");
         Ok(self.reply(msg, MessageType::Offer, Some(ip), host))
@@ -299,11 +269,7 @@ impl DhcpHandler {
                 (Some(l), Some(r)) => l.ip == r,
                 _ => false,
             };
-            return if ok {
-                self.bind(msg, mac, host, requested, now)
-            } else {
-                Ok(self.nak(msg))
-            };
+            return if ok { self.bind(msg, mac, host, requested, now) } else { Ok(self.nak(msg)) };
         }
         // INIT-REBOOT (option 50) or RENEWING/REBINDING (ciaddr).
         let ip = match (requested, msg.ciaddr()) {
@@ -321,11 +287,7 @@ impl DhcpHandler {
         let allowed = ours
             || host.fixed_address == Some(ip)
             || (host.fixed_address.is_none() && self.choose(mac, host, Some(ip), now)? == Some(ip));
-        if allowed {
-            self.bind(msg, mac, host, Some(ip), now)
-        } else {
-            Ok(self.nak(msg))
-        }
+        if allowed { self.bind(msg, mac, host, Some(ip), now) } else { Ok(self.nak(msg)) }
     }
 
     fn bind(
@@ -340,12 +302,7 @@ impl DhcpHandler {
             return Ok(self.nak(msg));
         };
         let expires = now.saturating_add(self.config.lease_time.as_secs());
-        self.leases.put(Lease {
-            mac,
-            ip,
-            state: LeaseState::Bound,
-            expires,
-        })?;
+        self.leases.put(Lease { mac, ip, state: LeaseState::Bound, expires })?;
         tracing::info!(%mac, %ip, node = host.node.as_deref().unwrap_or("-"), "dhcp: ack");
         Ok(self.reply(msg, MessageType::Ack, Some(ip), host))
     }
@@ -360,15 +317,8 @@ impl DhcpHandler {
         Ok(())
     }
 
-    fn decline(
-        &self,
-        msg: &Message,
-        mac: MacAddr,
-        now: u64,
-    ) -> Result<(), super::store::StoreError> {
-        let Some(DhcpOption::RequestedIpAddress(ip)) =
-            msg.opts().get(OptionCode::RequestedIpAddress)
-        else {
+    fn decline(&self, msg: &Message, mac: MacAddr, now: u64) -> Result<(), super::store::StoreError> {
+        let Some(DhcpOption::RequestedIpAddress(ip)) = msg.opts().get(OptionCode::RequestedIpAddress) else {
             return Ok(());
         };
         if let Some(l) = self.leases.by_mac(&mac)?
@@ -376,12 +326,7 @@ impl DhcpHandler {
         {
             tracing::warn!(%mac, %ip, "dhcp: address declined (in use elsewhere)");
             let expires = now.saturating_add(self.config.lease_time.as_secs());
-            self.leases.put(Lease {
-                mac,
-                ip: *ip,
-                state: LeaseState::Declined,
-                expires,
-            })?;
+            self.leases.put(Lease { mac, ip: *ip, state: LeaseState::Declined, expires })?;
         }
         Ok(())
     }
@@ -393,31 +338,15 @@ impl DhcpHandler {
             .set_flags(req.flags())
             .set_giaddr(req.giaddr())
             .set_chaddr(req.chaddr());
-        m.opts_mut()
-            .insert(DhcpOption::MessageType(MessageType::Nak));
-        m.opts_mut()
-            .insert(DhcpOption::ServerIdentifier(self.config.server_id));
-        let dest = if req.giaddr().is_unspecified() {
-            ReplyDest::Broadcast
-        } else {
-            ReplyDest::Relay(req.giaddr())
-        };
-        encode(&m).map(|bytes| DhcpReply {
-            bytes,
-            dest,
-            kind: MessageType::Nak,
-        })
+        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Nak));
+        m.opts_mut().insert(DhcpOption::ServerIdentifier(self.config.server_id));
+        let dest = if req.giaddr().is_unspecified() { ReplyDest::Broadcast } else { ReplyDest::Relay(req.giaddr()) };
+        encode(&m).map(|bytes| DhcpReply { bytes, dest, kind: MessageType::Nak })
     }
 
     /// Builds an OFFER or ACK (`yiaddr` `None` for an INFORM answer) with the boot options the
     /// client's firmware needs.
-    fn reply(
-        &self,
-        req: &Message,
-        kind: MessageType,
-        yiaddr: Option<Ipv4Addr>,
-        host: &HostEntry,
-    ) -> Option<DhcpReply> {
+    fn reply(&self, req: &Message, kind: MessageType, yiaddr: Option<Ipv4Addr>, host: &HostEntry) -> Option<DhcpReply> {
         let c = &self.config;
         let client = client_kind(req);
         let loader = host.loader.unwrap_or(c.loader);
@@ -469,8 +398,7 @@ impl DhcpHandler {
                 )));
             }
             ClientKind::Bios | ClientKind::Uefi => {
-                if let Some(DhcpOption::ClassIdentifier(ci)) =
-                    req.opts().get(OptionCode::ClassIdentifier)
+                if let Some(DhcpOption::ClassIdentifier(ci)) = req.opts().get(OptionCode::ClassIdentifier)
                     && ci.starts_with(b"PXEClient")
                 {
                     // PXE discovery control = 8: boot the file named here, no boot-server
@@ -511,10 +439,7 @@ fn encode(m: &Message) -> Option<Vec<u8>> {
 /// Builds a client message (tests and the simulated machines use it as their DHCP client).
 pub fn client_message(kind: MessageType, mac: MacAddr, xid: u32, opts: Vec<DhcpOption>) -> Vec<u8> {
     let mut m = Message::default();
-    m.set_opcode(Opcode::BootRequest)
-        .set_xid(xid)
-        .set_flags(Flags::default().set_broadcast())
-        .set_chaddr(&mac.0);
+    m.set_opcode(Opcode::BootRequest).set_xid(xid).set_flags(Flags::default().set_broadcast()).set_chaddr(&mac.0);
     m.opts_mut().insert(DhcpOption::MessageType(kind));
     for o in opts {
         m.opts_mut().insert(o);

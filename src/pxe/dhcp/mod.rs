@@ -10,18 +10,14 @@ pub use handler::{ClientKind, DhcpConfig, DhcpHandler, DhcpReply, ReplyDest, cli
 pub use ra::{RaConfig, RaResponder};
 pub use server::{DhcpBind, DhcpServer, LeaseClock};
 pub use store::{
-    HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, MemoryHostTable, MemoryLeaseStore,
-    StoreError,
+    HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, MemoryHostTable, MemoryLeaseStore, StoreError,
 };
 
 /// Errors of the DHCP and RA services.
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpError {
     #[error("cannot bind DHCP on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("interface {0}: {1}")]
     Interface(String, std::io::Error),
     #[error("DHCP I/O: {0}")]

@@ -34,13 +34,7 @@ pub struct RaConfig {
 
 impl RaConfig {
     pub fn new(interface: impl Into<String>) -> Self {
-        Self {
-            interface: interface.into(),
-            prefix: None,
-            router_lifetime: 0,
-            managed: false,
-            other: false,
-        }
+        Self { interface: interface.into(), prefix: None, router_lifetime: 0, managed: false, other: false }
     }
 }
 
@@ -92,13 +86,10 @@ impl RaResponder {
     /// Opens a raw ICMPv6 socket on the interface (needs CAP_NET_RAW).
     pub fn bind(cfg: &RaConfig) -> Result<Self, DhcpError> {
         let ifname = cfg.interface.as_str();
-        let ifindex: u32 = sysfs(ifname, "ifindex")?.parse().map_err(|_| {
-            DhcpError::Interface(ifname.into(), std::io::Error::other("unreadable ifindex"))
-        })?;
-        let mac = sysfs(ifname, "address")
-            .ok()
-            .and_then(|s| s.parse::<crate::pxe::MacAddr>().ok())
-            .map(|m| m.0);
+        let ifindex: u32 = sysfs(ifname, "ifindex")?
+            .parse()
+            .map_err(|_| DhcpError::Interface(ifname.into(), std::io::Error::other("unreadable ifindex")))?;
+        let mac = sysfs(ifname, "address").ok().and_then(|s| s.parse::<crate::pxe::MacAddr>().ok()).map(|m| m.0);
         let ioerr = |e| DhcpError::Interface(ifname.into(), e);
         let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).map_err(ioerr)?;
         s.bind_device(Some(ifname.as_bytes())).map_err(ioerr)?;
@@ -110,20 +101,13 @@ impl RaResponder {
         // tokio's UdpSocket is a thin datagram wrapper; recv_from/send_to work unchanged on a
         // raw ICMPv6 descriptor, which spares a hand-made AsyncFd loop.
         let socket = UdpSocket::from_std(s.into()).map_err(ioerr)?;
-        Ok(Self {
-            socket,
-            ifindex,
-            ra: build_ra(cfg, mac),
-        })
+        Ok(Self { socket, ifindex, ra: build_ra(cfg, mac) })
     }
 
     /// Sends one unsolicited advertisement (at start-up, so a client already waiting hears it).
     pub async fn announce(&self) -> Result<(), DhcpError> {
         let dst = SocketAddr::V6(SocketAddrV6::new(ALL_NODES, 0, 0, self.ifindex));
-        self.socket
-            .send_to(&self.ra, dst)
-            .await
-            .map_err(DhcpError::Io)?;
+        self.socket.send_to(&self.ra, dst).await.map_err(DhcpError::Io)?;
         Ok(())
     }
 

@@ -26,12 +26,7 @@ pub struct DhcpBind {
 
 impl DhcpBind {
     pub fn new(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            interface: None,
-            client_port: 68,
-            reply_to_source: false,
-        }
+        Self { addr, interface: None, client_port: 68, reply_to_source: false }
     }
 }
 
@@ -45,18 +40,12 @@ pub struct LeaseClock {
 
 impl LeaseClock {
     pub fn new() -> Self {
-        let base = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let base = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Self::starting_at(base)
     }
     /// A clock reading `base` now (simulation).
     pub fn starting_at(base: u64) -> Self {
-        Self {
-            base,
-            start: tokio::time::Instant::now(),
-        }
+        Self { base, start: tokio::time::Instant::now() }
     }
     pub fn now(&self) -> u64 {
         self.base + self.start.elapsed().as_secs()
@@ -79,10 +68,7 @@ pub struct DhcpServer {
 
 impl DhcpServer {
     pub fn bind(bind: DhcpBind, handler: Arc<DhcpHandler>) -> Result<Self, DhcpError> {
-        let err = |source| DhcpError::Bind {
-            addr: bind.addr,
-            source,
-        };
+        let err = |source| DhcpError::Bind { addr: bind.addr, source };
         let domain = Domain::for_address(bind.addr);
         let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
         s.set_reuse_address(true).map_err(err)?;
@@ -93,12 +79,7 @@ impl DhcpServer {
         s.set_nonblocking(true).map_err(err)?;
         s.bind(&bind.addr.into()).map_err(err)?;
         let socket = UdpSocket::from_std(s.into()).map_err(err)?;
-        Ok(Self {
-            socket,
-            bind,
-            handler,
-            clock: LeaseClock::new(),
-        })
+        Ok(Self { socket, bind, handler, clock: LeaseClock::new() })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, DhcpError> {
@@ -123,9 +104,7 @@ impl DhcpServer {
                 src
             } else {
                 match reply.dest {
-                    ReplyDest::Broadcast => {
-                        SocketAddrV4::new(Ipv4Addr::BROADCAST, self.bind.client_port).into()
-                    }
+                    ReplyDest::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, self.bind.client_port).into(),
                     ReplyDest::Unicast(ip) => SocketAddrV4::new(ip, self.bind.client_port).into(),
                     ReplyDest::Relay(ip) => SocketAddrV4::new(ip, 67).into(),
                 }

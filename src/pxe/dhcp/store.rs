@@ -130,12 +130,7 @@ impl MemoryLeaseStore {
 
 impl LeaseStore for MemoryLeaseStore {
     fn by_mac(&self, mac: &MacAddr) -> Result<Option<Lease>, StoreError> {
-        Ok(self
-            .by_ip
-            .read()
-            .values()
-            .find(|l| l.mac == *mac && l.state != LeaseState::Declined)
-            .cloned())
+        Ok(self.by_ip.read().values().find(|l| l.mac == *mac && l.state != LeaseState::Declined).cloned())
     }
     fn all(&self) -> Result<Vec<Lease>, StoreError> {
         let mut v: Vec<Lease> = self.by_ip.read().values().cloned().collect();
@@ -145,9 +140,7 @@ impl LeaseStore for MemoryLeaseStore {
     fn put(&self, lease: Lease) -> Result<(), StoreError> {
         let mut m = self.by_ip.write();
         if lease.state != LeaseState::Declined {
-            m.retain(|ip, l| {
-                *ip == lease.ip || l.mac != lease.mac || l.state == LeaseState::Declined
-            });
+            m.retain(|ip, l| *ip == lease.ip || l.mac != lease.mac || l.state == LeaseState::Declined);
         }
         m.insert(lease.ip, lease);
         Ok(())

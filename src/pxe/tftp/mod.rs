@@ -13,10 +13,7 @@ pub use transfer::{Limits, Negotiated, ReadTransfer, Step, negotiate};
 #[derive(Debug, thiserror::Error)]
 pub enum TftpError {
     #[error("cannot bind TFTP on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("TFTP I/O: {0}")]
     Io(std::io::Error),
     #[error("TFTP protocol: {0}")]

@@ -101,10 +101,7 @@ impl fmt::Display for Mode {
 fn cstrings(mut b: &[u8]) -> Result<Vec<&[u8]>, PacketError> {
     let mut out = Vec::new();
     while !b.is_empty() {
-        let end = b
-            .iter()
-            .position(|&c| c == 0)
-            .ok_or(PacketError::Request("unterminated string"))?;
+        let end = b.iter().position(|&c| c == 0).ok_or(PacketError::Request("unterminated string"))?;
         out.push(&b[..end]);
         b = &b[end + 1..];
         if out.len() > 2 + 2 * MAX_OPTIONS {
@@ -115,19 +112,14 @@ fn cstrings(mut b: &[u8]) -> Result<Vec<&[u8]>, PacketError> {
 }
 
 fn utf8(b: &[u8]) -> Result<String, PacketError> {
-    std::str::from_utf8(b)
-        .map(str::to_owned)
-        .map_err(|_| PacketError::Request("not UTF-8"))
+    std::str::from_utf8(b).map(str::to_owned).map_err(|_| PacketError::Request("not UTF-8"))
 }
 
 fn options(parts: &[&[u8]]) -> Result<Vec<(String, String)>, PacketError> {
     if parts.len() % 2 != 0 {
         return Err(PacketError::Request("option without value"));
     }
-    parts
-        .chunks(2)
-        .map(|kv| Ok((utf8(kv[0])?.to_ascii_lowercase(), utf8(kv[1])?)))
-        .collect()
+    parts.chunks(2).map(|kv| Ok((utf8(kv[0])?.to_ascii_lowercase(), utf8(kv[1])?))).collect()
 }
 
 impl<'a> Packet<'a> {
@@ -160,17 +152,11 @@ impl<'a> Packet<'a> {
                     options: options(&parts[2..])?,
                 }))
             }
-            OP_DATA => Ok(Packet::Data {
-                block: arg,
-                data: &b[4..],
-            }),
+            OP_DATA => Ok(Packet::Data { block: arg, data: &b[4..] }),
             OP_ACK => Ok(Packet::Ack(arg)),
             OP_ERROR => {
                 let msg = b[4..].split(|&c| c == 0).next().unwrap_or_default();
-                Ok(Packet::Error {
-                    code: ErrorCode::from_u16(arg),
-                    message: String::from_utf8_lossy(msg).into_owned(),
-                })
+                Ok(Packet::Error { code: ErrorCode::from_u16(arg), message: String::from_utf8_lossy(msg).into_owned() })
             }
             OP_OACK => Ok(Packet::Oack(options(&cstrings(&b[2..])?)?)),
             other => Err(PacketError::Opcode(other)),
@@ -241,10 +227,7 @@ mod tests {
             write: false,
             filename: "pxelinux.cfg/01-aa-bb".into(),
             mode: Mode::Octet,
-            options: vec![
-                ("blksize".into(), "1468".into()),
-                ("tsize".into(), "0".into()),
-            ],
+            options: vec![("blksize".into(), "1468".into()), ("tsize".into(), "0".into())],
         };
         let bytes = request(&req);
         assert_eq!(Packet::decode(&bytes), Ok(Packet::Request(req)));

@@ -38,13 +38,7 @@ pub struct TftpConfig {
 
 impl TftpConfig {
     pub fn new(bind: SocketAddr, root: impl Into<PathBuf>) -> Self {
-        Self {
-            bind,
-            root: root.into(),
-            max_transfers: 64,
-            limits: Limits::default(),
-            read_chunk: 64 << 10,
-        }
+        Self { bind, root: root.into(), max_transfers: 64, limits: Limits::default(), read_chunk: 64 << 10 }
     }
 }
 
@@ -64,16 +58,9 @@ pub struct TftpServer {
 
 impl TftpServer {
     pub async fn bind(config: TftpConfig) -> Result<Self, TftpError> {
-        let socket = UdpSocket::bind(config.bind)
-            .await
-            .map_err(|source| TftpError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        Ok(Self {
-            socket,
-            config: Arc::new(config),
-        })
+        let socket =
+            UdpSocket::bind(config.bind).await.map_err(|source| TftpError::Bind { addr: config.bind, source })?;
+        Ok(Self { socket, config: Arc::new(config) })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, TftpError> {
@@ -100,29 +87,21 @@ impl TftpServer {
                 Ok(Packet::Request(r)) => r,
                 Ok(_) => continue, // stray DATA/ACK to the listening port: not a transfer
                 Err(packet::PacketError::Mode) => {
-                    self.reply_error(peer, ErrorCode::IllegalOperation, "unsupported mode")
-                        .await;
+                    self.reply_error(peer, ErrorCode::IllegalOperation, "unsupported mode").await;
                     continue;
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "malformed tftp request");
-                    self.reply_error(peer, ErrorCode::IllegalOperation, "malformed request")
-                        .await;
+                    self.reply_error(peer, ErrorCode::IllegalOperation, "malformed request").await;
                     continue;
                 }
             };
             if req.write {
-                self.reply_error(peer, ErrorCode::IllegalOperation, "read-only server")
-                    .await;
+                self.reply_error(peer, ErrorCode::IllegalOperation, "read-only server").await;
                 continue;
             }
             if req.mode == Mode::Netascii {
-                self.reply_error(
-                    peer,
-                    ErrorCode::IllegalOperation,
-                    "only octet mode is served",
-                )
-                .await;
+                self.reply_error(peer, ErrorCode::IllegalOperation, "only octet mode is served").await;
                 continue;
             }
             let path = match resolve(&self.config.root, &req.filename) {
@@ -138,25 +117,21 @@ impl TftpServer {
                 }
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                self.reply_error(peer, ErrorCode::NotDefined, "server busy")
-                    .await;
+                self.reply_error(peer, ErrorCode::NotDefined, "server busy").await;
                 continue;
             };
             let config = self.config.clone();
             let cancel = stop.0.clone();
             tracing::debug!(%peer, file = %req.filename, "tftp read");
-            let spawned = std::thread::Builder::new()
-                .name("tftp-transfer".into())
-                .spawn(move || {
-                    let _permit = permit;
-                    if let Err(e) = serve_read(&config, local_ip, peer, &path, &req, &cancel) {
-                        tracing::info!(%peer, error = %e, "tftp transfer failed");
-                    }
-                });
+            let spawned = std::thread::Builder::new().name("tftp-transfer".into()).spawn(move || {
+                let _permit = permit;
+                if let Err(e) = serve_read(&config, local_ip, peer, &path, &req, &cancel) {
+                    tracing::info!(%peer, error = %e, "tftp transfer failed");
+                }
+            });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "tftp: cannot start transfer thread");
-                self.reply_error(peer, ErrorCode::NotDefined, "server busy")
-                    .await;
+                self.reply_error(peer, ErrorCode::NotDefined, "server busy").await;
             }
         }
     }
@@ -231,26 +206,22 @@ fn serve_read(
     sock.connect(peer).map_err(TftpError::Io)?;
     // DATA goes out as two iovecs (header, file slice) so blocks are never copied in user space.
     let vsock = socket2::SockRef::from(&sock);
-    let (file, size) =
-        match std::fs::File::open(path).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = sock.send(&packet::error(ErrorCode::FileNotFound, "file not found"));
-                return Err(TftpError::Io(e));
-            }
-        };
+    let (file, size) = match std::fs::File::open(path).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = sock.send(&packet::error(ErrorCode::FileNotFound, "file not found"));
+            return Err(TftpError::Io(e));
+        }
+    };
     let limits = &config.limits;
     let neg = negotiate(req, size, limits);
-    sock.set_read_timeout(Some(neg.timeout))
-        .map_err(TftpError::Io)?;
+    sock.set_read_timeout(Some(neg.timeout)).map_err(TftpError::Io)?;
     let mut xfer = ReadTransfer::new(size, &neg, limits);
     let mut fbuf = FileBuf {
         file,
         data: Vec::new(),
         start: 0,
-        chunk: config
-            .read_chunk
-            .max(usize::from(neg.blksize) * usize::from(neg.windowsize)),
+        chunk: config.read_chunk.max(usize::from(neg.blksize) * usize::from(neg.windowsize)),
     };
     let oack = packet::oack(&neg.oack);
     let mut hdr = [0u8; 4];
@@ -298,12 +269,7 @@ fn serve_read(
                 Ok(pkt) => xfer.on_packet(&pkt),
                 Err(_) => Step::Wait,
             },
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 xfer.on_timeout()
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Step::Wait,

@@ -47,12 +47,7 @@ pub struct Negotiated {
 /// Applies RFC 2347/2348/2349/7440 to a request for a file of `size` bytes. Options with
 /// unusable values are ignored rather than refused, as RFC 2347 permits.
 pub fn negotiate(req: &Request, size: u64, limits: &Limits) -> Negotiated {
-    let mut n = Negotiated {
-        blksize: 512,
-        windowsize: 1,
-        timeout: limits.default_timeout,
-        oack: Vec::new(),
-    };
+    let mut n = Negotiated { blksize: 512, windowsize: 1, timeout: limits.default_timeout, oack: Vec::new() };
     let mut wanted_window = None;
     for (name, value) in &req.options {
         match name.as_str() {
@@ -85,9 +80,7 @@ pub fn negotiate(req: &Request, size: u64, limits: &Limits) -> Negotiated {
     }
     if let Some(v) = wanted_window {
         let by_bytes = (limits.max_window_bytes / usize::from(n.blksize)).max(1);
-        let w = v
-            .min(u32::from(limits.max_windowsize.max(1)))
-            .min(by_bytes as u32) as u16;
+        let w = v.min(u32::from(limits.max_windowsize.max(1))).min(by_bytes as u32) as u16;
         n.windowsize = w;
         n.oack.push(("windowsize".into(), w.to_string()));
     }
@@ -238,29 +231,16 @@ mod tests {
             write: false,
             filename: "f".into(),
             mode: Mode::Octet,
-            options: opts
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
+            options: opts.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         }
     }
 
     #[test]
     fn negotiation() {
         let l = Limits::default();
-        let n = negotiate(
-            &req(&[("blksize", "70000"), ("tsize", "0"), ("bogus", "1")]),
-            99,
-            &l,
-        );
+        let n = negotiate(&req(&[("blksize", "70000"), ("tsize", "0"), ("bogus", "1")]), 99, &l);
         assert_eq!(n.blksize, 65464);
-        assert_eq!(
-            n.oack,
-            vec![
-                ("blksize".into(), "65464".into()),
-                ("tsize".into(), "99".into())
-            ]
-        );
+        assert_eq!(n.oack, vec![("blksize".into(), "65464".into()), ("tsize".into(), "99".into())]);
         let n = negotiate(&req(&[("blksize", "4"), ("windowsize", "1000")]), 1, &l);
         assert_eq!((n.blksize, n.windowsize), (512, 64));
         let n = negotiate(&req(&[]), 1, &l);
