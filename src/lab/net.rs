@@ -77,6 +77,8 @@ pub struct SimNet {
     pub db: Db,
     pub tftp_root: PathBuf,
     pub http_root: PathBuf,
+    /// Which MACs the DHCP service answers (shared by every segment).
+    pub hosts: Arc<dyn HostTable>,
     segments: Vec<DhcpHandler>,
 }
 
@@ -106,7 +108,7 @@ impl SimNet {
                 DhcpHandler::new(c, hosts.clone(), Arc::new(MemoryLeaseStore::new()))
             })
             .collect();
-        Self { http, bridge, clock, trace, db, tftp_root, http_root, segments }
+        Self { http, bridge, clock, trace, db, tftp_root, http_root, hosts, segments }
     }
 
     /// The DHCP server of machine `index`'s segment.

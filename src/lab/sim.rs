@@ -451,35 +451,18 @@ impl SimLab {
 
     /// Calls the API as a client would (latest microversion), in-process.
     pub async fn api(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Value, LabError> {
-        let url = url::Url::parse(&format!("{}{path}", net::api_url())).map_err(|e| LabError::Http(e.to_string()))?;
-        let mut req = crate::agent::http::HttpRequest::get(url);
-        req.method = method.clone();
-        req = req.header(http::HeaderName::from_static("x-openstack-ironic-api-version"), "latest");
-        if let Some(b) = body {
-            req.body = Bytes::from(serde_json::to_vec(&b).map_err(|e| LabError::Http(e.to_string()))?);
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        use crate::agent::http::HttpClient;
-        let resp = self.net.http.send(req).await.map_err(|e| LabError::Http(e.to_string()))?;
-        let status = resp.status;
-        let bytes = resp.bytes(16 << 20).await.map_err(|e| LabError::Http(e.to_string()))?;
-        if !status.is_success() {
-            return Err(LabError::Api {
-                method: method.to_string(),
-                path: path.to_string(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).chars().take(2000).collect(),
-            });
-        }
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| LabError::Http(e.to_string()))
+        api_call(&self.net.http, method, path, body).await
     }
 
-    /// Enrolls machine `i` as an `ipmi` node with its ports (node UUID `uuid`, port UUIDs from
-    /// `port_uuids`), through the API. `extra` is merged into the node's body.
-    pub async fn enroll(&self, i: usize, uuid: NodeId, port_uuids: &[String], extra: &Value) -> Result<(), LabError> {
+    /// The node and port bodies that enroll machine `i` as an `ipmi` node (node UUID `uuid`,
+    /// port UUIDs from `port_uuids`); `extra` is merged into the node's body.
+    pub fn enroll_bodies(
+        &self,
+        i: usize,
+        uuid: NodeId,
+        port_uuids: &[String],
+        extra: &Value,
+    ) -> Result<(Value, Vec<Value>), LabError> {
         let node = self.nodes.get(i).ok_or_else(|| LabError::Invalid(format!("no machine {i}")))?;
         let (address, port) = match self.config.transport {
             BmcTransport::Channel => (BMC_ADDRESS.to_string(), BMC_BASE_PORT as usize + i),
@@ -505,13 +488,30 @@ impl SimLab {
             },
         });
         merge(&mut body, extra);
+        let ports = node
+            .macs
+            .iter()
+            .enumerate()
+            .map(|(k, mac)| {
+                let mut port =
+                    json!({"node_uuid": uuid.to_string(), "address": mac.to_string(), "pxe_enabled": k == 0});
+                if let Some(u) = port_uuids.get(k) {
+                    port["uuid"] = json!(u);
+                }
+                port
+            })
+            .collect();
+        Ok((body, ports))
+    }
+
+    /// Enrolls machine `i` through the API (see [`SimLab::enroll_bodies`]).
+    pub async fn enroll(&self, i: usize, uuid: NodeId, port_uuids: &[String], extra: &Value) -> Result<(), LabError> {
+        let (body, ports) = self.enroll_bodies(i, uuid, port_uuids, extra)?;
         self.api(http::Method::POST, "/v1/nodes", Some(body)).await?;
-        node.set_node(uuid);
-        for (k, mac) in node.macs.iter().enumerate() {
-            let mut port = json!({"node_uuid": uuid.to_string(), "address": mac.to_string(), "pxe_enabled": k == 0});
-            if let Some(u) = port_uuids.get(k) {
-                port["uuid"] = json!(u);
-            }
+        if let Some(n) = self.nodes.get(i) {
+            n.set_node(uuid);
+        }
+        for port in ports {
             self.api(http::Method::POST, "/v1/ports", Some(port)).await?;
         }
         Ok(())
@@ -542,6 +542,39 @@ impl Drop for SimLab {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Calls the API in-process over `http` as a client would (latest microversion).
+pub async fn api_call(
+    http: &TowerHttp,
+    method: http::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, LabError> {
+    use crate::agent::http::HttpClient;
+    let url = url::Url::parse(&format!("{}{path}", net::api_url())).map_err(|e| LabError::Http(e.to_string()))?;
+    let mut req = crate::agent::http::HttpRequest::get(url);
+    req.method = method.clone();
+    req = req.header(http::HeaderName::from_static("x-openstack-ironic-api-version"), "latest");
+    if let Some(b) = body {
+        req.body = Bytes::from(serde_json::to_vec(&b).map_err(|e| LabError::Http(e.to_string()))?);
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let resp = http.send(req).await.map_err(|e| LabError::Http(e.to_string()))?;
+    let status = resp.status;
+    let bytes = resp.bytes(16 << 20).await.map_err(|e| LabError::Http(e.to_string()))?;
+    if !status.is_success() {
+        return Err(LabError::Api {
+            method: method.to_string(),
+            path: path.to_string(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).chars().take(2000).collect(),
+        });
+    }
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| LabError::Http(e.to_string()))
 }
 
 fn resp_status(body: &[u8]) -> String {
