@@ -1,6 +1,7 @@
 //! Configuration: defaults, then a TOML file, then `FERRIC_*` environment variables, then flags.
 
 use crate::conductor::ConductorConfig;
+use crate::drivers::agent_base::AgentDeployConfig;
 use crate::drivers::{FakeDelays, RegistryConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -18,7 +19,28 @@ pub struct Config {
     pub conductor: ConductorConfig,
     pub drivers: RegistryConfig,
     pub fake: FakeDelays,
+    pub agent: AgentDeployConfig,
+    pub iscsi: crate::drivers::iscsi_deploy::IscsiDeployConfig,
+    pub images: ImagesConfig,
     pub log: LogConfig,
+}
+
+/// The image service (the Glance role) and its HTTP store (the Swift role).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImagesConfig {
+    /// Where images are stored (default `DATA_DIR/images`).
+    pub dir: Option<PathBuf>,
+    /// Secret for temporary URLs; generated and kept in the data directory when unset.
+    pub temp_url_key: Option<String>,
+    /// Largest image accepted, in bytes.
+    pub max_image_size: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig { dir: None, temp_url_key: None, max_image_size: 64 << 30 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +80,9 @@ impl Default for Config {
             conductor: ConductorConfig::default(),
             drivers: RegistryConfig::default(),
             fake: FakeDelays::default(),
+            agent: AgentDeployConfig::default(),
+            iscsi: Default::default(),
+            images: ImagesConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -91,6 +116,10 @@ impl Config {
         }
         f = f.merge(Env::prefixed("FERRIC_").split("__"));
         f.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.images.dir.clone().unwrap_or_else(|| self.data_dir.join("images"))
     }
 
     pub fn database_path(&self) -> PathBuf {

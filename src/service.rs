@@ -1,13 +1,19 @@
 //! Assembles the service (store, drivers, conductor, API) from a configuration. Used by
 //! `ferric serve`, the tests, and the labs, which add their own hardware backends.
 
+use crate::agent::ReqwestHttp;
+use crate::agent::client::{AgentClient, AgentClientConfig};
 use crate::api::{self, ApiState};
 use crate::clock::Clock;
 use crate::conductor::{Conductor, ConductorError};
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::ipmitool::{self, PowerTiming};
+use crate::drivers::iscsi_deploy::{IscsiDeploy, TcpIscsi};
 use crate::drivers::{DriverEnv, Registry};
+use crate::images::clock::SystemClock;
+use crate::images::{ImageService, ImageStore};
 use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
 use crate::trace::Recorder;
 use std::sync::Arc;
@@ -19,8 +25,14 @@ pub enum ServiceError {
     DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("HTTP client: {0}")]
+    Http(String),
+    #[error("temp URL key: {0}")]
+    Key(String),
     #[error(transparent)]
     Conductor(#[from] ConductorError),
+    #[error("image store: {0}")]
+    Images(#[from] crate::images::store::StoreError),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -37,6 +49,8 @@ pub struct Service {
 pub struct Parts {
     pub registry: Registry,
     pub env: DriverEnv,
+    /// The image service the API serves (set it with the agent environment).
+    pub images: Option<Arc<ImageService>>,
 }
 
 impl Service {
@@ -49,9 +63,25 @@ impl Service {
             change_timeout: std::time::Duration::from_secs(config.conductor.power_state_change_timeout),
             ..Default::default()
         };
-        Service::build(config, db, Clock::system(), Recorder::default(), |p| {
+        let key = temp_url_key(&config)?;
+        let store =
+            Arc::new(ImageStore::open(&config.images_dir(), Arc::new(SystemClock), config.images.max_image_size)?);
+        let images = Arc::new(ImageService::new(store, key, Arc::new(SystemClock)));
+        let http =
+            ReqwestHttp::new(std::time::Duration::from_secs(10)).map_err(|e| ServiceError::Http(e.to_string()))?;
+        let http: Arc<dyn crate::agent::HttpClient> = Arc::new(http);
+        let agent = Arc::new(AgentEnv {
+            client: AgentClient::new(http.clone(), AgentClientConfig::default()),
+            http,
+            images: Some(images.clone()),
+            image_url_base: config.public_url(),
+            config: config.agent.clone(),
+        });
+        Service::build(config, db, Clock::system(), Recorder::new(10_000), |p| {
             let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096));
             ipmitool::register(&mut p.registry, pool, timing);
+            p.env.agent = Some(agent);
+            p.images = Some(images);
         })
     }
 
@@ -65,15 +95,23 @@ impl Service {
     ) -> Result<Service, ServiceError> {
         let mut parts = Parts {
             registry: Registry::new(config.drivers.clone()),
-            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone() },
+            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), agent: None },
+            images: None,
         };
+        parts.registry.register_deploy(
+            "iscsi",
+            Arc::new(IscsiDeploy { connector: Arc::new(TcpIscsi), config: config.iscsi.clone() }),
+        );
         customize(&mut parts);
+        let parts_images = parts.images.take();
         let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;
         let api = ApiState {
             db: db.clone(),
             rpc: Arc::new(conductor.clone()),
             public_url: config.api.public_url.clone(),
             trace,
+            images: parts_images,
+            agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
         };
         Ok(Service { config, db, conductor, api })
     }
@@ -110,4 +148,31 @@ impl Service {
         self.conductor.unregister();
         res.map_err(|source| ServiceError::Bind { addr: addr.unwrap_or(self.config.api.bind), source })
     }
+}
+
+/// The temp-URL secret: configured, or generated once and kept (mode 0600) in the data directory
+/// so URLs stay valid across restarts.
+fn temp_url_key(config: &Config) -> Result<Vec<u8>, ServiceError> {
+    if let Some(k) = &config.images.temp_url_key {
+        return Ok(k.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("temp_url_key");
+    if let Ok(k) = std::fs::read(&path) {
+        if k.len() >= 16 {
+            return Ok(k);
+        }
+    }
+    let key: [u8; 32] = rand::random();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| ServiceError::Key(format!("{}: {e}", path.display())))?;
+    f.write_all(hex.as_bytes()).map_err(|e| ServiceError::Key(e.to_string()))?;
+    Ok(hex.into_bytes())
 }

@@ -191,3 +191,36 @@ impl AgentContext {
             .map_err(super::wire::CommandError::device_not_found)
     }
 }
+
+impl AgentContext {
+    /// A context that only writes images: the conductor's `iscsi` deploy runs the agent's own
+    /// image writer (formats, checksums, partition tables, config drive) against a remote disk,
+    /// so both flows write images with the same code. No ramdisk, no heartbeats.
+    pub fn image_writer(
+        http: Arc<dyn HttpClient>,
+        disk: Disk,
+        settings: AgentSettings,
+        seed: u64,
+        md5_allowed: bool,
+    ) -> Arc<AgentContext> {
+        use rand::SeedableRng;
+        Arc::new(AgentContext {
+            http,
+            disks: vec![disk],
+            mode: HostMode::Process,
+            settings,
+            node: Mutex::new(None),
+            md5_allowed: AtomicBool::new(md5_allowed),
+            standby: Mutex::new(StandbyState::default()),
+            shutdown: CancellationToken::new(),
+            force_heartbeat: Default::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            logs: Arc::new(LogRing::default()),
+        })
+    }
+
+    /// Partition UUIDs of the last image written, as `standby.get_partition_uuids` reports them.
+    pub fn partition_uuids(&self) -> Map<String, Value> {
+        self.standby.lock().partition_uuids.clone().unwrap_or_default()
+    }
+}

@@ -15,6 +15,7 @@ pub mod disks;
 pub mod download;
 pub mod extensions;
 pub mod http;
+pub mod iscsi_ext;
 pub mod run;
 pub mod server;
 pub mod wire;

@@ -41,6 +41,10 @@ pub struct ApiState {
     /// Base URL for links (`http://host:port`); taken from the request's Host when unset.
     pub public_url: Option<String>,
     pub trace: Recorder,
+    /// The image service, served beside the Ironic API (`/v2/images`, temp URLs).
+    pub images: Option<Arc<crate::images::ImageService>>,
+    /// Agents must heartbeat at least this often (seconds; sent at lookup).
+    pub agent_heartbeat_timeout: u64,
 }
 
 /// The negotiated microversion's minor number.
@@ -69,12 +73,18 @@ pub fn router(state: ApiState) -> Router {
         .merge(chassis::routes())
         .merge(drivers::routes())
         .merge(ramdisk::routes());
-    let inner = Router::new()
+    // ferric's own diagnostics live outside Ironic's namespace.
+    let ferric = Router::new().route("/trace/{node}", get(util::trace));
+    let mut inner = Router::new()
         .route("/", get(util::root))
         .nest("/v1", v1)
+        .nest("/ferric", ferric)
         .fallback(util::no_route)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), ironic_headers))
-        .with_state(state);
+        .with_state(state.clone());
+    if let Some(images) = &state.images {
+        inner = inner.merge(images.clone().router());
+    }
+    let inner = inner.layer(axum::middleware::from_fn_with_state(state, ironic_headers));
     // Ironic accepts `/v1/nodes/` as `/v1/nodes` (python-ironicclient sends both): trim trailing
     // slashes before routing.
     Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner))

@@ -8,6 +8,7 @@ use crate::conductor::states::{Event, VERBS};
 use crate::db::{NODE_SORT_KEYS, NodeFilter, NodeQuery};
 use crate::models::{BootDevice, JsonMap, Node, NodeId, PowerTarget, ProvisionState};
 use crate::rpc::ProvisionArgs;
+use crate::trace::{Actor, seed};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -608,6 +609,9 @@ async fn update(
         }
     }
     let saved = state.rpc.update_node(updated, reset).await?;
+    if roots.iter().any(|r| r == "instance_info") {
+        state.trace.record(saved.uuid, Actor::Nova, Actor::Api, seed::SET_INSTANCE_INFO);
+    }
     ok(&render::node(&saved, &ctx, None))
 }
 
@@ -809,6 +813,13 @@ async fn set_provision(
         rescue_password: body.rescue_password,
         disable_ramdisk: body.disable_ramdisk,
     };
+    let deploying = matches!(event, Some(Event::Deploy | Event::Rebuild));
+    if deploying {
+        state.trace.record(n.uuid, Actor::Nova, Actor::Api, seed::SET_PROVISION_STATE);
+    }
+    if deploying {
+        state.trace.record(n.uuid, Actor::Api, Actor::Conductor, seed::DO_NODE_DEPLOY);
+    }
     state.rpc.do_provisioning_action(n.uuid, &verb, args).await?;
     accepted(states_location(&ctx, &n))
 }
@@ -874,6 +885,7 @@ async fn supported_boot_devices(State(state): State<ApiState>, ctx: Ctx, Path(id
 async fn validate(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
     let n = load(&state, &ctx, &ident)?;
     let res = state.rpc.validate(n.uuid).await?;
+    state.trace.record(n.uuid, Actor::Nova, Actor::Api, seed::VALIDATE_INTERFACES);
     let mut m = Map::new();
     // Ironic's order.
     for k in [
@@ -964,6 +976,7 @@ async fn vif_attach(
         return Err(ApiError::not_acceptable());
     }
     state.rpc.vif_attach(n.uuid, id.to_string(), port).await?;
+    state.trace.record(n.uuid, Actor::Nova, Actor::Api, seed::PLUG_VIFS);
     no_content()
 }
 

@@ -7,7 +7,7 @@ use super::util::{JsonBody, Query, accepted, ok};
 use super::{ApiState, Ctx};
 use crate::drivers::{AGENT_TOKEN_KEY, Heartbeat};
 use crate::models::NodeId;
-use crate::trace::Actor;
+use crate::trace::{Actor, seed};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -16,9 +16,6 @@ use serde_json::{Map, Value, json};
 pub fn routes() -> Router<ApiState> {
     Router::new().route("/lookup", get(lookup)).route("/heartbeat/{node}", post(heartbeat))
 }
-
-/// How often agents must heartbeat, in seconds (sent in the lookup's config).
-pub const HEARTBEAT_TIMEOUT: u64 = 300;
 
 async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     if !ctx.allows(22) {
@@ -43,8 +40,10 @@ async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult 
         crate::rpc::RpcError::NotFound(_) => ApiError::not_found("The resource could not be found."),
         other => other.into(),
     })?;
-    state.trace.record(n.uuid, Actor::Node, Actor::Api, "lookup()");
-    state.trace.record(n.uuid, Actor::Api, Actor::Node, "Pass UUID");
+    // A lookup is the first sign that the ramdisk runs.
+    state.trace.record(n.uuid, Actor::Node, Actor::Node, seed::RUNS_RAMDISK);
+    state.trace.record(n.uuid, Actor::Node, Actor::Api, seed::LOOKUP);
+    state.trace.record(n.uuid, Actor::Api, Actor::Node, seed::PASS_UUID);
     let full = render::node(&n, &ctx, None);
     let mut node_doc = Map::new();
     for f in ["uuid", "properties", "instance_info", "driver_internal_info", "links"] {
@@ -55,7 +54,7 @@ async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult 
         "config": {
             "metrics": {"backend": "noop", "prepend_host": false, "prepend_uuid": false, "prepend_host_reverse": true, "global_prefix": null},
             "metrics_statsd": {"statsd_host": "localhost", "statsd_port": 8125},
-            "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+            "heartbeat_timeout": state.agent_heartbeat_timeout,
             "agent_token": token,
             "agent_token_required": true,
             "agent_md5_checksum_enable": false,
@@ -125,12 +124,19 @@ async fn heartbeat(
             return Err(ApiError::bad_request("Detected change in ramdisk provided \"callback_url\""));
         }
     }
+    // The first heartbeat of a ramdisk boot (no agent URL yet) is the diagrams' "Heartbeat".
+    let first = !n.driver_internal_info.contains_key("agent_url");
     let hb = Heartbeat {
         callback_url: body.callback_url,
         agent_version: body.agent_version,
         agent_status: body.agent_status,
         agent_status_message: body.agent_status_message,
     };
+    // Recorded before the conductor picks the heartbeat up, so the trace keeps causal order.
+    if first {
+        state.trace.record(n.uuid, Actor::Node, Actor::Api, seed::HEARTBEAT_UUID);
+        state.trace.record(n.uuid, Actor::Api, Actor::Conductor, seed::HEARTBEAT);
+    }
     state.rpc.heartbeat(n.uuid, hb).await?;
     accepted(format!("{}/v1/heartbeat/{}", ctx.base, n.uuid))
 }

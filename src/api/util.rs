@@ -236,3 +236,19 @@ pub fn next_link(ctx: &Ctx, path: &str, args: &[(&str, String)], limit: usize, m
     s.push_str(&format!("limit={limit}&marker={marker}"));
     s
 }
+
+/// `GET /ferric/trace/{node}`: the messages recorded for a node's deploys, in order, as
+/// `{"events": [{at_ms, from, to, label}], "mermaid": "..."}` (ferric's own diagnostic endpoint).
+pub async fn trace(
+    axum::extract::State(state): axum::extract::State<super::ApiState>,
+    ctx: Ctx,
+    axum::extract::Path(ident): axum::extract::Path<String>,
+) -> ApiResult {
+    let n = super::nodes::load(&state, &ctx, &ident)?;
+    let events = state.trace.node_events(n.uuid);
+    let list: Vec<Value> = events
+        .iter()
+        .map(|e| json!({"at_ms": e.at_ms, "from": e.from.as_str(), "to": e.to.as_str(), "label": e.label}))
+        .collect();
+    ok(&json!({"node": n.uuid.to_string(), "events": list, "mermaid": crate::trace::mermaid(&events)}))
+}

@@ -132,7 +132,17 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     config.started_at =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let http = Arc::new(ReqwestHttp::new(Duration::from_secs(30))?);
-    let agent = Agent::new(config, http, disks, mode, Vec::new(), logs)?;
+    // iSCSI targets (for the iscsi deploy) listen on the agent's own provisioning address.
+    let target_ip = if args.listen.ip().is_unspecified() {
+        route_source(&api_url).unwrap_or(args.listen.ip())
+    } else {
+        args.listen.ip()
+    };
+    let iscsi = ferric::agent::iscsi_ext::IscsiExtension::new(
+        Arc::new(ferric::agent::iscsi_ext::TcpExposer::default()),
+        target_ip,
+    );
+    let agent = Agent::new(config, http, disks, mode, vec![Arc::new(iscsi)], logs)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

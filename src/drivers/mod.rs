@@ -5,8 +5,11 @@
 //! locked node, to each operation as a [`Task`]. Interfaces return outcomes; the conductor owns
 //! state transitions and persistence.
 
+pub mod agent_base;
+pub mod direct;
 pub mod fake;
 pub mod ipmitool;
+pub mod iscsi_deploy;
 pub mod network;
 mod registry;
 
@@ -48,6 +51,8 @@ pub struct DriverEnv {
     pub clock: Clock,
     pub trace: Recorder,
     pub fake: FakeDelays,
+    /// The agent client and image service, for agent-based deploys (`direct`, `iscsi`).
+    pub agent: Option<Arc<agent_base::AgentEnv>>,
 }
 
 /// Optional delays for the fake interfaces (Ironic's `[fake]` options), to exercise locking and

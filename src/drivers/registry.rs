@@ -124,6 +124,7 @@ impl Registry {
         r.management.insert("fake".into(), Arc::new(FakeManagement::default()));
         r.boot.insert("fake".into(), Arc::new(FakeBoot));
         r.deploy.insert("fake".into(), Arc::new(FakeDeploy));
+        r.deploy.insert("direct".into(), Arc::new(super::direct::DirectDeploy));
         r.network.insert("noop".into(), Arc::new(NoopNetwork));
         r.network.insert("flat".into(), Arc::new(FlatNetwork));
         r

@@ -2,6 +2,8 @@
 //! loopback socket.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use ferric::clock::Clock;
