@@ -235,6 +235,12 @@ pub struct LabShared {
     pub assume_ramdisk: bool,
     /// Disk writes seen outside a deploy or cleaning (the invariant's evidence).
     pub stray_writes: Mutex<Vec<String>>,
+    /// iSCSI portals of the agents.
+    pub portals: Arc<super::iscsi::Portals>,
+    /// The image store is down for everyone (conductor included).
+    pub images_down: AtomicBool,
+    /// Every image download (conductor included) arrives corrupted.
+    pub images_corrupt: AtomicBool,
 }
 
 struct Runtime {
@@ -244,7 +250,6 @@ struct Runtime {
     task: Option<JoinHandle<()>>,
     agent: Option<AgentRun>,
     last_command: Option<String>,
-    downloaded: bool,
     counters: MachineCounters,
 }
 
@@ -300,7 +305,6 @@ impl SimNode {
                 task: None,
                 agent: None,
                 last_command: None,
-                downloaded: false,
                 counters: MachineCounters::default(),
             }),
         })
@@ -313,6 +317,22 @@ impl SimNode {
 
     pub fn node(&self) -> Option<NodeId> {
         self.node.get().copied()
+    }
+
+    /// The machine's address on the provisioning network: its SLAAC (EUI-64) address in
+    /// 2001:db8::/64, unique per MAC however large the fleet. Agents advertise it.
+    pub fn ipv6(&self) -> std::net::Ipv6Addr {
+        let m = self.macs.first().map(|m| m.0).unwrap_or_default();
+        std::net::Ipv6Addr::new(
+            0x2001,
+            0x0db8,
+            0,
+            0,
+            u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+            u16::from_be_bytes([m[2], 0xff]),
+            u16::from_be_bytes([0xfe, m[3]]),
+            u16::from_be_bytes([m[4], m[5]]),
+        )
     }
 
     pub fn os(&self) -> Os {
@@ -388,13 +408,13 @@ impl SimNode {
             rt.epoch += 1;
             rt.os = next;
             rt.last_command = None;
-            rt.downloaded = false;
             (rt.task.take(), rt.agent.take())
         };
         if let Some(a) = agent {
             a.token.cancel();
             self.shared.net.http.remove_host(&a.host);
         }
+        self.shared.portals.stop_machine(self.index);
         if let Some(t) = task {
             t.abort();
         }
@@ -414,6 +434,7 @@ impl SimNode {
             a.token.cancel();
             self.shared.net.http.remove_host(&a.host);
         }
+        self.shared.portals.stop_machine(self.index);
         // The OS task is the caller's or its parent: it ends on its own when its I/O fails.
     }
 
@@ -665,7 +686,7 @@ impl SimNode {
 
     /// Runs the agent until it ends, then does what it asked of the machine (power off, reboot).
     async fn run_ramdisk(self: Arc<Self>, api_url: String) {
-        self.record(Actor::Node, Actor::Node, "Runs agent ramdisk");
+        // The API records "Runs agent ramdisk" when the agent looks itself up.
         if self.crash_due(&AgentStep::Boot) {
             self.crash_agent("boot");
             return;
@@ -680,15 +701,27 @@ impl SimNode {
         let mut disk = Disk::from_device("/dev/sda", dev);
         disk.model = Some("SIMDISK".into());
         disk.serial = Some(format!("SIM{:08}", self.index));
-        let agent = match Agent::new(config, http, vec![disk], HostMode::Process, vec![], Arc::new(LogRing::default()))
-        {
-            Ok(a) => Arc::new(a),
-            Err(e) => {
-                self.rt.lock().os = Os::Hung(format!("agent did not start: {e}"));
-                return;
-            }
+        let ip = self.ipv6();
+        let weak = Arc::downgrade(&self);
+        let alive: Arc<dyn Fn() -> bool + Send + Sync> =
+            Arc::new(move || weak.upgrade().is_some_and(|n| n.epoch() == epoch));
+        let exposer = super::iscsi::SimExposer {
+            portals: self.shared.portals.clone(),
+            owner: self.index,
+            alive,
+            seed: self.rng.lock().random(),
         };
-        let host = format!("{}:{}", self.name, net::AGENT_PORT);
+        let iscsi: Arc<dyn crate::agent::Extension> =
+            Arc::new(crate::agent::iscsi_ext::IscsiExtension::new(Arc::new(exposer), std::net::IpAddr::V6(ip)));
+        let agent =
+            match Agent::new(config, http, vec![disk], HostMode::Process, vec![iscsi], Arc::new(LogRing::default())) {
+                Ok(a) => Arc::new(a),
+                Err(e) => {
+                    self.rt.lock().os = Os::Hung(format!("agent did not start: {e}"));
+                    return;
+                }
+            };
+        let host = format!("[{ip}]:{}", net::AGENT_PORT);
         let router = agent.router().layer(axum::middleware::from_fn_with_state(
             Observer { node: Arc::downgrade(&self), epoch },
             observe_commands,
@@ -819,21 +852,11 @@ impl HttpClient for MachineHttp {
                 node.crash_agent("download");
                 return Err(gone());
             }
-            if node.faults.image_server_down.load(Relaxed) {
+            if node.faults.image_server_down.load(Relaxed) || node.shared.images_down.load(Relaxed) {
                 return Err(HttpError::Connect(format!("connection refused by {}", net::IMAGES_HOST)));
             }
-            let first = {
-                let mut rt = node.rt.lock();
-                rt.counters.downloads += 1;
-                !std::mem::replace(&mut rt.downloaded, true)
-            };
-            if first {
-                node.record(
-                    Actor::Node,
-                    Actor::HttpStore,
-                    "Downloads image, writes to disk, writes configdrive if present",
-                );
-            }
+            node.count(|c| c.downloads += 1);
+        }
         }
         let resp = node.shared.net.http.send(req).await?;
         if node.epoch() != self.epoch {
@@ -852,7 +875,7 @@ impl HttpClient for MachineHttp {
             return Ok(resp);
         }
         // Image bytes arrive at the machine's network speed, in pieces of a virtual second.
-        let corrupt = node.faults.image_corrupt.load(Relaxed);
+        let corrupt = node.faults.image_corrupt.load(Relaxed) || node.shared.images_corrupt.load(Relaxed);
         let t = &node.profile.timings;
         let piece = (t.net_bytes_per_sec / node.shared.scale.max(1)).clamp(512, 1 << 20) as usize;
         let delay = Duration::from_secs_f64(
