@@ -22,6 +22,8 @@ enum Command {
     Vbmc(ferric::lab::vbmc::VbmcArgs),
     /// Manage images in the image service.
     Image(ferric::images::cli::ImageArgs),
+    /// Deterministic simulation: run scenario files against simulated fleets.
+    Scenario(ferric::scenario::cli::ScenarioArgs),
 }
 
 #[derive(clap::Args)]
@@ -128,5 +130,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(ferric::lab::vbmc::run(a).await?)
         }
         Command::Image(a) => ferric::images::cli::run_async(a).await,
+        Command::Scenario(a) => {
+            init_tracing("human", "warn");
+            let ferric::scenario::cli::ScenarioCommand::Run(r) = a.command;
+            // The simulation runs on its own paused-clock runtime, off this one.
+            let code = std::thread::Builder::new()
+                .name("scenario".into())
+                .spawn(move || ferric::scenario::cli::run(r))?
+                .join()
+                .unwrap_or(2);
+            std::process::exit(code)
+        }
     }
 }

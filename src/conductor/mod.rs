@@ -143,6 +143,10 @@ struct Inner {
     workers: Arc<Semaphore>,
     /// Consecutive power-sync failures per node.
     power_failures: parking_lot::Mutex<std::collections::HashMap<NodeId, u32>>,
+    /// Background work, so [`Conductor::halt`] can end it as a crash would.
+    tasks: parking_lot::Mutex<tokio::task::JoinSet<()>>,
+    /// Set by [`Conductor::halt`]: this conductor takes no more locks and starts no more work.
+    halted: std::sync::atomic::AtomicBool,
 }
 
 /// A node's lock, released when dropped (also on panics and cancelled tasks).
@@ -192,6 +196,8 @@ impl Conductor {
                 env: Arc::new(env),
                 workers,
                 power_failures: Default::default(),
+                tasks: Default::default(),
+                halted: Default::default(),
             }),
         };
         c.register()?;
@@ -243,6 +249,9 @@ impl Conductor {
 
     /// Takes `node`'s lock and loads its task.
     pub(crate) fn acquire(&self, node: NodeId) -> Result<LockedTask> {
+        if self.is_halted() {
+            return Err(RpcError::Locked(format!("Conductor {} is stopped.", self.host())).into());
+        }
         let db = self.db().clone();
         let n = db.reserve_node(node, self.host())?;
         let lock = NodeLock { db: db.clone(), node, host: self.host().to_string() };
@@ -302,10 +311,27 @@ impl Conductor {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        tokio::spawn(async move {
+        if self.is_halted() {
+            return;
+        }
+        let mut tasks = self.inner.tasks.lock();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             work.await;
             drop(permit);
         });
+    }
+
+    /// Stops this conductor as a crash would: running work is dropped where it stands, and no
+    /// lock is taken nor work started afterwards. Simulations use it to restart a conductor
+    /// mid-deploy on the same database (the new one recovers, as after a real crash).
+    pub fn halt(&self) {
+        self.inner.halted.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.tasks.lock().abort_all();
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.inner.halted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until every worker is idle (tests, clean shutdown, simulations).

@@ -19,7 +19,10 @@ impl Conductor {
             t1.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t2.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // Biased: when both are due at once, the order is fixed (a simulation's trace must
+                // not depend on select!'s random branch choice).
                 tokio::select! {
+                    biased;
                     _ = t1.tick() => c.check_timeouts().await,
                     _ = t2.tick() => c.sync_power_states().await,
                 }
