@@ -24,6 +24,8 @@ enum Command {
     Image(ferric::images::cli::ImageArgs),
     /// Deterministic simulation: run scenario files against simulated fleets.
     Scenario(ferric::scenario::cli::ScenarioArgs),
+    /// QEMU lab: VMs that PXE-boot from ferric in a private network namespace.
+    Lab(ferric::lab::qemu_cli::LabArgs),
 }
 
 #[derive(clap::Args)]
@@ -61,6 +63,10 @@ struct ServeArgs {
     /// Provisioning interface the DHCP server (and router advertisements) bind to.
     #[arg(long, value_name = "IFNAME")]
     dhcp_interface: Option<String>,
+    /// Instead of real hardware: N QEMU VMs behind virtual BMCs in a private network namespace,
+    /// enrolled and available; the API is forwarded to --api-bind (default 127.0.0.1:6385).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    qemu: Option<u8>,
 }
 
 fn init_tracing(format: &str, level: &str) {
@@ -95,6 +101,20 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.qemu {
+        init_tracing("human", "warn");
+        let forward = args.api_bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6385)));
+        let dir = match args.data_dir {
+            Some(d) => d,
+            None => tempfile::Builder::new().prefix("ferric-qemu-").tempdir_in("/tmp")?.keep(),
+        };
+        // The lab runs its own runtime inside the namespace; start it off this one.
+        let lab = std::thread::spawn(move || ferric::lab::qemu_cli::serve(usize::from(n), dir, forward));
+        return match lab.join() {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(anyhow::anyhow!("the QEMU lab panicked")),
+        };
+    }
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(b) = args.api_bind {
         config.api.bind = b;
@@ -139,6 +159,15 @@ async fn main() -> anyhow::Result<()> {
                 .spawn(move || ferric::scenario::cli::run(r))?
                 .join()
                 .unwrap_or(2);
+            std::process::exit(code)
+        }
+        Command::Lab(a) => {
+            init_tracing("human", "warn");
+            let code = std::thread::Builder::new()
+                .name("lab".into())
+                .spawn(move || ferric::lab::qemu_cli::run(a))?
+                .join()
+                .unwrap_or(1);
             std::process::exit(code)
         }
     }

@@ -193,7 +193,7 @@ mkcpio() { # DIR OUT: newc, root-owned, fixed timestamps, zstd
 # --- deploy ramdisk -------------------------------------------------------------------------
 d="$work/deploy"
 add_busybox "$d"
-add_modules "$d" virtio_pci virtio_net virtio_blk e1000 e1000e ?ata_piix ?sd_mod button evdev
+add_modules "$d" virtio_pci virtio_rng virtio_net virtio_blk e1000 e1000e ?ata_piix ?sd_mod button evdev
 add_acpi "$d"
 install -m 0755 "$here/deploy/init" "$d/init"
 install -m 0644 "$here/common/lib.sh" "$d/etc/ferric/lib.sh"

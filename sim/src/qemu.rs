@@ -492,7 +492,10 @@ impl QemuMachine {
         let fixed = ["-name", &name, "-nodefaults", "-no-user-config", "-display", "none", "-machine", "pc"];
         a.extend(fixed.iter().map(OsString::from));
         a.extend(c.accel.args().iter().map(OsString::from));
-        let more = ["-m", &mem, "-smp", &cpus, "-no-shutdown", "-rtc", "base=utc", "-chardev"];
+        // virtio-rng: the host's entropy, or the guest's getrandom() blocks for minutes under TCG
+        // (no RDRAND on the default CPU model, jitter entropy starves) and TLS/agent start stalls.
+        let more =
+            ["-m", &mem, "-smp", &cpus, "-no-shutdown", "-rtc", "base=utc", "-device", "virtio-rng-pci", "-chardev"];
         a.extend(more.iter().map(OsString::from));
         a.push(opt_path("file,id=serial0,append=on,path=", self.serial.path()));
         a.extend(["-serial", "chardev:serial0", "-qmp"].map(OsString::from));

@@ -130,12 +130,17 @@ pub struct ReqwestHttp {
 impl ReqwestHttp {
     /// A client with a connect timeout; per-request deadlines are the caller's.
     pub fn new(connect_timeout: Duration) -> Result<Self, HttpError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_max_idle_per_host(2)
-            .no_proxy()
-            .build()
-            .map_err(|e| HttpError::Request(e.to_string()))?;
+        let builder =
+            || reqwest::Client::builder().connect_timeout(connect_timeout).pool_max_idle_per_host(2).no_proxy();
+        let client = match builder().build() {
+            Ok(c) => c,
+            // A minimal deploy ramdisk has no CA store for the platform verifier: plain HTTP
+            // still works, and HTTPS fails verification (nothing is trusted) instead of passing.
+            Err(e) => {
+                tracing::warn!(error = %e, "no system CA certificates: HTTPS downloads will be refused");
+                builder().tls_certs_only([]).build().map_err(|e| HttpError::Request(e.to_string()))?
+            }
+        };
         Ok(Self { client })
     }
 }

@@ -11,9 +11,10 @@
 pub mod bridge;
 pub mod disk;
 pub mod firmware;
-pub mod machine;
 pub mod iscsi;
+pub mod machine;
 pub mod net;
 pub mod qemu;
+pub mod qemu_cli;
 pub mod sim;
 pub mod vbmc;

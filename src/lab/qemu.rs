@@ -143,6 +143,7 @@ public_url = "{API_URL}"
 [conductor]
 deploy_callback_timeout = {cb}
 check_timeouts_interval = 2
+agent_heartbeat_timeout = 20
 [agent]
 soft_power_off_timeout = 30
 [pxe]
@@ -171,8 +172,13 @@ impl QemuLab {
     pub fn start(opts: LabOptions) -> Result<QemuLab, LabError> {
         std::fs::create_dir_all(&opts.dir)?;
         let builder = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let fixtures =
-            builder.block_on(Fixtures::build(AgentSource::Build)).map_err(|e| LabError::Fixtures(e.to_string()))?;
+        // FERRIC_LAB_AGENT: a static ferric-agent already built (skips the release build while
+        // iterating on the service; the ramdisk must still get an agent).
+        let agent = match std::env::var_os("FERRIC_LAB_AGENT") {
+            Some(p) => AgentSource::Path(p.into()),
+            None => AgentSource::Build,
+        };
+        let fixtures = builder.block_on(Fixtures::build(agent)).map_err(|e| LabError::Fixtures(e.to_string()))?;
         drop(builder);
         let ns = NetNs::create().map_err(|e| LabError::Netns(e.to_string()))?;
         let rt = ns.runtime().map_err(|e| LabError::Netns(e.to_string()))?;
@@ -267,7 +273,12 @@ impl QemuLab {
     }
 
     /// One API call; `(status, body)`.
-    pub async fn req(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), LabError> {
+    pub async fn req(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), LabError> {
         let mut r = self.http.request(method, format!("{API_URL}{path}"));
         if let Some(b) = body {
             r = r.json(&b);
@@ -278,7 +289,13 @@ impl QemuLab {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
-    async fn expect(&self, method: reqwest::Method, path: &str, body: Option<Value>, want: u16) -> Result<Value, LabError> {
+    async fn expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        want: u16,
+    ) -> Result<Value, LabError> {
         let (s, b) = self.req(method.clone(), path, body).await?;
         if s != want {
             return Err(LabError::Api(format!("{method} {path}: {s} {b}")));
@@ -380,12 +397,14 @@ impl QemuLab {
         loop {
             let n = self.node(id).await?;
             let now = n["provision_state"].as_str().unwrap_or_default().to_string();
-            let resting = n["reservation"].is_null() && n["target_provision_state"].is_null();
+            // A failure state keeps its target (`deploy failed` → `active`): unlocked is enough.
+            let resting = n["reservation"].is_null()
+                && (n["target_provision_state"].is_null() || now.ends_with("failed") || now == "error");
             if now == state && resting {
                 return Ok(n);
             }
             let failed = ["deploy failed", "clean failed", "error", "inspect failed"].contains(&now.as_str());
-            if failed && resting && state != now {
+            if failed && n["reservation"].is_null() && state != now {
                 return Err(LabError::Api(format!("{id} ended in {now}: {}", n["last_error"])));
             }
             if Instant::now() > deadline {
@@ -399,7 +418,16 @@ impl QemuLab {
     /// `active` and the VM printed the instance's marker after booting from its disk.
     pub async fn deploy(&self, i: usize, id: &str, image: &str, flow: Flow) -> Result<DeployTimings, LabError> {
         let vm = &self.vms[i];
+        // What Nova does, in the seed's order: instance_info, validate, plug VIFs, deploy.
         self.patch(id, json!([{"op": "add", "path": "/instance_info/image_source", "value": image}])).await?;
+        let v = self.expect(reqwest::Method::GET, &format!("/v1/nodes/{id}/validate"), None, 200).await?;
+        for iface in ["power", "deploy", "boot"] {
+            if v[iface]["result"] != json!(true) {
+                return Err(LabError::Api(format!("{} validation failed: {}", iface, v[iface]["reason"])));
+            }
+        }
+        let vif = json!({"id": format!("vif-{}", vm.name)});
+        self.expect(reqwest::Method::POST, &format!("/v1/nodes/{id}/vifs"), Some(vif), 204).await?;
         let from = vm.machine.serial().position();
         let t = Instant::now();
         self.provision(id, json!({"target": "active"})).await?;
@@ -415,5 +443,52 @@ impl QemuLab {
             to_active,
             to_marker: t.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The node's trace (the seed's messages), in seconds from its latest "set instance_info":
+    /// `(seconds, from, to, label)`.
+    pub async fn steps(&self, id: &str) -> Result<Vec<(f64, String, String, String)>, LabError> {
+        let t = self.expect(reqwest::Method::GET, &format!("/ferric/trace/{id}"), None, 200).await?;
+        let events: Vec<(u64, String, String, String)> = t["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                        (e["at_ms"].as_u64().unwrap_or(0), s("from"), s("to"), s("label"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let start = events.iter().rposition(|e| e.3 == crate::trace::seed::SET_INSTANCE_INFO).unwrap_or(0);
+        let base = events.get(start).map_or(0, |e| e.0);
+        Ok(events[start..]
+            .iter()
+            .map(|(at, f, t, l)| (at.saturating_sub(base) as f64 / 1000.0, f.clone(), t.clone(), l.clone()))
+            .collect())
+    }
+
+    /// Forwards TCP connections to `host_addr` (bound here, outside the namespace) to the API
+    /// inside it, so clients on the host (`baremetal`) reach the lab. Returns the bound address.
+    pub fn forward_api(&self, host_addr: std::net::SocketAddr) -> Result<std::net::SocketAddr, LabError> {
+        let listener = std::net::TcpListener::bind(host_addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let rt = self.rt.as_ref().expect("runtime lives as long as the lab");
+        rt.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!(error = %e, "API forwarder"),
+            };
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    // Connected from a runtime thread, so inside the namespace.
+                    if let Ok(mut api) = tokio::net::TcpStream::connect((HOST, 6385)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut api).await;
+                    }
+                });
+            }
+        });
+        Ok(addr)
     }
 }
