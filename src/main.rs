@@ -104,12 +104,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.qemu {
         init_tracing("human", "warn");
         let forward = args.api_bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6385)));
-        let dir = match args.data_dir {
-            Some(d) => d,
-            None => tempfile::Builder::new().prefix("ferric-qemu-").tempdir_in("/tmp")?.keep(),
+        let (dir, scratch) = match args.data_dir {
+            Some(d) => (d, false),
+            None => (tempfile::Builder::new().prefix("ferric-qemu-").tempdir_in("/tmp")?.keep(), true),
         };
         // The lab runs its own runtime inside the namespace; start it off this one.
-        let lab = std::thread::spawn(move || ferric::lab::qemu_cli::serve(usize::from(n), dir, forward));
+        let lab = std::thread::spawn(move || ferric::lab::qemu_cli::serve(usize::from(n), dir, scratch, forward));
         return match lab.join() {
             Ok(r) => Ok(r?),
             Err(_) => Err(anyhow::anyhow!("the QEMU lab panicked")),

@@ -3,9 +3,12 @@
 //! runs the real `ferric-agent`, by both flows, in a private network namespace.
 //!
 //! The tests run one at a time (each lab already uses both cores under TCG). Timings are printed
-//! (`TIMING ...` lines, `cargo test --test vm_deploy -- --nocapture`), not asserted.
+//! (`TIMING ...` lines, `cargo test --test vm_deploy -- --nocapture`), not asserted. The direct
+//! deploy is also compared with the simulated fleet's (`scenarios/happy-direct.toml`): same steps,
+//! same order.
 
 use ferric::lab::qemu::{Flow, LabOptions, QemuLab};
+use ferric::scenario::{RunOptions, Scenario};
 use ferric::trace::seed;
 use ferric_sim::machine::Machine;
 use serde_json::{Value, json};
@@ -50,12 +53,30 @@ fn read_at(path: &std::path::Path, offset: u64, len: usize) -> Vec<u8> {
     buf
 }
 
+/// The seed's messages of a trace without the polling exchange, repeats (DHCP retried, the two
+/// PXE stages) folded, from the deploy request on.
+fn normalize(events: Vec<(String, String, String)>) -> Vec<(String, String, String)> {
+    let start = events.iter().position(|e| e.2 == seed::SET_INSTANCE_INFO).unwrap_or(0);
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for e in events.into_iter().skip(start) {
+        if e.2 == seed::IS_DEPLOY_DONE || e.2 == seed::STILL_WORKING {
+            continue;
+        }
+        let n = out.len();
+        if (n >= 1 && out[n - 1] == e) || (n >= 2 && out[n - 2] == e) {
+            continue;
+        }
+        out.push(e);
+    }
+    out
+}
+
 #[test]
 fn direct_deploy_boots_from_disk_then_undeploy_cleans_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (lab, _dir) = lab(1, 180);
     let fx = lab.fixtures.clone();
-    lab.block_on(async {
+    let (id, steps) = lab.block_on(async {
         let image = lab.upload("raw", &fx.whole_disk_raw, "raw").await.unwrap();
         let id = lab.enroll(0, Flow::Direct, Value::Null).await.unwrap();
         let t = lab.deploy(0, &id, &image, Flow::Direct).await.unwrap();
@@ -67,10 +88,23 @@ fn direct_deploy_boots_from_disk_then_undeploy_cleans_it() {
         assert_eq!(node["power_state"], "power on");
         assert!(node["last_error"].is_null(), "{node}");
         // The image went onto the VM's disk: its MBR is the fixture's.
-        let vm = &lab.vms[0];
-        assert_eq!(read_at(&vm.disk, 0, 512), read_at(&fx.whole_disk_raw, 0, 512));
+        assert_eq!(read_at(&lab.vms[0].disk, 0, 512), read_at(&fx.whole_disk_raw, 0, 512));
+        (id, steps)
+    });
 
+    // Fidelity: the simulated fleet's happy path records the same steps in the same order.
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/happy-direct.toml");
+    let scenario = Scenario::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let out = ferric::scenario::run(&scenario, &RunOptions::default()).unwrap();
+    assert!(out.report.passed);
+    let (_, events) = out.deploy.expect("the scenario deploys");
+    let sim = events.iter().map(|e| (e.from.as_str().to_string(), e.to.as_str().to_string(), e.label.clone()));
+    let vm = steps.into_iter().map(|(_, f, t, l)| (f, t, l));
+    assert_eq!(normalize(vm.collect()), normalize(sim.collect()), "QEMU vs simulated deploy");
+
+    lab.block_on(async {
         // Undeploy with cleaning: the ramdisk boots again and erases the disk's metadata.
+        let vm = &lab.vms[0];
         lab.patch(&id, json!([{"op": "replace", "path": "/automated_clean", "value": true}])).await.unwrap();
         let t0 = std::time::Instant::now();
         lab.provision(&id, json!({"target": "deleted"})).await.unwrap();

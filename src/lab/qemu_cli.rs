@@ -119,7 +119,8 @@ fn deploy(args: &DeployArgs) -> Result<Vec<VmReport>, LabError> {
 
 /// `ferric serve --qemu N`: the lab with N VMs enrolled and `available`, the instance images
 /// uploaded, the API forwarded to `forward` on the host; runs until interrupted.
-pub fn serve(vms: usize, dir: PathBuf, forward: std::net::SocketAddr) -> Result<(), LabError> {
+/// `scratch`: the directory was made for this run and goes with it.
+pub fn serve(vms: usize, dir: PathBuf, scratch: bool, forward: std::net::SocketAddr) -> Result<(), LabError> {
     let lab = QemuLab::start(LabOptions::new(vms, &dir))?;
     let forwarded = lab.forward_api(forward)?;
     let (raw, qcow2) = (lab.fixtures.whole_disk_raw.clone(), lab.fixtures.whole_disk_qcow2.clone());
@@ -149,7 +150,22 @@ pub fn serve(vms: usize, dir: PathBuf, forward: std::net::SocketAddr) -> Result<
     );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let _ = tokio::signal::ctrl_c().await;
+        // SIGINT or SIGTERM: return, so the lab's drop stops the VMs and removes the namespace.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     });
+    drop(lab);
+    if scratch {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
