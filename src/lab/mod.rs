@@ -11,8 +11,8 @@
 pub mod bridge;
 pub mod disk;
 pub mod firmware;
-pub mod machine;
 pub mod iscsi;
+pub mod machine;
 pub mod net;
 pub mod qemu;
 pub mod sim;

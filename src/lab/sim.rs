@@ -11,10 +11,12 @@ use super::disk::{ContentPool, SimDisk};
 use super::machine::{KnownImage, LabShared, Profile, SimNode};
 use super::net::{self, PortHostTable, SimNet};
 use crate::agent::TowerHttp;
+use crate::agent::client::{AgentClient, AgentClientConfig};
 use crate::clock::Clock;
 use crate::conductor::ConductorConfig;
 use crate::config::Config;
 use crate::db::Db;
+use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::ipmitool::{self, PowerTiming};
 use crate::drivers::iscsi_deploy::IscsiDeploy;
 use crate::images::{CreateImage, DiskFormat, ImageService, ImageStore};
@@ -256,8 +258,19 @@ fn build_service(
     let customize = config.customize.clone();
     let wiring = wiring.clone();
     let iscsi = c.iscsi.clone();
+    let agent_config = c.agent.clone();
     Ok(Service::build(c, db.clone(), clock.clone(), trace.clone(), move |p| {
         ipmitool::register(&mut p.registry, pool, timing);
+        // Agent-based deploys (`direct`, `iscsi`) reach agents and the image store through the
+        // in-memory network, with ferric's own agent client.
+        let http: Arc<dyn crate::agent::HttpClient> = Arc::new(wiring.http.clone());
+        p.env.agent = Some(Arc::new(AgentEnv {
+            client: AgentClient::new(http.clone(), AgentClientConfig::default()),
+            http,
+            images: Some(wiring.images.clone()),
+            image_url_base: net::images_url(),
+            config: agent_config,
+        }));
         let connector = Arc::new(super::iscsi::SimIscsiConnector { portals: wiring.portals.clone() });
         p.registry.register_deploy("iscsi", Arc::new(IscsiDeploy { connector, config: iscsi.clone() }));
         if let Some(f) = customize {

@@ -12,7 +12,6 @@ use crate::images::DiskFormat;
 use crate::lab::machine::{AgentStep, Os, Profile, Timings};
 use crate::lab::sim::{Customize, LabConfig, LabError, MachineSpec, SimLab, api_call};
 use crate::models::{NodeId, PowerState, ProvisionState};
-use crate::trace::Actor;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
@@ -43,6 +42,8 @@ pub enum RunError {
 
 /// Longest a run may go on in virtual time when the scenario sets no limit.
 const DEFAULT_LIMIT: Duration = Duration::from_secs(48 * 3600);
+/// Longest the runner waits, once the nodes have settled, for machines to finish booting.
+const MACHINE_SETTLE_SECS: f64 = 900.0;
 /// Retries of one API call that meets a busy conductor (503) or a locked node (409).
 const API_RETRIES: u32 = 600;
 
@@ -417,6 +418,18 @@ impl Runner {
                 break;
             }
         }
+        // Machines still in their firmware (POST, a disk boot on its way to the instance) get
+        // to finish booting, within a bound.
+        let boot_deadline = self.elapsed() + MACHINE_SETTLE_SECS;
+        while self.lab.nodes.iter().any(|m| m.os() == Os::Firmware)
+            && self.elapsed() < boot_deadline
+            && !self.over_limit()
+        {
+            if let Err(e) = self.step().await {
+                errors.push(e.to_string());
+                break;
+            }
+        }
         self.lab.service.conductor.wait_idle().await;
         let virtual_secs = self.elapsed();
         self.report(virtual_secs, wall.elapsed().as_secs_f64(), errors)
@@ -467,9 +480,7 @@ impl Runner {
             }
             let calls = self.calls_for(a, i)?;
             let http = self.lab.net.http.clone();
-            let trace = self.lab.trace.clone();
-            let id = self.node_ids[i];
-            set.spawn(async move { (i, submit(&http, &trace, id, calls).await) });
+            set.spawn(async move { (i, submit(&http, calls).await) });
             if matches!(a.kind, ActionKind::Deploy | ActionKind::Rebuild) {
                 let now = self.start.elapsed().as_millis() as u64;
                 self.deploy_windows.insert(i, (now, u64::MAX));
@@ -511,13 +522,13 @@ impl Runner {
     fn calls_for(&self, a: &ActionSpec, i: usize) -> Result<Vec<Call>, RunError> {
         let id = self.node_ids[i];
         let prov = format!("/v1/nodes/{id}/states/provision");
-        let put = |target: &str| Call::new(http::Method::PUT, &prov, Some(json!({"target": target})), None);
+        let put = |target: &str| Call::new(http::Method::PUT, &prov, Some(json!({"target": target})));
         Ok(match a.kind {
             ActionKind::Manage => vec![put("manage")],
             ActionKind::Provide => vec![put("provide")],
             ActionKind::Undeploy => vec![
                 put("deleted"),
-                Call::new(http::Method::DELETE, &format!("/v1/nodes/{id}/vifs/{}", self.vif_ids[i]), None, None)
+                Call::new(http::Method::DELETE, &format!("/v1/nodes/{id}/vifs/{}", self.vif_ids[i]), None)
                     .tolerate(&[400, 404]),
             ],
             ActionKind::Power => {
@@ -532,7 +543,6 @@ impl Runner {
                     http::Method::PUT,
                     &format!("/v1/nodes/{id}/states/power"),
                     Some(json!({"target": target})),
-                    None,
                 )]
             }
             ActionKind::Deploy | ActionKind::Rebuild => {
@@ -552,18 +562,8 @@ impl Runner {
                     target["configdrive"] = json!(cd);
                 }
                 let mut calls = vec![
-                    Call::new(
-                        http::Method::PATCH,
-                        &format!("/v1/nodes/{id}"),
-                        Some(Value::Array(patch)),
-                        Some("Set instance_info (image_source, root_gb, etc.)"),
-                    ),
-                    Call::new(
-                        http::Method::GET,
-                        &format!("/v1/nodes/{id}/validate"),
-                        None,
-                        Some("Validate power and deploy interfaces"),
-                    ),
+                    Call::new(http::Method::PATCH, &format!("/v1/nodes/{id}"), Some(Value::Array(patch))),
+                    Call::new(http::Method::GET, &format!("/v1/nodes/{id}/validate"), None),
                 ];
                 if a.kind == ActionKind::Deploy {
                     calls.push(
@@ -571,17 +571,11 @@ impl Runner {
                             http::Method::POST,
                             &format!("/v1/nodes/{id}/vifs"),
                             Some(json!({"id": self.vif_ids[i]})),
-                            Some("Plug VIFs to the node"),
                         )
                         .tolerate(&[409]),
                     );
                 }
-                calls.push(Call::new(
-                    http::Method::PUT,
-                    &prov,
-                    Some(target),
-                    Some("Set provision_state, optionally pass configdrive"),
-                ));
+                calls.push(Call::new(http::Method::PUT, &prov, Some(target)));
                 calls
             }
             ActionKind::Enroll | ActionKind::Wait => Vec::new(),
@@ -798,15 +792,13 @@ struct Call {
     method: http::Method,
     path: String,
     body: Option<Value>,
-    /// The seed's Nova → API message this call is.
-    label: Option<&'static str>,
     /// Error statuses that are fine (a VIF already attached, already detached).
     tolerated: Vec<u16>,
 }
 
 impl Call {
-    fn new(method: http::Method, path: &str, body: Option<Value>, label: Option<&'static str>) -> Call {
-        Call { method, path: path.to_string(), body, label, tolerated: Vec::new() }
+    fn new(method: http::Method, path: &str, body: Option<Value>) -> Call {
+        Call { method, path: path.to_string(), body, tolerated: Vec::new() }
     }
     fn tolerate(mut self, codes: &[u16]) -> Call {
         self.tolerated = codes.to_vec();
@@ -815,17 +807,10 @@ impl Call {
 }
 
 /// Makes the calls in order, retrying 503 (no free worker) and 409 (node locked).
-async fn submit(
-    http: &TowerHttp,
-    trace: &crate::trace::Recorder,
-    node: NodeId,
-    calls: Vec<Call>,
-) -> (u64, Option<String>) {
+/// (The API records the seed's Nova → API messages itself.)
+async fn submit(http: &TowerHttp, calls: Vec<Call>) -> (u64, Option<String>) {
     let mut retries = 0u64;
     for c in calls {
-        if let Some(l) = c.label {
-            trace.record(node, Actor::Nova, Actor::Api, l);
-        }
         let mut attempt = 0;
         loop {
             match api_call(http, c.method.clone(), &c.path, c.body.clone()).await {
