@@ -44,6 +44,8 @@ pub enum RunError {
 const DEFAULT_LIMIT: Duration = Duration::from_secs(48 * 3600);
 /// Longest the runner waits, once the nodes have settled, for machines to finish booting.
 const MACHINE_SETTLE_SECS: f64 = 900.0;
+/// Longest the runner waits at the end for the conductor's periodic tasks to release locks.
+const QUIET_SECS: f64 = 300.0;
 /// Retries of one API call that meets a busy conductor (503) or a locked node (409).
 const API_RETRIES: u32 = 600;
 
@@ -429,6 +431,11 @@ impl Runner {
                 errors.push(e.to_string());
                 break;
             }
+        }
+        // Periodic tasks (power sync) lock nodes briefly; the checks look at a quiet conductor.
+        let quiet_deadline = self.elapsed() + QUIET_SECS;
+        while self.lab.db.count_reserved().unwrap_or(0) > 0 && self.elapsed() < quiet_deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         self.lab.service.conductor.wait_idle().await;
         let virtual_secs = self.elapsed();
