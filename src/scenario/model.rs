@@ -21,7 +21,7 @@
 //!
 //! [[faults]]
 //! kind = "bmc_packet_loss"    # see FaultKind
-//! nodes = "0-1"               # or fraction = 0.05, or count = 3 (seeded pick)
+//! nodes = "0-1"               # default all; fraction = 0.05 or count = 3: a seeded pick among them
 //! rate = 0.2
 //! from_secs = 0               # window in virtual seconds from the start (default: whole run)
 //! until_secs = 600
@@ -244,8 +244,8 @@ impl FaultKind {
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     pub kind: FaultKind,
-    /// Which machines: `all`, `3`, `0-9`, `0,2,5`, `profile:NAME` (default: all, or the pick
-    /// given by `fraction`/`count`).
+    /// Which machines: `all`, `3`, `0-9`, `0,2,5`, `profile:NAME` (default: all); with
+    /// `fraction` or `count`, the seeded pick is made among these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
     /// A seeded random share of the machines.

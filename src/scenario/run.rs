@@ -189,24 +189,26 @@ impl Runner {
         let vif_ids: Vec<String> = (0..n).map(|_| uuid_from(&mut rng).to_string()).collect();
         let mut faults = Vec::new();
         for f in &s.faults {
-            let nodes = match (&f.nodes, f.fraction, f.count) {
-                (Some(sel), _, _) => {
-                    NodeSel::parse(sel).map_err(super::model::ScenarioError::Invalid)?.resolve(n, &names)
+            // The machines named by `nodes` (default all), then a seeded pick among them when a
+            // `fraction` or `count` is given.
+            let base = match &f.nodes {
+                Some(sel) => NodeSel::parse(sel).map_err(super::model::ScenarioError::Invalid)?.resolve(n, &names),
+                None => (0..n).collect::<Vec<usize>>(),
+            };
+            let nodes = if f.fraction.is_some() || f.count.is_some() {
+                let m = base.len();
+                let k = f.count.unwrap_or_else(|| (f.fraction.unwrap_or(0.0) * m as f64).round() as usize).min(m);
+                // A seeded partial Fisher-Yates pick.
+                let mut idx = base;
+                for i in 0..k {
+                    let j = rng.random_range(i..m);
+                    idx.swap(i, j);
                 }
-                (None, fraction, count) if fraction.is_some() || count.is_some() => {
-                    let k = count.unwrap_or_else(|| ((fraction.unwrap_or(0.0) * n as f64).round() as usize).min(n));
-                    // A seeded partial Fisher-Yates pick.
-                    let mut idx: Vec<usize> = (0..n).collect();
-                    let k = k.min(n);
-                    for i in 0..k {
-                        let j = rng.random_range(i..n);
-                        idx.swap(i, j);
-                    }
-                    let mut v = idx[..k].to_vec();
-                    v.sort_unstable();
-                    v
-                }
-                _ => (0..n).collect(),
+                let mut v = idx[..k].to_vec();
+                v.sort_unstable();
+                v
+            } else {
+                base
             };
             faults.push(Fault { spec: f.clone(), nodes, active: false, fired_at: None });
         }
@@ -239,6 +241,7 @@ impl Runner {
             conductor,
             ipmi: s.ipmi.clone(),
             assume_ramdisk: super::wiring::assume_ramdisk(&s.sim.boot_interface),
+            real_boot: super::wiring::real_boot(&s.sim.boot_interface),
             trace_capacity: s.sim.trace_capacity,
             customize: Some(customize),
             ..LabConfig::default()
