@@ -40,6 +40,7 @@ fn fleet_variant() -> Scenario {
         ("\"0-499\"", "\"0-49\""),
         ("\"500-999\"", "\"50-99\""),
         ("active = 950", "active = 95"),
+        ("\"deploy failed\" = 35", "\"deploy failed\" = 3"),
         ("\"deploy failed\" = 40", "\"deploy failed\" = 4"),
     ] {
         assert!(text.contains(from), "fleet-1000-mixed.toml no longer has {from:?}");

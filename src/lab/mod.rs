@@ -7,6 +7,7 @@
 //! - [`boot`]: ferric's `pxe`/`ipxe` boot interfaces wired into a lab.
 //! - [`bridge`]: file-touching routers called synchronously, for determinism.
 //! - [`firmware`]: how iPXE and pxelinux read ferric's boot configs.
+//! - [`serve_sim`]: `ferric serve --sim N`.
 //! - [`vbmc`]: `ferric vbmc`, and the in-memory IPMI connector.
 
 pub mod boot;
@@ -17,5 +18,6 @@ pub mod iscsi;
 pub mod machine;
 pub mod net;
 pub mod qemu;
+pub mod serve_sim;
 pub mod sim;
 pub mod vbmc;
