@@ -9,7 +9,7 @@ use crate::conductor::ConductorConfig;
 use crate::conductor::states;
 use crate::db::NodeFilter;
 use crate::images::DiskFormat;
-use crate::lab::machine::{AgentStep, Os, Profile, Timings};
+use crate::lab::machine::{AgentStep, Os, Profile};
 use crate::lab::sim::{Customize, LabConfig, LabError, MachineSpec, SimLab, api_call};
 use crate::models::{NodeId, PowerState, ProvisionState};
 use rand::rngs::StdRng;
@@ -143,7 +143,9 @@ fn profiles_of(s: &Scenario) -> Vec<Arc<Profile>> {
     let n = s.fleet.count;
     let specs = &s.fleet.profiles;
     if specs.is_empty() {
-        return vec![Arc::new(Profile::default()); n];
+        // One profile shared by every machine.
+        let p = Arc::new(Profile::default());
+        return (0..n).map(|_| p.clone()).collect();
     }
     let to_profile = |p: &super::model::ProfileSpec| {
         let d = Profile::default();
@@ -155,7 +157,7 @@ fn profiles_of(s: &Scenario) -> Vec<Arc<Profile>> {
             nics: p.nics.unwrap_or(d.nics).clamp(1, 8),
             firmware: p.firmware.unwrap_or(d.firmware),
             boot_order: p.boot_order.clone().unwrap_or(d.boot_order),
-            timings: p.timings.clone().unwrap_or_else(Timings::default),
+            timings: p.timings.clone().unwrap_or_default(),
         })
     };
     let built: Vec<Arc<Profile>> = specs.iter().map(to_profile).collect();

@@ -217,10 +217,7 @@ mod tests {
         for item in &seed {
             if let SeedItem::Message { from, to, label } = item {
                 // Restore the lost line breaks as spaces: what a recorder writes.
-                let mut l = label.clone();
-                for (bad, good) in [("PXEnenvironment forndeployment", "PXE environment for deployment")] {
-                    l = l.replace(bad, good);
-                }
+                let l = label.replace("PXEnenvironment forndeployment", "PXE environment for deployment");
                 rec.push(ev(*from, *to, &l));
             }
         }
