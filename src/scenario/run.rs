@@ -110,6 +110,8 @@ struct Runner {
     /// Virtual window of each machine's last deploy (for the diagram).
     deploy_windows: BTreeMap<usize, (u64, u64)>,
     enrolled: Vec<bool>,
+    /// The last action on machine i was a power action (see [`super::invariants::check`]).
+    powered: Vec<bool>,
 }
 
 fn uuid_from(rng: &mut StdRng) -> uuid::Uuid {
@@ -283,6 +285,7 @@ impl Runner {
             actions: Vec::new(),
             deploy_windows: BTreeMap::new(),
             enrolled: vec![false; n],
+            powered: vec![false; n],
         })
     }
 
@@ -442,6 +445,23 @@ impl Runner {
         while self.lab.db.count_reserved().unwrap_or(0) > 0 && self.elapsed() < quiet_deadline {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        // A power action that failed (a BMC that stopped answering) leaves the recorded power
+        // state behind the machine's until the power-sync task catches up: give it a few rounds.
+        let sync = self.lab.service.config.conductor.sync_power_state_interval.max(1) as f64;
+        let sync_deadline = self.elapsed() + 3.0 * sync + 30.0;
+        while !super::invariants::power_mismatches(&self.lab, &self.records()).is_empty()
+            && self.elapsed() < sync_deadline
+            && !self.over_limit()
+        {
+            if let Err(e) = self.step().await {
+                errors.push(e.to_string());
+                break;
+            }
+        }
+        let quiet_deadline = self.elapsed() + QUIET_SECS;
+        while self.lab.db.count_reserved().unwrap_or(0) > 0 && self.elapsed() < quiet_deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         self.lab.service.conductor.wait_idle().await;
         let virtual_secs = self.elapsed();
         self.report(virtual_secs, wall.elapsed().as_secs_f64(), errors)
@@ -503,8 +523,14 @@ impl Runner {
             while let Some(r) = set.try_join_next() {
                 if let Ok((i, (retries, err))) = r {
                     outcome.retries += retries;
-                    if let Some(e) = err {
-                        push_err(&mut outcome.errors, format!("node-{i}: {e}"));
+                    match err {
+                        Some(e) => push_err(&mut outcome.errors, format!("node-{i}: {e}")),
+                        // Accepted: it is now the node's last action.
+                        None => {
+                            if let Some(p) = self.powered.get_mut(i) {
+                                *p = a.kind == ActionKind::Power;
+                            }
+                        }
                     }
                 }
             }
@@ -601,10 +627,8 @@ impl Runner {
         for s in &summaries {
             *states.entry(s.provision_state.to_string()).or_default() += 1;
         }
-        let records: Vec<Option<crate::models::Node>> = (0..self.s.fleet.count)
-            .map(|i| if self.enrolled[i] { lab.db.get_node_by_uuid(self.node_ids[i]).ok() } else { None })
-            .collect();
-        let invariants = super::invariants::check(lab, &records);
+        let records = self.records();
+        let invariants = super::invariants::check(lab, &records, &self.powered);
         let mut expectations = Vec::new();
         let e = &self.s.expect;
         if let Some(m) = e.max_virtual_secs {
@@ -762,6 +786,13 @@ impl Runner {
             expectations,
             invariants,
         }
+    }
+
+    /// Machine i's node record (None when not enrolled).
+    fn records(&self) -> Vec<Option<crate::models::Node>> {
+        (0..self.s.fleet.count)
+            .map(|i| if self.enrolled[i] { self.lab.db.get_node_by_uuid(self.node_ids[i]).ok() } else { None })
+            .collect()
     }
 
     /// The recorded events of machine `i`'s last deploy.
