@@ -15,6 +15,18 @@
 //! [fleet.bmc]                 # fault knobs every BMC starts with
 //! latency_ms = 1
 //!
+//! [sim]                       # optional
+//! boot_interface = "ipxe"     # ferric's ipxe (default) or pxe boot interface; "fake": none
+//! byte_scale = 65536          # virtual bytes per real byte of image and disk data
+//! diagram_node = 0            # whose deploy --diagram draws
+//!
+//! [conductor]                 # optional: any ConductorConfig option (Ironic's names)
+//! automated_clean = false
+//! deploy_callback_timeout = 900
+//!
+//! [ipmi]                      # optional: the conductor's IPMI client timing
+//! retries = 6
+//!
 //! [[images]]
 //! name = "ubuntu"
 //! size_mb = 2048              # virtual size (scaled down by sim.byte_scale in memory)
