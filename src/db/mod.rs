@@ -4,14 +4,14 @@
 //! them directly rather than hopping to a blocking pool. One writer connection serialises writes;
 //! a small pool of reader connections serves the API's reads in parallel.
 
-mod dhcp;
 mod extras;
+mod dhcp;
 mod migrations;
 mod nodes;
 mod others;
 
-pub use dhcp::LeaseRow;
 pub use extras::{AllocationFilter, Page, SORT_KEY_ERROR};
+pub use dhcp::LeaseRow;
 pub use nodes::{NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
 pub use others::{PORT_SORT_KEYS, PortQuery};
 

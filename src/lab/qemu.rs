@@ -267,12 +267,7 @@ impl QemuLab {
     }
 
     /// One API call; `(status, body)`.
-    pub async fn req(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), LabError> {
+    pub async fn req(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), LabError> {
         let mut r = self.http.request(method, format!("{API_URL}{path}"));
         if let Some(b) = body {
             r = r.json(&b);
@@ -283,13 +278,7 @@ impl QemuLab {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
-    async fn expect(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-        want: u16,
-    ) -> Result<Value, LabError> {
+    async fn expect(&self, method: reqwest::Method, path: &str, body: Option<Value>, want: u16) -> Result<Value, LabError> {
         let (s, b) = self.req(method.clone(), path, body).await?;
         if s != want {
             return Err(LabError::Api(format!("{method} {path}: {s} {b}")));
