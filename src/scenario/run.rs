@@ -504,7 +504,10 @@ impl Runner {
             outcome.virtual_secs = self.elapsed() - t0;
             return Ok(outcome);
         }
-        // Submit per machine, concurrently, each retrying a busy conductor or a locked node.
+        // Submit per machine, concurrently, each retrying a busy conductor or a locked node; at
+        // most as many clients at once as the conductor has workers (as a bounded client pool
+        // would), so a large fleet does not turn into a storm of 503 retries.
+        let gate = Arc::new(tokio::sync::Semaphore::new(self.lab.service.config.conductor.workers.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for &i in &sel {
             if !self.enrolled[i] {
@@ -512,7 +515,11 @@ impl Runner {
             }
             let calls = self.calls_for(a, i)?;
             let http = self.lab.net.http.clone();
-            set.spawn(async move { (i, submit(&http, calls).await) });
+            let gate = gate.clone();
+            set.spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                (i, submit(&http, calls).await)
+            });
             if matches!(a.kind, ActionKind::Deploy | ActionKind::Rebuild) {
                 let now = self.start.elapsed().as_millis() as u64;
                 self.deploy_windows.insert(i, (now, u64::MAX));
