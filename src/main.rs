@@ -67,6 +67,13 @@ struct ServeArgs {
     /// enrolled and available; the API is forwarded to --api-bind (default 127.0.0.1:6385).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
     qemu: Option<u8>,
+    /// Start with N simulated machines enrolled and available (virtual BMCs, in-process agents,
+    /// an image uploaded; state in memory): see `ferric::lab::serve_sim`.
+    #[arg(long, value_name = "N")]
+    sim: Option<usize>,
+    /// With --sim: UDP port of machine 0's BMC on 127.0.0.1 (machine i: PORT+i); 0 for in-memory links.
+    #[arg(long, value_name = "PORT", default_value_t = 6230)]
+    sim_bmc_port: u16,
 }
 
 fn init_tracing(format: &str, level: &str) {
@@ -115,6 +122,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(_) => Err(anyhow::anyhow!("the QEMU lab panicked")),
         };
     }
+    let (sim, sim_bmc_port) = (args.sim, args.sim_bmc_port);
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(b) = args.api_bind {
         config.api.bind = b;
@@ -135,6 +143,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     dhcp.range = args.dhcp_range.or(dhcp.range.take());
     dhcp.interface = args.dhcp_interface.or(dhcp.interface.take());
     init_tracing(&config.log.format, &config.log.level);
+    if let Some(machines) = sim {
+        let opts = ferric::lab::serve_sim::SimServeOptions { machines, bmc_base_port: sim_bmc_port, image_mb: 512 };
+        // The lab runs on its own current-thread runtime (real clock), off this one.
+        tokio::task::spawn_blocking(move || ferric::lab::serve_sim::run(config, opts)).await??;
+        return Ok(());
+    }
     let service = Service::open(config).context("starting ferric")?;
     service.serve(shutdown_signal()).await?;
     Ok(())

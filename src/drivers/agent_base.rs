@@ -438,12 +438,14 @@ async fn start_clean_step(
 
 /// Leaves cleaning: power off, ramdisk boot config and cleaning network removed.
 pub(crate) async fn tear_down_cleaning(task: &mut Task) -> Result<(), DriverError> {
-    node_power_action(task, PowerTarget::Off, None).await?;
+    // Every step is attempted even when an earlier one fails, so a BMC that stopped answering
+    // does not leave the node on the cleaning network with its DHCP entry; the first error wins.
+    let power = node_power_action(task, PowerTarget::Off, None).await;
     let boot = task.driver.boot.clone();
-    boot.clean_up_ramdisk(task).await?;
+    let ramdisk = boot.clean_up_ramdisk(task).await;
     let net = task.driver.network.clone();
-    net.remove_cleaning_network(task).await?;
+    let network = net.remove_cleaning_network(task).await;
     set_phase(task, None);
     task.node.driver_internal_info.remove(CLEAN_STEP_INDEX);
-    Ok(())
+    power.and(ramdisk).and(network)
 }

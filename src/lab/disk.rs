@@ -212,11 +212,13 @@ impl SimDisk {
         }
     }
 
-    async fn transfer_delay(&self, len: u64) {
+    /// Waits for `len` real bytes to cross the disk (`scaled`: each stands for `scale` virtual
+    /// ones; zero fills such as metadata wipes have absolute sizes and are not scaled).
+    async fn transfer_delay(&self, len: u64, scaled: bool) {
         if self.bandwidth == 0 || len == 0 {
             return;
         }
-        let virt = len.saturating_mul(self.scale);
+        let virt = if scaled { len.saturating_mul(self.scale) } else { len };
         let d = Duration::from_secs_f64(virt as f64 / self.bandwidth as f64);
         let until = {
             let mut b = self.busy_until.lock();
@@ -277,8 +279,15 @@ impl BlockDevice for SimDisk {
     async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()> {
         let len = data.len() as u64;
         self.admit(offset, len)?;
-        self.transfer_delay(len).await;
+        // Image data is scaled down by the lab; a block of zeros (a metadata wipe of a fixed
+        // span) is not, so it costs its own length and stays sparse.
+        let zeros = data.iter().all(|b| *b == 0);
+        self.transfer_delay(len, !zeros).await;
         if len == 0 {
+            return Ok(());
+        }
+        if zeros {
+            Self::punch(&mut self.extents.lock(), offset, offset + len);
             return Ok(());
         }
         let piece = self.pool.intern(&data);

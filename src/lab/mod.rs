@@ -4,10 +4,13 @@
 //! - [`machine`]: what a simulated machine does when it powers on (firmware, PXE, agent, disk boot).
 //! - [`net`]: the in-memory provisioning network (HTTP hosts, DHCP segments).
 //! - [`disk`]: sparse in-memory disks.
+//! - [`boot`]: ferric's `pxe`/`ipxe` boot interfaces wired into a lab.
 //! - [`bridge`]: file-touching routers called synchronously, for determinism.
 //! - [`firmware`]: how iPXE and pxelinux read ferric's boot configs.
+//! - [`serve_sim`]: `ferric serve --sim N`.
 //! - [`vbmc`]: `ferric vbmc`, and the in-memory IPMI connector.
 
+pub mod boot;
 pub mod bridge;
 pub mod disk;
 pub mod firmware;
@@ -16,5 +19,6 @@ pub mod machine;
 pub mod net;
 pub mod qemu;
 pub mod qemu_cli;
+pub mod serve_sim;
 pub mod sim;
 pub mod vbmc;

@@ -102,7 +102,8 @@ impl SimNet {
                 let mut c = DhcpConfig::new(
                     SERVER_IP,
                     (Ipv4Addr::new(192, 0, 2, 20), Ipv4Addr::new(192, 0, 2, 250)),
-                    format!("{}/{{mac}}.ipxe", boot_url()),
+                    // As `ferric serve` hands it out (`BootLayout::ipxe_script_url_template`).
+                    format!("{}/pxelinux.cfg/{{mac}}", boot_url()),
                 );
                 c.lease_time = std::time::Duration::from_secs(3600);
                 DhcpHandler::new(c, hosts.clone(), Arc::new(MemoryLeaseStore::new()))

@@ -11,10 +11,12 @@ use super::disk::{ContentPool, SimDisk};
 use super::machine::{KnownImage, LabShared, Profile, SimNode};
 use super::net::{self, PortHostTable, SimNet};
 use crate::agent::TowerHttp;
+use crate::agent::client::{AgentClient, AgentClientConfig};
 use crate::clock::Clock;
 use crate::conductor::ConductorConfig;
 use crate::config::Config;
 use crate::db::Db;
+use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::ipmitool::{self, PowerTiming};
 use crate::drivers::iscsi_deploy::IscsiDeploy;
 use crate::images::{CreateImage, DiskFormat, ImageService, ImageStore};
@@ -109,6 +111,11 @@ pub struct LabConfig {
     pub transport: BmcTransport,
     /// Boot the ramdisk right after DHCP (the `fake` boot interface serves no boot files).
     pub assume_ramdisk: bool,
+    /// Register ferric's `pxe`/`ipxe` boot interfaces (see [`super::boot`]): the machines' DHCP
+    /// answers come from the options they write, and the machines read the configs they write.
+    pub real_boot: bool,
+    /// Real time instead of a virtual clock starting at [`EPOCH_UNIX`] (`ferric serve --sim`).
+    pub real_clock: bool,
     /// Trace events kept in full (the hash covers all of them).
     pub trace_capacity: usize,
     /// Extra service wiring (deploy and boot interfaces, and what they need), re-run when the
@@ -126,6 +133,8 @@ impl Default for LabConfig {
             ipmi: IpmiTiming::default(),
             transport: BmcTransport::Channel,
             assume_ramdisk: true,
+            real_boot: false,
+            real_clock: false,
             trace_capacity: 200_000,
             customize: None,
         }
@@ -148,6 +157,8 @@ pub struct LabWiring {
     pub workdir: PathBuf,
     /// The agents' iSCSI portals, reached by the conductor's `iscsi` deploy over in-memory streams.
     pub portals: Arc<super::iscsi::Portals>,
+    /// The boot environment of ferric's `pxe`/`ipxe` interfaces (with [`LabConfig::real_boot`]).
+    pub boot: Option<Arc<crate::drivers::pxe_boot::BootEnv>>,
 }
 
 /// Errors building or driving a lab.
@@ -256,10 +267,24 @@ fn build_service(
     let customize = config.customize.clone();
     let wiring = wiring.clone();
     let iscsi = c.iscsi.clone();
+    let agent_config = c.agent.clone();
     Ok(Service::build(c, db.clone(), clock.clone(), trace.clone(), move |p| {
         ipmitool::register(&mut p.registry, pool, timing);
+        // Agent-based deploys (`direct`, `iscsi`) reach agents and the image store through the
+        // in-memory network, with ferric's own agent client.
+        let http: Arc<dyn crate::agent::HttpClient> = Arc::new(wiring.http.clone());
+        p.env.agent = Some(Arc::new(AgentEnv {
+            client: AgentClient::new(http.clone(), AgentClientConfig::default()),
+            http,
+            images: Some(wiring.images.clone()),
+            image_url_base: net::images_url(),
+            config: agent_config,
+        }));
         let connector = Arc::new(super::iscsi::SimIscsiConnector { portals: wiring.portals.clone() });
         p.registry.register_deploy("iscsi", Arc::new(IscsiDeploy { connector, config: iscsi.clone() }));
+        if let Some(b) = &wiring.boot {
+            super::boot::register(p, b.clone());
+        }
         if let Some(f) = customize {
             f(p, &wiring);
         }
@@ -283,9 +308,15 @@ impl SimLab {
         for f in ["undionly.kpxe", "ipxe.efi", "snponly.efi", "pxelinux.0", "syslinux.efi"] {
             std::fs::write(tftp_root.join(f), format!("simulated network boot program {f}\n"))?;
         }
-        let epoch = chrono::DateTime::from_timestamp(EPOCH_UNIX, 0).unwrap_or_default();
-        let clock = Clock::virtual_from(epoch, rng.random());
-        let unix_clock = SimUnixClock::new(EPOCH_UNIX as u64);
+        let clock_seed: u64 = rng.random();
+        let (clock, unix_clock) = if config.real_clock {
+            // The one wall-clock read: where a real-time lab's Unix clock starts.
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            (Clock::system(), SimUnixClock::new(now))
+        } else {
+            let epoch = chrono::DateTime::from_timestamp(EPOCH_UNIX, 0).unwrap_or_default();
+            (Clock::virtual_from(epoch, clock_seed), SimUnixClock::new(EPOCH_UNIX as u64))
+        };
         let trace = Recorder::new(config.trace_capacity);
         let db = Db::open_in_memory()?;
 
@@ -314,7 +345,21 @@ impl SimLab {
         http.add_host(net::IMAGES_HOST, bridge.service(images.clone().router()));
         http.add_host(net::BOOT_HOST, bridge.service(crate::pxe::http::router(http_root.clone())));
 
+        let dhcp = Arc::new(crate::network::dhcp::DbDhcp::new(db.clone()));
+        let boot = if config.real_boot {
+            Some(super::boot::boot_env(
+                workdir.path(),
+                &tftp_root,
+                &http_root,
+                net::boot_url(),
+                net::api_url(),
+                dhcp.clone(),
+            )?)
+        } else {
+            None
+        };
         let wiring = LabWiring {
+            boot,
             http: http.clone(),
             images: images.clone(),
             tftp_root: tftp_root.clone(),
@@ -334,7 +379,9 @@ impl SimLab {
         let service = build_service(&config, &db, &clock, &trace, connector, &wiring, 0)?;
         http.add_host(net::API_HOST, service.router());
 
-        let hosts: Arc<dyn HostTable> = Arc::new(PortHostTable::new(db.clone()));
+        // With ferric's boot interfaces the DHCP answers come from the options they write (as in
+        // `ferric serve`); with the fake one, from the ports on the provisioning network.
+        let hosts: Arc<dyn HostTable> = if config.real_boot { dhcp } else { Arc::new(PortHostTable::new(db.clone())) };
         let net =
             Arc::new(SimNet::new(n, hosts, http, bridge, unix_clock, trace.clone(), db.clone(), tftp_root, http_root));
         let shared = Arc::new(LabShared {
@@ -498,6 +545,10 @@ impl SimLab {
                 "capabilities": if p.firmware == super::machine::Firmware::Uefi { "boot_mode:uefi" } else { "boot_mode:bios" },
             },
         });
+        if self.config.real_boot {
+            let (kernel, ramdisk) = super::boot::deploy_image_urls(self.wiring.workdir.as_path());
+            merge(&mut body, &json!({"driver_info": {"deploy_kernel": kernel, "deploy_ramdisk": ramdisk}}));
+        }
         merge(&mut body, extra);
         let ports = node
             .macs

@@ -12,8 +12,10 @@ fn ramdisk_state(s: ProvisionState) -> bool {
     !states::is_stable(s) && !states::is_failure(s)
 }
 
-/// Checks every invariant; `records[i]` is machine i's node (None when not enrolled).
-pub fn check(lab: &SimLab, records: &[Option<Node>]) -> Vec<Check> {
+/// Checks every invariant; `records[i]` is machine i's node (None when not enrolled);
+/// `powered[i]`: the last action on machine i was a power action, whose success clears
+/// `last_error` (as Ironic's does), so a failed state without one is expected there.
+pub fn check(lab: &SimLab, records: &[Option<Node>], powered: &[bool]) -> Vec<Check> {
     let mut out = Vec::new();
     let enrolled = || records.iter().enumerate().filter_map(|(i, r)| r.as_ref().map(|r| (i, r)));
 
@@ -24,6 +26,7 @@ pub fn check(lab: &SimLab, records: &[Option<Node>]) -> Vec<Check> {
     out.push(Check::list("no node left in a transient state", &transient));
 
     let no_error: Vec<String> = enrolled()
+        .filter(|(i, _)| !powered.get(*i).copied().unwrap_or(false))
         .filter(|(_, r)| states::is_failure(r.provision_state) || r.provision_state == ProvisionState::Error)
         .filter(|(_, r)| r.last_error.as_deref().unwrap_or("").is_empty())
         .map(|(i, r)| format!("node-{i}: {} without last_error", r.provision_state))
@@ -59,8 +62,36 @@ pub fn check(lab: &SimLab, records: &[Option<Node>]) -> Vec<Check> {
     }
     out.push(Check::list("no provisioning port or DHCP entry leaked", &leaked));
 
+    out.push(Check::list("recorded power state equals the machine's", &power_mismatches(lab, records)));
+
+    let stray = lab.shared.stray_writes.lock().clone();
+    out.push(Check::list("nothing written to a disk that was not being deployed", &stray));
+
+    // A failed node the conductor could not power off (its BMC stopped answering) may still run
+    // its ramdisk: the record does not claim it off (on, unknown, or in maintenance) and last_error
+    // says why. Anywhere else a running
+    // agent is one the conductor does not know about.
+    let known_on = |i: usize, r: &Node| {
+        (states::is_failure(r.provision_state) || r.provision_state == ProvisionState::Error)
+            && (r.maintenance || r.power_state != Some(crate::models::PowerState::Off))
+            && (r.last_error.as_deref().is_some_and(|e| !e.is_empty()) || powered.get(i).copied().unwrap_or(false))
+    };
+    let agents: Vec<String> = enrolled()
+        .filter(|(i, r)| {
+            lab.nodes.get(*i).is_some_and(|m| m.agent_running())
+                && !ramdisk_state(r.provision_state)
+                && !known_on(*i, r)
+        })
+        .map(|(i, r)| format!("node-{i}: agent running while {}", r.provision_state))
+        .collect();
+    out.push(Check::list("no agent left running unknown to the conductor", &agents));
+    out
+}
+
+/// Nodes (not in maintenance) whose recorded power state is not their machine's.
+pub fn power_mismatches(lab: &SimLab, records: &[Option<Node>]) -> Vec<String> {
     let mut power = Vec::new();
-    for (i, r) in enrolled() {
+    for (i, r) in records.iter().enumerate().filter_map(|(i, r)| r.as_ref().map(|r| (i, r))) {
         let (Some(rec), false) = (r.power_state, r.maintenance) else { continue };
         let Some(m) = lab.nodes.get(i) else { continue };
         let actual = super::run::machine_power(m.machine.power_now());
@@ -68,17 +99,7 @@ pub fn check(lab: &SimLab, records: &[Option<Node>]) -> Vec<Check> {
             power.push(format!("node-{i}: recorded {rec}, machine {actual}"));
         }
     }
-    out.push(Check::list("recorded power state equals the machine's", &power));
-
-    let stray = lab.shared.stray_writes.lock().clone();
-    out.push(Check::list("nothing written to a disk that was not being deployed", &stray));
-
-    let agents: Vec<String> = enrolled()
-        .filter(|(i, r)| lab.nodes.get(*i).is_some_and(|m| m.agent_running()) && !ramdisk_state(r.provision_state))
-        .map(|(i, r)| format!("node-{i}: agent running while {}", r.provision_state))
-        .collect();
-    out.push(Check::list("no agent left running outside a deploy or cleaning", &agents));
-    out
+    power
 }
 
 /// Whether an active node boots its instance over the network (its DHCP entry stays).

@@ -15,13 +15,25 @@
 //! [fleet.bmc]                 # fault knobs every BMC starts with
 //! latency_ms = 1
 //!
+//! [sim]                       # optional
+//! boot_interface = "ipxe"     # ferric's ipxe (default) or pxe boot interface; "fake": none
+//! byte_scale = 65536          # virtual bytes per real byte of image and disk data
+//! diagram_node = 0            # whose deploy --diagram draws
+//!
+//! [conductor]                 # optional: any ConductorConfig option (Ironic's names)
+//! automated_clean = false
+//! deploy_callback_timeout = 900
+//!
+//! [ipmi]                      # optional: the conductor's IPMI client timing
+//! retries = 6
+//!
 //! [[images]]
 //! name = "ubuntu"
 //! size_mb = 2048              # virtual size (scaled down by sim.byte_scale in memory)
 //!
 //! [[faults]]
 //! kind = "bmc_packet_loss"    # see FaultKind
-//! nodes = "0-1"               # or fraction = 0.05, or count = 3 (seeded pick)
+//! nodes = "0-1"               # default all; fraction = 0.05 or count = 3: a seeded pick among them
 //! rate = 0.2
 //! from_secs = 0               # window in virtual seconds from the start (default: whole run)
 //! until_secs = 600
@@ -244,8 +256,8 @@ impl FaultKind {
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     pub kind: FaultKind,
-    /// Which machines: `all`, `3`, `0-9`, `0,2,5`, `profile:NAME` (default: all, or the pick
-    /// given by `fraction`/`count`).
+    /// Which machines: `all`, `3`, `0-9`, `0,2,5`, `profile:NAME` (default: all); with
+    /// `fraction` or `count`, the seeded pick is made among these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
     /// A seeded random share of the machines.

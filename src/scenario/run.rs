@@ -9,10 +9,9 @@ use crate::conductor::ConductorConfig;
 use crate::conductor::states;
 use crate::db::NodeFilter;
 use crate::images::DiskFormat;
-use crate::lab::machine::{AgentStep, Os, Profile, Timings};
+use crate::lab::machine::{AgentStep, Os, Profile};
 use crate::lab::sim::{Customize, LabConfig, LabError, MachineSpec, SimLab, api_call};
 use crate::models::{NodeId, PowerState, ProvisionState};
-use crate::trace::Actor;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
@@ -43,6 +42,10 @@ pub enum RunError {
 
 /// Longest a run may go on in virtual time when the scenario sets no limit.
 const DEFAULT_LIMIT: Duration = Duration::from_secs(48 * 3600);
+/// Longest the runner waits, once the nodes have settled, for machines to finish booting.
+const MACHINE_SETTLE_SECS: f64 = 900.0;
+/// Longest the runner waits at the end for the conductor's periodic tasks to release locks.
+const QUIET_SECS: f64 = 300.0;
 /// Retries of one API call that meets a busy conductor (503) or a locked node (409).
 const API_RETRIES: u32 = 600;
 
@@ -107,6 +110,8 @@ struct Runner {
     /// Virtual window of each machine's last deploy (for the diagram).
     deploy_windows: BTreeMap<usize, (u64, u64)>,
     enrolled: Vec<bool>,
+    /// The last action on machine i was a power action (see [`super::invariants::check`]).
+    powered: Vec<bool>,
 }
 
 fn uuid_from(rng: &mut StdRng) -> uuid::Uuid {
@@ -140,7 +145,9 @@ fn profiles_of(s: &Scenario) -> Vec<Arc<Profile>> {
     let n = s.fleet.count;
     let specs = &s.fleet.profiles;
     if specs.is_empty() {
-        return vec![Arc::new(Profile::default()); n];
+        // One profile shared by every machine.
+        let p = Arc::new(Profile::default());
+        return (0..n).map(|_| p.clone()).collect();
     }
     let to_profile = |p: &super::model::ProfileSpec| {
         let d = Profile::default();
@@ -152,7 +159,7 @@ fn profiles_of(s: &Scenario) -> Vec<Arc<Profile>> {
             nics: p.nics.unwrap_or(d.nics).clamp(1, 8),
             firmware: p.firmware.unwrap_or(d.firmware),
             boot_order: p.boot_order.clone().unwrap_or(d.boot_order),
-            timings: p.timings.clone().unwrap_or_else(Timings::default),
+            timings: p.timings.clone().unwrap_or_default(),
         })
     };
     let built: Vec<Arc<Profile>> = specs.iter().map(to_profile).collect();
@@ -186,24 +193,26 @@ impl Runner {
         let vif_ids: Vec<String> = (0..n).map(|_| uuid_from(&mut rng).to_string()).collect();
         let mut faults = Vec::new();
         for f in &s.faults {
-            let nodes = match (&f.nodes, f.fraction, f.count) {
-                (Some(sel), _, _) => {
-                    NodeSel::parse(sel).map_err(super::model::ScenarioError::Invalid)?.resolve(n, &names)
+            // The machines named by `nodes` (default all), then a seeded pick among them when a
+            // `fraction` or `count` is given.
+            let base = match &f.nodes {
+                Some(sel) => NodeSel::parse(sel).map_err(super::model::ScenarioError::Invalid)?.resolve(n, &names),
+                None => (0..n).collect::<Vec<usize>>(),
+            };
+            let nodes = if f.fraction.is_some() || f.count.is_some() {
+                let m = base.len();
+                let k = f.count.unwrap_or_else(|| (f.fraction.unwrap_or(0.0) * m as f64).round() as usize).min(m);
+                // A seeded partial Fisher-Yates pick.
+                let mut idx = base;
+                for i in 0..k {
+                    let j = rng.random_range(i..m);
+                    idx.swap(i, j);
                 }
-                (None, fraction, count) if fraction.is_some() || count.is_some() => {
-                    let k = count.unwrap_or_else(|| ((fraction.unwrap_or(0.0) * n as f64).round() as usize).min(n));
-                    // A seeded partial Fisher-Yates pick.
-                    let mut idx: Vec<usize> = (0..n).collect();
-                    let k = k.min(n);
-                    for i in 0..k {
-                        let j = rng.random_range(i..n);
-                        idx.swap(i, j);
-                    }
-                    let mut v = idx[..k].to_vec();
-                    v.sort_unstable();
-                    v
-                }
-                _ => (0..n).collect(),
+                let mut v = idx[..k].to_vec();
+                v.sort_unstable();
+                v
+            } else {
+                base
             };
             faults.push(Fault { spec: f.clone(), nodes, active: false, fired_at: None });
         }
@@ -236,6 +245,7 @@ impl Runner {
             conductor,
             ipmi: s.ipmi.clone(),
             assume_ramdisk: super::wiring::assume_ramdisk(&s.sim.boot_interface),
+            real_boot: super::wiring::real_boot(&s.sim.boot_interface),
             trace_capacity: s.sim.trace_capacity,
             customize: Some(customize),
             ..LabConfig::default()
@@ -275,6 +285,7 @@ impl Runner {
             actions: Vec::new(),
             deploy_windows: BTreeMap::new(),
             enrolled: vec![false; n],
+            powered: vec![false; n],
         })
     }
 
@@ -417,6 +428,40 @@ impl Runner {
                 break;
             }
         }
+        // Machines still in their firmware (POST, a disk boot on its way to the instance) get
+        // to finish booting, within a bound.
+        let boot_deadline = self.elapsed() + MACHINE_SETTLE_SECS;
+        while self.lab.nodes.iter().any(|m| m.os() == Os::Firmware)
+            && self.elapsed() < boot_deadline
+            && !self.over_limit()
+        {
+            if let Err(e) = self.step().await {
+                errors.push(e.to_string());
+                break;
+            }
+        }
+        // Periodic tasks (power sync) lock nodes briefly; the checks look at a quiet conductor.
+        let quiet_deadline = self.elapsed() + QUIET_SECS;
+        while self.lab.db.count_reserved().unwrap_or(0) > 0 && self.elapsed() < quiet_deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // A power action that failed (a BMC that stopped answering) leaves the recorded power
+        // state behind the machine's until the power-sync task catches up: give it a few rounds.
+        let sync = self.lab.service.config.conductor.sync_power_state_interval.max(1) as f64;
+        let sync_deadline = self.elapsed() + 3.0 * sync + 30.0;
+        while !super::invariants::power_mismatches(&self.lab, &self.records()).is_empty()
+            && self.elapsed() < sync_deadline
+            && !self.over_limit()
+        {
+            if let Err(e) = self.step().await {
+                errors.push(e.to_string());
+                break;
+            }
+        }
+        let quiet_deadline = self.elapsed() + QUIET_SECS;
+        while self.lab.db.count_reserved().unwrap_or(0) > 0 && self.elapsed() < quiet_deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         self.lab.service.conductor.wait_idle().await;
         let virtual_secs = self.elapsed();
         self.report(virtual_secs, wall.elapsed().as_secs_f64(), errors)
@@ -459,7 +504,10 @@ impl Runner {
             outcome.virtual_secs = self.elapsed() - t0;
             return Ok(outcome);
         }
-        // Submit per machine, concurrently, each retrying a busy conductor or a locked node.
+        // Submit per machine, concurrently, each retrying a busy conductor or a locked node; at
+        // most as many clients at once as the conductor has workers (as a bounded client pool
+        // would), so a large fleet does not turn into a storm of 503 retries.
+        let gate = Arc::new(tokio::sync::Semaphore::new(self.lab.service.config.conductor.workers.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for &i in &sel {
             if !self.enrolled[i] {
@@ -467,9 +515,11 @@ impl Runner {
             }
             let calls = self.calls_for(a, i)?;
             let http = self.lab.net.http.clone();
-            let trace = self.lab.trace.clone();
-            let id = self.node_ids[i];
-            set.spawn(async move { (i, submit(&http, &trace, id, calls).await) });
+            let gate = gate.clone();
+            set.spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                (i, submit(&http, calls).await)
+            });
             if matches!(a.kind, ActionKind::Deploy | ActionKind::Rebuild) {
                 let now = self.start.elapsed().as_millis() as u64;
                 self.deploy_windows.insert(i, (now, u64::MAX));
@@ -480,8 +530,14 @@ impl Runner {
             while let Some(r) = set.try_join_next() {
                 if let Ok((i, (retries, err))) = r {
                     outcome.retries += retries;
-                    if let Some(e) = err {
-                        push_err(&mut outcome.errors, format!("node-{i}: {e}"));
+                    match err {
+                        Some(e) => push_err(&mut outcome.errors, format!("node-{i}: {e}")),
+                        // Accepted: it is now the node's last action.
+                        None => {
+                            if let Some(p) = self.powered.get_mut(i) {
+                                *p = a.kind == ActionKind::Power;
+                            }
+                        }
                     }
                 }
             }
@@ -511,13 +567,13 @@ impl Runner {
     fn calls_for(&self, a: &ActionSpec, i: usize) -> Result<Vec<Call>, RunError> {
         let id = self.node_ids[i];
         let prov = format!("/v1/nodes/{id}/states/provision");
-        let put = |target: &str| Call::new(http::Method::PUT, &prov, Some(json!({"target": target})), None);
+        let put = |target: &str| Call::new(http::Method::PUT, &prov, Some(json!({"target": target})));
         Ok(match a.kind {
             ActionKind::Manage => vec![put("manage")],
             ActionKind::Provide => vec![put("provide")],
             ActionKind::Undeploy => vec![
                 put("deleted"),
-                Call::new(http::Method::DELETE, &format!("/v1/nodes/{id}/vifs/{}", self.vif_ids[i]), None, None)
+                Call::new(http::Method::DELETE, &format!("/v1/nodes/{id}/vifs/{}", self.vif_ids[i]), None)
                     .tolerate(&[400, 404]),
             ],
             ActionKind::Power => {
@@ -532,7 +588,6 @@ impl Runner {
                     http::Method::PUT,
                     &format!("/v1/nodes/{id}/states/power"),
                     Some(json!({"target": target})),
-                    None,
                 )]
             }
             ActionKind::Deploy | ActionKind::Rebuild => {
@@ -552,18 +607,8 @@ impl Runner {
                     target["configdrive"] = json!(cd);
                 }
                 let mut calls = vec![
-                    Call::new(
-                        http::Method::PATCH,
-                        &format!("/v1/nodes/{id}"),
-                        Some(Value::Array(patch)),
-                        Some("Set instance_info (image_source, root_gb, etc.)"),
-                    ),
-                    Call::new(
-                        http::Method::GET,
-                        &format!("/v1/nodes/{id}/validate"),
-                        None,
-                        Some("Validate power and deploy interfaces"),
-                    ),
+                    Call::new(http::Method::PATCH, &format!("/v1/nodes/{id}"), Some(Value::Array(patch))),
+                    Call::new(http::Method::GET, &format!("/v1/nodes/{id}/validate"), None),
                 ];
                 if a.kind == ActionKind::Deploy {
                     calls.push(
@@ -571,17 +616,11 @@ impl Runner {
                             http::Method::POST,
                             &format!("/v1/nodes/{id}/vifs"),
                             Some(json!({"id": self.vif_ids[i]})),
-                            Some("Plug VIFs to the node"),
                         )
                         .tolerate(&[409]),
                     );
                 }
-                calls.push(Call::new(
-                    http::Method::PUT,
-                    &prov,
-                    Some(target),
-                    Some("Set provision_state, optionally pass configdrive"),
-                ));
+                calls.push(Call::new(http::Method::PUT, &prov, Some(target)));
                 calls
             }
             ActionKind::Enroll | ActionKind::Wait => Vec::new(),
@@ -595,10 +634,8 @@ impl Runner {
         for s in &summaries {
             *states.entry(s.provision_state.to_string()).or_default() += 1;
         }
-        let records: Vec<Option<crate::models::Node>> = (0..self.s.fleet.count)
-            .map(|i| if self.enrolled[i] { lab.db.get_node_by_uuid(self.node_ids[i]).ok() } else { None })
-            .collect();
-        let invariants = super::invariants::check(lab, &records);
+        let records = self.records();
+        let invariants = super::invariants::check(lab, &records, &self.powered);
         let mut expectations = Vec::new();
         let e = &self.s.expect;
         if let Some(m) = e.max_virtual_secs {
@@ -758,6 +795,13 @@ impl Runner {
         }
     }
 
+    /// Machine i's node record (None when not enrolled).
+    fn records(&self) -> Vec<Option<crate::models::Node>> {
+        (0..self.s.fleet.count)
+            .map(|i| if self.enrolled[i] { self.lab.db.get_node_by_uuid(self.node_ids[i]).ok() } else { None })
+            .collect()
+    }
+
     /// The recorded events of machine `i`'s last deploy.
     fn deploy_events(&self, i: usize) -> Vec<crate::trace::TraceEvent> {
         let Some(id) = self.node_ids.get(i) else { return Vec::new() };
@@ -798,15 +842,13 @@ struct Call {
     method: http::Method,
     path: String,
     body: Option<Value>,
-    /// The seed's Nova → API message this call is.
-    label: Option<&'static str>,
     /// Error statuses that are fine (a VIF already attached, already detached).
     tolerated: Vec<u16>,
 }
 
 impl Call {
-    fn new(method: http::Method, path: &str, body: Option<Value>, label: Option<&'static str>) -> Call {
-        Call { method, path: path.to_string(), body, label, tolerated: Vec::new() }
+    fn new(method: http::Method, path: &str, body: Option<Value>) -> Call {
+        Call { method, path: path.to_string(), body, tolerated: Vec::new() }
     }
     fn tolerate(mut self, codes: &[u16]) -> Call {
         self.tolerated = codes.to_vec();
@@ -815,17 +857,10 @@ impl Call {
 }
 
 /// Makes the calls in order, retrying 503 (no free worker) and 409 (node locked).
-async fn submit(
-    http: &TowerHttp,
-    trace: &crate::trace::Recorder,
-    node: NodeId,
-    calls: Vec<Call>,
-) -> (u64, Option<String>) {
+/// (The API records the seed's Nova → API messages itself.)
+async fn submit(http: &TowerHttp, calls: Vec<Call>) -> (u64, Option<String>) {
     let mut retries = 0u64;
     for c in calls {
-        if let Some(l) = c.label {
-            trace.record(node, Actor::Nova, Actor::Api, l);
-        }
         let mut attempt = 0;
         loop {
             match api_call(http, c.method.clone(), &c.path, c.body.clone()).await {

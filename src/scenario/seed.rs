@@ -73,33 +73,37 @@ pub fn parse(text: &str) -> Vec<SeedItem> {
     out
 }
 
-/// Whether `seed` (a label of the guide's copy) is `recorded` with its line breaks lost.
+/// Whether `seed` (a label of the guide's copy) is `recorded` with its line breaks lost: every
+/// `\n` of the original became a bare `n`, so a seed `n` may stand for the whitespace between two
+/// recorded words, or for nothing when it sits next to a space of its own (`device \nthrough`).
+/// Whitespace runs compare as one space.
 pub fn label_matches(seed: &str, recorded: &str) -> bool {
-    let s: Vec<char> = seed.chars().filter(|c| !c.is_whitespace()).collect();
-    let words: Vec<Vec<char>> = recorded.split_whitespace().map(|w| w.chars().collect()).collect();
-    // Reachable positions in `s` after each word.
-    let mut reach = vec![false; s.len() + 1];
+    let norm = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ").chars().collect::<Vec<char>>();
+    let s = norm(seed);
+    let r = norm(recorded);
+    // reach[j]: recorded[..j] matches seed[..i] (for the current i).
+    let mut reach = vec![false; r.len() + 1];
     reach[0] = true;
-    for (k, w) in words.iter().enumerate() {
-        let mut next = vec![false; s.len() + 1];
-        for p in 0..=s.len() {
-            if !reach[p] {
+    for i in 0..s.len() {
+        let lost_break = s[i] == 'n';
+        let beside_space = lost_break && ((i > 0 && s[i - 1] == ' ') || s.get(i + 1) == Some(&' '));
+        let mut next = vec![false; r.len() + 1];
+        for j in 0..=r.len() {
+            if !reach[j] {
                 continue;
             }
-            let joins: &[usize] = if k == 0 { &[0] } else { &[0, 1] };
-            for &j in joins {
-                let q = p + j;
-                if j == 1 && s.get(p) != Some(&'n') {
-                    continue;
-                }
-                if s.get(q..q + w.len()) == Some(&w[..]) {
-                    next[q + w.len()] = true;
-                }
+            if beside_space {
+                next[j] = true;
+            }
+            if let Some(&c) = r.get(j)
+                && (c == s[i] || (lost_break && c == ' '))
+            {
+                next[j + 1] = true;
             }
         }
         reach = next;
     }
-    reach[s.len()]
+    reach[r.len()]
 }
 
 fn same(item: &SeedItem, e: &TraceEvent) -> bool {
@@ -213,10 +217,7 @@ mod tests {
         for item in &seed {
             if let SeedItem::Message { from, to, label } = item {
                 // Restore the lost line breaks as spaces: what a recorder writes.
-                let mut l = label.clone();
-                for (bad, good) in [("PXEnenvironment forndeployment", "PXE environment for deployment")] {
-                    l = l.replace(bad, good);
-                }
+                let l = label.replace("PXEnenvironment forndeployment", "PXE environment for deployment");
                 rec.push(ev(*from, *to, &l));
             }
         }

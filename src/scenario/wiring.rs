@@ -1,21 +1,22 @@
-//! How the scenario runner wires the service for a simulated fleet: the interfaces ferric offers
-//! for the `ipmi` hardware type, plus stand-ins for those not built yet.
+//! How the scenario runner wires the service for a simulated fleet. `sim.boot_interface = "pxe"`
+//! or `"ipxe"` (the default) runs ferric's own boot interfaces (see [`crate::lab::boot`]): DHCP
+//! options, configs and the deploy kernel/ramdisk are written by them and read by the simulated
+//! firmware. `"fake"` binds the node's `ipxe` name to the fake boot interface instead, and the
+//! machines boot the ramdisk straight after DHCP (cheaper, for runs that study something else).
 
 use crate::drivers::fake::FakeBoot;
 use crate::lab::sim::{Customize, LabWiring};
 use crate::service::Parts;
 use std::sync::Arc;
 
-/// Whether ferric's `pxe`/`ipxe` boot interfaces serve boot files to simulated machines. Until
-/// they do, the names are bound to the fake boot interface and machines boot the ramdisk right
-/// after their DHCP exchange.
-pub fn boot_interfaces_available() -> bool {
-    false
+/// Whether ferric's `pxe`/`ipxe` boot interfaces serve the machines (every value but `fake`).
+pub fn real_boot(boot: &str) -> bool {
+    boot != "fake"
 }
 
 /// Machines boot the ramdisk straight after DHCP (no boot files served).
 pub fn assume_ramdisk(boot: &str) -> bool {
-    boot == "fake" || !boot_interfaces_available()
+    !real_boot(boot)
 }
 
 /// The node's `boot_interface` for a scenario's `sim.boot_interface`.

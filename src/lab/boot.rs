@@ -1,0 +1,96 @@
+//! ferric's own `pxe` and `ipxe` boot interfaces in a lab: the real [`PxeBoot`] writes DHCP
+//! options into the database (which the lab's DHCP segments answer from, through
+//! [`DbDhcp`]), per-node configs into the lab's TFTP and HTTP roots, and links the deploy kernel
+//! and ramdisk (`file://` URLs in the lab's work directory) through the real image cache.
+//!
+//! Those steps touch files through tokio's blocking pool, whose threads finish in wall-clock
+//! time; called straight from a paused-clock simulation their completions would interleave with
+//! other nodes' work differently on every run. [`Bridged`] therefore runs each boot-interface call
+//! to completion on a scoped helper thread while the simulation waits (as [`super::bridge`] does
+//! for routers): virtual time stands still and the trace is the same on every run. The code that
+//! runs is ferric's, unchanged.
+
+use crate::drivers::pxe_boot::{BootEnv, PxeBoot, UrlResolver};
+use crate::drivers::{BootInterface, DriverError, Task};
+use crate::network::dhcp::DbDhcp;
+use crate::pxe::cache::{CacheConfig, ImageCache};
+use crate::pxe::config::BootLayout;
+use crate::service::Parts;
+use async_trait::async_trait;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The deploy kernel and ramdisk every simulated node boots (contents are placeholders: the
+/// simulated firmware only checks that they are served).
+pub const DEPLOY_KERNEL_FILE: &str = "ferric-deploy.kernel";
+pub const DEPLOY_RAMDISK_FILE: &str = "ferric-deploy.initramfs";
+
+/// `file://` URLs of the deploy kernel and ramdisk written in `dir` by [`boot_env`].
+pub fn deploy_image_urls(dir: &Path) -> (String, String) {
+    let url = |f: &str| format!("file://{}", dir.join(f).display());
+    (url(DEPLOY_KERNEL_FILE), url(DEPLOY_RAMDISK_FILE))
+}
+
+/// The boot environment of a lab: roots, image cache and DHCP provider, as `ferric serve` builds
+/// them from its `[pxe]` settings; writes the deploy kernel and ramdisk into `workdir`.
+pub fn boot_env(
+    workdir: &Path,
+    tftp_root: &Path,
+    http_root: &Path,
+    http_url: String,
+    api_url: String,
+    dhcp: Arc<DbDhcp>,
+) -> std::io::Result<Arc<BootEnv>> {
+    std::fs::write(workdir.join(DEPLOY_KERNEL_FILE), b"simulated deploy kernel\n")?;
+    std::fs::write(workdir.join(DEPLOY_RAMDISK_FILE), b"simulated deploy ramdisk\n")?;
+    let cache = ImageCache::open(CacheConfig::new(workdir.join("image-cache"))).map_err(std::io::Error::other)?;
+    Ok(Arc::new(BootEnv {
+        layout: BootLayout { tftp_root: tftp_root.to_path_buf(), http_root: http_root.to_path_buf(), http_url },
+        cache: Arc::new(cache),
+        resolver: Arc::new(UrlResolver::new()),
+        dhcp,
+        api_url,
+        kernel_append_params: String::new(),
+    }))
+}
+
+/// Registers ferric's `pxe` and `ipxe` boot interfaces (bridged) with `env`.
+pub fn register(p: &mut Parts, env: Arc<BootEnv>) {
+    p.registry.register_boot("pxe", Arc::new(Bridged(Arc::new(PxeBoot::pxe()))));
+    p.registry.register_boot("ipxe", Arc::new(Bridged(Arc::new(PxeBoot::ipxe()))));
+    p.env.boot = Some(env);
+}
+
+/// A boot interface whose calls run to completion on a helper thread (see the module docs).
+pub struct Bridged(pub Arc<dyn BootInterface>);
+
+/// Runs `f` on a scoped thread with its own runtime and waits for it, blocking this thread.
+fn run_here<T: Send>(f: impl Future<Output = Result<T, DriverError>> + Send) -> Result<T, DriverError> {
+    std::thread::scope(|s| {
+        let h = s.spawn(|| match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(f),
+            Err(e) => Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
+        });
+        h.join().unwrap_or_else(|_| Err(DriverError::Failed("boot interface thread panicked".into())))
+    })
+}
+
+#[async_trait]
+impl BootInterface for Bridged {
+    fn validate(&self, task: &Task) -> Result<(), DriverError> {
+        self.0.validate(task)
+    }
+    async fn prepare_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
+        run_here(self.0.prepare_ramdisk(task))
+    }
+    async fn clean_up_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
+        run_here(self.0.clean_up_ramdisk(task))
+    }
+    async fn prepare_instance(&self, task: &mut Task) -> Result<(), DriverError> {
+        run_here(self.0.prepare_instance(task))
+    }
+    async fn clean_up_instance(&self, task: &mut Task) -> Result<(), DriverError> {
+        run_here(self.0.clean_up_instance(task))
+    }
+}

@@ -1,0 +1,147 @@
+//! `ferric serve --sim 3` as a process: the nodes are listed over HTTP (and by python-ironicclient's
+//! `baremetal`), one is deployed to `active` through the API, and its virtual BMC answers
+//! `ipmitool -I lanplus` on UDP 127.0.0.1 that the machine is on.
+
+use serde_json::{Value, json};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A base port with `n` free UDP ports after it.
+fn free_udp_range(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base > 65535 - n {
+            continue;
+        }
+        let held: Vec<_> = (0..n).filter_map(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).ok()).collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+    panic!("no free UDP port range");
+}
+
+fn baremetal_bin() -> PathBuf {
+    let venv = std::env::var("FERRIC_VENV").unwrap_or_else(|_| "/opt/ferric-venv".into());
+    let bin = PathBuf::from(venv).join("bin/baremetal");
+    assert!(bin.exists(), "{} missing: run .ci/install-deps (installs python-ironicclient 6.3.0)", bin.display());
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sim_lists_and_deploys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let bmc = free_udp_range(3);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferric"))
+        .args(["serve", "--sim", "3", "--api-bind", &format!("127.0.0.1:{port}"), "--sim-bmc-port", &bmc.to_string()])
+        // The lab's work directory goes under TMPDIR: removed with the test's temp dir.
+        .env("TMPDIR", tmp.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ferric serve --sim");
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    // Read the startup lines (image UUID, nodes) until the lab says it is ready.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no ready line; got {lines:#?}"));
+        let ready = line.contains("simulated lab ready");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    let image = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("ferric: image sim-image ").and_then(|r| r.split_whitespace().next()))
+        .expect("image line")
+        .to_string();
+    assert!(uuid::Uuid::parse_str(&image).is_ok(), "{image}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("ferric: node node-")).count(), 3, "{lines:#?}");
+
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(path).header("X-OpenStack-Ironic-API-Version", "latest").send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let list = get(format!("{url}/v1/nodes?fields=name,provision_state,driver,uuid")).await;
+    let nodes = list["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{list}");
+    for n in nodes {
+        assert_eq!(n["provision_state"], "available", "{list}");
+    }
+    let detail = get(format!("{url}/v1/nodes/node-1")).await;
+    assert_eq!(detail["driver"], "ipmi");
+    assert_eq!(detail["driver_info"]["ipmi_port"], json!(bmc as u64 + 1));
+    assert_eq!(detail["instance_info"]["image_source"], json!(image));
+
+    // The real client sees the same.
+    let out = Command::new(baremetal_bin())
+        .args(["--os-endpoint", &url, "--os-auth-type", "none", "node", "list", "-f", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+
+    // Deploy node-0 with the uploaded image.
+    let r = http
+        .put(format!("{url}/v1/nodes/node-0/states/provision"))
+        .header("X-OpenStack-Ironic-API-Version", "latest")
+        .json(&json!({"target": "active"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let n = get(format!("{url}/v1/nodes/node-0")).await;
+        if n["provision_state"] == "active" {
+            assert_eq!(n["power_state"], "power on");
+            break;
+        }
+        assert!(!n["provision_state"].as_str().unwrap_or("").ends_with("failed"), "deploy failed: {}", n["last_error"]);
+        assert!(Instant::now() < deadline, "node-0 stuck in {} ({})", n["provision_state"], n["last_error"]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ipmi = Command::new("ipmitool")
+        .args(["-I", "lanplus", "-H", "127.0.0.1", "-p", &bmc.to_string(), "-U", "admin", "-P", "password"])
+        .args(["power", "status"])
+        .output()
+        .expect("ipmitool (installed by .ci/install-deps)");
+    assert_eq!(String::from_utf8_lossy(&ipmi.stdout).trim(), "Chassis Power is on");
+    drop(server);
+}
