@@ -468,6 +468,14 @@ impl SimLab {
         Ok(())
     }
 
+    /// Stops the conductor's periodic tasks (power sync, timeouts); a sync in progress is
+    /// cancelled, which releases its node lock. For the end of a run.
+    pub fn stop_periodic(&mut self) {
+        if let Some(p) = self.periodic.take() {
+            p.abort();
+        }
+    }
+
     /// Registers an image of `size` virtual bytes with deterministic content (scaled down by the
     /// lab's byte scale), active in the image store; `id` is a UUID. Returns the image.
     pub async fn add_image(

@@ -392,12 +392,19 @@ impl Runner {
         self.tick_faults()
     }
 
-    /// Whether none of `nodes` is mid-operation.
-    fn settled(&self, nodes: &HashSet<NodeId>) -> bool {
+    /// Whether none of `nodes` is mid-operation: in a transient provision state or, with
+    /// `locks` (power actions, which change no provision state), locked. Locks are not looked at
+    /// otherwise: the power-sync task takes them one node after another all the time, and on a
+    /// large fleet some node is always locked by it.
+    fn settled(&self, nodes: &HashSet<NodeId>, locks: bool) -> bool {
         let transient: Vec<ProvisionState> =
             ProvisionState::ALL.iter().copied().filter(|s| !states::is_stable(*s) && !states::is_failure(*s)).collect();
         let busy = self.lab.db.node_ids(&NodeFilter { provision_states: Some(transient), ..Default::default() });
-        let reserved = self.lab.db.node_ids(&NodeFilter { reserved: Some(true), ..Default::default() });
+        let reserved = if locks {
+            self.lab.db.node_ids(&NodeFilter { reserved: Some(true), ..Default::default() })
+        } else {
+            Ok(Vec::new())
+        };
         match (busy, reserved) {
             (Ok(b), Ok(r)) => !b.iter().chain(r.iter()).any(|id| nodes.contains(id)),
             _ => false,
@@ -422,7 +429,7 @@ impl Runner {
         }
         // Everything settles before the checks.
         let all: HashSet<NodeId> = self.node_ids.iter().copied().collect();
-        while !self.settled(&all) && !self.over_limit() {
+        while !self.settled(&all, false) && !self.over_limit() {
             if let Err(e) = self.step().await {
                 errors.push(e.to_string());
                 break;
@@ -440,11 +447,6 @@ impl Runner {
                 break;
             }
         }
-        // Periodic tasks (power sync) lock nodes briefly; the checks look at a quiet conductor.
-        let quiet_deadline = self.elapsed() + QUIET_SECS;
-        while self.lab.db.count_reserved().unwrap_or(0) > 0 && self.elapsed() < quiet_deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
         // A power action that failed (a BMC that stopped answering) leaves the recorded power
         // state behind the machine's until the power-sync task catches up: give it a few rounds.
         let sync = self.lab.service.config.conductor.sync_power_state_interval.max(1) as f64;
@@ -458,6 +460,10 @@ impl Runner {
                 break;
             }
         }
+        // The run ends: the periodic tasks stop (a power sync in progress releases its lock) and
+        // the checks look at a quiet conductor, once work in flight has released its locks.
+        self.lab.stop_periodic();
+        tokio::time::sleep(Duration::from_millis(1)).await;
         let quiet_deadline = self.elapsed() + QUIET_SECS;
         while self.lab.db.count_reserved().unwrap_or(0) > 0 && self.elapsed() < quiet_deadline {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -541,7 +547,7 @@ impl Runner {
                     }
                 }
             }
-            if set.is_empty() && (!a.wait || self.settled(&targets)) {
+            if set.is_empty() && (!a.wait || self.settled(&targets, a.kind == ActionKind::Power)) {
                 break;
             }
             if self.over_limit() {
