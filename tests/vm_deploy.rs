@@ -4,8 +4,8 @@
 //!
 //! The tests run one at a time (each lab already uses both cores under TCG). Timings are printed
 //! (`TIMING ...` lines, `cargo test --test vm_deploy -- --nocapture`), not asserted. The direct
-//! deploy is also compared with the simulated fleet's (`scenarios/happy-direct.toml`): same steps,
-//! same order.
+//! and iscsi deploys are also compared with the simulated fleet's (`scenarios/happy-direct.toml`,
+//! `happy-iscsi.toml`): same steps, same order.
 
 use ferric::lab::qemu::{Flow, LabOptions, QemuLab};
 use ferric::scenario::{RunOptions, Scenario};
@@ -93,14 +93,8 @@ fn direct_deploy_boots_from_disk_then_undeploy_cleans_it() {
     });
 
     // Fidelity: the simulated fleet's happy path records the same steps in the same order.
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/happy-direct.toml");
-    let scenario = Scenario::parse(&std::fs::read_to_string(file).unwrap()).unwrap();
-    let out = ferric::scenario::run(&scenario, &RunOptions::default()).unwrap();
-    assert!(out.report.passed);
-    let (_, events) = out.deploy.expect("the scenario deploys");
-    let sim = events.iter().map(|e| (e.from.as_str().to_string(), e.to.as_str().to_string(), e.label.clone()));
-    let vm = steps.into_iter().map(|(_, f, t, l)| (f, t, l));
-    assert_eq!(normalize(vm.collect()), normalize(sim.collect()), "QEMU vs simulated deploy");
+    let vm = normalize(steps.into_iter().map(|(_, f, t, l)| (f, t, l)).collect());
+    assert_eq!(vm, simulated("happy-direct.toml"), "QEMU vs simulated direct deploy");
 
     lab.block_on(async {
         // Undeploy with cleaning: the ramdisk boots again and erases the disk's metadata.
@@ -119,12 +113,24 @@ fn direct_deploy_boots_from_disk_then_undeploy_cleans_it() {
     });
 }
 
+/// Runs a library scenario and returns its recorded deploy, normalized.
+fn simulated(file: &str) -> Vec<(String, String, String)> {
+    let path = format!("{}/scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
+    let scenario = Scenario::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let out = ferric::scenario::run(&scenario, &RunOptions::default()).unwrap();
+    assert!(out.report.passed, "{file}");
+    let (_, events) = out.deploy.expect("the scenario deploys");
+    normalize(
+        events.iter().map(|e| (e.from.as_str().to_string(), e.to.as_str().to_string(), e.label.clone())).collect(),
+    )
+}
+
 #[test]
 fn iscsi_deploy_of_a_qcow2_image_boots_from_disk() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (lab, _dir) = lab(1, 180);
     let fx = lab.fixtures.clone();
-    lab.block_on(async {
+    let steps = lab.block_on(async {
         let image = lab.upload("qcow2", &fx.whole_disk_qcow2, "qcow2").await.unwrap();
         let id = lab.enroll(0, Flow::Iscsi, Value::Null).await.unwrap();
         let t = lab.deploy(0, &id, &image, Flow::Iscsi).await.unwrap();
@@ -133,7 +139,11 @@ fn iscsi_deploy_of_a_qcow2_image_boots_from_disk() {
         print_steps("iscsi", &steps);
         follows(&steps, &seed::iscsi()).unwrap();
         assert_eq!(read_at(&lab.vms[0].disk, 0, 512), read_at(&fx.whole_disk_raw, 0, 512));
+        steps
     });
+    // Fidelity: the simulated fleet's iscsi happy path records the same steps in the same order.
+    let vm = normalize(steps.into_iter().map(|(_, f, t, l)| (f, t, l)).collect());
+    assert_eq!(vm, simulated("happy-iscsi.toml"), "QEMU vs simulated iscsi deploy");
 }
 
 #[test]
