@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferric::config::Config;
-use ferric::service::Service;
+use ferric::service::{Service, shutdown_signal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -85,26 +85,6 @@ fn init_tracing(format: &str, level: &str) {
     } else {
         b.init();
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -271,3 +271,19 @@ fn temp_url_key(config: &Config) -> Result<Vec<u8>, ServiceError> {
     f.write_all(hex.as_bytes()).map_err(|e| ServiceError::Key(e.to_string()))?;
     Ok(hex.into_bytes())
 }
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: what every long-running `ferric` command stops on.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -7,6 +7,9 @@
 //! and iscsi deploys are also compared with the simulated fleet's (`scenarios/happy-direct.toml`,
 //! `happy-iscsi.toml`): same steps, same order.
 
+mod common;
+
+use common::serve::follows_seed;
 use ferric::lab::qemu::{Flow, LabOptions, QemuLab};
 use ferric::scenario::{RunOptions, Scenario};
 use ferric::trace::seed;
@@ -24,18 +27,9 @@ fn lab(vms: usize, callback_timeout: u64) -> (QemuLab, tempfile::TempDir) {
     (QemuLab::start(opts).expect("QEMU lab"), dir)
 }
 
-/// Follows the seed's message order (skipping the optional polling messages).
-fn follows(steps: &[(f64, String, String, String)], want: &[seed::Message]) -> Result<(), String> {
-    let mut i = 0;
-    for (from, to, label) in want {
-        let optional = *label == seed::STILL_WORKING || *label == seed::IS_DEPLOY_DONE;
-        match steps[i..].iter().position(|s| s.1 == from.as_str() && s.2 == to.as_str() && s.3 == *label) {
-            Some(p) => i += p + 1,
-            None if optional => {}
-            None => return Err(format!("missing {} -> {}: {label} after step {i}", from.as_str(), to.as_str())),
-        }
-    }
-    Ok(())
+/// `(from, to, label)` of timed steps.
+fn triples(steps: &[(f64, String, String, String)]) -> Vec<(String, String, String)> {
+    steps.iter().map(|(_, f, t, l)| (f.clone(), t.clone(), l.clone())).collect()
 }
 
 fn print_steps(name: &str, steps: &[(f64, String, String, String)]) {
@@ -83,7 +77,7 @@ fn direct_deploy_boots_from_disk_then_undeploy_cleans_it() {
         eprintln!("TIMING direct deploy (TCG): active {:.1} s, instance marker {:.1} s", t.to_active, t.to_marker);
         let steps = lab.steps(&id).await.unwrap();
         print_steps("direct", &steps);
-        follows(&steps, &seed::direct()).unwrap();
+        follows_seed(&triples(&steps), &seed::direct()).unwrap();
         let node = lab.node(&id).await.unwrap();
         assert_eq!(node["power_state"], "power on");
         assert!(node["last_error"].is_null(), "{node}");
@@ -93,7 +87,7 @@ fn direct_deploy_boots_from_disk_then_undeploy_cleans_it() {
     });
 
     // Fidelity: the simulated fleet's happy path records the same steps in the same order.
-    let vm = normalize(steps.into_iter().map(|(_, f, t, l)| (f, t, l)).collect());
+    let vm = normalize(triples(&steps));
     assert_eq!(vm, simulated("happy-direct.toml"), "QEMU vs simulated direct deploy");
 
     lab.block_on(async {
@@ -137,12 +131,12 @@ fn iscsi_deploy_of_a_qcow2_image_boots_from_disk() {
         eprintln!("TIMING iscsi deploy (TCG): active {:.1} s, instance marker {:.1} s", t.to_active, t.to_marker);
         let steps = lab.steps(&id).await.unwrap();
         print_steps("iscsi", &steps);
-        follows(&steps, &seed::iscsi()).unwrap();
+        follows_seed(&triples(&steps), &seed::iscsi()).unwrap();
         assert_eq!(read_at(&lab.vms[0].disk, 0, 512), read_at(&fx.whole_disk_raw, 0, 512));
         steps
     });
     // Fidelity: the simulated fleet's iscsi happy path records the same steps in the same order.
-    let vm = normalize(steps.into_iter().map(|(_, f, t, l)| (f, t, l)).collect());
+    let vm = normalize(triples(&steps));
     assert_eq!(vm, simulated("happy-iscsi.toml"), "QEMU vs simulated iscsi deploy");
 }
 

@@ -101,10 +101,6 @@ impl IscsiExtension {
     }
 }
 
-fn bad(msg: impl Into<String>) -> CommandError {
-    CommandError::new("InvalidCommandParamsError", 400, "Invalid command parameters", msg.into())
-}
-
 impl Extension for IscsiExtension {
     fn name(&self) -> &'static str {
         "iscsi"
@@ -128,7 +124,9 @@ impl Extension for IscsiExtension {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 223 => Some(s.clone()),
             Some(other) => {
-                return Err(bad(format!("iqn must be a non-empty string of at most 223 bytes, got {other}")));
+                return Err(CommandError::invalid_params(format!(
+                    "iqn must be a non-empty string of at most 223 bytes, got {other}"
+                )));
             }
         };
         let portal_port = match params.get("portal_port") {
@@ -136,7 +134,7 @@ impl Extension for IscsiExtension {
             Some(v) => Some(
                 v.as_u64()
                     .and_then(|p| u16::try_from(p).ok())
-                    .ok_or_else(|| bad(format!("invalid portal_port {v}")))?,
+                    .ok_or_else(|| CommandError::invalid_params(format!("invalid portal_port {v}")))?,
             ),
         };
         let wipe = params.get("wipe_disk_metadata").and_then(|v| v.as_bool()).unwrap_or(false);

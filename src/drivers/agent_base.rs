@@ -294,6 +294,18 @@ pub(crate) async fn collect_logs(task: &mut Task, env: &AgentEnv, why: &str) {
     }
 }
 
+/// A failed or aborted agent deploy: keep the ramdisk's logs (unless configured off) and forget
+/// the deploy's phase.
+pub(crate) async fn abort(task: &mut Task) -> Result<(), DriverError> {
+    if let Ok(env) = agent_env(task) {
+        if env.config.collect_ramdisk_logs != "never" {
+            collect_logs(task, &env, "failure").await;
+        }
+    }
+    set_phase(task, None);
+    Ok(())
+}
+
 /// Undeploy: power off through the BMC, instance boot config and tenant networks removed.
 pub(crate) async fn tear_down(task: &mut Task) -> Result<(), DriverError> {
     node_power_action(task, PowerTarget::Off, None).await?;

@@ -296,12 +296,6 @@ impl DeployInterface for IscsiDeploy {
     }
 
     async fn abort(&self, task: &mut Task) -> Result<(), DriverError> {
-        if let Ok(env) = agent_env(task) {
-            if env.config.collect_ramdisk_logs != "never" {
-                agent_base::collect_logs(task, &env, "failure").await;
-            }
-        }
-        set_phase(task, None);
-        Ok(())
+        agent_base::abort(task).await
     }
 }

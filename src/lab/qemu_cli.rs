@@ -149,20 +149,8 @@ pub fn serve(vms: usize, dir: PathBuf, scratch: bool, forward: std::net::SocketA
         lab.vms[0].name, ids.0, lab.vms[0].name
     );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        // SIGINT or SIGTERM: return, so the lab's drop stops the VMs and removes the namespace.
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    });
+    // SIGINT or SIGTERM: return, so the lab's drop stops the VMs and removes the namespace.
+    rt.block_on(crate::service::shutdown_signal());
     drop(lab);
     if scratch {
         let _ = std::fs::remove_dir_all(&dir);

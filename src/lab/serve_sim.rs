@@ -73,22 +73,7 @@ fn quick_profile() -> Arc<Profile> {
 /// Ctrl-C or SIGTERM.
 pub fn run(config: Config, opts: SimServeOptions) -> Result<(), ServeSimError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeSimError::Runtime)?;
-    rt.block_on(serve(config, opts, shutdown_signal()))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
+    rt.block_on(serve(config, opts, crate::service::shutdown_signal()))
 }
 
 /// Serves the lab's API on `config.api.bind` until `shutdown` resolves; prints the nodes and the
