@@ -63,7 +63,7 @@ impl Conductor {
     pub async fn check_timeouts(&self) {
         let now = self.env().clock.now();
         let waiting: Vec<_> = ProvisionState::ALL.iter().copied().filter(|s| states::is_waiting(*s)).collect();
-        let Ok(ids) = self.db().node_ids(&NodeFilter {
+        let Ok(rows) = self.db().node_provision_times(&NodeFilter {
             provision_states: Some(waiting),
             reserved: Some(false),
             maintenance: Some(false),
@@ -71,9 +71,8 @@ impl Conductor {
         }) else {
             return;
         };
-        for id in ids {
-            let Ok(node) = self.db().get_node_by_uuid(id) else { continue };
-            let (Some(limit), Some(since)) = (self.timeout_for(node.provision_state), node.provision_updated_at) else {
+        for (id, state, since) in rows {
+            let (Some(limit), Some(since)) = (self.timeout_for(state), since) else {
                 continue;
             };
             let elapsed = (now - since).to_std().unwrap_or_default();
@@ -82,10 +81,10 @@ impl Conductor {
             }
             let Ok(permit) = self.worker() else { return };
             let Ok(t) = self.acquire(id) else { continue };
-            if t.node.provision_state != node.provision_state {
+            if t.node.provision_state != state {
                 continue;
             }
-            tracing::warn!(node = %id, state = %node.provision_state, "callback timeout");
+            tracing::warn!(node = %id, %state, "callback timeout");
             let c = self.clone();
             self.spawn(permit, async move { c.time_out_wait(t).await });
         }
@@ -107,9 +106,26 @@ impl Conductor {
             return;
         };
         for id in ids {
+            // As Ironic does, the hardware is read under a shared (lock-free) task; the node is
+            // locked only when something has to be recorded or corrected, so the common case
+            // (states agree) writes nothing and never blocks an API request behind the sync.
+            let Ok(mut shared) = self.shared_task(id) else { continue };
+            if shared.node.reservation.is_some() || shared.node.maintenance || excluded(shared.node.provision_state) {
+                continue;
+            }
+            let power = shared.driver.power.clone();
+            let actual = power.get_power_state(&mut shared).await;
+            if let Ok(a) = &actual
+                && shared.node.power_state == Some(*a)
+            {
+                self.inner.power_failures.lock().remove(&id);
+                continue;
+            }
             let Ok(mut t) = self.acquire(id) else { continue };
-            let power = t.driver.power.clone();
-            let actual = power.get_power_state(&mut t).await;
+            if t.node.maintenance || excluded(t.node.provision_state) || t.node.power_state != shared.node.power_state {
+                // Someone acted on the node in between: the next round looks again.
+                continue;
+            }
             let result = match actual {
                 Err(e) => Err(e.to_string()),
                 Ok(actual) => match t.node.power_state {
@@ -130,6 +146,8 @@ impl Conductor {
                     }
                 },
             };
+            // A failure below the retry limit is only counted (in memory, as Ironic does).
+            let mut record = true;
             match result {
                 Ok(()) => {
                     self.inner.power_failures.lock().remove(&id);
@@ -153,10 +171,12 @@ impl Conductor {
                         t.node.last_error = Some(msg);
                         t.node.power_state = None;
                         self.inner.power_failures.lock().remove(&id);
+                    } else {
+                        record = false;
                     }
                 }
             }
-            if let Err(e) = self.save(&mut t) {
+            if record && let Err(e) = self.save(&mut t) {
                 tracing::error!(node = %id, error = %e, "power sync: cannot save");
             }
         }

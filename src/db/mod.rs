@@ -119,7 +119,13 @@ fn configure(c: &Connection, writer: bool) -> Result<(), DbError> {
     c.pragma_update(None, "foreign_keys", "ON")?;
     // Bounded page cache per connection (KiB when negative): RSS stays small with many nodes.
     c.pragma_update(None, "cache_size", -2048)?;
-    c.set_prepared_statement_cache_capacity(64);
+    // Filters build their SQL per shape (state lists, sort keys): with a small cache a large fleet
+    // kept re-preparing statements (a tenth of a simulation's CPU went to SQLite's parser).
+    c.set_prepared_statement_cache_capacity(512);
+    // Query-planner stability: without it SQLite re-prepares a cached statement whenever a bound
+    // value the plan looked at changes (STAT4 is compiled in), which was most calls of the
+    // per-node queries; the schema's plans do not depend on the values.
+    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(())
 }
 

@@ -335,6 +335,39 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The provision state and when it was entered of each node matching `filter`, read from
+    /// columns only: periodic tasks scan the whole fleet with it and must not parse every body.
+    pub fn node_provision_times(
+        &self,
+        filter: &NodeFilter,
+    ) -> Result<Vec<(NodeId, ProvisionState, Option<DateTime<Utc>>)>, DbError> {
+        let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
+        let (sql, args) = build_query("SELECT uuid, provision_state, provision_updated_at FROM nodes", &q)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+            })?;
+            rows.map(|r| {
+                let (id, state, since) = r?;
+                let id = id.parse().map_err(|_| DbError::Corrupt(format!("node uuid {id}")))?;
+                let state = state.parse().map_err(|_| DbError::Corrupt(format!("provision state {state}")))?;
+                let since = match since {
+                    Some(t) => Some(
+                        DateTime::parse_from_rfc3339(&t)
+                            .map_err(|_| DbError::Corrupt(format!("provision_updated_at {t}")))?
+                            .with_timezone(&Utc),
+                    ),
+                    None => None,
+                };
+                Ok((id, state, since))
+            })
+            .collect()
+        })
+    }
+}
+
 /// Builds `base WHERE ... ORDER BY ... LIMIT` with keyset pagination after `marker`.
 fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types::Value>), DbError> {
     use rusqlite::types::Value;

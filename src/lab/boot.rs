@@ -57,40 +57,73 @@ pub fn boot_env(
 
 /// Registers ferric's `pxe` and `ipxe` boot interfaces (bridged) with `env`.
 pub fn register(p: &mut Parts, env: Arc<BootEnv>) {
-    p.registry.register_boot("pxe", Arc::new(Bridged(Arc::new(PxeBoot::pxe()))));
-    p.registry.register_boot("ipxe", Arc::new(Bridged(Arc::new(PxeBoot::ipxe()))));
+    // One helper runtime for both interfaces, kept for the lab's lifetime: building a runtime
+    // (and its blocking pool) per call cost more than the calls themselves on large fleets.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()
+        .map(|rt| Arc::new(HelperRuntime(Some(rt))));
+    p.registry.register_boot("pxe", Arc::new(Bridged::new(Arc::new(PxeBoot::pxe()), rt.clone())));
+    p.registry.register_boot("ipxe", Arc::new(Bridged::new(Arc::new(PxeBoot::ipxe()), rt)));
     p.env.boot = Some(env);
 }
 
 /// A boot interface whose calls run to completion on a helper thread (see the module docs).
-pub struct Bridged(pub Arc<dyn BootInterface>);
+pub struct Bridged {
+    inner: Arc<dyn BootInterface>,
+    /// The helper runtime the calls run on (None: one is built per call).
+    rt: Option<Arc<HelperRuntime>>,
+}
 
-/// Runs `f` on a scoped thread with its own runtime and waits for it, blocking this thread.
-fn run_here<T: Send>(f: impl Future<Output = Result<T, DriverError>> + Send) -> Result<T, DriverError> {
-    std::thread::scope(|s| {
-        let h = s.spawn(|| match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(f),
-            Err(e) => Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
-        });
-        h.join().unwrap_or_else(|_| Err(DriverError::Failed("boot interface thread panicked".into())))
-    })
+/// A runtime that may be dropped anywhere, the simulation's async context included (a plain
+/// `Runtime` panics when dropped there): it shuts down in the background.
+pub struct HelperRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for HelperRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Bridged {
+    pub fn new(inner: Arc<dyn BootInterface>, rt: Option<Arc<HelperRuntime>>) -> Bridged {
+        Bridged { inner, rt }
+    }
+
+    /// Runs `f` on a scoped thread, on the helper runtime, and waits for it, blocking this thread
+    /// (a runtime cannot be entered from the simulation's own thread).
+    fn run_here<T: Send>(&self, f: impl Future<Output = Result<T, DriverError>> + Send) -> Result<T, DriverError> {
+        std::thread::scope(|s| {
+            let h = s.spawn(|| match self.rt.as_ref().and_then(|h| h.0.as_ref()) {
+                Some(rt) => rt.block_on(f),
+                None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(f),
+                    Err(e) => Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
+                },
+            });
+            h.join().unwrap_or_else(|_| Err(DriverError::Failed("boot interface thread panicked".into())))
+        })
+    }
 }
 
 #[async_trait]
 impl BootInterface for Bridged {
     fn validate(&self, task: &Task) -> Result<(), DriverError> {
-        self.0.validate(task)
+        self.inner.validate(task)
     }
     async fn prepare_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
-        run_here(self.0.prepare_ramdisk(task))
+        self.run_here(self.inner.prepare_ramdisk(task))
     }
     async fn clean_up_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
-        run_here(self.0.clean_up_ramdisk(task))
+        self.run_here(self.inner.clean_up_ramdisk(task))
     }
     async fn prepare_instance(&self, task: &mut Task) -> Result<(), DriverError> {
-        run_here(self.0.prepare_instance(task))
+        self.run_here(self.inner.prepare_instance(task))
     }
     async fn clean_up_instance(&self, task: &mut Task) -> Result<(), DriverError> {
-        run_here(self.0.clean_up_instance(task))
+        self.run_here(self.inner.clean_up_instance(task))
     }
 }
