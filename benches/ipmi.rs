@@ -91,7 +91,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// CPU time (user + system) a process has used, in seconds.
 fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+fn stat_cpu_secs(path: &str) -> f64 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -100,12 +104,47 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// Runs a measurement and returns (requests/s, BMC CPU microseconds per request).
-async fn measured<F: Future<Output = f64>>(pid: u32, secs: f64, run: F) -> (f64, f64) {
-    let before = cpu_secs(pid);
+/// Runs a measurement and returns (requests/s, BMC CPU microseconds per request, client CPU
+/// microseconds per request). The client's CPU is this process's (the client is the same for
+/// both BMCs; it shows how much of a round trip is not the BMC's).
+async fn measured<F: Future<Output = f64>>(pid: u32, secs: f64, run: F) -> (f64, f64, f64) {
+    let (before, client_before) = (cpu_secs(pid), stat_cpu_secs("/proc/self/stat"));
     let rate = run.await;
     let used = cpu_secs(pid) - before;
-    (rate, used * 1e6 / (rate * secs))
+    let client = stat_cpu_secs("/proc/self/stat") - client_before;
+    (rate, used * 1e6 / (rate * secs), client * 1e6 / (rate * secs))
+}
+
+/// The loopback floor: round trips/s of a trivial blocking UDP echo (two threads, one 80-byte
+/// datagram each way, no IPMI at all). No BMC on this path can answer one client faster.
+fn udp_echo_floor(secs: f64) -> f64 {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind echo");
+    let addr = server.local_addr().expect("echo addr");
+    server.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((n, from)) = server.recv_from(&mut buf) {
+                let _ = server.send_to(&buf[..n], from);
+            }
+        }
+    });
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client.connect(addr).expect("connect");
+    let mut buf = [0u8; 1024];
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        client.send(&[1u8; 80]).expect("send");
+        client.recv(&mut buf).expect("recv");
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = echo.join();
+    rate
 }
 
 fn config() -> ClientConfig {
@@ -178,7 +217,7 @@ async fn in_session(port: u16, secs: f64, clients: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn row(label: &str, (f, fcpu): (f64, f64), (p, pcpu): (f64, f64)) {
+fn row(label: &str, (f, fcpu, fcl): (f64, f64, f64), (p, pcpu, pcl): (f64, f64, f64)) {
     let failed = FAILURES.swap(0, std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
         println!("  ({failed} failed handshakes in the next figure)");
@@ -188,6 +227,7 @@ fn row(label: &str, (f, fcpu): (f64, f64), (p, pcpu): (f64, f64)) {
         f / p,
         pcpu / fcpu
     );
+    println!("  {:<58} client CPU per request: with ferric vbmc {fcl:>6.1} us, with pyghmi {pcl:>6.1} us", "");
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -206,6 +246,11 @@ async fn main() {
         "IPMI round trips/s, ferric's client (suite 3, loopback UDP), {secs} s per figure; \
          each BMC is its own process"
     );
+    let floor = udp_echo_floor(secs);
+    println!(
+        "  loopback floor: trivial blocking UDP echo, 1 client: {floor:.0} round trips/s ({:.1} us each)",
+        1e6 / floor
+    );
     for clients in [1usize, 8] {
         let (fpid, ppid) = (ferric.0.id(), pyghmi.0.id());
         let fa = measured(fpid, secs, session_per_request(fport, secs, clients)).await;
@@ -214,6 +259,12 @@ async fn main() {
         let fb = measured(fpid, secs, in_session(fport, secs, clients)).await;
         let pb = measured(ppid, secs, in_session(pport, secs, clients)).await;
         row(&format!("(b) Get Chassis Status in one session, {clients} client(s)"), fb, pb);
+        if clients == 1 {
+            println!(
+                "  (a BMC answering (b) as fast as the echo floor would be {:.1}x pyghmi: the most any BMC can reach here)",
+                floor / pb.0
+            );
+        }
     }
     drop(pyghmi);
     drop(ferric);

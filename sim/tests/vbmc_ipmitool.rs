@@ -1,7 +1,7 @@
 //! ipmitool (a real, independent IPMI client) against the virtual BMC over UDP on loopback.
 
 use ferric_sim::machine::{BootDevice, Machine, PowerState};
-use ferric_sim::vbmc::{Bmc, BmcConfig, Faults, Password, serve_udp};
+use ferric_sim::vbmc::{Bmc, BmcConfig, FaultSettings, Faults, Password, serve_udp, serve_udp_blocking};
 use ferric_sim::{SimMachine, SimMachineConfig};
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -106,6 +106,32 @@ async fn full_round(suite: Option<u8>) {
     // abandons (ipmitool 1.8.19 sends no RAKP 3 then), so it waits for the idle timeout.
     assert_eq!(lab.bmc.session_count(), 1, "{s:?}");
     assert_eq!(s.sessions_opened, s.sessions_closed, "{s:?}");
+}
+
+/// The blocking loop (a thread serving one BMC, as `ferric vbmc --nodes 1` does) answers
+/// ipmitool too, and its latency knob still delays replies (sent from runtime tasks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmitool_against_the_blocking_loop_with_latency() {
+    let machine = Arc::new(SimMachine::new("node-0", SimMachineConfig::default()));
+    let faults = Arc::new(Faults::new(FaultSettings { latency_ms: 20, ..Default::default() }));
+    let bmc = Bmc::new("node-0", BmcConfig::default(), machine.clone(), faults.clone()).unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let runtime = tokio::runtime::Handle::current();
+    let served = bmc.clone();
+    // The thread blocks in recvfrom for the rest of the test binary's life (it holds no child
+    // process or file beyond its socket).
+    std::thread::spawn(move || serve_udp_blocking(served, socket, &runtime));
+    let started = tokio::time::Instant::now();
+    assert!(ok(port, Some(3), "power on").await.contains("Up/On"));
+    // ipmitool makes at least 6 exchanges for a command, each reply delayed 20 ms.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(120), "latency knob ignored");
+    faults.set_latency(std::time::Duration::ZERO);
+    assert!(ok(port, None, "power status").await.contains("Chassis Power is on"));
+    assert_eq!(machine.power_now(), PowerState::On);
+    let stats = bmc.stats();
+    assert_eq!(stats.power_on, 1);
+    assert_eq!(stats.sessions_closed, 2, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! process, like VirtualBMC's vbmcd, until killed.
 
 use ferric_sim::vbmc::fleet::{Fleet, FleetFile, resolve};
-use ferric_sim::vbmc::{Bmc, BmcConfig, serve_udp};
+use ferric_sim::vbmc::{Bmc, BmcConfig, serve_udp, serve_udp_blocking};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -73,12 +73,14 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
         shards[i % threads].push((node.bmc.clone(), socket));
     }
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<String>(threads);
+    let runtime = tokio::runtime::Handle::current();
     for (t, shard) in shards.into_iter().enumerate() {
         let done = done_tx.clone();
+        let runtime = runtime.clone();
         std::thread::Builder::new()
             .name(format!("vbmc-{t}"))
             .spawn(move || {
-                let err = serve_shard(shard);
+                let err = serve_shard(shard, &runtime);
                 let _ = done.blocking_send(err);
             })
             .map_err(|e| VbmcError::Serve(e.to_string()))?;
@@ -103,8 +105,17 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
     }
 }
 
-/// Serves one thread's BMCs on a current-thread runtime; returns why it stopped.
-fn serve_shard(shard: Vec<(Bmc, std::net::UdpSocket)>) -> String {
+/// Serves one thread's BMCs, returning why it stopped: a single BMC with blocking socket calls
+/// (`runtime` runs its delayed replies), several on a current-thread runtime.
+fn serve_shard(mut shard: Vec<(Bmc, std::net::UdpSocket)>, runtime: &tokio::runtime::Handle) -> String {
+    if shard.len() == 1
+        && let Some((bmc, socket)) = shard.pop()
+    {
+        return match serve_udp_blocking(bmc, socket, runtime) {
+            Ok(()) => "stopped".into(),
+            Err(e) => e.to_string(),
+        };
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return e.to_string(),
