@@ -3,7 +3,8 @@
 //! while streaming, writeback started behind the write cursor, no final fdatasync — as IPA, the
 //! image is made durable by `standby.sync`, which ferric's conductor issues before any power off),
 //! against `curl URL | dd of=FILE bs=1M` (no sync either) from the same server in the same run.
-//! For durability, `prepare_image` + `standby.sync` is set against `curl | dd conv=fdatasync`.
+//! With the checksum on both sides: against `curl | tee >(openssl dgst -sha256) | dd`. For
+//! durability, `prepare_image` + `standby.sync` is set against `curl | dd conv=fdatasync`.
 //! The qcow2 path is compared with `qemu-img convert` of the same image (both without a sync).
 //! Every timed run starts with an untimed sync(1), so no run pays for the previous one's writeback.
 //!
@@ -222,7 +223,8 @@ async fn run() {
 
     let out = dir.path().join("dd.out");
     let url = infos[0].urls[0].clone();
-    let (mut ours, mut ours_sync, mut dd, mut dd_sync) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut ours_sync, mut dd, mut dd_sync, mut dd_hash) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         fresh(&disk, size + (64 << 20));
         let (a, b) = deploy(infos[0].clone()).await;
@@ -255,6 +257,26 @@ async fn run() {
         if i == 0 {
             assert!(same_prefix(&raw, &out, size), "curl|dd output differs from the image");
         }
+        // The shell pipeline with the checksum on too: tee feeds openssl (SHA-NI, like the agent's
+        // sha2) beside dd; the pipeline ends when both have.
+        let _ = std::fs::remove_file(&out);
+        let sum = dir.path().join("dd.sha256");
+        settle().await;
+        dd_hash.push(
+            tokio::task::spawn_blocking({
+                let c = format!(
+                    "{{ curl -s '{url}' | tee /dev/fd/3 | dd of={o} bs=1M; }} 3>&1 | openssl dgst -sha256 -r > {}",
+                    sum.display()
+                );
+                move || shell(&c)
+            })
+            .await
+            .unwrap(),
+        );
+        if i == 0 {
+            let got = std::fs::read_to_string(&sum).unwrap();
+            assert_eq!(Some(got.split_whitespace().next().unwrap()), infos[0].os_hash_value.as_deref());
+        }
     }
     let (mut q_ours, mut q_img) = (Vec::new(), Vec::new());
     for i in 0..runs {
@@ -283,7 +305,14 @@ async fn run() {
         b.as_secs_f64(),
         mbps(size, b)
     );
+    let h = best(&dd_hash);
+    println!(
+        "    curl URL | tee >(openssl dgst -sha256) | dd bs=1M    {:>8.3} s  {:>7.0} MB/s",
+        h.as_secs_f64(),
+        mbps(size, h)
+    );
     println!("    ratio vs curl|dd            {:.2}x", b.as_secs_f64() / a.as_secs_f64());
+    println!("    ratio vs curl|tee sha256|dd {:.2}x", h.as_secs_f64() / a.as_secs_f64());
     println!("  durable (on stable storage when the timer stops):");
     println!(
         "    ferric-agent prepare_image + standby.sync            {:>8.3} s  {:>7.0} MB/s",
@@ -305,10 +334,11 @@ async fn run() {
     println!("  qemu-img convert -O raw (local file)       {:>8.3} s  {:>7.0} MB/s", qb.as_secs_f64(), mbps(size, qb));
     println!("  ratio vs qemu-img convert   {:.2}x", qb.as_secs_f64() / qa.as_secs_f64());
     println!(
-        "all runs (s): agent {:?} agent+sync {:?} dd {:?} dd+sync {:?} qcow2 agent {:?} qemu-img {:?}",
+        "all runs (s): agent {:?} agent+sync {:?} dd {:?} dd+sha256 {:?} dd+sync {:?} qcow2 agent {:?} qemu-img {:?}",
         ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         ours_sync.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         dd.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
+        dd_hash.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         dd_sync.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         q_ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         q_img.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>()

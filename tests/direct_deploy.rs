@@ -62,7 +62,8 @@ async fn direct_deploy_end_to_end() {
         .filter(|l| l.contains("executing command"))
         .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("command=")))
         .collect();
-    let at = |name: &str| executed.iter().position(|c| *c == name).unwrap_or_else(|| panic!("{name} not in {executed:?}"));
+    let at =
+        |name: &str| executed.iter().position(|c| *c == name).unwrap_or_else(|| panic!("{name} not in {executed:?}"));
     assert!(at("standby.prepare_image") < at("standby.sync"), "{executed:?}");
     assert!(at("standby.sync") < at("standby.power_off"), "{executed:?}");
 
