@@ -1,9 +1,15 @@
 //! Image writing benchmark: a 1 GiB raw image written to a file-backed disk by the ferric-agent
-//! binary (download from the image store's temp URL, SHA-256 verified while streaming), against
-//! `curl URL | dd of=FILE bs=1M` from the same server in the same run; and the qcow2 path
-//! against `qemu-img convert` of the same image.
+//! binary (`standby.prepare_image`: download from the image store's temp URL, SHA-256 verified
+//! while streaming, writeback started behind the write cursor, no final fdatasync — as IPA, the
+//! image is made durable by `standby.sync`, which ferric's conductor issues before any power off),
+//! against `curl URL | dd of=FILE bs=1M` (no sync either) from the same server in the same run.
+//! With the checksum on both sides: against `curl | tee >(openssl dgst -sha256) | dd`. For
+//! durability, `prepare_image` + `standby.sync` is set against `curl | dd conv=fdatasync`.
+//! The qcow2 path is compared with `qemu-img convert` of the same image (both without a sync).
+//! Every timed run starts with an untimed sync(1), so no run pays for the previous one's writeback.
 //!
-//! Run: `cargo bench --bench agent` (FERRIC_BENCH_MIB=N changes the image size, default 1024).
+//! Run: `cargo bench --bench agent` (FERRIC_BENCH_MIB=N changes the image size, default 1024;
+//! FERRIC_BENCH_RUNS=N the runs per figure, default 3).
 
 use std::io::Write;
 use std::path::Path;
@@ -87,6 +93,16 @@ fn shell(cmd: &str) -> Duration {
     let st = Command::new("sh").args(["-c", cmd]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
     assert!(st.success(), "{cmd}");
     t.elapsed()
+}
+
+/// Writes back everything dirty (untimed), so a run does not pay for the previous one's data.
+async fn settle() {
+    tokio::task::spawn_blocking(|| {
+        let st = Command::new("sync").status().unwrap();
+        assert!(st.success());
+    })
+    .await
+    .unwrap();
 }
 
 fn best(v: &[Duration]) -> Duration {
@@ -189,30 +205,37 @@ async fn run() {
         Arc::new(ReqwestHttp::new(Duration::from_secs(5)).unwrap()),
         AgentClientConfig { command_timeout: Duration::from_secs(600), ..Default::default() },
     );
+    // (prepare_image, prepare_image + standby.sync)
     let deploy = |info: ImageInfo| {
         let client = client.clone();
         let target = target.clone();
         async move {
+            settle().await;
             let t = Instant::now();
             let r = client.prepare_image(&target, &info, None).await.unwrap();
             let r = client.get_command(&target, &r.id, true).await.unwrap();
             let d = t.elapsed();
             assert_eq!(r.command_status, CommandStatus::Succeeded, "{r:?}");
-            d
+            client.sync(&target).await.unwrap();
+            (d, t.elapsed())
         }
     };
 
     let out = dir.path().join("dd.out");
     let url = infos[0].urls[0].clone();
-    let (mut ours, mut dd, mut dd_sync) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut ours_sync, mut dd, mut dd_sync, mut dd_hash) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         fresh(&disk, size + (64 << 20));
-        ours.push(deploy(infos[0].clone()).await);
+        let (a, b) = deploy(infos[0].clone()).await;
+        ours.push(a);
+        ours_sync.push(b);
         if i == 0 {
             assert!(same_prefix(&raw, &disk, size), "agent disk differs from the image");
         }
         let _ = std::fs::remove_file(&out);
         let o = out.display().to_string();
+        settle().await;
         dd.push(
             tokio::task::spawn_blocking({
                 let c = format!("curl -s '{url}' | dd of={o} bs=1M");
@@ -222,6 +245,7 @@ async fn run() {
             .unwrap(),
         );
         let _ = std::fs::remove_file(&out);
+        settle().await;
         dd_sync.push(
             tokio::task::spawn_blocking({
                 let c = format!("curl -s '{url}' | dd of={o} bs=1M conv=fdatasync");
@@ -233,29 +257,74 @@ async fn run() {
         if i == 0 {
             assert!(same_prefix(&raw, &out, size), "curl|dd output differs from the image");
         }
+        // The shell pipeline with the checksum on too: tee feeds openssl (SHA-NI, like the agent's
+        // sha2) beside dd; the pipeline ends when both have.
+        let _ = std::fs::remove_file(&out);
+        let sum = dir.path().join("dd.sha256");
+        settle().await;
+        dd_hash.push(
+            tokio::task::spawn_blocking({
+                let c = format!(
+                    "{{ curl -s '{url}' | tee /dev/fd/3 | dd of={o} bs=1M; }} 3>&1 | openssl dgst -sha256 -r > {}",
+                    sum.display()
+                );
+                move || shell(&c)
+            })
+            .await
+            .unwrap(),
+        );
+        if i == 0 {
+            let got = std::fs::read_to_string(&sum).unwrap();
+            assert_eq!(Some(got.split_whitespace().next().unwrap()), infos[0].os_hash_value.as_deref());
+        }
     }
     let (mut q_ours, mut q_img) = (Vec::new(), Vec::new());
     for i in 0..runs {
         fresh(&disk, size + (64 << 20));
-        q_ours.push(deploy(infos[1].clone()).await);
+        q_ours.push(deploy(infos[1].clone()).await.0);
         if i == 0 {
             assert!(same_prefix(&raw, &disk, size), "agent qcow2 result differs from the image");
         }
         let _ = std::fs::remove_file(&out);
+        settle().await;
         let c = format!("qemu-img convert -f qcow2 -O raw {} {}", qcow.display(), out.display());
         q_img.push(tokio::task::spawn_blocking(move || shell(&c)).await.unwrap());
     }
     drop(agent);
 
-    let (a, b, c) = (best(&ours), best(&dd), best(&dd_sync));
+    let (a, a2, b, c) = (best(&ours), best(&ours_sync), best(&dd), best(&dd_sync));
+    println!("raw image, {mib} MiB, best of {runs}, each run after an untimed sync:");
+    println!("  without a final flush (data may still be in the page cache when the timer stops):");
     println!(
-        "raw image, {mib} MiB, best of {runs} (ferric-agent verifies SHA-256 while streaming and fdatasyncs before reporting success):"
+        "    ferric-agent prepare_image (SHA-256 while streaming)  {:>8.3} s  {:>7.0} MB/s",
+        a.as_secs_f64(),
+        mbps(size, a)
     );
-    println!("  ferric-agent                               {:>8.3} s  {:>7.0} MB/s", a.as_secs_f64(), mbps(size, a));
-    println!("  curl URL | dd of=FILE bs=1M                {:>8.3} s  {:>7.0} MB/s", b.as_secs_f64(), mbps(size, b));
-    println!("  curl URL | dd of=FILE bs=1M conv=fdatasync {:>8.3} s  {:>7.0} MB/s", c.as_secs_f64(), mbps(size, c));
-    println!("  ratio vs curl|dd            {:.2}x", b.as_secs_f64() / a.as_secs_f64());
-    println!("  ratio vs curl|dd fdatasync  {:.2}x", c.as_secs_f64() / a.as_secs_f64());
+    println!(
+        "    curl URL | dd of=FILE bs=1M                          {:>8.3} s  {:>7.0} MB/s",
+        b.as_secs_f64(),
+        mbps(size, b)
+    );
+    let h = best(&dd_hash);
+    println!(
+        "    curl URL | tee >(openssl dgst -sha256) | dd bs=1M    {:>8.3} s  {:>7.0} MB/s",
+        h.as_secs_f64(),
+        mbps(size, h)
+    );
+    println!("    ratio vs curl|dd            {:.2}x", b.as_secs_f64() / a.as_secs_f64());
+    println!("    ratio vs curl|tee sha256|dd {:.2}x", h.as_secs_f64() / a.as_secs_f64());
+    println!("  durable (on stable storage when the timer stops):");
+    println!(
+        "    ferric-agent prepare_image + standby.sync            {:>8.3} s  {:>7.0} MB/s",
+        a2.as_secs_f64(),
+        mbps(size, a2)
+    );
+    println!(
+        "    curl URL | dd of=FILE bs=1M conv=fdatasync           {:>8.3} s  {:>7.0} MB/s",
+        c.as_secs_f64(),
+        mbps(size, c)
+    );
+    println!("    ratio vs curl|dd fdatasync  {:.2}x", c.as_secs_f64() / a2.as_secs_f64());
     let (qa, qb) = (best(&q_ours), best(&q_img));
     println!(
         "qcow2 image ({} MiB file), {mib} MiB virtual, best of {runs}:",
@@ -265,9 +334,11 @@ async fn run() {
     println!("  qemu-img convert -O raw (local file)       {:>8.3} s  {:>7.0} MB/s", qb.as_secs_f64(), mbps(size, qb));
     println!("  ratio vs qemu-img convert   {:.2}x", qb.as_secs_f64() / qa.as_secs_f64());
     println!(
-        "all runs (s): agent {:?} dd {:?} dd+sync {:?} qcow2 agent {:?} qemu-img {:?}",
+        "all runs (s): agent {:?} agent+sync {:?} dd {:?} dd+sha256 {:?} dd+sync {:?} qcow2 agent {:?} qemu-img {:?}",
         ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
+        ours_sync.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         dd.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
+        dd_hash.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         dd_sync.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         q_ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
         q_img.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>()

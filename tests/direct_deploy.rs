@@ -28,7 +28,8 @@ async fn direct_deploy_end_to_end() {
     lab.provision(&id, "active").await;
     lab.wait_state(&id, "wait call-back", Duration::from_secs(10)).await;
     let disk = lab.disk("disk-1.img", 16 << 20);
-    let _agent = lab.agent(mac, &disk);
+    let agent_log = lab.dir.path().join("agent-1.log");
+    let _agent = lab.agent_logged(mac, &disk, &agent_log);
     let n = lab.wait_state(&id, "active", Duration::from_secs(90)).await;
     assert_eq!(n["last_error"], Value::Null);
     assert_eq!(n["power_state"], json!("power on"));
@@ -42,6 +43,29 @@ async fn direct_deploy_end_to_end() {
         .filter(|(_, _, l)| *l != ferric::trace::seed::DHCP_REQUEST && *l != ferric::trace::seed::NEXT_SERVER)
         .collect();
     follows_seed(&trace(&lab, &id).await, &seed).unwrap();
+    // prepare_image returns before the image is flushed (as IPA's does): the conductor makes it
+    // durable with standby.sync after the image is verified and before any power off.
+    let log = std::fs::read_to_string(&agent_log).unwrap();
+    // Without colour escapes, whatever the subscriber decided about them.
+    let mut plain = String::with_capacity(log.len());
+    let mut esc = false;
+    for ch in log.chars() {
+        match (esc, ch) {
+            (false, '\x1b') => esc = true,
+            (false, c) => plain.push(c),
+            (true, 'm') => esc = false,
+            (true, _) => {}
+        }
+    }
+    let executed: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.contains("executing command"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("command=")))
+        .collect();
+    let at =
+        |name: &str| executed.iter().position(|c| *c == name).unwrap_or_else(|| panic!("{name} not in {executed:?}"));
+    assert!(at("standby.prepare_image") < at("standby.sync"), "{executed:?}");
+    assert!(at("standby.sync") < at("standby.power_off"), "{executed:?}");
 
     // Undeploy, then the same node with a qcow2 image.
     lab.provision(&id, "deleted").await;

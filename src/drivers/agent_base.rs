@@ -252,6 +252,40 @@ pub(crate) async fn soft_power_off(task: &mut Task, env: &AgentEnv) -> Result<()
     Ok(())
 }
 
+/// Attempts of `standby.sync` before the deploy fails (a busy agent or a slow writeback).
+const SYNC_ATTEMPTS: u32 = 5;
+
+/// Makes the written image durable before the node is powered off. The agent, like IPA, reports
+/// `prepare_image` done once every byte is written and verified but not yet flushed (writeback
+/// runs behind the write cursor), so the conductor flushes through the agent here, whatever power
+/// off follows: a BMC hard off of a node whose image is still in its page cache would leave a
+/// truncated image behind an ACTIVE node. Ironic issues the same `standby.sync` before an
+/// out-of-band power off; ferric issues it before every power off and fails the deploy when the
+/// agent cannot confirm the flush.
+pub(crate) async fn sync_image(task: &mut Task, env: &AgentEnv) -> Result<(), DriverError> {
+    use crate::agent::client::AgentClientError;
+    let t = agent_target(task)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let e = match env.client.sync(&t).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        // A long writeback can outlast one HTTP deadline, and a command still running makes the
+        // agent busy: both are worth asking again. A sync that ran and failed (an I/O error) is not.
+        let transient = matches!(e, AgentClientError::Busy(_) | AgentClientError::Connection(_));
+        if !transient || attempt >= SYNC_ATTEMPTS {
+            return Err(DriverError::failed(format!(
+                "Node {}: the image could not be flushed to disk through the agent (standby.sync, attempt {attempt}): {e}",
+                task.node.uuid
+            )));
+        }
+        tracing::warn!(node = %task.node.uuid, attempt, error = %e, "standby.sync failed; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The deploy's second half, after the image is on the disk: boot configuration, power off,
 /// networks, power on. `prepare_label` is the diagram's wording for the instance boot step.
 pub(crate) async fn finish_deploy(task: &mut Task, env: &AgentEnv, prepare_label: &str) -> Result<(), DriverError> {
@@ -268,6 +302,7 @@ pub(crate) async fn finish_deploy(task: &mut Task, env: &AgentEnv, prepare_label
     if env.config.collect_ramdisk_logs == "always" {
         collect_logs(task, env, "deploy").await;
     }
+    sync_image(task, env).await?;
     soft_power_off(task, env).await?;
     record(task, Actor::Conductor, Actor::Neutron, seed::DETACH_PROVISIONING);
     let net = task.driver.network.clone();

@@ -176,6 +176,21 @@ impl Lab {
         Proc(child)
     }
 
+    /// Like [`Lab::agent`], with the agent's command log (info level, no colours) in `log`.
+    pub fn agent_logged(&self, mac: &str, disk: &Path, log: &Path) -> Proc {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferric-agent"))
+            .args(["--api-url", &self.url, "--mac", mac, "--listen", &format!("127.0.0.1:{port}"), "--disk"])
+            .arg(disk)
+            .env("RUST_LOG", "warn,ferric::agent::commands=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+
     pub fn disk(&self, name: &str, size: usize) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::File::create(&p).unwrap().set_len(size as u64).unwrap();
