@@ -204,6 +204,9 @@ impl Agent {
         const MIN_INTERVAL: f64 = 5.0;
         let ctx = &self.core.ctx;
         let mut last = tokio::time::Instant::now();
+        // Consecutive failures: retries back off (as IPA's heartbeater did) so a busy conductor
+        // (503, no free worker) is not met by every agent every few seconds.
+        let mut failures: i32 = 0;
         loop {
             let hb = HeartbeatRequest {
                 callback_url: callback_url.to_string(),
@@ -218,11 +221,20 @@ impl Agent {
                 match &res {
                     Ok(()) => {
                         tracing::debug!(node, "heartbeat accepted");
+                        failures = 0;
                         *self.heartbeat_timeout.lock() as f64 * (0.3 + 0.3 * unit(&mut *rng))
                     }
                     Err(e) => {
-                        tracing::warn!(node, error = %e, "heartbeat failed");
-                        MIN_INTERVAL * (1.0 + unit(&mut *rng))
+                        failures = failures.saturating_add(1);
+                        if failures == 1 {
+                            tracing::warn!(node, error = %e, "heartbeat failed");
+                        } else {
+                            tracing::debug!(node, error = %e, attempt = failures, "heartbeat failed again");
+                        }
+                        // 5-10 s, then x2.7 per failure, never longer than a regular interval.
+                        let cap = *self.heartbeat_timeout.lock() as f64 * 0.3;
+                        let backoff = MIN_INTERVAL * 2.7f64.powi((failures - 1).min(8));
+                        backoff.min(cap.max(MIN_INTERVAL)) * (1.0 + unit(&mut *rng))
                     }
                 }
             };
