@@ -335,13 +335,13 @@ impl Db {
     }
 }
 
+/// A node, its provision state and when it entered it.
+pub type ProvisionTime = (NodeId, ProvisionState, Option<DateTime<Utc>>);
+
 impl Db {
     /// The provision state and when it was entered of each node matching `filter`, read from
     /// columns only: periodic tasks scan the whole fleet with it and must not parse every body.
-    pub fn node_provision_times(
-        &self,
-        filter: &NodeFilter,
-    ) -> Result<Vec<(NodeId, ProvisionState, Option<DateTime<Utc>>)>, DbError> {
+    pub fn node_provision_times(&self, filter: &NodeFilter) -> Result<Vec<ProvisionTime>, DbError> {
         let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
         let (sql, args) = build_query("SELECT uuid, provision_state, provision_updated_at FROM nodes", &q)?;
         self.read(|c| {
