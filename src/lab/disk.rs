@@ -174,7 +174,7 @@ impl SimDisk {
             }
             if start > pos {
                 let gap = &expected[(pos - offset) as usize..(start - offset) as usize];
-                if gap.iter().any(|&b| b != 0) {
+                if !all_zero(gap) {
                     return false;
                 }
                 pos = start;
@@ -186,7 +186,7 @@ impl SimDisk {
             }
             pos = take_end;
         }
-        expected[(pos - offset) as usize..].iter().all(|&b| b == 0)
+        all_zero(&expected[(pos - offset) as usize..])
     }
 
     /// Removes [offset, end) from the extent map, keeping the parts of extents outside it.
@@ -281,7 +281,7 @@ impl BlockDevice for SimDisk {
         self.admit(offset, len)?;
         // Image data is scaled down by the lab; a block of zeros (a metadata wipe of a fixed
         // span) is not, so it costs its own length and stays sparse.
-        let zeros = data.iter().all(|b| *b == 0);
+        let zeros = all_zero(&data);
         self.transfer_delay(len, !zeros).await;
         if len == 0 {
             return Ok(());
@@ -309,8 +309,26 @@ impl BlockDevice for SimDisk {
     }
 }
 
+/// Whether `b` is all zero bytes. OR-folding fixed blocks lets the compiler vectorise the check
+/// (a byte-wise `all` with its early exit does not): metadata wipes are megabytes of zeros, and
+/// the byte-wise loop was 5% of a fleet simulation's CPU.
+fn all_zero(b: &[u8]) -> bool {
+    b.chunks(4096).all(|c| c.iter().fold(0u8, |acc, x| acc | x) == 0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn all_zero_finds_any_set_byte() {
+        assert!(all_zero(&[]));
+        assert!(all_zero(&vec![0u8; 10_000]));
+        for at in [0usize, 1, 4095, 4096, 9_999] {
+            let mut v = vec![0u8; 10_000];
+            v[at] = 0x80;
+            assert!(!all_zero(&v), "byte {at}");
+        }
+    }
+
     use super::*;
 
     fn disk() -> SimDisk {
