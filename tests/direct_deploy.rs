@@ -45,19 +45,9 @@ async fn direct_deploy_end_to_end() {
     follows_seed(&trace(&lab, &id).await, &seed).unwrap();
     // prepare_image returns before the image is flushed (as IPA's does): the conductor makes it
     // durable with standby.sync after the image is verified and before any power off.
+    // NO_COLOR is set for the agent: its log is plain text.
     let log = std::fs::read_to_string(&agent_log).unwrap();
-    // Without colour escapes, whatever the subscriber decided about them.
-    let mut plain = String::with_capacity(log.len());
-    let mut esc = false;
-    for ch in log.chars() {
-        match (esc, ch) {
-            (false, '\x1b') => esc = true,
-            (false, c) => plain.push(c),
-            (true, 'm') => esc = false,
-            (true, _) => {}
-        }
-    }
-    let executed: Vec<&str> = plain
+    let executed: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("executing command"))
         .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("command=")))

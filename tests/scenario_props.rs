@@ -32,19 +32,7 @@ fn deploy(iscsi: bool) -> ActionSpec {
 
 /// Faults whose knobs need no extra fields, with a window and a few target machines.
 fn fault() -> impl Strategy<Value = FaultSpec> {
-    let kinds = prop::sample::select(vec![
-        FaultKind::BmcPacketLoss,
-        FaultKind::BmcUnresponsive,
-        FaultKind::PowerOnIgnored,
-        FaultKind::BmcBusy,
-        FaultKind::AgentCrash,
-        FaultKind::HeartbeatsLost,
-        FaultKind::ImageCorrupted,
-        FaultKind::ImageServerDown,
-        FaultKind::DhcpLost,
-        FaultKind::ConductorRestart,
-        FaultKind::DiskWriteError,
-    ]);
+    let kinds = prop::sample::select(FaultKind::ALL.to_vec());
     let steps = prop::sample::select(vec!["boot", "lookup", "heartbeat", "download", "write"]);
     (kinds, 0usize..3, 0u32..300, prop::option::of(1u32..200), steps, 0.05f64..0.5).prop_map(
         |(kind, node, from, len, step, rate)| FaultSpec {

@@ -2,24 +2,14 @@
 //! `baremetal`), one is deployed to `active` through the API, and its virtual BMC answers
 //! `ipmitool -I lanplus` on UDP 127.0.0.1 that the machine is on.
 
+mod common;
+
+use common::serve::{Proc, free_port};
 use serde_json::{Value, json};
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A base port with `n` free UDP ports after it.
 fn free_udp_range(n: u16) -> u16 {
@@ -46,7 +36,7 @@ fn baremetal_bin() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_sim_lists_and_deploys() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_tcp_port();
+    let port = free_port();
     let bmc = free_udp_range(3);
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferric"))
         .args(["serve", "--sim", "3", "--api-bind", &format!("127.0.0.1:{port}"), "--sim-bmc-port", &bmc.to_string()])
@@ -58,7 +48,7 @@ async fn serve_sim_lists_and_deploys() {
         .spawn()
         .expect("start ferric serve --sim");
     let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
+    let server = Proc(child);
     // Read the startup lines (image UUID, nodes) until the lab says it is ready.
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {

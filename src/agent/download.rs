@@ -172,24 +172,22 @@ impl Qcow2Sink {
         let mut run: Vec<Bytes> = Vec::new();
         let (mut start, mut end) = (0u64, 0u64);
         for w in writes {
-            if !run.is_empty() && w.offset != end {
-                let bufs = Arc::new(std::mem::take(&mut run));
-                self.dev.write_vectored_at(start, bufs).await.map_err(|e| CommandError::image_write(&self.name, e))?;
-            }
-            if run.is_empty() {
+            if w.offset != end {
+                self.write_run(start, std::mem::take(&mut run)).await?;
                 start = w.offset;
                 end = w.offset;
             }
             end += w.data.len() as u64;
             run.push(w.data);
         }
-        if !run.is_empty() {
-            self.dev
-                .write_vectored_at(start, Arc::new(run))
-                .await
-                .map_err(|e| CommandError::image_write(&self.name, e))?;
+        self.write_run(start, run).await
+    }
+
+    async fn write_run(&self, start: u64, run: Vec<Bytes>) -> Result<(), CommandError> {
+        if run.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.dev.write_vectored_at(start, Arc::new(run)).await.map_err(|e| CommandError::image_write(&self.name, e))
     }
 }
 

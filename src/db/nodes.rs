@@ -326,19 +326,10 @@ impl Db {
         self.read(|c| {
             let mut st = c.prepare_cached(&sql)?;
             let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(0))?;
-            rows.map(|r| {
-                let s = r?;
-                s.parse().map_err(|_| DbError::Corrupt(format!("node uuid {s}")))
-            })
-            .collect()
+            rows.map(|r| node_uuid(&r?)).collect()
         })
     }
-}
 
-/// A node, its provision state and when it entered it.
-pub type ProvisionTime = (NodeId, ProvisionState, Option<DateTime<Utc>>);
-
-impl Db {
     /// The provision state and when it was entered of each node matching `filter`, read from
     /// columns only: periodic tasks scan the whole fleet with it and must not parse every body.
     pub fn node_provision_times(&self, filter: &NodeFilter) -> Result<Vec<ProvisionTime>, DbError> {
@@ -351,21 +342,27 @@ impl Db {
             })?;
             rows.map(|r| {
                 let (id, state, since) = r?;
-                let id = id.parse().map_err(|_| DbError::Corrupt(format!("node uuid {id}")))?;
+                let id = node_uuid(&id)?;
                 let state = state.parse().map_err(|_| DbError::Corrupt(format!("provision state {state}")))?;
-                let since = match since {
-                    Some(t) => Some(
+                let since = since
+                    .map(|t| {
                         DateTime::parse_from_rfc3339(&t)
-                            .map_err(|_| DbError::Corrupt(format!("provision_updated_at {t}")))?
-                            .with_timezone(&Utc),
-                    ),
-                    None => None,
-                };
+                            .map(|d| d.with_timezone(&Utc))
+                            .map_err(|_| DbError::Corrupt(format!("provision_updated_at {t}")))
+                    })
+                    .transpose()?;
                 Ok((id, state, since))
             })
             .collect()
         })
     }
+}
+
+/// A node, its provision state and when it entered it.
+pub type ProvisionTime = (NodeId, ProvisionState, Option<DateTime<Utc>>);
+
+fn node_uuid(s: &str) -> Result<NodeId, DbError> {
+    s.parse().map_err(|_| DbError::Corrupt(format!("node uuid {s}")))
 }
 
 /// Builds `base WHERE ... ORDER BY ... LIMIT` with keyset pagination after `marker`.

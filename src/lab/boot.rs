@@ -59,50 +59,45 @@ pub fn boot_env(
 pub fn register(p: &mut Parts, env: Arc<BootEnv>) {
     // One helper runtime for both interfaces, kept for the lab's lifetime: building a runtime
     // (and its blocking pool) per call cost more than the calls themselves on large fleets.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()
-        .map(|rt| Arc::new(HelperRuntime(Some(rt))));
-    p.registry.register_boot("pxe", Arc::new(Bridged::new(Arc::new(PxeBoot::pxe()), rt.clone())));
-    p.registry.register_boot("ipxe", Arc::new(Bridged::new(Arc::new(PxeBoot::ipxe()), rt)));
+    let rt = Arc::new(HelperRuntime::new());
+    p.registry.register_boot("pxe", Arc::new(Bridged { inner: Arc::new(PxeBoot::pxe()), rt: rt.clone() }));
+    p.registry.register_boot("ipxe", Arc::new(Bridged { inner: Arc::new(PxeBoot::ipxe()), rt }));
     p.env.boot = Some(env);
 }
 
 /// A boot interface whose calls run to completion on a helper thread (see the module docs).
 pub struct Bridged {
     inner: Arc<dyn BootInterface>,
-    /// The helper runtime the calls run on (None: one is built per call).
-    rt: Option<Arc<HelperRuntime>>,
+    rt: Arc<HelperRuntime>,
 }
 
-/// A runtime that may be dropped anywhere, the simulation's async context included (a plain
-/// `Runtime` panics when dropped there): it shuts down in the background.
-pub struct HelperRuntime(Option<tokio::runtime::Runtime>);
+/// The runtime bridged calls run on, or why it could not be built. It may be dropped anywhere,
+/// the simulation's async context included (a plain `Runtime` panics when dropped there): it shuts
+/// down in the background.
+struct HelperRuntime(Result<tokio::runtime::Runtime, String>);
+
+impl HelperRuntime {
+    fn new() -> HelperRuntime {
+        HelperRuntime(tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string()))
+    }
+}
 
 impl Drop for HelperRuntime {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
+        if let Ok(rt) = std::mem::replace(&mut self.0, Err(String::new())) {
             rt.shutdown_background();
         }
     }
 }
 
 impl Bridged {
-    pub fn new(inner: Arc<dyn BootInterface>, rt: Option<Arc<HelperRuntime>>) -> Bridged {
-        Bridged { inner, rt }
-    }
-
     /// Runs `f` on a scoped thread, on the helper runtime, and waits for it, blocking this thread
     /// (a runtime cannot be entered from the simulation's own thread).
     fn run_here<T: Send>(&self, f: impl Future<Output = Result<T, DriverError>> + Send) -> Result<T, DriverError> {
         std::thread::scope(|s| {
-            let h = s.spawn(|| match self.rt.as_ref().and_then(|h| h.0.as_ref()) {
-                Some(rt) => rt.block_on(f),
-                None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt.block_on(f),
-                    Err(e) => Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
-                },
+            let h = s.spawn(|| match &self.rt.0 {
+                Ok(rt) => rt.block_on(f),
+                Err(e) => Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
             });
             h.join().unwrap_or_else(|_| Err(DriverError::Failed("boot interface thread panicked".into())))
         })

@@ -318,6 +318,8 @@ fn all_zero(b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn all_zero_finds_any_set_byte() {
         assert!(all_zero(&[]));
@@ -328,8 +330,6 @@ mod tests {
             assert!(!all_zero(&v), "byte {at}");
         }
     }
-
-    use super::*;
 
     fn disk() -> SimDisk {
         SimDisk::new(1 << 20, 0, 1, Arc::new(ContentPool::new()))

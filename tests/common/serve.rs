@@ -165,30 +165,27 @@ impl Lab {
 
     /// A ferric-agent process for the node with `mac`, writing to `disk` (as its ramdisk would).
     pub fn agent(&self, mac: &str, disk: &Path) -> Proc {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferric-agent"))
-            .args(["--api-url", &self.url, "--mac", mac, "--listen", &format!("127.0.0.1:{port}"), "--disk"])
-            .arg(disk)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Proc(child)
+        self.spawn_agent(mac, disk, None)
     }
 
     /// Like [`Lab::agent`], with the agent's command log (info level, no colours) in `log`.
     pub fn agent_logged(&self, mac: &str, disk: &Path, log: &Path) -> Proc {
+        self.spawn_agent(mac, disk, Some(log))
+    }
+
+    fn spawn_agent(&self, mac: &str, disk: &Path, log: Option<&Path>) -> Proc {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferric-agent"))
-            .args(["--api-url", &self.url, "--mac", mac, "--listen", &format!("127.0.0.1:{port}"), "--disk"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferric-agent"));
+        cmd.args(["--api-url", &self.url, "--mac", mac, "--listen", &format!("127.0.0.1:{port}"), "--disk"])
             .arg(disk)
-            .env("RUST_LOG", "warn,ferric::agent::commands=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc(child)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if let Some(log) = log {
+            cmd.env("RUST_LOG", "warn,ferric::agent::commands=info")
+                .env("NO_COLOR", "1")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        Proc(cmd.spawn().unwrap())
     }
 
     pub fn disk(&self, name: &str, size: usize) -> PathBuf {
