@@ -276,8 +276,7 @@ impl Conductor {
         task.node.updated_at = Some(now);
         let node = &task.node;
         let event = || history_event(node, self.host(), &self.inner.env.clock, now);
-        self.db().update_node_recording(&task.node, event, HISTORY_PER_NODE)?;
-        self.db().update_ports(&task.ports)?;
+        self.db().update_node_recording(&task.node, &task.ports, event, HISTORY_PER_NODE)?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 use super::nodes::update_node_tx;
 use super::{Db, DbError, SortDir, from_json, to_json, unique_violation};
 use crate::models::{
-    Allocation, AllocationId, BiosSetting, DeployTemplate, DeployTemplateId, HistoryEvent, Node, NodeId,
+    Allocation, AllocationId, BiosSetting, DeployTemplate, DeployTemplateId, HistoryEvent, Node, NodeId, Port,
     VolumeConnector, VolumeConnectorId, VolumeTarget, VolumeTargetId,
 };
 use rusqlite::types::Value as SqlValue;
@@ -419,18 +419,22 @@ impl Db {
 
     // ---- node history ----
 
-    /// Writes `n` and, in the same transaction, records the event `make_event` builds if the
-    /// node's `last_error` changed to a new value; keeps at most `keep` events per node.
+    /// Writes `n` and its `ports` and, in the same transaction, records the event `make_event`
+    /// builds if the node's `last_error` changed to a new value; keeps at most `keep` events per
+    /// node.
     pub fn update_node_recording(
         &self,
         n: &Node,
+        ports: &[Port],
         make_event: impl FnOnce() -> HistoryEvent,
         keep: usize,
     ) -> Result<(), DbError> {
         let body = to_json(n)?;
+        let port_bodies = super::others::port_bodies(ports)?;
         self.write(|tx| {
+            super::others::update_ports_tx(tx, ports, port_bodies)?;
             let old: Option<Option<String>> = tx
-                .prepare_cached("SELECT json_extract(body, '$.last_error') FROM nodes WHERE uuid = ?1")?
+                .prepare_cached("SELECT last_error FROM nodes WHERE uuid = ?1")?
                 .query_row([n.uuid.to_string()], |r| r.get(0))
                 .optional()?;
             update_node_tx(tx, n, &body)?;

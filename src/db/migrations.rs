@@ -157,6 +157,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dhcp_hosts_node ON dhcp_hosts(node_uuid);
     "#,
+    // 4: the node's last_error as a column, so recording history on every save need not parse
+    // the body to see whether the error changed.
+    r#"
+    ALTER TABLE nodes ADD COLUMN last_error TEXT;
+    UPDATE nodes SET last_error = json_extract(body, '$.last_error');
+    "#,
 ];
 
 /// Brings the schema to the newest version.
@@ -172,4 +178,35 @@ pub fn migrate(c: &Connection) -> Result<(), DbError> {
         c.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_error_column_is_filled_from_existing_bodies() {
+        let c = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(3) {
+            c.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1)).unwrap();
+        }
+        c.execute(
+            "INSERT INTO nodes (uuid, driver, provision_state, created_at, body) VALUES
+             ('a', 'ipmi', 'deploy failed', '2026-01-01T00:00:00Z', '{\"last_error\":\"boom\"}'),
+             ('b', 'ipmi', 'available', '2026-01-01T00:00:00Z', '{\"last_error\":null}')",
+            [],
+        )
+        .unwrap();
+        migrate(&c).unwrap();
+        let got: Vec<Option<String>> = c
+            .prepare("SELECT last_error FROM nodes ORDER BY uuid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got, vec![Some("boom".to_string()), None]);
+        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
 }

@@ -109,7 +109,7 @@ pub(crate) fn update_node_tx(tx: &rusqlite::Transaction<'_>, n: &Node, body: &st
             "UPDATE nodes SET name=?2, driver=?3, provision_state=?4, power_state=?5,
              instance_uuid=?6, maintenance=?7, fault=?8, resource_class=?9, conductor_group=?10,
              chassis_uuid=?11, owner=?12, lessee=?13, shard=?14, updated_at=?15,
-             provision_updated_at=?16, body=?17 WHERE uuid=?1",
+             provision_updated_at=?16, body=?17, last_error=?18 WHERE uuid=?1",
         )?
         .execute(params![
             n.uuid.to_string(),
@@ -128,7 +128,8 @@ pub(crate) fn update_node_tx(tx: &rusqlite::Transaction<'_>, n: &Node, body: &st
             n.shard,
             ts(&n.updated_at),
             ts(&n.provision_updated_at),
-            body
+            body,
+            n.last_error
         ])
         .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
     if changed == 0 {
@@ -159,8 +160,8 @@ impl Db {
             tx.prepare_cached(
                 "INSERT INTO nodes (uuid, name, driver, provision_state, power_state, instance_uuid,
                  maintenance, fault, resource_class, conductor_group, chassis_uuid, owner, lessee, shard,
-                 created_at, updated_at, provision_updated_at, reservation, body)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
+                 created_at, updated_at, provision_updated_at, reservation, body, last_error)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)",
             )?
             .execute(params![
                 n.uuid.to_string(),
@@ -181,7 +182,8 @@ impl Db {
                 ts(&n.updated_at),
                 ts(&n.provision_updated_at),
                 n.reservation,
-                body
+                body,
+                n.last_error
             ])
             .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
             Ok(())
@@ -214,6 +216,18 @@ impl Db {
                 .optional()?
                 .unwrap_or_else(|| Err(DbError::NotFound { kind: "Node", ident: id.to_string() }))
         })
+    }
+
+    /// A node's provision state from its column, without decoding the body (the simulation's
+    /// per-write disk guard asks this for every block written).
+    pub fn node_provision_state(&self, id: NodeId) -> Result<ProvisionState, DbError> {
+        let state: Option<String> = self.read(|c| {
+            Ok(c.prepare_cached("SELECT provision_state FROM nodes WHERE uuid = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?)
+        })?;
+        let state = state.ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?;
+        state.parse().map_err(|_| DbError::Corrupt(format!("provision state {state}")))
     }
 
     pub fn get_node_by_instance(&self, instance_uuid: &str) -> Result<Node, DbError> {

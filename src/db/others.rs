@@ -76,14 +76,8 @@ impl Db {
 
     /// Writes several ports in one transaction (a node's ports after a network step).
     pub fn update_ports(&self, ports: &[Port]) -> Result<(), DbError> {
-        let bodies: Vec<String> = ports.iter().map(to_json).collect::<Result<_, _>>()?;
-        self.write(|tx| {
-            let mut st = tx.prepare_cached("UPDATE ports SET body=?2 WHERE uuid=?1")?;
-            for (p, b) in ports.iter().zip(bodies) {
-                st.execute(params![p.uuid.to_string(), b])?;
-            }
-            Ok(())
-        })
+        let bodies = port_bodies(ports)?;
+        self.write(|tx| update_ports_tx(tx, ports, bodies))
     }
 
     /// By UUID, or by name.
@@ -397,4 +391,22 @@ impl Db {
             .collect()
         })
     }
+}
+
+pub(crate) fn port_bodies(ports: &[Port]) -> Result<Vec<String>, DbError> {
+    ports.iter().map(to_json).collect()
+}
+
+/// Writes each port's body; rows whose body is unchanged are left alone (the conductor saves a
+/// task's ports with every save of its node).
+pub(crate) fn update_ports_tx(
+    tx: &rusqlite::Transaction<'_>,
+    ports: &[Port],
+    bodies: Vec<String>,
+) -> Result<(), DbError> {
+    let mut st = tx.prepare_cached("UPDATE ports SET body=?2 WHERE uuid=?1 AND body IS NOT ?2")?;
+    for (p, b) in ports.iter().zip(bodies) {
+        st.execute(params![p.uuid.to_string(), b])?;
+    }
+    Ok(())
 }

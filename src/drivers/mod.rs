@@ -72,6 +72,7 @@ pub struct FakeDelays {
 }
 
 /// A locked node, its ports and the interfaces that drive it.
+#[derive(Clone)]
 pub struct Task {
     pub node: Node,
     pub ports: Vec<Port>,

@@ -6,7 +6,7 @@
 //! Those steps touch files through tokio's blocking pool, whose threads finish in wall-clock
 //! time; called straight from a paused-clock simulation their completions would interleave with
 //! other nodes' work differently on every run. [`Bridged`] therefore runs each boot-interface call
-//! to completion on a scoped helper thread while the simulation waits (as [`super::bridge`] does
+//! to completion on a helper thread while the simulation waits (as [`super::bridge`] does
 //! for routers): virtual time stands still and the trace is the same on every run. The code that
 //! runs is ferric's, unchanged.
 
@@ -17,7 +17,6 @@ use crate::pxe::cache::{CacheConfig, ImageCache};
 use crate::pxe::config::BootLayout;
 use crate::service::Parts;
 use async_trait::async_trait;
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -78,7 +77,15 @@ struct HelperRuntime(Result<tokio::runtime::Runtime, String>);
 
 impl HelperRuntime {
     fn new() -> HelperRuntime {
-        HelperRuntime(tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string()))
+        // One long-lived worker thread: calls are spawned onto it (no thread per call).
+        HelperRuntime(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("sim-boot")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string()),
+        )
     }
 }
 
@@ -90,17 +97,43 @@ impl Drop for HelperRuntime {
     }
 }
 
+/// The boot-interface call a bridged call makes.
+#[derive(Clone, Copy)]
+enum Call {
+    PrepareRamdisk,
+    CleanUpRamdisk,
+    PrepareInstance,
+    CleanUpInstance,
+}
+
 impl Bridged {
-    /// Runs `f` on a scoped thread, on the helper runtime, and waits for it, blocking this thread
-    /// (a runtime cannot be entered from the simulation's own thread).
-    fn run_here<T: Send>(&self, f: impl Future<Output = Result<T, DriverError>> + Send) -> Result<T, DriverError> {
-        std::thread::scope(|s| {
-            let h = s.spawn(|| match &self.rt.0 {
-                Ok(rt) => rt.block_on(f),
-                Err(e) => Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
-            });
-            h.join().unwrap_or_else(|_| Err(DriverError::Failed("boot interface thread panicked".into())))
-        })
+    /// Runs `call` on the helper runtime's thread with a copy of `task` and waits for it,
+    /// blocking this thread (a runtime cannot be entered from the simulation's own thread), then
+    /// takes the copy back: the interface sees and changes the task as if called here.
+    fn run_here(&self, task: &mut Task, call: Call) -> Result<(), DriverError> {
+        let rt = match &self.rt.0 {
+            Ok(rt) => rt,
+            Err(e) => return Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
+        };
+        let inner = self.inner.clone();
+        let mut owned = task.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let r = match call {
+                Call::PrepareRamdisk => inner.prepare_ramdisk(&mut owned).await,
+                Call::CleanUpRamdisk => inner.clean_up_ramdisk(&mut owned).await,
+                Call::PrepareInstance => inner.prepare_instance(&mut owned).await,
+                Call::CleanUpInstance => inner.clean_up_instance(&mut owned).await,
+            };
+            let _ = tx.send((owned, r));
+        });
+        match rx.recv() {
+            Ok((t, r)) => {
+                *task = t;
+                r
+            }
+            Err(_) => Err(DriverError::Failed("boot interface call panicked".into())),
+        }
     }
 }
 
@@ -110,15 +143,15 @@ impl BootInterface for Bridged {
         self.inner.validate(task)
     }
     async fn prepare_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
-        self.run_here(self.inner.prepare_ramdisk(task))
+        self.run_here(task, Call::PrepareRamdisk)
     }
     async fn clean_up_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
-        self.run_here(self.inner.clean_up_ramdisk(task))
+        self.run_here(task, Call::CleanUpRamdisk)
     }
     async fn prepare_instance(&self, task: &mut Task) -> Result<(), DriverError> {
-        self.run_here(self.inner.prepare_instance(task))
+        self.run_here(task, Call::PrepareInstance)
     }
     async fn clean_up_instance(&self, task: &mut Task) -> Result<(), DriverError> {
-        self.run_here(self.inner.clean_up_instance(task))
+        self.run_here(task, Call::CleanUpInstance)
     }
 }
