@@ -144,8 +144,8 @@ impl Sink for RawSink {
         Ok(())
     }
     async fn finish(&mut self) -> Result<(), CommandError> {
-        // No fdatasync here, as in IPA: writeback started behind the write cursor while streaming,
-        // and `standby.sync` / `standby.power_off` make the image durable (ferric's conductor
+        // No fdatasync here, as in IPA: the kernel writes back in the background, and
+        // `standby.sync` / `standby.power_off` make the image durable (ferric's conductor
         // syncs through the agent before it powers the node off).
         Ok(())
     }
@@ -167,7 +167,7 @@ impl Qcow2Sink {
     }
 
     /// Writes runs of target-contiguous guest writes with one vectored write each (one trip to
-    /// the blocking pool and one pwritev per run, writeback started behind it as for raw images).
+    /// the blocking pool and one pwritev per run).
     async fn apply(&self, writes: Vec<crate::images::qcow2::GuestWrite>) -> Result<(), CommandError> {
         let mut run: Vec<Bytes> = Vec::new();
         let (mut start, mut end) = (0u64, 0u64);
@@ -467,17 +467,35 @@ async fn fetch_once(
     let mut buf: Vec<Bytes> = Vec::new();
     let mut buffered = 0usize;
     let mut buf_start = *offset;
+    // One timer for the whole body: a chunk only notes when it came, and the timer, when it
+    // fires, moves itself to one read timeout after the last chunk (no timer update per chunk).
+    let mut last_data = tokio::time::Instant::now();
+    let deadline = tokio::time::sleep_until(last_data + plan.read_timeout);
+    tokio::pin!(deadline);
     loop {
-        let next = match tokio::time::timeout(plan.read_timeout, body.next()).await {
-            Ok(n) => n,
-            Err(_) => Some(Err(HttpError::Timeout(plan.read_timeout))),
+        let next = tokio::select! {
+            biased;
+            n = body.next() => n,
+            () = &mut deadline => {
+                let due = last_data + plan.read_timeout;
+                if due > tokio::time::Instant::now() {
+                    deadline.as_mut().reset(due);
+                    continue;
+                }
+                Some(Err(HttpError::Timeout(plan.read_timeout)))
+            }
         };
+        if next.is_some() {
+            last_data = tokio::time::Instant::now();
+        }
         match next {
             Some(Ok(chunk)) => {
                 *offset += chunk.len() as u64;
                 buffered += chunk.len();
                 buf.push(chunk);
-                if buffered >= plan.chunk {
+                // Strictly more than a chunk: with chunks of at least INLINE_HASH_MAX, full
+                // batches are hashed off the reactor.
+                if buffered > plan.chunk {
                     send_both(hash_tx, write_tx, buf_start, std::mem::take(&mut buf)).await?;
                     buffered = 0;
                     buf_start = *offset;
