@@ -267,7 +267,7 @@ enum HashState {
     /// No checksum to verify.
     Off,
     /// Hashed on the reactor (small batches: cheaper than handing them over).
-    Inline(Hasher),
+    Inline(Box<Hasher>),
     /// On a dedicated thread for the rest of the download: hashing runs beside the network and
     /// the disk without a blocking-pool round trip per batch (with 256 KiB batches, a
     /// spawn_blocking per batch cost ~30% more CPU in the 1 GiB benchmark). Every wait for the
@@ -278,7 +278,7 @@ enum HashState {
 impl HashState {
     fn new(algo: Option<HashAlgo>) -> Self {
         match algo {
-            Some(a) => Self::Inline(a.hasher()),
+            Some(a) => Self::Inline(Box::new(a.hasher())),
             None => Self::Off,
         }
     }
@@ -291,9 +291,10 @@ impl HashState {
                 }
                 return Ok(());
             }
-            let Self::Inline(mut h) = std::mem::replace(self, Self::Off) else {
+            let Self::Inline(h) = std::mem::replace(self, Self::Off) else {
                 return Ok(());
             };
+            let mut h = *h;
             let (tx, mut rx) = mpsc::channel::<Batch>(HASH_QUEUE);
             let (done_tx, done) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()
@@ -330,7 +331,7 @@ impl HashState {
     async fn take(self) -> Result<Option<Hasher>, String> {
         match self {
             Self::Off => Ok(None),
-            Self::Inline(h) => Ok(Some(h)),
+            Self::Inline(h) => Ok(Some(*h)),
             Self::Thread { tx, done } => {
                 drop(tx);
                 tokio::task::spawn_blocking(move || done.blocking_recv())
