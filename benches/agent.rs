@@ -1,15 +1,19 @@
 //! Image writing benchmark: a 1 GiB raw image written to a file-backed disk by the ferric-agent
 //! binary (`standby.prepare_image`: download from the image store's temp URL, SHA-256 verified
-//! while streaming, writeback started behind the write cursor, no final fdatasync — as IPA, the
+//! while streaming, no final fdatasync — as IPA, the
 //! image is made durable by `standby.sync`, which ferric's conductor issues before any power off),
 //! against `curl URL | dd of=FILE bs=1M` (no sync either) from the same server in the same run.
 //! With the checksum on both sides: against `curl | tee >(openssl dgst -sha256) | dd`. For
 //! durability, `prepare_image` + `standby.sync` is set against `curl | dd conv=fdatasync`.
 //! The qcow2 path is compared with `qemu-img convert` of the same image (both without a sync).
-//! Every timed run starts with an untimed sync(1), so no run pays for the previous one's writeback.
+//! Every timed run starts with an untimed sync(1), so no run pays for the previous one's writeback;
+//! the agent and `curl | dd` runs are interleaved (which goes first alternates) and each figure is
+//! the best of N. Beside the wall time, the CPU time (user + system) of each side is printed: the
+//! agent process's from /proc/PID/stat, the shell pipeline's from getrusage(RUSAGE_CHILDREN), and
+//! the image server's (this process) from getrusage(RUSAGE_SELF).
 //!
 //! Run: `cargo bench --bench agent` (FERRIC_BENCH_MIB=N changes the image size, default 1024;
-//! FERRIC_BENCH_RUNS=N the runs per figure, default 3).
+//! FERRIC_BENCH_RUNS=N the runs per figure, default 5).
 
 use std::io::Write;
 use std::path::Path;
@@ -29,7 +33,7 @@ use parking_lot::Mutex;
 use serde_json::Map;
 
 const TOKEN: &str = "bench-token";
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 async fn serve(router: Router) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -103,6 +107,55 @@ async fn settle() {
     })
     .await
     .unwrap();
+}
+
+/// CPU seconds (user + system) used so far by process `pid`, all its threads.
+fn proc_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// CPU seconds (user + system) of this process (`RUSAGE_SELF`) or of its reaped children.
+fn rusage_cpu(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(who, &mut ru), 0);
+        ru
+    };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(ru.ru_utime) + s(ru.ru_stime)
+}
+
+/// One timed run: wall time, CPU of the side under test, CPU of the image server.
+#[derive(Clone, Copy)]
+struct Run {
+    wall: Duration,
+    cpu: f64,
+    server: f64,
+}
+
+/// Runs a shell pipeline (after an untimed sync), timing it and its CPU (all processes of the
+/// pipeline, reaped by sh and then by us).
+async fn pipeline(cmd: String) -> Run {
+    settle().await;
+    let (c0, s0) = (rusage_cpu(libc::RUSAGE_CHILDREN), rusage_cpu(libc::RUSAGE_SELF));
+    let wall = tokio::task::spawn_blocking(move || shell(&cmd)).await.unwrap();
+    Run { wall, cpu: rusage_cpu(libc::RUSAGE_CHILDREN) - c0, server: rusage_cpu(libc::RUSAGE_SELF) - s0 }
+}
+
+fn walls(v: &[Run]) -> Vec<Duration> {
+    v.iter().map(|r| r.wall).collect()
+}
+
+/// `wall/cpu/server` per run, in seconds.
+fn fmt_runs(v: &[Run]) -> String {
+    v.iter().map(|r| format!("{:.2}/{:.2}/{:.2}", r.wall.as_secs_f64(), r.cpu, r.server)).collect::<Vec<_>>().join(" ")
 }
 
 fn best(v: &[Duration]) -> Duration {
@@ -205,73 +258,61 @@ async fn run() {
         Arc::new(ReqwestHttp::new(Duration::from_secs(5)).unwrap()),
         AgentClientConfig { command_timeout: Duration::from_secs(600), ..Default::default() },
     );
+    let agent_pid = agent.0.id();
     // (prepare_image, prepare_image + standby.sync)
     let deploy = |info: ImageInfo| {
         let client = client.clone();
         let target = target.clone();
         async move {
             settle().await;
+            let (c0, s0) = (proc_cpu(agent_pid), rusage_cpu(libc::RUSAGE_SELF));
             let t = Instant::now();
             let r = client.prepare_image(&target, &info, None).await.unwrap();
             let r = client.get_command(&target, &r.id, true).await.unwrap();
             let d = t.elapsed();
+            let run = Run { wall: d, cpu: proc_cpu(agent_pid) - c0, server: rusage_cpu(libc::RUSAGE_SELF) - s0 };
             assert_eq!(r.command_status, CommandStatus::Succeeded, "{r:?}");
             client.sync(&target).await.unwrap();
-            (d, t.elapsed())
+            (run, t.elapsed())
         }
     };
 
     let out = dir.path().join("dd.out");
+    let o = out.display().to_string();
     let url = infos[0].urls[0].clone();
+    let sum = dir.path().join("dd.sha256");
     let (mut ours, mut ours_sync, mut dd, mut dd_sync, mut dd_hash) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
-        fresh(&disk, size + (64 << 20));
-        let (a, b) = deploy(infos[0].clone()).await;
-        ours.push(a);
-        ours_sync.push(b);
-        if i == 0 {
-            assert!(same_prefix(&raw, &disk, size), "agent disk differs from the image");
+        // Which side goes first alternates, so neither always inherits the other's aftermath.
+        for side in [i % 2, 1 - i % 2] {
+            if side == 0 {
+                fresh(&disk, size + (64 << 20));
+                let (a, b) = deploy(infos[0].clone()).await;
+                ours.push(a);
+                ours_sync.push(b);
+                if i == 0 {
+                    assert!(same_prefix(&raw, &disk, size), "agent disk differs from the image");
+                }
+            } else {
+                let _ = std::fs::remove_file(&out);
+                dd.push(pipeline(format!("curl -s '{url}' | dd of={o} bs=1M")).await);
+            }
         }
         let _ = std::fs::remove_file(&out);
-        let o = out.display().to_string();
-        settle().await;
-        dd.push(
-            tokio::task::spawn_blocking({
-                let c = format!("curl -s '{url}' | dd of={o} bs=1M");
-                move || shell(&c)
-            })
-            .await
-            .unwrap(),
-        );
-        let _ = std::fs::remove_file(&out);
-        settle().await;
-        dd_sync.push(
-            tokio::task::spawn_blocking({
-                let c = format!("curl -s '{url}' | dd of={o} bs=1M conv=fdatasync");
-                move || shell(&c)
-            })
-            .await
-            .unwrap(),
-        );
+        dd_sync.push(pipeline(format!("curl -s '{url}' | dd of={o} bs=1M conv=fdatasync")).await);
         if i == 0 {
             assert!(same_prefix(&raw, &out, size), "curl|dd output differs from the image");
         }
         // The shell pipeline with the checksum on too: tee feeds openssl (SHA-NI, like the agent's
         // sha2) beside dd; the pipeline ends when both have.
         let _ = std::fs::remove_file(&out);
-        let sum = dir.path().join("dd.sha256");
-        settle().await;
         dd_hash.push(
-            tokio::task::spawn_blocking({
-                let c = format!(
-                    "{{ curl -s '{url}' | tee /dev/fd/3 | dd of={o} bs=1M; }} 3>&1 | openssl dgst -sha256 -r > {}",
-                    sum.display()
-                );
-                move || shell(&c)
-            })
-            .await
-            .unwrap(),
+            pipeline(format!(
+                "{{ curl -s '{url}' | tee /dev/fd/3 | dd of={o} bs=1M; }} 3>&1 | openssl dgst -sha256 -r > {}",
+                sum.display()
+            ))
+            .await,
         );
         if i == 0 {
             let got = std::fs::read_to_string(&sum).unwrap();
@@ -281,38 +322,43 @@ async fn run() {
     let (mut q_ours, mut q_img) = (Vec::new(), Vec::new());
     for i in 0..runs {
         fresh(&disk, size + (64 << 20));
-        q_ours.push(deploy(infos[1].clone()).await.0);
+        q_ours.push(deploy(infos[1].clone()).await.0.wall);
         if i == 0 {
             assert!(same_prefix(&raw, &disk, size), "agent qcow2 result differs from the image");
         }
         let _ = std::fs::remove_file(&out);
-        settle().await;
-        let c = format!("qemu-img convert -f qcow2 -O raw {} {}", qcow.display(), out.display());
-        q_img.push(tokio::task::spawn_blocking(move || shell(&c)).await.unwrap());
+        q_img.push(
+            pipeline(format!("qemu-img convert -f qcow2 -O raw {} {}", qcow.display(), out.display())).await.wall,
+        );
     }
     drop(agent);
 
-    let (a, a2, b, c) = (best(&ours), best(&ours_sync), best(&dd), best(&dd_sync));
+    let (a, a2, b, c) = (best(&walls(&ours)), best(&ours_sync), best(&walls(&dd)), best(&walls(&dd_sync)));
+    let min_cpu = |v: &[Run]| v.iter().map(|r| r.cpu).fold(f64::INFINITY, f64::min);
     println!("raw image, {mib} MiB, best of {runs}, each run after an untimed sync:");
     println!("  without a final flush (data may still be in the page cache when the timer stops):");
     println!(
-        "    ferric-agent prepare_image (SHA-256 while streaming)  {:>8.3} s  {:>7.0} MB/s",
+        "    ferric-agent prepare_image (SHA-256 while streaming)  {:>8.3} s  {:>7.0} MB/s  cpu {:.2} s",
         a.as_secs_f64(),
-        mbps(size, a)
+        mbps(size, a),
+        min_cpu(&ours)
     );
     println!(
-        "    curl URL | dd of=FILE bs=1M                          {:>8.3} s  {:>7.0} MB/s",
+        "    curl URL | dd of=FILE bs=1M                          {:>8.3} s  {:>7.0} MB/s  cpu {:.2} s",
         b.as_secs_f64(),
-        mbps(size, b)
+        mbps(size, b),
+        min_cpu(&dd)
     );
-    let h = best(&dd_hash);
+    let h = best(&walls(&dd_hash));
     println!(
-        "    curl URL | tee >(openssl dgst -sha256) | dd bs=1M    {:>8.3} s  {:>7.0} MB/s",
+        "    curl URL | tee >(openssl dgst -sha256) | dd bs=1M    {:>8.3} s  {:>7.0} MB/s  cpu {:.2} s",
         h.as_secs_f64(),
-        mbps(size, h)
+        mbps(size, h),
+        min_cpu(&dd_hash)
     );
     println!("    ratio vs curl|dd            {:.2}x", b.as_secs_f64() / a.as_secs_f64());
     println!("    ratio vs curl|tee sha256|dd {:.2}x", h.as_secs_f64() / a.as_secs_f64());
+    println!("    (cpu: the least user+system seconds of any run, server excluded)");
     println!("  durable (on stable storage when the timer stops):");
     println!(
         "    ferric-agent prepare_image + standby.sync            {:>8.3} s  {:>7.0} MB/s",
@@ -333,14 +379,18 @@ async fn run() {
     println!("  ferric-agent (HTTP, streaming convert)     {:>8.3} s  {:>7.0} MB/s", qa.as_secs_f64(), mbps(size, qa));
     println!("  qemu-img convert -O raw (local file)       {:>8.3} s  {:>7.0} MB/s", qb.as_secs_f64(), mbps(size, qb));
     println!("  ratio vs qemu-img convert   {:.2}x", qb.as_secs_f64() / qa.as_secs_f64());
+    println!("all runs, wall/cpu/server-cpu (s):");
+    println!("  agent      {}", fmt_runs(&ours));
+    println!("  curl|dd    {}", fmt_runs(&dd));
+    println!("  dd+sha256  {}", fmt_runs(&dd_hash));
+    println!("  dd+sync    {}", fmt_runs(&dd_sync));
     println!(
-        "all runs (s): agent {:?} agent+sync {:?} dd {:?} dd+sha256 {:?} dd+sync {:?} qcow2 agent {:?} qemu-img {:?}",
-        ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
-        ours_sync.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
-        dd.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
-        dd_hash.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
-        dd_sync.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
-        q_ours.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(),
-        q_img.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>()
+        "  agent+sync {:?}",
+        ours_sync.iter().map(|d| (d.as_secs_f64() * 100.0).round() / 100.0).collect::<Vec<_>>()
+    );
+    println!(
+        "  qcow2 agent {:?} qemu-img {:?}",
+        q_ours.iter().map(|d| (d.as_secs_f64() * 100.0).round() / 100.0).collect::<Vec<_>>(),
+        q_img.iter().map(|d| (d.as_secs_f64() * 100.0).round() / 100.0).collect::<Vec<_>>()
     );
 }

@@ -49,7 +49,9 @@ pub struct AgentSettings {
     pub download_read_timeout: Duration,
     /// Deadline for the response head of a download.
     pub download_connect_timeout: Duration,
-    /// Size of the buffers hashed and written (bytes).
+    /// Size of the buffers hashed and written (bytes). Small enough that a buffer is still in
+    /// the CPU cache when it is hashed and copied to the disk (1 GiB raw image on 2 cores: 256 KiB
+    /// took ~20% less CPU than 4 MiB).
     pub write_chunk: usize,
     /// Smallest disk chosen when no root device hints are given.
     pub min_disk_size: u64,
@@ -68,7 +70,7 @@ impl Default for AgentSettings {
             download_retry_interval: Duration::from_secs(5),
             download_read_timeout: Duration::from_secs(60),
             download_connect_timeout: Duration::from_secs(60),
-            write_chunk: 4 << 20,
+            write_chunk: 256 << 10,
             min_disk_size: 0,
             max_configdrive: 64 << 20,
             qcow2_pending_limit: 256 << 20,

@@ -179,7 +179,22 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keeps freed heap memory in the process (glibc). Image streaming allocates and frees network
+/// buffers of a few hundred KiB at a high rate; by default glibc serves such sizes with mmap or
+/// trims them from the heap as soon as they are freed, so every buffer costs fresh zeroed pages
+/// (page faults were ~8% of the agent's CPU while writing an image). Peak memory is unchanged:
+/// only memory the agent already used is kept for reuse.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = Cli::parse();
     let logs = Arc::new(LogRing::default());
     let ring = logs.clone();
