@@ -148,19 +148,22 @@ impl ReqwestHttp {
 #[async_trait]
 impl HttpClient for ReqwestHttp {
     async fn send(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        // reqwest's errors quote the whole URL, whose query may carry an agent token or a temp
+        // URL signature: errors name the URL without its query instead.
+        let shown = super::download::redact(req.url.as_str());
         let resp =
             self.client.request(req.method, req.url).headers(req.headers).body(req.body).send().await.map_err(|e| {
                 if e.is_timeout() {
                     HttpError::Timeout(Duration::ZERO)
                 } else if e.is_builder() {
-                    HttpError::Request(e.to_string())
+                    HttpError::Request(format!("{:#} ({shown})", e.without_url()))
                 } else {
-                    HttpError::Connect(format!("{e:#}"))
+                    HttpError::Connect(format!("{:#} ({shown})", e.without_url()))
                 }
             })?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes_stream().map(|r| r.map_err(|e| HttpError::Body(e.to_string())));
+        let body = resp.bytes_stream().map(|r| r.map_err(|e| HttpError::Body(e.without_url().to_string())));
         Ok(HttpResponse { status, headers, body: Box::pin(body) })
     }
 }
@@ -234,5 +237,22 @@ impl HttpClient for TowerHttp {
         let (parts, body) = resp.into_parts();
         let body = body.into_data_stream().map(|r| r.map_err(|e| HttpError::Body(e.to_string())));
         Ok(HttpResponse { status: parts.status, headers: parts.headers, body: Box::pin(body) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connection_errors_leave_the_query_out() {
+        // Nothing listens on a just-released port: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let http = ReqwestHttp::new(Duration::from_secs(5)).unwrap();
+        let url = url::Url::parse(&format!("http://127.0.0.1:{port}/v1/commands/?agent_token=s3cret")).unwrap();
+        let Err(e) = http.send(HttpRequest::get(url)).await else { panic!("connected to a closed port") };
+        let text = e.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}/v1/commands/")), "{text}");
     }
 }

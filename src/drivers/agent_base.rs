@@ -256,8 +256,8 @@ pub(crate) async fn soft_power_off(task: &mut Task, env: &AgentEnv) -> Result<()
 const SYNC_ATTEMPTS: u32 = 5;
 
 /// Makes the written image durable before the node is powered off. The agent, like IPA, reports
-/// `prepare_image` done once every byte is written and verified but not yet flushed (writeback
-/// runs behind the write cursor), so the conductor flushes through the agent here, whatever power
+/// `prepare_image` done once every byte is written and verified but not yet flushed (the kernel
+/// writes back in the background), so the conductor flushes through the agent here, whatever power
 /// off follows: a BMC hard off of a node whose image is still in its page cache would leave a
 /// truncated image behind an ACTIVE node. Ironic issues the same `standby.sync` before an
 /// out-of-band power off; ferric issues it before every power off and fails the deploy when the
