@@ -158,6 +158,11 @@ fn fmt_runs(v: &[Run]) -> String {
     v.iter().map(|r| format!("{:.2}/{:.2}/{:.2}", r.wall.as_secs_f64(), r.cpu, r.server)).collect::<Vec<_>>().join(" ")
 }
 
+/// Seconds, to two decimals.
+fn secs(v: &[Duration]) -> Vec<f64> {
+    v.iter().map(|d| (d.as_secs_f64() * 100.0).round() / 100.0).collect()
+}
+
 fn best(v: &[Duration]) -> Duration {
     *v.iter().min().unwrap()
 }
@@ -384,13 +389,6 @@ async fn run() {
     println!("  curl|dd    {}", fmt_runs(&dd));
     println!("  dd+sha256  {}", fmt_runs(&dd_hash));
     println!("  dd+sync    {}", fmt_runs(&dd_sync));
-    println!(
-        "  agent+sync {:?}",
-        ours_sync.iter().map(|d| (d.as_secs_f64() * 100.0).round() / 100.0).collect::<Vec<_>>()
-    );
-    println!(
-        "  qcow2 agent {:?} qemu-img {:?}",
-        q_ours.iter().map(|d| (d.as_secs_f64() * 100.0).round() / 100.0).collect::<Vec<_>>(),
-        q_img.iter().map(|d| (d.as_secs_f64() * 100.0).round() / 100.0).collect::<Vec<_>>()
-    );
+    println!("  agent+sync {:?}", secs(&ours_sync));
+    println!("  qcow2 agent {:?} qemu-img {:?}", secs(&q_ours), secs(&q_img));
 }

@@ -380,8 +380,9 @@ pub async fn download(
                     state.feed(b).await?;
                     busy += t.elapsed();
                 }
-                // The old digest covers bytes that will come again.
-                Msg::Reset => drop(std::mem::replace(&mut state, HashState::new(algo)).take().await?),
+                // The old digest covers bytes that will come again: drop it (a hashing thread
+                // ends by itself once its queue is closed).
+                Msg::Reset => state = HashState::new(algo),
             }
         }
         let t = tokio::time::Instant::now();
@@ -634,4 +635,61 @@ pub async fn resolve_checksum(
         }
     }
     Err(format!("checksum file does not contain name {fname}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::http::HttpResponse;
+    use crate::images::blockdev::MemDisk;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Breaks the first response after `cut` bytes, then answers a resumed request with the whole
+    /// image and status 200 (a server that ignores Range).
+    struct NoRangeServer {
+        data: Bytes,
+        cut: usize,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl HttpClient for NoRangeServer {
+        async fn send(&self, _req: HttpRequest) -> Result<HttpResponse, HttpError> {
+            let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            let end = if first { self.cut } else { self.data.len() };
+            let mut pieces: Vec<Result<Bytes, HttpError>> =
+                (0..end).step_by(64 << 10).map(|o| Ok(self.data.slice(o..(o + (64 << 10)).min(end)))).collect();
+            if first {
+                pieces.push(Err(HttpError::Body("connection reset".into())));
+            }
+            Ok(HttpResponse {
+                status: http::StatusCode::OK,
+                headers: http::HeaderMap::new(),
+                body: Box::pin(futures::stream::iter(pieces)),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restart_from_byte_zero_hashes_the_image_once() {
+        let data: Bytes = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut h = HashAlgo::Sha256.hasher();
+        h.update(&data);
+        let server = NoRangeServer { data: data.clone(), cut: 1 << 20, calls: AtomicU32::new(0) };
+        let plan = DownloadPlan {
+            image_id: "img".into(),
+            urls: vec!["http://192.0.2.1/img".into()],
+            expected: Some(Expected { algo: HashAlgo::Sha256, value: h.finish() }),
+            retries: 2,
+            retry_interval: Duration::from_millis(1),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            chunk: 256 << 10,
+        };
+        let disk = Arc::new(MemDisk::new(4 << 20));
+        let out = download(&server, &plan, Box::new(RawSink::new(disk.clone(), "img"))).await.unwrap();
+        assert_eq!(out.attempts, 2);
+        assert_eq!(out.bytes, data.len() as u64);
+        assert_eq!(&disk.contents()[..data.len()], &data[..]);
+    }
 }

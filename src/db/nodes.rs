@@ -226,8 +226,7 @@ impl Db {
                 .query_row([id.to_string()], |r| r.get(0))
                 .optional()?)
         })?;
-        let state = state.ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?;
-        state.parse().map_err(|_| DbError::Corrupt(format!("provision state {state}")))
+        provision_state(&state.ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?)
     }
 
     pub fn get_node_by_instance(&self, instance_uuid: &str) -> Result<Node, DbError> {
@@ -326,7 +325,7 @@ impl Db {
                     instance_uuid,
                     maintenance,
                     power_state: power.and_then(|p| p.parse().ok()),
-                    provision_state: prov.parse().map_err(|_| DbError::Corrupt(format!("state {prov}")))?,
+                    provision_state: provision_state(&prov)?,
                 })
             })
             .collect()
@@ -357,7 +356,7 @@ impl Db {
             rows.map(|r| {
                 let (id, state, since) = r?;
                 let id = node_uuid(&id)?;
-                let state = state.parse().map_err(|_| DbError::Corrupt(format!("provision state {state}")))?;
+                let state = provision_state(&state)?;
                 let since = since
                     .map(|t| {
                         DateTime::parse_from_rfc3339(&t)
@@ -377,6 +376,10 @@ pub type ProvisionTime = (NodeId, ProvisionState, Option<DateTime<Utc>>);
 
 fn node_uuid(s: &str) -> Result<NodeId, DbError> {
     s.parse().map_err(|_| DbError::Corrupt(format!("node uuid {s}")))
+}
+
+fn provision_state(s: &str) -> Result<ProvisionState, DbError> {
+    s.parse().map_err(|_| DbError::Corrupt(format!("provision state {s}")))
 }
 
 /// Builds `base WHERE ... ORDER BY ... LIMIT` with keyset pagination after `marker`.
