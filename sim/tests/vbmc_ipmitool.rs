@@ -182,3 +182,50 @@ async fn ipmitool_busy_and_unknown_user() {
     assert!(!out.status.success());
     assert!(lab.bmc.stats().busy_replies >= 1);
 }
+
+/// The blocking loop takes waiting datagrams in batches (`recvmmsg`): more clients than one batch
+/// holds, all sending before the loop reads, each get their own reply; a malformed datagram in
+/// the batch is dropped without holding up the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_loop_answers_every_datagram_of_a_batch() {
+    let machine = Arc::new(SimMachine::new("node-0", SimMachineConfig::default()));
+    let faults = Arc::new(Faults::new(FaultSettings::default()));
+    let bmc = Bmc::new("node-0", BmcConfig::default(), machine, faults).unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    // 40 pings (ASF presence ping, tag i) and one truncated packet wait in the socket's queue
+    // before the loop starts.
+    let clients: Vec<std::net::UdpSocket> =
+        (0..40).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (i, c) in clients.iter().enumerate() {
+        if i == 20 {
+            junk.send_to(&[0x06, 0x00, 0xFF], addr).unwrap();
+        }
+        c.send_to(&[0x06, 0x00, 0xFF, 0x06, 0x00, 0x00, 0x11, 0xBE, 0x80, i as u8, 0x00, 0x00], addr).unwrap();
+    }
+    let runtime = tokio::runtime::Handle::current();
+    let served = bmc.clone();
+    std::thread::spawn(move || serve_udp_blocking(served, socket, &runtime));
+    let replies = tokio::task::spawn_blocking(move || {
+        clients
+            .iter()
+            .map(|c| {
+                c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 64];
+                let (n, from) = c.recv_from(&mut buf).expect("no pong");
+                assert_eq!(from, addr);
+                buf[..n].to_vec()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (i, r) in replies.iter().enumerate() {
+        // RMCP header, IANA, then message type 0x40 (pong) and the ping's tag.
+        assert_eq!(&r[8..10], &[0x40, i as u8], "reply {i}: {r:02x?}");
+    }
+    let stats = bmc.stats();
+    assert_eq!(stats.packets_in, 41, "{stats:?}");
+    assert_eq!(stats.packets_rejected, 1, "{stats:?}");
+}

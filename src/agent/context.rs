@@ -21,9 +21,12 @@ pub enum HostMode {
     /// Inside a deploy ramdisk (PID 1 or the ramdisk marker file, and only block devices as
     /// disks): power off and reboot act on the machine.
     Ramdisk,
-    /// Anywhere else (a developer machine, CI, a simulation): power off and reboot only end the
-    /// agent.
+    /// Anywhere else (a developer machine, CI): power off and reboot only end the agent, with a
+    /// warning that the machine was left as it was.
     Process,
+    /// A simulated machine (the lab): as `Process`, without the warning, since there ending the
+    /// agent is what powering off the ramdisk means.
+    Simulated,
 }
 
 /// File a deploy ramdisk's build creates to say "this is a ramdisk".

@@ -315,8 +315,10 @@ pub async fn prepare_image(
 /// Ends the agent, or (in a ramdisk) powers off or reboots the machine.
 fn shutdown(ctx: &Arc<AgentContext>, reboot: bool) -> Result<Value, CommandError> {
     match ctx.mode {
-        HostMode::Process => {
-            tracing::warn!(reboot, "not in a deploy ramdisk: ending the agent instead of touching the machine");
+        HostMode::Process | HostMode::Simulated => {
+            if ctx.mode == HostMode::Process {
+                tracing::warn!(reboot, "not in a deploy ramdisk: ending the agent instead of touching the machine");
+            }
             let token = ctx.shutdown.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -264,10 +264,17 @@ impl Conductor {
 
     /// A task without the lock, for read-only driver calls (validation, boot device reads).
     pub(crate) fn shared_task(&self, node: NodeId) -> Result<Task> {
+        let mut t = self.power_task(node)?;
+        t.ports = self.db().node_ports(node)?;
+        Ok(t)
+    }
+
+    /// A shared task without the node's ports, for reading the hardware's power state (power
+    /// interfaces never look at ports; the power sync reads every idle node each round).
+    pub(crate) fn power_task(&self, node: NodeId) -> Result<Task> {
         let n = self.db().get_node_by_uuid(node)?;
         let driver = self.registry().interfaces_for(&n)?;
-        let ports = self.db().node_ports(node)?;
-        Ok(Task { node: n, ports, driver, env: self.inner.env.clone() })
+        Ok(Task { node: n, ports: Vec::new(), driver, env: self.inner.env.clone() })
     }
 
     /// Writes the task's node (and ports) back.

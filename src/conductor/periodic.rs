@@ -109,7 +109,7 @@ impl Conductor {
             // As Ironic does, the hardware is read under a shared (lock-free) task; the node is
             // locked only when something has to be recorded or corrected, so the common case
             // (states agree) writes nothing and never blocks an API request behind the sync.
-            let Ok(mut shared) = self.shared_task(id) else { continue };
+            let Ok(mut shared) = self.power_task(id) else { continue };
             if shared.node.reservation.is_some() || shared.node.maintenance || excluded(shared.node.provision_state) {
                 continue;
             }

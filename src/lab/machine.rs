@@ -713,14 +713,20 @@ impl SimNode {
         };
         let iscsi: Arc<dyn crate::agent::Extension> =
             Arc::new(crate::agent::iscsi_ext::IscsiExtension::new(Arc::new(exposer), std::net::IpAddr::V6(ip)));
-        let agent =
-            match Agent::new(config, http, vec![disk], HostMode::Process, vec![iscsi], Arc::new(LogRing::default())) {
-                Ok(a) => Arc::new(a),
-                Err(e) => {
-                    self.rt.lock().os = Os::Hung(format!("agent did not start: {e}"));
-                    return;
-                }
-            };
+        let agent = match Agent::new(
+            config,
+            http,
+            vec![disk],
+            HostMode::Simulated,
+            vec![iscsi],
+            Arc::new(LogRing::default()),
+        ) {
+            Ok(a) => Arc::new(a),
+            Err(e) => {
+                self.rt.lock().os = Os::Hung(format!("agent did not start: {e}"));
+                return;
+            }
+        };
         let host = format!("[{ip}]:{}", net::AGENT_PORT);
         let router = agent.router().layer(axum::middleware::from_fn_with_state(
             Observer { node: Arc::downgrade(&self), epoch },

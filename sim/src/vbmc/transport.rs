@@ -4,10 +4,12 @@
 //! client: a simulation hands the client its ends of the link (`Sender<Vec<u8>>` towards the BMC,
 //! `Receiver<Vec<u8>>` from it), and the same RMCP+ bytes cross as on the wire.
 
-use super::bmc::{Bmc, Peer};
+use super::bmc::{Bmc, Peer, Reply};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -49,34 +51,199 @@ pub async fn serve_udp(bmc: Bmc, socket: UdpSocket) -> io::Result<()> {
 /// `runtime` running the async parts (the BMC's handlers complete at once unless a machine
 /// waits; latency-delayed replies are sent from tasks on `runtime`).
 ///
-/// For a thread that serves a single BMC (e.g. `ferric vbmc --nodes 1`): a blocking
-/// `recvfrom`/`sendto` pair is two system calls and one wakeup per request, where a readiness
-/// loop needs four (a `recvfrom` that fails with EAGAIN and an `epoll_wait` besides), and on
-/// loopback those dominate the BMC's cost per request. Many BMCs per thread use [`serve_udp`].
+/// For a thread that serves a single BMC (e.g. `ferric vbmc --nodes 1`): a blocking receive and
+/// a send are two system calls and one wakeup per request, where a readiness loop needs four (a
+/// `recvfrom` that fails with EAGAIN and an `epoll_wait` besides), and on loopback those dominate
+/// the BMC's cost per request. Under load from several clients one `recvmmsg` takes every
+/// datagram waiting and one `sendmmsg` returns their replies. Many BMCs per thread use
+/// [`serve_udp`].
 pub fn serve_udp_blocking(bmc: Bmc, socket: std::net::UdpSocket, runtime: &tokio::runtime::Handle) -> io::Result<()> {
     socket.set_nonblocking(false)?;
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut inbox = batch::Inbox::new();
+    let mut outbox = batch::Outbox::new();
     loop {
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
+        let n = match inbox.recv(&socket) {
+            Ok(n) => n,
             Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted) => continue,
             Err(e) => return Err(e),
         };
-        let Some(reply) = runtime.block_on(bmc.on_datagram(Peer::Udp(from), &buf[..n])) else {
-            continue;
-        };
-        if reply.delay.is_zero() {
-            if let Err(e) = socket.send_to(&reply.bytes, from) {
-                tracing::debug!(bmc = bmc.name(), error = %e, "send failed");
+        for i in 0..n {
+            let Some((from, packet)) = inbox.get(i) else { continue };
+            let Some(reply) = answer(&bmc, from, packet, runtime) else { continue };
+            if reply.delay.is_zero() {
+                outbox.push(reply.bytes, from);
+            } else {
+                let socket = socket.clone();
+                runtime.spawn(async move {
+                    tokio::time::sleep(reply.delay).await;
+                    // A UDP send does not wait for the peer; at worst it waits for socket buffer.
+                    let _ = socket.send_to(&reply.bytes, from);
+                });
             }
-        } else {
-            let socket = socket.clone();
-            runtime.spawn(async move {
-                tokio::time::sleep(reply.delay).await;
-                // A UDP send does not wait for the peer; at worst it waits for socket buffer.
-                let _ = socket.send_to(&reply.bytes, from);
-            });
+        }
+        if let Err(e) = outbox.send(&socket) {
+            tracing::debug!(bmc = bmc.name(), error = %e, "send failed");
+        }
+    }
+}
+
+/// The BMC's reply to one datagram. Handlers almost always finish without waiting, so the
+/// first poll happens here (inside `runtime`'s context, for its clock); only a handler that
+/// waits (a machine taking its time) is driven by `runtime.block_on`.
+fn answer(bmc: &Bmc, from: SocketAddr, packet: &[u8], runtime: &tokio::runtime::Handle) -> Option<Reply> {
+    let mut fut = std::pin::pin!(bmc.on_datagram(Peer::Udp(from), packet));
+    let first = {
+        let _ctx = runtime.enter();
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    };
+    match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => runtime.block_on(fut),
+    }
+}
+
+/// `recvmmsg`/`sendmmsg` for the blocking loop: std has no batched datagram calls, and tokio's
+/// sockets none either.
+mod batch {
+    use super::MAX_DATAGRAM;
+    use std::io;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    /// Most datagrams one call moves.
+    pub const BATCH: usize = 32;
+
+    pub struct Inbox {
+        bufs: Vec<u8>,
+        addrs: Vec<libc::sockaddr_storage>,
+        addr_lens: [libc::socklen_t; BATCH],
+        lens: [usize; BATCH],
+    }
+
+    impl Inbox {
+        pub fn new() -> Inbox {
+            Inbox {
+                bufs: vec![0; BATCH * MAX_DATAGRAM],
+                // SAFETY: all zeros is a valid (unspecified-family) sockaddr_storage.
+                addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
+                addr_lens: [0; BATCH],
+                lens: [0; BATCH],
+            }
+        }
+
+        /// Blocks until at least one datagram is waiting, then takes up to [`BATCH`]; returns
+        /// how many.
+        pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            let mut iov: Vec<libc::iovec> = self
+                .bufs
+                .chunks_mut(MAX_DATAGRAM)
+                .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+                .collect();
+            let mut hdrs: Vec<libc::mmsghdr> = iov
+                .iter_mut()
+                .zip(self.addrs.iter_mut())
+                .map(|(v, a)| {
+                    // SAFETY: all zeros is a valid mmsghdr (null pointers, zero lengths).
+                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    h.msg_hdr.msg_name = (a as *mut libc::sockaddr_storage).cast();
+                    h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                    h.msg_hdr.msg_iov = v;
+                    h.msg_hdr.msg_iovlen = 1;
+                    h
+                })
+                .collect();
+            // SAFETY: every header points at a live buffer of the stated length and at a
+            // sockaddr_storage, all owned by `self` or this frame and unmoved during the call.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    BATCH as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = rc as usize;
+            for (i, h) in hdrs.iter().take(n).enumerate() {
+                self.lens[i] = (h.msg_len as usize).min(MAX_DATAGRAM);
+                self.addr_lens[i] = h.msg_hdr.msg_namelen;
+            }
+            Ok(n)
+        }
+
+        /// Datagram `i` of the last [`Inbox::recv`] and its sender (`None` if not an IP
+        /// address, which a UDP socket does not produce).
+        pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+            let mut storage = socket2::SockAddrStorage::zeroed();
+            // SAFETY: sockaddr_storage is one of this platform's sockaddr types.
+            unsafe { *storage.view_as::<libc::sockaddr_storage>() = *self.addrs.get(i)? };
+            // SAFETY: the kernel wrote a sockaddr of `addr_lens[i]` bytes into that storage.
+            let from = unsafe { socket2::SockAddr::new(storage, self.addr_lens[i]) }.as_socket()?;
+            let start = i * MAX_DATAGRAM;
+            Some((from, self.bufs.get(start..start + self.lens[i])?))
+        }
+    }
+
+    /// Replies waiting to be sent together.
+    pub struct Outbox {
+        msgs: Vec<(Vec<u8>, socket2::SockAddr)>,
+    }
+
+    impl Outbox {
+        pub fn new() -> Outbox {
+            Outbox { msgs: Vec::with_capacity(BATCH) }
+        }
+
+        pub fn push(&mut self, bytes: Vec<u8>, to: SocketAddr) {
+            self.msgs.push((bytes, to.into()));
+        }
+
+        /// Sends every queued reply (a reply the kernel refuses is dropped, as a lost datagram
+        /// would be) and empties the queue.
+        pub fn send(&mut self, socket: &UdpSocket) -> io::Result<()> {
+            let mut result = Ok(());
+            let mut sent = 0;
+            while sent < self.msgs.len() {
+                let rest = &mut self.msgs[sent..];
+                let mut iov: Vec<libc::iovec> = rest
+                    .iter_mut()
+                    .map(|(b, _)| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+                    .collect();
+                let mut hdrs: Vec<libc::mmsghdr> = iov
+                    .iter_mut()
+                    .zip(rest.iter())
+                    .map(|(v, (_, to))| {
+                        // SAFETY: all zeros is a valid mmsghdr.
+                        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                        h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+                        h.msg_hdr.msg_namelen = to.len();
+                        h.msg_hdr.msg_iov = v;
+                        h.msg_hdr.msg_iovlen = 1;
+                        h
+                    })
+                    .collect();
+                // SAFETY: every header points at a live reply buffer and a live address of the
+                // stated lengths; the kernel only reads them.
+                let rc =
+                    unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, 0) };
+                if rc <= 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // Skip the datagram the kernel refused (e.g. an unreachable peer).
+                    result = Err(e);
+                    sent += 1;
+                } else {
+                    sent += rc as usize;
+                }
+            }
+            self.msgs.clear();
+            result
         }
     }
 }
