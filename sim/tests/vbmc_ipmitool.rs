@@ -229,3 +229,54 @@ async fn blocking_loop_answers_every_datagram_of_a_batch() {
     assert_eq!(stats.packets_in, 41, "{stats:?}");
     assert_eq!(stats.packets_rejected, 1, "{stats:?}");
 }
+
+/// A machine whose power reads take a while (as a QEMU machine's QMP round trip does).
+struct SlowMachine(SimMachine);
+
+#[async_trait::async_trait]
+impl Machine for SlowMachine {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn macs(&self) -> Vec<[u8; 6]> {
+        self.0.macs()
+    }
+    async fn power_state(&self) -> Result<PowerState, ferric_sim::machine::MachineError> {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        self.0.power_state().await
+    }
+    async fn power_on(&self) -> Result<(), ferric_sim::machine::MachineError> {
+        self.0.power_on().await
+    }
+    async fn power_off(&self) -> Result<(), ferric_sim::machine::MachineError> {
+        self.0.power_off().await
+    }
+    async fn soft_off(&self) -> Result<(), ferric_sim::machine::MachineError> {
+        self.0.soft_off().await
+    }
+    async fn reset(&self) -> Result<(), ferric_sim::machine::MachineError> {
+        self.0.reset().await
+    }
+    async fn set_boot(&self, s: ferric_sim::machine::BootSelection) -> Result<(), ferric_sim::machine::MachineError> {
+        self.0.set_boot(s).await
+    }
+    async fn boot(&self) -> Result<ferric_sim::machine::BootSelection, ferric_sim::machine::MachineError> {
+        self.0.boot().await
+    }
+}
+
+/// A handler that has to wait (here for the machine's power state) is finished on the runtime
+/// by the blocking loop, and ipmitool gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_loop_waits_for_a_slow_machine() {
+    let machine = Arc::new(SlowMachine(SimMachine::new("node-0", SimMachineConfig::default())));
+    let faults = Arc::new(Faults::new(FaultSettings::default()));
+    let bmc = Bmc::new("node-0", BmcConfig::default(), machine, faults).unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::spawn(move || serve_udp_blocking(bmc, socket, &runtime));
+    let started = tokio::time::Instant::now();
+    assert!(ok(port, Some(3), "power status").await.contains("Chassis Power is off"));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(30), "the machine was not asked");
+}

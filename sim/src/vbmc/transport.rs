@@ -70,7 +70,15 @@ pub fn serve_udp_blocking(bmc: Bmc, socket: std::net::UdpSocket, runtime: &tokio
         };
         for i in 0..n {
             let Some((from, packet)) = inbox.get(i) else { continue };
-            let Some(reply) = answer(&bmc, from, packet, runtime) else { continue };
+            // A handler that has to wait first sends the replies already made, so they are not
+            // held up behind it.
+            let Some(reply) = answer(&bmc, from, packet, runtime, || {
+                if let Err(e) = outbox.send(&socket) {
+                    tracing::debug!(bmc = bmc.name(), error = %e, "send failed");
+                }
+            }) else {
+                continue;
+            };
             if reply.delay.is_zero() {
                 outbox.push(reply.bytes, from);
             } else {
@@ -90,8 +98,14 @@ pub fn serve_udp_blocking(bmc: Bmc, socket: std::net::UdpSocket, runtime: &tokio
 
 /// The BMC's reply to one datagram. Handlers almost always finish without waiting, so the
 /// first poll happens here (inside `runtime`'s context, for its clock); only a handler that
-/// waits (a machine taking its time) is driven by `runtime.block_on`.
-fn answer(bmc: &Bmc, from: SocketAddr, packet: &[u8], runtime: &tokio::runtime::Handle) -> Option<Reply> {
+/// waits (a machine taking its time) is driven by `runtime.block_on`, after `before_wait`.
+fn answer(
+    bmc: &Bmc,
+    from: SocketAddr,
+    packet: &[u8],
+    runtime: &tokio::runtime::Handle,
+    before_wait: impl FnOnce(),
+) -> Option<Reply> {
     let mut fut = std::pin::pin!(bmc.on_datagram(Peer::Udp(from), packet));
     let first = {
         let _ctx = runtime.enter();
@@ -99,7 +113,10 @@ fn answer(bmc: &Bmc, from: SocketAddr, packet: &[u8], runtime: &tokio::runtime::
     };
     match first {
         Poll::Ready(r) => r,
-        Poll::Pending => runtime.block_on(fut),
+        Poll::Pending => {
+            before_wait();
+            runtime.block_on(fut)
+        }
     }
 }
 
