@@ -262,6 +262,8 @@ const INLINE_HASH_MAX: usize = 256 << 10;
 /// Batches queued for the hashing thread.
 const HASH_QUEUE: usize = 8;
 
+const HASH_THREAD_STOPPED: &str = "the hashing thread stopped";
+
 /// Where the running digest lives.
 enum HashState {
     /// No checksum to verify.
@@ -313,7 +315,6 @@ impl HashState {
         let Self::Thread { tx, .. } = self else {
             return Ok(());
         };
-        let stopped = || "the hashing thread stopped".to_string();
         match tx.try_send(b) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(b)) => {
@@ -321,9 +322,9 @@ impl HashState {
                 tokio::task::spawn_blocking(move || tx.blocking_send(b))
                     .await
                     .map_err(|e| format!("hashing failed: {e}"))?
-                    .map_err(|_| stopped())
+                    .map_err(|_| HASH_THREAD_STOPPED.to_string())
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(HASH_THREAD_STOPPED.to_string()),
         }
     }
 
@@ -338,7 +339,7 @@ impl HashState {
                     .await
                     .map_err(|e| format!("hashing failed: {e}"))?
                     .map(Some)
-                    .map_err(|_| "the hashing thread stopped".to_string())
+                    .map_err(|_| HASH_THREAD_STOPPED.to_string())
             }
         }
     }

@@ -72,11 +72,7 @@ pub fn serve_udp_blocking(bmc: Bmc, socket: std::net::UdpSocket, runtime: &tokio
             let Some((from, packet)) = inbox.get(i) else { continue };
             // A handler that has to wait first sends the replies already made, so they are not
             // held up behind it.
-            let Some(reply) = answer(&bmc, from, packet, runtime, || {
-                if let Err(e) = outbox.send(&socket) {
-                    tracing::debug!(bmc = bmc.name(), error = %e, "send failed");
-                }
-            }) else {
+            let Some(reply) = answer(&bmc, from, packet, runtime, || outbox.send(&socket, bmc.name())) else {
                 continue;
             };
             if reply.delay.is_zero() {
@@ -90,9 +86,7 @@ pub fn serve_udp_blocking(bmc: Bmc, socket: std::net::UdpSocket, runtime: &tokio
                 });
             }
         }
-        if let Err(e) = outbox.send(&socket) {
-            tracing::debug!(bmc = bmc.name(), error = %e, "send failed");
-        }
+        outbox.send(&socket, bmc.name());
     }
 }
 
@@ -131,52 +125,57 @@ mod batch {
     /// Most datagrams one call moves.
     pub const BATCH: usize = 32;
 
+    const ADDR_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
+    /// Receive buffers and the headers that point into them, built once: the buffers live on the
+    /// heap and never move, so the headers stay valid for the inbox's life.
     pub struct Inbox {
         bufs: Vec<u8>,
         addrs: Vec<libc::sockaddr_storage>,
-        addr_lens: [libc::socklen_t; BATCH],
-        lens: [usize; BATCH],
+        iov: Vec<libc::iovec>,
+        hdrs: Vec<libc::mmsghdr>,
     }
 
     impl Inbox {
         pub fn new() -> Inbox {
-            Inbox {
-                bufs: vec![0; BATCH * MAX_DATAGRAM],
-                // SAFETY: all zeros is a valid (unspecified-family) sockaddr_storage.
-                addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
-                addr_lens: [0; BATCH],
-                lens: [0; BATCH],
-            }
-        }
-
-        /// Blocks until at least one datagram is waiting, then takes up to [`BATCH`]; returns
-        /// how many.
-        pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-            let mut iov: Vec<libc::iovec> = self
-                .bufs
+            let mut bufs = vec![0u8; BATCH * MAX_DATAGRAM];
+            // SAFETY: all zeros is a valid (unspecified-family) sockaddr_storage.
+            let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
+            let mut iov: Vec<libc::iovec> = bufs
                 .chunks_mut(MAX_DATAGRAM)
                 .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
                 .collect();
-            let mut hdrs: Vec<libc::mmsghdr> = iov
+            let hdrs = iov
                 .iter_mut()
-                .zip(self.addrs.iter_mut())
+                .zip(addrs.iter_mut())
                 .map(|(v, a)| {
                     // SAFETY: all zeros is a valid mmsghdr (null pointers, zero lengths).
                     let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
                     h.msg_hdr.msg_name = (a as *mut libc::sockaddr_storage).cast();
-                    h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                    h.msg_hdr.msg_namelen = ADDR_LEN;
                     h.msg_hdr.msg_iov = v;
                     h.msg_hdr.msg_iovlen = 1;
                     h
                 })
                 .collect();
-            // SAFETY: every header points at a live buffer of the stated length and at a
-            // sockaddr_storage, all owned by `self` or this frame and unmoved during the call.
+            Inbox { bufs, addrs, iov, hdrs }
+        }
+
+        /// Blocks until at least one datagram is waiting, then takes up to [`BATCH`]; returns
+        /// how many.
+        pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            for h in &mut self.hdrs {
+                // The kernel overwrites it with each sender's address length.
+                h.msg_hdr.msg_namelen = ADDR_LEN;
+            }
+            debug_assert_eq!(self.iov.len(), self.hdrs.len());
+            // SAFETY: every header points at one of `bufs`' chunks (through `iov`) and at one of
+            // `addrs`, with their lengths; all are owned by `self` and never reallocated.
             let rc = unsafe {
                 libc::recvmmsg(
                     socket.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    BATCH as libc::c_uint,
+                    self.hdrs.as_mut_ptr(),
+                    self.hdrs.len() as libc::c_uint,
                     libc::MSG_WAITFORONE,
                     std::ptr::null_mut(),
                 )
@@ -184,83 +183,78 @@ mod batch {
             if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let n = rc as usize;
-            for (i, h) in hdrs.iter().take(n).enumerate() {
-                self.lens[i] = (h.msg_len as usize).min(MAX_DATAGRAM);
-                self.addr_lens[i] = h.msg_hdr.msg_namelen;
-            }
-            Ok(n)
+            Ok(rc as usize)
         }
 
         /// Datagram `i` of the last [`Inbox::recv`] and its sender (`None` if not an IP
         /// address, which a UDP socket does not produce).
         pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+            let h = self.hdrs.get(i)?;
             let mut storage = socket2::SockAddrStorage::zeroed();
             // SAFETY: sockaddr_storage is one of this platform's sockaddr types.
             unsafe { *storage.view_as::<libc::sockaddr_storage>() = *self.addrs.get(i)? };
-            // SAFETY: the kernel wrote a sockaddr of `addr_lens[i]` bytes into that storage.
-            let from = unsafe { socket2::SockAddr::new(storage, self.addr_lens[i]) }.as_socket()?;
+            // SAFETY: the kernel wrote a sockaddr of `msg_namelen` bytes into that storage.
+            let from = unsafe { socket2::SockAddr::new(storage, h.msg_hdr.msg_namelen) }.as_socket()?;
             let start = i * MAX_DATAGRAM;
-            Some((from, self.bufs.get(start..start + self.lens[i])?))
+            Some((from, self.bufs.get(start..start + (h.msg_len as usize).min(MAX_DATAGRAM))?))
         }
     }
 
-    /// Replies waiting to be sent together.
+    /// Replies waiting to be sent together (the header vectors keep their capacity between
+    /// sends).
     pub struct Outbox {
         msgs: Vec<(Vec<u8>, socket2::SockAddr)>,
+        iov: Vec<libc::iovec>,
+        hdrs: Vec<libc::mmsghdr>,
     }
 
     impl Outbox {
         pub fn new() -> Outbox {
-            Outbox { msgs: Vec::with_capacity(BATCH) }
+            Outbox { msgs: Vec::with_capacity(BATCH), iov: Vec::with_capacity(BATCH), hdrs: Vec::with_capacity(BATCH) }
         }
 
         pub fn push(&mut self, bytes: Vec<u8>, to: SocketAddr) {
             self.msgs.push((bytes, to.into()));
         }
 
-        /// Sends every queued reply (a reply the kernel refuses is dropped, as a lost datagram
-        /// would be) and empties the queue.
-        pub fn send(&mut self, socket: &UdpSocket) -> io::Result<()> {
-            let mut result = Ok(());
+        /// Sends every queued reply and empties the queue. A reply the kernel refuses (e.g. to
+        /// an unreachable peer) is dropped, as a lost datagram would be, and logged for `bmc`.
+        pub fn send(&mut self, socket: &UdpSocket, bmc: &str) {
+            self.iov.clear();
+            self.iov.extend(
+                self.msgs.iter_mut().map(|(b, _)| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }),
+            );
+            self.hdrs.clear();
+            self.hdrs.extend(self.iov.iter_mut().zip(&self.msgs).map(|(v, (_, to))| {
+                // SAFETY: all zeros is a valid mmsghdr.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = to.len();
+                h.msg_hdr.msg_iov = v;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            }));
             let mut sent = 0;
-            while sent < self.msgs.len() {
-                let rest = &mut self.msgs[sent..];
-                let mut iov: Vec<libc::iovec> = rest
-                    .iter_mut()
-                    .map(|(b, _)| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
-                    .collect();
-                let mut hdrs: Vec<libc::mmsghdr> = iov
-                    .iter_mut()
-                    .zip(rest.iter())
-                    .map(|(v, (_, to))| {
-                        // SAFETY: all zeros is a valid mmsghdr.
-                        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                        h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
-                        h.msg_hdr.msg_namelen = to.len();
-                        h.msg_hdr.msg_iov = v;
-                        h.msg_hdr.msg_iovlen = 1;
-                        h
-                    })
-                    .collect();
+            while sent < self.hdrs.len() {
+                let rest = &mut self.hdrs[sent..];
                 // SAFETY: every header points at a live reply buffer and a live address of the
-                // stated lengths; the kernel only reads them.
+                // stated lengths (in `msgs`, untouched until the queue is emptied below); the
+                // kernel only reads them.
                 let rc =
-                    unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), hdrs.len() as libc::c_uint, 0) };
-                if rc <= 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    // Skip the datagram the kernel refused (e.g. an unreachable peer).
-                    result = Err(e);
-                    sent += 1;
-                } else {
+                    unsafe { libc::sendmmsg(socket.as_raw_fd(), rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
+                if rc > 0 {
                     sent += rc as usize;
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::debug!(bmc, error = %e, "send failed");
+                    sent += 1;
                 }
             }
+            self.hdrs.clear();
+            self.iov.clear();
             self.msgs.clear();
-            result
         }
     }
 }
