@@ -7,6 +7,13 @@ use ferric::service::{Service, shutdown_signal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// mimalloc rather than glibc's allocator: ferric makes many small, short-lived allocations (node
+/// records, requests, IPMI packets), and a 3,000-node simulation used about a tenth less CPU. Built
+/// with `no_thp`: mimalloc's huge-page advice kept freed memory resident (that simulation peaked at
+/// 1.4 GB instead of 190 MB).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ferric", version, about = "Bare-metal provisioning, Ironic-compatible, simulation-first")]
 struct Cli {
