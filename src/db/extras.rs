@@ -320,7 +320,7 @@ impl Db {
             tx.prepare_cached("DELETE FROM allocations WHERE uuid = ?1")?.execute([id.to_string()])?;
             if let Some(n) = node {
                 tx.prepare_cached(
-                    "UPDATE nodes SET instance_uuid = NULL,
+                    "UPDATE nodes SET instance_uuid = NULL, version = version + 1,
                      body = json_set(body, '$.instance_uuid', json('null'), '$.allocation_uuid', json('null'))
                      WHERE uuid = ?1 AND instance_uuid = ?2",
                 )?
@@ -338,7 +338,7 @@ impl Db {
         let abody = to_json(a)?;
         let nbody = to_json(node)?;
         let alloc = a.uuid.to_string();
-        self.write(|tx| {
+        let version = self.write(|tx| {
             let current: Option<Option<String>> = tx
                 .prepare_cached("SELECT instance_uuid FROM nodes WHERE uuid = ?1")?
                 .query_row([node.uuid.to_string()], |r| r.get(0))
@@ -366,9 +366,10 @@ impl Db {
                     node.uuid
                 )),
                 other => other,
-            })?;
-            Ok(())
-        })
+            })
+        })?;
+        self.cache_node(version, node);
+        Ok(())
     }
 
     // ---- deploy templates ----
@@ -431,16 +432,16 @@ impl Db {
     ) -> Result<(), DbError> {
         let body = to_json(n)?;
         let port_bodies = super::others::port_bodies(ports)?;
-        self.write(|tx| {
+        let version = self.write(|tx| {
             super::others::update_ports_tx(tx, ports, port_bodies)?;
             let old: Option<Option<String>> = tx
                 .prepare_cached("SELECT last_error FROM nodes WHERE uuid = ?1")?
                 .query_row([n.uuid.to_string()], |r| r.get(0))
                 .optional()?;
-            update_node_tx(tx, n, &body)?;
+            let version = update_node_tx(tx, n, &body)?;
             let changed = n.last_error.is_some() && old.flatten() != n.last_error;
             if !changed {
-                return Ok(());
+                return Ok(version);
             }
             let e = make_event();
             tx.prepare_cached("INSERT INTO node_history (uuid, node_uuid, created_at, body) VALUES (?1,?2,?3,?4)")?
@@ -450,8 +451,10 @@ impl Db {
                  (SELECT id FROM node_history WHERE node_uuid = ?1 ORDER BY id DESC LIMIT ?2)",
             )?
             .execute(params![n.uuid.to_string(), keep as i64])?;
-            Ok(())
-        })
+            Ok(version)
+        })?;
+        self.cache_node(version, n);
+        Ok(())
     }
 
     pub fn list_history(&self, node: NodeId, page: &Page) -> Result<Vec<HistoryEvent>, DbError> {

@@ -163,6 +163,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE nodes ADD COLUMN last_error TEXT;
     UPDATE nodes SET last_error = json_extract(body, '$.last_error');
     "#,
+    // 5: a version per node row, bumped by every write of its body (the decoded-node cache in
+    // `Db` keys on it).
+    r#"
+    ALTER TABLE nodes ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the schema to the newest version.

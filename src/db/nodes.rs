@@ -3,7 +3,7 @@
 use super::{Db, DbError, from_json, to_json, unique_violation};
 use crate::models::{Node, NodeId, PowerState, ProvisionState};
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// Sort direction for listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,16 +102,44 @@ fn node_from_row(r: &Row<'_>) -> Result<Node, DbError> {
     Ok(n)
 }
 
-/// The UPDATE behind [`Db::update_node`], for writes that change a node together with other rows.
-pub(crate) fn update_node_tx(tx: &rusqlite::Transaction<'_>, n: &Node, body: &str) -> Result<(), DbError> {
-    let changed = tx
-        .prepare_cached(
-            "UPDATE nodes SET name=?2, driver=?3, provision_state=?4, power_state=?5,
-             instance_uuid=?6, maintenance=?7, fault=?8, resource_class=?9, conductor_group=?10,
-             chassis_uuid=?11, owner=?12, lessee=?13, shard=?14, updated_at=?15,
-             provision_updated_at=?16, body=?17, last_error=?18 WHERE uuid=?1",
-        )?
-        .execute(params![
+/// A node read through the decoded-node cache: the body comes back only when the row's version
+/// is not the cached one (`?2`, NULL when nothing is cached).
+const NODE_READ: &str = "SELECT version, reservation,
+     (SELECT a.uuid FROM allocations a WHERE a.node_uuid = nodes.uuid),
+     CASE WHEN version IS ?2 THEN NULL ELSE body END
+     FROM nodes WHERE uuid = ?1";
+
+/// A row read with [`NODE_READ`].
+struct NodeRow {
+    version: i64,
+    reservation: Option<String>,
+    allocation: Option<String>,
+    body: Option<String>,
+}
+
+fn read_node_row(c: &Connection, id: NodeId, known: Option<i64>) -> Result<Option<NodeRow>, DbError> {
+    Ok(c.prepare_cached(NODE_READ)?
+        .query_row(params![id.to_string(), known], |r| {
+            Ok(NodeRow { version: r.get(0)?, reservation: r.get(1)?, allocation: r.get(2)?, body: r.get(3)? })
+        })
+        .optional()?)
+}
+
+/// Most nodes the cache keeps; past it, it starts again empty (a fleet's working set fits).
+const NODE_CACHE_MAX: usize = 50_000;
+
+/// The UPDATE behind [`Db::update_node`], for writes that change a node together with other rows;
+/// returns the row's new version, for [`Db::cache_node`] once the transaction commits.
+pub(crate) fn update_node_tx(tx: &rusqlite::Transaction<'_>, n: &Node, body: &str) -> Result<i64, DbError> {
+    tx.prepare_cached(
+        "UPDATE nodes SET name=?2, driver=?3, provision_state=?4, power_state=?5,
+         instance_uuid=?6, maintenance=?7, fault=?8, resource_class=?9, conductor_group=?10,
+         chassis_uuid=?11, owner=?12, lessee=?13, shard=?14, updated_at=?15,
+         provision_updated_at=?16, body=?17, last_error=?18, version = version + 1
+         WHERE uuid=?1 RETURNING version",
+    )?
+    .query_row(
+        params![
             n.uuid.to_string(),
             n.name,
             n.driver,
@@ -130,12 +158,12 @@ pub(crate) fn update_node_tx(tx: &rusqlite::Transaction<'_>, n: &Node, body: &st
             ts(&n.provision_updated_at),
             body,
             n.last_error
-        ])
-        .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
-    if changed == 0 {
-        return Err(DbError::NotFound { kind: "Node", ident: n.uuid.to_string() });
-    }
-    Ok(())
+        ],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?
+    .ok_or_else(|| DbError::NotFound { kind: "Node", ident: n.uuid.to_string() })
 }
 
 fn ts(t: &Option<DateTime<Utc>>) -> Option<String> {
@@ -156,12 +184,15 @@ impl Db {
     /// Inserts a new node.
     pub fn create_node(&self, n: &Node) -> Result<(), DbError> {
         let body = to_json(n)?;
+        // A random first version: a node deleted and created again under the same UUID (by any
+        // process) never matches a cached copy of its predecessor.
+        let version = rand::random::<i64>() >> 1;
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO nodes (uuid, name, driver, provision_state, power_state, instance_uuid,
                  maintenance, fault, resource_class, conductor_group, chassis_uuid, owner, lessee, shard,
-                 created_at, updated_at, provision_updated_at, reservation, body, last_error)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)",
+                 created_at, updated_at, provision_updated_at, reservation, body, last_error, version)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
             )?
             .execute(params![
                 n.uuid.to_string(),
@@ -183,17 +214,74 @@ impl Db {
                 ts(&n.provision_updated_at),
                 n.reservation,
                 body,
-                n.last_error
+                n.last_error,
+                version
             ])
             .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
             Ok(())
-        })
+        })?;
+        self.cache_node(version, n);
+        Ok(())
     }
 
     /// Writes every field of an existing node except its reservation.
     pub fn update_node(&self, n: &Node) -> Result<(), DbError> {
         let body = to_json(n)?;
-        self.write(|tx| update_node_tx(tx, n, &body))
+        let version = self.write(|tx| update_node_tx(tx, n, &body))?;
+        self.cache_node(version, n);
+        Ok(())
+    }
+
+    /// Remembers `n` as the body of `version` (call once the write that stored it committed).
+    pub(crate) fn cache_node(&self, version: i64, n: &Node) {
+        let mut copy = n.clone();
+        // What decoding the body gives: these come from columns on every read.
+        copy.reservation = None;
+        copy.conductor = None;
+        self.cache_decoded(version, copy);
+    }
+
+    fn cache_decoded(&self, version: i64, n: Node) {
+        let mut nodes = self.inner.nodes.lock();
+        if nodes.len() >= NODE_CACHE_MAX && !nodes.contains_key(&n.uuid) {
+            nodes.clear();
+        }
+        nodes.insert(n.uuid, (version, n));
+    }
+
+    fn cached_version(&self, id: NodeId) -> Option<i64> {
+        self.inner.nodes.lock().get(&id).map(|(v, _)| *v)
+    }
+
+    /// The node of `row`: its body decoded (and cached), or the cached copy of its version;
+    /// `None` when the row came without a body and the cache no longer holds that version.
+    fn node_of_row(&self, id: NodeId, row: NodeRow) -> Result<Option<Node>, DbError> {
+        let mut n = match row.body {
+            Some(body) => {
+                let n: Node = from_json(&body)?;
+                self.cache_decoded(row.version, n.clone());
+                n
+            }
+            None => match self.inner.nodes.lock().get(&id) {
+                Some((v, n)) if *v == row.version => n.clone(),
+                _ => return Ok(None),
+            },
+        };
+        n.reservation = row.reservation;
+        n.allocation_uuid = row.allocation;
+        Ok(Some(n))
+    }
+
+    /// Reads node `id` on `c`, through the cache.
+    fn read_node(&self, c: &Connection, id: NodeId) -> Result<Node, DbError> {
+        let not_found = || DbError::NotFound { kind: "Node", ident: id.to_string() };
+        let row = read_node_row(c, id, self.cached_version(id))?.ok_or_else(not_found)?;
+        if let Some(n) = self.node_of_row(id, row)? {
+            return Ok(n);
+        }
+        // The cached copy changed under us: read the body.
+        let row = read_node_row(c, id, None)?.ok_or_else(not_found)?;
+        self.node_of_row(id, row)?.ok_or_else(not_found)
     }
 
     /// Looks a node up by UUID or, failing that, by name (as the API's `{node_ident}` does).
@@ -210,12 +298,7 @@ impl Db {
     }
 
     pub fn get_node_by_uuid(&self, id: NodeId) -> Result<Node, DbError> {
-        self.read(|c| {
-            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE uuid = ?1"))?
-                .query_row([id.to_string()], |r| Ok(node_from_row(r)))
-                .optional()?
-                .unwrap_or_else(|| Err(DbError::NotFound { kind: "Node", ident: id.to_string() }))
-        })
+        self.read(|c| self.read_node(c, id))
     }
 
     /// A node's provision state from its column, without decoding the body (the simulation's
@@ -248,7 +331,9 @@ impl Db {
                 return Err(DbError::NotFound { kind: "Node", ident: id.to_string() });
             }
             Ok(())
-        })
+        })?;
+        self.inner.nodes.lock().remove(&id);
+        Ok(())
     }
 
     /// Takes the node's lock for `host`; fails with `Locked` if someone holds it.
@@ -257,17 +342,15 @@ impl Db {
             let n = tx
                 .prepare_cached("UPDATE nodes SET reservation = ?2 WHERE uuid = ?1 AND reservation IS NULL")?
                 .execute(params![id.to_string(), host])?;
-            let (body, holder): (String, Option<String>) = tx
-                .prepare_cached("SELECT body, reservation FROM nodes WHERE uuid = ?1")?
-                .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-                .ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?;
             if n == 0 {
+                let holder: Option<String> = tx
+                    .prepare_cached("SELECT reservation FROM nodes WHERE uuid = ?1")?
+                    .query_row([id.to_string()], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?;
                 return Err(DbError::Locked { node: id.to_string(), host: holder.unwrap_or_default() });
             }
-            let mut node: Node = from_json(&body)?;
-            node.reservation = holder;
-            Ok(node)
+            self.read_node(tx, id)
         })
     }
 
@@ -504,4 +587,68 @@ fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types
         sql.push_str(&format!(" LIMIT {l}"));
     }
     Ok((sql, args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        Node {
+            uuid: NodeId(uuid::Uuid::new_v4()),
+            name: Some(name.into()),
+            driver: "ipmi".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Two handles on one file stand for two processes: each sees the other's writes, although
+    /// it holds a decoded copy of the node.
+    #[test]
+    fn cached_nodes_follow_writes_made_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferric.db");
+        let (a, b) = (Db::open(&path).unwrap(), Db::open(&path).unwrap());
+        let mut n = node("one");
+        a.create_node(&n).unwrap();
+        assert_eq!(a.get_node_by_uuid(n.uuid).unwrap().name.as_deref(), Some("one"));
+
+        n.description = Some("written by b".into());
+        b.update_node(&n).unwrap();
+        assert_eq!(a.get_node_by_uuid(n.uuid).unwrap().description.as_deref(), Some("written by b"));
+        let locked = a.reserve_node(n.uuid, "host-a").unwrap();
+        assert_eq!(locked.description.as_deref(), Some("written by b"));
+        assert_eq!(locked.reservation.as_deref(), Some("host-a"));
+        a.release_node(n.uuid, "host-a").unwrap();
+
+        b.destroy_node(n.uuid).unwrap();
+        let again = Node { uuid: n.uuid, ..node("two") };
+        b.create_node(&again).unwrap();
+        let got = a.get_node_by_uuid(n.uuid).unwrap();
+        assert_eq!((got.name.as_deref(), got.description), (Some("two"), None));
+    }
+
+    #[test]
+    fn cached_copies_hold_only_what_was_committed() {
+        let db = Db::open_in_memory().unwrap();
+        let (x, y) = (node("x"), node("y"));
+        db.create_node(&x).unwrap();
+        db.create_node(&y).unwrap();
+
+        // A refused write leaves the cached copy as it was.
+        let clash = Node { name: Some("x".into()), ..y.clone() };
+        assert!(matches!(db.update_node(&clash), Err(DbError::Duplicate(_))));
+        assert_eq!(db.get_node_by_uuid(y.uuid).unwrap().name.as_deref(), Some("y"));
+
+        // A saved task's lock holder and conductor are not part of the body.
+        let mut task = db.reserve_node(x.uuid, "host").unwrap();
+        task.conductor = Some("host".into());
+        task.description = Some("saved".into());
+        db.update_node(&task).unwrap();
+        db.release_node(x.uuid, "host").unwrap();
+        let got = db.get_node_by_uuid(x.uuid).unwrap();
+        assert_eq!((got.reservation, got.conductor), (None, None));
+        assert_eq!(got.description.as_deref(), Some("saved"));
+        assert_eq!(db.get_node("x").unwrap().description.as_deref(), Some("saved"));
+    }
 }
