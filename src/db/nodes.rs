@@ -130,7 +130,7 @@ const NODE_CACHE_MAX: usize = 50_000;
 
 /// The UPDATE behind [`Db::update_node`], for writes that change a node together with other rows;
 /// returns the row's new version, for [`Db::cache_node`] once the transaction commits.
-pub(crate) fn update_node_tx(tx: &rusqlite::Transaction<'_>, n: &Node, body: &str) -> Result<i64, DbError> {
+pub(crate) fn update_node_tx(tx: &Connection, n: &Node, body: &str) -> Result<i64, DbError> {
     tx.prepare_cached(
         "UPDATE nodes SET name=?2, driver=?3, provision_state=?4, power_state=?5,
          instance_uuid=?6, maintenance=?7, fault=?8, resource_class=?9, conductor_group=?10,

@@ -399,11 +399,7 @@ pub(crate) fn port_bodies(ports: &[Port]) -> Result<Vec<String>, DbError> {
 
 /// Writes each port's body; rows whose body is unchanged are left alone (the conductor saves a
 /// task's ports with every save of its node).
-pub(crate) fn update_ports_tx(
-    tx: &rusqlite::Transaction<'_>,
-    ports: &[Port],
-    bodies: Vec<String>,
-) -> Result<(), DbError> {
+pub(crate) fn update_ports_tx(tx: &rusqlite::Connection, ports: &[Port], bodies: Vec<String>) -> Result<(), DbError> {
     let mut st = tx.prepare_cached("UPDATE ports SET body=?2 WHERE uuid=?1 AND body IS NOT ?2")?;
     for (p, b) in ports.iter().zip(bodies) {
         st.execute(params![p.uuid.to_string(), b])?;
