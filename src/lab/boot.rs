@@ -6,9 +6,9 @@
 //! Those steps touch files through tokio's blocking pool, whose threads finish in wall-clock
 //! time; called straight from a paused-clock simulation their completions would interleave with
 //! other nodes' work differently on every run. [`Bridged`] therefore runs each boot-interface call
-//! to completion on a helper thread while the simulation waits (as [`super::bridge`] does
-//! for routers): virtual time stands still and the trace is the same on every run. The code that
-//! runs is ferric's, unchanged.
+//! to completion, blocking the simulation's thread, with a helper runtime's blocking pool (as
+//! [`super::bridge`] does for routers): virtual time stands still and the trace is the same on
+//! every run. The code that runs is ferric's, unchanged.
 
 use crate::drivers::pxe_boot::{BootEnv, PxeBoot, UrlResolver};
 use crate::drivers::{BootInterface, DriverError, Task};
@@ -64,20 +64,21 @@ pub fn register(p: &mut Parts, env: Arc<BootEnv>) {
     p.env.boot = Some(env);
 }
 
-/// A boot interface whose calls run to completion on a helper thread (see the module docs).
+/// A boot interface whose calls run to completion while the simulation waits (see the module docs).
 pub struct Bridged {
     inner: Arc<dyn BootInterface>,
     rt: Arc<HelperRuntime>,
 }
 
-/// The runtime bridged calls run on, or why it could not be built. It may be dropped anywhere,
+/// The runtime whose context bridged calls run in, or why it could not be built. It may be dropped anywhere,
 /// the simulation's async context included (a plain `Runtime` panics when dropped there): it shuts
 /// down in the background.
 struct HelperRuntime(Result<tokio::runtime::Runtime, String>);
 
 impl HelperRuntime {
     fn new() -> HelperRuntime {
-        // One long-lived worker thread: calls are spawned onto it (no thread per call).
+        // Calls run on the caller's thread (`Bridged::run_here`); one long-lived worker drives
+        // the timers and sockets they use, and the blocking pool takes their file work.
         HelperRuntime(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -107,33 +108,24 @@ enum Call {
 }
 
 impl Bridged {
-    /// Runs `call` on the helper runtime's thread with a copy of `task` and waits for it,
-    /// blocking this thread (a runtime cannot be entered from the simulation's own thread), then
-    /// takes the copy back: the interface sees and changes the task as if called here.
+    /// Runs `call` to completion on this thread, blocking it, inside the helper runtime's
+    /// context: the file work it hands to a blocking pool goes to the helper's pool, and the
+    /// simulation's runtime (which cannot be re-entered here) makes no progress meanwhile.
     fn run_here(&self, task: &mut Task, call: Call) -> Result<(), DriverError> {
         let rt = match &self.rt.0 {
             Ok(rt) => rt,
             Err(e) => return Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
         };
-        let inner = self.inner.clone();
-        let mut owned = task.clone();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        rt.spawn(async move {
-            let r = match call {
-                Call::PrepareRamdisk => inner.prepare_ramdisk(&mut owned).await,
-                Call::CleanUpRamdisk => inner.clean_up_ramdisk(&mut owned).await,
-                Call::PrepareInstance => inner.prepare_instance(&mut owned).await,
-                Call::CleanUpInstance => inner.clean_up_instance(&mut owned).await,
-            };
-            let _ = tx.send((owned, r));
-        });
-        match rx.recv() {
-            Ok((t, r)) => {
-                *task = t;
-                r
+        let _context = rt.enter();
+        let inner = &self.inner;
+        futures::executor::block_on(async {
+            match call {
+                Call::PrepareRamdisk => inner.prepare_ramdisk(task).await,
+                Call::CleanUpRamdisk => inner.clean_up_ramdisk(task).await,
+                Call::PrepareInstance => inner.prepare_instance(task).await,
+                Call::CleanUpInstance => inner.clean_up_instance(task).await,
             }
-            Err(_) => Err(DriverError::Failed("boot interface call panicked".into())),
-        }
+        })
     }
 }
 

@@ -309,15 +309,18 @@ impl ImageCache {
     /// Ensures the image is cached and hard-links it at `dest` (replacing what was there).
     pub async fn link(&self, img: &ImageRef, dest: &Path) -> Result<(), CacheError> {
         let src = self.get(img).await?;
+        // Three metadata calls on the local cache's file system, made here as the boot
+        // configs are written (`pxe::config`): a blocking-pool round trip each cost more than
+        // the calls themselves.
         if let Some(dir) = dest.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(io_err(dir))?;
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        match tokio::fs::remove_file(dest).await {
+        match std::fs::remove_file(dest) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(dest)(e)),
         }
-        tokio::fs::hard_link(&src, dest).await.map_err(io_err(dest))
+        std::fs::hard_link(&src, dest).map_err(io_err(dest))
     }
 
     fn touch(&self, key: &str) {
