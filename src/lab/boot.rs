@@ -10,6 +10,7 @@
 //! [`super::bridge`] does for routers): virtual time stands still and the trace is the same on
 //! every run. The code that runs is ferric's, unchanged.
 
+use super::bridge::HelperRuntime;
 use crate::drivers::pxe_boot::{BootEnv, PxeBoot, UrlResolver};
 use crate::drivers::{BootInterface, DriverError, Task};
 use crate::network::dhcp::DbDhcp;
@@ -58,7 +59,7 @@ pub fn boot_env(
 pub fn register(p: &mut Parts, env: Arc<BootEnv>) {
     // One helper runtime for both interfaces, kept for the lab's lifetime: building a runtime
     // (and its blocking pool) per call cost more than the calls themselves on large fleets.
-    let rt = Arc::new(HelperRuntime::new());
+    let rt = Arc::new(HelperRuntime::new("sim-boot"));
     p.registry.register_boot("pxe", Arc::new(Bridged { inner: Arc::new(PxeBoot::pxe()), rt: rt.clone() }));
     p.registry.register_boot("ipxe", Arc::new(Bridged { inner: Arc::new(PxeBoot::ipxe()), rt }));
     p.env.boot = Some(env);
@@ -67,35 +68,7 @@ pub fn register(p: &mut Parts, env: Arc<BootEnv>) {
 /// A boot interface whose calls run to completion while the simulation waits (see the module docs).
 pub struct Bridged {
     inner: Arc<dyn BootInterface>,
-    rt: Arc<HelperRuntime>,
-}
-
-/// The runtime whose context bridged calls run in, or why it could not be built. It may be dropped anywhere,
-/// the simulation's async context included (a plain `Runtime` panics when dropped there): it shuts
-/// down in the background.
-struct HelperRuntime(Result<tokio::runtime::Runtime, String>);
-
-impl HelperRuntime {
-    fn new() -> HelperRuntime {
-        // Calls run on the caller's thread (`Bridged::run_here`); one long-lived worker drives
-        // the timers and sockets they use, and the blocking pool takes their file work.
-        HelperRuntime(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("sim-boot")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string()),
-        )
-    }
-}
-
-impl Drop for HelperRuntime {
-    fn drop(&mut self) {
-        if let Ok(rt) = std::mem::replace(&mut self.0, Err(String::new())) {
-            rt.shutdown_background();
-        }
-    }
+    rt: Arc<std::io::Result<HelperRuntime>>,
 }
 
 /// The boot-interface call a bridged call makes.
@@ -108,17 +81,15 @@ enum Call {
 }
 
 impl Bridged {
-    /// Runs `call` to completion on this thread, blocking it, inside the helper runtime's
-    /// context: the file work it hands to a blocking pool goes to the helper's pool, and the
-    /// simulation's runtime (which cannot be re-entered here) makes no progress meanwhile.
+    /// Runs `call` to completion on this thread inside the helper runtime's context (see
+    /// [`HelperRuntime::block_here`]).
     fn run_here(&self, task: &mut Task, call: Call) -> Result<(), DriverError> {
-        let rt = match &self.rt.0 {
+        let rt = match self.rt.as_ref() {
             Ok(rt) => rt,
             Err(e) => return Err(DriverError::Failed(format!("boot interface runtime: {e}"))),
         };
-        let _context = rt.enter();
         let inner = &self.inner;
-        futures::executor::block_on(async {
+        rt.block_here(async {
             match call {
                 Call::PrepareRamdisk => inner.prepare_ramdisk(task).await,
                 Call::CleanUpRamdisk => inner.clean_up_ramdisk(task).await,

@@ -1,9 +1,10 @@
 //! Routers that read files (the image store, the HTTP boot server) go through tokio's blocking
 //! pool, whose threads finish in wall-clock time: called directly from a paused-clock simulation,
 //! their completions would interleave with simulated tasks differently on every run. The bridge
-//! serves such a router on a helper thread (its own runtime) and calls it *synchronously*: while
-//! one request is served, no simulated task runs and virtual time stands still, so the result is
-//! the same on every run. The router, its status codes, headers and bytes are the real ones.
+//! calls such a router *synchronously*, blocking the simulation's thread inside a helper runtime's
+//! context (whose blocking pool does the file work): while one request is served, no simulated
+//! task runs and virtual time stands still, so the result is the same on every run. The router,
+//! its status codes, headers and bytes are the real ones.
 
 use axum::Router;
 use axum::body::Body;
@@ -11,8 +12,8 @@ use http_body_util::BodyExt;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::thread::ThreadId;
 
@@ -21,58 +22,56 @@ pub const MAX_BODY: usize = 256 << 20;
 
 type Reply = Result<(http::response::Parts, bytes::Bytes), String>;
 
-struct Job {
-    router: Router,
-    request: http::Request<Body>,
-    reply: mpsc::SyncSender<Reply>,
+/// A runtime whose context simulated calls block in (see the module docs). It may be dropped
+/// anywhere, the simulation's async context included (a plain `Runtime` panics when dropped
+/// there): it shuts down in the background.
+pub(super) struct HelperRuntime(Option<tokio::runtime::Runtime>);
+
+impl HelperRuntime {
+    pub(super) fn new(name: &str) -> std::io::Result<HelperRuntime> {
+        // Calls run on the caller's thread; one long-lived worker drives the timers and sockets
+        // they use, and the blocking pool takes their file work.
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name(name).enable_all().build()?;
+        Ok(HelperRuntime(Some(rt)))
+    }
+
+    /// Runs `f` to completion on this thread, blocking it, inside the helper's context: the
+    /// simulation's runtime (which cannot be re-entered here) makes no progress meanwhile.
+    pub(super) fn block_here<T>(&self, f: impl Future<Output = T>) -> T {
+        let _context = self.0.as_ref().map(|rt| rt.enter());
+        futures::executor::block_on(f)
+    }
 }
 
-/// A helper thread serving bridged routers. Dropping every handle ends the thread.
+impl Drop for HelperRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Serves bridged routers. Cheap to share.
 pub struct Bridge {
-    jobs: mpsc::SyncSender<Job>,
+    rt: HelperRuntime,
     clock: Arc<SimUnixClock>,
 }
 
 /// Errors starting the bridge.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
-    #[error("cannot start the bridge thread: {0}")]
+    #[error("cannot start the bridge runtime: {0}")]
     Thread(std::io::Error),
 }
 
 impl Bridge {
-    /// Starts the helper thread. `clock` is the simulation's Unix clock; the bridge publishes the
-    /// virtual time to it before each request so routers read simulated time on the helper thread.
+    /// Starts the helper runtime. `clock` is the simulation's Unix clock; the bridge publishes
+    /// the virtual time to it before each request, since inside the helper's context tokio's
+    /// clock is not the simulation's.
     pub fn start(clock: Arc<SimUnixClock>) -> Result<Arc<Bridge>, BridgeError> {
-        let (jobs, rx) = mpsc::sync_channel::<Job>(1);
-        std::thread::Builder::new()
-            .name("sim-bridge".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "bridge runtime");
-                        return;
-                    }
-                };
-                while let Ok(job) = rx.recv() {
-                    let out = rt.block_on(async move {
-                        use tower::ServiceExt;
-                        let resp = match job.router.oneshot(job.request).await {
-                            Ok(r) => r,
-                            Err(never) => match never {},
-                        };
-                        let (parts, body) = resp.into_parts();
-                        match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-                            Ok(b) => Ok((parts, b.to_bytes())),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    });
-                    let _ = job.reply.send(out);
-                }
-            })
-            .map_err(BridgeError::Thread)?;
-        Ok(Arc::new(Bridge { jobs, clock }))
+        let rt = HelperRuntime::new("sim-bridge").map_err(BridgeError::Thread)?;
+        Ok(Arc::new(Bridge { rt, clock }))
     }
 
     /// A tower service that calls `router` through the bridge (register it with `TowerHttp`).
@@ -81,10 +80,19 @@ impl Bridge {
     }
 
     fn call(&self, router: Router, request: http::Request<Body>) -> Reply {
-        self.clock.publish();
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.jobs.send(Job { router, request, reply: tx }).map_err(|_| "bridge stopped".to_string())?;
-        rx.recv().map_err(|_| "bridge stopped".to_string())?
+        let _published = self.clock.publish();
+        self.rt.block_here(async move {
+            use tower::ServiceExt;
+            let resp = match router.oneshot(request).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            let (parts, body) = resp.into_parts();
+            match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+                Ok(b) => Ok((parts, b.to_bytes())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
     }
 }
 
@@ -129,14 +137,15 @@ fn error(status: http::StatusCode, msg: String) -> http::Response<Body> {
     r
 }
 
-/// Unix seconds following the simulation's virtual time, readable from the bridge thread too
-/// (which has its own, real-time, runtime): on the simulation's thread it reads tokio's clock;
-/// elsewhere it returns what the simulation last published.
+/// Unix seconds following the simulation's virtual time, readable inside bridged calls too
+/// (which run in a real-time runtime's context): on the simulation's thread, outside a bridged
+/// call, it reads tokio's clock; elsewhere it returns what the simulation last published.
 pub struct SimUnixClock {
     base_unix: u64,
     start: tokio::time::Instant,
     sim_thread: ThreadId,
     published: AtomicU64,
+    bridged: AtomicBool,
 }
 
 impl SimUnixClock {
@@ -147,22 +156,39 @@ impl SimUnixClock {
             start: tokio::time::Instant::now(),
             sim_thread: std::thread::current().id(),
             published: AtomicU64::new(base_unix),
+            bridged: AtomicBool::new(false),
         })
     }
 
-    fn publish(&self) {
-        if std::thread::current().id() == self.sim_thread {
+    fn on_sim_clock(&self) -> bool {
+        std::thread::current().id() == self.sim_thread && !self.bridged.load(Relaxed)
+    }
+
+    /// Publishes the virtual time for the bridged call that follows, until the guard drops.
+    fn publish(&self) -> Published<'_> {
+        if self.on_sim_clock() {
             self.published.store(self.base_unix + self.start.elapsed().as_secs(), Relaxed);
+            self.bridged.store(true, Relaxed);
+            Published(Some(self))
+        } else {
+            Published(None)
+        }
+    }
+}
+
+/// A bridged call in progress on the simulation's thread.
+struct Published<'a>(Option<&'a SimUnixClock>);
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.bridged.store(false, Relaxed);
         }
     }
 }
 
 impl crate::images::clock::Clock for SimUnixClock {
     fn now_unix(&self) -> u64 {
-        if std::thread::current().id() == self.sim_thread {
-            self.base_unix + self.start.elapsed().as_secs()
-        } else {
-            self.published.load(Relaxed)
-        }
+        if self.on_sim_clock() { self.base_unix + self.start.elapsed().as_secs() } else { self.published.load(Relaxed) }
     }
 }
