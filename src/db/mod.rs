@@ -56,7 +56,13 @@ struct Inner {
     /// body about 36 times for 15 writes). Any write that changes a body bumps the version, so
     /// a stale entry is never used, whoever wrote the row.
     nodes: Mutex<HashMap<NodeId, (i64, Node)>>,
+    /// Most nodes `nodes` keeps (a decoded node is a few KiB).
+    node_cache_max: AtomicUsize,
 }
+
+/// Default bound of the decoded-node cache: a few MiB, so an idle service with a large fleet
+/// stays small; simulations raise it to their fleet's size.
+pub const NODE_CACHE_DEFAULT: usize = 1024;
 
 const READERS: usize = 4;
 
@@ -91,7 +97,18 @@ impl Db {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 nodes: Mutex::new(HashMap::new()),
+                node_cache_max: AtomicUsize::new(NODE_CACHE_DEFAULT),
             }),
+        }
+    }
+
+    /// Bounds the decoded-node cache (see [`NODE_CACHE_DEFAULT`]); 0 turns it off.
+    pub fn set_node_cache_capacity(&self, nodes: usize) {
+        self.inner.node_cache_max.store(nodes, Ordering::Relaxed);
+        let mut cache = self.inner.nodes.lock();
+        while cache.len() > nodes {
+            let Some(k) = cache.keys().next().copied() else { break };
+            cache.remove(&k);
         }
     }
 

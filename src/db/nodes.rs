@@ -125,9 +125,6 @@ fn read_node_row(c: &Connection, id: NodeId, known: Option<i64>) -> Result<Optio
         .optional()?)
 }
 
-/// Most nodes the cache keeps; past it, it starts again empty (a fleet's working set fits).
-const NODE_CACHE_MAX: usize = 50_000;
-
 /// The UPDATE behind [`Db::update_node`], for writes that change a node together with other rows;
 /// returns the row's new version, for [`Db::cache_node`] once the transaction commits.
 pub(crate) fn update_node_tx(tx: &Connection, n: &Node, body: &str) -> Result<i64, DbError> {
@@ -219,9 +216,7 @@ impl Db {
             ])
             .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
             Ok(())
-        })?;
-        self.cache_node(version, n);
-        Ok(())
+        })
     }
 
     /// Writes every field of an existing node except its reservation.
@@ -242,9 +237,14 @@ impl Db {
     }
 
     fn cache_decoded(&self, version: i64, n: Node) {
+        let max = self.inner.node_cache_max.load(std::sync::atomic::Ordering::Relaxed);
         let mut nodes = self.inner.nodes.lock();
-        if nodes.len() >= NODE_CACHE_MAX && !nodes.contains_key(&n.uuid) {
-            nodes.clear();
+        if nodes.len() >= max && !nodes.contains_key(&n.uuid) {
+            // Full: make room by dropping whichever entry the map yields first.
+            match nodes.keys().next().copied() {
+                Some(k) => nodes.remove(&k),
+                None => return,
+            };
         }
         nodes.insert(n.uuid, (version, n));
     }
@@ -650,5 +650,23 @@ mod tests {
         assert_eq!((got.reservation, got.conductor), (None, None));
         assert_eq!(got.description.as_deref(), Some("saved"));
         assert_eq!(db.get_node("x").unwrap().description.as_deref(), Some("saved"));
+    }
+
+    #[test]
+    fn a_bounded_cache_still_reads_every_node() {
+        let db = Db::open_in_memory().unwrap();
+        let nodes: Vec<Node> = (0..5).map(|i| node(&format!("n{i}"))).collect();
+        for n in &nodes {
+            db.create_node(n).unwrap();
+        }
+        for cap in [2, 0] {
+            db.set_node_cache_capacity(cap);
+            for _ in 0..2 {
+                for n in &nodes {
+                    assert_eq!(db.get_node_by_uuid(n.uuid).unwrap().name, n.name);
+                }
+            }
+            assert!(db.inner.nodes.lock().len() <= cap);
+        }
     }
 }

@@ -339,6 +339,8 @@ impl SimLab {
         };
         let trace = Recorder::new(config.trace_capacity);
         let db = Db::open_in_memory()?;
+        // Every machine's node decoded once, not once per read (a few KiB each).
+        db.set_node_cache_capacity(config.machines.len() + crate::db::NODE_CACHE_DEFAULT);
 
         let settings: Vec<NodeSettings> = config
             .machines
