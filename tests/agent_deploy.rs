@@ -304,7 +304,11 @@ async fn raw_qcow2_checksums_hints_and_retries() {
     let err = r.command_error.unwrap();
     assert_eq!(err.kind, "ImageDownloadError");
     assert!(!err.details.contains("attempts"), "4xx must not be retried: {err:?}");
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A bound socket that never listens: connections are refused, and no other test's server
+    // can take the port meanwhile (a released port could be, and then answered 404).
+    let dead = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    dead.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let dead_port = dead.local_addr().unwrap().as_socket().unwrap().port();
     missing.urls = vec![format!("http://127.0.0.1:{dead_port}/image")];
     let r = e.deploy(&missing, None).await;
     let err = r.command_error.unwrap();

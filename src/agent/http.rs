@@ -246,8 +246,11 @@ mod tests {
 
     #[tokio::test]
     async fn connection_errors_leave_the_query_out() {
-        // Nothing listens on a just-released port: the connection is refused.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // A bound socket that never listens: the connection is refused, and nothing else can
+        // take the port meanwhile.
+        let closed = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        closed.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let port = closed.local_addr().unwrap().as_socket().unwrap().port();
         let http = ReqwestHttp::new(Duration::from_secs(5)).unwrap();
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}/v1/commands/?agent_token=s3cret")).unwrap();
         let Err(e) = http.send(HttpRequest::get(url)).await else { panic!("connected to a closed port") };
