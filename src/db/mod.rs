@@ -105,11 +105,7 @@ impl Db {
     /// Bounds the decoded-node cache (see [`NODE_CACHE_DEFAULT`]); 0 turns it off.
     pub fn set_node_cache_capacity(&self, nodes: usize) {
         self.inner.node_cache_max.store(nodes, Ordering::Relaxed);
-        let mut cache = self.inner.nodes.lock();
-        while cache.len() > nodes {
-            let Some(k) = cache.keys().next().copied() else { break };
-            cache.remove(&k);
-        }
+        evict_down_to(&mut self.inner.nodes.lock(), nodes);
     }
 
     /// Runs `f` on a reader connection (the writer when there are none).
@@ -138,6 +134,14 @@ impl Db {
         c.prepare_cached("COMMIT")?.execute([])?;
         std::mem::forget(open);
         Ok(out)
+    }
+}
+
+/// Drops whichever cached nodes the map yields first until at most `len` remain.
+fn evict_down_to(nodes: &mut HashMap<NodeId, (i64, Node)>, len: usize) {
+    while nodes.len() > len {
+        let Some(k) = nodes.keys().next().copied() else { break };
+        nodes.remove(&k);
     }
 }
 

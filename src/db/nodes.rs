@@ -239,12 +239,9 @@ impl Db {
     fn cache_decoded(&self, version: i64, n: Node) {
         let max = self.inner.node_cache_max.load(std::sync::atomic::Ordering::Relaxed);
         let mut nodes = self.inner.nodes.lock();
-        if nodes.len() >= max && !nodes.contains_key(&n.uuid) {
-            // Full: make room by dropping whichever entry the map yields first.
-            match nodes.keys().next().copied() {
-                Some(k) => nodes.remove(&k),
-                None => return,
-            };
+        if !nodes.contains_key(&n.uuid) {
+            let Some(room) = max.checked_sub(1) else { return };
+            super::evict_down_to(&mut nodes, room);
         }
         nodes.insert(n.uuid, (version, n));
     }
