@@ -15,7 +15,7 @@ pub mod states;
 
 pub use inspection::AGENT_INSPECT;
 
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, LockUse};
 use crate::drivers::{DriverEnv, DriverError, Registry, Task};
 use crate::models::{ConductorRecord, Node, NodeId, ProvisionState};
 use crate::rpc::RpcError;
@@ -149,15 +149,20 @@ struct Inner {
     halted: std::sync::atomic::AtomicBool,
 }
 
-/// A node's lock, released when dropped (also on panics and cancelled tasks).
+/// A node's lock, released when dropped (also on panics and cancelled tasks) unless a last
+/// save released it already ([`Conductor::save_and_release`]).
 pub(crate) struct NodeLock {
     db: Db,
     node: NodeId,
     host: String,
+    released: bool,
 }
 
 impl Drop for NodeLock {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         if let Err(e) = self.db.release_node(self.node, &self.host) {
             tracing::error!(node = %self.node, error = %e, "failed to release node lock");
         }
@@ -254,7 +259,7 @@ impl Conductor {
         }
         let db = self.db().clone();
         let n = db.reserve_node(node, self.host())?;
-        let lock = NodeLock { db: db.clone(), node, host: self.host().to_string() };
+        let lock = NodeLock { db: db.clone(), node, host: self.host().to_string(), released: false };
         let mut n = n;
         n.conductor = Some(self.host().to_string());
         let driver = self.registry().interfaces_for(&n)?;
@@ -264,26 +269,59 @@ impl Conductor {
 
     /// A task without the lock, for read-only driver calls (validation, boot device reads).
     pub(crate) fn shared_task(&self, node: NodeId) -> Result<Task> {
-        let mut t = self.power_task(node)?;
-        t.ports = self.db().node_ports(node)?;
-        Ok(t)
+        let n = self.db().get_node_by_uuid(node)?;
+        let driver = self.registry().interfaces_for(&n)?;
+        let ports = self.db().node_ports(node)?;
+        Ok(Task { node: n, ports, driver, env: self.inner.env.clone() })
     }
 
-    /// A shared task without the node's ports, for reading the hardware's power state (power
-    /// interfaces never look at ports; the power sync reads every idle node each round).
+    /// A shared task for reading the hardware's power state, whose node carries only what power
+    /// interfaces and the power sync look at: its identity, states, interfaces and
+    /// `driver_info`. The sync reads every idle node each round, and copying whole nodes was
+    /// a tenth of its cost. Never saved: saves need the lock, which this task does not hold.
     pub(crate) fn power_task(&self, node: NodeId) -> Result<Task> {
-        let n = self.db().get_node_by_uuid(node)?;
+        let n = self.db().view_node(node, |n, reservation| Node {
+            uuid: n.uuid,
+            name: n.name.clone(),
+            driver: n.driver.clone(),
+            created_at: n.created_at,
+            driver_info: n.driver_info.clone(),
+            power_state: n.power_state,
+            provision_state: n.provision_state,
+            target_provision_state: n.target_provision_state,
+            maintenance: n.maintenance,
+            reservation: reservation.map(str::to_string),
+            boot_interface: n.boot_interface.clone(),
+            deploy_interface: n.deploy_interface.clone(),
+            management_interface: n.management_interface.clone(),
+            network_interface: n.network_interface.clone(),
+            power_interface: n.power_interface.clone(),
+            ..Node::default()
+        })?;
         let driver = self.registry().interfaces_for(&n)?;
         Ok(Task { node: n, ports: Vec::new(), driver, env: self.inner.env.clone() })
     }
 
-    /// Writes the task's node (and ports) back.
+    /// Writes the task's node (and ports) back; refused (`Locked`) unless this conductor holds
+    /// the node's lock.
     pub(crate) fn save(&self, task: &mut Task) -> Result<()> {
+        self.save_with(task, LockUse::Held(self.host()))
+    }
+
+    /// A task's last save: writes the node and releases its lock in one transaction. Nothing
+    /// may save the task afterwards (such a save is refused, the lock being gone).
+    pub(crate) fn save_and_release(&self, t: &mut LockedTask) -> Result<()> {
+        self.save_with(&mut t.task, LockUse::Release(self.host()))?;
+        t._lock.released = true;
+        Ok(())
+    }
+
+    fn save_with(&self, task: &mut Task, lock: LockUse<'_>) -> Result<()> {
         let now = self.inner.env.clock.now();
         task.node.updated_at = Some(now);
         let node = &task.node;
         let event = || history_event(node, self.host(), &self.inner.env.clock, now);
-        self.db().update_node_recording(&task.node, &task.ports, event, HISTORY_PER_NODE)?;
+        self.db().update_node_recording(&task.node, &task.ports, event, HISTORY_PER_NODE, lock)?;
         Ok(())
     }
 

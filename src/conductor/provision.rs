@@ -151,7 +151,8 @@ impl Conductor {
         Ok(())
     }
 
-    /// Applies a terminal event and saves; a failure to save is logged (nothing else can be done).
+    /// Applies a terminal event, saves and releases the node's lock: the task's last step. A
+    /// failure to save is logged (nothing else can be done); the lock then goes when `t` drops.
     fn finish(&self, t: &mut LockedTask, event: Event, last_error: Option<String>) {
         if let Some(e) = &last_error {
             tracing::warn!(node = %t.node.uuid, error = %e, %event, "operation failed");
@@ -163,7 +164,7 @@ impl Conductor {
             }
             _ => None,
         };
-        if let Err(e) = self.process_event(t, event, target).and_then(|_| self.save(t)) {
+        if let Err(e) = self.process_event(t, event, target).and_then(|_| self.save_and_release(t)) {
             tracing::error!(node = %t.node.uuid, error = %e, "cannot record state change");
         }
     }
@@ -438,7 +439,7 @@ impl Conductor {
             // Every path below saves the node, and the heartbeat's record with it: one write per
             // heartbeat instead of two (heartbeats are most of a large fleet's node writes).
             if t.node.maintenance || !states::is_waiting(t.node.provision_state) {
-                if let Err(e) = c.save(&mut t) {
+                if let Err(e) = c.save_and_release(&mut t) {
                     tracing::error!(node = %node, error = %e, "cannot record heartbeat");
                 }
                 return;
@@ -447,7 +448,7 @@ impl Conductor {
             let deploy = t.driver.deploy.clone();
             match deploy.heartbeat(&mut t, &hb).await {
                 Ok(HeartbeatAction::Nothing) => {
-                    if let Err(e) = c.save(&mut t) {
+                    if let Err(e) = c.save_and_release(&mut t) {
                         tracing::error!(node = %node, error = %e, "cannot save after heartbeat");
                     }
                 }

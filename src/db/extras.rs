@@ -1,7 +1,7 @@
 //! Volume connectors and targets, allocations, deploy templates, node history, inventory, BIOS
 //! settings and shard counts.
 
-use super::nodes::update_node_tx;
+use super::nodes::{LockUse, update_node_tx};
 use super::{Db, DbError, SortDir, from_json, to_json, unique_violation};
 use crate::models::{
     Allocation, AllocationId, BiosSetting, DeployTemplate, DeployTemplateId, HistoryEvent, Node, NodeId, Port,
@@ -360,7 +360,7 @@ impl Db {
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Allocation", ident: alloc.clone() });
             }
-            update_node_tx(tx, node, &nbody).map_err(|e| match e {
+            update_node_tx(tx, node, &nbody, LockUse::Ignore).map_err(|e| match e {
                 DbError::Duplicate(_) => DbError::Duplicate(format!(
                     "Instance {alloc} is already associated with a node, it cannot be associated with this other node {}",
                     node.uuid
@@ -422,13 +422,14 @@ impl Db {
 
     /// Writes `n` and its `ports` and, in the same transaction, records the event `make_event`
     /// builds if the node's `last_error` changed to a new value; keeps at most `keep` events per
-    /// node.
+    /// node. `lock` says whose lock the write needs, and whether it releases it.
     pub fn update_node_recording(
         &self,
         n: &Node,
         ports: &[Port],
         make_event: impl FnOnce() -> HistoryEvent,
         keep: usize,
+        lock: LockUse<'_>,
     ) -> Result<(), DbError> {
         let body = to_json(n)?;
         let port_bodies = super::others::port_bodies(ports)?;
@@ -438,7 +439,7 @@ impl Db {
                 .prepare_cached("SELECT last_error FROM nodes WHERE uuid = ?1")?
                 .query_row([n.uuid.to_string()], |r| r.get(0))
                 .optional()?;
-            let version = update_node_tx(tx, n, &body)?;
+            let version = update_node_tx(tx, n, &body, lock)?;
             let changed = n.last_error.is_some() && old.flatten() != n.last_error;
             if !changed {
                 return Ok(version);

@@ -12,7 +12,7 @@ mod others;
 
 pub use dhcp::LeaseRow;
 pub use extras::{AllocationFilter, Page, SORT_KEY_ERROR};
-pub use nodes::{NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
+pub use nodes::{LockUse, NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
 pub use others::{PORT_SORT_KEYS, PortQuery};
 
 use crate::models::{Node, NodeId};
