@@ -1,7 +1,7 @@
 //! Volume connectors and targets, allocations, deploy templates, node history, inventory, BIOS
 //! settings and shard counts.
 
-use super::nodes::{LockUse, update_node_tx};
+use super::nodes::{LockUse, StoredKeys, update_node_tx};
 use super::{Db, DbError, SortDir, from_json, to_json, unique_violation};
 use crate::models::{
     Allocation, AllocationId, BiosSetting, DeployTemplate, DeployTemplateId, HistoryEvent, Node, NodeId, Port,
@@ -360,7 +360,7 @@ impl Db {
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Allocation", ident: alloc.clone() });
             }
-            update_node_tx(tx, node, &nbody, LockUse::Ignore).map_err(|e| match e {
+            update_node_tx(tx, node, &nbody, LockUse::Ignore, None).map_err(|e| match e {
                 DbError::Duplicate(_) => DbError::Duplicate(format!(
                     "Instance {alloc} is already associated with a node, it cannot be associated with this other node {}",
                     node.uuid
@@ -435,12 +435,9 @@ impl Db {
         let port_bodies = super::others::port_bodies(ports)?;
         let version = self.write(|tx| {
             super::others::update_ports_tx(tx, ports, port_bodies)?;
-            let old: Option<Option<String>> = tx
-                .prepare_cached("SELECT last_error FROM nodes WHERE uuid = ?1")?
-                .query_row([n.uuid.to_string()], |r| r.get(0))
-                .optional()?;
-            let version = update_node_tx(tx, n, &body, lock)?;
-            let changed = n.last_error.is_some() && old.flatten() != n.last_error;
+            let stored = StoredKeys::read(tx, n.uuid)?;
+            let version = update_node_tx(tx, n, &body, lock, stored.as_ref())?;
+            let changed = n.last_error.is_some() && stored.and_then(|k| k.last_error) != n.last_error;
             if !changed {
                 return Ok(version);
             }

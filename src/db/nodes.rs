@@ -3,7 +3,7 @@
 use super::{Db, DbError, from_json, to_json, unique_violation};
 use crate::models::{Node, NodeId, PowerState, ProvisionState};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 /// Sort direction for listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,50 +137,98 @@ pub enum LockUse<'a> {
     Release(&'a str),
 }
 
+/// A node row's indexed columns as stored, read in the transaction that writes the node.
+pub(crate) struct StoredKeys {
+    pub last_error: Option<String>,
+    name: Option<String>,
+    instance_uuid: Option<String>,
+    provision_state: String,
+}
+
+impl StoredKeys {
+    pub(crate) fn read(tx: &Connection, id: NodeId) -> Result<Option<StoredKeys>, DbError> {
+        Ok(tx
+            .prepare_cached("SELECT last_error, name, instance_uuid, provision_state FROM nodes WHERE uuid = ?1")?
+            .query_row([id.to_string()], |r| {
+                Ok(StoredKeys {
+                    last_error: r.get(0)?,
+                    name: r.get(1)?,
+                    instance_uuid: r.get(2)?,
+                    provision_state: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn match_node(&self, n: &Node) -> bool {
+        self.name == n.name
+            && self.instance_uuid == n.instance_uuid
+            && self.provision_state == n.provision_state.as_str()
+    }
+}
+
+/// The node UPDATE, `lean` or not, releasing the lock or not. SQLite rewrites the index entries
+/// of every column an UPDATE sets, changed or not (a third of a save's cost), so the lean form
+/// leaves the indexed columns (`name`, `instance_uuid`, `provision_state`, `reservation`) out;
+/// it only matches a row whose indexed columns already hold the node's values.
+fn update_sql(lean: bool, release: bool) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let mut out = Vec::new();
+        for lean in [false, true] {
+            for release in [false, true] {
+                let (keys, same_keys) = match lean {
+                    false => ("name=?2, provision_state=?4, instance_uuid=?6, ", ""),
+                    true => ("", " AND name IS ?2 AND provision_state = ?4 AND instance_uuid IS ?6"),
+                };
+                let unlock = if release { ", reservation = NULL" } else { "" };
+                out.push(format!(
+                    "UPDATE nodes SET {keys}driver=?3, power_state=?5, maintenance=?7, fault=?8,
+                     resource_class=?9, conductor_group=?10, chassis_uuid=?11, owner=?12, lessee=?13,
+                     shard=?14, updated_at=?15, provision_updated_at=?16, body=?17, last_error=?18,
+                     version = version + 1{unlock}
+                     WHERE uuid=?1 AND (?19 IS NULL OR reservation = ?19) AND ?20 = {}{same_keys}
+                     RETURNING version",
+                    u8::from(release)
+                ));
+            }
+        }
+        out
+    });
+    &all[usize::from(lean) * 2 + usize::from(release)]
+}
+
 /// The UPDATE behind [`Db::update_node`], for writes that change a node together with other rows;
-/// returns the row's new version, for [`Db::cache_node`] once the transaction commits.
-pub(crate) fn update_node_tx(tx: &Connection, n: &Node, body: &str, lock: LockUse<'_>) -> Result<i64, DbError> {
+/// returns the row's new version, for [`Db::cache_node`] once the transaction commits. With the
+/// row's `stored` keys (read in the same transaction), a write that leaves them as they are
+/// skips their indexes.
+pub(crate) fn update_node_tx(
+    tx: &Connection,
+    n: &Node,
+    body: &str,
+    lock: LockUse<'_>,
+    stored: Option<&StoredKeys>,
+) -> Result<i64, DbError> {
     let (holder, release) = match lock {
         LockUse::Ignore => (None, false),
         LockUse::Held(h) => (Some(h), false),
         LockUse::Release(h) => (Some(h), true),
     };
-    let version = tx
-        .prepare_cached(
-            "UPDATE nodes SET name=?2, driver=?3, provision_state=?4, power_state=?5,
-         instance_uuid=?6, maintenance=?7, fault=?8, resource_class=?9, conductor_group=?10,
-         chassis_uuid=?11, owner=?12, lessee=?13, shard=?14, updated_at=?15,
-         provision_updated_at=?16, body=?17, last_error=?18, version = version + 1,
-         reservation = CASE WHEN ?20 THEN NULL ELSE reservation END
-         WHERE uuid=?1 AND (?19 IS NULL OR reservation = ?19) RETURNING version",
-        )?
-        .query_row(
-            params![
-                n.uuid.to_string(),
-                n.name,
-                n.driver,
-                n.provision_state.as_str(),
-                n.power_state.map(|p| p.as_str()),
-                n.instance_uuid,
-                n.maintenance,
-                n.fault,
-                n.resource_class,
-                n.conductor_group,
-                n.chassis_uuid.map(|c| c.to_string()),
-                n.owner,
-                n.lessee,
-                n.shard,
-                ts(&n.updated_at),
-                ts(&n.provision_updated_at),
-                body,
-                n.last_error,
-                holder,
-                release
-            ],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
+    let keys = Keys::of(n);
+    let (updated, provisioned) = (ts(&n.updated_at), ts(&n.provision_updated_at));
+    let mut p = mirrored(n, &keys).to_vec();
+    p.extend([&updated as &dyn ToSql, &provisioned, &body, &n.last_error, &holder, &release]);
+    let run = |lean: bool| {
+        tx.prepare_cached(update_sql(lean, release))?
+            .query_row(&p[..], |r| r.get(0))
+            .optional()
+            .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))
+    };
+    let lean = stored.is_some_and(|k| k.match_node(n));
+    let mut version = run(lean)?;
+    if version.is_none() && lean {
+        version = run(false)?;
+    }
     if let Some(v) = version {
         return Ok(v);
     }
@@ -193,6 +241,45 @@ pub(crate) fn update_node_tx(tx: &Connection, n: &Node, body: &str, lock: LockUs
         None => Err(DbError::NotFound { kind: "Node", ident: n.uuid.to_string() }),
         Some(h) => Err(DbError::Locked { node: n.uuid.to_string(), host: h.unwrap_or_default() }),
     }
+}
+
+/// The node's fields the mirrored columns store in another form.
+struct Keys {
+    uuid: String,
+    state: &'static str,
+    power: Option<&'static str>,
+    chassis: Option<String>,
+}
+
+impl Keys {
+    fn of(n: &Node) -> Keys {
+        Keys {
+            uuid: n.uuid.to_string(),
+            state: n.provision_state.as_str(),
+            power: n.power_state.map(|p| p.as_str()),
+            chassis: n.chassis_uuid.map(|c| c.to_string()),
+        }
+    }
+}
+
+/// `?1`..`?14` of the node INSERT and UPDATE: the columns that mirror the body's fields.
+fn mirrored<'a>(n: &'a Node, k: &'a Keys) -> [&'a dyn ToSql; 14] {
+    [
+        &k.uuid,
+        &n.name,
+        &n.driver,
+        &k.state,
+        &k.power,
+        &n.instance_uuid,
+        &n.maintenance,
+        &n.fault,
+        &n.resource_class,
+        &n.conductor_group,
+        &k.chassis,
+        &n.owner,
+        &n.lessee,
+        &n.shard,
+    ]
 }
 
 fn ts(t: &Option<DateTime<Utc>>) -> Option<String> {
@@ -216,6 +303,11 @@ impl Db {
         // A random first version: a node deleted and created again under the same UUID (by any
         // process) never matches a cached copy of its predecessor.
         let version = rand::random::<i64>() >> 1;
+        let keys = Keys::of(n);
+        let (created, updated, provisioned) =
+            (n.created_at.to_rfc3339(), ts(&n.updated_at), ts(&n.provision_updated_at));
+        let mut p = mirrored(n, &keys).to_vec();
+        p.extend([&created as &dyn ToSql, &updated, &provisioned, &n.reservation, &body, &n.last_error, &version]);
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO nodes (uuid, name, driver, provision_state, power_state, instance_uuid,
@@ -223,29 +315,7 @@ impl Db {
                  created_at, updated_at, provision_updated_at, reservation, body, last_error, version)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
             )?
-            .execute(params![
-                n.uuid.to_string(),
-                n.name,
-                n.driver,
-                n.provision_state.as_str(),
-                n.power_state.map(|p| p.as_str()),
-                n.instance_uuid,
-                n.maintenance,
-                n.fault,
-                n.resource_class,
-                n.conductor_group,
-                n.chassis_uuid.map(|c| c.to_string()),
-                n.owner,
-                n.lessee,
-                n.shard,
-                n.created_at.to_rfc3339(),
-                ts(&n.updated_at),
-                ts(&n.provision_updated_at),
-                n.reservation,
-                body,
-                n.last_error,
-                version
-            ])
+            .execute(&p[..])
             .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
             Ok(())
         })
@@ -254,7 +324,7 @@ impl Db {
     /// Writes every field of an existing node except its reservation.
     pub fn update_node(&self, n: &Node) -> Result<(), DbError> {
         let body = to_json(n)?;
-        let version = self.write(|tx| update_node_tx(tx, n, &body, LockUse::Ignore))?;
+        let version = self.write(|tx| update_node_tx(tx, n, &body, LockUse::Ignore, None))?;
         self.cache_node(version, n);
         Ok(())
     }
@@ -750,8 +820,20 @@ mod tests {
         n.description = Some("kept".into());
         save(&n, LockUse::Held("a")).unwrap();
         assert_eq!(db.get_node_by_uuid(n.uuid).unwrap().reservation.as_deref(), Some("a"));
+        // A save that changes an indexed column keeps its index right; the lean form (nothing
+        // indexed changed) leaves them as they are.
+        n.provision_state = crate::models::ProvisionState::Manageable;
+        save(&n, LockUse::Held("a")).unwrap();
+        let manageable = NodeFilter {
+            provision_states: Some(vec![crate::models::ProvisionState::Manageable]),
+            ..Default::default()
+        };
+        assert_eq!(db.node_ids(&manageable).unwrap(), vec![n.uuid]);
+        assert_eq!(db.node_provision_state(n.uuid).unwrap(), crate::models::ProvisionState::Manageable);
         n.description = Some("last".into());
         save(&n, LockUse::Release("a")).unwrap();
+        assert_eq!(db.node_ids(&manageable).unwrap(), vec![n.uuid]);
+        assert_eq!(db.node_ids(&NodeFilter { reserved: Some(true), ..Default::default() }).unwrap(), vec![]);
         let got = db.get_node_by_uuid(n.uuid).unwrap();
         assert_eq!((got.description.as_deref(), got.reservation), (Some("last"), None));
         assert_eq!(db.count_reserved().unwrap(), 0);
