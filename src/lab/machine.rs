@@ -592,8 +592,9 @@ impl SimNode {
     async fn fetch_exists(&self, name: &str) -> bool {
         if name.starts_with("http://") || name.starts_with("https://") {
             let Ok(url) = url::Url::parse(name) else { return false };
-            let mut req = HttpRequest::get(url);
-            req.headers.insert(http::header::RANGE, http::HeaderValue::from_static("bytes=0-0"));
+            // A HEAD answers whether the file is there without reading it (a ranged GET made
+            // the boot server open, seek and read each file on its blocking pool).
+            let req = HttpRequest { method: http::Method::HEAD, ..HttpRequest::get(url) };
             match self.shared.net.http.send(req).await {
                 Ok(r) => r.status.is_success(),
                 Err(_) => false,
