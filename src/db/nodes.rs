@@ -352,35 +352,34 @@ impl Db {
         self.inner.nodes.lock().get(&id).map(|(v, _)| *v)
     }
 
-    /// The node of `row`: its body decoded (and cached), or the cached copy of its version;
-    /// `None` when the row came without a body and the cache no longer holds that version.
-    fn node_of_row(&self, id: NodeId, row: NodeRow) -> Result<Option<Node>, DbError> {
-        let mut n = match row.body {
-            Some(body) => {
-                let n: Node = from_json(&body)?;
-                self.cache_decoded(row.version, n.clone());
-                n
+    /// Reads node `id` on `c` through the cache and hands `f` the node with its row: the cached
+    /// copy when the row's version is the cached one, else the body, decoded and cached. `f`
+    /// may run under the cache's lock.
+    fn with_node_row<T>(&self, c: &Connection, id: NodeId, f: impl FnOnce(&Node, &NodeRow) -> T) -> Result<T, DbError> {
+        let not_found = || DbError::NotFound { kind: "Node", ident: id.to_string() };
+        let mut row = read_node_row(c, id, self.cached_version(id))?.ok_or_else(not_found)?;
+        if row.body.is_none() {
+            if let Some((v, n)) = self.inner.nodes.lock().get(&id)
+                && *v == row.version
+            {
+                return Ok(f(n, &row));
             }
-            None => match self.inner.nodes.lock().get(&id) {
-                Some((v, n)) if *v == row.version => n.clone(),
-                _ => return Ok(None),
-            },
-        };
-        n.reservation = row.reservation;
-        n.allocation_uuid = row.allocation;
-        Ok(Some(n))
+            // The cached copy changed under us: read the body.
+            row = read_node_row(c, id, None)?.ok_or_else(not_found)?;
+        }
+        let n: Node = from_json(row.body.take().as_deref().ok_or_else(not_found)?)?;
+        let out = f(&n, &row);
+        self.cache_decoded(row.version, n);
+        Ok(out)
     }
 
     /// Reads node `id` on `c`, through the cache.
     fn read_node(&self, c: &Connection, id: NodeId) -> Result<Node, DbError> {
-        let not_found = || DbError::NotFound { kind: "Node", ident: id.to_string() };
-        let row = read_node_row(c, id, self.cached_version(id))?.ok_or_else(not_found)?;
-        if let Some(n) = self.node_of_row(id, row)? {
-            return Ok(n);
-        }
-        // The cached copy changed under us: read the body.
-        let row = read_node_row(c, id, None)?.ok_or_else(not_found)?;
-        self.node_of_row(id, row)?.ok_or_else(not_found)
+        self.with_node_row(c, id, |n, row| Node {
+            reservation: row.reservation.clone(),
+            allocation_uuid: row.allocation.clone(),
+            ..n.clone()
+        })
     }
 
     /// Looks a node up by UUID or, failing that, by name (as the API's `{node_ident}` does).
@@ -405,23 +404,7 @@ impl Db {
     /// of many nodes, without copying each whole node. `f` runs under the cache's lock, so it
     /// must be quick and must not use this `Db`.
     pub fn view_node<T>(&self, id: NodeId, f: impl FnOnce(&Node, Option<&str>) -> T) -> Result<T, DbError> {
-        self.read(|c| {
-            let not_found = || DbError::NotFound { kind: "Node", ident: id.to_string() };
-            let mut row = read_node_row(c, id, self.cached_version(id))?.ok_or_else(not_found)?;
-            if row.body.is_none() {
-                if let Some((v, n)) = self.inner.nodes.lock().get(&id)
-                    && *v == row.version
-                {
-                    return Ok(f(n, row.reservation.as_deref()));
-                }
-                // The cached copy changed under us: read the body.
-                row = read_node_row(c, id, None)?.ok_or_else(not_found)?;
-            }
-            let n: Node = from_json(row.body.as_deref().ok_or_else(not_found)?)?;
-            let out = f(&n, row.reservation.as_deref());
-            self.cache_decoded(row.version, n);
-            Ok(out)
-        })
+        self.read(|c| self.with_node_row(c, id, |n, row| f(n, row.reservation.as_deref())))
     }
 
     /// A node's provision state from its column, without decoding the body (the simulation's
@@ -725,13 +708,19 @@ mod tests {
         }
     }
 
+    /// Two handles on one database file, standing for two processes (the directory holds it).
+    fn two_handles() -> (tempfile::TempDir, Db, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferric.db");
+        let (a, b) = (Db::open(&path).unwrap(), Db::open(&path).unwrap());
+        (dir, a, b)
+    }
+
     /// Two handles on one file stand for two processes: each sees the other's writes, although
     /// it holds a decoded copy of the node.
     #[test]
     fn cached_nodes_follow_writes_made_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ferric.db");
-        let (a, b) = (Db::open(&path).unwrap(), Db::open(&path).unwrap());
+        let (_dir, a, b) = two_handles();
         let mut n = node("one");
         a.create_node(&n).unwrap();
         assert_eq!(a.get_node_by_uuid(n.uuid).unwrap().name.as_deref(), Some("one"));
@@ -779,9 +768,7 @@ mod tests {
     /// was cached or not, and wherever it was written.
     #[test]
     fn views_show_the_committed_node_and_its_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ferric.db");
-        let (a, b) = (Db::open(&path).unwrap(), Db::open(&path).unwrap());
+        let (_dir, a, b) = two_handles();
         let mut n = node("v");
         a.create_node(&n).unwrap();
         let view = |db: &Db| db.view_node(n.uuid, |n, r| (n.description.clone(), r.map(str::to_string))).unwrap();
