@@ -153,6 +153,14 @@ async fn heartbeat_resumes_a_waiting_deploy() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     api.idle().await;
     assert_eq!(api.state(&u).await, "wait call-back");
+    // Once the agent's URL is recorded, a heartbeat from another URL is refused; an unknown
+    // node is not found.
+    let mut moved = hb(Some(&token), "start");
+    moved["callback_url"] = json!("http://192.0.2.11:9999");
+    let r = api.post(&format!("/v1/heartbeat/{u}"), moved).await;
+    assert_eq!(r.fault(), "Detected change in ramdisk provided \"callback_url\"");
+    let r = api.post("/v1/heartbeat/6d2b3a4e-0000-4000-8000-000000000001", hb(Some(&token), "start")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
     let r = api.post(&format!("/v1/heartbeat/{u}"), hb(Some(&token), "end")).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     api.idle().await;

@@ -46,12 +46,22 @@ pub(super) fn load(state: &ApiState, ctx: &Ctx, ident: &str) -> Result<Node, Api
     Ok(n)
 }
 
+/// Hands `f` the node by reference, without copying it, for handlers that read a few of its
+/// fields (heartbeats and provision requests are frequent). The node is the committed one, but
+/// its `reservation`, `allocation_uuid` and `conductor` are not filled in: use [`load`] for those.
+pub(super) fn view<T>(state: &ApiState, ctx: &Ctx, ident: &str, f: impl FnOnce(&Node) -> T) -> Result<T, ApiError> {
+    match ident.parse::<NodeId>() {
+        Ok(id) => Ok(state.db.view_node(id, |n, _| f(n))?),
+        Err(_) => Ok(f(&load(state, ctx, ident)?)),
+    }
+}
+
 fn node_location(ctx: &Ctx, n: &Node) -> String {
     format!("{}/v1/nodes/{}", ctx.base, n.uuid)
 }
 
-fn states_location(ctx: &Ctx, n: &Node) -> String {
-    format!("{}/v1/nodes/{}/states", ctx.base, n.uuid)
+fn states_location(ctx: &Ctx, node: NodeId) -> String {
+    format!("{}/v1/nodes/{}/states", ctx.base, node)
 }
 
 // ---------------------------------------------------------------- listing
@@ -812,7 +822,7 @@ async fn set_power(
         }
     };
     state.rpc.change_power_state(n.uuid, target, timeout).await?;
-    accepted(states_location(&ctx, &n))
+    accepted(states_location(&ctx, n.uuid))
 }
 
 #[derive(serde::Deserialize)]
@@ -840,9 +850,17 @@ fn check_steps(steps: &[Value], what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What a provision request reads of its node.
+struct Brief {
+    uuid: NodeId,
+    name: Option<String>,
+    maintenance: bool,
+    provision_state: ProvisionState,
+}
+
 /// Ironic's `check_allow_configdrive`, then a JSON configdrive (1.56; `vendor_data` 1.59) is
 /// built into the gzipped, base64-encoded ISO image the node's `instance_info` keeps.
-fn check_configdrive(ctx: &Ctx, n: &Node, verb: &str, cd: Option<Value>) -> Result<Option<Value>, ApiError> {
+fn check_configdrive(ctx: &Ctx, n: &Brief, verb: &str, cd: Option<Value>) -> Result<Option<Value>, ApiError> {
     let empty = match &cd {
         None | Some(Value::Null) => true,
         Some(Value::String(s)) => s.is_empty(),
@@ -907,7 +925,12 @@ async fn set_provision(
     Path(ident): Path<String>,
     JsonBody(body): JsonBody<ProvisionBody>,
 ) -> ApiResult {
-    let n = load(&state, &ctx, &ident)?;
+    let n = view(&state, &ctx, &ident, |n| Brief {
+        uuid: n.uuid,
+        name: n.name.clone(),
+        maintenance: n.maintenance,
+        provision_state: n.provision_state,
+    })?;
     let verb = body.target.as_str().unwrap_or_default().to_string();
     if let Some((_, min)) = VERBS.iter().find(|(v, _)| *v == verb) {
         if !ctx.allows(*min) {
@@ -1004,7 +1027,7 @@ async fn set_provision(
         state.trace.record(n.uuid, Actor::Api, Actor::Conductor, seed::DO_NODE_DEPLOY);
     }
     state.rpc.do_provisioning_action(n.uuid, &verb, args).await?;
-    accepted(states_location(&ctx, &n))
+    accepted(states_location(&ctx, n.uuid))
 }
 
 // ---------------------------------------------------------------- management

@@ -1,7 +1,7 @@
 //! The ramdisk endpoints: `/v1/lookup` and `/v1/heartbeat/{node}` (ironic-python-agent's calls).
 
 use super::error::{ApiError, ApiResult};
-use super::nodes::load;
+use super::nodes::view;
 use super::render;
 use super::util::{JsonBody, Query, accepted, ok};
 use super::{ApiState, Ctx};
@@ -52,9 +52,12 @@ async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult 
 
 /// The lookup answer an agent gets: a few node fields and its configuration (with the token).
 fn lookup_doc(ctx: &Ctx, n: &crate::models::Node, token: &str, state: &ApiState) -> Value {
-    let full = render::node(n, ctx, None);
+    // Only the fields the agent gets are rendered (`links` always is), not all ~70 of the node's
+    // (agents look themselves up at every ramdisk boot).
+    const FIELDS: [&str; 4] = ["uuid", "properties", "instance_info", "driver_internal_info"];
+    let full = render::node(n, ctx, Some(&FIELDS.map(String::from)));
     let mut node_doc = Map::new();
-    for f in ["uuid", "properties", "instance_info", "driver_internal_info", "links"] {
+    for f in FIELDS.into_iter().chain(["links"]) {
         node_doc.insert(f.into(), full.get(f).cloned().unwrap_or(Value::Null));
     }
     json!({
@@ -197,23 +200,25 @@ async fn heartbeat(
             return Err(ApiError::bad_request("Agent status is invalid. Valid states are start,end,error."));
         }
     }
-    let n = load(&state, &ctx, &ident)?;
-    let Some(token) = body.agent_token.as_deref() else {
-        tracing::warn!(node = %n.uuid, "heartbeat without an agent token");
-        return Err(ApiError::bad_request("Agent token is required for heartbeat processing."));
-    };
-    let expected = n.driver_internal_info.get(AGENT_TOKEN_KEY).and_then(|v| v.as_str()).unwrap_or("");
-    if expected.is_empty() || expected == "******" || !token_eq(expected, token) {
-        tracing::warn!(node = %n.uuid, "heartbeat with an invalid agent token");
-        return Err(ApiError::bad_request("Invalid or missing agent token received."));
-    }
-    if let Some(url) = n.driver_internal_info.get("agent_url").and_then(|v| v.as_str()) {
-        if url != body.callback_url {
-            return Err(ApiError::bad_request("Detected change in ramdisk provided \"callback_url\""));
+    let check = |n: &crate::models::Node| -> Result<(NodeId, bool), ApiError> {
+        let Some(token) = body.agent_token.as_deref() else {
+            tracing::warn!(node = %n.uuid, "heartbeat without an agent token");
+            return Err(ApiError::bad_request("Agent token is required for heartbeat processing."));
+        };
+        let expected = n.driver_internal_info.get(AGENT_TOKEN_KEY).and_then(|v| v.as_str()).unwrap_or("");
+        if expected.is_empty() || expected == "******" || !token_eq(expected, token) {
+            tracing::warn!(node = %n.uuid, "heartbeat with an invalid agent token");
+            return Err(ApiError::bad_request("Invalid or missing agent token received."));
         }
-    }
-    // The first heartbeat of a ramdisk boot (no agent URL yet) is the diagrams' "Heartbeat".
-    let first = !n.driver_internal_info.contains_key("agent_url");
+        if let Some(url) = n.driver_internal_info.get("agent_url").and_then(|v| v.as_str()) {
+            if url != body.callback_url {
+                return Err(ApiError::bad_request("Detected change in ramdisk provided \"callback_url\""));
+            }
+        }
+        // The first heartbeat of a ramdisk boot (no agent URL yet) is the diagrams' "Heartbeat".
+        Ok((n.uuid, !n.driver_internal_info.contains_key("agent_url")))
+    };
+    let (uuid, first) = view(&state, &ctx, &ident, check)??;
     let hb = Heartbeat {
         callback_url: body.callback_url,
         agent_version: body.agent_version,
@@ -222,9 +227,9 @@ async fn heartbeat(
     };
     // Recorded before the conductor picks the heartbeat up, so the trace keeps causal order.
     if first {
-        state.trace.record(n.uuid, Actor::Node, Actor::Api, seed::HEARTBEAT_UUID);
-        state.trace.record(n.uuid, Actor::Api, Actor::Conductor, seed::HEARTBEAT);
+        state.trace.record(uuid, Actor::Node, Actor::Api, seed::HEARTBEAT_UUID);
+        state.trace.record(uuid, Actor::Api, Actor::Conductor, seed::HEARTBEAT);
     }
-    state.rpc.heartbeat(n.uuid, hb).await?;
-    accepted(format!("{}/v1/heartbeat/{}", ctx.base, n.uuid))
+    state.rpc.heartbeat(uuid, hb).await?;
+    accepted(format!("{}/v1/heartbeat/{}", ctx.base, uuid))
 }
