@@ -34,6 +34,9 @@ impl crate::iscsi::disk::BlockDevice for DiskForIscsi {
     async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()> {
         self.0.write_at(offset, data).await
     }
+    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.0.write_zeroes(offset, len).await
+    }
     async fn flush(&self) -> io::Result<()> {
         self.0.flush().await
     }

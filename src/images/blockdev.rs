@@ -14,6 +14,28 @@ use parking_lot::Mutex;
 /// Sector size the partition code assumes (logical block size of every device ferric writes).
 pub const SECTOR: u64 = 512;
 
+/// Zeros to write from without allocating (a zero static costs no space in the binary). Metadata
+/// wipes zero a MiB at each end of a disk; a fresh zeroed MiB per wipe was 6% of a simulated
+/// fleet's instructions.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// Zeroes `len` bytes from `offset` with `write` (a device's `write_at`), from [`ZEROS`]: the
+/// default `write_zeroes` of both block-device traits.
+pub(crate) async fn write_zeroes_with<F, Fut>(offset: u64, len: u64, mut write: F) -> io::Result<()>
+where
+    F: FnMut(u64, Bytes) -> Fut,
+    Fut: std::future::Future<Output = io::Result<()>>,
+{
+    let zeros = Bytes::from_static(&ZEROS);
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64) as usize;
+        write(offset + done, zeros.slice(..n)).await?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
 /// A random-access device. Async so an in-memory disk never touches the blocking pool (which
 /// keeps a paused-clock simulation deterministic) while file I/O runs off the reactor.
 #[async_trait]
@@ -36,15 +58,7 @@ pub trait BlockDevice: Send + Sync {
     /// Makes `len` bytes at `offset` read as zeros (cheaply where the device allows).
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         check_range(self.size(), offset, len)?;
-        let chunk = 1 << 20;
-        let zeros = Bytes::from(vec![0u8; chunk]);
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(chunk as u64) as usize;
-            self.write_at(offset + done, zeros.slice(..n)).await?;
-            done += n as u64;
-        }
-        Ok(())
+        write_zeroes_with(offset, len, |o, b| self.write_at(o, b)).await
     }
     /// Flushes written data to stable storage.
     async fn flush(&self) -> io::Result<()>;

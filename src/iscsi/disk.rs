@@ -21,6 +21,12 @@ pub trait BlockDevice: Send + Sync + 'static {
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// Writes `data` at `offset`.
     async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()>;
+    /// Makes `len` bytes at `offset` read as zeros. The default writes from a shared zero
+    /// buffer; devices that can zero cheaply (the agent's disks) override it.
+    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        check(offset, usize::try_from(len).map_err(|_| out_of_range())?, self.size())?;
+        crate::images::blockdev::write_zeroes_with(offset, len, |o, b| self.write_at(o, b)).await
+    }
     /// Makes completed writes durable.
     async fn flush(&self) -> io::Result<()>;
     /// Number of logical blocks.
@@ -209,10 +215,10 @@ pub async fn wipe_metadata(disk: &dyn BlockDevice) -> io::Result<()> {
     const SPAN: u64 = 1 << 20;
     let size = disk.size();
     let head = SPAN.min(size);
-    disk.write_at(0, Bytes::from(vec![0u8; head as usize])).await?;
+    disk.write_zeroes(0, head).await?;
     let tail_start = size.saturating_sub(SPAN).max(head);
     if tail_start < size {
-        disk.write_at(tail_start, Bytes::from(vec![0u8; (size - tail_start) as usize])).await?;
+        disk.write_zeroes(tail_start, size - tail_start).await?;
     }
     disk.flush().await
 }
@@ -246,5 +252,19 @@ mod tests {
             wipe_metadata(d).await.unwrap();
             assert_eq!(d.read_at(0, 8192).await.unwrap(), vec![0u8; 8192]);
         }
+    }
+
+    #[tokio::test]
+    async fn a_wipe_zeroes_a_mib_at_each_end_and_nothing_between() {
+        const MIB: usize = 1 << 20;
+        let d = MemDisk::new(3 * MIB as u64 + 4096, 512);
+        d.write_at(0, Bytes::from(vec![0xab; d.size() as usize])).await.unwrap();
+        wipe_metadata(&d).await.unwrap();
+        let c = d.contents();
+        let tail = c.len() - MIB;
+        assert!(c[..MIB].iter().all(|&b| b == 0));
+        assert!(c[MIB..tail].iter().all(|&b| b == 0xab));
+        assert!(c[tail..].iter().all(|&b| b == 0));
+        assert!(d.write_zeroes(d.size() - 512, 1024).await.is_err(), "zeroing past the end is refused");
     }
 }
