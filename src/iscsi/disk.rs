@@ -24,8 +24,9 @@ pub trait BlockDevice: Send + Sync + 'static {
     /// Makes `len` bytes at `offset` read as zeros. The default writes from a shared zero
     /// buffer; devices that can zero cheaply (the agent's disks) override it.
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        check(offset, usize::try_from(len).map_err(|_| out_of_range())?, self.size())?;
-        crate::images::blockdev::write_zeroes_with(offset, len, |o, b| self.write_at(o, b)).await
+        use crate::images::blockdev::{check_range, write_zeroes_with};
+        check_range(self.size(), offset, len)?;
+        write_zeroes_with(offset, len, |o, b| self.write_at(o, b)).await
     }
     /// Makes completed writes durable.
     async fn flush(&self) -> io::Result<()>;

@@ -279,8 +279,9 @@ impl BlockDevice for SimDisk {
     async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()> {
         let len = data.len() as u64;
         self.admit(offset, len)?;
-        // Image data is scaled down by the lab; a block of zeros (a metadata wipe of a fixed
-        // span) is not, so it costs its own length and stays sparse.
+        // Image data is scaled down by the lab; a block of zeros written as data (by a device
+        // without a `write_zeroes` of its own) is not, so it costs its own length and stays
+        // sparse. Metadata wipes come through `write_zeroes`.
         let zeros = all_zero(&data);
         self.transfer_delay(len, !zeros).await;
         if len == 0 {
@@ -310,8 +311,8 @@ impl BlockDevice for SimDisk {
 }
 
 /// Whether `b` is all zero bytes. OR-folding fixed blocks lets the compiler vectorise the check
-/// (a byte-wise `all` with its early exit does not): metadata wipes are megabytes of zeros, and
-/// the byte-wise loop was 5% of a fleet simulation's CPU.
+/// (a byte-wise `all` with its early exit does not): every data write is checked, and the
+/// byte-wise loop was 5% of a fleet simulation's CPU when wipes still wrote megabytes of zeros.
 fn all_zero(b: &[u8]) -> bool {
     b.chunks(4096).all(|c| c.iter().fold(0u8, |acc, x| acc | x) == 0)
 }
