@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod blocking;
 pub mod clock;
 pub mod conductor;
 pub mod config;

@@ -418,6 +418,17 @@ impl Db {
         provision_state(&state.ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?)
     }
 
+    /// A node's provision state as this handle last wrote or read it, without asking the
+    /// database (else [`Db::node_provision_state`]). Writes made through another handle show
+    /// only once this one reads the node again: for the owner of the only handle, such as a
+    /// simulation, whose per-write disk guard asks this for every block written.
+    pub fn known_provision_state(&self, id: NodeId) -> Result<ProvisionState, DbError> {
+        if let Some((_, n)) = self.inner.nodes.lock().get(&id) {
+            return Ok(n.provision_state);
+        }
+        self.node_provision_state(id)
+    }
+
     pub fn get_node_by_instance(&self, instance_uuid: &str) -> Result<Node, DbError> {
         self.read(|c| {
             c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE instance_uuid = ?1"))?
@@ -817,6 +828,7 @@ mod tests {
         };
         assert_eq!(db.node_ids(&manageable).unwrap(), vec![n.uuid]);
         assert_eq!(db.node_provision_state(n.uuid).unwrap(), crate::models::ProvisionState::Manageable);
+        assert_eq!(db.known_provision_state(n.uuid).unwrap(), crate::models::ProvisionState::Manageable);
         n.description = Some("last".into());
         save(&n, LockUse::Release("a")).unwrap();
         assert_eq!(db.node_ids(&manageable).unwrap(), vec![n.uuid]);

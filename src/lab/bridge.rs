@@ -2,7 +2,8 @@
 //! pool, whose threads finish in wall-clock time: called directly from a paused-clock simulation,
 //! their completions would interleave with simulated tasks differently on every run. The bridge
 //! calls such a router *synchronously*, blocking the simulation's thread inside a helper runtime's
-//! context (whose blocking pool does the file work): while one request is served, no simulated
+//! context (whose blocking pool does `tokio::fs`'s file work; what goes through
+//! [`crate::blocking::run`] runs on the calling thread): while one request is served, no simulated
 //! task runs and virtual time stands still, so the result is the same on every run. The router,
 //! its status codes, headers and bytes are the real ones.
 
@@ -38,9 +39,10 @@ impl HelperRuntime {
 
     /// Runs `f` to completion on this thread, blocking it, inside the helper's context: the
     /// simulation's runtime (which cannot be re-entered here) makes no progress meanwhile.
+    /// Blocking work that `f` hands to [`crate::blocking::run`] runs right here.
     pub(super) fn block_here<T>(&self, f: impl Future<Output = T>) -> T {
         let _context = self.0.as_ref().map(|rt| rt.enter());
-        futures::executor::block_on(f)
+        crate::blocking::inline_within(|| futures::executor::block_on(f))
     }
 }
 
