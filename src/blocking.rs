@@ -13,7 +13,8 @@ thread_local! {
 }
 
 /// Runs `f` off the async runtime, or in place inside [`inline_within`]. `None` when the pool's
-/// task failed (it panicked, or the runtime is shutting down).
+/// task failed (it panicked, or the runtime is shutting down); in place, a panic reaches the
+/// caller, as any other panic of its thread does.
 pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     if INLINE.with(Cell::get) {
         return Some(f());
