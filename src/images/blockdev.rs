@@ -114,10 +114,6 @@ impl FileDisk {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| io::Error::other(format!("I/O task failed: {e}")))?
-}
-
 #[async_trait]
 impl BlockDevice for FileDisk {
     fn size(&self) -> u64 {
@@ -127,7 +123,7 @@ impl BlockDevice for FileDisk {
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         check_range(self.size, offset, len as u64)?;
         let file = self.file.clone();
-        blocking(move || {
+        crate::blocking::io(move || {
             let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, offset)?;
             Ok(Bytes::from(buf))
@@ -138,7 +134,7 @@ impl BlockDevice for FileDisk {
     async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()> {
         check_range(self.size, offset, data.len() as u64)?;
         let file = self.file.clone();
-        blocking(move || file.write_all_at(&data, offset)).await
+        crate::blocking::io(move || file.write_all_at(&data, offset)).await
     }
 
     async fn write_vectored_at(&self, offset: u64, bufs: Arc<Vec<Bytes>>) -> io::Result<()> {
@@ -149,7 +145,7 @@ impl BlockDevice for FileDisk {
         // `flush` (standby.sync) makes them durable. Starting writeback behind the write cursor
         // (sync_file_range) was tried: it made image writing slower (the writeback's page locking
         // and block allocation ran on the writer's critical path), and prepare + sync was no faster.
-        blocking(move || pwritev_all(&file, &bufs, offset)).await
+        crate::blocking::io(move || pwritev_all(&file, &bufs, offset)).await
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -159,12 +155,12 @@ impl BlockDevice for FileDisk {
         }
         let file = self.file.clone();
         let block_device = self.block_device;
-        blocking(move || zero_range(&file, block_device, offset, len)).await
+        crate::blocking::io(move || zero_range(&file, block_device, offset, len)).await
     }
 
     async fn flush(&self) -> io::Result<()> {
         let file = self.file.clone();
-        blocking(move || file.sync_data()).await
+        crate::blocking::io(move || file.sync_data()).await
     }
 }
 

@@ -118,10 +118,6 @@ pub fn detect_block_size(path: &Path) -> u32 {
     512
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| io::Error::other(format!("disk task failed: {e}")))?
-}
-
 #[async_trait]
 impl BlockDevice for FileDisk {
     fn block_size(&self) -> u32 {
@@ -133,7 +129,7 @@ impl BlockDevice for FileDisk {
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         check(offset, len, self.size)?;
         let f = self.file.clone();
-        blocking(move || {
+        crate::blocking::io(move || {
             let mut buf = vec![0u8; len];
             f.read_exact_at(&mut buf, offset)?;
             Ok(buf)
@@ -149,7 +145,7 @@ impl BlockDevice for FileDisk {
         if kick {
             self.unflushed.store(0, Ordering::Relaxed);
         }
-        blocking(move || {
+        crate::blocking::io(move || {
             f.write_all_at(&data, offset)?;
             if kick {
                 start_writeback(&f);
@@ -161,7 +157,7 @@ impl BlockDevice for FileDisk {
     async fn flush(&self) -> io::Result<()> {
         let f = self.file.clone();
         self.unflushed.store(0, std::sync::atomic::Ordering::Relaxed);
-        blocking(move || f.sync_data()).await
+        crate::blocking::io(move || f.sync_data()).await
     }
 }
 

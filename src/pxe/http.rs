@@ -46,19 +46,19 @@ async fn serve(State(root): State<Arc<PathBuf>>, Path(path): Path<String>, req: 
     let inline = answerable_inline(&req);
     let found = crate::blocking::run(move || find(&root, &name, inline)).await;
     let file = match found {
-        Some(Ok(Found::Inline { path, data, modified })) => match inline_response(&req, &path, data, modified) {
+        Ok(Ok(Found::Inline { path, data, modified })) => match inline_response(&req, &path, data, modified) {
             Some(resp) => return resp,
             None => path,
         },
-        Some(Ok(Found::Path(p))) => p,
-        Some(Err(PathError::NotFound)) => {
+        Ok(Ok(Found::Path(p))) => p,
+        Ok(Err(PathError::NotFound)) => {
             return (StatusCode::NOT_FOUND, "not found\n").into_response();
         }
-        Some(Err(PathError::AccessViolation)) => {
+        Ok(Err(PathError::AccessViolation)) => {
             tracing::info!(path = %path, "http boot: access violation");
             return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
         }
-        None => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
     match ServeFile::new(file).oneshot(req).await {
         Ok(resp) => resp.map(Body::new),
