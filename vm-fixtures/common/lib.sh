@@ -68,4 +68,15 @@ cmdline_get() {
 # (busybox acpid daemonizes only where /var/log and /var/run exist: run it in the background.)
 start_acpid() {
   acpid -f -c /etc/acpi -p /run/acpid.pid -l /run/acpid.log </dev/null >/dev/null 2>&1 &
+  acpid_listening $!
+}
+
+# Returns once acpid (PID) holds an input event device open, or after 5 s: a power button pressed
+# before then is lost, and a BMC may press it as soon as the boot marker shows (a loaded test
+# machine did, and the guest never powered off).
+acpid_listening() {
+  for _ in $(seq 1 50); do
+    ls -l "/proc/$1/fd" 2>/dev/null | grep -q /dev/input/event && return 0
+    sleep 0.1
+  done
 }
