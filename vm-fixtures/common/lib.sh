@@ -72,8 +72,7 @@ start_acpid() {
 }
 
 # Returns once acpid (PID) holds an input event device open, or after 5 s: a power button pressed
-# before then is lost, and a BMC may press it as soon as the boot marker shows (a loaded test
-# machine did, and the guest never powered off).
+# before then is lost, and a BMC (or a test) may press it as soon as the boot marker shows.
 acpid_listening() {
   for _ in $(seq 1 50); do
     ls -l "/proc/$1/fd" 2>/dev/null | grep -q /dev/input/event && return 0
