@@ -1,10 +1,13 @@
 //! The real client: python-ironicclient 6.3.0's `baremetal` CLI against `ferric serve`.
 //! `.ci/install-deps` installs it into a venv (`FERRIC_VENV`, default /opt/ferric-venv).
 
+#[path = "common/listening.rs"]
+mod listening;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Server {
     child: Child,
@@ -35,11 +38,7 @@ fn start() -> Server {
         .spawn()
         .expect("start ferric serve");
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "ferric serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
     Server { child, url, _dir: dir }
 }
 

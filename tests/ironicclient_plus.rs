@@ -3,10 +3,13 @@
 //! targets, deploy templates, RAID, console, boot mode, BIOS, history, shards, vendor passthru,
 //! children and a JSON config drive against `ferric serve`.
 
+#[path = "common/listening.rs"]
+mod listening;
+
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Server {
     child: Child,
@@ -32,11 +35,7 @@ fn start() -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start ferric serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "ferric serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
     Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
 }
 

@@ -2,6 +2,7 @@
 //! loopback socket.
 #![allow(dead_code)]
 
+pub mod listening;
 pub mod serve;
 
 use axum::body::Body;

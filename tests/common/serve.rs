@@ -57,11 +57,7 @@ soft_power_off_timeout = 3
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "ferric serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    super::listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("X-OpenStack-Ironic-API-Version", "latest".parse().unwrap());
     let http = reqwest::Client::builder().default_headers(h).build().unwrap();
@@ -74,7 +70,19 @@ impl Lab {
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let resp = r.send().await.unwrap();
+        // A refused connection never reached a server, so it is safe to send again. A suite run
+        // once had its first request refused after `start` had seen the port accept.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let resp = loop {
+            let attempt = r.try_clone().expect("a JSON request can be cloned");
+            match attempt.send().await {
+                Ok(resp) => break resp,
+                Err(e) if e.is_connect() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{path}: {e}"),
+            }
+        };
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))

@@ -2,6 +2,9 @@
 //! loopback with free ports, torn down by PID on drop.
 #![allow(dead_code)]
 
+#[path = "../common/listening.rs"]
+mod listening;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -25,11 +28,7 @@ impl Drop for Reaped {
 }
 
 fn wait_port(addr: SocketAddr) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    listening::wait_listening(addr, Duration::from_secs(10));
 }
 
 /// tgtd (Debian package tgt) in the foreground on a private control port and portal.
