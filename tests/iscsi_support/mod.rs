@@ -27,10 +27,6 @@ impl Drop for Reaped {
     }
 }
 
-fn wait_port(addr: SocketAddr) {
-    listening::wait_listening(addr, Duration::from_secs(10));
-}
-
 /// tgtd (Debian package tgt) in the foreground on a private control port and portal.
 pub struct Tgtd {
     child: Reaped,
@@ -122,7 +118,7 @@ impl Tgtd {
             Self::adm(control, &["--op", "new", "--mode", "account", "--user", u, "--password", p]);
             Self::adm(control, &["--op", "bind", "--mode", "account", "--tid", "1", "--user", u]);
         }
-        wait_port(self.portal);
+        listening::wait_listening(self.portal, Duration::from_secs(10));
     }
 
     /// Sets a target parameter (e.g. MaxRecvDataSegmentLength) with tgtadm.

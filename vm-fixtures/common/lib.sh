@@ -1,4 +1,5 @@
-# Shared by the deploy and instance initramfs /init scripts (busybox sh).
+# Shared by the deploy and instance initramfs /init scripts and the instance root's /sbin/init
+# (busybox sh).
 
 # Mount the pseudo filesystems and attach stdio to the console: the archive carries no device
 # nodes (so the build needs no root), so the kernel could not open /dev/console for us.
