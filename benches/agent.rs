@@ -15,6 +15,9 @@
 //! Run: `cargo bench --bench agent` (FERRIC_BENCH_MIB=N changes the image size, default 1024;
 //! FERRIC_BENCH_RUNS=N the runs per figure, default 5).
 
+#[path = "../tests/common/agent_bin.rs"]
+mod agent_bin;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,11 +27,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use ferric::agent::client::{AgentClientConfig, AgentTarget};
-use ferric::agent::wire::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
-use ferric::agent::{AgentClient, ReqwestHttp};
-use ferric::images::clock::SystemClock;
-use ferric::images::{CreateImage, DiskFormat, ImageService, ImageStore};
+use ferric_disk::http::ReqwestHttp;
+use ferric_service::drivers::agent_client::AgentClient;
+use ferric_service::drivers::agent_client::{AgentClientConfig, AgentTarget};
+use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
+use ferric_types::agent::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
+use ferric_types::clock::Clock;
 use parking_lot::Mutex;
 use serde_json::Map;
 
@@ -193,8 +197,8 @@ async fn run() {
         Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&qcow).status().unwrap();
     assert!(st.success());
 
-    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 1 << 40).unwrap());
-    let svc = Arc::new(ImageService::new(store.clone(), b"bench-key".to_vec(), Arc::new(SystemClock)));
+    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Clock::system(), 1 << 40).unwrap());
+    let svc = Arc::new(ImageService::new(store.clone(), b"bench-key".to_vec(), Clock::system()));
     let store_url = serve(svc.clone().router()).await;
     let mut infos = Vec::new();
     for (p, fmt) in [(&raw, DiskFormat::Raw), (&qcow, DiskFormat::Qcow2)] {
@@ -246,7 +250,7 @@ async fn run() {
     let disk = dir.path().join("disk.img");
     fresh(&disk, size + (64 << 20));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let agent = Command::new(env!("CARGO_BIN_EXE_ferric-agent"))
+    let agent = Command::new(agent_bin::path())
         .args(["--api-url", &api_url, "--mac", "52:54:00:be:0c:01", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--disk")
         .arg(&disk)

@@ -5,7 +5,7 @@
 //! Run: `cargo bench --bench ipmi` (FERRIC_VENV selects the venv with pyghmi, default
 //! /opt/ferric-venv; FERRIC_BENCH_SECS the length of each measurement, default 3).
 
-use ferric::ipmi::{ClientConfig, IpmiClient, Target, UdpConnector};
+use ferric_service::ipmi::{ClientConfig, IpmiClient, Target, UdpConnector};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

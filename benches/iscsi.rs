@@ -15,10 +15,8 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use ferric::iscsi::initiator::{CopyOptions, InitiatorConfig, copy_image};
+use ferric_service::iscsi::initiator::{CopyOptions, InitiatorConfig, copy_image};
 use iscsi_support::{AgentTarget, Tgtd, pattern};
-
-const AGENT: &str = env!("CARGO_BIN_EXE_ferric-agent");
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -77,7 +75,8 @@ fn main() {
     fresh(&ferric_disk, size);
     fresh(&tgt_disk, size);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let target = AgentTarget::start(AGENT, &ferric_disk, "iqn.2024-01.org.ferric:bench", None);
+    let target =
+        AgentTarget::start(iscsi_support::agent_bin::path(), &ferric_disk, "iqn.2024-01.org.ferric:bench", None);
     let tgtd = Tgtd::start(&tgt_disk, "iqn.2024-01.org.ferric:bench-tgtd", None);
     let url = format!("iscsi://{}/{}/1", tgtd.portal, tgtd.iqn);
     let cfg = InitiatorConfig::new("iqn.2024-01.org.ferric:bench-initiator", &target.iqn);

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferric::pxe::tftp::{TftpConfig, TftpServer};
+use ferric_service::pxe::tftp::{TftpConfig, TftpServer};
 
 const ATFTPD: &str = "/opt/ferric-peers/atftpd/usr/sbin/atftpd";
 const TFTPD_HPA: &str = "/usr/sbin/in.tftpd";

@@ -1,9 +1,10 @@
-//! `ferric`: the service, its tools and its labs.
+//! `ferric`: the service, its tools and, with the default `lab` feature, its labs (`scenario`,
+//! `lab`, `vbmc`, `serve --sim/--qemu`). `--no-default-features` builds the production binary.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferric::config::Config;
-use ferric::service::{Service, shutdown_signal};
+use ferric_service::config::Config;
+use ferric_service::{Service, shutdown_signal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -25,14 +26,17 @@ struct Cli {
 enum Command {
     /// Run the API and the conductor in one process.
     Serve(ServeArgs),
-    /// Serve N virtual BMCs (IPMI 2.0 lanplus) on 127.0.0.1:P+i until killed.
-    Vbmc(ferric::lab::vbmc::VbmcArgs),
     /// Manage images in the image service.
-    Image(ferric::images::cli::ImageArgs),
+    Image(ferric_service::images::cli::ImageArgs),
+    /// Serve N virtual BMCs (IPMI 2.0 lanplus) on 127.0.0.1:P+i until killed.
+    #[cfg(feature = "lab")]
+    Vbmc(ferric_lab::vbmc::VbmcArgs),
     /// Deterministic simulation: run scenario files against simulated fleets.
-    Scenario(ferric::scenario::cli::ScenarioArgs),
+    #[cfg(feature = "lab")]
+    Scenario(ferric_lab::scenario::cli::ScenarioArgs),
     /// QEMU lab: VMs that PXE-boot from ferric in a private network namespace.
-    Lab(ferric::lab::qemu_cli::LabArgs),
+    #[cfg(feature = "lab")]
+    Lab(ferric_lab::qemu_cli::LabArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,13 +76,16 @@ struct ServeArgs {
     dhcp_interface: Option<String>,
     /// Instead of real hardware: N QEMU VMs behind virtual BMCs in a private network namespace,
     /// enrolled and available; the API is forwarded to --api-bind (default 127.0.0.1:6385).
+    #[cfg(feature = "lab")]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
     qemu: Option<u8>,
     /// Start with N simulated machines enrolled and available (virtual BMCs, in-process agents,
-    /// an image uploaded; state in memory): see `ferric::lab::serve_sim`.
+    /// an image uploaded; state in memory): see `ferric_lab::serve_sim`.
+    #[cfg(feature = "lab")]
     #[arg(long, value_name = "N")]
     sim: Option<usize>,
     /// With --sim: UDP port of machine 0's BMC on 127.0.0.1 (machine i: PORT+i); 0 for in-memory links.
+    #[cfg(feature = "lab")]
     #[arg(long, value_name = "PORT", default_value_t = 6230)]
     sim_bmc_port: u16,
 }
@@ -95,20 +102,19 @@ fn init_tracing(format: &str, level: &str) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    #[cfg(feature = "lab")]
     if let Some(n) = args.qemu {
         init_tracing("human", "warn");
         let forward = args.api_bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6385)));
-        let (dir, scratch) = match args.data_dir {
-            Some(d) => (d, false),
-            None => (tempfile::Builder::new().prefix("ferric-qemu-").tempdir_in("/tmp")?.keep(), true),
-        };
+        let dir = args.data_dir.clone();
         // The lab runs its own runtime inside the namespace; start it off this one.
-        let lab = std::thread::spawn(move || ferric::lab::qemu_cli::serve(usize::from(n), dir, scratch, forward));
+        let lab = std::thread::spawn(move || ferric_lab::qemu_cli::serve(usize::from(n), dir, forward));
         return match lab.join() {
             Ok(r) => Ok(r?),
             Err(_) => Err(anyhow::anyhow!("the QEMU lab panicked")),
         };
     }
+    #[cfg(feature = "lab")]
     let (sim, sim_bmc_port) = (args.sim, args.sim_bmc_port);
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(b) = args.api_bind {
@@ -130,10 +136,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     dhcp.range = args.dhcp_range.or(dhcp.range.take());
     dhcp.interface = args.dhcp_interface.or(dhcp.interface.take());
     init_tracing(&config.log.format, &config.log.level);
+    #[cfg(feature = "lab")]
     if let Some(machines) = sim {
-        let opts = ferric::lab::serve_sim::SimServeOptions { machines, bmc_base_port: sim_bmc_port, image_mb: 512 };
+        let opts = ferric_lab::serve_sim::SimServeOptions { machines, bmc_base_port: sim_bmc_port, image_mb: 512 };
         // The lab runs on its own current-thread runtime (real clock), off this one.
-        tokio::task::spawn_blocking(move || ferric::lab::serve_sim::run(config, opts)).await??;
+        tokio::task::spawn_blocking(move || ferric_lab::serve_sim::run(config, opts)).await??;
         return Ok(());
     }
     let service = Service::open(config).context("starting ferric")?;
@@ -146,27 +153,30 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => serve(a).await,
+        Command::Image(a) => ferric_service::images::cli::run_async(a).await,
+        #[cfg(feature = "lab")]
         Command::Vbmc(a) => {
             init_tracing("human", "info");
-            Ok(ferric::lab::vbmc::run(a).await?)
+            Ok(ferric_lab::vbmc::run(a).await?)
         }
-        Command::Image(a) => ferric::images::cli::run_async(a).await,
+        #[cfg(feature = "lab")]
         Command::Scenario(a) => {
             init_tracing("human", "warn");
-            let ferric::scenario::cli::ScenarioCommand::Run(r) = a.command;
+            let ferric_lab::scenario::cli::ScenarioCommand::Run(r) = a.command;
             // The simulation runs on its own paused-clock runtime, off this one.
             let code = std::thread::Builder::new()
                 .name("scenario".into())
-                .spawn(move || ferric::scenario::cli::run(r))?
+                .spawn(move || ferric_lab::scenario::cli::run(r))?
                 .join()
                 .unwrap_or(2);
             std::process::exit(code)
         }
+        #[cfg(feature = "lab")]
         Command::Lab(a) => {
             init_tracing("human", "warn");
             let code = std::thread::Builder::new()
                 .name("lab".into())
-                .spawn(move || ferric::lab::qemu_cli::run(a))?
+                .spawn(move || ferric_lab::qemu_cli::run(a))?
                 .join()
                 .unwrap_or(1);
             std::process::exit(code)

@@ -2,6 +2,9 @@
 //! image service serves temp URLs, the conductor-side client drives the commands, and the disks
 //! are files checked byte for byte and with sgdisk/sfdisk/fdisk; qcow2 images come from qemu-img.
 
+#[path = "common/agent_bin.rs"]
+mod agent_bin;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -13,11 +16,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use base64::Engine;
 use bytes::Bytes;
-use ferric::agent::client::{AgentClientConfig, AgentTarget};
-use ferric::agent::wire::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
-use ferric::agent::{AgentClient, ReqwestHttp};
-use ferric::images::clock::SystemClock;
-use ferric::images::{CreateImage, DiskFormat, ImageService, ImageStore};
+use ferric_disk::http::ReqwestHttp;
+use ferric_service::drivers::agent_client::AgentClient;
+use ferric_service::drivers::agent_client::{AgentClientConfig, AgentTarget};
+use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
+use ferric_types::agent::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
+use ferric_types::clock::Clock;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256, Sha512};
@@ -124,8 +128,8 @@ impl Drop for Env {
 /// Starts the store, the fake API and an agent with `disks` = (size, extra spec).
 async fn env(disks: &[(u64, &str)], properties: Value) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 1 << 32).unwrap());
-    let svc = Arc::new(ImageService::new(store, b"test-temp-url-key".to_vec(), Arc::new(SystemClock)));
+    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Clock::system(), 1 << 32).unwrap());
+    let svc = Arc::new(ImageService::new(store, b"test-temp-url-key".to_vec(), Clock::system()));
     let store_url = serve(svc.clone().router()).await;
     let heartbeats = Arc::new(Mutex::new(Vec::new()));
     let api =
@@ -148,7 +152,7 @@ async fn env(disks: &[(u64, &str)], properties: Value) -> Env {
     args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
     args.extend(["--download-retries".into(), "2".into(), "--download-retry-interval".into(), "0.2".into()]);
     let log = dir.path().join("agent.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ferric-agent"))
+    let child = Command::new(agent_bin::path())
         .args(&args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -214,7 +218,7 @@ impl Env {
         (img.id, info)
     }
 
-    async fn deploy(&self, info: &ImageInfo, configdrive: Option<&str>) -> ferric::agent::wire::CommandResult {
+    async fn deploy(&self, info: &ImageInfo, configdrive: Option<&str>) -> ferric_types::agent::CommandResult {
         let r = self.client.prepare_image(&self.target, info, configdrive).await.unwrap();
         self.client.wait_for(&self.target, r).await.unwrap()
     }
@@ -261,7 +265,10 @@ async fn raw_qcow2_checksums_hints_and_retries() {
     md5.os_hash_value = None;
     md5.checksum = Some("0123456789abcdef0123456789abcdef".into());
     let refused = e.client.prepare_image(&e.target, &md5, None).await;
-    assert!(matches!(refused, Err(ferric::agent::client::AgentClientError::Api { status: 400, .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ferric_service::drivers::agent_client::AgentClientError::Api { status: 400, .. })),
+        "{refused:?}"
+    );
 
     // qcow2 made by qemu-img, plain and compressed; the disk holds garbage first, so the
     // unallocated clusters must be zeroed.
@@ -320,7 +327,7 @@ async fn raw_qcow2_checksums_hints_and_retries() {
         steps.command_result.unwrap()["clean_steps"]["FerricHardwareManager"][0]["step"],
         "erase_devices_metadata"
     );
-    let step: ferric::agent::wire::Step =
+    let step: ferric_types::agent::Step =
         serde_json::from_value(json!({"step": "erase_devices_metadata", "priority": 99, "interface": "deploy"}))
             .unwrap();
     let r = e.client.execute_clean_step(&e.target, &step, &json!({"uuid": NODE}), &[], None).await.unwrap();
@@ -529,7 +536,10 @@ async fn token_required_and_power_off_only_ends_the_agent() {
         assert_eq!(r.status(), 401);
     }
     let bad = AgentTarget { url: base.clone(), token: Some("nope".into()) };
-    assert!(matches!(e.client.sync(&bad).await, Err(ferric::agent::client::AgentClientError::Api { status: 401, .. })));
+    assert!(matches!(
+        e.client.sync(&bad).await,
+        Err(ferric_service::drivers::agent_client::AgentClientError::Api { status: 401, .. })
+    ));
     // Bad bodies and names.
     let tok = format!("?agent_token={TOKEN}");
     let r = http.post(format!("{base}/v1/commands/{tok}")).body("{\"name\": 1}").send().await.unwrap();

@@ -10,12 +10,15 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use ferric::agent::client::{AgentClientConfig, AgentTarget};
-use ferric::agent::wire::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
-use ferric::agent::{Agent, AgentClient, AgentConfig, Disk, HostMode, LogRing, TowerHttp};
-use ferric::images::blockdev::MemDisk;
-use ferric::images::clock::TokioClock;
-use ferric::images::{CreateImage, DiskFormat, ImageService, ImageStore};
+use ferric_agent::{Agent, AgentConfig, HostMode, LogRing};
+use ferric_disk::blockdev::MemDisk;
+use ferric_disk::disks::Disk;
+use ferric_lab::http::TowerHttp;
+use ferric_service::drivers::agent_client::AgentClient;
+use ferric_service::drivers::agent_client::{AgentClientConfig, AgentTarget};
+use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
+use ferric_types::agent::{CommandStatus, HeartbeatRequest, ImageInfo, LookupConfig, LookupNode, LookupResponse};
+use ferric_types::clock::Clock;
 use parking_lot::Mutex;
 use serde_json::Map;
 
@@ -45,7 +48,7 @@ async fn heartbeat(State(api): State<Api>, axum::Json(hb): axum::Json<HeartbeatR
 #[tokio::test(start_paused = true)]
 async fn deploy_in_process_on_paused_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TokioClock::new(1_700_000_000));
+    let clock = Clock::virtual_from(chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(), 1);
     let store = Arc::new(ImageStore::open(dir.path(), clock.clone(), 1 << 30).unwrap());
     let svc = Arc::new(ImageService::new(store.clone(), b"key".to_vec(), clock));
     let image: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 241) as u8).collect();
@@ -69,7 +72,7 @@ async fn deploy_in_process_on_paused_clock() {
     net.add_host("images:8080", svc.clone().router());
     let disk = Arc::new(MemDisk::new(8 << 20));
     let mut config = AgentConfig::new("http://api:6385", vec!["52:54:00:00:00:01".into()], 42);
-    config.settings.download_retry_interval = Duration::from_secs(30);
+    config.settings.writer.download_retry_interval = Duration::from_secs(30);
     let agent = Arc::new(
         Agent::new(
             config,

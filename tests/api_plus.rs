@@ -468,8 +468,8 @@ async fn console_bios_inventory_children_history() {
     assert_eq!(at(&api, Method::GET, &format!("/v1/nodes/{n}/bios"), None, "1.39").await.status, StatusCode::NOT_FOUND);
     let r = api.get(&format!("/v1/nodes/{n}/bios/ProcVirtualization")).await;
     assert_eq!(fault(&r), format!("Node {n} doesn't have a BIOS setting 'ProcVirtualization'"));
-    let id: ferric::models::NodeId = n.parse().unwrap();
-    let s = ferric::models::BiosSetting {
+    let id: ferric_types::models::NodeId = n.parse().unwrap();
+    let s = ferric_types::models::BiosSetting {
         name: "ProcVirtualization".into(),
         value: Some("Enabled".into()),
         ..Default::default()
@@ -804,8 +804,8 @@ async fn node_link_and_version_rules() {
         at(&api, Method::GET, &format!("/v1/nodes/{p}/firmware"), None, "1.85").await.status,
         StatusCode::NOT_FOUND
     );
-    let id: ferric::models::NodeId = p.parse().unwrap();
-    let fw = ferric::models::FirmwareComponent {
+    let id: ferric_types::models::NodeId = p.parse().unwrap();
+    let fw = ferric_types::models::FirmwareComponent {
         component: "bios".into(),
         current_version: Some("1.2".into()),
         ..Default::default()
@@ -919,8 +919,8 @@ async fn allocations_left_allocating_resume_after_restart() {
     let api = Api::new();
     let n = available(&api, "resume", "gold").await;
     // What a crash mid-allocation leaves: the row, still allocating.
-    let a = ferric::models::Allocation {
-        uuid: ferric::models::AllocationId(uuid::Uuid::new_v4()),
+    let a = ferric_types::models::Allocation {
+        uuid: ferric_types::models::AllocationId(uuid::Uuid::new_v4()),
         name: None,
         node_uuid: None,
         state: "allocating".into(),
@@ -977,21 +977,21 @@ async fn inspection_finds_nodes_by_bmc_address() {
 /// interfaces lack answer with Ironic's errors. No BMC is contacted: these fail before any call.
 #[tokio::test]
 async fn ipmi_nodes_refuse_what_their_interfaces_lack() {
-    use ferric::drivers::ipmitool::{self, PowerTiming};
-    use ferric::ipmi::{ClientConfig, IpmiPool, UdpConnector};
+    use ferric_service::drivers::ipmitool::{self, PowerTiming};
+    use ferric_service::ipmi::{ClientConfig, IpmiPool, UdpConnector};
     use std::sync::Arc;
-    let db = ferric::db::Db::open_in_memory().unwrap();
-    let service = ferric::service::Service::build(
-        ferric::config::Config::default(),
+    let db = ferric_service::db::Db::open_in_memory().unwrap();
+    let service = ferric_service::assemble::Service::build(
+        ferric_service::config::Config::default(),
         db,
-        ferric::clock::Clock::system(),
-        ferric::trace::Recorder::default(),
+        ferric_types::clock::Clock::system(),
+        ferric_service::trace::Recorder::default(),
         |p| {
             let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 16));
             ipmitool::register(&mut p.registry, pool, PowerTiming::default());
             // Boot and deploy do not matter here: stand-ins under the ipmi type's names.
-            p.registry.register_boot("pxe", Arc::new(ferric::drivers::fake::FakeBoot));
-            p.registry.register_deploy("direct", Arc::new(ferric::drivers::fake::FakeDeploy));
+            p.registry.register_boot("pxe", Arc::new(ferric_service::drivers::fake::FakeBoot));
+            p.registry.register_deploy("direct", Arc::new(ferric_service::drivers::fake::FakeDeploy));
         },
     )
     .unwrap();

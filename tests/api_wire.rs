@@ -5,7 +5,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{Api, wire};
-use ferric::api::MAX_MINOR;
+use ferric_service::api::MAX_MINOR;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -278,7 +278,7 @@ async fn error_texts_match_ironic() {
 
 #[tokio::test(start_paused = true)]
 async fn locked_node_gets_409() {
-    let mut cfg = ferric::config::Config::default();
+    let mut cfg = ferric_service::config::Config::default();
     cfg.fake.deploy_ms = 10_000;
     let api = Api::virtual_clock(cfg);
     let uuid = api.node("busy").await;

@@ -5,13 +5,15 @@ mod common;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use ferric::clock::Clock;
-use ferric::config::Config;
-use ferric::db::Db;
-use ferric::drivers::{DeployInterface, DriverError, Heartbeat, HeartbeatAction, PowerInterface, StepOutcome, Task};
-use ferric::models::{PowerState, PowerTarget, ProvisionState};
-use ferric::service::Service;
-use ferric::trace::Recorder;
+use ferric_service::assemble::Service;
+use ferric_service::config::Config;
+use ferric_service::db::Db;
+use ferric_service::drivers::{
+    DeployInterface, DriverError, Heartbeat, HeartbeatAction, PowerInterface, StepOutcome, Task,
+};
+use ferric_service::trace::Recorder;
+use ferric_types::clock::Clock;
+use ferric_types::models::{PowerState, PowerTarget, ProvisionState};
 use parking_lot::Mutex;
 use serde_json::json;
 use std::sync::Arc;

@@ -5,9 +5,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
-use ferric::pxe::MacAddr;
-use ferric::pxe::dhcp::handler::{client_message, decode};
-use ferric::pxe::dhcp::{
+use ferric_service::pxe::MacAddr;
+use ferric_service::pxe::dhcp::handler::{client_message, decode};
+use ferric_service::pxe::dhcp::{
     DhcpConfig, DhcpHandler, HostEntry, LeaseState, LeaseStore, MemoryHostTable, MemoryLeaseStore, ReplyDest,
 };
 use proptest::prelude::*;

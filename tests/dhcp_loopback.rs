@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dhcproto::v4::{Architecture, DhcpOption, Message, MessageType, OptionCode};
-use ferric::pxe::MacAddr;
-use ferric::pxe::dhcp::handler::{client_message, decode};
-use ferric::pxe::dhcp::{
+use ferric_service::pxe::MacAddr;
+use ferric_service::pxe::dhcp::handler::{client_message, decode};
+use ferric_service::pxe::dhcp::{
     DhcpBind, DhcpConfig, DhcpHandler, DhcpServer, HostEntry, Loader, MemoryHostTable, MemoryLeaseStore,
 };
 use tokio::net::UdpSocket;

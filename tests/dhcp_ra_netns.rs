@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferric::pxe::dhcp::{RaConfig, RaResponder};
+use ferric_service::pxe::dhcp::{RaConfig, RaResponder};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CHILD_ENV: &str = "FERRIC_RA_CHILD_IFACE";

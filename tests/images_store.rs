@@ -4,16 +4,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferric::images::clock::{Clock, SystemClock};
-use ferric::images::{ImageService, ImageStore, tempurl};
+use ferric_service::images::{ImageService, ImageStore, tempurl};
+use ferric_types::clock::Clock;
 use serde_json::Value;
 
 const KEY: &[u8] = b"k3y-for-temp-urls";
 
 async fn start() -> (tempfile::TempDir, Arc<ImageService>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Arc::new(SystemClock), 64 << 20).unwrap());
-    let svc = Arc::new(ImageService::new(store, KEY.to_vec(), Arc::new(SystemClock)));
+    let store = Arc::new(ImageStore::open(&dir.path().join("store"), Clock::system(), 64 << 20).unwrap());
+    let svc = Arc::new(ImageService::new(store, KEY.to_vec(), Clock::system()));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     let router = svc.clone().router();
@@ -100,7 +100,7 @@ async fn glance_api_range_and_temp_urls_with_curl() {
     assert_eq!((code, &body[..]), (206, &data[299_990..]));
     let (code, _) = curl(s(&["-I", &good])).await;
     assert_eq!(code, 200);
-    let now = SystemClock.now_unix();
+    let now = Clock::system().now_unix();
     let path = format!("{}/{id}", tempurl::PREFIX);
     let expired =
         format!("{url}{path}?temp_url_sig={}&temp_url_expires={}", tempurl::sign(KEY, "GET", now - 1, &path), now - 1);

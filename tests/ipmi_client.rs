@@ -1,13 +1,13 @@
 //! ferric's IPMI client against ferric-sim's virtual BMC: over real UDP on loopback, and over
 //! in-memory links on a paused clock (the simulation path).
 
-use ferric::ipmi::{
+use ferric_lab::machine::{SimMachine, SimMachineConfig};
+use ferric_service::ipmi::{
     BootDevice, ChannelConnector, ClientConfig, Connector, IpmiClient, IpmiError, IpmiPool, PowerState, Target,
     UdpConnector,
 };
 use ferric_sim::machine::{BootDevice as SimBoot, Machine, PowerState as SimPower};
 use ferric_sim::vbmc::{Bmc, BmcConfig, BmcStats, FaultSettings, Faults, serve_udp};
-use ferric_sim::{SimMachine, SimMachineConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;

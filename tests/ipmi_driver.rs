@@ -6,17 +6,17 @@ mod common;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use ferric::clock::Clock;
-use ferric::config::Config;
-use ferric::db::Db;
-use ferric::drivers::ipmitool::{self, PowerTiming};
-use ferric::drivers::{DeployInterface, DriverError, StepOutcome, Task};
-use ferric::ipmi::{ClientConfig, IpmiPool, UdpConnector};
-use ferric::service::Service;
-use ferric::trace::Recorder;
+use ferric_lab::machine::{SimMachine, SimMachineConfig};
+use ferric_service::assemble::Service;
+use ferric_service::config::Config;
+use ferric_service::db::Db;
+use ferric_service::drivers::ipmitool::{self, PowerTiming};
+use ferric_service::drivers::{DeployInterface, DriverError, StepOutcome, Task};
+use ferric_service::ipmi::{ClientConfig, IpmiPool, UdpConnector};
+use ferric_service::trace::Recorder;
 use ferric_sim::machine::{BootDevice as SimBoot, Machine, PowerState as SimPower};
 use ferric_sim::vbmc::{Bmc, BmcConfig, Faults, serve_udp};
-use ferric_sim::{SimMachine, SimMachineConfig};
+use ferric_types::clock::Clock;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +75,7 @@ async fn lab() -> Lab {
             let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), client, 64));
             ipmitool::register(&mut p.registry, pool, timing);
             p.registry.register_deploy("direct", Arc::new(NoDeploy));
-            p.registry.register_boot("ipxe", Arc::new(ferric::drivers::fake::FakeBoot));
+            p.registry.register_boot("ipxe", Arc::new(ferric_service::drivers::fake::FakeBoot));
         })
         .unwrap();
     Lab { api: common::Api::from_service(service), bmc, machine, port }

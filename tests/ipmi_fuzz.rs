@@ -2,9 +2,9 @@
 //! bytes, and every truncation/mutation of real session packets) and the client's decoders (the
 //! codec directly, and a whole client talking to a BMC whose replies are corrupted).
 
-use ferric::ipmi::codec;
-use ferric::ipmi::{ChannelTransport, ClientConfig, Connector, IpmiClient, Target, Transport};
-use ferric_sim::SimMachine;
+use ferric_lab::machine::power::SimMachine;
+use ferric_service::ipmi::codec;
+use ferric_service::ipmi::{ChannelTransport, ClientConfig, Connector, IpmiClient, Target, Transport};
 use ferric_sim::vbmc::{Bmc, BmcConfig, Faults, Peer};
 use proptest::prelude::*;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -86,7 +86,7 @@ fn corpus() -> &'static Corpus {
                     fuzz_config(),
                 );
                 c.power_on().await.unwrap();
-                c.set_boot_device(ferric::ipmi::BootDevice::Pxe, true, true).await.unwrap();
+                c.set_boot_device(ferric_service::ipmi::BootDevice::Pxe, true, true).await.unwrap();
                 c.get_boot_device().await.unwrap();
                 c.device_id().await.unwrap();
             }

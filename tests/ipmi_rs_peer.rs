@@ -1,7 +1,7 @@
 //! ipmi-rs (a third, independent Rust IPMI client; blocking, so it runs off the runtime) against
 //! the virtual BMC. The BMC offers suites 1-3 here: ipmi-rs panics if suite 17 is negotiated.
 
-use ferric_sim::SimMachine;
+use ferric_lab::machine::power::SimMachine;
 use ferric_sim::machine::PowerState;
 use ferric_sim::vbmc::{Bmc, BmcConfig, Faults, serve_udp};
 use ipmi_rs::connection::{IpmiConnection, LogicalUnit, Message, Request, RequestTargetAddress};

@@ -2,7 +2,7 @@
 //! (Debian package openipmi, installed by .ci/install-deps). Loopback only; its configuration,
 //! state and chassis hook live in a temp dir. ipmi_sim offers cipher suite 3 (not 17).
 
-use ferric::ipmi::{BootDevice, ClientConfig, IpmiClient, IpmiError, PowerState, Target, UdpConnector};
+use ferric_service::ipmi::{BootDevice, ClientConfig, IpmiClient, IpmiError, PowerState, Target, UdpConnector};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -158,7 +158,7 @@ async fn client_against_openipmi_ipmi_sim() {
 
     // Wrong password: ipmi_sim's RAKP 2 proof does not verify with ours.
     let bad = IpmiClient::new(
-        Target { password: ferric::ipmi::Secret("nope".into()), ..target.clone() },
+        Target { password: ferric_service::ipmi::Secret("nope".into()), ..target.clone() },
         Arc::new(UdpConnector),
         config.clone(),
     );

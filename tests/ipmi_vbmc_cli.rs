@@ -1,7 +1,7 @@
 //! `ferric vbmc --nodes N --base-port P --fleet FILE` as a user runs it, driven by ipmitool and
 //! by ferric's client; the process is killed (by PID) at the end.
 
-use ferric::ipmi::{ClientConfig, IpmiClient, IpmiError, PowerState, Target, UdpConnector};
+use ferric_service::ipmi::{ClientConfig, IpmiClient, IpmiError, PowerState, Target, UdpConnector};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

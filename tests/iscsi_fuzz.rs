@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferric::iscsi::MemDisk;
-use ferric::iscsi::pdu::{self, Bhs, Framing, Opcode, Pdu, RESERVED_TAG, flags, stage};
-use ferric::iscsi::target::{Target, TargetConfig};
-use ferric::iscsi::text::TextPairs;
+use ferric_agent::iscsi_target::{Target, TargetConfig};
+use ferric_disk::blockdev::MemDisk;
+use ferric_disk::iscsi::pdu::{self, Bhs, Framing, Opcode, Pdu, RESERVED_TAG, flags, stage};
+use ferric_disk::iscsi::text::TextPairs;
 use proptest::prelude::*;
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 
@@ -117,7 +117,7 @@ async fn login(w: &mut WriteHalf<DuplexStream>, r: &mut ReadHalf<DuplexStream>) 
 }
 
 fn setup() -> (Arc<Target>, Arc<MemDisk>) {
-    let disk = Arc::new(MemDisk::new(1 << 20, 512));
+    let disk = Arc::new(MemDisk::with_block_size(1 << 20, 512));
     let mut cfg = TargetConfig::new(IQN);
     cfg.rng_seed = Some(1);
     (Target::new(cfg, disk.clone()).unwrap(), disk)

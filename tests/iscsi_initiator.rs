@@ -6,11 +6,12 @@ mod iscsi_support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferric::iscsi::initiator::{
+use ferric_agent::iscsi_target::{Target, TargetConfig, spawn_target};
+use ferric_disk::blockdev::{BlockDevice, FileDisk, MemDisk};
+use ferric_disk::iscsi::ChapCredentials;
+use ferric_service::iscsi::initiator::{
     CopyOptions, Initiator, InitiatorConfig, InitiatorError, Session, copy_image, copy_image_over,
 };
-use ferric::iscsi::target::{Target, TargetConfig, spawn_target};
-use ferric::iscsi::{BlockDevice, ChapCredentials, FileDisk, MemDisk};
 use iscsi_support::{Tgtd, pattern, scratch};
 
 const INITIATOR: &str = "iqn.2024-01.org.ferric:conductor";
@@ -99,7 +100,7 @@ async fn ferric_initiator_to_ferric_target_over_tcp() {
     let dir = scratch();
     let path = dir.path().join("disk.img");
     std::fs::write(&path, vec![0u8; 32 << 20]).unwrap();
-    let disk = Arc::new(FileDisk::open(&path, 512).unwrap());
+    let disk = Arc::new(FileDisk::open(&path).unwrap().with_block_size(512).unwrap());
     let mut tcfg = TargetConfig::new("iqn.2024-01.org.ferric:node1");
     tcfg.chap = creds("conductor", "node1-secret");
     let h = spawn_target(tcfg, disk, "127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -156,7 +157,7 @@ async fn ferric_initiator_to_ferric_target_over_tcp() {
 #[tokio::test(start_paused = true)]
 async fn duplex_on_a_paused_clock() {
     // The simulation's path: the same target and initiator over tokio::io::duplex, MemDisk.
-    let disk = Arc::new(MemDisk::new(8 << 20, 4096));
+    let disk = Arc::new(MemDisk::with_block_size(8 << 20, 4096));
     let mut tcfg = TargetConfig::new("iqn.2024-01.org.ferric:sim");
     tcfg.rng_seed = Some(7);
     tcfg.chap = creds("sim", "sim-secret-123");
@@ -178,7 +179,7 @@ async fn duplex_on_a_paused_clock() {
 
 #[tokio::test(start_paused = true)]
 async fn session_read_write_and_check_conditions() {
-    let disk = Arc::new(MemDisk::new(1 << 20, 512));
+    let disk = Arc::new(MemDisk::with_block_size(1 << 20, 512));
     let target = Target::new(TargetConfig::new("iqn.2024-01.org.ferric:rw"), disk.clone()).unwrap();
     let (a, b) = tokio::io::duplex(1 << 20);
     let t = tokio::spawn(async move { target.serve_connection(b, None).await });
@@ -210,18 +211,18 @@ async fn session_read_write_and_check_conditions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_iscsi_target_wipes_metadata_and_stops() {
     // IPA's iscsi.start_iscsi_target(iqn, portal_port, wipe_disk_metadata) as the agent calls it.
-    let disk = Arc::new(MemDisk::new(8 << 20, 512));
+    let disk = Arc::new(MemDisk::with_block_size(8 << 20, 512));
     disk.write_at(0, bytes::Bytes::from(vec![0xeeu8; 1 << 20])).await.unwrap();
     disk.write_at((8 << 20) - 4096, bytes::Bytes::from(vec![0xeeu8; 4096])).await.unwrap();
     disk.write_at(4 << 20, bytes::Bytes::from(vec![0x55u8; 512])).await.unwrap();
-    let params = ferric::iscsi::StartIscsiTargetParams {
+    let params = ferric_agent::iscsi_target::StartIscsiTargetParams {
         iqn: None,
         portal_port: Some(0),
         wipe_disk_metadata: true,
         listen_ip: "127.0.0.1".parse().unwrap(),
         chap: None,
     };
-    let h = ferric::iscsi::start_iscsi_target(disk.clone(), params).await.unwrap();
+    let h = ferric_agent::iscsi_target::start_iscsi_target(disk.clone(), params).await.unwrap();
     assert!(h.iqn().starts_with("iqn.2008-10.org.openstack:"), "{}", h.iqn());
     let sock = tokio::net::TcpStream::connect(h.local_addr()).await.unwrap();
     let mut s = Session::login(sock, &InitiatorConfig::new(INITIATOR, h.iqn())).await.unwrap();

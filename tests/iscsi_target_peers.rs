@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use iscsi_support::{AgentTarget, Reaped, pattern, run, scratch};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_ferric-agent");
 const IQN: &str = "iqn.2024-01.org.ferric:peer-test";
 
 #[test]
@@ -16,7 +15,7 @@ fn libiscsi_tools_discover_inquire_and_read_capacity() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 64 << 20]).unwrap();
-    let t = AgentTarget::start(AGENT, &disk, IQN, None);
+    let t = AgentTarget::start(iscsi_support::agent_bin::path(), &disk, IQN, None);
 
     let ls = run("iscsi-ls", &["-s", &format!("iscsi://{}", t.portal)]);
     assert!(ls.contains(&format!("Target:{IQN} Portal:{},1", t.portal)), "{ls}");
@@ -48,7 +47,7 @@ fn libiscsi_conformance_suite() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 16 << 20]).unwrap();
-    let t = AgentTarget::start(AGENT, &disk, IQN, None);
+    let t = AgentTarget::start(iscsi_support::agent_bin::path(), &disk, IQN, None);
     let out = Command::new("iscsi-test-cu")
         .args(["--dataloss", "--test=ALL", &t.url(None)])
         .output()
@@ -72,7 +71,7 @@ fn chap_success_and_failure_with_libiscsi() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 8 << 20]).unwrap();
-    let t = AgentTarget::start(AGENT, &disk, IQN, Some(("deployer", "agent-secret-1")));
+    let t = AgentTarget::start(iscsi_support::agent_bin::path(), &disk, IQN, Some(("deployer", "agent-secret-1")));
     let ok = run("iscsi-readcapacity16", &[&t.url(Some(("deployer", "agent-secret-1")))]);
     assert!(ok.contains("Total size:8388608"), "{ok}");
     let ls = run("iscsi-ls", &["-s", &format!("iscsi://deployer%agent-secret-1@{}", t.portal)]);
@@ -89,7 +88,7 @@ fn qemu_img_convert_both_directions() {
     let dir = scratch();
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 32 << 20]).unwrap();
-    let t = AgentTarget::start(AGENT, &disk, IQN, Some(("qemu", "qemu-secret-12")));
+    let t = AgentTarget::start(iscsi_support::agent_bin::path(), &disk, IQN, Some(("qemu", "qemu-secret-12")));
     let url = t.url(Some(("qemu", "qemu-secret-12")));
     let src = dir.path().join("src.img");
     let image = pattern(32 << 20, 42);
@@ -129,7 +128,7 @@ fn qemu_boots_from_the_target_with_drive_iscsi() {
     let mut img = boot_sector(marker);
     img.resize(16 << 20, 0);
     std::fs::write(&disk, &img).unwrap();
-    let t = AgentTarget::start(AGENT, &disk, IQN, None);
+    let t = AgentTarget::start(iscsi_support::agent_bin::path(), &disk, IQN, None);
     let serial = dir.path().join("serial.txt");
     // The marker exists only on the target's disk: seeing it on the serial port proves QEMU's
     // BIOS read the boot sector over iSCSI. TCG: KVM guests hang on these machines.

@@ -10,20 +10,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dhcproto::v4::{Architecture, DhcpOption, MessageType, OptionCode};
-use ferric::clock::Clock;
-use ferric::config::Config;
-use ferric::db::Db;
-use ferric::drivers::pxe_boot::{self, BootEnv, ImageResolver, ResolvedImage, UrlResolver};
-use ferric::drivers::{DriverError, Task};
-use ferric::models::{MacAddr, Node, NodeId, Port, PortId, ProvisionState};
-use ferric::network::dhcp::{BootPurpose, DbDhcp};
-use ferric::pxe::cache::Checksum;
-use ferric::pxe::config::{DeployBoot, NetBoot, ipxe_deploy, pxelinux_netboot};
-use ferric::pxe::dhcp::handler::{client_message, decode};
-use ferric::pxe::dhcp::{DhcpConfig, DhcpHandler, HostTable};
-use ferric::pxe::settings::PxeSettings;
-use ferric::service::Service;
-use ferric::trace::Recorder;
+use ferric_service::assemble::Service;
+use ferric_service::config::Config;
+use ferric_service::db::Db;
+use ferric_service::drivers::pxe_boot::{self, BootEnv, ImageResolver, ResolvedImage, UrlResolver};
+use ferric_service::drivers::{DriverError, Task};
+use ferric_service::network::dhcp::{BootPurpose, DbDhcp};
+use ferric_service::pxe::cache::Checksum;
+use ferric_service::pxe::config::{DeployBoot, NetBoot, ipxe_deploy, pxelinux_netboot};
+use ferric_service::pxe::dhcp::handler::{client_message, decode};
+use ferric_service::pxe::dhcp::{DhcpConfig, DhcpHandler, HostTable};
+use ferric_service::pxe::settings::PxeSettings;
+use ferric_service::trace::Recorder;
+use ferric_types::clock::Clock;
+use ferric_types::models::{MacAddr, Node, NodeId, Port, PortId, ProvisionState};
 use serde_json::json;
 
 const API: &str = "http://192.0.2.1:6385";
@@ -147,15 +147,15 @@ impl Lab {
     }
 }
 
-fn pxe_mac(t: &Task) -> ferric::pxe::MacAddr {
-    ferric::pxe::MacAddr(t.ports.iter().find(|p| p.pxe_enabled).unwrap().address.0)
+fn pxe_mac(t: &Task) -> ferric_service::pxe::MacAddr {
+    ferric_service::pxe::MacAddr(t.ports.iter().find(|p| p.pxe_enabled).unwrap().address.0)
 }
-fn other_mac(t: &Task) -> ferric::pxe::MacAddr {
-    ferric::pxe::MacAddr(t.ports.iter().find(|p| !p.pxe_enabled).unwrap().address.0)
+fn other_mac(t: &Task) -> ferric_service::pxe::MacAddr {
+    ferric_service::pxe::MacAddr(t.ports.iter().find(|p| !p.pxe_enabled).unwrap().address.0)
 }
 
 /// The boot file a DISCOVER from `m` is offered (BIOS firmware, or iPXE), if answered.
-fn offered(h: &DhcpHandler, m: ferric::pxe::MacAddr, ipxe: bool) -> Option<String> {
+fn offered(h: &DhcpHandler, m: ferric_service::pxe::MacAddr, ipxe: bool) -> Option<String> {
     let opts = if ipxe {
         vec![DhcpOption::UserClass(b"iPXE".to_vec())]
     } else {
@@ -469,7 +469,7 @@ impl ImageResolver for FakeImageService {
 
 fn sha256(b: &[u8]) -> String {
     use sha2::Digest;
-    ferric::pxe::cache::hex(&sha2::Sha256::digest(b))
+    ferric_service::pxe::cache::hex(&sha2::Sha256::digest(b))
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
-use ferric::pxe::cache::{CacheConfig, CacheError, Checksum, ImageCache, ImageRef, hex};
+use ferric_service::pxe::cache::{CacheConfig, CacheError, Checksum, ImageCache, ImageRef, hex};
 use sha2::{Digest, Sha256, Sha512};
 
 struct Store {

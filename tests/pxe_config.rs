@@ -1,7 +1,7 @@
 //! Rendered pxelinux configs and iPXE scripts against expected text, and per-node placement.
 
-use ferric::pxe::MacAddr;
-use ferric::pxe::config::{
+use ferric_service::pxe::MacAddr;
+use ferric_service::pxe::config::{
     BootLayout, BootMode, DeployBoot, NetBoot, Root, ipxe_deploy, ipxe_localboot, ipxe_netboot, pxelinux_deploy,
     pxelinux_localboot, pxelinux_netboot,
 };
@@ -137,7 +137,7 @@ fn placement_and_cleanup() {
     assert_eq!(std::fs::read_to_string(&http_link).unwrap(), ipxe_localboot(BootMode::Bios));
     assert_eq!(std::fs::read_link(&tftp_link).unwrap(), std::path::Path::new("..").join(NODE).join("config"));
     // The TFTP resolver follows the link because it stays inside the root.
-    assert!(ferric::pxe::tftp::resolve(&l.tftp_root, "pxelinux.cfg/01-52-54-00-12-34-56").is_ok());
+    assert!(ferric_service::pxe::tftp::resolve(&l.tftp_root, "pxelinux.cfg/01-52-54-00-12-34-56").is_ok());
     assert_eq!(l.ipxe_script_url(&macs[0]), "http://192.0.2.1:8080/pxelinux.cfg/52-54-00-12-34-56");
     // Rewriting replaces, never duplicates.
     l.write_pxelinux(NODE, &macs, &pxelinux_localboot()).unwrap();

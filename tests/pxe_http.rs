@@ -29,7 +29,7 @@ async fn serves_ranges_and_refuses_escapes() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = ferric::pxe::http::router(&root);
+    let app = ferric_service::pxe::http::router(&root);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}");
 

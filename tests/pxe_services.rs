@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dhcproto::v4::MessageType;
-use ferric::pxe::MacAddr;
-use ferric::pxe::dhcp::handler::{client_message, decode};
-use ferric::pxe::dhcp::{DhcpBind, DhcpConfig, HostEntry, MemoryHostTable, MemoryLeaseStore};
-use ferric::pxe::service::parse_range;
-use ferric::pxe::tftp::TftpConfig;
-use ferric::pxe::{PxeServiceConfig, start};
+use ferric_service::pxe::MacAddr;
+use ferric_service::pxe::dhcp::handler::{client_message, decode};
+use ferric_service::pxe::dhcp::{DhcpBind, DhcpConfig, HostEntry, MemoryHostTable, MemoryLeaseStore};
+use ferric_service::pxe::service::parse_range;
+use ferric_service::pxe::tftp::TftpConfig;
+use ferric_service::pxe::{PxeServiceConfig, start};
 
 #[tokio::test]
 async fn all_services_on_loopback() {

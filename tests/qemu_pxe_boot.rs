@@ -10,17 +10,17 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferric::db::Db;
-use ferric::drivers::pxe_boot::{self, BootEnv, UrlResolver};
-use ferric::drivers::{DriverEnv, Registry, RegistryConfig, Task};
-use ferric::models::{MacAddr, Node, NodeId, Port, PortId, ProvisionState};
-use ferric::network::dhcp::DbDhcp;
-use ferric::pxe::settings::PxeSettings;
+use ferric_service::db::Db;
+use ferric_service::drivers::pxe_boot::{self, BootEnv, UrlResolver};
+use ferric_service::drivers::{DriverEnv, Registry, RegistryConfig, Task};
+use ferric_service::network::dhcp::DbDhcp;
+use ferric_service::pxe::settings::PxeSettings;
 use ferric_sim::machine::{BootDevice, BootSelection, Machine};
 use ferric_sim::netns::NetNs;
 use ferric_sim::qemu::{
     AgentSource, Disk, DiskBus, DiskFormat, Fixtures, Nic, NicModel, QemuConfig, QemuMachine, format_mac, vm_slot,
 };
+use ferric_types::models::{MacAddr, Node, NodeId, Port, PortId, ProvisionState};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 const API: &str = "http://192.0.2.1:6385";

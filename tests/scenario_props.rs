@@ -4,8 +4,8 @@
 //! action completes. A failure shrinks to a minimal scenario, printed as a TOML file to save
 //! under `scenarios/`.
 
-use ferric::scenario::model::{ActionKind, ActionSpec, FaultKind, FaultSpec, FleetSpec, ImageSpec};
-use ferric::scenario::{RunOptions, Scenario};
+use ferric_lab::scenario::model::{ActionKind, ActionSpec, FaultKind, FaultSpec, FleetSpec, ImageSpec};
+use ferric_lab::scenario::{RunOptions, Scenario};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -104,7 +104,7 @@ proptest! {
     fn invariants_hold_for_generated_scenarios(s in scenario()) {
         let toml = s.to_toml().unwrap();
         prop_assert!(Scenario::parse(&toml).is_ok(), "generated scenario does not parse:\n{}", toml);
-        let out = ferric::scenario::run(&s, &RunOptions::default()).unwrap();
+        let out = ferric_lab::scenario::run(&s, &RunOptions::default()).unwrap();
         let broken: Vec<String> = out
             .report
             .invariants

@@ -9,11 +9,11 @@
 //! `ferric scenario run scenarios/fleet-1000-mixed.toml`.
 
 use async_trait::async_trait;
-use ferric::drivers::network::FlatNetwork;
-use ferric::drivers::{DriverError, NetworkInterface, Task};
-use ferric::scenario::seed::{self, SeedItem};
-use ferric::scenario::{RunOptions, Scenario};
-use ferric::trace::TraceEvent;
+use ferric_lab::scenario::seed::{self, SeedItem};
+use ferric_lab::scenario::{RunOptions, Scenario};
+use ferric_service::drivers::network::FlatNetwork;
+use ferric_service::drivers::{DriverError, NetworkInterface, Task};
+use ferric_service::trace::TraceEvent;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,8 +26,8 @@ fn load(name: &str) -> Scenario {
     Scenario::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn run(s: &Scenario, seed: Option<u64>) -> ferric::scenario::run::Outcome {
-    ferric::scenario::run(s, &RunOptions { seed, ..Default::default() }).unwrap()
+fn run(s: &Scenario, seed: Option<u64>) -> ferric_lab::scenario::run::Outcome {
+    ferric_lab::scenario::run(s, &RunOptions { seed, ..Default::default() }).unwrap()
 }
 
 /// The 1,000-node file with every count divided by ten.
@@ -104,7 +104,7 @@ fn direct_deploy_follows_the_guides_example_2() {
     let guide = seed::parse(seed::EXAMPLE2_DIRECT);
     seed::compare(&guide, &events).unwrap();
     // ferric's own list of the diagram agrees with the guide's text.
-    let own: Vec<TraceEvent> = as_events(&ferric::trace::seed::direct());
+    let own: Vec<TraceEvent> = as_events(&ferric_service::trace::seed::direct());
     seed::compare(&guide, &own).unwrap();
 }
 
@@ -113,18 +113,18 @@ fn iscsi_deploy_follows_the_guides_example_1() {
     let events = deploy_of("seed-example1-iscsi.toml");
     let guide = seed::parse(seed::EXAMPLE1_ISCSI);
     seed::compare(&guide, &events).unwrap();
-    let own: Vec<TraceEvent> = as_events(&ferric::trace::seed::iscsi());
+    let own: Vec<TraceEvent> = as_events(&ferric_service::trace::seed::iscsi());
     seed::compare(&guide, &own).unwrap();
     // Every message of the guide's list was recorded, in the guide's order.
     let n = guide.iter().filter(|i| matches!(i, SeedItem::Message { .. })).count();
     assert!(events.len() >= n, "{} recorded, {n} in the guide", events.len());
 }
 
-fn as_events(list: &[ferric::trace::seed::Message]) -> Vec<TraceEvent> {
+fn as_events(list: &[ferric_service::trace::seed::Message]) -> Vec<TraceEvent> {
     list.iter()
         .map(|(from, to, label)| TraceEvent {
             at_ms: 0,
-            node: ferric::models::NodeId(uuid::Uuid::nil()),
+            node: ferric_types::models::NodeId(uuid::Uuid::nil()),
             from: *from,
             to: *to,
             label: label.to_string(),
@@ -200,8 +200,8 @@ impl NetworkInterface for Leaky {
 #[test]
 fn a_broken_invariant_fails_the_run() {
     let s = load("seed-example2-direct.toml");
-    let customize: ferric::lab::sim::Customize = Arc::new(|p, _w| p.registry.register_network("flat", Arc::new(Leaky)));
-    let out = ferric::scenario::run(&s, &RunOptions { seed: None, customize: Some(customize) }).unwrap();
+    let customize: ferric_lab::sim::Customize = Arc::new(|p, _w| p.registry.register_network("flat", Arc::new(Leaky)));
+    let out = ferric_lab::scenario::run(&s, &RunOptions { seed: None, customize: Some(customize) }).unwrap();
     assert!(!out.report.passed, "{}", out.report.table());
     let leak = out.report.invariants.iter().find(|c| c.name.contains("provisioning port")).unwrap();
     assert!(!leak.ok, "{}", out.report.table());

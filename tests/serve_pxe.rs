@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dhcproto::v4::{Architecture, DhcpOption, Message, MessageType, OptionCode};
-use ferric::db::Db;
-use ferric::drivers::pxe_boot::{self, BootEnv, UrlResolver};
-use ferric::drivers::{DriverEnv, Registry, RegistryConfig, Task};
-use ferric::models::NodeId;
-use ferric::network::dhcp::DbDhcp;
-use ferric::pxe::MacAddr;
-use ferric::pxe::dhcp::handler::{client_message, decode};
-use ferric::pxe::settings::PxeSettings;
+use ferric_service::db::Db;
+use ferric_service::drivers::pxe_boot::{self, BootEnv, UrlResolver};
+use ferric_service::drivers::{DriverEnv, Registry, RegistryConfig, Task};
+use ferric_service::network::dhcp::DbDhcp;
+use ferric_service::pxe::MacAddr;
+use ferric_service::pxe::dhcp::handler::{client_message, decode};
+use ferric_service::pxe::settings::PxeSettings;
+use ferric_types::models::NodeId;
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 

@@ -7,25 +7,26 @@
 //! interfaces are exercised by the scenario tests).
 
 use async_trait::async_trait;
-use ferric::agent::client::{AgentClientConfig, AgentTarget};
-use ferric::agent::wire::ImageInfo;
-use ferric::agent::{AgentClient, HttpClient};
-use ferric::drivers::{
+use ferric_lab::machine::node::{Os, Profile, Timings};
+use ferric_lab::net;
+use ferric_lab::sim::{LabConfig, LabWiring, MachineSpec, SimLab, sim_runtime};
+use ferric_service::drivers::agent_client::AgentClient;
+use ferric_service::drivers::agent_client::{AgentClientConfig, AgentTarget};
+use ferric_service::drivers::{
     AGENT_TOKEN_KEY, DeployInterface, DriverError, Heartbeat, HeartbeatAction, StepOutcome, Task, node_power_action,
 };
-use ferric::images::DiskFormat;
-use ferric::lab::machine::{Os, Profile, Timings};
-use ferric::lab::net;
-use ferric::lab::sim::{LabConfig, LabWiring, MachineSpec, SimLab, sim_runtime};
-use ferric::models::{BootDevice, NodeId, PowerTarget, ProvisionState};
+use ferric_service::images::DiskFormat;
 use ferric_sim::machine::PowerState;
+use ferric_types::agent::ImageInfo;
+use ferric_types::http::HttpClient;
+use ferric_types::models::{BootDevice, NodeId, PowerTarget, ProvisionState};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Power off, PXE, reboot, wait for the agent; then write the image, boot from disk.
 struct StandIn {
     http: Arc<dyn HttpClient>,
-    images: Arc<ferric::images::ImageService>,
+    images: Arc<ferric_service::images::ImageService>,
 }
 
 fn df(e: impl std::fmt::Display) -> DriverError {
@@ -88,11 +89,11 @@ impl DeployInterface for StandIn {
 fn config(n: usize) -> LabConfig {
     let profile = Arc::new(Profile {
         timings: Timings { post_secs: 30.0, ..Timings::default() },
-        boot_order: vec![ferric::lab::machine::OrderDevice::Disk],
+        boot_order: vec![ferric_lab::machine::node::OrderDevice::Disk],
         ..Profile::default()
     });
-    let customize = |p: &mut ferric::service::Parts, w: &LabWiring| {
-        p.registry.register_boot("ipxe", Arc::new(ferric::drivers::fake::FakeBoot));
+    let customize = |p: &mut ferric_service::assemble::Parts, w: &LabWiring| {
+        p.registry.register_boot("ipxe", Arc::new(ferric_service::drivers::fake::FakeBoot));
         p.registry
             .register_deploy("direct", Arc::new(StandIn { http: Arc::new(w.http.clone()), images: w.images.clone() }));
     };
@@ -104,7 +105,7 @@ fn config(n: usize) -> LabConfig {
     }
 }
 
-async fn wait_state(lab: &SimLab, i: usize, want: ProvisionState, limit: Duration) -> ferric::models::Node {
+async fn wait_state(lab: &SimLab, i: usize, want: ProvisionState, limit: Duration) -> ferric_types::models::Node {
     let start = tokio::time::Instant::now();
     loop {
         let n = lab.node_record(i).expect("enrolled");

@@ -6,8 +6,8 @@ mod common;
 
 use axum::http::StatusCode;
 use common::Api;
-use ferric::conductor::states::{self, Event, VERBS};
-use ferric::models::ProvisionState;
+use ferric_types::models::ProvisionState;
+use ferric_types::state_machine::{self, Event, VERBS};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -15,7 +15,7 @@ const INTERNAL: &[Event] = &[Event::Done, Event::Fail, Event::Wait, Event::Resum
 
 /// Can `to` be reached from `from` by `first` followed by internal events?
 fn reachable(from: ProvisionState, first: Event, to: ProvisionState) -> bool {
-    let Some(start) = states::next(from, first) else { return false };
+    let Some(start) = state_machine::next(from, first) else { return false };
     let mut seen = vec![start];
     let mut i = 0;
     while i < seen.len() {
@@ -24,7 +24,7 @@ fn reachable(from: ProvisionState, first: Event, to: ProvisionState) -> bool {
             return true;
         }
         for e in INTERNAL {
-            if let Some(n) = states::next(s, *e) {
+            if let Some(n) = state_machine::next(s, *e) {
                 if !seen.contains(&n) {
                     seen.push(n);
                 }
@@ -45,7 +45,7 @@ fn body_for(verb: &str) -> Value {
 }
 
 async fn run(verbs: Vec<usize>, power: Vec<bool>) {
-    let api = Api::virtual_clock(ferric::config::Config::default());
+    let api = Api::virtual_clock(ferric_service::config::Config::default());
     let u = api.node("prop").await;
     for (i, v) in verbs.into_iter().enumerate() {
         let (verb, _) = VERBS[v % VERBS.len()];
@@ -64,12 +64,14 @@ async fn run(verbs: Vec<usize>, power: Vec<bool>) {
         } else {
             assert!(r.status.is_client_error(), "{verb}: {} {}", r.status, r.text());
             assert_eq!(from, to, "rejected {verb} changed the state");
-            assert!(!states::is_actionable(from, event) || r.status != StatusCode::BAD_REQUEST || verb == "abort");
+            assert!(
+                !state_machine::is_actionable(from, event) || r.status != StatusCode::BAD_REQUEST || verb == "abort"
+            );
         }
-        if states::is_stable(to) {
+        if state_machine::is_stable(to) {
             assert_eq!(after["target_provision_state"], Value::Null, "{to} kept a target");
         }
-        if states::is_failure(to) {
+        if state_machine::is_failure(to) {
             assert!(after["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{to} without last_error");
         }
         assert_eq!(after["reservation"], Value::Null, "lock outlived {verb}");

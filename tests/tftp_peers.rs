@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use ferric::pxe::tftp::packet::{self, ErrorCode, Mode, Packet, Request};
-use ferric::pxe::tftp::{TftpConfig, TftpServer};
+use ferric_service::pxe::tftp::packet::{self, ErrorCode, Mode, Packet, Request};
+use ferric_service::pxe::tftp::{TftpConfig, TftpServer};
 use tokio::net::UdpSocket;
 use tokio::process::Command;
 

@@ -1,8 +1,8 @@
 //! TFTP codec, path resolution and transfer state machine under arbitrary input: no panics, and
 //! the window never runs past the file or backwards.
 
-use ferric::pxe::tftp::packet::{Mode, Packet, Request};
-use ferric::pxe::tftp::{Limits, ReadTransfer, Step, negotiate, resolve};
+use ferric_service::pxe::tftp::packet::{Mode, Packet, Request};
+use ferric_service::pxe::tftp::{Limits, ReadTransfer, Step, negotiate, resolve};
 use proptest::prelude::*;
 
 proptest! {

@@ -10,9 +10,9 @@
 mod common;
 
 use common::serve::follows_seed;
-use ferric::lab::qemu::{Flow, LabOptions, QemuLab};
-use ferric::scenario::{RunOptions, Scenario};
-use ferric::trace::seed;
+use ferric_lab::qemu::{Flow, LabOptions, QemuLab};
+use ferric_lab::scenario::{RunOptions, Scenario};
+use ferric_service::trace::seed;
 use ferric_sim::machine::Machine;
 use serde_json::{Value, json};
 use std::sync::Mutex;
@@ -111,7 +111,7 @@ fn direct_deploy_boots_from_disk_then_undeploy_cleans_it() {
 fn simulated(file: &str) -> Vec<(String, String, String)> {
     let path = format!("{}/scenarios/{file}", env!("CARGO_MANIFEST_DIR"));
     let scenario = Scenario::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let out = ferric::scenario::run(&scenario, &RunOptions::default()).unwrap();
+    let out = ferric_lab::scenario::run(&scenario, &RunOptions::default()).unwrap();
     assert!(out.report.passed, "{file}");
     let (_, events) = out.deploy.expect("the scenario deploys");
     normalize(

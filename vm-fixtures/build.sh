@@ -8,7 +8,7 @@
 #   vm-fixtures/build.sh [--agent PATH | --build-agent] [--target-dir DIR]
 #
 # --agent PATH      put this statically linked ferric-agent into the deploy ramdisk
-# --build-agent     build it first: cargo build --release --bin ferric-agent, crt-static
+# --build-agent     build it first: cargo build --release -p ferric-agent, crt-static
 # --target-dir DIR  cargo target directory (default: $CARGO_TARGET_DIR or <workspace>/target)
 set -euo pipefail
 
@@ -47,7 +47,7 @@ if [ "$build_agent" = 1 ]; then
   log "building ferric-agent (static, $triple)"
   (cd "$root" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
      CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-     cargo build -q --release --bin ferric-agent --target "$triple" --target-dir "$target_dir" >&2)
+     cargo build -q --release -p ferric-agent --bin ferric-agent --target "$triple" --target-dir "$target_dir" >&2)
   agent="$target_dir/$triple/release/ferric-agent"
 fi
 

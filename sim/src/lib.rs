@@ -1,5 +1,6 @@
-//! ferric-sim: the hardware side of ferric's labs. Virtual BMCs (IPMI 2.0 servers), simulated and
-//! QEMU machines behind one `Machine` trait, fleets and fault knobs.
+//! ferric-sim: the hardware side of ferric's labs. Virtual BMCs (IPMI 2.0 servers) and their fault
+//! knobs, the `Machine` trait a BMC drives, QEMU machines, network namespaces. The simulated
+//! machine (power, firmware, disk) lives in `ferric_lab::machine`, next to the lab that runs it.
 //!
 //! This crate depends on no part of the service: the service's IPMI client and this crate's BMC are
 //! independent implementations of the protocol that test each other (and are each tested against
@@ -9,7 +10,4 @@ pub mod machine;
 pub mod netns;
 mod process;
 pub mod qemu;
-pub mod simmachine;
 pub mod vbmc;
-
-pub use simmachine::{SimMachine, SimMachineConfig};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::http::{HttpClient, HttpError, HttpRequest, send_with_timeout};
-use super::wire::{HeartbeatRequest, LookupQuery, LookupResponse};
+use ferric_types::agent::{HeartbeatRequest, LookupQuery, LookupResponse};
+use ferric_types::http::{HttpClient, HttpError, HttpRequest, send_with_timeout};
 
 /// API version header sent (agent token + agent_verify_ca support, as IPA).
 pub const IRONIC_API_VERSION: &str = "1.68";

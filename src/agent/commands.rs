@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use super::context::AgentContext;
-use super::wire::{CommandError, CommandResult, CommandStatus};
+use ferric_types::agent::{CommandError, CommandResult, CommandStatus};
 
 /// How a command runs once its parameters are accepted.
 pub enum Prepared {

@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::disks::Disk;
-use super::http::HttpClient;
+use ferric_disk::disks::Disk;
+use ferric_disk::writer::{ImageWriter, WriterSettings};
+use ferric_types::http::HttpClient;
 
 /// Where the agent runs, which decides what `power_off` and `reboot` may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,44 +42,20 @@ impl HostMode {
     }
 }
 
-/// Tunables of image download and command handling.
+/// Tunables of image writing and command handling.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
-    /// Retries of an image download after the first attempt (4xx are not retried).
-    pub download_retries: u32,
-    /// Pause between download attempts.
-    pub download_retry_interval: Duration,
-    /// Longest silence on a download connection.
-    pub download_read_timeout: Duration,
-    /// Deadline for the response head of a download.
-    pub download_connect_timeout: Duration,
-    /// Size of the buffers hashed and written (bytes). Small enough that a buffer is still in
-    /// the CPU cache when it is hashed and copied to the disk (1 GiB raw image on 2 cores: 256 KiB
-    /// took ~20% less CPU than 4 MiB).
-    pub write_chunk: usize,
+    /// Image download and writing.
+    pub writer: WriterSettings,
     /// Smallest disk chosen when no root device hints are given.
     pub min_disk_size: u64,
-    /// Largest config drive accepted (bytes, after decoding).
-    pub max_configdrive: usize,
-    /// Memory for qcow2 clusters that arrive before their metadata.
-    pub qcow2_pending_limit: usize,
     /// Longest a `?wait=true` request blocks.
     pub max_wait: Duration,
 }
 
 impl Default for AgentSettings {
     fn default() -> Self {
-        Self {
-            download_retries: 3,
-            download_retry_interval: Duration::from_secs(5),
-            download_read_timeout: Duration::from_secs(60),
-            download_connect_timeout: Duration::from_secs(60),
-            write_chunk: 256 << 10,
-            min_disk_size: 0,
-            max_configdrive: 64 << 20,
-            qcow2_pending_limit: 256 << 20,
-            max_wait: Duration::from_secs(3600),
-        }
+        Self { writer: WriterSettings::default(), min_disk_size: 0, max_wait: Duration::from_secs(3600) }
     }
 }
 
@@ -189,39 +166,18 @@ impl AgentContext {
     }
 
     /// The disk to install on.
-    pub fn install_disk(&self) -> Result<Disk, super::wire::CommandError> {
+    pub fn install_disk(&self) -> Result<Disk, ferric_types::agent::CommandError> {
         let hints = self.root_device_hints();
-        super::disks::select_disk(&self.disks, hints.as_ref(), self.settings.min_disk_size)
+        ferric_disk::disks::select_disk(&self.disks, hints.as_ref(), self.settings.min_disk_size)
             .cloned()
-            .map_err(super::wire::CommandError::device_not_found)
+            .map_err(ferric_types::agent::CommandError::device_not_found)
     }
 }
 
 impl AgentContext {
-    /// A context that only writes images: the conductor's `iscsi` deploy runs the agent's own
-    /// image writer (formats, checksums, partition tables, config drive) against a remote disk,
-    /// so both flows write images with the same code. No ramdisk, no heartbeats.
-    pub fn image_writer(
-        http: Arc<dyn HttpClient>,
-        disk: Disk,
-        settings: AgentSettings,
-        seed: u64,
-        md5_allowed: bool,
-    ) -> Arc<AgentContext> {
-        use rand::SeedableRng;
-        Arc::new(AgentContext {
-            http,
-            disks: vec![disk],
-            mode: HostMode::Process,
-            settings,
-            node: Mutex::new(None),
-            md5_allowed: AtomicBool::new(md5_allowed),
-            standby: Mutex::new(StandbyState::default()),
-            shutdown: CancellationToken::new(),
-            force_heartbeat: Default::default(),
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            logs: Arc::new(LogRing::default()),
-        })
+    /// The image writer over this agent's HTTP client and settings.
+    pub fn image_writer(&self) -> ImageWriter<'_> {
+        ImageWriter { http: self.http.as_ref(), settings: &self.settings.writer, md5_allowed: self.md5_allowed() }
     }
 
     /// Partition UUIDs of the last image written, as `standby.get_partition_uuids` reports them.

@@ -4,50 +4,21 @@
 
 use super::commands::{Extension, Prepared};
 use super::context::AgentContext;
-use super::wire::CommandError;
-use crate::images::blockdev::BlockDevice as AgentDevice;
-use crate::iscsi::target::{StartIscsiTargetParams, TargetHandle, start_iscsi_target};
-use async_trait::async_trait;
-use bytes::Bytes;
+use crate::iscsi_target::{StartIscsiTargetParams, TargetHandle, start_iscsi_target};
+use ferric_disk::blockdev::BlockDevice;
+use ferric_types::agent::CommandError;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-
-/// Serves an agent disk to the iSCSI target (the two sides each have a block-device trait:
-/// this is the bridge, with 512-byte logical blocks).
-pub struct DiskForIscsi(pub Arc<dyn AgentDevice>);
-
-#[async_trait]
-impl crate::iscsi::disk::BlockDevice for DiskForIscsi {
-    fn block_size(&self) -> u32 {
-        512
-    }
-    fn size(&self) -> u64 {
-        self.0.size() / 512 * 512
-    }
-    async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        Ok(self.0.read_at(offset, len).await?.to_vec())
-    }
-    async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()> {
-        self.0.write_at(offset, data).await
-    }
-    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.0.write_zeroes(offset, len).await
-    }
-    async fn flush(&self) -> io::Result<()> {
-        self.0.flush().await
-    }
-}
 
 /// Where targets listen: a real TCP portal, or whatever a simulation plugs in.
 pub trait Exposer: Send + Sync {
     /// Starts a target for `disk`; returns its IQN and the portal it answers on.
     fn expose(
         &self,
-        disk: Arc<dyn crate::iscsi::disk::BlockDevice>,
+        disk: Arc<dyn BlockDevice>,
         params: StartIscsiTargetParams,
     ) -> BoxFuture<'static, Result<(String, SocketAddr), String>>;
     /// Stops every target started (the ramdisk is going away).
@@ -63,7 +34,7 @@ pub struct TcpExposer {
 impl Exposer for TcpExposer {
     fn expose(
         &self,
-        disk: Arc<dyn crate::iscsi::disk::BlockDevice>,
+        disk: Arc<dyn BlockDevice>,
         params: StartIscsiTargetParams,
     ) -> BoxFuture<'static, Result<(String, SocketAddr), String>> {
         let running = self.running.clone();
@@ -145,7 +116,7 @@ impl Extension for IscsiExtension {
         let exposer = self.exposer.clone();
         let listen_ip = self.listen_ip;
         Ok(Prepared::Inline(Box::pin(async move {
-            let dev: Arc<dyn crate::iscsi::disk::BlockDevice> = Arc::new(DiskForIscsi(disk.device.clone()));
+            let dev: Arc<dyn BlockDevice> = disk.device.clone();
             let p = StartIscsiTargetParams { iqn, portal_port, wipe_disk_metadata: wipe, listen_ip, chap: None };
             let (iqn, addr) = exposer
                 .expose(dev, p)

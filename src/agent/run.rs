@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use super::api_client::{ApiCallError, ApiClient};
 use super::commands::{Commands, Extension};
 use super::context::{AgentContext, AgentSettings, HostMode, LogRing, StandbyState};
-use super::disks::Disk;
 use super::extensions;
-use super::http::HttpClient;
 use super::server::{self, AgentCore};
-use super::wire::{AGENT_VERSION, HeartbeatRequest, LookupQuery, LookupResponse};
+use ferric_disk::disks::Disk;
+use ferric_types::agent::{AGENT_VERSION, HeartbeatRequest, LookupQuery, LookupResponse};
+use ferric_types::http::HttpClient;
 
 /// Agent configuration.
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ impl Agent {
         Ok(Self { core, api, config, heartbeat_timeout: Mutex::new(300) })
     }
 
-    /// The REST API (serve it, or register it with a [`super::http::TowerHttp`]).
+    /// The REST API (serve it, or register it with a [`ferric_lab::http::TowerHttp`]).
     pub fn router(&self) -> Router {
         server::router(self.core.clone())
     }

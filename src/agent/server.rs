@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::commands::{Commands, Refusal};
 use super::context::AgentContext;
-use super::wire::{AgentStatus, CommandList, Fault};
+use ferric_types::agent::{AgentStatus, CommandList, Fault};
 
 /// Largest command body (a 64 MiB config drive, base64-encoded, fits).
 pub const MAX_COMMAND_BODY: usize = 96 << 20;

@@ -2,16 +2,17 @@
 //! loopback socket.
 #![allow(dead_code)]
 
+pub mod agent_bin;
 pub mod listening;
 pub mod serve;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use ferric::clock::Clock;
-use ferric::config::Config;
-use ferric::db::Db;
-use ferric::service::Service;
-use ferric::trace::Recorder;
+use ferric_service::assemble::Service;
+use ferric_service::config::Config;
+use ferric_service::db::Db;
+use ferric_service::trace::Recorder;
+use ferric_types::clock::Clock;
 use serde_json::Value;
 use tower::ServiceExt;
 

@@ -183,13 +183,13 @@ impl Lab {
 
     fn spawn_agent(&self, mac: &str, disk: &Path, log: Option<&Path>) -> Proc {
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferric-agent"));
+        let mut cmd = Command::new(super::agent_bin::path());
         cmd.args(["--api-url", &self.url, "--mac", mac, "--listen", &format!("127.0.0.1:{port}"), "--disk"])
             .arg(disk)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
         if let Some(log) = log {
-            cmd.env("RUST_LOG", "warn,ferric::agent::commands=info")
+            cmd.env("RUST_LOG", "warn,ferric_agent::commands=info")
                 .env("NO_COLOR", "1")
                 .stderr(std::fs::File::create(log).unwrap());
         }
@@ -221,10 +221,14 @@ pub async fn trace(lab: &Lab, id: &str) -> Vec<(String, String, String)> {
 }
 
 /// `got` contains `want` in order, allowing repeats of the "Still working" exchange.
-pub fn follows_seed(got: &[(String, String, String)], want: &[ferric::trace::seed::Message]) -> Result<(), String> {
+pub fn follows_seed(
+    got: &[(String, String, String)],
+    want: &[ferric_service::trace::seed::Message],
+) -> Result<(), String> {
     let mut i = 0;
     for (from, to, label) in want {
-        let optional = *label == ferric::trace::seed::STILL_WORKING || *label == ferric::trace::seed::IS_DEPLOY_DONE;
+        let optional = *label == ferric_service::trace::seed::STILL_WORKING
+            || *label == ferric_service::trace::seed::IS_DEPLOY_DONE;
         let pos = got[i..].iter().position(|(f, t, l)| f == from.as_str() && t == to.as_str() && l == label);
         match pos {
             Some(p) => i += p + 1,

@@ -2,6 +2,9 @@
 //! loopback with free ports, torn down by PID on drop.
 #![allow(dead_code)]
 
+#[path = "../common/agent_bin.rs"]
+pub mod agent_bin;
+
 #[path = "../common/listening.rs"]
 mod listening;
 
@@ -147,7 +150,7 @@ pub struct AgentTarget {
 }
 
 impl AgentTarget {
-    pub fn start(agent_bin: &str, disk: &Path, iqn: &str, chap: Option<(&str, &str)>) -> Self {
+    pub fn start(agent_bin: &Path, disk: &Path, iqn: &str, chap: Option<(&str, &str)>) -> Self {
         let port = free_port();
         let mut cmd = Command::new(agent_bin);
         cmd.args([

@@ -15,7 +15,6 @@
 mod bmc;
 pub mod crypto;
 mod faults;
-pub mod fleet;
 mod transport;
 pub mod wire;
 

@@ -1,0 +1,736 @@
+//! A simulated lab: N machines with virtual BMCs, the ferric service in-process on an in-memory
+//! SQLite, the image store and HTTP boot server, all wired through the in-memory network.
+//!
+//! Built inside a tokio runtime: for simulations a current-thread runtime with the paused clock
+//! (see [`sim_runtime`]), where every duration is virtual and a seed decides everything random
+//! (fault schedules, BMC session IDs and drops, agent jitter, UUIDs). With BMCs on UDP and the
+//! system clock, the same lab backs `ferric serve --sim N`.
+
+use super::bridge::Bridge;
+use super::net::{self, PortHostTable, SimNet};
+use crate::fleet::{Fleet, NodeSettings};
+use crate::http::TowerHttp;
+use crate::machine::disk::{ContentPool, SimDisk};
+use crate::machine::node::{KnownImage, LabShared, Profile, SimNode};
+use crate::machine::power::SimMachineConfig;
+use bytes::Bytes;
+use ferric_service::assemble::{Parts, Service};
+use ferric_service::conductor::ConductorConfig;
+use ferric_service::config::Config;
+use ferric_service::db::Db;
+use ferric_service::drivers::agent_base::AgentEnv;
+use ferric_service::drivers::agent_client::{AgentClient, AgentClientConfig};
+use ferric_service::drivers::ipmitool::{self, PowerTiming};
+use ferric_service::drivers::iscsi_deploy::IscsiDeploy;
+use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
+use ferric_service::ipmi::{ClientConfig, Connector, IpmiPool, UdpConnector};
+use ferric_service::pxe::dhcp::HostTable;
+use ferric_service::trace::Recorder;
+use ferric_sim::vbmc::{BmcConfig, FaultSettings};
+use ferric_types::clock::Clock;
+use ferric_types::models::{NodeId, ProvisionState};
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Virtual wall-clock start of every simulation.
+pub const EPOCH_UNIX: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+/// Where simulated BMCs are reached over in-memory links (BMC i at port BMC_BASE_PORT + i).
+pub const BMC_ADDRESS: &str = "192.0.2.2";
+pub const BMC_BASE_PORT: u16 = 6230;
+/// Largest fleet (ports above the base must fit in a u16).
+pub const MAX_MACHINES: usize = 50_000;
+
+/// A current-thread runtime with tokio's clock paused: the simulation's time.
+pub fn sim_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build()
+}
+
+/// How the service reaches the BMCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BmcTransport {
+    /// Raw RMCP+ packets over in-memory channels (simulation).
+    #[default]
+    Channel,
+    /// UDP on 127.0.0.1, ports from `base_port` (`ferric serve --sim`).
+    Udp { base_port: u16 },
+}
+
+/// IPMI client timing of the conductor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpmiTiming {
+    pub attempt_timeout_ms: u64,
+    pub retries: u32,
+    pub command_timeout_secs: u64,
+    pub min_interval_ms: u64,
+    pub power_poll_ms: u64,
+    pub power_change_timeout_secs: u64,
+}
+
+impl Default for IpmiTiming {
+    fn default() -> Self {
+        Self {
+            attempt_timeout_ms: 1000,
+            retries: 3,
+            command_timeout_secs: 15,
+            min_interval_ms: 100,
+            power_poll_ms: 1000,
+            power_change_timeout_secs: 60,
+        }
+    }
+}
+
+/// One machine to build.
+#[derive(Debug, Clone)]
+pub struct MachineSpec {
+    pub profile: Arc<Profile>,
+    pub faults: FaultSettings,
+}
+
+/// Extra wiring of the service, given the lab's network, image service and boot roots.
+pub type Customize = Arc<dyn Fn(&mut Parts, &LabWiring) + Send + Sync>;
+
+/// Everything a lab is built from.
+#[derive(Clone)]
+pub struct LabConfig {
+    pub seed: u64,
+    pub machines: Vec<MachineSpec>,
+    /// Virtual bytes per real byte of images and disk traffic.
+    pub byte_scale: u64,
+    pub conductor: ConductorConfig,
+    pub ipmi: IpmiTiming,
+    pub transport: BmcTransport,
+    /// Boot the ramdisk right after DHCP (the `fake` boot interface serves no boot files).
+    pub assume_ramdisk: bool,
+    /// Register ferric's `pxe`/`ipxe` boot interfaces (see [`super::boot`]): the machines' DHCP
+    /// answers come from the options they write, and the machines read the configs they write.
+    pub real_boot: bool,
+    /// Real time instead of a virtual clock starting at [`EPOCH_UNIX`] (`ferric serve --sim`).
+    pub real_clock: bool,
+    /// Trace events kept in full (the hash covers all of them).
+    pub trace_capacity: usize,
+    /// Extra service wiring (deploy and boot interfaces, and what they need), re-run when the
+    /// conductor restarts.
+    pub customize: Option<Customize>,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            machines: Vec::new(),
+            byte_scale: 65_536,
+            conductor: sim_conductor_config(),
+            ipmi: IpmiTiming::default(),
+            transport: BmcTransport::Channel,
+            assume_ramdisk: true,
+            real_boot: false,
+            real_clock: false,
+            trace_capacity: 200_000,
+            customize: None,
+        }
+    }
+}
+
+/// Ironic's conductor defaults, with the periodic tasks at intervals that do not coincide (so
+/// their order never depends on tokio's `select!` coin).
+pub fn sim_conductor_config() -> ConductorConfig {
+    ConductorConfig { check_timeouts_interval: 60, sync_power_state_interval: 67, ..ConductorConfig::default() }
+}
+
+/// What the lab hands to `customize` (for drivers that reach agents, images and boot files).
+#[derive(Clone)]
+pub struct LabWiring {
+    pub http: TowerHttp,
+    pub images: Arc<ImageService>,
+    pub tftp_root: PathBuf,
+    pub http_root: PathBuf,
+    pub workdir: PathBuf,
+    /// The agents' iSCSI portals, reached by the conductor's `iscsi` deploy over in-memory streams.
+    pub portals: Arc<super::iscsi::Portals>,
+    /// The boot environment of ferric's `pxe`/`ipxe` interfaces (with [`LabConfig::real_boot`]).
+    pub boot: Option<Arc<ferric_service::drivers::pxe_boot::BootEnv>>,
+}
+
+/// Errors building or driving a lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("invalid lab: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+    #[error(transparent)]
+    Service(#[from] ferric_service::assemble::ServiceError),
+    #[error(transparent)]
+    Images(#[from] ferric_service::images::StoreError),
+    #[error(transparent)]
+    Bridge(#[from] super::bridge::BridgeError),
+    #[error(transparent)]
+    Db(#[from] ferric_service::db::DbError),
+    #[error("API {method} {path}: {status} {body}")]
+    Api { method: String, path: String, status: u16, body: String },
+    #[error("HTTP: {0}")]
+    Http(String),
+}
+
+/// A temporary directory removed on drop (the binary has no `tempfile`).
+pub struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(seed: u64) -> std::io::Result<Self> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ferric-lab-{}-{seed}-{n}", std::process::id());
+        let mut last = None;
+        for base in scratch_dirs() {
+            let p = base.join(&name);
+            match std::fs::create_dir_all(&p) {
+                Ok(()) => return Ok(Self(p)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no scratch directory")))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// Where labs keep their scratch files, in order of preference: `$TMPDIR` when set, else the
+/// RAM-backed `/dev/shm` if usable, then the system temp dir. Every deploy writes and removes
+/// boot configs, links and image-cache entries; on ext4, allocating inodes next to recently
+/// deleted ones scans inode tables, which took a fifth of a fleet simulation's CPU.
+fn scratch_dirs() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if std::env::var_os("TMPDIR").is_none() {
+        v.push(PathBuf::from("/dev/shm"));
+    }
+    v.push(std::env::temp_dir());
+    v
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A built lab.
+pub struct SimLab {
+    pub config: LabConfig,
+    pub service: Service,
+    pub db: Db,
+    pub clock: Clock,
+    pub trace: Recorder,
+    pub net: Arc<SimNet>,
+    pub fleet: Fleet,
+    pub nodes: Vec<Arc<SimNode>>,
+    pub shared: Arc<LabShared>,
+    pub images: Arc<ImageService>,
+    pub wiring: LabWiring,
+    pub pool: Arc<ContentPool>,
+    periodic: Option<JoinHandle<()>>,
+    watchers: Vec<JoinHandle<()>>,
+    bmc_servers: Option<tokio::task::JoinSet<std::io::Result<()>>>,
+    /// Conductor generations started (1 + restarts).
+    pub conductor_starts: u32,
+    _workdir: WorkDir,
+}
+
+/// A locally administered MAC for NIC `nic` of machine `index`.
+pub fn mac_of(index: usize, nic: usize) -> [u8; 6] {
+    let i = index as u32;
+    [0x52, 0x54, nic as u8, (i >> 16) as u8, (i >> 8) as u8, i as u8]
+}
+
+fn ipmi_client_config(t: &IpmiTiming, seed: u64) -> ClientConfig {
+    ClientConfig {
+        attempt_timeout: Duration::from_millis(t.attempt_timeout_ms.max(1)),
+        retries: t.retries,
+        command_timeout: Duration::from_secs(t.command_timeout_secs.max(1)),
+        min_interval: Duration::from_millis(t.min_interval_ms),
+        rng_seed: Some(seed),
+        ..ClientConfig::default()
+    }
+}
+
+fn build_service(
+    config: &LabConfig,
+    db: &Db,
+    clock: &Clock,
+    trace: &Recorder,
+    connector: Arc<dyn Connector>,
+    wiring: &LabWiring,
+    generation: u32,
+) -> Result<Service, LabError> {
+    let mut c =
+        Config { conductor: config.conductor.clone(), data_dir: wiring.workdir.join("data"), ..Config::default() };
+    c.api.public_url = Some(net::api_url());
+    let seed = config.seed ^ 0x1b_a1_u64.wrapping_mul(u64::from(generation) + 1);
+    let pool =
+        Arc::new(IpmiPool::new(connector, ipmi_client_config(&config.ipmi, seed), config.machines.len().max(64) * 2));
+    let timing = PowerTiming {
+        change_timeout: Duration::from_secs(config.ipmi.power_change_timeout_secs.max(1)),
+        poll_interval: Duration::from_millis(config.ipmi.power_poll_ms.max(1)),
+    };
+    let customize = config.customize.clone();
+    let wiring = wiring.clone();
+    let iscsi = c.iscsi.clone();
+    let agent_config = c.agent.clone();
+    Ok(Service::build(c, db.clone(), clock.clone(), trace.clone(), move |p| {
+        ipmitool::register(&mut p.registry, pool, timing);
+        // Agent-based deploys (`direct`, `iscsi`) reach agents and the image store through the
+        // in-memory network, with ferric's own agent client.
+        let http: Arc<dyn ferric_types::http::HttpClient> = Arc::new(wiring.http.clone());
+        p.env.agent = Some(Arc::new(AgentEnv {
+            client: AgentClient::new(http.clone(), AgentClientConfig::default()),
+            http,
+            images: Some(wiring.images.clone()),
+            image_url_base: net::images_url(),
+            config: agent_config,
+        }));
+        let connector = Arc::new(super::iscsi::SimIscsiConnector { portals: wiring.portals.clone() });
+        p.registry.register_deploy("iscsi", Arc::new(IscsiDeploy { connector, config: iscsi.clone() }));
+        if let Some(b) = &wiring.boot {
+            super::boot::register(p, b.clone());
+        }
+        if let Some(f) = customize {
+            f(p, &wiring);
+        }
+    })?)
+}
+
+impl SimLab {
+    /// Builds the lab inside the current runtime (paused for simulations).
+    pub async fn build(config: LabConfig) -> Result<SimLab, LabError> {
+        let n = config.machines.len();
+        if n == 0 || n > MAX_MACHINES {
+            return Err(LabError::Invalid(format!("a lab has 1 to {MAX_MACHINES} machines, not {n}")));
+        }
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let workdir = WorkDir::create(config.seed)?;
+        let tftp_root = workdir.path().join("tftp");
+        let http_root = workdir.path().join("http");
+        std::fs::create_dir_all(&tftp_root)?;
+        std::fs::create_dir_all(&http_root)?;
+        // What an operator installs in the TFTP root (ferric's DHCP hands these names out).
+        for f in ["undionly.kpxe", "ipxe.efi", "snponly.efi", "pxelinux.0", "syslinux.efi"] {
+            std::fs::write(tftp_root.join(f), format!("simulated network boot program {f}\n"))?;
+        }
+        let clock_seed: u64 = rng.random();
+        let clock = if config.real_clock {
+            Clock::system()
+        } else {
+            let epoch = chrono::DateTime::from_timestamp(EPOCH_UNIX, 0).unwrap_or_default();
+            Clock::virtual_from(epoch, clock_seed)
+        };
+        let trace = Recorder::new(config.trace_capacity);
+        let db = Db::open_in_memory()?;
+        // Every machine's node decoded once, not once per read (a few KiB each).
+        db.set_node_cache_capacity(config.machines.len() + ferric_service::db::NODE_CACHE_DEFAULT);
+
+        let settings: Vec<NodeSettings> = config
+            .machines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| NodeSettings {
+                name: format!("node-{i}"),
+                bmc: BmcConfig { seed: rng.random(), ..BmcConfig::default() },
+                machine: SimMachineConfig {
+                    soft_off_delay_ms: (m.profile.timings.soft_off_secs * 1000.0) as u64,
+                    macs: (0..m.profile.nics.max(1)).map(|k| mac_of(i, k)).collect(),
+                    ..SimMachineConfig::default()
+                },
+                faults: m.faults,
+            })
+            .collect();
+        let fleet = Fleet::build(settings)?;
+
+        let bridge = Bridge::start(clock.clone())?;
+        let http = TowerHttp::new();
+        let store = Arc::new(ImageStore::open(&workdir.path().join("images"), clock.clone(), 16 << 30)?);
+        let key: [u8; 32] = rng.random();
+        let images = Arc::new(ImageService::new(store, key.to_vec(), clock.clone()));
+        http.add_host(net::IMAGES_HOST, bridge.service(images.clone().router()));
+        http.add_host(net::BOOT_HOST, bridge.service(ferric_service::pxe::http::router(http_root.clone())));
+
+        let dhcp = Arc::new(ferric_service::network::dhcp::DbDhcp::new(db.clone()));
+        let boot = if config.real_boot {
+            Some(super::boot::boot_env(
+                workdir.path(),
+                &tftp_root,
+                &http_root,
+                net::boot_url(),
+                net::api_url(),
+                dhcp.clone(),
+            )?)
+        } else {
+            None
+        };
+        let wiring = LabWiring {
+            boot,
+            http: http.clone(),
+            images: images.clone(),
+            tftp_root: tftp_root.clone(),
+            http_root: http_root.clone(),
+            workdir: workdir.path().to_path_buf(),
+            portals: super::iscsi::Portals::new(),
+        };
+        let (connector, bmc_servers): (Arc<dyn Connector>, _) = match config.transport {
+            BmcTransport::Channel => {
+                (Arc::new(super::vbmc::channel_connector(&fleet, BMC_ADDRESS, BMC_BASE_PORT)), None)
+            }
+            BmcTransport::Udp { base_port } => {
+                let sockets = fleet.bind(std::net::Ipv4Addr::LOCALHOST.into(), base_port).await?;
+                (Arc::new(UdpConnector), Some(fleet.serve(sockets)))
+            }
+        };
+        let service = build_service(&config, &db, &clock, &trace, connector, &wiring, 0)?;
+        http.add_host(net::API_HOST, service.router());
+
+        // With ferric's boot interfaces the DHCP answers come from the options they write (as in
+        // `ferric serve`); with the fake one, from the ports on the provisioning network.
+        let hosts: Arc<dyn HostTable> = if config.real_boot { dhcp } else { Arc::new(PortHostTable::new(db.clone())) };
+        let net = Arc::new(SimNet::new(
+            n,
+            hosts,
+            http,
+            bridge,
+            clock.clone(),
+            trace.clone(),
+            db.clone(),
+            tftp_root,
+            http_root,
+        ));
+        let shared = Arc::new(LabShared {
+            net: net.clone(),
+            images: Mutex::new(Vec::new()),
+            scale: config.byte_scale.max(1),
+            assume_ramdisk: config.assume_ramdisk,
+            stray_writes: Mutex::new(Vec::new()),
+            portals: wiring.portals.clone(),
+            images_down: AtomicBool::new(false),
+            images_corrupt: AtomicBool::new(false),
+        });
+        let pool = Arc::new(ContentPool::new());
+        let mut nodes = Vec::with_capacity(n);
+        let mut watchers = Vec::with_capacity(n);
+        for (i, (spec, f)) in config.machines.iter().zip(&fleet.nodes).enumerate() {
+            let t = &spec.profile.timings;
+            let disk = Arc::new(SimDisk::new(
+                spec.profile.disk_gib.saturating_mul(1 << 30) / shared.scale,
+                t.disk_bytes_per_sec,
+                shared.scale,
+                pool.clone(),
+            ));
+            let node = SimNode::new(
+                i,
+                format!("node-{i}"),
+                f.machine.clone(),
+                f.bmc.clone(),
+                disk.clone(),
+                spec.profile.clone(),
+                shared.clone(),
+                rng.random(),
+            );
+            disk.set_hook(write_guard(&node, &db, &shared));
+            watchers.push(tokio::spawn(node.clone().watch()));
+            nodes.push(node);
+        }
+        let periodic = Some(service.conductor.start());
+        Ok(SimLab {
+            config,
+            db,
+            clock,
+            trace,
+            net,
+            fleet,
+            nodes,
+            shared,
+            images,
+            wiring,
+            pool,
+            service,
+            periodic,
+            watchers,
+            bmc_servers,
+            conductor_starts: 1,
+            _workdir: workdir,
+        })
+    }
+
+    /// The conductor process dies mid-work and a new one starts on the same database: work held
+    /// in memory is lost, locks are recovered, waits resume (Ironic's behaviour on restart).
+    pub fn restart_conductor(&mut self) -> Result<(), LabError> {
+        if let Some(p) = self.periodic.take() {
+            p.abort();
+        }
+        self.service.conductor.halt();
+        let connector: Arc<dyn Connector> = match self.config.transport {
+            BmcTransport::Channel => Arc::new(super::vbmc::channel_connector(&self.fleet, BMC_ADDRESS, BMC_BASE_PORT)),
+            BmcTransport::Udp { .. } => Arc::new(UdpConnector),
+        };
+        let service = build_service(
+            &self.config,
+            &self.db,
+            &self.clock,
+            &self.trace,
+            connector,
+            &self.wiring,
+            self.conductor_starts,
+        )?;
+        self.conductor_starts += 1;
+        self.net.http.add_host(net::API_HOST, service.router());
+        self.periodic = Some(service.conductor.start());
+        self.service = service;
+        Ok(())
+    }
+
+    /// Stops the conductor's periodic tasks (power sync, timeouts); a sync in progress is
+    /// cancelled, which releases its node lock. For the end of a run.
+    pub fn stop_periodic(&mut self) {
+        if let Some(p) = self.periodic.take() {
+            p.abort();
+        }
+    }
+
+    /// Registers an image of `size` virtual bytes with deterministic content (scaled down by the
+    /// lab's byte scale), active in the image store; `id` is a UUID. Returns the image.
+    pub async fn add_image(
+        &self,
+        name: &str,
+        id: &str,
+        size: u64,
+        format: DiskFormat,
+        seed: u64,
+    ) -> Result<ferric_service::images::Image, LabError> {
+        let real = (size / self.shared.scale).clamp(512, 64 << 20) as usize;
+        let mut data = vec![0u8; real];
+        StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+        let data = Bytes::from(data);
+        let store = &self.images.store;
+        let img = store.create(CreateImage {
+            id: Some(id.to_string()),
+            name: Some(name.to_string()),
+            disk_format: Some(format),
+            container_format: Some("bare".into()),
+            ..Default::default()
+        })?;
+        // Uploaded through the bridge, like every file-touching router call of the simulation.
+        let url = url::Url::parse(&format!("{}/v2/images/{}/file", net::images_url(), img.id))
+            .map_err(|e| LabError::Http(e.to_string()))?;
+        let mut req = ferric_types::http::HttpRequest::get(url);
+        req.method = http::Method::PUT;
+        req.body = data.clone();
+        use ferric_types::http::HttpClient;
+        let resp = self.net.http.send(req).await.map_err(|e| LabError::Http(e.to_string()))?;
+        if !resp.status.is_success() {
+            let body = resp.bytes(4096).await.unwrap_or_default();
+            return Err(LabError::Http(format!("image upload: {} {}", resp_status(&body), img.id)));
+        }
+        let img = store.get(&img.id)?;
+        self.shared.images.lock().push(KnownImage { name: name.to_string(), id: img.id.clone(), data });
+        Ok(img)
+    }
+
+    /// Calls the API as a client would (latest microversion), in-process.
+    pub async fn api(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Value, LabError> {
+        api_call(&self.net.http, method, path, body).await
+    }
+
+    /// The node and port bodies that enroll machine `i` as an `ipmi` node (node UUID `uuid`,
+    /// port UUIDs from `port_uuids`); `extra` is merged into the node's body.
+    pub fn enroll_bodies(
+        &self,
+        i: usize,
+        uuid: NodeId,
+        port_uuids: &[String],
+        extra: &Value,
+    ) -> Result<(Value, Vec<Value>), LabError> {
+        let node = self.nodes.get(i).ok_or_else(|| LabError::Invalid(format!("no machine {i}")))?;
+        let (address, port) = match self.config.transport {
+            BmcTransport::Channel => (BMC_ADDRESS.to_string(), BMC_BASE_PORT as usize + i),
+            BmcTransport::Udp { base_port } => ("127.0.0.1".to_string(), base_port as usize + i),
+        };
+        let p = &node.profile;
+        let mut body = json!({
+            "uuid": uuid.to_string(),
+            "name": node.name,
+            "driver": "ipmi",
+            "driver_info": {
+                "ipmi_address": address,
+                "ipmi_port": port,
+                "ipmi_username": "admin",
+                "ipmi_password": "password",
+            },
+            "properties": {
+                "cpus": p.cpus,
+                "memory_mb": p.memory_mb,
+                "local_gb": p.disk_gib,
+                "cpu_arch": "x86_64",
+                "capabilities": if p.firmware == crate::machine::node::Firmware::Uefi { "boot_mode:uefi" } else { "boot_mode:bios" },
+            },
+        });
+        if self.config.real_boot {
+            let (kernel, ramdisk) = super::boot::deploy_image_urls(self.wiring.workdir.as_path());
+            merge(&mut body, &json!({"driver_info": {"deploy_kernel": kernel, "deploy_ramdisk": ramdisk}}));
+        }
+        merge(&mut body, extra);
+        let ports = node
+            .macs
+            .iter()
+            .enumerate()
+            .map(|(k, mac)| {
+                let mut port =
+                    json!({"node_uuid": uuid.to_string(), "address": mac.to_string(), "pxe_enabled": k == 0});
+                if let Some(u) = port_uuids.get(k) {
+                    port["uuid"] = json!(u);
+                }
+                port
+            })
+            .collect();
+        Ok((body, ports))
+    }
+
+    /// Enrolls machine `i` through the API (see [`SimLab::enroll_bodies`]).
+    pub async fn enroll(&self, i: usize, uuid: NodeId, port_uuids: &[String], extra: &Value) -> Result<(), LabError> {
+        let (body, ports) = self.enroll_bodies(i, uuid, port_uuids, extra)?;
+        self.api(http::Method::POST, "/v1/nodes", Some(body)).await?;
+        if let Some(n) = self.nodes.get(i) {
+            n.set_node(uuid);
+        }
+        for port in ports {
+            self.api(http::Method::POST, "/v1/ports", Some(port)).await?;
+        }
+        Ok(())
+    }
+
+    /// The node a machine is enrolled as, from the database.
+    pub fn node_record(&self, i: usize) -> Option<ferric_types::models::Node> {
+        let id = self.nodes.get(i)?.node()?;
+        self.db.get_node_by_uuid(id).ok()
+    }
+
+    /// Stops every task of the lab (tests build many labs in one runtime).
+    pub fn shutdown(&mut self) {
+        if let Some(p) = self.periodic.take() {
+            p.abort();
+        }
+        self.service.conductor.halt();
+        for w in self.watchers.drain(..) {
+            w.abort();
+        }
+        if let Some(mut s) = self.bmc_servers.take() {
+            s.abort_all();
+        }
+    }
+}
+
+impl Drop for SimLab {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Calls the API in-process over `http` as a client would (latest microversion).
+pub async fn api_call(
+    http: &TowerHttp,
+    method: http::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, LabError> {
+    use ferric_types::http::HttpClient;
+    let url = url::Url::parse(&format!("{}{path}", net::api_url())).map_err(|e| LabError::Http(e.to_string()))?;
+    let mut req = ferric_types::http::HttpRequest::get(url);
+    req.method = method.clone();
+    req = req.header(http::HeaderName::from_static("x-openstack-ironic-api-version"), "latest");
+    if let Some(b) = body {
+        req.body = Bytes::from(serde_json::to_vec(&b).map_err(|e| LabError::Http(e.to_string()))?);
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let resp = http.send(req).await.map_err(|e| LabError::Http(e.to_string()))?;
+    let status = resp.status;
+    let bytes = resp.bytes(16 << 20).await.map_err(|e| LabError::Http(e.to_string()))?;
+    if !status.is_success() {
+        return Err(LabError::Api {
+            method: method.to_string(),
+            path: path.to_string(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).chars().take(2000).collect(),
+        });
+    }
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| LabError::Http(e.to_string()))
+}
+
+fn resp_status(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).chars().take(500).collect()
+}
+
+/// Merges `extra`'s object members into `base` (recursively for objects).
+pub fn merge(base: &mut Value, extra: &Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                match b.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, e) if !e.is_null() => *b = e.clone(),
+        _ => {}
+    }
+}
+
+/// States in which ferric may write a node's disk (a deploy, or cleaning).
+fn write_allowed(s: ProvisionState) -> bool {
+    matches!(
+        s,
+        ProvisionState::Deploying | ProvisionState::DeployWait | ProvisionState::Cleaning | ProvisionState::CleanWait
+    )
+}
+
+/// The disk's write hook: records writes to a disk whose node is not being deployed or cleaned.
+/// The lab owns the only handle to its in-memory database, so the state this handle last saw is
+/// the current one (asking SQLite for every block written was 2% of a 10,000-node run).
+fn write_guard(node: &Arc<SimNode>, db: &Db, shared: &Arc<LabShared>) -> crate::machine::disk::WriteHook {
+    let node = Arc::downgrade(node);
+    let db = db.clone();
+    let shared = Arc::downgrade(shared);
+    Arc::new(move |offset, len| {
+        let Some(n) = node.upgrade() else { return Ok(()) };
+        let state = n.node().and_then(|id| db.known_provision_state(id).ok());
+        match state {
+            Some(s) if write_allowed(s) => {}
+            other => {
+                if let Some(sh) = shared.upgrade() {
+                    let mut w = sh.stray_writes.lock();
+                    if w.len() < 1000 {
+                        w.push(format!(
+                            "{}: {len} bytes at {offset} while the node was {}",
+                            n.name,
+                            other.map(|s| s.to_string()).unwrap_or_else(|| "not enrolled".into())
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}

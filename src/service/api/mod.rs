@@ -1,0 +1,184 @@
+//! REST API, wire-compatible with Ironic v1 (microversions, error envelope, resources).
+//!
+//! The API reads the database directly and asks the conductor (through [`ConductorApi`]) for
+//! anything that needs a node's lock, a driver or hardware.
+
+mod allocations;
+mod chassis;
+mod deploy_templates;
+mod drivers;
+pub mod error;
+mod misc;
+mod nodes;
+mod nodes_extra;
+mod ports;
+mod ramdisk;
+pub mod render;
+mod util;
+mod volume;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::db::Db;
+use crate::trace::Recorder;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ferric_types::rpc::ConductorApi;
+use std::sync::Arc;
+
+/// Lowest microversion served (1.1).
+pub const MIN_MINOR: u32 = 1;
+/// Highest microversion served: the features of every version up to this one are implemented.
+pub const MAX_MINOR: u32 = 87;
+
+/// Largest request body accepted (Ironic's default limit is 112 KiB; configdrives need more).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub db: Db,
+    pub rpc: Arc<dyn ConductorApi>,
+    /// Base URL for links (`http://host:port`); taken from the request's Host when unset.
+    pub public_url: Option<String>,
+    pub trace: Recorder,
+    /// The image service, served beside the Ironic API (`/v2/images`, temp URLs).
+    pub images: Option<Arc<crate::images::ImageService>>,
+    /// Agents must heartbeat at least this often (seconds; sent at lookup).
+    pub agent_heartbeat_timeout: u64,
+}
+
+/// The negotiated microversion's minor number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32);
+
+/// Per-request context: version and link base.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub version: u32,
+    pub base: String,
+}
+
+impl Ctx {
+    pub fn allows(&self, minor: u32) -> bool {
+        self.version >= minor
+    }
+}
+
+/// The API router, with Ironic's headers, version negotiation and error shapes.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/", get(util::v1_root))
+        .merge(nodes::routes())
+        .merge(ports::routes())
+        .merge(chassis::routes())
+        .merge(drivers::routes())
+        .merge(ramdisk::routes())
+        .merge(nodes_extra::routes())
+        .merge(volume::routes())
+        .merge(allocations::routes())
+        .merge(deploy_templates::routes())
+        .merge(misc::routes());
+    // ferric's own diagnostics live outside Ironic's namespace.
+    let ferric = Router::new().route("/trace/{node}", get(util::trace));
+    let mut inner = Router::new()
+        .route("/", get(util::root))
+        .nest("/v1", v1)
+        .nest("/ferric", ferric)
+        .fallback(util::no_route)
+        .with_state(state.clone());
+    if let Some(images) = &state.images {
+        inner = inner.merge(images.clone().router());
+    }
+    let inner = inner.layer(axum::middleware::from_fn_with_state(state, ironic_headers));
+    // Ironic accepts `/v1/nodes/` as `/v1/nodes` (python-ironicclient sends both): trim trailing
+    // slashes before routing.
+    Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner))
+}
+
+fn parse_version(h: &HeaderMap) -> Result<u32, ApiError> {
+    let Some(v) = h.get("x-openstack-ironic-api-version") else { return Ok(MIN_MINOR) };
+    let s = v.to_str().unwrap_or("").trim();
+    if s.eq_ignore_ascii_case("latest") {
+        return Ok(MAX_MINOR);
+    }
+    let bad = || {
+        ApiError::bad_request(format!(
+            "Invalid value for X-OpenStack-Ironic-API-Version header: {s}. It must be of the form MAJOR.MINOR or \"latest\"."
+        ))
+    };
+    let (maj, min) = s.split_once('.').ok_or_else(bad)?;
+    let maj: u32 = maj.parse().map_err(|_| bad())?;
+    let min: u32 = min.parse().map_err(|_| bad())?;
+    if maj != 1 || !(MIN_MINOR..=MAX_MINOR).contains(&min) {
+        let what = if maj != 1 { "major" } else { "minor" };
+        return Err(ApiError::routing(
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "Version {s} was requested but the {what} version is not supported by this service. The supported version range is: [1.{MIN_MINOR}, 1.{MAX_MINOR}]."
+            ),
+        ));
+    }
+    Ok(min)
+}
+
+static MIN_HEADER: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+    HeaderValue::from_str(&format!("1.{MIN_MINOR}")).unwrap_or(HeaderValue::from_static("1.1"))
+});
+static MAX_HEADER: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+    HeaderValue::from_str(&format!("1.{MAX_MINOR}")).unwrap_or(HeaderValue::from_static("1.1"))
+});
+
+fn request_id() -> HeaderValue {
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req-0"))
+}
+
+/// Negotiates the microversion, then stamps every response with Ironic's headers and gives
+/// bodiless routing errors (405 from the router) the envelope.
+async fn ironic_headers(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let rid = request_id();
+    let mut resp = match parse_version(req.headers()) {
+        Ok(v) => {
+            let base = match &state.public_url {
+                Some(u) => u.trim_end_matches('/').to_string(),
+                None => {
+                    let host =
+                        req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:6385");
+                    format!("http://{host}")
+                }
+            };
+            req.extensions_mut().insert(Ctx { version: v, base });
+            let mut r = next.run(req).await;
+            if r.status() == StatusCode::METHOD_NOT_ALLOWED && r.headers().get(header::CONTENT_TYPE).is_none() {
+                let allow = r.headers().get(header::ALLOW).cloned();
+                r = ApiError::routing(StatusCode::METHOD_NOT_ALLOWED, "").into_response();
+                if let Some(a) = allow {
+                    r.headers_mut().insert(header::ALLOW, a);
+                }
+            } else if r.status() != StatusCode::METHOD_NOT_ALLOWED {
+                let h = r.headers_mut();
+                h.insert(
+                    "x-openstack-ironic-api-version",
+                    HeaderValue::from_str(&format!("1.{v}")).unwrap_or(HeaderValue::from_static("1.1")),
+                );
+            }
+            r
+        }
+        Err(e) => e.into_response(),
+    };
+    // 405 responses carry no version headers in Ironic (they come from its routing layer).
+    let routing_error = resp.status() == StatusCode::METHOD_NOT_ALLOWED;
+    let h = resp.headers_mut();
+    if !routing_error {
+        h.insert("x-openstack-ironic-api-minimum-version", MIN_HEADER.clone());
+        h.insert("x-openstack-ironic-api-maximum-version", MAX_HEADER.clone());
+    }
+    h.insert("x-openstack-request-id", rid.clone());
+    h.insert("openstack-request-id", rid);
+    resp
+}

@@ -1,0 +1,287 @@
+//! Assembles the service (store, drivers, conductor, API) from a configuration. Used by
+//! `ferric serve`, the tests, and the labs, which add their own hardware backends.
+
+use crate::api::{self, ApiState};
+use crate::conductor::{Conductor, ConductorError};
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::drivers::agent_base::AgentEnv;
+use crate::drivers::agent_client::{AgentClient, AgentClientConfig};
+use crate::drivers::ipmitool::{self, PowerTiming};
+use crate::drivers::iscsi_deploy::{IscsiDeploy, TcpIscsi};
+use crate::drivers::pxe_boot::{self, BootEnv, ImageResolver, ImageServiceResolver, UrlResolver};
+use crate::drivers::{DriverEnv, Registry};
+use crate::images::{ImageService, ImageStore};
+use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
+use crate::network::dhcp::DbDhcp;
+use crate::pxe::PxeServices;
+use crate::trace::Recorder;
+use ferric_disk::http::ReqwestHttp;
+use ferric_types::clock::Clock;
+use std::sync::Arc;
+
+/// Errors while building the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("HTTP client: {0}")]
+    Http(String),
+    #[error("temp URL key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Conductor(#[from] ConductorError),
+    #[error("image store: {0}")]
+    Images(#[from] crate::images::store::StoreError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("PXE boot services: {0}")]
+    Pxe(String),
+}
+
+/// A built service: the conductor and the API state that fronts it.
+pub struct Service {
+    pub config: Config,
+    pub db: Db,
+    pub conductor: Conductor,
+    pub api: ApiState,
+}
+
+/// Hooks for whoever assembles a service to add hardware support before the conductor starts.
+pub struct Parts {
+    pub registry: Registry,
+    pub env: DriverEnv,
+    /// The image service the API serves (set it with the agent environment).
+    pub images: Option<Arc<ImageService>>,
+}
+
+impl Service {
+    /// Opens the database in the data directory and builds everything with defaults.
+    pub fn open(config: Config) -> Result<Service, ServiceError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
+        let db = Db::open(&config.database_path())?;
+        let timing = PowerTiming {
+            change_timeout: std::time::Duration::from_secs(config.conductor.power_state_change_timeout),
+            ..Default::default()
+        };
+        let key = temp_url_key(&config)?;
+        let store = Arc::new(ImageStore::open(&config.images_dir(), Clock::system(), config.images.max_image_size)?);
+        let images = Arc::new(ImageService::new(store, key, Clock::system()));
+        let http =
+            ReqwestHttp::new(std::time::Duration::from_secs(10)).map_err(|e| ServiceError::Http(e.to_string()))?;
+        let http: Arc<dyn ferric_types::http::HttpClient> = Arc::new(http);
+        let agent = Arc::new(AgentEnv {
+            client: AgentClient::new(http.clone(), AgentClientConfig::default()),
+            http,
+            images: Some(images.clone()),
+            image_url_base: config.public_url(),
+            config: config.agent.clone(),
+        });
+        let boot = boot_env(&config, &db, &images)?;
+        Service::build(config, db, Clock::system(), Recorder::new(10_000), |p| {
+            let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096));
+            ipmitool::register(&mut p.registry, pool, timing);
+            p.env.agent = Some(agent);
+            p.images = Some(images);
+            if let Some(b) = boot {
+                pxe_boot::register(&mut p.registry);
+                p.env.boot = Some(b);
+            }
+        })
+    }
+
+    /// Builds the service on an existing store; `customize` registers extra interfaces.
+    pub fn build(
+        config: Config,
+        db: Db,
+        clock: Clock,
+        trace: Recorder,
+        customize: impl FnOnce(&mut Parts),
+    ) -> Result<Service, ServiceError> {
+        let mut parts = Parts {
+            registry: Registry::new(config.drivers.clone()),
+            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), agent: None, boot: None },
+            images: None,
+        };
+        parts.registry.register_deploy(
+            "iscsi",
+            Arc::new(IscsiDeploy { connector: Arc::new(TcpIscsi), config: config.iscsi.clone() }),
+        );
+        customize(&mut parts);
+        let parts_images = parts.images.take();
+        let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;
+        let api = ApiState {
+            db: db.clone(),
+            rpc: Arc::new(conductor.clone()),
+            public_url: config.api.public_url.clone(),
+            trace,
+            images: parts_images,
+            agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
+        };
+        Ok(Service { config, db, conductor, api })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.api.clone())
+    }
+
+    /// Binds the API and serves it until `shutdown` resolves; runs the conductor's periodic
+    /// tasks meanwhile.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServiceError> {
+        let addr = self.config.api.bind;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Like [`Service::serve`] on an already bound listener.
+    pub async fn serve_on(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServiceError> {
+        let pxe = self.start_pxe().await?.map(watch_pxe);
+        let periodic = self.conductor.start();
+        let addr = listener.local_addr().ok();
+        tracing::info!(?addr, "ferric API listening");
+        let router = self.router();
+        let res = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        periodic.abort();
+        if let Some(p) = pxe {
+            p.abort();
+        }
+        self.conductor.wait_idle().await;
+        self.conductor.unregister();
+        res.map_err(|source| ServiceError::Bind { addr: addr.unwrap_or(self.config.api.bind), source })
+    }
+}
+
+impl Service {
+    /// Binds and starts the configured provisioning-network services (TFTP, HTTP boot, DHCP, RA)
+    /// with the database as DHCP host table and lease store. `None` when none is configured.
+    pub async fn start_pxe(&self) -> Result<Option<PxeServices>, ServiceError> {
+        let c = &self.config;
+        let cfg = c.pxe.service_config(&c.dhcp, &c.data_dir).map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        if cfg.tftp.is_none() && cfg.http.is_none() && cfg.dhcp.is_none() && cfg.ra.is_none() {
+            return Ok(None);
+        }
+        for root in [c.pxe.tftp_root(&c.data_dir), c.pxe.http_root(&c.data_dir)] {
+            std::fs::create_dir_all(&root).map_err(|source| ServiceError::DataDir { path: root, source })?;
+        }
+        if cfg.dhcp.is_some() && c.pxe.http_url().unwrap_or_default().is_empty() {
+            tracing::warn!(
+                "DHCP runs without an HTTP boot URL ([pxe] http_bind or http_url): iPXE clients get no script"
+            );
+        }
+        let dhcp = Arc::new(DbDhcp::new(self.db.clone()));
+        let observer = Arc::new(TraceDhcp(self.api.trace.clone()));
+        let svc = crate::pxe::start_observed(cfg, dhcp.clone(), dhcp, Some(observer))
+            .await
+            .map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        tracing::info!(tftp = ?svc.tftp_addr, http = ?svc.http_addr, dhcp = ?svc.dhcp_addr, "PXE services listening");
+        Ok(Some(svc))
+    }
+}
+
+/// Records the seed's "DHCP request" / "next-server = Conductor" exchange when ferric's DHCP
+/// server offers a node's port its boot file.
+struct TraceDhcp(Recorder);
+
+impl crate::pxe::dhcp::DhcpObserver for TraceDhcp {
+    fn replied(&self, _mac: &crate::pxe::MacAddr, host: &crate::pxe::dhcp::HostEntry, kind: dhcproto::v4::MessageType) {
+        use crate::trace::{Actor, seed};
+        if kind != dhcproto::v4::MessageType::Offer {
+            return;
+        }
+        if let Some(node) = host.node.as_deref().and_then(|n| n.parse::<ferric_types::models::NodeId>().ok()) {
+            self.0.record(node, Actor::Node, Actor::Neutron, seed::DHCP_REQUEST);
+            self.0.record(node, Actor::Neutron, Actor::Node, seed::NEXT_SERVER);
+        }
+    }
+}
+
+/// Logs a PXE service that stops; aborting the returned task stops them all.
+fn watch_pxe(svc: PxeServices) -> tokio::task::JoinHandle<()> {
+    let mut tasks = svc.tasks;
+    tokio::spawn(async move {
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok((name, Ok(()))) => tracing::warn!(service = name, "PXE service stopped"),
+                Ok((name, Err(e))) => tracing::error!(service = name, error = %e, "PXE service failed"),
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => tracing::error!(error = %e, "PXE service panicked"),
+            }
+        }
+    })
+}
+
+/// How image references (`deploy_kernel`, `instance_info.kernel`, ...) resolve: URLs directly,
+/// image IDs through ferric's image service.
+fn image_resolver(images: &Arc<ImageService>) -> Arc<dyn ImageResolver> {
+    Arc::new(UrlResolver::with_image_service(Arc::new(ImageServiceResolver::new(images.clone()))))
+}
+
+/// The boot environment of the `pxe`/`ipxe` interfaces, when the configuration enables them.
+fn boot_env(config: &Config, db: &Db, images: &Arc<ImageService>) -> Result<Option<Arc<BootEnv>>, ServiceError> {
+    if !config.pxe.boot_enabled() {
+        return Ok(None);
+    }
+    let env = BootEnv::open(
+        &config.pxe,
+        &config.data_dir,
+        config.public_url(),
+        Arc::new(DbDhcp::new(db.clone())),
+        image_resolver(images),
+    )
+    .map_err(|e| ServiceError::Pxe(e.to_string()))?;
+    Ok(Some(Arc::new(env)))
+}
+
+/// The temp-URL secret: configured, or generated once and kept (mode 0600) in the data directory
+/// so URLs stay valid across restarts.
+fn temp_url_key(config: &Config) -> Result<Vec<u8>, ServiceError> {
+    if let Some(k) = &config.images.temp_url_key {
+        return Ok(k.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("temp_url_key");
+    if let Ok(k) = std::fs::read(&path) {
+        if k.len() >= 16 {
+            return Ok(k);
+        }
+    }
+    let key: [u8; 32] = rand::random();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| ServiceError::Key(format!("{}: {e}", path.display())))?;
+    f.write_all(hex.as_bytes()).map_err(|e| ServiceError::Key(e.to_string()))?;
+    Ok(hex.into_bytes())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: what every long-running `ferric` command stops on.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

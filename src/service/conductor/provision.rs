@@ -1,0 +1,534 @@
+//! Provisioning actions: every verb of the state machine, and the work each one starts.
+
+use super::{Conductor, ConductorError, LockedTask, Result, describe};
+use crate::drivers::{Heartbeat, HeartbeatAction, StepOutcome, Task};
+use ferric_types::models::{NodeId, PowerTarget, ProvisionState};
+use ferric_types::rpc::{ProvisionArgs, RpcError};
+use ferric_types::state_machine::{self, Event};
+use serde_json::Value;
+
+/// Key in `driver_internal_info` for the clean steps of a manual clean.
+const CLEAN_STEPS: &str = "clean_steps";
+/// Key in `driver_internal_info` for the service steps of a service operation.
+const SERVICE_STEPS: &str = "service_steps";
+
+fn invalid_action(verb: &str, task: &Task) -> ConductorError {
+    RpcError::InvalidState(format!(
+        "The requested action \"{verb}\" can not be performed on node \"{}\" while it is in state \"{}\".",
+        task.node.uuid, task.node.provision_state
+    ))
+    .into()
+}
+
+fn manual_clean(task: &Task) -> bool {
+    task.node.target_provision_state == Some(ProvisionState::Manageable)
+}
+
+impl Conductor {
+    /// `PUT /v1/nodes/{id}/states/provision`: validates the request, moves the node into the
+    /// verb's first state and starts the work in the background.
+    pub async fn do_provisioning_action(&self, node: NodeId, verb: &str, args: ProvisionArgs) -> Result<()> {
+        let event = Event::from_verb(verb).ok_or_else(|| {
+            RpcError::InvalidState(format!("The requested action \"{verb}\" could not be understood."))
+        })?;
+        let mut t = self.acquire(node)?;
+        if !state_machine::is_actionable(t.node.provision_state, event) {
+            return Err(invalid_action(verb, &t));
+        }
+        let protected_verb = matches!(event, Event::Rebuild | Event::Delete)
+            || (event == Event::Deploy && t.node.provision_state == ProvisionState::Active);
+        if t.node.protected && protected_verb {
+            return Err(RpcError::Forbidden(format!(
+                "Node {} is protected and cannot be undeployed, rebuilt or deleted",
+                t.node.uuid
+            ))
+            .into());
+        }
+        match event {
+            Event::Deploy | Event::Rebuild => self.start_deploy(t, event, args).await,
+            Event::Delete => self.start_tear_down(t).await,
+            Event::Manage => self.start_manage(t).await,
+            Event::Provide => {
+                self.validate_for_cleaning(&t)?;
+                let permit = self.worker()?;
+                t.node.last_error = None;
+                self.process_event(&mut t, Event::Provide, Some(ProvisionState::Available))?;
+                self.save(&mut t)?;
+                let c = self.clone();
+                self.spawn(permit, async move { c.run_cleaning(t).await });
+                Ok(())
+            }
+            Event::Clean => {
+                let steps = args.clean_steps.unwrap_or_default();
+                self.validate_for_cleaning(&t)?;
+                let permit = self.worker()?;
+                t.node.last_error = None;
+                t.node.driver_internal_info.insert(CLEAN_STEPS.into(), Value::Array(steps));
+                if let Some(d) = args.disable_ramdisk {
+                    t.node.driver_internal_info.insert("cleaning_disable_ramdisk".into(), d.into());
+                }
+                self.process_event(&mut t, Event::Clean, Some(ProvisionState::Manageable))?;
+                self.save(&mut t)?;
+                let c = self.clone();
+                self.spawn(permit, async move { c.run_cleaning(t).await });
+                Ok(())
+            }
+            Event::Inspect if t.node.inspect_interface == super::AGENT_INSPECT => self.start_agent_inspection(t),
+            Event::Inspect => self.start_simple(t, event, "inspect", |t| {
+                t.node.inspection_started_at = Some(t.env.clock.now());
+                t.node.inspection_finished_at = None;
+            }),
+            Event::Adopt => {
+                t.driver.boot.validate(&t)?;
+                t.driver.deploy.validate(&t)?;
+                self.start_simple(t, event, "adopt", |_| {})
+            }
+            Event::Rescue => {
+                let pw = args.rescue_password.unwrap_or_default();
+                self.start_simple(t, event, "rescue", move |t| {
+                    t.node.instance_info.insert("rescue_password".into(), Value::String(pw));
+                })
+            }
+            Event::Unrescue => self.start_simple(t, event, "rescue", |t| {
+                t.node.instance_info.remove("rescue_password");
+            }),
+            Event::Service => {
+                let steps = args.service_steps.unwrap_or_default();
+                if t.node.deploy_interface != "fake" {
+                    return Err(RpcError::Invalid(format!(
+                        "Servicing is not supported by deploy interface {} of node {}.",
+                        t.node.deploy_interface, t.node.uuid
+                    ))
+                    .into());
+                }
+                self.start_simple(t, event, "service", move |t| {
+                    t.node.driver_internal_info.insert(SERVICE_STEPS.into(), Value::Array(steps));
+                })
+            }
+            Event::Abort => self.start_abort(t),
+            Event::Unhold => {
+                self.process_event(&mut t, Event::Unhold, None)?;
+                self.save(&mut t)?;
+                Ok(())
+            }
+            Event::Done | Event::Fail | Event::Wait | Event::Resume | Event::Hold => Err(invalid_action(verb, &t)),
+        }
+    }
+
+    /// Operations whose work the fake and passive interfaces finish at once: inspect, adopt,
+    /// rescue, unrescue, service. `prepare` adjusts the node when the operation starts.
+    fn start_simple(&self, mut t: LockedTask, event: Event, kind: &str, prepare: impl FnOnce(&mut Task)) -> Result<()> {
+        let iface = t.node.interface(kind).unwrap_or_default().to_string();
+        if iface.starts_with("no-") {
+            return Err(RpcError::Invalid(format!(
+                "Node {} does not support {kind} (disabled or not implemented).",
+                t.node.uuid
+            ))
+            .into());
+        }
+        t.driver.power.validate(&t)?;
+        let permit = self.worker()?;
+        t.node.last_error = None;
+        prepare(&mut t);
+        self.process_event(&mut t, event, None)?;
+        self.save(&mut t)?;
+        let c = self.clone();
+        self.spawn(permit, async move {
+            let mut t = t;
+            let done = match t.node.provision_state {
+                ProvisionState::Inspecting => {
+                    t.node.inspection_finished_at = Some(t.env.clock.now());
+                    Event::Done
+                }
+                _ => Event::Done,
+            };
+            if let ProvisionState::Servicing = t.node.provision_state {
+                t.node.driver_internal_info.remove(SERVICE_STEPS);
+                t.node.service_step.clear();
+            }
+            c.finish(&mut t, done, None);
+        });
+        Ok(())
+    }
+
+    /// Applies a terminal event, saves and releases the node's lock: the task's last step. A
+    /// failure to save is logged (nothing else can be done); the lock then goes when `t` drops.
+    fn finish(&self, t: &mut LockedTask, event: Event, last_error: Option<String>) {
+        if let Some(e) = &last_error {
+            tracing::warn!(node = %t.node.uuid, error = %e, %event, "operation failed");
+            t.node.last_error = Some(e.clone());
+        }
+        let target = match (t.node.provision_state, event) {
+            (ProvisionState::Cleaning | ProvisionState::CleanWait, Event::Wait) if manual_clean(t) => {
+                Some(ProvisionState::Manageable)
+            }
+            _ => None,
+        };
+        if let Err(e) = self.process_event(t, event, target).and_then(|_| self.save_and_release(t)) {
+            tracing::error!(node = %t.node.uuid, error = %e, "cannot record state change");
+        }
+    }
+
+    async fn start_manage(&self, mut t: LockedTask) -> Result<()> {
+        if t.node.provision_state != ProvisionState::Enroll {
+            // available, clean failed, inspect failed, adopt failed: nothing to do but record it.
+            self.process_event(&mut t, Event::Manage, None)?;
+            self.save(&mut t)?;
+            return Ok(());
+        }
+        let permit = self.worker()?;
+        t.node.last_error = None;
+        self.process_event(&mut t, Event::Manage, None)?;
+        self.save(&mut t)?;
+        let c = self.clone();
+        self.spawn(permit, async move {
+            let mut t = t;
+            let verified = async {
+                t.driver.power.validate(&t)?;
+                t.driver.management.validate(&t)?;
+                let power = t.driver.power.clone();
+                let state = power.get_power_state(&mut t).await?;
+                t.node.power_state = Some(state);
+                Ok::<_, crate::drivers::DriverError>(())
+            }
+            .await;
+            match verified {
+                Ok(()) => c.finish(&mut t, Event::Done, None),
+                Err(e) => {
+                    let msg = format!("Failed to verify node {}: {e}", t.node.uuid);
+                    c.finish(&mut t, Event::Fail, Some(msg))
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn validate_for_cleaning(&self, t: &Task) -> Result<()> {
+        t.driver.power.validate(t)?;
+        t.driver.network.validate(t)?;
+        Ok(())
+    }
+
+    async fn start_deploy(&self, mut t: LockedTask, event: Event, args: ProvisionArgs) -> Result<()> {
+        if t.node.maintenance {
+            return Err(RpcError::Invalid(format!(
+                "The node {} is in maintenance mode and cannot perform provisioning.",
+                t.node.uuid
+            ))
+            .into());
+        }
+        let validated = t.driver.power.validate(&t).and_then(|_| t.driver.deploy.validate(&t));
+        if let Err(e) = validated {
+            return Err(RpcError::Invalid(format!(
+                "RPC do_node_deploy failed to validate deploy or power info for node {}. Error: {e}",
+                t.node.uuid
+            ))
+            .into());
+        }
+        let permit = self.worker()?;
+        t.node.last_error = None;
+        match args.configdrive {
+            Some(cd) => {
+                t.node.instance_info.insert("configdrive".into(), cd);
+            }
+            None if event == Event::Rebuild => {}
+            None => {
+                t.node.instance_info.remove("configdrive");
+            }
+        }
+        if let Some(steps) = args.deploy_steps {
+            t.node.driver_internal_info.insert("user_deploy_steps".into(), Value::Array(steps));
+        }
+        self.process_event(&mut t, event, None)?;
+        self.save(&mut t)?;
+        let c = self.clone();
+        self.spawn(permit, async move {
+            let mut t = t;
+            let deploy = t.driver.deploy.clone();
+            let out = deploy.deploy(&mut t).await;
+            c.after_deploy_step(&mut t, out.map_err(Into::into)).await;
+        });
+        Ok(())
+    }
+
+    /// Applies the outcome of a deploy step (start or continuation).
+    async fn after_deploy_step(&self, t: &mut LockedTask, out: Result<StepOutcome>) {
+        match out {
+            Ok(StepOutcome::Done) => {
+                t.node.deploy_step.clear();
+                self.finish(t, Event::Done, None)
+            }
+            Ok(StepOutcome::Wait) => self.finish(t, Event::Wait, None),
+            Err(e) => self.fail_deploy(t, describe(&e)).await,
+        }
+    }
+
+    /// Deploy failure: power the node off through the BMC, clean up, `deploy failed`.
+    pub(crate) async fn fail_deploy(&self, t: &mut LockedTask, msg: String) {
+        let deploy = t.driver.deploy.clone();
+        if let Err(e) = deploy.abort(t).await {
+            tracing::warn!(node = %t.node.uuid, error = %e, "abort after deploy failure");
+        }
+        self.power_off_best_effort(t).await;
+        let boot = t.driver.boot.clone();
+        let _ = boot.clean_up_ramdisk(t).await;
+        let net = t.driver.network.clone();
+        let _ = net.remove_provisioning_network(t).await;
+        self.finish(t, Event::Fail, Some(msg));
+    }
+
+    pub(crate) async fn power_off_best_effort(&self, t: &mut Task) {
+        if let Err(e) = crate::drivers::node_power_action(t, PowerTarget::Off, None).await {
+            tracing::warn!(node = %t.node.uuid, error = %e, "power off after failure");
+        }
+    }
+
+    async fn start_tear_down(&self, mut t: LockedTask) -> Result<()> {
+        let validated = t.driver.power.validate(&t).and_then(|_| t.driver.deploy.validate(&t));
+        if let Err(e) = validated {
+            return Err(RpcError::Invalid(format!(
+                "RPC do_node_tear_down failed to validate deploy or power info for node {}. Error: {e}",
+                t.node.uuid
+            ))
+            .into());
+        }
+        let permit = self.worker()?;
+        let was_waiting = t.node.provision_state == ProvisionState::DeployWait;
+        t.node.last_error = None;
+        self.process_event(&mut t, Event::Delete, None)?;
+        self.save(&mut t)?;
+        let c = self.clone();
+        self.spawn(permit, async move {
+            let mut t = t;
+            let deploy = t.driver.deploy.clone();
+            if was_waiting {
+                let _ = deploy.abort(&mut t).await;
+            }
+            match deploy.tear_down(&mut t).await {
+                Ok(()) => {
+                    t.node.instance_info.clear();
+                    t.node.instance_uuid = None;
+                    t.node.instance_name = None;
+                    for k in [
+                        "is_whole_disk_image",
+                        "root_uuid_or_disk_id",
+                        "deploy_steps",
+                        "agent_url",
+                        "user_deploy_steps",
+                    ] {
+                        t.node.driver_internal_info.remove(k);
+                    }
+                    if let Err(e) = c
+                        .process_event(&mut t, Event::Clean, Some(ProvisionState::Available))
+                        .and_then(|_| c.save(&mut t))
+                    {
+                        tracing::error!(node = %t.node.uuid, error = %e, "cannot record state change");
+                        return;
+                    }
+                    c.run_cleaning(t).await;
+                }
+                Err(e) => c.finish(&mut t, Event::Fail, Some(format!("Failed to tear down. Error: {e}"))),
+            }
+        });
+        Ok(())
+    }
+
+    /// Cleaning, automated (target `available`) or manual (target `manageable`).
+    async fn run_cleaning(&self, mut t: LockedTask) {
+        let manual = manual_clean(&t);
+        let automated_enabled = t.node.automated_clean.unwrap_or(self.config().automated_clean);
+        if !manual && !automated_enabled {
+            tracing::info!(node = %t.node.uuid, "automated cleaning disabled");
+            self.finish(&mut t, Event::Done, None);
+            return;
+        }
+        let deploy = t.driver.deploy.clone();
+        let out = deploy.prepare_cleaning(&mut t).await;
+        self.after_clean_step(&mut t, out.map_err(Into::into)).await;
+    }
+
+    async fn after_clean_step(&self, t: &mut LockedTask, out: Result<StepOutcome>) {
+        match out {
+            Ok(StepOutcome::Wait) => self.finish(t, Event::Wait, None),
+            Ok(StepOutcome::Done) => {
+                let deploy = t.driver.deploy.clone();
+                if let Err(e) = deploy.tear_down_cleaning(t).await {
+                    return self
+                        .fail_cleaning(
+                            t,
+                            format!("Failed to tear down from cleaning for node {}, reason: {e}", t.node.uuid),
+                        )
+                        .await;
+                }
+                let manual = manual_clean(t);
+                t.node.clean_step.clear();
+                t.node.driver_internal_info.remove(CLEAN_STEPS);
+                t.node.driver_internal_info.remove("cleaning_disable_ramdisk");
+                self.finish(t, if manual { Event::Manage } else { Event::Done }, None);
+            }
+            Err(e) => self.fail_cleaning(t, describe(&e)).await,
+        }
+    }
+
+    pub(crate) async fn fail_cleaning(&self, t: &mut LockedTask, msg: String) {
+        let deploy = t.driver.deploy.clone();
+        let _ = deploy.abort(t).await;
+        let _ = deploy.tear_down_cleaning(t).await;
+        self.finish(t, Event::Fail, Some(msg));
+    }
+
+    fn start_abort(&self, mut t: LockedTask) -> Result<()> {
+        use ProvisionState::*;
+        let state = t.node.provision_state;
+        if state == ServiceFailed {
+            self.process_event(&mut t, Event::Abort, None)?;
+            self.save(&mut t)?;
+            return Ok(());
+        }
+        let permit = self.worker()?;
+        let c = self.clone();
+        let uuid = t.node.uuid;
+        self.spawn(permit, async move {
+            let mut t = t;
+            let msg = match state {
+                CleanWait | CleanHold => {
+                    let step = t.node.clean_step.get("step").and_then(|s| s.as_str()).unwrap_or("").to_string();
+                    format!("By request, the clean operation was aborted for node {uuid} on step \"{step}\".")
+                }
+                InspectWait => "By request, the inspection was aborted.".to_string(),
+                RescueWait => "By request, the rescue operation was aborted.".to_string(),
+                DeployWait | DeployHold => "By request, the deploy operation was aborted.".to_string(),
+                _ => "By request, the service operation was aborted.".to_string(),
+            };
+            let deploy = t.driver.deploy.clone();
+            if let Err(e) = deploy.abort(&mut t).await {
+                tracing::warn!(node = %uuid, error = %e, "abort");
+            }
+            match state {
+                CleanWait | CleanHold => {
+                    let _ = deploy.tear_down_cleaning(&mut t).await;
+                }
+                DeployWait | DeployHold => c.power_off_best_effort(&mut t).await,
+                _ => {}
+            }
+            c.finish(&mut t, Event::Abort, Some(msg));
+        });
+        Ok(())
+    }
+
+    /// An agent heartbeat: records it, and lets the deploy interface continue waiting work.
+    /// Runs in the background (Ironic casts heartbeats); a locked node skips this beat.
+    pub async fn heartbeat(&self, node: NodeId, hb: Heartbeat) -> Result<()> {
+        let permit = self.worker()?;
+        let c = self.clone();
+        self.spawn(permit, async move {
+            let mut t = match c.acquire(node) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(node = %node, error = %e, "heartbeat skipped");
+                    return;
+                }
+            };
+            let now = t.env.clock.now();
+            let dii = &mut t.node.driver_internal_info;
+            dii.insert("agent_url".into(), Value::String(hb.callback_url.clone()));
+            dii.insert("agent_last_heartbeat".into(), Value::String(now.to_rfc3339()));
+            if let Some(v) = &hb.agent_version {
+                dii.insert("agent_version".into(), Value::String(v.clone()));
+            }
+            // Every path below saves the node, and the heartbeat's record with it: one write per
+            // heartbeat instead of two (heartbeats are most of a large fleet's node writes).
+            if t.node.maintenance || !state_machine::is_waiting(t.node.provision_state) {
+                if let Err(e) = c.save_and_release(&mut t) {
+                    tracing::error!(node = %node, error = %e, "cannot record heartbeat");
+                }
+                return;
+            }
+            let state = t.node.provision_state;
+            let deploy = t.driver.deploy.clone();
+            match deploy.heartbeat(&mut t, &hb).await {
+                Ok(HeartbeatAction::Nothing) => {
+                    if let Err(e) = c.save_and_release(&mut t) {
+                        tracing::error!(node = %node, error = %e, "cannot save after heartbeat");
+                    }
+                }
+                Ok(HeartbeatAction::Resume) => c.resume(t, state).await,
+                Err(e) => {
+                    let msg = e.to_string();
+                    match state {
+                        ProvisionState::DeployWait => c.fail_deploy(&mut t, msg).await,
+                        ProvisionState::CleanWait => c.fail_cleaning(&mut t, msg).await,
+                        _ => c.finish(&mut t, Event::Fail, Some(msg)),
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Continues the operation a node was waiting in.
+    async fn resume(&self, mut t: LockedTask, waiting: ProvisionState) {
+        let target = if waiting == ProvisionState::CleanWait && manual_clean(&t) {
+            Some(ProvisionState::Manageable)
+        } else {
+            None
+        };
+        if let Err(e) = self.process_event(&mut t, Event::Resume, target).and_then(|_| self.save(&mut t)) {
+            tracing::error!(node = %t.node.uuid, error = %e, "cannot resume");
+            return;
+        }
+        let deploy = t.driver.deploy.clone();
+        match waiting {
+            ProvisionState::DeployWait => {
+                let out = deploy.continue_deploy(&mut t).await;
+                self.after_deploy_step(&mut t, out.map_err(Into::into)).await;
+            }
+            ProvisionState::CleanWait => {
+                let out = deploy.continue_cleaning(&mut t).await;
+                self.after_clean_step(&mut t, out.map_err(Into::into)).await;
+            }
+            _ => self.finish(&mut t, Event::Done, None),
+        }
+    }
+
+    /// Fails a node whose wait for a callback lasted too long.
+    pub(crate) async fn time_out_wait(&self, mut t: LockedTask) {
+        let uuid = t.node.uuid;
+        match t.node.provision_state {
+            ProvisionState::DeployWait => {
+                let msg = format!("Timeout reached while waiting for callback for node {uuid}");
+                self.fail_deploy(&mut t, msg).await
+            }
+            ProvisionState::CleanWait => {
+                let step = t.node.clean_step.get("step").and_then(|s| s.as_str()).unwrap_or("").to_string();
+                let msg = format!(
+                    "Timeout reached while cleaning the node. Please check if the ramdisk responsible for the cleaning is running on the node. Failed on step {step}."
+                );
+                self.power_off_best_effort(&mut t).await;
+                self.fail_cleaning(&mut t, msg).await
+            }
+            ProvisionState::InspectWait => {
+                self.finish(&mut t, Event::Fail, Some("Timeout reached while inspecting the node".into()))
+            }
+            ProvisionState::RescueWait => self.finish(
+                &mut t,
+                Event::Fail,
+                Some("Timeout reached while waiting for rescue ramdisk callback".into()),
+            ),
+            ProvisionState::ServiceWait => {
+                self.finish(&mut t, Event::Fail, Some("Timeout reached while servicing the node".into()))
+            }
+            _ => {}
+        }
+    }
+
+    /// The failure state of an interrupted operation, for nodes a crashed conductor left behind.
+    pub(crate) fn fail_interrupted(&self, t: &mut LockedTask, host: &str) {
+        let state = t.node.provision_state;
+        let msg = format!(
+            "The conductor {host} restarted while node {} was in state \"{state}\"; the operation cannot be resumed.",
+            t.node.uuid
+        );
+        self.finish(t, Event::Fail, Some(msg));
+    }
+}

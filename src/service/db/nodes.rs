@@ -1,0 +1,861 @@
+//! Node rows.
+
+use super::{Db, DbError, from_json, to_json, unique_violation};
+use chrono::{DateTime, Utc};
+use ferric_types::models::{Node, NodeId, PowerState, ProvisionState};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+
+/// Sort direction for listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortDir {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Filters for node listings (the API's query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct NodeFilter {
+    pub provision_state: Option<ProvisionState>,
+    pub driver: Option<String>,
+    pub resource_class: Option<String>,
+    pub maintenance: Option<bool>,
+    pub associated: Option<bool>,
+    pub fault: Option<String>,
+    pub conductor_group: Option<String>,
+    pub chassis_uuid: Option<String>,
+    pub instance_uuid: Option<String>,
+    pub owner: Option<String>,
+    pub lessee: Option<String>,
+    pub shard: Option<String>,
+    /// Only nodes reserved by anyone (`Some(true)`) or by no one (`Some(false)`).
+    pub reserved: Option<bool>,
+    /// Only nodes in one of these states.
+    pub provision_states: Option<Vec<ProvisionState>>,
+    pub retired: Option<bool>,
+    /// Substring of the description (case-insensitive, as SQL `LIKE`).
+    pub description_contains: Option<String>,
+    /// Owner or lessee.
+    pub project: Option<String>,
+    /// Shard in this list (API 1.82 `shard=a,b`).
+    pub shards: Option<Vec<String>>,
+    /// With a shard (`Some(true)`) or without one.
+    pub sharded: Option<bool>,
+    pub parent_node: Option<String>,
+    /// Ironic's child-node rule for listings (API): `Some(false)` hides child nodes unless
+    /// `parent_node` asks for a parent's children; `Some(true)` lists all; `None` applies no rule.
+    pub include_children: Option<bool>,
+}
+
+/// A page of a node listing.
+#[derive(Debug, Clone, Default)]
+pub struct NodeQuery {
+    pub filter: NodeFilter,
+    pub sort_key: String,
+    pub sort_dir: SortDir,
+    pub limit: Option<usize>,
+    pub marker: Option<NodeId>,
+}
+
+/// Columns a listing may sort by (anything else is refused by the API first).
+pub const NODE_SORT_KEYS: &[&str] = &[
+    "id",
+    "uuid",
+    "name",
+    "driver",
+    "provision_state",
+    "power_state",
+    "instance_uuid",
+    "maintenance",
+    "fault",
+    "resource_class",
+    "conductor_group",
+    "chassis_uuid",
+    "owner",
+    "lessee",
+    "shard",
+    "created_at",
+    "updated_at",
+    "provision_updated_at",
+];
+
+/// The fields of a plain node listing, read without decoding bodies.
+#[derive(Debug, Clone)]
+pub struct NodeSummary {
+    pub uuid: NodeId,
+    pub name: Option<String>,
+    pub instance_uuid: Option<String>,
+    pub maintenance: bool,
+    pub power_state: Option<PowerState>,
+    pub provision_state: ProvisionState,
+}
+
+/// The allocation column comes from the allocations table (Ironic's `allocation_id` join), so
+/// it is right whoever last wrote the node's body.
+const NODE_COLS: &str = "body, reservation, (SELECT a.uuid FROM allocations a WHERE a.node_uuid = nodes.uuid)";
+
+fn node_from_row(r: &Row<'_>) -> Result<Node, DbError> {
+    let body: String = r.get(0)?;
+    let mut n: Node = from_json(&body)?;
+    n.reservation = r.get(1)?;
+    n.allocation_uuid = r.get(2)?;
+    Ok(n)
+}
+
+/// A node read through the decoded-node cache: the body comes back only when the row's version
+/// is not the cached one (`?2`, NULL when nothing is cached).
+const NODE_READ: &str = "SELECT version, reservation,
+     (SELECT a.uuid FROM allocations a WHERE a.node_uuid = nodes.uuid),
+     CASE WHEN version IS ?2 THEN NULL ELSE body END
+     FROM nodes WHERE uuid = ?1";
+
+/// A row read with [`NODE_READ`].
+struct NodeRow {
+    version: i64,
+    reservation: Option<String>,
+    allocation: Option<String>,
+    body: Option<String>,
+}
+
+fn read_node_row(c: &Connection, id: NodeId, known: Option<i64>) -> Result<Option<NodeRow>, DbError> {
+    Ok(c.prepare_cached(NODE_READ)?
+        .query_row(params![id.to_string(), known], |r| {
+            Ok(NodeRow { version: r.get(0)?, reservation: r.get(1)?, allocation: r.get(2)?, body: r.get(3)? })
+        })
+        .optional()?)
+}
+
+/// What a node write requires of, and does to, the node's lock (its `reservation`).
+#[derive(Debug, Clone, Copy)]
+pub enum LockUse<'a> {
+    /// Writes whoever holds the lock (API edits under their own rules, allocations).
+    Ignore,
+    /// Writes only while `host` holds the lock: a task's save.
+    Held(&'a str),
+    /// As `Held`, and releases the lock in the same statement: a task's last save, one
+    /// transaction instead of two (lock releases were a third of a simulation's writes).
+    Release(&'a str),
+}
+
+/// A node row's indexed columns as stored, read in the transaction that writes the node.
+pub(crate) struct StoredKeys {
+    pub last_error: Option<String>,
+    name: Option<String>,
+    instance_uuid: Option<String>,
+    provision_state: String,
+}
+
+impl StoredKeys {
+    pub(crate) fn read(tx: &Connection, id: NodeId) -> Result<Option<StoredKeys>, DbError> {
+        Ok(tx
+            .prepare_cached("SELECT last_error, name, instance_uuid, provision_state FROM nodes WHERE uuid = ?1")?
+            .query_row([id.to_string()], |r| {
+                Ok(StoredKeys {
+                    last_error: r.get(0)?,
+                    name: r.get(1)?,
+                    instance_uuid: r.get(2)?,
+                    provision_state: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn match_node(&self, n: &Node) -> bool {
+        self.name == n.name
+            && self.instance_uuid == n.instance_uuid
+            && self.provision_state == n.provision_state.as_str()
+    }
+}
+
+/// The node UPDATE, `lean` or not, releasing the lock or not. SQLite rewrites the index entries
+/// of every column an UPDATE sets, changed or not (a third of a save's cost), so the lean form
+/// leaves the indexed columns (`name`, `instance_uuid`, `provision_state`, `reservation`) out;
+/// it only matches a row whose indexed columns already hold the node's values.
+fn update_sql(lean: bool, release: bool) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let mut out = Vec::new();
+        for lean in [false, true] {
+            for release in [false, true] {
+                let (keys, same_keys) = match lean {
+                    false => ("name=?2, provision_state=?4, instance_uuid=?6, ", ""),
+                    true => ("", " AND name IS ?2 AND provision_state = ?4 AND instance_uuid IS ?6"),
+                };
+                let unlock = if release { ", reservation = NULL" } else { "" };
+                out.push(format!(
+                    "UPDATE nodes SET {keys}driver=?3, power_state=?5, maintenance=?7, fault=?8,
+                     resource_class=?9, conductor_group=?10, chassis_uuid=?11, owner=?12, lessee=?13,
+                     shard=?14, updated_at=?15, provision_updated_at=?16, body=?17, last_error=?18,
+                     version = version + 1{unlock}
+                     WHERE uuid=?1 AND (?19 IS NULL OR reservation = ?19) AND ?20 = {}{same_keys}
+                     RETURNING version",
+                    u8::from(release)
+                ));
+            }
+        }
+        out
+    });
+    &all[usize::from(lean) * 2 + usize::from(release)]
+}
+
+/// The UPDATE behind [`Db::update_node`], for writes that change a node together with other rows;
+/// returns the row's new version, for [`Db::cache_node`] once the transaction commits. With the
+/// row's `stored` keys (read in the same transaction), a write that leaves them as they are
+/// skips their indexes.
+pub(crate) fn update_node_tx(
+    tx: &Connection,
+    n: &Node,
+    body: &str,
+    lock: LockUse<'_>,
+    stored: Option<&StoredKeys>,
+) -> Result<i64, DbError> {
+    let (holder, release) = match lock {
+        LockUse::Ignore => (None, false),
+        LockUse::Held(h) => (Some(h), false),
+        LockUse::Release(h) => (Some(h), true),
+    };
+    let keys = Keys::of(n);
+    let (updated, provisioned) = (ts(&n.updated_at), ts(&n.provision_updated_at));
+    let mut p = mirrored(n, &keys).to_vec();
+    p.extend([&updated as &dyn ToSql, &provisioned, &body, &n.last_error, &holder, &release]);
+    let run = |lean: bool| {
+        tx.prepare_cached(update_sql(lean, release))?
+            .query_row(&p[..], |r| r.get(0))
+            .optional()
+            .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))
+    };
+    let lean = stored.is_some_and(|k| k.match_node(n));
+    let mut version = run(lean)?;
+    if version.is_none() && lean {
+        version = run(false)?;
+    }
+    if let Some(v) = version {
+        return Ok(v);
+    }
+    // No row written: the node is gone, or (with a holder) someone else's lock is on it.
+    let current: Option<Option<String>> = tx
+        .prepare_cached("SELECT reservation FROM nodes WHERE uuid = ?1")?
+        .query_row([n.uuid.to_string()], |r| r.get(0))
+        .optional()?;
+    match current {
+        None => Err(DbError::NotFound { kind: "Node", ident: n.uuid.to_string() }),
+        Some(h) => Err(DbError::Locked { node: n.uuid.to_string(), host: h.unwrap_or_default() }),
+    }
+}
+
+/// The node's fields the mirrored columns store in another form.
+struct Keys {
+    uuid: String,
+    state: &'static str,
+    power: Option<&'static str>,
+    chassis: Option<String>,
+}
+
+impl Keys {
+    fn of(n: &Node) -> Keys {
+        Keys {
+            uuid: n.uuid.to_string(),
+            state: n.provision_state.as_str(),
+            power: n.power_state.map(|p| p.as_str()),
+            chassis: n.chassis_uuid.map(|c| c.to_string()),
+        }
+    }
+}
+
+/// `?1`..`?14` of the node INSERT and UPDATE: the columns that mirror the body's fields.
+fn mirrored<'a>(n: &'a Node, k: &'a Keys) -> [&'a dyn ToSql; 14] {
+    [
+        &k.uuid,
+        &n.name,
+        &n.driver,
+        &k.state,
+        &k.power,
+        &n.instance_uuid,
+        &n.maintenance,
+        &n.fault,
+        &n.resource_class,
+        &n.conductor_group,
+        &k.chassis,
+        &n.owner,
+        &n.lessee,
+        &n.shard,
+    ]
+}
+
+fn ts(t: &Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339())
+}
+
+fn node_duplicate(n: &Node, text: &str) -> String {
+    if text.contains("nodes.name") {
+        format!("A node with name {} already exists.", n.name.as_deref().unwrap_or(""))
+    } else if text.contains("nodes.instance_uuid") {
+        format!("Instance {} is already associated with a node.", n.instance_uuid.as_deref().unwrap_or(""))
+    } else {
+        format!("A node with UUID {} already exists.", n.uuid)
+    }
+}
+
+impl Db {
+    /// Inserts a new node.
+    pub fn create_node(&self, n: &Node) -> Result<(), DbError> {
+        let body = to_json(n)?;
+        // A random first version: a node deleted and created again under the same UUID (by any
+        // process) never matches a cached copy of its predecessor.
+        let version = rand::random::<i64>() >> 1;
+        let keys = Keys::of(n);
+        let (created, updated, provisioned) =
+            (n.created_at.to_rfc3339(), ts(&n.updated_at), ts(&n.provision_updated_at));
+        let mut p = mirrored(n, &keys).to_vec();
+        p.extend([&created as &dyn ToSql, &updated, &provisioned, &n.reservation, &body, &n.last_error, &version]);
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO nodes (uuid, name, driver, provision_state, power_state, instance_uuid,
+                 maintenance, fault, resource_class, conductor_group, chassis_uuid, owner, lessee, shard,
+                 created_at, updated_at, provision_updated_at, reservation, body, last_error, version)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
+            )?
+            .execute(&p[..])
+            .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
+            Ok(())
+        })
+    }
+
+    /// Writes every field of an existing node except its reservation.
+    pub fn update_node(&self, n: &Node) -> Result<(), DbError> {
+        let body = to_json(n)?;
+        let version = self.write(|tx| update_node_tx(tx, n, &body, LockUse::Ignore, None))?;
+        self.cache_node(version, n);
+        Ok(())
+    }
+
+    /// Remembers `n` as the body of `version` (call once the write that stored it committed).
+    pub(crate) fn cache_node(&self, version: i64, n: &Node) {
+        let mut copy = n.clone();
+        // What decoding the body gives: these come from columns on every read.
+        copy.reservation = None;
+        copy.conductor = None;
+        self.cache_decoded(version, copy);
+    }
+
+    fn cache_decoded(&self, version: i64, n: Node) {
+        let max = self.inner.node_cache_max.load(std::sync::atomic::Ordering::Relaxed);
+        let mut nodes = self.inner.nodes.lock();
+        if !nodes.contains_key(&n.uuid) {
+            let Some(room) = max.checked_sub(1) else { return };
+            super::evict_down_to(&mut nodes, room);
+        }
+        nodes.insert(n.uuid, (version, n));
+    }
+
+    fn cached_version(&self, id: NodeId) -> Option<i64> {
+        self.inner.nodes.lock().get(&id).map(|(v, _)| *v)
+    }
+
+    /// Reads node `id` on `c` through the cache and hands `f` the node with its row: the cached
+    /// copy when the row's version is the cached one, else the body, decoded and cached. `f`
+    /// may run under the cache's lock.
+    fn with_node_row<T>(&self, c: &Connection, id: NodeId, f: impl FnOnce(&Node, &NodeRow) -> T) -> Result<T, DbError> {
+        let not_found = || DbError::NotFound { kind: "Node", ident: id.to_string() };
+        let mut row = read_node_row(c, id, self.cached_version(id))?.ok_or_else(not_found)?;
+        if row.body.is_none() {
+            if let Some((v, n)) = self.inner.nodes.lock().get(&id)
+                && *v == row.version
+            {
+                return Ok(f(n, &row));
+            }
+            // The cached copy changed under us: read the body.
+            row = read_node_row(c, id, None)?.ok_or_else(not_found)?;
+        }
+        let n: Node = from_json(row.body.take().as_deref().ok_or_else(not_found)?)?;
+        let out = f(&n, &row);
+        self.cache_decoded(row.version, n);
+        Ok(out)
+    }
+
+    /// Reads node `id` on `c`, through the cache.
+    fn read_node(&self, c: &Connection, id: NodeId) -> Result<Node, DbError> {
+        self.with_node_row(c, id, |n, row| Node {
+            reservation: row.reservation.clone(),
+            allocation_uuid: row.allocation.clone(),
+            ..n.clone()
+        })
+    }
+
+    /// Looks a node up by UUID or, failing that, by name (as the API's `{node_ident}` does).
+    pub fn get_node(&self, ident: &str) -> Result<Node, DbError> {
+        if let Ok(id) = ident.parse::<NodeId>() {
+            return self.get_node_by_uuid(id);
+        }
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE name = ?1"))?
+                .query_row([ident], |r| Ok(node_from_row(r)))
+                .optional()?
+                .unwrap_or_else(|| Err(DbError::NotFound { kind: "Node", ident: ident.to_string() }))
+        })
+    }
+
+    pub fn get_node_by_uuid(&self, id: NodeId) -> Result<Node, DbError> {
+        self.read(|c| self.read_node(c, id))
+    }
+
+    /// Hands `f` the node's committed state by reference, with the row's lock holder beside it
+    /// (a cached copy's own `reservation` is not the row's): for readers that need a few fields
+    /// of many nodes, without copying each whole node. `f` runs under the cache's lock, so it
+    /// must be quick and must not use this `Db`.
+    pub fn view_node<T>(&self, id: NodeId, f: impl FnOnce(&Node, Option<&str>) -> T) -> Result<T, DbError> {
+        self.read(|c| self.with_node_row(c, id, |n, row| f(n, row.reservation.as_deref())))
+    }
+
+    /// A node's provision state from its column, without decoding the body (the simulation's
+    /// per-write disk guard asks this for every block written).
+    pub fn node_provision_state(&self, id: NodeId) -> Result<ProvisionState, DbError> {
+        let state: Option<String> = self.read(|c| {
+            Ok(c.prepare_cached("SELECT provision_state FROM nodes WHERE uuid = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?)
+        })?;
+        provision_state(&state.ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?)
+    }
+
+    /// A node's provision state as this handle last wrote or read it, without asking the
+    /// database (else [`Db::node_provision_state`]). Writes made through another handle show
+    /// only once this one reads the node again: for the owner of the only handle, such as a
+    /// simulation, whose per-write disk guard asks this for every block written.
+    pub fn known_provision_state(&self, id: NodeId) -> Result<ProvisionState, DbError> {
+        if let Some((_, n)) = self.inner.nodes.lock().get(&id) {
+            return Ok(n.provision_state);
+        }
+        self.node_provision_state(id)
+    }
+
+    pub fn get_node_by_instance(&self, instance_uuid: &str) -> Result<Node, DbError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE instance_uuid = ?1"))?
+                .query_row([instance_uuid], |r| Ok(node_from_row(r)))
+                .optional()?
+                .unwrap_or_else(|| {
+                    Err(DbError::NotFound { kind: "Node with instance", ident: instance_uuid.to_string() })
+                })
+        })
+    }
+
+    /// Deletes a node and its ports and portgroups.
+    pub fn destroy_node(&self, id: NodeId) -> Result<(), DbError> {
+        self.write(|tx| {
+            let n = tx.prepare_cached("DELETE FROM nodes WHERE uuid = ?1")?.execute([id.to_string()])?;
+            if n == 0 {
+                return Err(DbError::NotFound { kind: "Node", ident: id.to_string() });
+            }
+            Ok(())
+        })?;
+        self.inner.nodes.lock().remove(&id);
+        Ok(())
+    }
+
+    /// Takes the node's lock for `host`; fails with `Locked` if someone holds it.
+    pub fn reserve_node(&self, id: NodeId, host: &str) -> Result<Node, DbError> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached("UPDATE nodes SET reservation = ?2 WHERE uuid = ?1 AND reservation IS NULL")?
+                .execute(params![id.to_string(), host])?;
+            if n == 0 {
+                let holder: Option<String> = tx
+                    .prepare_cached("SELECT reservation FROM nodes WHERE uuid = ?1")?
+                    .query_row([id.to_string()], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?;
+                return Err(DbError::Locked { node: id.to_string(), host: holder.unwrap_or_default() });
+            }
+            self.read_node(tx, id)
+        })
+    }
+
+    /// Releases the node's lock if `host` holds it.
+    pub fn release_node(&self, id: NodeId, host: &str) -> Result<(), DbError> {
+        self.write(|tx| {
+            tx.prepare_cached("UPDATE nodes SET reservation = NULL WHERE uuid = ?1 AND reservation = ?2")?
+                .execute(params![id.to_string(), host])?;
+            Ok(())
+        })
+    }
+
+    /// Drops every lock `host` holds (a restarted conductor's stale locks).
+    pub fn clear_reservations(&self, host: &str) -> Result<usize, DbError> {
+        self.write(|tx| {
+            Ok(tx.prepare_cached("UPDATE nodes SET reservation = NULL WHERE reservation = ?1")?.execute([host])?)
+        })
+    }
+
+    /// How many nodes are locked (invariant checks).
+    pub fn count_reserved(&self) -> Result<usize, DbError> {
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM nodes WHERE reservation IS NOT NULL")?
+                .query_row([], |r| r.get::<_, i64>(0))? as usize)
+        })
+    }
+
+    /// Full nodes matching a query, in the requested order.
+    pub fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, DbError> {
+        let (sql, args) = build_query(&format!("SELECT {NODE_COLS} FROM nodes"), q)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| Ok(node_from_row(r)))?;
+            rows.map(|r| r?).collect()
+        })
+    }
+
+    /// The plain listing's fields, without decoding node bodies.
+    pub fn list_node_summaries(&self, q: &NodeQuery) -> Result<Vec<NodeSummary>, DbError> {
+        let (sql, args) =
+            build_query("SELECT uuid, name, instance_uuid, maintenance, power_state, provision_state FROM nodes", q)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                let uuid: String = r.get(0)?;
+                let power: Option<String> = r.get(4)?;
+                let prov: String = r.get(5)?;
+                Ok((uuid, r.get(1)?, r.get(2)?, r.get(3)?, power, prov))
+            })?;
+            rows.map(|row| {
+                let (uuid, name, instance_uuid, maintenance, power, prov) = row?;
+                Ok(NodeSummary {
+                    uuid: uuid.parse().map_err(|_| DbError::Corrupt(format!("node uuid {uuid}")))?,
+                    name,
+                    instance_uuid,
+                    maintenance,
+                    power_state: power.and_then(|p| p.parse().ok()),
+                    provision_state: provision_state(&prov)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// UUIDs of nodes matching a filter, in id order (conductor's periodic tasks).
+    pub fn node_ids(&self, filter: &NodeFilter) -> Result<Vec<NodeId>, DbError> {
+        let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
+        let (sql, args) = build_query("SELECT uuid FROM nodes", &q)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(0))?;
+            rows.map(|r| node_uuid(&r?)).collect()
+        })
+    }
+
+    /// The provision state and when it was entered of each node matching `filter`, read from
+    /// columns only: periodic tasks scan the whole fleet with it and must not parse every body.
+    pub fn node_provision_times(&self, filter: &NodeFilter) -> Result<Vec<ProvisionTime>, DbError> {
+        let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
+        let (sql, args) = build_query("SELECT uuid, provision_state, provision_updated_at FROM nodes", &q)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+            })?;
+            rows.map(|r| {
+                let (id, state, since) = r?;
+                let id = node_uuid(&id)?;
+                let state = provision_state(&state)?;
+                let since = since
+                    .map(|t| {
+                        DateTime::parse_from_rfc3339(&t)
+                            .map(|d| d.with_timezone(&Utc))
+                            .map_err(|_| DbError::Corrupt(format!("provision_updated_at {t}")))
+                    })
+                    .transpose()?;
+                Ok((id, state, since))
+            })
+            .collect()
+        })
+    }
+}
+
+/// A node, its provision state and when it entered it.
+pub type ProvisionTime = (NodeId, ProvisionState, Option<DateTime<Utc>>);
+
+fn node_uuid(s: &str) -> Result<NodeId, DbError> {
+    s.parse().map_err(|_| DbError::Corrupt(format!("node uuid {s}")))
+}
+
+fn provision_state(s: &str) -> Result<ProvisionState, DbError> {
+    s.parse().map_err(|_| DbError::Corrupt(format!("provision state {s}")))
+}
+
+/// Builds `base WHERE ... ORDER BY ... LIMIT` with keyset pagination after `marker`.
+fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types::Value>), DbError> {
+    use rusqlite::types::Value;
+    let key = if q.sort_key.is_empty() { "id" } else { q.sort_key.as_str() };
+    if !NODE_SORT_KEYS.contains(&key) {
+        return Err(DbError::Corrupt(format!("invalid sort key {key}")));
+    }
+    let f = &q.filter;
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    let eq = |col: &str, v: &Option<String>, conds: &mut Vec<String>, args: &mut Vec<Value>| {
+        if let Some(v) = v {
+            args.push(Value::Text(v.clone()));
+            conds.push(format!("{col} = ?{}", args.len()));
+        }
+    };
+    eq("provision_state", &f.provision_state.map(|s| s.as_str().to_string()), &mut conds, &mut args);
+    eq("driver", &f.driver, &mut conds, &mut args);
+    eq("resource_class", &f.resource_class, &mut conds, &mut args);
+    eq("fault", &f.fault, &mut conds, &mut args);
+    eq("conductor_group", &f.conductor_group.as_ref().map(|g| g.to_lowercase()), &mut conds, &mut args);
+    eq("chassis_uuid", &f.chassis_uuid, &mut conds, &mut args);
+    eq("instance_uuid", &f.instance_uuid, &mut conds, &mut args);
+    eq("owner", &f.owner, &mut conds, &mut args);
+    eq("lessee", &f.lessee, &mut conds, &mut args);
+    eq("shard", &f.shard, &mut conds, &mut args);
+    if let Some(m) = f.maintenance {
+        conds.push(format!("maintenance = {}", m as i32));
+    }
+    match f.associated {
+        Some(true) => conds.push("instance_uuid IS NOT NULL".into()),
+        Some(false) => conds.push("instance_uuid IS NULL".into()),
+        None => {}
+    }
+    match f.reserved {
+        Some(true) => conds.push("reservation IS NOT NULL".into()),
+        Some(false) => conds.push("reservation IS NULL".into()),
+        None => {}
+    }
+    if let Some(r) = f.retired {
+        conds.push(format!("COALESCE(json_extract(body, '$.retired'), 0) = {}", r as i32));
+    }
+    if let Some(d) = &f.description_contains {
+        let escaped = d.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        args.push(Value::Text(format!("%{escaped}%")));
+        conds.push(format!("json_extract(body, '$.description') LIKE ?{} ESCAPE '\\'", args.len()));
+    }
+    if let Some(p) = &f.project {
+        args.push(Value::Text(p.clone()));
+        conds.push(format!("(owner = ?{0} OR lessee = ?{0})", args.len()));
+    }
+    if let Some(shards) = &f.shards {
+        let mut ph = Vec::new();
+        for s in shards {
+            args.push(Value::Text(s.clone()));
+            ph.push(format!("?{}", args.len()));
+        }
+        conds.push(if ph.is_empty() { "0".into() } else { format!("shard IN ({})", ph.join(",")) });
+    }
+    match f.sharded {
+        Some(true) => conds.push("shard IS NOT NULL".into()),
+        Some(false) => conds.push("shard IS NULL".into()),
+        None => {}
+    }
+    if f.include_children == Some(false) {
+        match &f.parent_node {
+            Some(p) => {
+                args.push(Value::Text(p.clone()));
+                conds.push(format!("json_extract(body, '$.parent_node') = ?{}", args.len()));
+            }
+            None => conds.push("json_extract(body, '$.parent_node') IS NULL".into()),
+        }
+    }
+    if let Some(states) = &f.provision_states {
+        let mut ph = Vec::new();
+        for s in states {
+            args.push(Value::Text(s.as_str().into()));
+            ph.push(format!("?{}", args.len()));
+        }
+        if ph.is_empty() {
+            conds.push("0".into());
+        } else {
+            conds.push(format!("provision_state IN ({})", ph.join(",")));
+        }
+    }
+    let (cmp, dir) = match q.sort_dir {
+        SortDir::Asc => (">", "ASC"),
+        SortDir::Desc => ("<", "DESC"),
+    };
+    if let Some(m) = q.marker {
+        args.push(Value::Text(m.to_string()));
+        let p = args.len();
+        if key == "id" {
+            conds.push(format!("id {cmp} (SELECT id FROM nodes WHERE uuid = ?{p})"));
+        } else {
+            // Rows after the marker's (key, id); NULLs sort first in SQLite.
+            conds.push(format!(
+                "(({key} IS (SELECT {key} FROM nodes WHERE uuid = ?{p}) AND id {cmp} (SELECT id FROM nodes WHERE uuid = ?{p}))
+                  OR COALESCE({key} {cmp} (SELECT {key} FROM nodes WHERE uuid = ?{p}),
+                      {null_side}))",
+                null_side = match q.sort_dir {
+                    // asc: NULL < anything, so a non-NULL row follows a NULL marker.
+                    SortDir::Asc => format!("(SELECT {key} FROM nodes WHERE uuid = ?{p}) IS NULL AND {key} IS NOT NULL"),
+                    SortDir::Desc => format!("{key} IS NULL AND (SELECT {key} FROM nodes WHERE uuid = ?{p}) IS NOT NULL"),
+                }
+            ));
+        }
+    }
+    let mut sql = base.to_string();
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    if key == "id" {
+        sql.push_str(&format!(" ORDER BY id {dir}"));
+    } else {
+        sql.push_str(&format!(" ORDER BY {key} {dir}, id {dir}"));
+    }
+    if let Some(l) = q.limit {
+        sql.push_str(&format!(" LIMIT {l}"));
+    }
+    Ok((sql, args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        Node {
+            uuid: NodeId(uuid::Uuid::new_v4()),
+            name: Some(name.into()),
+            driver: "ipmi".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Two handles on one database file, standing for two processes (the directory holds it).
+    fn two_handles() -> (tempfile::TempDir, Db, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferric.db");
+        let (a, b) = (Db::open(&path).unwrap(), Db::open(&path).unwrap());
+        (dir, a, b)
+    }
+
+    /// Two handles on one file stand for two processes: each sees the other's writes, although
+    /// it holds a decoded copy of the node.
+    #[test]
+    fn cached_nodes_follow_writes_made_elsewhere() {
+        let (_dir, a, b) = two_handles();
+        let mut n = node("one");
+        a.create_node(&n).unwrap();
+        assert_eq!(a.get_node_by_uuid(n.uuid).unwrap().name.as_deref(), Some("one"));
+
+        n.description = Some("written by b".into());
+        b.update_node(&n).unwrap();
+        assert_eq!(a.get_node_by_uuid(n.uuid).unwrap().description.as_deref(), Some("written by b"));
+        let locked = a.reserve_node(n.uuid, "host-a").unwrap();
+        assert_eq!(locked.description.as_deref(), Some("written by b"));
+        assert_eq!(locked.reservation.as_deref(), Some("host-a"));
+        a.release_node(n.uuid, "host-a").unwrap();
+
+        b.destroy_node(n.uuid).unwrap();
+        let again = Node { uuid: n.uuid, ..node("two") };
+        b.create_node(&again).unwrap();
+        let got = a.get_node_by_uuid(n.uuid).unwrap();
+        assert_eq!((got.name.as_deref(), got.description), (Some("two"), None));
+    }
+
+    #[test]
+    fn cached_copies_hold_only_what_was_committed() {
+        let db = Db::open_in_memory().unwrap();
+        let (x, y) = (node("x"), node("y"));
+        db.create_node(&x).unwrap();
+        db.create_node(&y).unwrap();
+
+        // A refused write leaves the cached copy as it was.
+        let clash = Node { name: Some("x".into()), ..y.clone() };
+        assert!(matches!(db.update_node(&clash), Err(DbError::Duplicate(_))));
+        assert_eq!(db.get_node_by_uuid(y.uuid).unwrap().name.as_deref(), Some("y"));
+
+        // A saved task's lock holder and conductor are not part of the body.
+        let mut task = db.reserve_node(x.uuid, "host").unwrap();
+        task.conductor = Some("host".into());
+        task.description = Some("saved".into());
+        db.update_node(&task).unwrap();
+        db.release_node(x.uuid, "host").unwrap();
+        let got = db.get_node_by_uuid(x.uuid).unwrap();
+        assert_eq!((got.reservation, got.conductor), (None, None));
+        assert_eq!(got.description.as_deref(), Some("saved"));
+        assert_eq!(db.get_node("x").unwrap().description.as_deref(), Some("saved"));
+    }
+
+    /// A view of a node shows its committed body and the row's lock holder, whether the node
+    /// was cached or not, and wherever it was written.
+    #[test]
+    fn views_show_the_committed_node_and_its_lock() {
+        let (_dir, a, b) = two_handles();
+        let mut n = node("v");
+        a.create_node(&n).unwrap();
+        let view = |db: &Db| db.view_node(n.uuid, |n, r| (n.description.clone(), r.map(str::to_string))).unwrap();
+        assert_eq!(view(&a), (None, None));
+        a.reserve_node(n.uuid, "host").unwrap();
+        assert_eq!(view(&a), (None, Some("host".into())));
+        n.description = Some("from b".into());
+        b.update_node(&n).unwrap();
+        assert_eq!(view(&a), (Some("from b".into()), Some("host".into())));
+        assert_eq!(view(&a), (Some("from b".into()), Some("host".into())));
+        b.destroy_node(n.uuid).unwrap();
+        assert!(matches!(a.view_node(n.uuid, |_, _| ()), Err(DbError::NotFound { .. })));
+    }
+
+    /// A task's save needs its conductor's lock; its last save releases the lock with the write.
+    #[test]
+    fn task_saves_need_the_lock_and_the_last_one_releases_it() {
+        let db = Db::open_in_memory().unwrap();
+        let mut n = node("n");
+        db.create_node(&n).unwrap();
+        let save = |n: &Node, lock| db.update_node_recording(n, &[], || unreachable!("no error recorded"), 10, lock);
+        n.description = Some("refused".into());
+        let holder = |r: Result<(), DbError>| match r {
+            Err(DbError::Locked { host, .. }) => host,
+            other => panic!("expected Locked, got {other:?}"),
+        };
+        assert_eq!(holder(save(&n, LockUse::Held("a"))), "");
+        db.reserve_node(n.uuid, "b").unwrap();
+        assert_eq!(holder(save(&n, LockUse::Held("a"))), "b");
+        assert_eq!(holder(save(&n, LockUse::Release("a"))), "b");
+        let got = db.get_node_by_uuid(n.uuid).unwrap();
+        assert_eq!((got.description, got.reservation.as_deref()), (None, Some("b")));
+        db.release_node(n.uuid, "b").unwrap();
+
+        db.reserve_node(n.uuid, "a").unwrap();
+        n.description = Some("kept".into());
+        save(&n, LockUse::Held("a")).unwrap();
+        assert_eq!(db.get_node_by_uuid(n.uuid).unwrap().reservation.as_deref(), Some("a"));
+        // A save that changes an indexed column keeps its index right; the lean form (nothing
+        // indexed changed) leaves them as they are.
+        n.provision_state = ferric_types::models::ProvisionState::Manageable;
+        save(&n, LockUse::Held("a")).unwrap();
+        let manageable = NodeFilter {
+            provision_states: Some(vec![ferric_types::models::ProvisionState::Manageable]),
+            ..Default::default()
+        };
+        assert_eq!(db.node_ids(&manageable).unwrap(), vec![n.uuid]);
+        assert_eq!(db.node_provision_state(n.uuid).unwrap(), ferric_types::models::ProvisionState::Manageable);
+        assert_eq!(db.known_provision_state(n.uuid).unwrap(), ferric_types::models::ProvisionState::Manageable);
+        n.description = Some("last".into());
+        save(&n, LockUse::Release("a")).unwrap();
+        assert_eq!(db.node_ids(&manageable).unwrap(), vec![n.uuid]);
+        assert_eq!(db.node_ids(&NodeFilter { reserved: Some(true), ..Default::default() }).unwrap(), vec![]);
+        let got = db.get_node_by_uuid(n.uuid).unwrap();
+        assert_eq!((got.description.as_deref(), got.reservation), (Some("last"), None));
+        assert_eq!(db.count_reserved().unwrap(), 0);
+
+        db.destroy_node(n.uuid).unwrap();
+        assert!(matches!(save(&n, LockUse::Held("a")), Err(DbError::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_bounded_cache_still_reads_every_node() {
+        let db = Db::open_in_memory().unwrap();
+        let nodes: Vec<Node> = (0..5).map(|i| node(&format!("n{i}"))).collect();
+        for n in &nodes {
+            db.create_node(n).unwrap();
+        }
+        for cap in [2, 0] {
+            db.set_node_cache_capacity(cap);
+            for _ in 0..2 {
+                for n in &nodes {
+                    assert_eq!(db.get_node_by_uuid(n.uuid).unwrap().name, n.name);
+                }
+            }
+            assert!(db.inner.nodes.lock().len() <= cap);
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The `iscsi` deploy interface: the deploy ramdisk exposes its disk over iSCSI and the conductor
+//! writes the image (the user guide's "Example 1: PXE Boot and iSCSI Deploy Process"). Ironic
+//! dropped this flow in 2021; ferric keeps it.
+//!
+//! The conductor writes with the agent's own image writer (raw and qcow2, checksums, partition
+//! tables and config drive) over a [`RemoteDisk`]: an iSCSI session seen as a block device.
+
+use super::agent_base::{self, AgentEnv, agent_env, agent_target, image_info, set_phase};
+use super::{DeployInterface, DriverError, Heartbeat, HeartbeatAction, StepOutcome, Task};
+use crate::iscsi::initiator::{Capacity, InitiatorConfig, Session};
+use crate::trace::{Actor, seed};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use ferric_disk::blockdev::BlockDevice;
+use ferric_disk::disks::Disk;
+use ferric_disk::writer::{ImageWriter, WriterSettings};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream to an iSCSI portal.
+pub trait IscsiStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> IscsiStream for T {}
+
+/// How the conductor reaches portals: TCP in production, in-memory streams in a simulation.
+pub trait IscsiConnector: Send + Sync {
+    fn connect(&self, portal: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn IscsiStream>>>;
+}
+
+/// Portals over TCP.
+pub struct TcpIscsi;
+
+impl IscsiConnector for TcpIscsi {
+    fn connect(&self, portal: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn IscsiStream>>> {
+        Box::pin(async move {
+            let s = tokio::net::TcpStream::connect(portal).await?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s) as Box<dyn IscsiStream>)
+        })
+    }
+}
+
+/// Settings of iSCSI deploys.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct IscsiDeployConfig {
+    /// Portal port the agent is asked to listen on (0: the agent picks one and reports it).
+    pub portal_port: u16,
+    /// Read everything back after writing and compare (slower; Ironic's `conv=... verify`).
+    pub verify: bool,
+    /// Initiator name the conductor logs in with.
+    pub initiator_iqn: String,
+}
+
+impl Default for IscsiDeployConfig {
+    fn default() -> Self {
+        IscsiDeployConfig { portal_port: 3260, verify: false, initiator_iqn: "iqn.2024-01.org.ferric:conductor".into() }
+    }
+}
+
+/// An iSCSI LUN as a block device (reads and writes of whole blocks; partial blocks are
+/// read, patched and written back).
+pub struct RemoteDisk {
+    session: tokio::sync::Mutex<Option<Session<Box<dyn IscsiStream>>>>,
+    cap: Capacity,
+}
+
+/// Largest transfer per SCSI command.
+const MAX_IO: u64 = 1 << 20;
+
+impl RemoteDisk {
+    pub async fn attach(stream: Box<dyn IscsiStream>, cfg: &InitiatorConfig) -> io::Result<RemoteDisk> {
+        let mut s = Session::login(stream, cfg).await.map_err(io::Error::other)?;
+        let cap = s.read_capacity().await.map_err(io::Error::other)?;
+        Ok(RemoteDisk { session: tokio::sync::Mutex::new(Some(s)), cap })
+    }
+
+    /// Flushes and logs out.
+    pub async fn detach(&self) -> io::Result<()> {
+        let Some(mut s) = self.session.lock().await.take() else { return Ok(()) };
+        s.synchronize_cache().await.map_err(io::Error::other)?;
+        s.logout().await.map_err(io::Error::other)
+    }
+
+    fn bs(&self) -> u64 {
+        u64::from(self.cap.block_size.max(1))
+    }
+
+    async fn read_blocks(&self, lba: u64, blocks: u64) -> io::Result<Vec<u8>> {
+        let mut g = self.session.lock().await;
+        let s = g.as_mut().ok_or_else(|| io::Error::other("iSCSI session closed"))?;
+        let mut out = Vec::with_capacity((blocks * self.bs()) as usize);
+        let per = (MAX_IO / self.bs()).max(1);
+        let mut done = 0;
+        while done < blocks {
+            let n = (blocks - done).min(per);
+            out.extend(s.read(self.cap, lba + done, n as u32).await.map_err(io::Error::other)?);
+            done += n;
+        }
+        Ok(out)
+    }
+
+    async fn write_blocks(&self, lba: u64, data: Bytes) -> io::Result<()> {
+        let mut g = self.session.lock().await;
+        let s = g.as_mut().ok_or_else(|| io::Error::other("iSCSI session closed"))?;
+        let chunk = (MAX_IO / self.bs()).max(1) * self.bs();
+        let mut off = 0usize;
+        while off < data.len() {
+            let end = (off + chunk as usize).min(data.len());
+            s.write(lba + off as u64 / self.bs(), self.cap.block_size, data.slice(off..end))
+                .await
+                .map_err(io::Error::other)?;
+            off = end;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlockDevice for RemoteDisk {
+    fn size(&self) -> u64 {
+        self.cap.bytes()
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|e| *e <= self.size())
+            .ok_or_else(|| io::Error::other("read beyond the disk"))?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let bs = self.bs();
+        let first = offset / bs;
+        let last = end.div_ceil(bs);
+        let data = self.read_blocks(first, last - first).await?;
+        let skip = (offset - first * bs) as usize;
+        Ok(Bytes::copy_from_slice(&data[skip..skip + len]))
+    }
+
+    async fn write_at(&self, offset: u64, data: Bytes) -> io::Result<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= self.size())
+            .ok_or_else(|| io::Error::other("write beyond the disk"))?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let bs = self.bs();
+        if offset % bs == 0 && data.len() as u64 % bs == 0 {
+            return self.write_blocks(offset / bs, data).await;
+        }
+        let first = offset / bs;
+        let last = end.div_ceil(bs);
+        let mut buf = BytesMut::from(&self.read_blocks(first, last - first).await?[..]);
+        let skip = (offset - first * bs) as usize;
+        buf[skip..skip + data.len()].copy_from_slice(&data);
+        self.write_blocks(first, buf.freeze()).await
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        let mut g = self.session.lock().await;
+        match g.as_mut() {
+            Some(s) => s.synchronize_cache().await.map_err(io::Error::other),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The iSCSI deploy interface.
+pub struct IscsiDeploy {
+    pub connector: Arc<dyn IscsiConnector>,
+    pub config: IscsiDeployConfig,
+}
+
+impl IscsiDeploy {
+    /// Steps of the seed from "Send IPA a command to expose disks via iSCSI" to "Delete instance
+    /// image from cache".
+    async fn write_image(&self, task: &mut Task, env: &AgentEnv) -> Result<(), DriverError> {
+        let target = agent_target(task)?;
+        let info = image_info(task, env)?;
+        let configdrive = match task.node.instance_info.get("configdrive") {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        task.record(Actor::Conductor, Actor::Node, seed::EXPOSE_ISCSI);
+        let iqn = format!("iqn.2008-10.org.openstack:{}", task.node.uuid);
+        let r = env.client.start_iscsi_target(&target, &iqn, self.config.portal_port, true).await.map_err(|e| {
+            DriverError::failed(format!(
+                "The agent of node {} could not expose its disk over iSCSI: {e}",
+                task.node.uuid
+            ))
+        })?;
+        let result = r.command_result.unwrap_or(Value::Null);
+        let iqn = result.get("iscsi_target_iqn").and_then(|v| v.as_str()).unwrap_or(&iqn).to_string();
+        let port = result
+            .get("portal_port")
+            .and_then(|v| v.as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(self.config.portal_port);
+        let host = url::Url::parse(&target.url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()))
+            .ok_or_else(|| DriverError::failed(format!("Agent URL {} has no host", target.url)))?;
+        let ip: std::net::IpAddr =
+            host.parse().map_err(|_| DriverError::failed(format!("Agent host {host} is not an IP address")))?;
+        let portal = SocketAddr::new(ip, port);
+
+        task.record(Actor::Conductor, Actor::Node, seed::ISCSI_ATTACH);
+        let cfg = InitiatorConfig::new(self.config.initiator_iqn.clone(), iqn.clone());
+        let stream = self
+            .connector
+            .connect(portal)
+            .await
+            .map_err(|e| DriverError::failed(format!("iSCSI connection to {portal} failed: {e}")))?;
+        let disk = Arc::new(
+            RemoteDisk::attach(stream, &cfg)
+                .await
+                .map_err(|e| DriverError::failed(format!("iSCSI login to {iqn} at {portal} failed: {e}")))?,
+        );
+
+        task.record(Actor::Conductor, Actor::Node, seed::COPY_IMAGE);
+        // The partition and disk GUIDs derive from the node, so a simulated run is reproducible.
+        let seed = rand::Rng::next_u64(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+            task.node.uuid.as_uuid().as_u64_pair().0,
+        ));
+        let settings = WriterSettings::default();
+        let writer = ImageWriter { http: env.http.as_ref(), settings: &settings, md5_allowed: false };
+        let target = Disk::from_device(&format!("iscsi:{portal}/{iqn}"), disk.clone());
+        let configdrive = configdrive.or_else(|| info.configdrive.clone());
+        let written = writer.write(&target, &info, configdrive, seed).await;
+        if self.config.verify && written.is_ok() {
+            disk.flush().await.map_err(|e| DriverError::failed(format!("iSCSI flush failed: {e}")))?;
+        }
+        task.record(Actor::Conductor, Actor::Node, seed::ISCSI_DETACH);
+        let detached = disk.detach().await;
+        let written = written.map_err(|e| {
+            DriverError::failed(format!("Writing the image to node {} over iSCSI failed: {e}", task.node.uuid))
+        })?;
+        detached.map_err(|e| DriverError::failed(format!("iSCSI detach failed: {e}")))?;
+        if let Some(root) = written.partition_uuids.get("root uuid").and_then(|v| v.as_str()) {
+            task.node.driver_internal_info.insert("root_uuid_or_disk_id".into(), Value::String(root.to_string()));
+        }
+        // The image was streamed, not cached on the conductor: nothing to delete.
+        task.record(Actor::Conductor, Actor::Conductor, seed::DELETE_CACHED_IMAGE);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeployInterface for IscsiDeploy {
+    fn validate(&self, task: &Task) -> Result<(), DriverError> {
+        agent_base::validate_instance_info(task)?;
+        task.driver.boot.validate(task)?;
+        Ok(())
+    }
+
+    async fn deploy(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
+        let env = agent_env(task)?;
+        let info = image_info(task, &env)?;
+        task.node
+            .driver_internal_info
+            .insert("is_whole_disk_image".into(), (info.image_type.as_deref() != Some("partition")).into());
+        agent_base::boot_deploy_ramdisk(task, seed::CACHE_ISCSI).await?;
+        Ok(StepOutcome::Wait)
+    }
+
+    async fn heartbeat(&self, task: &mut Task, _hb: &Heartbeat) -> Result<HeartbeatAction, DriverError> {
+        if task.node.provision_state == ferric_types::models::ProvisionState::CleanWait {
+            return agent_base::clean_heartbeat(task).await;
+        }
+        // The ramdisk is up: the conductor takes over (writing happens in `continue_deploy`).
+        Ok(HeartbeatAction::Resume)
+    }
+
+    async fn continue_deploy(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
+        let env = agent_env(task)?;
+        set_phase(task, Some("writing"));
+        self.write_image(task, &env).await?;
+        agent_base::finish_deploy(task, &env, seed::PREPARE_PXE_INSTANCE).await?;
+        Ok(StepOutcome::Done)
+    }
+
+    async fn tear_down(&self, task: &mut Task) -> Result<(), DriverError> {
+        agent_base::tear_down(task).await
+    }
+
+    async fn prepare_cleaning(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
+        agent_base::prepare_cleaning(task).await
+    }
+
+    async fn tear_down_cleaning(&self, task: &mut Task) -> Result<(), DriverError> {
+        agent_base::tear_down_cleaning(task).await
+    }
+
+    async fn abort(&self, task: &mut Task) -> Result<(), DriverError> {
+        agent_base::abort(task).await
+    }
+}

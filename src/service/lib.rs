@@ -1,0 +1,34 @@
+//! ferric-service: bare-metal provisioning in the spirit of OpenStack Ironic. One folder per box
+//! of the user guide's diagram:
+//!
+//! - [`api`]: the REST API, wire-compatible with Ironic v1.
+//! - [`conductor`]: node locks, the worker pool, periodic tasks, and the provision state machine
+//!   applied (its table is `ferric_types::state_machine`); it answers the rpc contract
+//!   (`ferric_types::rpc`) in process.
+//! - [`drivers`]: hardware types and their interfaces (power, management, boot, deploy, network).
+//! - [`db`]: the database.
+//! - [`pxe`]: DHCP, TFTP and HTTP boot, boot configs, the image cache.
+//! - [`images`]: the image service (Glance's role) and temporary URLs (Swift's).
+//! - [`network`]: ports on the provisioning network, DHCP host entries.
+//! - [`ipmi`]: the IPMI 2.0 client; [`iscsi`]: the iSCSI initiator.
+//! - [`trace`]: the deploy recorded as the user guide's sequence diagrams.
+//! - [`config`] and [`assemble`]: settings, and the service built from them.
+//!
+//! Which folder may use which is the table in the README's "Architecture" section, checked by
+//! `tests/architecture.rs`. Nothing here knows the simulator: simulated hardware plugs in through
+//! the same traits as real hardware (`ferric_lab`).
+
+pub mod api;
+pub mod assemble;
+pub mod conductor;
+pub mod config;
+pub mod db;
+pub mod drivers;
+pub mod images;
+pub mod ipmi;
+pub mod iscsi;
+pub mod network;
+pub mod pxe;
+pub mod trace;
+
+pub use assemble::{Service, ServiceError, shutdown_signal};

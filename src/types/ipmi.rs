@@ -1,0 +1,1 @@
+//! IPMI names (filled in below).
