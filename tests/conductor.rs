@@ -8,12 +8,11 @@ use axum::http::StatusCode;
 use ferric_service::assemble::Service;
 use ferric_service::config::Config;
 use ferric_service::db::Db;
-use ferric_service::drivers::{
-    DeployInterface, DriverError, Heartbeat, HeartbeatAction, PowerInterface, StepOutcome, Task,
-};
+use ferric_service::drivers::steps::{Outcome, Plan, StepCtx, StepResult, quiet};
+use ferric_service::drivers::{DeployInterface, DriverError, PowerInterface, PowerProgress, PowerRequest, Task};
 use ferric_service::trace::Recorder;
 use ferric_types::clock::Clock;
-use ferric_types::models::{PowerState, PowerTarget, ProvisionState};
+use ferric_types::models::{PowerState, ProvisionState, Step};
 use parking_lot::Mutex;
 use serde_json::json;
 use std::sync::Arc;
@@ -22,25 +21,31 @@ use std::time::Duration;
 /// A deploy that waits for a callback; a heartbeat with `agent_status == "end"` finishes it.
 struct WaitingDeploy;
 
+static WAIT_THEN_WRITE: std::sync::LazyLock<Plan> =
+    std::sync::LazyLock::new(|| Plan::of(vec![quiet(Step::AwaitAgent), quiet(Step::WriteImage)]));
+static NOTHING: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(Plan::default);
+
 #[async_trait]
 impl DeployInterface for WaitingDeploy {
     fn validate(&self, _t: &Task) -> Result<(), DriverError> {
         Ok(())
     }
-    async fn deploy(&self, _t: &mut Task) -> Result<StepOutcome, DriverError> {
-        Ok(StepOutcome::Wait)
+    fn deploy_plan(&self) -> &Plan {
+        &WAIT_THEN_WRITE
     }
-    async fn heartbeat(&self, _t: &mut Task, hb: &Heartbeat) -> Result<HeartbeatAction, DriverError> {
-        Ok(if hb.agent_status.as_deref() == Some("end") { HeartbeatAction::Resume } else { HeartbeatAction::Nothing })
+    fn tear_down_plan(&self) -> &Plan {
+        &NOTHING
     }
-    async fn tear_down(&self, _t: &mut Task) -> Result<(), DriverError> {
-        Ok(())
+    fn clean_plan(&self) -> &Plan {
+        &NOTHING
     }
-    async fn prepare_cleaning(&self, _t: &mut Task) -> Result<StepOutcome, DriverError> {
-        Ok(StepOutcome::Done)
+    fn clean_tear_down_plan(&self) -> &Plan {
+        &NOTHING
     }
-    async fn tear_down_cleaning(&self, _t: &mut Task) -> Result<(), DriverError> {
-        Ok(())
+    async fn run_step(&self, step: Step, _t: &mut Task, ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {
+        assert_eq!(step, Step::WriteImage);
+        let done = ctx.heartbeat.and_then(|hb| hb.agent_status.as_deref()) == Some("end");
+        Ok(StepResult::outcome(if done { Outcome::Next } else { Outcome::AgainAtHeartbeat(Step::WriteImage) }))
     }
 }
 
@@ -64,17 +69,12 @@ impl PowerInterface for TestPower {
         }
         Ok(if *self.0.on.lock() { PowerState::On } else { PowerState::Off })
     }
-    async fn set_power_state(
-        &self,
-        _t: &mut Task,
-        target: PowerTarget,
-        _: Option<Duration>,
-    ) -> Result<(), DriverError> {
+    async fn request_power(&self, _t: &mut Task, request: PowerRequest) -> Result<PowerProgress, DriverError> {
         if *self.0.broken.lock() {
             return Err(DriverError::failed("BMC not responding"));
         }
-        *self.0.on.lock() = target.end_state() == PowerState::On;
-        Ok(())
+        *self.0.on.lock() = request.end_state() == PowerState::On;
+        Ok(PowerProgress::Reached)
     }
 }
 

@@ -155,7 +155,8 @@ async fn agent_killed_mid_deploy_times_out() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n = lab.node(&id).await;
-        if n["driver_internal_info"]["agent_phase"] == json!("writing") {
+        // Ironic's deploy step `write_image` starts when the agent takes the image.
+        if n["deploy_step"]["step"] == json!("write_image") {
             break;
         }
         assert!(Instant::now() < deadline, "write never started: {n}");

@@ -10,8 +10,9 @@ use ferric_lab::machine::{SimMachine, SimMachineConfig};
 use ferric_service::assemble::Service;
 use ferric_service::config::Config;
 use ferric_service::db::Db;
-use ferric_service::drivers::ipmitool::{self, PowerTiming};
-use ferric_service::drivers::{DeployInterface, DriverError, StepOutcome, Task};
+use ferric_service::drivers::ipmitool;
+use ferric_service::drivers::steps::Plan;
+use ferric_service::drivers::{DeployInterface, DriverError, Task};
 use ferric_service::ipmi::{ClientConfig, IpmiPool, UdpConnector};
 use ferric_service::trace::Recorder;
 use ferric_sim::machine::{BootDevice as SimBoot, Machine, PowerState as SimPower};
@@ -25,22 +26,24 @@ use std::time::Duration;
 /// management only.
 struct NoDeploy;
 
+static NOTHING: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(Plan::default);
+
 #[async_trait]
 impl DeployInterface for NoDeploy {
     fn validate(&self, _t: &Task) -> Result<(), DriverError> {
         Ok(())
     }
-    async fn deploy(&self, _t: &mut Task) -> Result<StepOutcome, DriverError> {
-        Ok(StepOutcome::Done)
+    fn deploy_plan(&self) -> &Plan {
+        &NOTHING
     }
-    async fn tear_down(&self, _t: &mut Task) -> Result<(), DriverError> {
-        Ok(())
+    fn tear_down_plan(&self) -> &Plan {
+        &NOTHING
     }
-    async fn prepare_cleaning(&self, _t: &mut Task) -> Result<StepOutcome, DriverError> {
-        Ok(StepOutcome::Done)
+    fn clean_plan(&self) -> &Plan {
+        &NOTHING
     }
-    async fn tear_down_cleaning(&self, _t: &mut Task) -> Result<(), DriverError> {
-        Ok(())
+    fn clean_tear_down_plan(&self) -> &Plan {
+        &NOTHING
     }
 }
 
@@ -69,15 +72,17 @@ async fn lab() -> Lab {
         min_interval: Duration::ZERO,
         ..Default::default()
     };
-    let timing = PowerTiming { change_timeout: Duration::from_secs(2), poll_interval: Duration::from_millis(50) };
-    let service =
-        Service::build(Config::default(), Db::open_in_memory().unwrap(), Clock::system(), Recorder::default(), |p| {
-            let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), client, 64));
-            ipmitool::register(&mut p.registry, pool, timing);
-            p.registry.register_deploy("direct", Arc::new(NoDeploy));
-            p.registry.register_boot("ipxe", Arc::new(ferric_service::drivers::fake::FakeBoot));
-        })
-        .unwrap();
+    // Power changes time out after 2 s, polled every 50 ms.
+    let mut config = Config::default();
+    config.conductor.power_state_change_timeout = 2;
+    config.conductor.power_state_poll_interval_ms = 50;
+    let service = Service::build(config, Db::open_in_memory().unwrap(), Clock::system(), Recorder::default(), |p| {
+        let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), client, 64));
+        ipmitool::register(&mut p.registry, pool);
+        p.registry.register_deploy("direct", Arc::new(NoDeploy));
+        p.registry.register_boot("ipxe", Arc::new(ferric_service::drivers::fake::FakeBoot));
+    })
+    .unwrap();
     Lab { api: common::Api::from_service(service), bmc, machine, port }
 }
 

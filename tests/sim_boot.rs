@@ -12,14 +12,14 @@ use ferric_lab::net;
 use ferric_lab::sim::{LabConfig, LabWiring, MachineSpec, SimLab, sim_runtime};
 use ferric_service::drivers::agent_client::AgentClient;
 use ferric_service::drivers::agent_client::{AgentClientConfig, AgentTarget};
-use ferric_service::drivers::{
-    AGENT_TOKEN_KEY, DeployInterface, DriverError, Heartbeat, HeartbeatAction, StepOutcome, Task, node_power_action,
-};
+use ferric_service::drivers::steps::{Plan, StepCtx, StepResult, quiet};
+use ferric_service::drivers::{DeployInterface, DriverError, Task};
 use ferric_service::images::DiskFormat;
 use ferric_sim::machine::PowerState;
 use ferric_types::agent::ImageInfo;
 use ferric_types::http::HttpClient;
-use ferric_types::models::{BootDevice, NodeId, PowerTarget, ProvisionState};
+use ferric_types::models::Step;
+use ferric_types::models::{NodeId, ProvisionState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,28 +33,46 @@ fn df(e: impl std::fmt::Display) -> DriverError {
     DriverError::failed(e.to_string())
 }
 
+static DEPLOY: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(|| {
+    Plan::of(vec![
+        quiet(Step::PowerOff),
+        quiet(Step::AddProvisioningNetwork),
+        quiet(Step::BootFromNetworkOnce),
+        quiet(Step::Reboot),
+        quiet(Step::AwaitAgent),
+        quiet(Step::WriteImage),
+        quiet(Step::SetInstanceBootDevice),
+        quiet(Step::PowerOff),
+        quiet(Step::RemoveProvisioningNetwork),
+        quiet(Step::PowerOn),
+    ])
+});
+static TEAR_DOWN: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(|| Plan::of(vec![quiet(Step::PowerOff)]));
+static NOTHING: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(Plan::default);
+
 #[async_trait]
 impl DeployInterface for StandIn {
     fn validate(&self, _t: &Task) -> Result<(), DriverError> {
         Ok(())
     }
-    async fn deploy(&self, t: &mut Task) -> Result<StepOutcome, DriverError> {
-        node_power_action(t, PowerTarget::Off, None).await?;
-        let net = t.driver.network.clone();
-        net.add_provisioning_network(t).await?;
-        let m = t.driver.management.clone();
-        m.set_boot_device(t, BootDevice::Pxe, false).await?;
-        node_power_action(t, PowerTarget::Reboot, None).await?;
-        Ok(StepOutcome::Wait)
+    fn deploy_plan(&self) -> &Plan {
+        &DEPLOY
     }
-    async fn heartbeat(&self, _t: &mut Task, _hb: &Heartbeat) -> Result<HeartbeatAction, DriverError> {
-        Ok(HeartbeatAction::Resume)
+    fn tear_down_plan(&self) -> &Plan {
+        &TEAR_DOWN
     }
-    async fn continue_deploy(&self, t: &mut Task) -> Result<StepOutcome, DriverError> {
-        let url = t.node.driver_internal_info.get("agent_url").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let token = t.node.driver_internal_info.get(AGENT_TOKEN_KEY).and_then(|v| v.as_str()).map(str::to_string);
+    fn clean_plan(&self) -> &Plan {
+        &NOTHING
+    }
+    fn clean_tear_down_plan(&self) -> &Plan {
+        &NOTHING
+    }
+    /// The image write: the agent's `prepare_image`, waited for.
+    async fn run_step(&self, step: Step, t: &mut Task, _ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {
+        assert_eq!(step, Step::WriteImage);
+        let session = t.node.agent.clone().unwrap_or_default();
         let client = AgentClient::new(self.http.clone(), AgentClientConfig::default());
-        let target = AgentTarget { url, token };
+        let target = AgentTarget { url: session.url.unwrap_or_default(), token: session.token };
         let id = t.node.instance_info.get("image_source").and_then(|v| v.as_str()).unwrap_or("").to_string();
         let img = self.images.store.get(&id).map_err(df)?;
         let info = ImageInfo {
@@ -67,22 +85,7 @@ impl DeployInterface for StandIn {
         };
         let r = client.prepare_image(&target, &info, None).await.map_err(df)?;
         AgentClient::check(client.wait_for(&target, r).await.map_err(df)?).map_err(df)?;
-        let m = t.driver.management.clone();
-        m.set_boot_device(t, BootDevice::Disk, true).await?;
-        node_power_action(t, PowerTarget::Off, None).await?;
-        let net = t.driver.network.clone();
-        net.remove_provisioning_network(t).await?;
-        node_power_action(t, PowerTarget::On, None).await?;
-        Ok(StepOutcome::Done)
-    }
-    async fn tear_down(&self, t: &mut Task) -> Result<(), DriverError> {
-        node_power_action(t, PowerTarget::Off, None).await
-    }
-    async fn prepare_cleaning(&self, _t: &mut Task) -> Result<StepOutcome, DriverError> {
-        Ok(StepOutcome::Done)
-    }
-    async fn tear_down_cleaning(&self, _t: &mut Task) -> Result<(), DriverError> {
-        Ok(())
+        Ok(StepResult::next())
     }
 }
 

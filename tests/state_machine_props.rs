@@ -7,7 +7,7 @@ mod common;
 use axum::http::StatusCode;
 use common::Api;
 use ferric_types::models::ProvisionState;
-use ferric_types::state_machine::{self, Event, VERBS};
+use ferric_types::state_machine::{self, Event, Verb};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -48,7 +48,7 @@ async fn run(verbs: Vec<usize>, power: Vec<bool>) {
     let api = Api::virtual_clock(ferric_service::config::Config::default());
     let u = api.node("prop").await;
     for (i, v) in verbs.into_iter().enumerate() {
-        let (verb, _) = VERBS[v % VERBS.len()];
+        let verb = Verb::ALL[v % Verb::ALL.len()].as_str();
         let before = api.get(&format!("/v1/nodes/{u}")).await.json();
         let from: ProvisionState = before["provision_state"].as_str().unwrap().parse().unwrap();
         let r = api.put(&format!("/v1/nodes/{u}/states/provision"), body_for(verb)).await;
@@ -58,7 +58,7 @@ async fn run(verbs: Vec<usize>, power: Vec<bool>) {
         api.idle().await;
         let after = api.get(&format!("/v1/nodes/{u}")).await.json();
         let to: ProvisionState = after["provision_state"].as_str().unwrap().parse().unwrap();
-        let event = Event::from_verb(verb).unwrap();
+        let event = Verb::parse(verb).unwrap().event();
         if r.status == StatusCode::ACCEPTED {
             assert!(reachable(from, event, to), "{from} --{verb}--> {to} is not in the table");
         } else {
@@ -82,7 +82,7 @@ async fn run(verbs: Vec<usize>, power: Vec<bool>) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
     #[test]
-    fn api_verbs_follow_the_table(verbs in proptest::collection::vec(0..VERBS.len(), 1..24),
+    fn api_verbs_follow_the_table(verbs in proptest::collection::vec(0..Verb::ALL.len(), 1..24),
                                   power in proptest::collection::vec(any::<bool>(), 0..24)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
         rt.block_on(run(verbs, power));

@@ -20,7 +20,7 @@ use ferric_service::config::Config;
 use ferric_service::db::Db;
 use ferric_service::drivers::agent_base::AgentEnv;
 use ferric_service::drivers::agent_client::{AgentClient, AgentClientConfig};
-use ferric_service::drivers::ipmitool::{self, PowerTiming};
+use ferric_service::drivers::ipmitool;
 use ferric_service::drivers::iscsi_deploy::IscsiDeploy;
 use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
 use ferric_service::ipmi::{ClientConfig, Connector, IpmiPool, UdpConnector};
@@ -276,20 +276,19 @@ fn build_service(
 ) -> Result<Service, LabError> {
     let mut c =
         Config { conductor: config.conductor.clone(), data_dir: wiring.workdir.join("data"), ..Config::default() };
+    // The conductor polls power changes; the lab's IPMI settings say how long and how often.
+    c.conductor.power_state_change_timeout = config.ipmi.power_change_timeout_secs.max(1);
+    c.conductor.power_state_poll_interval_ms = config.ipmi.power_poll_ms.max(1);
     c.api.public_url = Some(net::api_url());
     let seed = config.seed ^ 0x1b_a1_u64.wrapping_mul(u64::from(generation) + 1);
     let pool =
         Arc::new(IpmiPool::new(connector, ipmi_client_config(&config.ipmi, seed), config.machines.len().max(64) * 2));
-    let timing = PowerTiming {
-        change_timeout: Duration::from_secs(config.ipmi.power_change_timeout_secs.max(1)),
-        poll_interval: Duration::from_millis(config.ipmi.power_poll_ms.max(1)),
-    };
     let customize = config.customize.clone();
     let wiring = wiring.clone();
     let iscsi = c.iscsi.clone();
     let agent_config = c.agent.clone();
     Ok(Service::build(c, db.clone(), clock.clone(), trace.clone(), move |p| {
-        ipmitool::register(&mut p.registry, pool, timing);
+        ipmitool::register(&mut p.registry, pool);
         // Agent-based deploys (`direct`, `iscsi`) reach agents and the image store through the
         // in-memory network, with ferric's own agent client.
         let http: Arc<dyn ferric_types::http::HttpClient> = Arc::new(wiring.http.clone());
@@ -301,7 +300,7 @@ fn build_service(
             config: agent_config,
         }));
         let connector = Arc::new(super::iscsi::SimIscsiConnector { portals: wiring.portals.clone() });
-        p.registry.register_deploy("iscsi", Arc::new(IscsiDeploy { connector, config: iscsi.clone() }));
+        p.registry.register_deploy("iscsi", Arc::new(IscsiDeploy::new(connector, iscsi.clone())));
         if let Some(b) = &wiring.boot {
             super::boot::register(p, b.clone());
         }

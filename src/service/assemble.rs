@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::agent_client::{AgentClient, AgentClientConfig};
-use crate::drivers::ipmitool::{self, PowerTiming};
+use crate::drivers::ipmitool;
 use crate::drivers::iscsi_deploy::{IscsiDeploy, TcpIscsi};
 use crate::drivers::pxe_boot::{self, BootEnv, ImageResolver, ImageServiceResolver, UrlResolver};
 use crate::drivers::{DriverEnv, Registry};
@@ -63,10 +63,6 @@ impl Service {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
         let db = Db::open(&config.database_path())?;
-        let timing = PowerTiming {
-            change_timeout: std::time::Duration::from_secs(config.conductor.power_state_change_timeout),
-            ..Default::default()
-        };
         let key = temp_url_key(&config)?;
         let store = Arc::new(ImageStore::open(&config.images_dir(), Clock::system(), config.images.max_image_size)?);
         let images = Arc::new(ImageService::new(store, key, Clock::system()));
@@ -83,7 +79,7 @@ impl Service {
         let boot = boot_env(&config, &db, &images)?;
         Service::build(config, db, Clock::system(), Recorder::new(10_000), |p| {
             let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096));
-            ipmitool::register(&mut p.registry, pool, timing);
+            ipmitool::register(&mut p.registry, pool);
             p.env.agent = Some(agent);
             p.images = Some(images);
             if let Some(b) = boot {
@@ -106,10 +102,7 @@ impl Service {
             env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), agent: None, boot: None },
             images: None,
         };
-        parts.registry.register_deploy(
-            "iscsi",
-            Arc::new(IscsiDeploy { connector: Arc::new(TcpIscsi), config: config.iscsi.clone() }),
-        );
+        parts.registry.register_deploy("iscsi", Arc::new(IscsiDeploy::new(Arc::new(TcpIscsi), config.iscsi.clone())));
         customize(&mut parts);
         let parts_images = parts.images.take();
         let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;

@@ -4,6 +4,7 @@
 //! - [`state_machine`]: the provision state machine as a table.
 //! - [`rpc`]: what the API asks of a conductor, and the errors that cross that boundary.
 //! - [`agent`]: the deploy agent's wire formats (lookup, heartbeat, commands).
+//! - [`trace`]: the actors and messages of the user guide's sequence diagrams.
 //! - [`ipmi`]: IPMI network functions and commands by name (the client and the virtual BMC).
 //! - [`clock`], [`blocking`], [`http`]: the seams to the outside (time, identifiers and
 //!   randomness; blocking work; HTTP), replaceable so a simulation is deterministic.
@@ -17,3 +18,4 @@ pub mod models;
 pub mod py_json;
 pub mod rpc;
 pub mod state_machine;
+pub mod trace;

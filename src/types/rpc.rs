@@ -4,6 +4,7 @@
 use crate::models::{
     Allocation, BootDevice, JsonMap, Node, NodeId, Port, PortId, PowerTarget, VolumeConnector, VolumeTarget,
 };
+use crate::state_machine::Verb;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,9 +25,15 @@ pub enum RpcError {
     /// 400, Ironic's InvalidStateRequested
     #[error("{0}")]
     InvalidState(String),
-    /// 400: invalid or missing parameters, failed validation
+    /// 400: invalid parameters, failed validation (Ironic's InvalidParameterValue)
     #[error("{0}")]
     Invalid(String),
+    /// 400: a required parameter is missing (Ironic's MissingParameterValue)
+    #[error("{0}")]
+    MissingParameter(String),
+    /// 400: the node's interface does not do this (Ironic's UnsupportedDriverExtension)
+    #[error("{0}")]
+    Unsupported(String),
     /// 403: protected nodes
     #[error("{0}")]
     Forbidden(String),
@@ -36,6 +43,12 @@ pub enum RpcError {
     /// 503, Ironic's NoFreeConductorWorker
     #[error("{0}")]
     NoFreeWorker(String),
+    /// 500: the hardware (a BMC, an agent) refused or failed what a driver asked of it
+    #[error("{0}")]
+    DriverFailed(String),
+    /// 500: the hardware did not answer, or did not get there, in time
+    #[error("{0}")]
+    Timeout(String),
     /// 500: a bug or a broken store; the message is safe to show
     #[error("{0}")]
     Internal(String),
@@ -44,13 +57,27 @@ pub enum RpcError {
     Stale(String),
 }
 
-/// An agent heartbeat, as received by the API.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// An agent heartbeat, as received by the API. The conductor checks its token.
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Heartbeat {
+    /// The agent token the ramdisk got at lookup.
+    pub token: Option<String>,
     pub callback_url: String,
     pub agent_version: Option<String>,
     pub agent_status: Option<String>,
     pub agent_status_message: Option<String>,
+}
+
+/// The token never reaches a log through `{:?}`.
+impl std::fmt::Debug for Heartbeat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Heartbeat")
+            .field("token", &self.token.as_ref().map(|_| "******"))
+            .field("callback_url", &self.callback_url)
+            .field("agent_version", &self.agent_version)
+            .field("agent_status", &self.agent_status)
+            .finish()
+    }
 }
 
 /// What one indicator (LED) supports.
@@ -94,7 +121,8 @@ pub trait ConductorApi: Send + Sync {
     async fn destroy_node(&self, node: NodeId) -> Result<(), RpcError>;
     async fn change_power_state(&self, node: NodeId, target: PowerTarget, timeout: Option<u64>)
     -> Result<(), RpcError>;
-    async fn do_provisioning_action(&self, node: NodeId, verb: &str, args: ProvisionArgs) -> Result<(), RpcError>;
+    /// A provisioning verb (`PUT /v1/nodes/{id}/states/provision`), parsed by the API.
+    async fn do_provisioning_action(&self, node: NodeId, verb: Verb, args: ProvisionArgs) -> Result<(), RpcError>;
     async fn set_boot_device(&self, node: NodeId, device: BootDevice, persistent: bool) -> Result<(), RpcError>;
     async fn get_boot_device(&self, node: NodeId) -> Result<(Option<BootDevice>, Option<bool>), RpcError>;
     async fn supported_boot_devices(&self, node: NodeId) -> Result<Vec<BootDevice>, RpcError>;
@@ -109,7 +137,8 @@ pub trait ConductorApi: Send + Sync {
     async fn destroy_port(&self, port: PortId) -> Result<(), RpcError>;
     /// An agent's lookup: the node (found by MAC or UUID) and its agent token, issued once.
     async fn agent_lookup(&self, macs: Vec<String>, node: Option<NodeId>) -> Result<(Node, String), RpcError>;
-    /// An agent's heartbeat; the token has already been checked by the API.
+    /// An agent's heartbeat: refused (400) unless its token is the one issued at lookup and its
+    /// callback URL the one it gave first; then handled in the background.
     async fn heartbeat(&self, node: NodeId, hb: Heartbeat) -> Result<(), RpcError>;
     /// Driver properties for `GET /v1/drivers/{name}/properties`.
     fn driver_properties(&self, driver: &str) -> Result<BTreeMap<String, String>, RpcError>;

@@ -1,11 +1,12 @@
 //! The provision state machine, as a table (Ironic's `state_machine.py` transitions).
 
 use crate::models::ProvisionState::{self, *};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// Events that move a node between provision states. API verbs map onto some of them
-/// ([`Event::from_verb`]); the rest are raised by the conductor as work progresses.
+/// ([`Verb::event`]); the rest are raised by the conductor as work progresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Event {
     Deploy,
@@ -73,26 +74,6 @@ impl Event {
             Event::Hold => "hold",
         }
     }
-
-    /// The event an API `target` (provision verb) raises, as Ironic's `VERBS` maps them.
-    pub fn from_verb(target: &str) -> Option<Event> {
-        Some(match target {
-            "active" | "deploy" => Event::Deploy,
-            "rebuild" => Event::Rebuild,
-            "deleted" | "undeploy" => Event::Delete,
-            "manage" => Event::Manage,
-            "provide" => Event::Provide,
-            "inspect" => Event::Inspect,
-            "abort" => Event::Abort,
-            "clean" => Event::Clean,
-            "adopt" => Event::Adopt,
-            "rescue" => Event::Rescue,
-            "unrescue" => Event::Unrescue,
-            "unhold" => Event::Unhold,
-            "service" => Event::Service,
-            _ => return None,
-        })
-    }
 }
 
 impl fmt::Display for Event {
@@ -108,24 +89,114 @@ impl FromStr for Event {
     }
 }
 
-/// Every API verb, with the minimum microversion that accepts it.
-pub const VERBS: &[(&str, u32)] = &[
-    ("active", 1),
-    ("deleted", 1),
-    ("rebuild", 1),
-    ("manage", 4),
-    ("provide", 4),
-    ("inspect", 6),
-    ("abort", 13),
-    ("clean", 15),
-    ("adopt", 17),
-    ("rescue", 38),
-    ("unrescue", 38),
-    ("deploy", 73),
-    ("undeploy", 73),
-    ("unhold", 85),
-    ("service", 87),
-];
+/// A provisioning verb of the API (`target` of `PUT /v1/nodes/{id}/states/provision`): parsed
+/// once, by the API, and sent to the conductor as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Active,
+    Deploy,
+    Rebuild,
+    Deleted,
+    Undeploy,
+    Manage,
+    Provide,
+    Inspect,
+    Abort,
+    Clean,
+    Adopt,
+    Rescue,
+    Unrescue,
+    Unhold,
+    Service,
+}
+
+impl Verb {
+    pub const ALL: &'static [Verb] = &[
+        Verb::Active,
+        Verb::Deploy,
+        Verb::Rebuild,
+        Verb::Deleted,
+        Verb::Undeploy,
+        Verb::Manage,
+        Verb::Provide,
+        Verb::Inspect,
+        Verb::Abort,
+        Verb::Clean,
+        Verb::Adopt,
+        Verb::Rescue,
+        Verb::Unrescue,
+        Verb::Unhold,
+        Verb::Service,
+    ];
+
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Active => "active",
+            Verb::Deploy => "deploy",
+            Verb::Rebuild => "rebuild",
+            Verb::Deleted => "deleted",
+            Verb::Undeploy => "undeploy",
+            Verb::Manage => "manage",
+            Verb::Provide => "provide",
+            Verb::Inspect => "inspect",
+            Verb::Abort => "abort",
+            Verb::Clean => "clean",
+            Verb::Adopt => "adopt",
+            Verb::Rescue => "rescue",
+            Verb::Unrescue => "unrescue",
+            Verb::Unhold => "unhold",
+            Verb::Service => "service",
+        }
+    }
+
+    /// The verb an API `target` names, if any.
+    pub fn parse(target: &str) -> Option<Verb> {
+        Verb::ALL.iter().copied().find(|v| v.as_str() == target)
+    }
+
+    /// The event it raises, as Ironic's `VERBS` maps them.
+    pub fn event(self) -> Event {
+        match self {
+            Verb::Active | Verb::Deploy => Event::Deploy,
+            Verb::Rebuild => Event::Rebuild,
+            Verb::Deleted | Verb::Undeploy => Event::Delete,
+            Verb::Manage => Event::Manage,
+            Verb::Provide => Event::Provide,
+            Verb::Inspect => Event::Inspect,
+            Verb::Abort => Event::Abort,
+            Verb::Clean => Event::Clean,
+            Verb::Adopt => Event::Adopt,
+            Verb::Rescue => Event::Rescue,
+            Verb::Unrescue => Event::Unrescue,
+            Verb::Unhold => Event::Unhold,
+            Verb::Service => Event::Service,
+        }
+    }
+
+    /// The API minor version that introduced it (table data: Ironic's API version history).
+    pub fn since(self) -> u32 {
+        match self {
+            Verb::Active | Verb::Deleted | Verb::Rebuild => 1,
+            Verb::Manage | Verb::Provide => 4,
+            Verb::Inspect => 6,
+            Verb::Abort => 13,
+            Verb::Clean => 15,
+            Verb::Adopt => 17,
+            Verb::Rescue | Verb::Unrescue => 38,
+            Verb::Deploy | Verb::Undeploy => 73,
+            Verb::Unhold => 85,
+            Verb::Service => 87,
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// (from, event, to): the whole machine.
 pub const TRANSITIONS: &[(ProvisionState, Event, ProvisionState)] = &[

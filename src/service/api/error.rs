@@ -96,11 +96,16 @@ impl From<RpcError> for ApiError {
         let status = match &e {
             RpcError::NotFound(_) => StatusCode::NOT_FOUND,
             RpcError::Locked(_) | RpcError::Conflict(_) | RpcError::Stale(_) => StatusCode::CONFLICT,
-            RpcError::InvalidState(_) | RpcError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RpcError::InvalidState(_)
+            | RpcError::Invalid(_)
+            | RpcError::MissingParameter(_)
+            | RpcError::Unsupported(_) => StatusCode::BAD_REQUEST,
             RpcError::Forbidden(_) => StatusCode::FORBIDDEN,
             RpcError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             RpcError::NoFreeWorker(_) => StatusCode::SERVICE_UNAVAILABLE,
-            RpcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RpcError::DriverFailed(_) | RpcError::Timeout(_) | RpcError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         let stale = matches!(e, RpcError::Stale(_));
         ApiError { stale, ..ApiError::new(status, e.to_string()) }

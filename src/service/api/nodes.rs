@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, put};
 use ferric_types::models::{BootDevice, JsonMap, Node, NodeId, PowerTarget, ProvisionState};
 use ferric_types::rpc::ProvisionArgs;
-use ferric_types::state_machine::{Event, VERBS};
+use ferric_types::state_machine::{Event, Verb};
 use serde_json::{Map, Value, json};
 
 pub fn routes() -> Router<ApiState> {
@@ -854,7 +854,6 @@ fn check_steps(steps: &[Value], what: &str) -> Result<(), ApiError> {
 struct Brief {
     uuid: NodeId,
     name: Option<String>,
-    maintenance: bool,
     provision_state: ProvisionState,
 }
 
@@ -928,27 +927,18 @@ async fn set_provision(
     let n = view(&state, &ctx, &ident, |n| Brief {
         uuid: n.uuid,
         name: n.name.clone(),
-        maintenance: n.maintenance,
         provision_state: n.provision_state,
     })?;
-    let verb = body.target.as_str().unwrap_or_default().to_string();
-    if let Some((_, min)) = VERBS.iter().find(|(v, _)| *v == verb) {
-        if !ctx.allows(*min) {
-            return Err(ApiError::not_acceptable());
-        }
-    }
-    let event = Event::from_verb(&verb);
-    if event.is_none() {
-        return Err(ApiError::bad_request(format!("The requested action \"{verb}\" could not be understood.")));
-    }
-    if body.runbook.is_some() {
+    let target = body.target.as_str().unwrap_or_default();
+    let Some(verb) = Verb::parse(target) else {
+        return Err(ApiError::bad_request(format!("The requested action \"{target}\" could not be understood.")));
+    };
+    if !ctx.allows(verb.since()) {
         return Err(ApiError::not_acceptable());
     }
-    if matches!(verb.as_str(), "active" | "rebuild" | "deploy") && n.maintenance {
-        return Err(ApiError::bad_request(format!(
-            "The node {} is in maintenance mode and cannot perform provisioning.",
-            n.uuid
-        )));
+    let event = Some(verb.event());
+    if body.runbook.is_some() {
+        return Err(ApiError::not_acceptable());
     }
     if event == Some(Event::Abort) && n.provision_state == ProvisionState::InspectWait && !ctx.allows(41) {
         return Err(ApiError::not_acceptable());
@@ -960,13 +950,13 @@ async fn set_provision(
             n.uuid, n.provision_state
         )));
     }
-    let configdrive = check_configdrive(&ctx, &n, &verb, body.configdrive)?;
-    if body.clean_steps.is_some() && verb != "clean" {
+    let configdrive = check_configdrive(&ctx, &n, verb.as_str(), body.configdrive)?;
+    if body.clean_steps.is_some() && verb != Verb::Clean {
         return Err(ApiError::bad_request(
             "\"clean_steps\" is only valid when setting target provision state to clean",
         ));
     }
-    if body.service_steps.is_some() && verb != "service" {
+    if body.service_steps.is_some() && verb != Verb::Service {
         return Err(ApiError::bad_request(
             "\"service_steps\" is only valid when setting target provision state to service",
         ));
@@ -974,7 +964,7 @@ async fn set_provision(
     if body.deploy_steps.is_some() && !ctx.allows(69) {
         return Err(ApiError::not_acceptable());
     }
-    if body.disable_ramdisk.is_some() && (verb != "clean" || !ctx.allows(70)) {
+    if body.disable_ramdisk.is_some() && (verb != Verb::Clean || !ctx.allows(70)) {
         if !ctx.allows(70) {
             return Err(ApiError::not_acceptable());
         }
@@ -1026,7 +1016,7 @@ async fn set_provision(
     if deploying {
         state.trace.record(n.uuid, Actor::Api, Actor::Conductor, seed::DO_NODE_DEPLOY);
     }
-    state.rpc.do_provisioning_action(n.uuid, &verb, args).await?;
+    state.rpc.do_provisioning_action(n.uuid, verb, args).await?;
     accepted(states_location(&ctx, n.uuid))
 }
 

@@ -9,7 +9,6 @@ use crate::trace::{Actor, seed};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use ferric_types::models::AGENT_TOKEN_KEY;
 use ferric_types::models::NodeId;
 use ferric_types::rpc::Heartbeat;
 use serde_json::{Map, Value, json};
@@ -174,14 +173,6 @@ struct HeartbeatBody {
     agent_verify_ca: Option<String>,
 }
 
-/// Compares tokens in time independent of where they differ.
-fn token_eq(a: &str, b: &str) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn heartbeat(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -209,36 +200,15 @@ async fn heartbeat(
             return Err(ApiError::bad_request("Agent status is invalid. Valid states are start,end,error."));
         }
     }
-    let check = |n: &ferric_types::models::Node| -> Result<(NodeId, bool), ApiError> {
-        let Some(token) = body.agent_token.as_deref() else {
-            tracing::warn!(node = %n.uuid, "heartbeat without an agent token");
-            return Err(ApiError::bad_request("Agent token is required for heartbeat processing."));
-        };
-        let expected = n.driver_internal_info.get(AGENT_TOKEN_KEY).and_then(|v| v.as_str()).unwrap_or("");
-        if expected.is_empty() || expected == "******" || !token_eq(expected, token) {
-            tracing::warn!(node = %n.uuid, "heartbeat with an invalid agent token");
-            return Err(ApiError::bad_request("Invalid or missing agent token received."));
-        }
-        if let Some(url) = n.driver_internal_info.get("agent_url").and_then(|v| v.as_str()) {
-            if url != body.callback_url {
-                return Err(ApiError::bad_request("Detected change in ramdisk provided \"callback_url\""));
-            }
-        }
-        // The first heartbeat of a ramdisk boot (no agent URL yet) is the diagrams' "Heartbeat".
-        Ok((n.uuid, !n.driver_internal_info.contains_key("agent_url")))
-    };
-    let (uuid, first) = view(&state, &ctx, &ident, check)??;
+    let uuid = view(&state, &ctx, &ident, |n| n.uuid)?;
+    // The conductor checks the token and the callback URL (and records the first heartbeat).
     let hb = Heartbeat {
+        token: body.agent_token,
         callback_url: body.callback_url,
         agent_version: body.agent_version,
         agent_status: body.agent_status,
         agent_status_message: body.agent_status_message,
     };
-    // Recorded before the conductor picks the heartbeat up, so the trace keeps causal order.
-    if first {
-        state.trace.record(uuid, Actor::Node, Actor::Api, seed::HEARTBEAT_UUID);
-        state.trace.record(uuid, Actor::Api, Actor::Conductor, seed::HEARTBEAT);
-    }
     state.rpc.heartbeat(uuid, hb).await?;
     accepted(format!("{}/v1/heartbeat/{}", ctx.base, uuid))
 }

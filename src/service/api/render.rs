@@ -95,6 +95,27 @@ fn is_secret(key: &str) -> bool {
     SECRET_MARKERS.iter().any(|m| k.contains(m))
 }
 
+/// `driver_internal_info` as Ironic shows it: with the agent's session (its URL, last heartbeat
+/// and version; its token masked), which ferric keeps typed beside it.
+fn driver_internal_info(n: &Node) -> Value {
+    let mut m = n.driver_internal_info.clone();
+    if let Some(s) = &n.agent {
+        if s.token.is_some() {
+            m.insert(ferric_types::models::AGENT_TOKEN_KEY.into(), Value::String("******".into()));
+        }
+        if let Some(u) = &s.url {
+            m.insert("agent_url".into(), Value::String(u.clone()));
+        }
+        if let Some(t) = &s.last_heartbeat {
+            m.insert("agent_last_heartbeat".into(), Value::String(t.to_rfc3339()));
+        }
+        if let Some(v) = &s.version {
+            m.insert("agent_version".into(), Value::String(v.clone()));
+        }
+    }
+    mask_secrets(&m)
+}
+
 /// A copy of `m` with secret values replaced by `******`, recursively.
 pub fn mask_secrets(m: &JsonMap) -> Value {
     let mut out = Map::with_capacity(m.len());
@@ -143,7 +164,7 @@ fn node_value(n: &Node, field: &str, ctx: &Ctx) -> Value {
         "description" => opt(&n.description),
         "driver" => Value::String(n.driver.clone()),
         "driver_info" => mask_secrets(&n.driver_info),
-        "driver_internal_info" => mask_secrets(&n.driver_internal_info),
+        "driver_internal_info" => driver_internal_info(n),
         "extra" => Value::Object(n.extra.clone()),
         "fault" => opt(&n.fault),
         "inspection_finished_at" => ts(&n.inspection_finished_at),

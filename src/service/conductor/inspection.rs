@@ -3,7 +3,6 @@
 //! node to `manageable` (Ironic's agent inspection flow).
 
 use super::{Conductor, LockedTask, Result};
-use crate::drivers::AGENT_TOKEN_KEY;
 use ferric_types::models::{MacAddr, Node, NodeId, Port, PortId, PowerTarget, ProvisionState};
 use ferric_types::rpc::RpcError;
 use ferric_types::state_machine::Event;
@@ -40,7 +39,7 @@ impl Conductor {
             let started = async {
                 let boot = t.driver.boot.clone();
                 boot.prepare_ramdisk(&mut t).await?;
-                crate::drivers::node_power_action(&mut t, PowerTarget::Reboot, None).await
+                c.node_power_action(&mut t, PowerTarget::Reboot, None).await
             }
             .await;
             match started {
@@ -119,12 +118,7 @@ impl Conductor {
     /// gets an unusable token instead of the secret.
     pub async fn node_with_token(&self, node: NodeId) -> Result<(Node, String)> {
         let mut t = self.acquire(node)?;
-        if t.node.driver_internal_info.contains_key(AGENT_TOKEN_KEY) {
-            tracing::warn!(node = %node, "agent token already issued; refusing to issue another");
-            return Ok((t.node.clone(), "******".into()));
-        }
-        let token = t.env.clock.new_token();
-        t.node.driver_internal_info.insert(AGENT_TOKEN_KEY.into(), Value::String(token.clone()));
+        let token = super::agent::issue_token(&mut t);
         self.save(&mut t)?;
         Ok((t.node.clone(), token))
     }

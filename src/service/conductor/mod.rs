@@ -5,13 +5,16 @@
 //! [`Task`], and persists the node after each state change. Long work runs on a bounded pool of
 //! workers; the API gets its answer (usually 202) as soon as the work is accepted.
 
+mod agent;
 mod allocations;
 mod extras;
 mod inspection;
 mod ops;
 mod periodic;
+mod power;
 mod provision;
 mod rpc;
+mod steps;
 
 pub use inspection::AGENT_INSPECT;
 
@@ -49,6 +52,8 @@ pub struct ConductorConfig {
     pub automated_clean: bool,
     /// How long to wait for a requested power state to be reached.
     pub power_state_change_timeout: u64,
+    /// How often the power state is read while waiting for a change, in milliseconds.
+    pub power_state_poll_interval_ms: u64,
     /// Agents heartbeat at least this often (sent to them at lookup).
     pub agent_heartbeat_timeout: u64,
 }
@@ -70,6 +75,7 @@ impl Default for ConductorConfig {
             force_power_state_during_sync: true,
             automated_clean: true,
             power_state_change_timeout: 60,
+            power_state_poll_interval_ms: 1000,
             agent_heartbeat_timeout: 300,
         }
     }
@@ -109,10 +115,11 @@ impl From<DbError> for RpcError {
 impl From<DriverError> for RpcError {
     fn from(e: DriverError) -> Self {
         match e {
-            DriverError::InvalidParameter(m) | DriverError::MissingParameter(m) | DriverError::Unsupported(m) => {
-                RpcError::Invalid(m)
-            }
-            DriverError::Failed(m) | DriverError::Timeout(m) => RpcError::Internal(m),
+            DriverError::InvalidParameter(m) => RpcError::Invalid(m),
+            DriverError::MissingParameter(m) => RpcError::MissingParameter(m),
+            DriverError::Unsupported(m) => RpcError::Unsupported(m),
+            DriverError::Failed(m) | DriverError::Busy(m) => RpcError::DriverFailed(m),
+            DriverError::Timeout(m) => RpcError::Timeout(m),
         }
     }
 }
@@ -438,14 +445,5 @@ fn history_event(
         state: Some(n.provision_state.as_str().into()),
         target_provision_state: n.target_provision_state.map(|t| t.as_str().into()),
         duration_seconds: n.provision_updated_at.map(|t| (now - t).num_seconds()),
-    }
-}
-
-/// Text for a driver failure in `last_error`.
-pub(crate) fn describe(e: &ConductorError) -> String {
-    match e {
-        ConductorError::Driver(d) => d.to_string(),
-        ConductorError::Db(d) => format!("Database error: {d}"),
-        ConductorError::Rpc(r) => r.to_string(),
     }
 }

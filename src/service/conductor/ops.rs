@@ -1,13 +1,12 @@
 //! Node and port changes, power, boot devices, validation, VIFs, agent lookup.
 
 use super::{Conductor, Result};
-use crate::drivers::{AGENT_TOKEN_KEY, DriverError, PASSIVE_KINDS, Task};
+use crate::drivers::{DriverError, PASSIVE_KINDS};
 use ferric_types::models::{
     BootDevice, INTERFACE_NAMES, MacAddr, Node, NodeId, Port, PortId, PowerTarget, ProvisionState,
 };
 use ferric_types::rpc::{RpcError, ValidationResult};
 use ferric_types::state_machine;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -138,7 +137,7 @@ impl Conductor {
         let c = self.clone();
         self.spawn(permit, async move {
             let mut t = t;
-            let res = c.power_action(&mut t, target, timeout.map(Duration::from_secs)).await;
+            let res = c.node_power_action(&mut t, target, timeout.map(Duration::from_secs)).await;
             if let Err(e) = res {
                 t.node.last_error =
                     Some(format!("Failed to change power state to '{target}' by '{}'. Error: {e}", target.as_str()));
@@ -149,16 +148,6 @@ impl Conductor {
             }
         });
         Ok(())
-    }
-
-    /// Changes power through the node's power interface and records the new state.
-    pub(crate) async fn power_action(
-        &self,
-        t: &mut Task,
-        target: PowerTarget,
-        timeout: Option<Duration>,
-    ) -> Result<(), DriverError> {
-        crate::drivers::node_power_action(t, target, timeout).await
     }
 
     pub async fn set_boot_device(&self, node: NodeId, device: BootDevice, persistent: bool) -> Result<()> {
@@ -316,13 +305,7 @@ impl Conductor {
             ))
             .into());
         }
-        if t.node.driver_internal_info.contains_key(AGENT_TOKEN_KEY) {
-            // As Ironic: a second lookup gets an unusable token rather than the secret.
-            tracing::warn!(node = %id, "agent token already issued; refusing to issue another");
-            return Ok((t.node.clone(), "******".to_string()));
-        }
-        let token = t.env.clock.new_token();
-        t.node.driver_internal_info.insert(AGENT_TOKEN_KEY.into(), Value::String(token.clone()));
+        let token = super::agent::issue_token(&mut t);
         self.save(&mut t)?;
         Ok((t.node.clone(), token))
     }

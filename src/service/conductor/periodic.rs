@@ -140,7 +140,7 @@ impl Conductor {
                     Some(recorded) if self.config().force_power_state_during_sync => {
                         tracing::warn!(node = %id, %recorded, %actual, "power state differs; restoring recorded state");
                         let target = if recorded == PowerState::On { PowerTarget::On } else { PowerTarget::Off };
-                        crate::drivers::node_power_action(&mut t, target, None).await.map_err(|e| e.to_string())
+                        self.node_power_action(&mut t, target, None).await.map_err(|e| e.to_string())
                     }
                     Some(recorded) => {
                         tracing::warn!(node = %id, %recorded, %actual, "power state differs; recording hardware state");

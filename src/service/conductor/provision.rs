@@ -1,10 +1,11 @@
 //! Provisioning actions: every verb of the state machine, and the work each one starts.
 
-use super::{Conductor, ConductorError, LockedTask, Result, describe};
-use crate::drivers::{Heartbeat, HeartbeatAction, StepOutcome, Task};
-use ferric_types::models::{NodeId, PowerTarget, ProvisionState};
+use super::steps::{Ended, Operation};
+use super::{Conductor, ConductorError, LockedTask, Result};
+use crate::drivers::{Heartbeat, Task};
+use ferric_types::models::{NodeId, PowerTarget, ProvisionState, Step};
 use ferric_types::rpc::{ProvisionArgs, RpcError};
-use ferric_types::state_machine::{self, Event};
+use ferric_types::state_machine::{self, Event, Verb};
 use serde_json::Value;
 
 /// Key in `driver_internal_info` for the clean steps of a manual clean.
@@ -12,7 +13,7 @@ const CLEAN_STEPS: &str = "clean_steps";
 /// Key in `driver_internal_info` for the service steps of a service operation.
 const SERVICE_STEPS: &str = "service_steps";
 
-fn invalid_action(verb: &str, task: &Task) -> ConductorError {
+fn invalid_action(verb: Verb, task: &Task) -> ConductorError {
     RpcError::InvalidState(format!(
         "The requested action \"{verb}\" can not be performed on node \"{}\" while it is in state \"{}\".",
         task.node.uuid, task.node.provision_state
@@ -20,18 +21,23 @@ fn invalid_action(verb: &str, task: &Task) -> ConductorError {
     .into()
 }
 
-fn manual_clean(task: &Task) -> bool {
+pub(crate) fn manual_clean(task: &Task) -> bool {
     task.node.target_provision_state == Some(ProvisionState::Manageable)
 }
 
 impl Conductor {
     /// `PUT /v1/nodes/{id}/states/provision`: validates the request, moves the node into the
     /// verb's first state and starts the work in the background.
-    pub async fn do_provisioning_action(&self, node: NodeId, verb: &str, args: ProvisionArgs) -> Result<()> {
-        let event = Event::from_verb(verb).ok_or_else(|| {
-            RpcError::InvalidState(format!("The requested action \"{verb}\" could not be understood."))
-        })?;
+    pub async fn do_provisioning_action(&self, node: NodeId, verb: Verb, args: ProvisionArgs) -> Result<()> {
+        let event = verb.event();
         let mut t = self.acquire(node)?;
+        if matches!(event, Event::Deploy | Event::Rebuild) && t.node.maintenance {
+            return Err(RpcError::Invalid(format!(
+                "The node {} is in maintenance mode and cannot perform provisioning.",
+                t.node.uuid
+            ))
+            .into());
+        }
         if !state_machine::is_actionable(t.node.provision_state, event) {
             return Err(invalid_action(verb, &t));
         }
@@ -210,13 +216,6 @@ impl Conductor {
     }
 
     async fn start_deploy(&self, mut t: LockedTask, event: Event, args: ProvisionArgs) -> Result<()> {
-        if t.node.maintenance {
-            return Err(RpcError::Invalid(format!(
-                "The node {} is in maintenance mode and cannot perform provisioning.",
-                t.node.uuid
-            ))
-            .into());
-        }
         let validated = t.driver.power.validate(&t).and_then(|_| t.driver.deploy.validate(&t));
         if let Err(e) = validated {
             return Err(RpcError::Invalid(format!(
@@ -239,47 +238,75 @@ impl Conductor {
         if let Some(steps) = args.deploy_steps {
             t.node.driver_internal_info.insert("user_deploy_steps".into(), Value::Array(steps));
         }
+        t.node.step = None;
         self.process_event(&mut t, event, None)?;
         self.save(&mut t)?;
         let c = self.clone();
         self.spawn(permit, async move {
             let mut t = t;
-            let deploy = t.driver.deploy.clone();
-            let out = deploy.deploy(&mut t).await;
-            c.after_deploy_step(&mut t, out.map_err(Into::into)).await;
+            let ended = c.run_plan(&mut t, Operation::Deploy, None).await;
+            c.after_deploy(&mut t, ended).await;
         });
         Ok(())
     }
 
-    /// Applies the outcome of a deploy step (start or continuation).
-    async fn after_deploy_step(&self, t: &mut LockedTask, out: Result<StepOutcome>) {
-        match out {
-            Ok(StepOutcome::Done) => {
+    /// Applies where a deploy's plan ended: `active`, waiting for the agent, or failed.
+    async fn after_deploy(&self, t: &mut LockedTask, ended: Ended) {
+        match ended {
+            Ended::Finished => {
                 t.node.deploy_step.clear();
                 self.finish(t, Event::Done, None)
             }
-            Ok(StepOutcome::Wait) => self.finish(t, Event::Wait, None),
-            Err(e) => self.fail_deploy(t, describe(&e)).await,
+            Ended::Waiting => self.wait_or_release(t),
+            Ended::Failed(e) => self.fail_deploy(t, e.to_string()).await,
         }
     }
 
-    /// Deploy failure: power the node off through the BMC, clean up, `deploy failed`.
+    /// A plan that waits for the agent: the node enters its wait state (once), and its lock goes.
+    fn wait_or_release(&self, t: &mut LockedTask) {
+        if state_machine::is_waiting(t.node.provision_state) {
+            if let Err(e) = self.save_and_release(t) {
+                tracing::error!(node = %t.node.uuid, error = %e, "cannot save a waiting node");
+            }
+        } else {
+            self.finish(t, Event::Wait, None)
+        }
+    }
+
+    /// What follows any failure of a deploy: power off through the BMC, the ramdisk's boot and
+    /// the provisioning network removed. Every step runs; their failures are recorded, not
+    /// dropped.
+    fn deploy_failure_cleanup() -> crate::drivers::steps::Plan {
+        use crate::drivers::steps::{Plan, quiet};
+        Plan::of(vec![quiet(Step::PowerOff), quiet(Step::CleanUpRamdiskBoot), quiet(Step::RemoveProvisioningNetwork)])
+    }
+
+    /// Deploy failure: the ramdisk stopped (its logs kept), the node powered off and cleaned up,
+    /// `deploy failed` with `msg` (and whatever the clean-up could not do).
     pub(crate) async fn fail_deploy(&self, t: &mut LockedTask, msg: String) {
+        self.abort_ramdisk(t).await;
+        let failures = self.run_cleanup(t, &Self::deploy_failure_cleanup()).await;
+        t.node.deploy_step.clear();
+        self.finish(t, Event::Fail, Some(with_cleanup_failures(msg, &failures)));
+    }
+
+    /// The deploy interface stops what the ramdisk did; the plan's place is forgotten.
+    async fn abort_ramdisk(&self, t: &mut LockedTask) {
         let deploy = t.driver.deploy.clone();
         if let Err(e) = deploy.abort(t).await {
-            tracing::warn!(node = %t.node.uuid, error = %e, "abort after deploy failure");
+            tracing::warn!(node = %t.node.uuid, error = %e, "abort after failure");
         }
-        self.power_off_best_effort(t).await;
-        let boot = t.driver.boot.clone();
-        let _ = boot.clean_up_ramdisk(t).await;
-        let net = t.driver.network.clone();
-        let _ = net.remove_provisioning_network(t).await;
-        self.finish(t, Event::Fail, Some(msg));
+        t.node.step = None;
     }
 
-    pub(crate) async fn power_off_best_effort(&self, t: &mut Task) {
-        if let Err(e) = crate::drivers::node_power_action(t, PowerTarget::Off, None).await {
-            tracing::warn!(node = %t.node.uuid, error = %e, "power off after failure");
+    /// Powers off through the BMC after a failure; a failure to do so is logged and returned.
+    pub(crate) async fn power_off_best_effort(&self, t: &mut Task) -> Option<String> {
+        match self.node_power_action(t, PowerTarget::Off, None).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(node = %t.node.uuid, error = %e, "power off after failure");
+                Some(format!("PowerOff: {e}"))
+            }
         }
     }
 
@@ -300,23 +327,21 @@ impl Conductor {
         let c = self.clone();
         self.spawn(permit, async move {
             let mut t = t;
-            let deploy = t.driver.deploy.clone();
             if was_waiting {
-                let _ = deploy.abort(&mut t).await;
+                c.abort_ramdisk(&mut t).await;
             }
-            match deploy.tear_down(&mut t).await {
-                Ok(()) => {
+            match c.run_plan(&mut t, Operation::TearDown, None).await {
+                Ended::Finished | Ended::Waiting => {
                     t.node.instance_info.clear();
                     t.node.instance_uuid = None;
                     t.node.instance_name = None;
-                    for k in [
-                        "is_whole_disk_image",
-                        "root_uuid_or_disk_id",
-                        "deploy_steps",
-                        "agent_url",
-                        "user_deploy_steps",
-                    ] {
+                    t.node.step = None;
+                    t.node.deploy_step.clear();
+                    for k in ["is_whole_disk_image", "root_uuid_or_disk_id", "deploy_steps", "user_deploy_steps"] {
                         t.node.driver_internal_info.remove(k);
+                    }
+                    if let Some(s) = &mut t.node.agent {
+                        s.url = None;
                     }
                     if let Err(e) = c
                         .process_event(&mut t, Event::Clean, Some(ProvisionState::Available))
@@ -327,7 +352,7 @@ impl Conductor {
                     }
                     c.run_cleaning(t).await;
                 }
-                Err(e) => c.finish(&mut t, Event::Fail, Some(format!("Failed to tear down. Error: {e}"))),
+                Ended::Failed(e) => c.finish(&mut t, Event::Fail, Some(format!("Failed to tear down. Error: {e}"))),
             }
         });
         Ok(())
@@ -342,23 +367,26 @@ impl Conductor {
             self.finish(&mut t, Event::Done, None);
             return;
         }
-        let deploy = t.driver.deploy.clone();
-        let out = deploy.prepare_cleaning(&mut t).await;
-        self.after_clean_step(&mut t, out.map_err(Into::into)).await;
+        t.node.step = None;
+        let ended = self.run_plan(&mut t, Operation::Clean, None).await;
+        self.after_cleaning(&mut t, ended).await;
     }
 
-    async fn after_clean_step(&self, t: &mut LockedTask, out: Result<StepOutcome>) {
-        match out {
-            Ok(StepOutcome::Wait) => self.finish(t, Event::Wait, None),
-            Ok(StepOutcome::Done) => {
-                let deploy = t.driver.deploy.clone();
-                if let Err(e) = deploy.tear_down_cleaning(t).await {
-                    return self
-                        .fail_cleaning(
-                            t,
-                            format!("Failed to tear down from cleaning for node {}, reason: {e}", t.node.uuid),
-                        )
-                        .await;
+    /// Applies where a cleaning's plan ended: torn down and done, waiting, or failed.
+    async fn after_cleaning(&self, t: &mut LockedTask, ended: Ended) {
+        match ended {
+            Ended::Waiting => self.wait_or_release(t),
+            Ended::Failed(e) => self.fail_cleaning(t, e.to_string()).await,
+            Ended::Finished => {
+                if let Err(e) = self.leave_clean_wait(t) {
+                    tracing::error!(node = %t.node.uuid, error = %e, "cannot resume");
+                    return;
+                }
+                let plan = t.driver.deploy.clean_tear_down_plan().clone();
+                let failures = self.run_cleanup(t, &plan).await;
+                if let Some(first) = failures.first() {
+                    let msg = format!("Failed to tear down from cleaning for node {}, reason: {first}", t.node.uuid);
+                    return self.fail_cleaning(t, msg).await;
                 }
                 let manual = manual_clean(t);
                 t.node.clean_step.clear();
@@ -366,15 +394,26 @@ impl Conductor {
                 t.node.driver_internal_info.remove("cleaning_disable_ramdisk");
                 self.finish(t, if manual { Event::Manage } else { Event::Done }, None);
             }
-            Err(e) => self.fail_cleaning(t, describe(&e)).await,
         }
     }
 
+    /// A cleaning finished at a heartbeat leaves `clean wait` first.
+    fn leave_clean_wait(&self, t: &mut LockedTask) -> Result<()> {
+        if t.node.provision_state != ProvisionState::CleanWait {
+            return Ok(());
+        }
+        let target = if manual_clean(t) { Some(ProvisionState::Manageable) } else { None };
+        self.process_event(t, Event::Resume, target)?;
+        self.save(t)
+    }
+
+    /// Cleaning failure: the ramdisk stopped, cleaning torn down (every step; failures
+    /// recorded), `clean failed` with `msg`.
     pub(crate) async fn fail_cleaning(&self, t: &mut LockedTask, msg: String) {
-        let deploy = t.driver.deploy.clone();
-        let _ = deploy.abort(t).await;
-        let _ = deploy.tear_down_cleaning(t).await;
-        self.finish(t, Event::Fail, Some(msg));
+        self.abort_ramdisk(t).await;
+        let plan = t.driver.deploy.clean_tear_down_plan().clone();
+        let failures = self.run_cleanup(t, &plan).await;
+        self.finish(t, Event::Fail, Some(with_cleanup_failures(msg, &failures)));
     }
 
     fn start_abort(&self, mut t: LockedTask) -> Result<()> {
@@ -400,25 +439,25 @@ impl Conductor {
                 DeployWait | DeployHold => "By request, the deploy operation was aborted.".to_string(),
                 _ => "By request, the service operation was aborted.".to_string(),
             };
-            let deploy = t.driver.deploy.clone();
-            if let Err(e) = deploy.abort(&mut t).await {
-                tracing::warn!(node = %uuid, error = %e, "abort");
-            }
-            match state {
+            c.abort_ramdisk(&mut t).await;
+            let failures = match state {
                 CleanWait | CleanHold => {
-                    let _ = deploy.tear_down_cleaning(&mut t).await;
+                    let plan = t.driver.deploy.clean_tear_down_plan().clone();
+                    c.run_cleanup(&mut t, &plan).await
                 }
-                DeployWait | DeployHold => c.power_off_best_effort(&mut t).await,
-                _ => {}
-            }
-            c.finish(&mut t, Event::Abort, Some(msg));
+                DeployWait | DeployHold => c.power_off_best_effort(&mut t).await.into_iter().collect(),
+                _ => Vec::new(),
+            };
+            c.finish(&mut t, Event::Abort, Some(with_cleanup_failures(msg, &failures)));
         });
         Ok(())
     }
 
-    /// An agent heartbeat: records it, and lets the deploy interface continue waiting work.
-    /// Runs in the background (Ironic casts heartbeats); a locked node skips this beat.
+    /// An agent heartbeat: checked (token, callback URL) at once, then recorded and, when the
+    /// node waits for its agent, its plan goes on, in the background (Ironic casts heartbeats).
+    /// A node locked by other work skips this beat.
     pub async fn heartbeat(&self, node: NodeId, hb: Heartbeat) -> Result<()> {
+        self.check_heartbeat(node, &hb)?;
         let permit = self.worker()?;
         let c = self.clone();
         self.spawn(permit, async move {
@@ -429,66 +468,23 @@ impl Conductor {
                     return;
                 }
             };
-            let now = t.env.clock.now();
-            let dii = &mut t.node.driver_internal_info;
-            dii.insert("agent_url".into(), Value::String(hb.callback_url.clone()));
-            dii.insert("agent_last_heartbeat".into(), Value::String(now.to_rfc3339()));
-            if let Some(v) = &hb.agent_version {
-                dii.insert("agent_version".into(), Value::String(v.clone()));
-            }
+            super::agent::record_heartbeat(&mut t, &hb);
             // Every path below saves the node, and the heartbeat's record with it: one write per
             // heartbeat instead of two (heartbeats are most of a large fleet's node writes).
-            if t.node.maintenance || !state_machine::is_waiting(t.node.provision_state) {
+            let op = Operation::waiting_in(t.node.provision_state);
+            let Some(op) = op.filter(|_| !t.node.maintenance && t.node.step.is_some()) else {
                 if let Err(e) = c.save_and_release(&mut t) {
                     tracing::error!(node = %node, error = %e, "cannot record heartbeat");
                 }
                 return;
-            }
-            let state = t.node.provision_state;
-            let deploy = t.driver.deploy.clone();
-            match deploy.heartbeat(&mut t, &hb).await {
-                Ok(HeartbeatAction::Nothing) => {
-                    if let Err(e) = c.save_and_release(&mut t) {
-                        tracing::error!(node = %node, error = %e, "cannot save after heartbeat");
-                    }
-                }
-                Ok(HeartbeatAction::Resume) => c.resume(t, state).await,
-                Err(e) => {
-                    let msg = e.to_string();
-                    match state {
-                        ProvisionState::DeployWait => c.fail_deploy(&mut t, msg).await,
-                        ProvisionState::CleanWait => c.fail_cleaning(&mut t, msg).await,
-                        _ => c.finish(&mut t, Event::Fail, Some(msg)),
-                    }
-                }
+            };
+            let ended = c.run_plan(&mut t, op, Some(&hb)).await;
+            match op {
+                Operation::Clean => c.after_cleaning(&mut t, ended).await,
+                _ => c.after_deploy(&mut t, ended).await,
             }
         });
         Ok(())
-    }
-
-    /// Continues the operation a node was waiting in.
-    async fn resume(&self, mut t: LockedTask, waiting: ProvisionState) {
-        let target = if waiting == ProvisionState::CleanWait && manual_clean(&t) {
-            Some(ProvisionState::Manageable)
-        } else {
-            None
-        };
-        if let Err(e) = self.process_event(&mut t, Event::Resume, target).and_then(|_| self.save(&mut t)) {
-            tracing::error!(node = %t.node.uuid, error = %e, "cannot resume");
-            return;
-        }
-        let deploy = t.driver.deploy.clone();
-        match waiting {
-            ProvisionState::DeployWait => {
-                let out = deploy.continue_deploy(&mut t).await;
-                self.after_deploy_step(&mut t, out.map_err(Into::into)).await;
-            }
-            ProvisionState::CleanWait => {
-                let out = deploy.continue_cleaning(&mut t).await;
-                self.after_clean_step(&mut t, out.map_err(Into::into)).await;
-            }
-            _ => self.finish(&mut t, Event::Done, None),
-        }
     }
 
     /// Fails a node whose wait for a callback lasted too long.
@@ -504,8 +500,8 @@ impl Conductor {
                 let msg = format!(
                     "Timeout reached while cleaning the node. Please check if the ramdisk responsible for the cleaning is running on the node. Failed on step {step}."
                 );
-                self.power_off_best_effort(&mut t).await;
-                self.fail_cleaning(&mut t, msg).await
+                let power = self.power_off_best_effort(&mut t).await;
+                self.fail_cleaning(&mut t, with_cleanup_failures(msg, &Vec::from_iter(power))).await
             }
             ProvisionState::InspectWait => {
                 self.finish(&mut t, Event::Fail, Some("Timeout reached while inspecting the node".into()))
@@ -531,4 +527,12 @@ impl Conductor {
         );
         self.finish(t, Event::Fail, Some(msg));
     }
+}
+
+/// A failure's message, with what the clean-up after it could not do.
+fn with_cleanup_failures(msg: String, failures: &[String]) -> String {
+    if failures.is_empty() {
+        return msg;
+    }
+    format!("{msg} Cleaning up afterwards failed too: {}.", failures.join("; "))
 }

@@ -7,6 +7,7 @@ use ferric_types::models::{
     Allocation, BootDevice, JsonMap, Node, NodeId, Port, PortId, PowerTarget, VolumeConnector, VolumeTarget,
 };
 use ferric_types::rpc::{ConductorApi, PassthruResult, ProvisionArgs, RpcError, ValidationResult};
+use ferric_types::state_machine::Verb;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -32,7 +33,7 @@ impl ConductorApi for Conductor {
     ) -> Result<(), RpcError> {
         Ok(Conductor::change_power_state(self, node, target, timeout).await?)
     }
-    async fn do_provisioning_action(&self, node: NodeId, verb: &str, args: ProvisionArgs) -> Result<(), RpcError> {
+    async fn do_provisioning_action(&self, node: NodeId, verb: Verb, args: ProvisionArgs) -> Result<(), RpcError> {
         Ok(Conductor::do_provisioning_action(self, node, verb, args).await?)
     }
     async fn set_boot_device(&self, node: NodeId, device: BootDevice, persistent: bool) -> Result<(), RpcError> {

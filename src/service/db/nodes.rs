@@ -97,6 +97,7 @@ const NODE_COLS: &str = "body, reservation, (SELECT a.uuid FROM allocations a WH
 fn node_from_row(r: &Row<'_>) -> Result<Node, DbError> {
     let body: String = r.get(0)?;
     let mut n: Node = from_json(&body)?;
+    n.adopt_legacy_keys();
     n.reservation = r.get(1)?;
     n.allocation_uuid = r.get(2)?;
     Ok(n)
@@ -367,7 +368,8 @@ impl Db {
             // The cached copy changed under us: read the body.
             row = read_node_row(c, id, None)?.ok_or_else(not_found)?;
         }
-        let n: Node = from_json(row.body.take().as_deref().ok_or_else(not_found)?)?;
+        let mut n: Node = from_json(row.body.take().as_deref().ok_or_else(not_found)?)?;
+        n.adopt_legacy_keys();
         let out = f(&n, &row);
         self.cache_decoded(row.version, n);
         Ok(out)

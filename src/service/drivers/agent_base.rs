@@ -1,22 +1,20 @@
-//! What the agent-based deploy interfaces (`direct`, `iscsi`) share: booting the deploy ramdisk,
-//! finishing a deploy, soft power off through the agent, and cleaning through the agent. Each
-//! step records the user guide's message for it, so a deploy can be compared with the diagrams.
+//! What the agent-based deploy interfaces (`direct`, `iscsi`) share: their plans around the image
+//! write (booting the deploy ramdisk, finishing the deploy, undeploy, cleaning through the
+//! agent), each step with the user guide's message for it, and the steps that talk to the agent
+//! (describing the image, logs, flushing, powering off through the ramdisk, clean steps).
 
-use super::{DriverError, Task, node_power_action};
-use crate::drivers::agent_client::{AgentClient, AgentTarget};
+use super::agent_client::{AgentClient, AgentTarget};
+use super::steps::{Outcome, Phase, Plan, Planned, StepResult, quiet, says};
+use super::{DriverError, Task};
 use crate::images::ImageService;
-use crate::trace::{Actor, seed};
-use ferric_types::agent::{CommandStatus, ImageInfo, Step};
-use ferric_types::models::{BootDevice, PowerState, PowerTarget};
+use crate::trace::{Actor, Says, seed};
+use ferric_types::agent::{CommandStatus, ImageInfo, Step as AgentStep};
+use ferric_types::models::Step;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-/// Key in `driver_internal_info` for how far an agent deploy or clean got.
-pub const PHASE_KEY: &str = "agent_phase";
-/// Key in `driver_internal_info` for the index of the running clean step.
-const CLEAN_STEP_INDEX: &str = "clean_step_index";
 /// Key for the clean steps of the current cleaning (manual ones come from the API).
 const CLEAN_STEPS: &str = "clean_steps";
 
@@ -66,34 +64,14 @@ pub(crate) fn agent_env(task: &Task) -> Result<Arc<AgentEnv>, DriverError> {
 
 /// The agent a node's heartbeats came from.
 pub(crate) fn agent_target(task: &Task) -> Result<AgentTarget, DriverError> {
-    let dii = &task.node.driver_internal_info;
-    let url = dii.get("agent_url").and_then(|v| v.as_str()).ok_or_else(|| {
+    let session = task.node.agent.as_ref();
+    let url = session.and_then(|s| s.url.clone()).ok_or_else(|| {
         DriverError::failed(format!(
             "No agent URL recorded for node {}; the agent has not heartbeated yet.",
             task.node.uuid
         ))
     })?;
-    let token = dii.get(super::AGENT_TOKEN_KEY).and_then(|v| v.as_str()).map(str::to_string);
-    Ok(AgentTarget { url: url.to_string(), token })
-}
-
-pub(crate) fn phase(task: &Task) -> Option<String> {
-    task.node.driver_internal_info.get(PHASE_KEY).and_then(|v| v.as_str()).map(str::to_string)
-}
-
-pub(crate) fn set_phase(task: &mut Task, p: Option<&str>) {
-    match p {
-        Some(p) => {
-            task.node.driver_internal_info.insert(PHASE_KEY.into(), json!(p));
-        }
-        None => {
-            task.node.driver_internal_info.remove(PHASE_KEY);
-        }
-    }
-}
-
-fn record(task: &Task, from: Actor, to: Actor, label: &str) {
-    task.record(from, to, label);
+    Ok(AgentTarget { url, token: session.and_then(|s| s.token.clone()) })
 }
 
 fn instance_str(task: &Task, key: &str) -> Option<String> {
@@ -187,69 +165,153 @@ pub(crate) fn image_info(task: &Task, env: &AgentEnv) -> Result<ImageInfo, Drive
     Ok(info)
 }
 
-/// Whether the deployed instance boots over the network (partition image with netboot): the
-/// boot interfaces' rule, so the boot device and the boot environment agree.
-pub(crate) fn is_netboot(task: &Task) -> bool {
-    super::pxe_boot::is_netboot(&task.node)
+const fn c(to: Actor, label: &'static str) -> Says {
+    Says::new(Actor::Conductor, to, label)
 }
 
-/// The deploy's first half: from `deploying` to the node rebooting into the deploy ramdisk.
-/// `cache_label` is the diagram's caching message, which differs between the two flows.
-pub(crate) async fn boot_deploy_ramdisk(task: &mut Task, cache_label: &str) -> Result<(), DriverError> {
-    record(task, Actor::Conductor, Actor::Conductor, seed::VALIDATE_INTERFACES);
-    record(task, Actor::Conductor, Actor::HttpStore, seed::STORE_CONFIGDRIVE);
-    node_power_action(task, PowerTarget::Off, None).await?;
-    record(task, Actor::Conductor, Actor::Neutron, seed::ATTACH_PROVISIONING);
-    let net = task.driver.network.clone();
-    net.add_provisioning_network(task).await?;
-    record(task, Actor::Conductor, Actor::Neutron, seed::UPDATE_DHCP);
-    record(task, Actor::Conductor, Actor::Conductor, seed::PREPARE_PXE_DEPLOY);
-    let boot = task.driver.boot.clone();
-    boot.prepare_ramdisk(task).await?;
-    record(task, Actor::Conductor, Actor::Node, seed::SET_PXE_BOOT);
-    let mgmt = task.driver.management.clone();
-    mgmt.set_boot_device(task, BootDevice::Pxe, false).await?;
-    record(task, Actor::Conductor, Actor::Conductor, cache_label);
-    set_phase(task, Some("booting"));
-    node_power_action(task, PowerTarget::Reboot, None).await?;
-    Ok(())
+/// An agent deploy's plan: the ramdisk boots, `write` puts the image on the disk, then the
+/// instance's boot is prepared, the agent torn down, the tenant network bound and the instance
+/// booted. `cache` and `prepare_instance` are the two messages whose wording differs between the
+/// user guide's flows. Phases are Ironic's deploy steps (`node.deploy_step`).
+pub(crate) fn deploy_plan(cache: &'static str, write: Vec<Planned>, prepare_instance: &'static str) -> Plan {
+    use Actor::{Conductor, HttpStore, Neutron, Node};
+    let phase = |name, priority, steps| Phase { deploy_step: Some((name, priority)), steps };
+    Plan {
+        phases: vec![
+            phase(
+                "deploy",
+                100,
+                vec![
+                    says(Step::ValidateInterfaces, c(Conductor, seed::VALIDATE_INTERFACES)),
+                    says(Step::StoreConfigDrive, c(HttpStore, seed::STORE_CONFIGDRIVE)),
+                    quiet(Step::PowerOff),
+                    says(Step::AddProvisioningNetwork, c(Neutron, seed::ATTACH_PROVISIONING)),
+                    says(Step::UpdateDhcp, c(Neutron, seed::UPDATE_DHCP)),
+                    says(Step::PrepareRamdiskBoot, c(Conductor, seed::PREPARE_PXE_DEPLOY)),
+                    says(Step::BootFromNetworkOnce, c(Node, seed::SET_PXE_BOOT)),
+                    says(Step::CacheImages, c(Conductor, cache)),
+                    quiet(Step::Reboot),
+                    quiet(Step::AwaitAgent),
+                ],
+            ),
+            phase("write_image", 80, write),
+            phase(
+                "prepare_instance_boot",
+                60,
+                vec![
+                    says(Step::InstallBootloader, c(Node, seed::INSTALL_BOOTLOADER)),
+                    says(Step::UpdateDhcp, c(Neutron, seed::UPDATE_DHCP)),
+                    says(Step::PrepareInstanceBoot, c(Conductor, prepare_instance)),
+                    says(Step::SetInstanceBootDevice, c(Node, seed::SET_BOOT_DEVICE)),
+                ],
+            ),
+            phase(
+                "tear_down_agent",
+                40,
+                vec![
+                    says(Step::CollectLogs, c(Node, seed::COLLECT_LOGS)),
+                    quiet(Step::SyncImage),
+                    says(Step::PowerOffThroughRamdisk, c(Node, seed::POWER_OFF)),
+                ],
+            ),
+            phase(
+                "switch_to_tenant_network",
+                30,
+                vec![
+                    says(Step::RemoveProvisioningNetwork, c(Neutron, seed::DETACH_PROVISIONING)),
+                    quiet(Step::CleanUpRamdiskBoot),
+                    says(Step::ConfigureTenantNetworks, c(Neutron, seed::BIND_TENANT)),
+                ],
+            ),
+            phase(
+                "boot_instance",
+                20,
+                vec![quiet(Step::PowerOn), says(Step::MarkActive, c(Conductor, seed::MARK_ACTIVE))],
+            ),
+        ],
+    }
 }
 
-/// Powers the node off through the agent, falling back to the BMC (the seed's "POWER OFF" after
-/// a deploy: "asks the ramdisk agent to soft power off the node").
-pub(crate) async fn soft_power_off(task: &mut Task, env: &AgentEnv) -> Result<(), DriverError> {
-    record(task, Actor::Conductor, Actor::Node, seed::POWER_OFF);
+/// Undeploy: power off through the BMC, the instance's boot and networks removed.
+pub(crate) static TEAR_DOWN: LazyLock<Plan> = LazyLock::new(|| {
+    Plan::of(vec![
+        quiet(Step::PowerOff),
+        quiet(Step::CleanUpInstanceBoot),
+        quiet(Step::UnconfigureTenantNetworks),
+        quiet(Step::RemoveProvisioningNetwork),
+    ])
+});
+
+/// Cleaning through the agent: if there are steps to run, the ramdisk boots on the cleaning
+/// network and runs them one by one, a heartbeat at a time.
+pub(crate) static CLEAN: LazyLock<Plan> = LazyLock::new(|| {
+    Plan::of(vec![
+        quiet(Step::CheckCleanSteps),
+        quiet(Step::AddCleaningNetwork),
+        quiet(Step::PrepareRamdiskBoot),
+        quiet(Step::BootFromNetworkOnce),
+        quiet(Step::Reboot),
+        quiet(Step::AwaitAgent),
+        quiet(Step::CleanStep { index: 0, started: false }),
+    ])
+});
+
+/// Leaving cleaning: power off, the ramdisk's boot and the cleaning network removed.
+pub(crate) static CLEAN_TEAR_DOWN: LazyLock<Plan> = LazyLock::new(|| {
+    Plan::of(vec![quiet(Step::PowerOff), quiet(Step::CleanUpRamdiskBoot), quiet(Step::RemoveCleaningNetwork)])
+});
+
+/// The steps both agent deploy interfaces run the same way; `None` for the others.
+pub(crate) async fn run_common_step(step: Step, task: &mut Task) -> Option<Result<StepResult, DriverError>> {
+    Some(match step {
+        Step::ValidateInterfaces => validate_image(task),
+        Step::CollectLogs => {
+            match agent_env(task) {
+                Ok(env) if env.config.collect_ramdisk_logs == "always" => collect_logs(task, &env, "deploy").await,
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            Ok(StepResult::next())
+        }
+        Step::SyncImage => match agent_env(task) {
+            Ok(env) => sync_image(task, &env).await.map(|_| StepResult::next()),
+            Err(e) => Err(e),
+        },
+        Step::PowerOffThroughRamdisk => ask_power_off(task).await,
+        Step::CheckCleanSteps => check_clean_steps(task),
+        Step::CleanStep { index, started } => clean_step(task, index, started).await,
+        _ => return None,
+    })
+}
+
+/// Fails fast, before any power action, if the image cannot be described to the agent; and
+/// records whether it is a whole-disk image.
+fn validate_image(task: &mut Task) -> Result<StepResult, DriverError> {
+    let env = agent_env(task)?;
+    let info = image_info(task, &env)?;
+    task.node
+        .driver_internal_info
+        .insert("is_whole_disk_image".into(), (info.image_type.as_deref() != Some("partition")).into());
+    Ok(StepResult::next())
+}
+
+/// Asks the agent to power the node off (the user guide's "POWER OFF" after a deploy: "asks the
+/// ramdisk agent to soft power off the node"); the conductor waits for it, then falls back to
+/// the BMC.
+async fn ask_power_off(task: &mut Task) -> Result<StepResult, DriverError> {
+    let env = agent_env(task)?;
     let asked = match agent_target(task) {
         Ok(t) => env.client.power_off(&t).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let power = task.driver.power.clone();
-    let mut off = false;
-    match asked {
-        Ok(_) => {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(env.config.soft_power_off_timeout);
-            while tokio::time::Instant::now() < deadline {
-                if matches!(power.get_power_state(task).await, Ok(PowerState::Off)) {
-                    off = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            if !off {
-                tracing::warn!(node = %task.node.uuid, "soft power off through the agent timed out; powering off through the BMC");
-            }
-        }
+    let within = match asked {
+        Ok(_) => Duration::from_secs(env.config.soft_power_off_timeout),
         Err(e) => {
-            tracing::warn!(node = %task.node.uuid, error = %e, "agent power off failed; powering off through the BMC")
+            tracing::warn!(node = %task.node.uuid, error = %e, "agent power off failed; powering off through the BMC");
+            Duration::ZERO
         }
-    }
-    if !off {
-        power.set_power_state(task, PowerTarget::Off, None).await?;
-    }
-    task.node.power_state = Some(PowerState::Off);
-    task.node.driver_internal_info.remove(super::AGENT_TOKEN_KEY);
-    task.node.driver_internal_info.remove("agent_url");
-    Ok(())
+    };
+    Ok(StepResult::outcome(Outcome::AwaitPowerOff(within)))
 }
 
 /// Attempts of `standby.sync` before the deploy fails (a busy agent or a slow writeback).
@@ -286,36 +348,6 @@ pub(crate) async fn sync_image(task: &mut Task, env: &AgentEnv) -> Result<(), Dr
     }
 }
 
-/// The deploy's second half, after the image is on the disk: boot configuration, power off,
-/// networks, power on. `prepare_label` is the diagram's wording for the instance boot step.
-pub(crate) async fn finish_deploy(task: &mut Task, env: &AgentEnv, prepare_label: &str) -> Result<(), DriverError> {
-    record(task, Actor::Conductor, Actor::Node, seed::INSTALL_BOOTLOADER);
-    record(task, Actor::Conductor, Actor::Neutron, seed::UPDATE_DHCP);
-    record(task, Actor::Conductor, Actor::Conductor, prepare_label);
-    let boot = task.driver.boot.clone();
-    boot.prepare_instance(task).await?;
-    record(task, Actor::Conductor, Actor::Node, seed::SET_BOOT_DEVICE);
-    let device = if is_netboot(task) { BootDevice::Pxe } else { BootDevice::Disk };
-    let mgmt = task.driver.management.clone();
-    mgmt.set_boot_device(task, device, true).await?;
-    record(task, Actor::Conductor, Actor::Node, seed::COLLECT_LOGS);
-    if env.config.collect_ramdisk_logs == "always" {
-        collect_logs(task, env, "deploy").await;
-    }
-    sync_image(task, env).await?;
-    soft_power_off(task, env).await?;
-    record(task, Actor::Conductor, Actor::Neutron, seed::DETACH_PROVISIONING);
-    let net = task.driver.network.clone();
-    net.remove_provisioning_network(task).await?;
-    boot.clean_up_ramdisk(task).await?;
-    record(task, Actor::Conductor, Actor::Neutron, seed::BIND_TENANT);
-    net.configure_tenant_networks(task).await?;
-    node_power_action(task, PowerTarget::On, None).await?;
-    record(task, Actor::Conductor, Actor::Conductor, seed::MARK_ACTIVE);
-    set_phase(task, None);
-    Ok(())
-}
-
 /// Fetches the ramdisk's logs into the node's `driver_internal_info` summary (size only: logs
 /// may hold secrets, so they are kept out of the API).
 pub(crate) async fn collect_logs(task: &mut Task, env: &AgentEnv, why: &str) {
@@ -329,27 +361,13 @@ pub(crate) async fn collect_logs(task: &mut Task, env: &AgentEnv, why: &str) {
     }
 }
 
-/// A failed or aborted agent deploy: keep the ramdisk's logs (unless configured off) and forget
-/// the deploy's phase.
+/// A failed or aborted agent deploy or cleaning: keep the ramdisk's logs (unless configured off).
 pub(crate) async fn abort(task: &mut Task) -> Result<(), DriverError> {
-    if let Ok(env) = agent_env(task) {
-        if env.config.collect_ramdisk_logs != "never" {
-            collect_logs(task, &env, "failure").await;
-        }
+    if let Ok(env) = agent_env(task)
+        && env.config.collect_ramdisk_logs != "never"
+    {
+        collect_logs(task, &env, "failure").await;
     }
-    set_phase(task, None);
-    Ok(())
-}
-
-/// Undeploy: power off through the BMC, instance boot config and tenant networks removed.
-pub(crate) async fn tear_down(task: &mut Task) -> Result<(), DriverError> {
-    node_power_action(task, PowerTarget::Off, None).await?;
-    let boot = task.driver.boot.clone();
-    boot.clean_up_instance(task).await?;
-    let net = task.driver.network.clone();
-    net.unconfigure_tenant_networks(task).await?;
-    net.remove_provisioning_network(task).await?;
-    set_phase(task, None);
     Ok(())
 }
 
@@ -368,7 +386,7 @@ fn ports_doc(task: &Task) -> Vec<Value> {
 }
 
 /// The steps of this cleaning: the API's for a manual clean, else the automated ones.
-fn clean_steps(task: &Task, env: &AgentEnv) -> Result<Vec<Step>, DriverError> {
+fn clean_steps(task: &Task, env: &AgentEnv) -> Result<Vec<AgentStep>, DriverError> {
     if let Some(Value::Array(steps)) = task.node.driver_internal_info.get(CLEAN_STEPS) {
         let mut out = Vec::new();
         for s in steps {
@@ -376,7 +394,7 @@ fn clean_steps(task: &Task, env: &AgentEnv) -> Result<Vec<Step>, DriverError> {
             if let Some(o) = s.as_object_mut() {
                 o.entry("priority").or_insert(json!(0));
             }
-            let step: Step = serde_json::from_value(s.clone())
+            let step: AgentStep = serde_json::from_value(s.clone())
                 .map_err(|e| DriverError::InvalidParameter(format!("Invalid clean step {s}: {e}")))?;
             if step.interface != "deploy" || !matches!(step.step.as_str(), "erase_devices_metadata" | "erase_devices") {
                 return Err(DriverError::InvalidParameter(format!(
@@ -391,7 +409,7 @@ fn clean_steps(task: &Task, env: &AgentEnv) -> Result<Vec<Step>, DriverError> {
     if !env.config.erase_devices_metadata {
         return Ok(Vec::new());
     }
-    let step: Step = serde_json::from_value(json!({
+    let step: AgentStep = serde_json::from_value(json!({
         "interface": "deploy", "step": "erase_devices_metadata", "priority": 99, "args": {},
         "reboot_requested": false, "abortable": true,
     }))
@@ -399,100 +417,62 @@ fn clean_steps(task: &Task, env: &AgentEnv) -> Result<Vec<Step>, DriverError> {
     Ok(vec![step])
 }
 
-/// Starts cleaning: boots the ramdisk if there are steps to run.
-pub(crate) async fn prepare_cleaning(task: &mut Task) -> Result<super::StepOutcome, DriverError> {
+/// Whether there is anything to clean: the API's steps for a manual clean, else the automated
+/// ones; nothing to clean skips the rest of the plan.
+fn check_clean_steps(task: &mut Task) -> Result<StepResult, DriverError> {
     let env = agent_env(task)?;
     if clean_steps(task, &env)?.is_empty() {
-        return Ok(super::StepOutcome::Done);
+        return Ok(StepResult::outcome(Outcome::Finished));
     }
-    let net = task.driver.network.clone();
-    net.add_cleaning_network(task).await?;
-    let boot = task.driver.boot.clone();
-    boot.prepare_ramdisk(task).await?;
-    let mgmt = task.driver.management.clone();
-    mgmt.set_boot_device(task, BootDevice::Pxe, false).await?;
-    set_phase(task, Some("clean-booting"));
-    task.node.driver_internal_info.insert(CLEAN_STEP_INDEX.into(), json!(0));
-    node_power_action(task, PowerTarget::Reboot, None).await?;
-    Ok(super::StepOutcome::Wait)
+    Ok(StepResult::next())
 }
 
-/// A heartbeat during cleaning: starts the next step, or reports the running one finished.
-pub(crate) async fn clean_heartbeat(task: &mut Task) -> Result<super::HeartbeatAction, DriverError> {
-    use super::HeartbeatAction::Nothing;
+/// Clean step `index`, one heartbeat at a time: started, then asked about until it ends; then
+/// the next one. A transport error is retried at the next heartbeat.
+async fn clean_step(task: &mut Task, index: u32, started: bool) -> Result<StepResult, DriverError> {
+    let again = |index, started| Ok(StepResult::outcome(Outcome::AgainAtHeartbeat(Step::CleanStep { index, started })));
     let env = agent_env(task)?;
     let steps = clean_steps(task, &env)?;
     let target = agent_target(task)?;
-    let index = task.node.driver_internal_info.get(CLEAN_STEP_INDEX).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-    if phase(task).as_deref() == Some("clean-running") {
+    let mut index = index;
+    if started {
         let last = match env.client.last_command(&target, "clean.execute_clean_step").await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(node = %task.node.uuid, error = %e, "cannot poll the agent; will retry on the next heartbeat");
-                return Ok(Nothing);
+                return again(index, true);
             }
         };
         match last.map(|c| (c.command_status, c.command_error)) {
-            Some((CommandStatus::Running, _)) | None => return Ok(Nothing),
+            Some((CommandStatus::Running, _)) | None => return again(index, true),
             Some((CommandStatus::Failed | CommandStatus::VersionMismatch, err)) => {
-                let step = steps.get(index).map(|s| s.step.clone()).unwrap_or_default();
+                let step = steps.get(index as usize).map(|s| s.step.clone()).unwrap_or_default();
                 return Err(DriverError::failed(format!(
                     "Agent returned error for clean step {step} on node {}: {}",
                     task.node.uuid,
                     err.map(|e| e.to_string()).unwrap_or_else(|| "unknown error".into())
                 )));
             }
-            Some((CommandStatus::Succeeded, _)) => {
-                task.node.driver_internal_info.insert(CLEAN_STEP_INDEX.into(), json!(index + 1));
-                return start_clean_step(task, &env, &target, &steps, index + 1).await;
-            }
+            Some((CommandStatus::Succeeded, _)) => index += 1,
         }
     }
-    start_clean_step(task, &env, &target, &steps, index).await
-}
-
-async fn start_clean_step(
-    task: &mut Task,
-    env: &AgentEnv,
-    target: &AgentTarget,
-    steps: &[Step],
-    index: usize,
-) -> Result<super::HeartbeatAction, DriverError> {
-    let Some(step) = steps.get(index) else {
+    let Some(step) = steps.get(index as usize) else {
         task.node.clean_step.clear();
-        set_phase(task, Some("clean-done"));
-        return Ok(super::HeartbeatAction::Resume);
+        return Ok(StepResult::next());
     };
     let step_json = serde_json::to_value(step).map_err(|e| DriverError::failed(e.to_string()))?;
     task.node.clean_step = step_json.as_object().cloned().unwrap_or_default();
-    match env.client.execute_clean_step(target, step, &node_doc(task), &ports_doc(task), None).await {
+    match env.client.execute_clean_step(&target, step, &node_doc(task), &ports_doc(task), None).await {
         Ok(r) if r.command_status == CommandStatus::Failed => Err(DriverError::failed(format!(
             "Agent returned error for clean step {} on node {}: {}",
             step.step,
             task.node.uuid,
             r.command_error.map(|e| e.to_string()).unwrap_or_default()
         ))),
-        Ok(_) => {
-            set_phase(task, Some("clean-running"));
-            Ok(super::HeartbeatAction::Nothing)
-        }
+        Ok(_) => again(index, true),
         Err(e) => {
             tracing::warn!(node = %task.node.uuid, error = %e, "cannot start clean step; will retry on the next heartbeat");
-            Ok(super::HeartbeatAction::Nothing)
+            again(index, false)
         }
     }
-}
-
-/// Leaves cleaning: power off, ramdisk boot config and cleaning network removed.
-pub(crate) async fn tear_down_cleaning(task: &mut Task) -> Result<(), DriverError> {
-    // Every step is attempted even when an earlier one fails, so a BMC that stopped answering
-    // does not leave the node on the cleaning network with its DHCP entry; the first error wins.
-    let power = node_power_action(task, PowerTarget::Off, None).await;
-    let boot = task.driver.boot.clone();
-    let ramdisk = boot.clean_up_ramdisk(task).await;
-    let net = task.driver.network.clone();
-    let network = net.remove_cleaning_network(task).await;
-    set_phase(task, None);
-    task.node.driver_internal_info.remove(CLEAN_STEP_INDEX);
-    power.and(ramdisk).and(network)
 }

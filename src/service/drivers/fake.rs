@@ -1,14 +1,16 @@
 //! The fake interfaces of Ironic's `fake-hardware`: they succeed, after optional delays, without
 //! touching hardware, so the full lifecycle works through the API with no BMC.
 
+use super::steps::{Plan, StepCtx, StepResult, quiet};
 use super::{
     BootInterface, DeployInterface, DriverError, IndicatorInfo, Indicators, ManagementInterface, PowerInterface,
-    StepOutcome, Task,
+    PowerProgress, PowerRequest, Task,
 };
 use async_trait::async_trait;
-use ferric_types::models::{BootDevice, NodeId, PowerState, PowerTarget};
+use ferric_types::models::{BootDevice, NodeId, PowerState, PowerTarget, Step};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 async fn delay(ms: u64) {
@@ -31,15 +33,10 @@ impl PowerInterface for FakePower {
         Ok(task.node.power_state.unwrap_or(PowerState::Off))
     }
 
-    async fn set_power_state(
-        &self,
-        task: &mut Task,
-        target: PowerTarget,
-        _t: Option<Duration>,
-    ) -> Result<(), DriverError> {
+    async fn request_power(&self, task: &mut Task, request: PowerRequest) -> Result<PowerProgress, DriverError> {
         delay(task.env.fake.power_ms).await;
-        task.node.power_state = Some(target.end_state());
-        Ok(())
+        task.node.power_state = Some(request.end_state());
+        Ok(PowerProgress::Reached)
     }
 
     fn supported_power_states(&self) -> Vec<PowerTarget> {
@@ -177,34 +174,51 @@ impl BootInterface for FakeBoot {
 /// Deploys and cleans instantly (after the configured delay).
 pub struct FakeDeploy;
 
+/// `fake-hardware`'s plans: one step each, no ramdisk, nothing to clean.
+static DEPLOY: LazyLock<Plan> = LazyLock::new(|| Plan::of(vec![quiet(Step::FakeDeploy)]));
+static TEAR_DOWN: LazyLock<Plan> = LazyLock::new(|| Plan::of(vec![quiet(Step::FakeTearDown)]));
+static NOTHING: LazyLock<Plan> = LazyLock::new(Plan::default);
+
 #[async_trait]
 impl DeployInterface for FakeDeploy {
     fn validate(&self, _task: &Task) -> Result<(), DriverError> {
         Ok(())
     }
 
-    async fn deploy(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
-        delay(task.env.fake.deploy_ms).await;
-        let whole_disk = !task.node.instance_info.contains_key("kernel");
-        task.node.driver_internal_info.insert("is_whole_disk_image".into(), whole_disk.into());
-        if task.node.instance_info.contains_key("image_source") {
-            let kind = if whole_disk { "whole-disk" } else { "partition" };
-            task.node.instance_info.insert("image_type".into(), kind.into());
+    fn deploy_plan(&self) -> &Plan {
+        &DEPLOY
+    }
+
+    fn tear_down_plan(&self) -> &Plan {
+        &TEAR_DOWN
+    }
+
+    fn clean_plan(&self) -> &Plan {
+        &NOTHING
+    }
+
+    fn clean_tear_down_plan(&self) -> &Plan {
+        &NOTHING
+    }
+
+    async fn run_step(&self, step: Step, task: &mut Task, _ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {
+        match step {
+            Step::FakeDeploy => {
+                delay(task.env.fake.deploy_ms).await;
+                let whole_disk = !task.node.instance_info.contains_key("kernel");
+                task.node.driver_internal_info.insert("is_whole_disk_image".into(), whole_disk.into());
+                if task.node.instance_info.contains_key("image_source") {
+                    let kind = if whole_disk { "whole-disk" } else { "partition" };
+                    task.node.instance_info.insert("image_type".into(), kind.into());
+                }
+                Ok(StepResult::next())
+            }
+            Step::FakeTearDown => {
+                delay(task.env.fake.deploy_ms).await;
+                task.node.power_state = Some(PowerState::Off);
+                Ok(StepResult::next())
+            }
+            other => Err(DriverError::Unsupported(format!("fake deploy has no step {other:?}"))),
         }
-        Ok(StepOutcome::Done)
-    }
-
-    async fn tear_down(&self, task: &mut Task) -> Result<(), DriverError> {
-        delay(task.env.fake.deploy_ms).await;
-        task.node.power_state = Some(PowerState::Off);
-        Ok(())
-    }
-
-    async fn prepare_cleaning(&self, _task: &mut Task) -> Result<StepOutcome, DriverError> {
-        Ok(StepOutcome::Done)
-    }
-
-    async fn tear_down_cleaning(&self, _task: &mut Task) -> Result<(), DriverError> {
-        Ok(())
     }
 }

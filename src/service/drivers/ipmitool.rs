@@ -1,30 +1,13 @@
 //! The `ipmitool` power and management interfaces of the `ipmi` hardware type (Ironic's names),
-//! over ferric's own RMCP+ client (`crate::ipmi`): one session per BMC, bounded retries, and a
-//! check after every power change that the BMC really reached the requested state.
+//! over ferric's own RMCP+ client (`crate::ipmi`): one session per BMC, bounded retries. A power
+//! change is asked of the BMC; the conductor then polls until the BMC reports the new state.
 
-use super::{DriverError, ManagementInterface, PowerInterface, Task};
+use super::{DriverError, ManagementInterface, PowerInterface, PowerProgress, PowerRequest, Task};
 use crate::ipmi::{self, IpmiError, IpmiPool, Privilege, Target};
 use async_trait::async_trait;
 use ferric_types::models::{BootDevice, PowerState, PowerTarget};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Timing of power changes.
-#[derive(Debug, Clone)]
-pub struct PowerTiming {
-    /// How long a power change may take before it counts as failed (Ironic's
-    /// `[conductor]power_state_change_timeout`).
-    pub change_timeout: Duration,
-    /// How often the power state is polled while waiting.
-    pub poll_interval: Duration,
-}
-
-impl Default for PowerTiming {
-    fn default() -> Self {
-        PowerTiming { change_timeout: Duration::from_secs(60), poll_interval: Duration::from_secs(1) }
-    }
-}
 
 fn info_str(info: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
     match info.get(key)? {
@@ -96,6 +79,7 @@ pub fn target_from(task: &Task) -> Result<Target, DriverError> {
 fn ipmi_err(e: IpmiError) -> DriverError {
     match e {
         IpmiError::Timeout { .. } => DriverError::Timeout(format!("IPMI call failed: {e}")),
+        other if other.is_transient() => DriverError::Busy(format!("IPMI call failed: {other}")),
         other => DriverError::Failed(format!("IPMI call failed: {other}")),
     }
 }
@@ -112,51 +96,15 @@ fn wants_efi(task: &Task) -> bool {
 /// Power through the BMC.
 pub struct IpmitoolPower {
     pool: Arc<IpmiPool>,
-    timing: PowerTiming,
 }
 
 impl IpmitoolPower {
-    pub fn new(pool: Arc<IpmiPool>, timing: PowerTiming) -> IpmitoolPower {
-        IpmitoolPower { pool, timing }
+    pub fn new(pool: Arc<IpmiPool>) -> IpmitoolPower {
+        IpmitoolPower { pool }
     }
 
     fn client(&self, task: &Task) -> Result<Arc<ipmi::IpmiClient>, DriverError> {
         Ok(self.pool.client(&target_from(task)?))
-    }
-
-    /// Polls until the chassis reports `want`, or fails after `timeout`.
-    async fn wait_for(
-        &self,
-        bmc: &ipmi::IpmiClient,
-        want: ipmi::PowerState,
-        timeout: Duration,
-    ) -> Result<(), DriverError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match bmc.power_state().await {
-                Ok(s) if s == want => return Ok(()),
-                Ok(_) => {}
-                Err(e) if e.is_transient() => tracing::debug!(error = %e, "power state poll failed; retrying"),
-                Err(e) => return Err(ipmi_err(e)),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let want = if want == ipmi::PowerState::On { "power on" } else { "power off" };
-                return Err(DriverError::Timeout(format!(
-                    "IPMI power change did not complete: the node did not reach {want} within {} seconds.",
-                    timeout.as_secs()
-                )));
-            }
-            tokio::time::sleep(self.timing.poll_interval).await;
-        }
-    }
-
-    async fn turn(&self, bmc: &ipmi::IpmiClient, on: bool, timeout: Duration) -> Result<(), DriverError> {
-        let want = if on { ipmi::PowerState::On } else { ipmi::PowerState::Off };
-        if bmc.power_state().await.map_err(ipmi_err)? == want {
-            return Ok(());
-        }
-        if on { bmc.power_on().await } else { bmc.power_off().await }.map_err(ipmi_err)?;
-        self.wait_for(bmc, want, timeout).await
     }
 }
 
@@ -174,32 +122,18 @@ impl PowerInterface for IpmitoolPower {
         })
     }
 
-    async fn set_power_state(
-        &self,
-        task: &mut Task,
-        target: PowerTarget,
-        timeout: Option<Duration>,
-    ) -> Result<(), DriverError> {
+    /// Reads the chassis first: a node already there is not sent a command (a hard off of an
+    /// off node, or a soft off, would otherwise be answered with an error by some BMCs).
+    async fn request_power(&self, task: &mut Task, request: PowerRequest) -> Result<PowerProgress, DriverError> {
         let bmc = self.client(task)?;
-        let timeout = timeout.unwrap_or(self.timing.change_timeout);
-        match target {
-            PowerTarget::On => self.turn(&bmc, true, timeout).await,
-            PowerTarget::Off => self.turn(&bmc, false, timeout).await,
-            // Off then on (not a chassis reset), so a new boot device applies, as Ironic does.
-            PowerTarget::Reboot => {
-                self.turn(&bmc, false, timeout).await?;
-                self.turn(&bmc, true, timeout).await
-            }
-            PowerTarget::SoftOff | PowerTarget::SoftReboot => {
-                if bmc.power_state().await.map_err(ipmi_err)? == ipmi::PowerState::On {
-                    bmc.power_soft().await.map_err(ipmi_err)?;
-                    self.wait_for(&bmc, ipmi::PowerState::Off, timeout).await?;
-                }
-                if target == PowerTarget::SoftReboot {
-                    self.turn(&bmc, true, timeout).await?;
-                }
-                Ok(())
-            }
+        let now = bmc.power_state().await.map_err(ipmi_err)?;
+        let on = now == ipmi::PowerState::On;
+        match request {
+            PowerRequest::On if on => Ok(PowerProgress::Reached),
+            PowerRequest::Off | PowerRequest::SoftOff if !on => Ok(PowerProgress::Reached),
+            PowerRequest::On => bmc.power_on().await.map(|_| PowerProgress::Requested).map_err(ipmi_err),
+            PowerRequest::Off => bmc.power_off().await.map(|_| PowerProgress::Requested).map_err(ipmi_err),
+            PowerRequest::SoftOff => bmc.power_soft().await.map(|_| PowerProgress::Requested).map_err(ipmi_err),
         }
     }
 
@@ -261,7 +195,7 @@ impl ManagementInterface for IpmitoolManagement {
 }
 
 /// Registers `ipmitool` power and management on a registry.
-pub fn register(registry: &mut super::Registry, pool: Arc<IpmiPool>, timing: PowerTiming) {
-    registry.register_power("ipmitool", Arc::new(IpmitoolPower::new(pool.clone(), timing)));
+pub fn register(registry: &mut super::Registry, pool: Arc<IpmiPool>) {
+    registry.register_power("ipmitool", Arc::new(IpmitoolPower::new(pool.clone())));
     registry.register_management("ipmitool", Arc::new(IpmitoolManagement::new(pool)));
 }

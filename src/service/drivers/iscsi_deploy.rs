@@ -5,20 +5,25 @@
 //! The conductor writes with the agent's own image writer (raw and qcow2, checksums, partition
 //! tables and config drive) over a [`RemoteDisk`]: an iSCSI session seen as a block device.
 
-use super::agent_base::{self, AgentEnv, agent_env, agent_target, image_info, set_phase};
-use super::{DeployInterface, DriverError, Heartbeat, HeartbeatAction, StepOutcome, Task};
+use super::agent_base::{self, agent_env, agent_target, image_info};
+use super::steps::{Plan, StepCtx, StepResult, says};
+use super::{DeployInterface, DriverError, Task};
 use crate::iscsi::initiator::{Capacity, InitiatorConfig, Session};
-use crate::trace::{Actor, seed};
+use crate::trace::{Actor, Says, seed};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use ferric_disk::blockdev::BlockDevice;
 use ferric_disk::disks::Disk;
-use ferric_disk::writer::{ImageWriter, WriterSettings};
+use ferric_disk::writer::{ImageWriter, WriterSettings, Written};
+use ferric_types::agent::ImageInfo;
+use ferric_types::models::{NodeId, Step};
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A byte stream to an iSCSI portal.
@@ -174,19 +179,57 @@ impl BlockDevice for RemoteDisk {
 pub struct IscsiDeploy {
     pub connector: Arc<dyn IscsiConnector>,
     pub config: IscsiDeployConfig,
+    /// What each node's write steps pass on to the next (the portal, the session, the write's
+    /// result). Its steps run back to back under the node's lock, so one entry per node.
+    runs: Mutex<HashMap<NodeId, Run>>,
 }
 
+/// One node's iSCSI write, between its steps.
+#[derive(Default)]
+struct Run {
+    info: Option<ImageInfo>,
+    configdrive: Option<String>,
+    iqn: String,
+    portal: Option<SocketAddr>,
+    disk: Option<Arc<RemoteDisk>>,
+    written: Option<Result<Written, String>>,
+}
+
+/// The iSCSI deploy: at the agent's first heartbeat the conductor takes over and writes the
+/// image itself.
+static DEPLOY: LazyLock<Plan> = LazyLock::new(|| {
+    let c = |label| Says::new(Actor::Conductor, Actor::Node, label);
+    agent_base::deploy_plan(
+        seed::CACHE_ISCSI,
+        vec![
+            says(Step::ExposeDisk, c(seed::EXPOSE_ISCSI)),
+            says(Step::AttachDisk, c(seed::ISCSI_ATTACH)),
+            says(Step::CopyImage, c(seed::COPY_IMAGE)),
+            says(Step::DetachDisk, c(seed::ISCSI_DETACH)),
+            says(Step::DeleteCachedImage, Says::new(Actor::Conductor, Actor::Conductor, seed::DELETE_CACHED_IMAGE)),
+        ],
+        seed::PREPARE_PXE_INSTANCE,
+    )
+});
+
 impl IscsiDeploy {
-    /// Steps of the seed from "Send IPA a command to expose disks via iSCSI" to "Delete instance
-    /// image from cache".
-    async fn write_image(&self, task: &mut Task, env: &AgentEnv) -> Result<(), DriverError> {
+    pub fn new(connector: Arc<dyn IscsiConnector>, config: IscsiDeployConfig) -> IscsiDeploy {
+        IscsiDeploy { connector, config, runs: Mutex::new(HashMap::new()) }
+    }
+
+    fn run_of<T>(&self, node: NodeId, f: impl FnOnce(&mut Run) -> T) -> T {
+        f(self.runs.lock().entry(node).or_default())
+    }
+
+    /// The user guide's "Send IPA a command to expose disks via iSCSI".
+    async fn expose_disk(&self, task: &mut Task) -> Result<StepResult, DriverError> {
+        let env = agent_env(task)?;
         let target = agent_target(task)?;
-        let info = image_info(task, env)?;
+        let info = image_info(task, &env)?;
         let configdrive = match task.node.instance_info.get("configdrive") {
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
             _ => None,
         };
-        task.record(Actor::Conductor, Actor::Node, seed::EXPOSE_ISCSI);
         let iqn = format!("iqn.2008-10.org.openstack:{}", task.node.uuid);
         let r = env.client.start_iscsi_target(&target, &iqn, self.config.portal_port, true).await.map_err(|e| {
             DriverError::failed(format!(
@@ -208,8 +251,16 @@ impl IscsiDeploy {
         let ip: std::net::IpAddr =
             host.parse().map_err(|_| DriverError::failed(format!("Agent host {host} is not an IP address")))?;
         let portal = SocketAddr::new(ip, port);
+        self.runs
+            .lock()
+            .insert(task.node.uuid, Run { info: Some(info), configdrive, iqn, portal: Some(portal), ..Run::default() });
+        Ok(StepResult::next())
+    }
 
-        task.record(Actor::Conductor, Actor::Node, seed::ISCSI_ATTACH);
+    /// The user guide's "iSCSI attach": login to the agent's target.
+    async fn attach_disk(&self, task: &mut Task) -> Result<StepResult, DriverError> {
+        let (iqn, portal) = self.run_of(task.node.uuid, |r| (r.iqn.clone(), r.portal));
+        let portal = portal.ok_or_else(|| DriverError::failed("no iSCSI portal: the disk was not exposed"))?;
         let cfg = InitiatorConfig::new(self.config.initiator_iqn.clone(), iqn.clone());
         let stream = self
             .connector
@@ -221,8 +272,20 @@ impl IscsiDeploy {
                 .await
                 .map_err(|e| DriverError::failed(format!("iSCSI login to {iqn} at {portal} failed: {e}")))?,
         );
+        self.run_of(task.node.uuid, |r| r.disk = Some(disk));
+        Ok(StepResult::next())
+    }
 
-        task.record(Actor::Conductor, Actor::Node, seed::COPY_IMAGE);
+    /// The user guide's "Copies user image and configdrive, if present": the agent's own image
+    /// writer over the remote disk. Its result waits for the detach (which happens either way).
+    async fn copy_image(&self, task: &mut Task) -> Result<StepResult, DriverError> {
+        let env = agent_env(task)?;
+        let (disk, info, configdrive, iqn, portal) = self.run_of(task.node.uuid, |r| {
+            (r.disk.clone(), r.info.clone(), r.configdrive.clone(), r.iqn.clone(), r.portal)
+        });
+        let (Some(disk), Some(info), Some(portal)) = (disk, info, portal) else {
+            return Err(DriverError::failed("no iSCSI session: the disk was not attached"));
+        };
         // The partition and disk GUIDs derive from the node, so a simulated run is reproducible.
         let seed = rand::Rng::next_u64(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
             task.node.uuid.as_uuid().as_u64_pair().0,
@@ -235,18 +298,25 @@ impl IscsiDeploy {
         if self.config.verify && written.is_ok() {
             disk.flush().await.map_err(|e| DriverError::failed(format!("iSCSI flush failed: {e}")))?;
         }
-        task.record(Actor::Conductor, Actor::Node, seed::ISCSI_DETACH);
-        let detached = disk.detach().await;
-        let written = written.map_err(|e| {
+        self.run_of(task.node.uuid, |r| r.written = Some(written.map_err(|e| e.to_string())));
+        Ok(StepResult::next())
+    }
+
+    /// The user guide's "iSCSI detach": logout, then the write's result.
+    async fn detach_disk(&self, task: &mut Task) -> Result<StepResult, DriverError> {
+        let run = self.runs.lock().remove(&task.node.uuid).unwrap_or_default();
+        let detached = match &run.disk {
+            Some(d) => d.detach().await,
+            None => Ok(()),
+        };
+        let written = run.written.unwrap_or_else(|| Err("the image was not written".into())).map_err(|e| {
             DriverError::failed(format!("Writing the image to node {} over iSCSI failed: {e}", task.node.uuid))
         })?;
         detached.map_err(|e| DriverError::failed(format!("iSCSI detach failed: {e}")))?;
         if let Some(root) = written.partition_uuids.get("root uuid").and_then(|v| v.as_str()) {
             task.node.driver_internal_info.insert("root_uuid_or_disk_id".into(), Value::String(root.to_string()));
         }
-        // The image was streamed, not cached on the conductor: nothing to delete.
-        task.record(Actor::Conductor, Actor::Conductor, seed::DELETE_CACHED_IMAGE);
-        Ok(())
+        Ok(StepResult::next())
     }
 }
 
@@ -258,45 +328,43 @@ impl DeployInterface for IscsiDeploy {
         Ok(())
     }
 
-    async fn deploy(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
-        let env = agent_env(task)?;
-        let info = image_info(task, &env)?;
-        task.node
-            .driver_internal_info
-            .insert("is_whole_disk_image".into(), (info.image_type.as_deref() != Some("partition")).into());
-        agent_base::boot_deploy_ramdisk(task, seed::CACHE_ISCSI).await?;
-        Ok(StepOutcome::Wait)
+    fn deploy_plan(&self) -> &Plan {
+        &DEPLOY
     }
 
-    async fn heartbeat(&self, task: &mut Task, _hb: &Heartbeat) -> Result<HeartbeatAction, DriverError> {
-        if task.node.provision_state == ferric_types::models::ProvisionState::CleanWait {
-            return agent_base::clean_heartbeat(task).await;
+    fn tear_down_plan(&self) -> &Plan {
+        &agent_base::TEAR_DOWN
+    }
+
+    fn clean_plan(&self) -> &Plan {
+        &agent_base::CLEAN
+    }
+
+    fn clean_tear_down_plan(&self) -> &Plan {
+        &agent_base::CLEAN_TEAR_DOWN
+    }
+
+    async fn run_step(&self, step: Step, task: &mut Task, _ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {
+        match step {
+            Step::ExposeDisk => self.expose_disk(task).await,
+            Step::AttachDisk => self.attach_disk(task).await,
+            Step::CopyImage => self.copy_image(task).await,
+            Step::DetachDisk => self.detach_disk(task).await,
+            other => match agent_base::run_common_step(other, task).await {
+                Some(r) => r,
+                None => Err(DriverError::Unsupported(format!("the iscsi deploy has no step {other:?}"))),
+            },
         }
-        // The ramdisk is up: the conductor takes over (writing happens in `continue_deploy`).
-        Ok(HeartbeatAction::Resume)
     }
 
-    async fn continue_deploy(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
-        let env = agent_env(task)?;
-        set_phase(task, Some("writing"));
-        self.write_image(task, &env).await?;
-        agent_base::finish_deploy(task, &env, seed::PREPARE_PXE_INSTANCE).await?;
-        Ok(StepOutcome::Done)
-    }
-
-    async fn tear_down(&self, task: &mut Task) -> Result<(), DriverError> {
-        agent_base::tear_down(task).await
-    }
-
-    async fn prepare_cleaning(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
-        agent_base::prepare_cleaning(task).await
-    }
-
-    async fn tear_down_cleaning(&self, task: &mut Task) -> Result<(), DriverError> {
-        agent_base::tear_down_cleaning(task).await
-    }
-
+    /// Also logs out of a session a failed write left open.
     async fn abort(&self, task: &mut Task) -> Result<(), DriverError> {
+        let run = self.runs.lock().remove(&task.node.uuid);
+        if let Some(disk) = run.and_then(|r| r.disk)
+            && let Err(e) = disk.detach().await
+        {
+            tracing::warn!(node = %task.node.uuid, error = %e, "iSCSI logout after a failure");
+        }
         agent_base::abort(task).await
     }
 }

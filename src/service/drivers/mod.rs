@@ -3,7 +3,8 @@
 //! A node names a hardware type (`driver`) and one implementation per interface kind. The conductor
 //! resolves those names to trait objects ([`Registry::interfaces_for`]) and hands them, with the
 //! locked node, to each operation as a [`Task`]. Interfaces return outcomes; the conductor owns
-//! state transitions and persistence.
+//! state transitions, persistence, power polling and the order of a deploy's steps (a deploy
+//! interface hands it [`steps::Plan`]s and runs only its own steps).
 
 pub mod agent_base;
 pub mod agent_client;
@@ -15,16 +16,17 @@ pub mod network;
 pub mod passive;
 pub mod pxe_boot;
 mod registry;
+pub mod steps;
 
 pub use registry::{HardwareType, InterfaceSet, Registry, RegistryConfig};
 
 use crate::trace::{Actor, Recorder};
 use async_trait::async_trait;
 use ferric_types::clock::Clock;
-use ferric_types::models::{BootDevice, Node, Port, PowerState, PowerTarget};
+use ferric_types::models::{BootDevice, Node, Port, PowerState, PowerTarget, Step};
 pub use ferric_types::rpc::{Heartbeat, IndicatorInfo, Indicators};
 use std::sync::Arc;
-use std::time::Duration;
+use steps::{Plan, StepCtx, StepResult};
 
 /// Why a driver operation failed. `Invalid*`/`Missing*` come from validation (the API answers
 /// 400); the rest end the operation with `last_error`.
@@ -40,11 +42,19 @@ pub enum DriverError {
     Failed(String),
     #[error("{0}")]
     Timeout(String),
+    /// The hardware did not answer, or was busy: asking again may work.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl DriverError {
     pub fn failed(msg: impl Into<String>) -> Self {
         DriverError::Failed(msg.into())
+    }
+
+    /// Worth asking again (while polling).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DriverError::Timeout(_) | DriverError::Busy(_))
     }
 }
 
@@ -89,35 +99,42 @@ impl Task {
     }
 }
 
-/// How a multi-step operation left off.
+/// A power change a power interface is asked for. Reboots are the conductor's: off, then on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepOutcome {
-    /// Finished.
-    Done,
-    /// Waiting for the ramdisk to call back (`wait` event).
-    Wait,
+pub enum PowerRequest {
+    On,
+    /// Hard off.
+    Off,
+    /// ACPI soft off: the operating system shuts down.
+    SoftOff,
 }
 
-/// What a heartbeat asks of the conductor.
+impl PowerRequest {
+    /// The state the node is in once the request is done.
+    pub fn end_state(self) -> PowerState {
+        match self {
+            PowerRequest::On => PowerState::On,
+            PowerRequest::Off | PowerRequest::SoftOff => PowerState::Off,
+        }
+    }
+}
+
+/// Where a power request left the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeartbeatAction {
-    /// Nothing to do yet (the agent is still working, or this interface ignores heartbeats).
-    Nothing,
-    /// The awaited work is finished: resume the operation (`resume` event, then continue).
-    Resume,
+pub enum PowerProgress {
+    /// The node is in the requested state (it already was, or the interface knows it got there).
+    Reached,
+    /// The hardware was asked: the conductor polls until the power state reads as requested.
+    Requested,
 }
 
 #[async_trait]
 pub trait PowerInterface: Send + Sync {
     fn validate(&self, task: &Task) -> Result<(), DriverError>;
     async fn get_power_state(&self, task: &mut Task) -> Result<PowerState, DriverError>;
-    /// Changes power and returns once the change is confirmed (or fails).
-    async fn set_power_state(
-        &self,
-        task: &mut Task,
-        target: PowerTarget,
-        timeout: Option<Duration>,
-    ) -> Result<(), DriverError>;
+    /// Asks the hardware for `request` and returns once it is asked. Waiting for the change is
+    /// the conductor's, the same for every driver: it polls [`PowerInterface::get_power_state`].
+    async fn request_power(&self, task: &mut Task, request: PowerRequest) -> Result<PowerProgress, DriverError>;
     fn supported_power_states(&self) -> Vec<PowerTarget> {
         vec![PowerTarget::On, PowerTarget::Off, PowerTarget::Reboot]
     }
@@ -187,33 +204,30 @@ pub trait BootInterface: Send + Sync {
     async fn clean_up_instance(&self, task: &mut Task) -> Result<(), DriverError>;
 }
 
+/// A deploy interface: which steps a deploy, an undeploy and a cleaning take (its [`Plan`]s, run by
+/// the conductor), and the steps that are its own (writing the image, talking to the agent).
 #[async_trait]
 pub trait DeployInterface: Send + Sync {
     fn validate(&self, task: &Task) -> Result<(), DriverError>;
-    /// Starts a deploy (node in `deploying`).
-    async fn deploy(&self, task: &mut Task) -> Result<StepOutcome, DriverError>;
-    /// A heartbeat while the node waits (`wait call-back`, `clean wait`, ...).
-    async fn heartbeat(&self, task: &mut Task, hb: &Heartbeat) -> Result<HeartbeatAction, DriverError> {
-        let _ = (task, hb);
-        Ok(HeartbeatAction::Nothing)
+    /// The deploy, from `deploying` to `active`.
+    fn deploy_plan(&self) -> &Plan;
+    /// The undeploy, from `deleting` to cleaning.
+    fn tear_down_plan(&self) -> &Plan;
+    /// Cleaning, from `cleaning` until the clean steps are done.
+    fn clean_plan(&self) -> &Plan;
+    /// Leaving cleaning, whether it worked or not: every step runs, the first error counts.
+    fn clean_tear_down_plan(&self) -> &Plan;
+    /// Runs one of this interface's own steps (any step of its plans the conductor does not
+    /// run through the node's other interfaces).
+    async fn run_step(&self, step: Step, task: &mut Task, ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {
+        let _ = ctx;
+        Err(DriverError::Unsupported(format!(
+            "Deploy interface {} of node {} has no step {step:?}.",
+            task.node.deploy_interface, task.node.uuid
+        )))
     }
-    /// Continues a deploy after `Resume` (node back in `deploying`).
-    async fn continue_deploy(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
-        let _ = task;
-        Ok(StepOutcome::Done)
-    }
-    /// Undeploy (node in `deleting`).
-    async fn tear_down(&self, task: &mut Task) -> Result<(), DriverError>;
-    /// Starts cleaning (automated, or manual with `driver_internal_info.clean_steps`).
-    async fn prepare_cleaning(&self, task: &mut Task) -> Result<StepOutcome, DriverError>;
-    /// Continues cleaning after `Resume`.
-    async fn continue_cleaning(&self, task: &mut Task) -> Result<StepOutcome, DriverError> {
-        let _ = task;
-        Ok(StepOutcome::Done)
-    }
-    /// Leaves cleaning (success or failure): boot and network clean-up.
-    async fn tear_down_cleaning(&self, task: &mut Task) -> Result<(), DriverError>;
-    /// Called when a wait times out or is aborted, to stop what the ramdisk was doing.
+    /// After a failure, an abort or a timeout: stops what the ramdisk was doing (and keeps its
+    /// logs). The conductor then powers the node off and cleans up.
     async fn abort(&self, task: &mut Task) -> Result<(), DriverError> {
         let _ = task;
         Ok(())
@@ -249,35 +263,3 @@ pub trait NetworkInterface: Send + Sync {
 /// The interface kinds ferric implements only as names (validate always passes): bios, console,
 /// firmware, inspect, raid, rescue, storage, vendor. Inspection and rescue run as no-op work.
 pub const PASSIVE_KINDS: &[&str] = &["bios", "console", "firmware", "inspect", "raid", "rescue", "storage", "vendor"];
-
-pub use ferric_types::models::AGENT_TOKEN_KEY;
-
-/// Changes a node's power through its power interface, as every caller should (Ironic's
-/// `node_power_action`): records the trace message and the new state, and forgets the agent's
-/// token and URL when the ramdisk goes away, so a rebooted agent must look itself up again.
-pub async fn node_power_action(
-    task: &mut Task,
-    target: PowerTarget,
-    timeout: Option<Duration>,
-) -> Result<(), DriverError> {
-    let label = match target {
-        PowerTarget::On => "POWER ON",
-        PowerTarget::Off | PowerTarget::SoftOff => "POWER OFF",
-        PowerTarget::Reboot | PowerTarget::SoftReboot => "REBOOT",
-    };
-    task.record(Actor::Conductor, Actor::Node, label);
-    let power = task.driver.power.clone();
-    power.set_power_state(task, target, timeout).await?;
-    task.node.power_state = Some(target.end_state());
-    let now = task.env.clock.now();
-    let dii = &mut task.node.driver_internal_info;
-    dii.insert(
-        "last_power_state_change".into(),
-        serde_json::Value::String(now.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
-    );
-    if target != PowerTarget::On {
-        dii.remove(AGENT_TOKEN_KEY);
-        dii.remove("agent_url");
-    }
-    Ok(())
-}

@@ -8,6 +8,7 @@ mod node;
 mod port;
 pub mod schema;
 mod states;
+mod steps;
 
 pub use extras::{
     Allocation, BiosSetting, DeployTemplate, FirmwareComponent, HistoryEvent, VolumeConnector, VolumeTarget,
@@ -20,6 +21,7 @@ pub use ids::{
 pub use node::{AGENT_TOKEN_KEY, Chassis, ConductorRecord, INTERFACE_NAMES, Node, Portgroup};
 pub use port::{MacAddr, Port};
 pub use states::{BootDevice, PowerState, PowerTarget, ProvisionState};
+pub use steps::{AgentSession, Step};
 
 /// JSON object used for Ironic's free-form dict fields (`extra`, `driver_info`, ...).
 pub type JsonMap = serde_json::Map<String, serde_json::Value>;

@@ -1,6 +1,6 @@
 //! Node, portgroup, chassis and conductor records.
 
-use super::{ChassisId, JsonMap, NodeId, PortgroupId, PowerState, ProvisionState};
+use super::{AgentSession, ChassisId, JsonMap, NodeId, PortgroupId, PowerState, ProvisionState, Step};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +97,12 @@ pub struct Node {
     pub target_raid_config: JsonMap,
     pub network_data: JsonMap,
     pub traits: Vec<String>,
+    /// The ramdisk's agent, while one runs for this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSession>,
+    /// The step a deploy or cleaning waits at, for the agent's next heartbeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<Step>,
 }
 
 impl Default for Node {
@@ -166,11 +172,47 @@ impl Default for Node {
             target_raid_config: JsonMap::new(),
             network_data: JsonMap::new(),
             traits: Vec::new(),
+            agent: None,
+            step: None,
         }
     }
 }
 
+/// Keys earlier ferric versions kept in `driver_internal_info` for what is now typed.
+const LEGACY_AGENT_KEYS: [&str; 4] = [AGENT_TOKEN_KEY, "agent_url", "agent_last_heartbeat", "agent_version"];
+
 impl Node {
+    /// Moves what a record written by an earlier version kept as strings in
+    /// `driver_internal_info` (the agent's token, URL, last heartbeat and version; how far the
+    /// agent got) into the typed fields. A node that was waiting for its ramdisk to boot goes
+    /// on at the next heartbeat; one further along waits out its callback timeout.
+    pub fn adopt_legacy_keys(&mut self) {
+        let dii = &mut self.driver_internal_info;
+        if !LEGACY_AGENT_KEYS.iter().any(|k| dii.contains_key(*k)) && !dii.contains_key("agent_phase") {
+            return;
+        }
+        let text = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+        let session = AgentSession {
+            token: text(dii.remove(AGENT_TOKEN_KEY)),
+            url: text(dii.remove("agent_url")),
+            last_heartbeat: text(dii.remove("agent_last_heartbeat"))
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            version: text(dii.remove("agent_version")),
+        };
+        if session != AgentSession::default() {
+            self.agent = Some(session);
+        }
+        if let Some(phase) = text(dii.remove("agent_phase"))
+            && matches!(phase.as_str(), "booting" | "clean-booting")
+            && self.step.is_none()
+        {
+            self.step =
+                Some(if phase == "booting" { Step::AwaitAgent } else { Step::CleanStep { index: 0, started: false } });
+        }
+        dii.remove("clean_step_index");
+    }
+
     /// The interface implementation chosen for `kind` (one of [`INTERFACE_NAMES`]).
     pub fn interface(&self, kind: &str) -> Option<&str> {
         Some(match kind {

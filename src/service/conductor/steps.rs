@@ -1,0 +1,267 @@
+//! Runs a deploy interface's plans: each step in order, with the user guide's message recorded
+//! before it, through the node's interfaces for the steps that need them and through the deploy
+//! interface for its own; then the step's outcome is applied (go on, wait for the agent, wait for
+//! the power to go off, finish) and failures end the plan with their reason.
+
+use super::{Conductor, LockedTask};
+use crate::drivers::steps::{Outcome, Plan, StepCtx, StepResult, runs_while_waiting};
+use crate::drivers::{DriverError, Heartbeat, Task};
+use ferric_types::models::{BootDevice, PowerState, PowerTarget, ProvisionState, Step};
+use ferric_types::state_machine::{self, Event};
+use serde_json::json;
+
+/// How a run of a plan ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// Every step is done (or a step finished the operation early).
+    Finished,
+    /// The node waits for its agent; `Node::step` says where the plan goes on.
+    Waiting,
+    /// A step failed.
+    Failed(DriverError),
+}
+
+/// Which of the deploy interface's plans runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Deploy,
+    TearDown,
+    Clean,
+}
+
+impl Operation {
+    /// The operation a node waiting in `state` goes on with at a heartbeat.
+    pub(crate) fn waiting_in(state: ProvisionState) -> Option<Operation> {
+        match state {
+            ProvisionState::DeployWait => Some(Operation::Deploy),
+            ProvisionState::CleanWait => Some(Operation::Clean),
+            _ => None,
+        }
+    }
+}
+
+fn plan_of(t: &Task, op: Operation) -> &Plan {
+    match op {
+        Operation::Deploy => t.driver.deploy.deploy_plan(),
+        Operation::TearDown => t.driver.deploy.tear_down_plan(),
+        Operation::Clean => t.driver.deploy.clean_plan(),
+    }
+}
+
+/// Ironic's deploy step dict, as `node.deploy_step` shows it.
+fn deploy_step_doc(name: &str, priority: u32) -> ferric_types::models::JsonMap {
+    match json!({"interface": "deploy", "step": name, "priority": priority, "args": {}, "argsinfo": null}) {
+        serde_json::Value::Object(m) => m,
+        _ => Default::default(),
+    }
+}
+
+impl Conductor {
+    /// Runs `op`'s plan from its start, or (at a heartbeat) from the step the node waits at.
+    pub(crate) async fn run_plan(&self, t: &mut LockedTask, op: Operation, heartbeat: Option<&Heartbeat>) -> Ended {
+        let deploy = t.driver.deploy.clone();
+        let plan = plan_of(t, op).clone();
+        let entries = plan.entries();
+        let resume_at = if heartbeat.is_some() { t.node.step } else { None };
+        let mut i = match resume_at {
+            None if heartbeat.is_some() => return Ended::Waiting,
+            None => 0,
+            Some(at) => match entries.iter().position(|(_, p)| p.step.same_kind(&at)) {
+                Some(i) => i,
+                None => {
+                    return Ended::Failed(DriverError::failed(format!(
+                        "Node {} waits at step {at:?}, which the {op:?} plan of deploy interface {} does not have.",
+                        t.node.uuid, t.node.deploy_interface
+                    )));
+                }
+            },
+        };
+        let mut carried = resume_at;
+        let mut ctx = StepCtx { heartbeat };
+        while let Some((phase, planned)) = entries.get(i) {
+            let step = carried.take().unwrap_or(planned.step);
+            if !runs_while_waiting(step)
+                && let Err(e) = self.leave_wait(t)
+            {
+                return Ended::Failed(DriverError::failed(e.to_string()));
+            }
+            if op == Operation::Deploy
+                && let Some((name, priority)) = phase.deploy_step
+            {
+                t.node.deploy_step = deploy_step_doc(name, priority);
+            }
+            if let Some(m) = planned.says {
+                t.record(m.from, m.to, m.label);
+            }
+            let result = match self.run_own_step(t, step, ctx).await {
+                Some(r) => r,
+                None => deploy.run_step(step, t, ctx).await,
+            };
+            ctx = StepCtx::default();
+            let r = match result {
+                Ok(r) => r,
+                Err(e) => return Ended::Failed(e),
+            };
+            if let Some(m) = r.reply {
+                t.record(m.from, m.to, m.label);
+            }
+            match r.outcome {
+                Outcome::Next => i += 1,
+                Outcome::NextAtHeartbeat => match entries.get(i + 1) {
+                    Some((_, next)) => {
+                        t.node.step = Some(next.step);
+                        return Ended::Waiting;
+                    }
+                    None => return Ended::Finished,
+                },
+                Outcome::AgainAtHeartbeat(at) => {
+                    t.node.step = Some(at);
+                    return Ended::Waiting;
+                }
+                Outcome::AwaitPowerOff(within) => {
+                    if let Err(e) = self.await_ramdisk_power_off(t, within).await {
+                        return Ended::Failed(e);
+                    }
+                    i += 1;
+                }
+                Outcome::Finished => break,
+            }
+        }
+        t.node.step = None;
+        Ended::Finished
+    }
+
+    /// The steps the conductor runs itself, through the node's interfaces; `None` for the deploy
+    /// interface's own.
+    async fn run_own_step(
+        &self,
+        t: &mut Task,
+        step: Step,
+        ctx: StepCtx<'_>,
+    ) -> Option<Result<StepResult, DriverError>> {
+        let done = |r: Result<(), DriverError>| Some(r.map(|_| StepResult::next()));
+        match step {
+            // The user guide's messages where ferric has nothing separate to do.
+            Step::StoreConfigDrive
+            | Step::UpdateDhcp
+            | Step::CacheImages
+            | Step::InstallBootloader
+            | Step::DeleteCachedImage
+            | Step::MarkActive => Some(Ok(StepResult::next())),
+            Step::PowerOff => done(self.node_power_action(t, PowerTarget::Off, None).await),
+            Step::Reboot => done(self.node_power_action(t, PowerTarget::Reboot, None).await),
+            Step::PowerOn => done(self.node_power_action(t, PowerTarget::On, None).await),
+            Step::AddProvisioningNetwork => {
+                let net = t.driver.network.clone();
+                done(net.add_provisioning_network(t).await)
+            }
+            Step::RemoveProvisioningNetwork => {
+                let net = t.driver.network.clone();
+                done(net.remove_provisioning_network(t).await)
+            }
+            Step::AddCleaningNetwork => {
+                let net = t.driver.network.clone();
+                done(net.add_cleaning_network(t).await)
+            }
+            Step::RemoveCleaningNetwork => {
+                let net = t.driver.network.clone();
+                done(net.remove_cleaning_network(t).await)
+            }
+            Step::ConfigureTenantNetworks => {
+                let net = t.driver.network.clone();
+                done(net.configure_tenant_networks(t).await)
+            }
+            Step::UnconfigureTenantNetworks => {
+                let net = t.driver.network.clone();
+                done(net.unconfigure_tenant_networks(t).await)
+            }
+            Step::PrepareRamdiskBoot => {
+                let boot = t.driver.boot.clone();
+                done(boot.prepare_ramdisk(t).await)
+            }
+            Step::CleanUpRamdiskBoot => {
+                let boot = t.driver.boot.clone();
+                done(boot.clean_up_ramdisk(t).await)
+            }
+            Step::PrepareInstanceBoot => {
+                let boot = t.driver.boot.clone();
+                done(boot.prepare_instance(t).await)
+            }
+            Step::CleanUpInstanceBoot => {
+                let boot = t.driver.boot.clone();
+                done(boot.clean_up_instance(t).await)
+            }
+            Step::BootFromNetworkOnce => {
+                let mgmt = t.driver.management.clone();
+                done(mgmt.set_boot_device(t, BootDevice::Pxe, false).await)
+            }
+            Step::SetInstanceBootDevice => {
+                // Network-booted partition images boot over PXE for good; the rest from disk:
+                // the boot interfaces' rule, so the boot device and the boot environment agree.
+                let device =
+                    if crate::drivers::pxe_boot::is_netboot(&t.node) { BootDevice::Pxe } else { BootDevice::Disk };
+                let mgmt = t.driver.management.clone();
+                done(mgmt.set_boot_device(t, device, true).await)
+            }
+            Step::AwaitAgent => Some(Ok(if ctx.at_heartbeat() {
+                StepResult::next()
+            } else {
+                StepResult::outcome(Outcome::AgainAtHeartbeat(Step::AwaitAgent))
+            })),
+            _ => None,
+        }
+    }
+
+    /// A node waiting for its agent leaves the wait (`resume`) before a step that is not an
+    /// exchange with the agent.
+    fn leave_wait(&self, t: &mut LockedTask) -> super::Result<()> {
+        if !state_machine::is_waiting(t.node.provision_state) {
+            return Ok(());
+        }
+        let target = if t.node.provision_state == ProvisionState::CleanWait && super::provision::manual_clean(t) {
+            Some(ProvisionState::Manageable)
+        } else {
+            None
+        };
+        self.process_event(t, Event::Resume, target)?;
+        self.save(t)
+    }
+
+    /// After the ramdisk was asked to power off: waits for the power interface to read "off"
+    /// for up to `within`, then powers off through it. Either way the node is off and its agent
+    /// gone.
+    async fn await_ramdisk_power_off(&self, t: &mut Task, within: std::time::Duration) -> Result<(), DriverError> {
+        let off = !within.is_zero() && self.await_power(t, PowerState::Off, within, false).await?;
+        if !off {
+            if !within.is_zero() {
+                tracing::warn!(node = %t.node.uuid, "soft power off through the agent timed out; powering off through the BMC");
+            }
+            self.set_power(t, PowerTarget::Off, None).await?;
+        } else {
+            self.powered(t, PowerState::Off);
+        }
+        Ok(())
+    }
+
+    /// Runs a clean-up plan whatever fails, and returns each failure ("step: reason"): what
+    /// follows a failure, an abort or a timeout must not stop half-way.
+    pub(crate) async fn run_cleanup(&self, t: &mut LockedTask, plan: &Plan) -> Vec<String> {
+        let deploy = t.driver.deploy.clone();
+        let mut failures = Vec::new();
+        for (_, planned) in plan.entries() {
+            if let Some(m) = planned.says {
+                t.record(m.from, m.to, m.label);
+            }
+            let ctx = StepCtx::default();
+            let result = match self.run_own_step(t, planned.step, ctx).await {
+                Some(r) => r,
+                None => deploy.run_step(planned.step, t, ctx).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(node = %t.node.uuid, step = ?planned.step, error = %e, "clean-up step failed");
+                failures.push(format!("{:?}: {e}", planned.step));
+            }
+        }
+        failures
+    }
+}

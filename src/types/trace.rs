@@ -1,0 +1,177 @@
+//! The vocabulary of deploy traces: the actors of the user guide's sequence diagrams and their
+//! messages. The service records them (`ferric_service::trace`), the deploy plans name them, and
+//! tests compare a recorded deploy with the diagrams.
+
+use serde::Serialize;
+
+/// The participants of the seed's sequence diagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+pub enum Actor {
+    /// Nova, or whichever client drives the API.
+    Nova,
+    Api,
+    Conductor,
+    /// The network service (Neutron's role: ports, DHCP options).
+    Neutron,
+    HttpStore,
+    TftpHttpd,
+    Node,
+}
+
+impl Actor {
+    /// The name used in the seed's diagrams.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Actor::Nova => "Nova",
+            Actor::Api => "API",
+            Actor::Conductor => "Conductor",
+            Actor::Neutron => "Neutron",
+            Actor::HttpStore => "HTTPStore",
+            Actor::TftpHttpd => "TFTP/HTTPd",
+            Actor::Node => "Node",
+        }
+    }
+}
+
+/// One message: who says what to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Says {
+    pub from: Actor,
+    pub to: Actor,
+    pub label: &'static str,
+}
+
+impl Says {
+    pub const fn new(from: Actor, to: Actor, label: &'static str) -> Says {
+        Says { from, to, label }
+    }
+}
+
+/// The messages of the user guide's two sequence diagrams ("Example 1: PXE Boot and iSCSI Deploy
+/// Process", "Example 2: PXE Boot and Direct Deploy Process"), with the diagrams' line breaks
+/// turned into spaces. Deploys record these labels, so a run can be compared with the seed.
+pub mod seed {
+    use super::Actor::{self, *};
+
+    /// Labels used by the deploy steps (so the recording code and the lists below agree).
+    pub const SET_INSTANCE_INFO: &str = "Set instance_info (image_source, root_gb, etc.)";
+    pub const VALIDATE_INTERFACES: &str = "Validate power and deploy interfaces";
+    pub const PLUG_VIFS: &str = "Plug VIFs to the node";
+    pub const SET_PROVISION_STATE: &str = "Set provision_state, optionally pass configdrive";
+    pub const DO_NODE_DEPLOY: &str = "do_node_deploy()";
+    pub const STORE_CONFIGDRIVE: &str = "Store configdrive if configdrive_use_swift option is set";
+    pub const ATTACH_PROVISIONING: &str = "Attach provisioning network to port(s)";
+    pub const UPDATE_DHCP: &str = "Update DHCP boot options";
+    pub const PREPARE_PXE_DEPLOY: &str = "Prepare PXE environment for deployment";
+    pub const SET_PXE_BOOT: &str = "Set PXE boot device through the BMC";
+    pub const CACHE_ISCSI: &str = "Cache deploy kernel, ramdisk, instance images";
+    pub const CACHE_DIRECT: &str = "Cache deploy and instance kernel and ramdisk";
+    pub const DHCP_REQUEST: &str = "DHCP request";
+    pub const NEXT_SERVER: &str = "next-server = Conductor";
+    pub const RUNS_RAMDISK: &str = "Runs agent ramdisk";
+    pub const LOOKUP: &str = "lookup()";
+    pub const PASS_UUID: &str = "Pass UUID";
+    pub const HEARTBEAT_UUID: &str = "Heartbeat (UUID)";
+    pub const HEARTBEAT: &str = "Heartbeat";
+    pub const EXPOSE_ISCSI: &str = "Send IPA a command to expose disks via iSCSI";
+    pub const ISCSI_ATTACH: &str = "iSCSI attach";
+    pub const COPY_IMAGE: &str = "Copies user image and configdrive, if present";
+    pub const ISCSI_DETACH: &str = "iSCSI detach";
+    pub const DELETE_CACHED_IMAGE: &str = "Delete instance image from cache";
+    pub const CONTINUE_DEPLOY: &str = "Continue deploy asynchronously: Pass image, disk info";
+    pub const DOWNLOADS_IMAGE: &str = "Downloads image, writes to disk, writes configdrive if present";
+    pub const IS_DEPLOY_DONE: &str = "Is deploy done?";
+    pub const STILL_WORKING: &str = "Still working...";
+    pub const DEPLOY_IS_DONE: &str = "Deploy is done";
+    pub const INSTALL_BOOTLOADER: &str = "Install boot loader, if requested";
+    pub const PREPARE_PXE_INSTANCE: &str = "Prepare PXE environment for instance image";
+    pub const PREPARE_PXE_INSTANCE_IF_NEEDED: &str = "Prepare PXE environment for instance image if needed";
+    pub const SET_BOOT_DEVICE: &str = "Set boot device either to PXE or to disk";
+    pub const COLLECT_LOGS: &str = "Collect ramdisk logs";
+    pub const POWER_OFF: &str = "POWER OFF";
+    pub const REBOOT: &str = "REBOOT";
+    pub const POWER_ON: &str = "POWER ON";
+    pub const DETACH_PROVISIONING: &str = "Detach provisioning network from port(s)";
+    pub const BIND_TENANT: &str = "Bind tenant port";
+    pub const MARK_ACTIVE: &str = "Mark node as ACTIVE";
+
+    /// One message of a diagram.
+    pub type Message = (Actor, Actor, &'static str);
+
+    const HEAD: [Message; 12] = [
+        (Nova, Api, SET_INSTANCE_INFO),
+        (Nova, Api, VALIDATE_INTERFACES),
+        (Nova, Api, PLUG_VIFS),
+        (Nova, Api, SET_PROVISION_STATE),
+        (Api, Conductor, DO_NODE_DEPLOY),
+        (Conductor, Conductor, VALIDATE_INTERFACES),
+        (Conductor, HttpStore, STORE_CONFIGDRIVE),
+        (Conductor, Node, POWER_OFF),
+        (Conductor, Neutron, ATTACH_PROVISIONING),
+        (Conductor, Neutron, UPDATE_DHCP),
+        (Conductor, Conductor, PREPARE_PXE_DEPLOY),
+        (Conductor, Node, SET_PXE_BOOT),
+    ];
+
+    const BOOT: [Message; 8] = [
+        (Conductor, Node, REBOOT),
+        (Node, Neutron, DHCP_REQUEST),
+        (Neutron, Node, NEXT_SERVER),
+        (Node, Node, RUNS_RAMDISK),
+        (Node, Api, LOOKUP),
+        (Api, Node, PASS_UUID),
+        (Node, Api, HEARTBEAT_UUID),
+        (Api, Conductor, HEARTBEAT),
+    ];
+
+    /// Example 1: PXE Boot and iSCSI Deploy Process, in order.
+    pub fn iscsi() -> Vec<Message> {
+        let mut v = HEAD.to_vec();
+        v.push((Conductor, Conductor, CACHE_ISCSI));
+        v.extend(BOOT);
+        v.extend([
+            (Conductor, Node, EXPOSE_ISCSI),
+            (Conductor, Node, ISCSI_ATTACH),
+            (Conductor, Node, COPY_IMAGE),
+            (Conductor, Node, ISCSI_DETACH),
+            (Conductor, Conductor, DELETE_CACHED_IMAGE),
+            (Conductor, Node, INSTALL_BOOTLOADER),
+            (Conductor, Neutron, UPDATE_DHCP),
+            (Conductor, Conductor, PREPARE_PXE_INSTANCE),
+            (Conductor, Node, SET_BOOT_DEVICE),
+            (Conductor, Node, COLLECT_LOGS),
+            (Conductor, Node, POWER_OFF),
+            (Conductor, Neutron, DETACH_PROVISIONING),
+            (Conductor, Neutron, BIND_TENANT),
+            (Conductor, Node, POWER_ON),
+            (Conductor, Conductor, MARK_ACTIVE),
+        ]);
+        v
+    }
+
+    /// Example 2: PXE Boot and Direct Deploy Process, in order. The "Is deploy done?" /
+    /// "Still working..." exchange repeats once per heartbeat while the image is written.
+    pub fn direct() -> Vec<Message> {
+        let mut v = HEAD.to_vec();
+        v.push((Conductor, Conductor, CACHE_DIRECT));
+        v.extend(BOOT);
+        v.extend([
+            (Conductor, Node, CONTINUE_DEPLOY),
+            (Node, HttpStore, DOWNLOADS_IMAGE),
+            (Conductor, Node, IS_DEPLOY_DONE),
+            (Node, Conductor, STILL_WORKING),
+            (Node, Conductor, DEPLOY_IS_DONE),
+            (Conductor, Node, INSTALL_BOOTLOADER),
+            (Conductor, Neutron, UPDATE_DHCP),
+            (Conductor, Conductor, PREPARE_PXE_INSTANCE_IF_NEEDED),
+            (Conductor, Node, SET_BOOT_DEVICE),
+            (Conductor, Node, COLLECT_LOGS),
+            (Conductor, Node, POWER_OFF),
+            (Conductor, Neutron, DETACH_PROVISIONING),
+            (Conductor, Neutron, BIND_TENANT),
+            (Conductor, Node, POWER_ON),
+            (Conductor, Conductor, MARK_ACTIVE),
+        ]);
+        v
+    }
+}
