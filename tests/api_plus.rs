@@ -977,18 +977,14 @@ async fn inspection_finds_nodes_by_bmc_address() {
 /// interfaces lack answer with Ironic's errors. No BMC is contacted: these fail before any call.
 #[tokio::test]
 async fn ipmi_nodes_refuse_what_their_interfaces_lack() {
-    use ferric_service::drivers::ipmitool;
-    use ferric_service::ipmi::{ClientConfig, IpmiPool, UdpConnector};
     use std::sync::Arc;
     let db = ferric_service::db::Db::open_in_memory().unwrap();
     let service = ferric_service::assemble::Service::build(
         ferric_service::config::Config::default(),
         db,
-        ferric_types::clock::Clock::system(),
+        ferric_service::assemble::Outside::real(ferric_types::clock::Clock::system()).unwrap(),
         ferric_service::trace::Recorder::default(),
         |p| {
-            let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 16));
-            ipmitool::register(&mut p.registry, pool);
             // Boot and deploy do not matter here: stand-ins under the ipmi type's names.
             p.registry.register_boot("pxe", Arc::new(ferric_service::drivers::fake::FakeBoot));
             p.registry.register_deploy("direct", Arc::new(ferric_service::drivers::fake::FakeDeploy));

@@ -5,7 +5,7 @@ mod common;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use ferric_service::assemble::Service;
+use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::Config;
 use ferric_service::db::Db;
 use ferric_service::drivers::steps::{Outcome, Plan, StepCtx, StepResult, quiet};
@@ -84,11 +84,12 @@ fn build(db: Db, hw: Arc<Hardware>) -> common::Api {
     cfg.conductor.check_timeouts_interval = 60;
     cfg.conductor.sync_power_state_interval = 60;
     let epoch = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
-    let service = Service::build(cfg, db, Clock::virtual_from(epoch, 1), Recorder::default(), |p| {
-        p.registry.register_deploy("fake", Arc::new(WaitingDeploy));
-        p.registry.register_power("fake", Arc::new(TestPower(hw)));
-    })
-    .unwrap();
+    let service =
+        Service::build(cfg, db, Outside::real(Clock::virtual_from(epoch, 1)).unwrap(), Recorder::default(), |p| {
+            p.registry.register_deploy("fake", Arc::new(WaitingDeploy));
+            p.registry.register_power("fake", Arc::new(TestPower(hw)));
+        })
+        .unwrap();
     common::Api::from_service(service)
 }
 

@@ -40,7 +40,7 @@ async fn lab() -> Lab {
     let handler = Arc::new(DhcpHandler::new(cfg, hosts.clone(), leases));
     let mut bind = DhcpBind::new("127.0.0.1:0".parse().unwrap());
     bind.reply_to_source = true;
-    let server = DhcpServer::bind(bind, handler).unwrap();
+    let server = DhcpServer::bind(bind, handler, ferric_types::clock::Clock::system()).unwrap();
     let addr = server.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let _ = server.run().await;

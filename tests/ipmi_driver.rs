@@ -7,10 +7,9 @@ mod common;
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use ferric_lab::machine::{SimMachine, SimMachineConfig};
-use ferric_service::assemble::Service;
+use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::Config;
 use ferric_service::db::Db;
-use ferric_service::drivers::ipmitool;
 use ferric_service::drivers::steps::Plan;
 use ferric_service::drivers::{DeployInterface, DriverError, Task};
 use ferric_service::ipmi::{ClientConfig, IpmiPool, UdpConnector};
@@ -76,9 +75,11 @@ async fn lab() -> Lab {
     let mut config = Config::default();
     config.conductor.power_state_change_timeout = 2;
     config.conductor.power_state_poll_interval_ms = 50;
-    let service = Service::build(config, Db::open_in_memory().unwrap(), Clock::system(), Recorder::default(), |p| {
-        let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), client, 64));
-        ipmitool::register(&mut p.registry, pool);
+    let outside = Outside {
+        ipmi: Arc::new(IpmiPool::new(Arc::new(UdpConnector), client, 64)),
+        ..Outside::real(Clock::system()).unwrap()
+    };
+    let service = Service::build(config, Db::open_in_memory().unwrap(), outside, Recorder::default(), |p| {
         p.registry.register_deploy("direct", Arc::new(NoDeploy));
         p.registry.register_boot("ipxe", Arc::new(ferric_service::drivers::fake::FakeBoot));
     })

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dhcproto::v4::{Architecture, DhcpOption, MessageType, OptionCode};
-use ferric_service::assemble::Service;
+use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::Config;
 use ferric_service::db::Db;
 use ferric_service::drivers::pxe_boot::{self, BootEnv, ImageResolver, ResolvedImage, UrlResolver};
@@ -64,10 +64,16 @@ async fn lab_with(resolver: Arc<dyn ImageResolver>) -> Lab {
         BootEnv::open(&settings, dir.path(), API.into(), Arc::new(DbDhcp::new(db.clone())), resolver).unwrap(),
     );
     let e = env.clone();
-    let service = Service::build(Config::default(), db.clone(), Clock::system(), Recorder::default(), move |p| {
-        pxe_boot::register(&mut p.registry);
-        p.env.boot = Some(e);
-    })
+    let service = Service::build(
+        Config::default(),
+        db.clone(),
+        Outside::real(Clock::system()).unwrap(),
+        Recorder::default(),
+        move |p| {
+            pxe_boot::register(&mut p.registry);
+            p.env.boot = Some(e);
+        },
+    )
     .unwrap();
     let (images, server) = image_server().await;
     Lab { dir, db, service, env, images, _server: server }
@@ -421,10 +427,16 @@ async fn ipxe_needs_an_http_url() {
         )
         .unwrap(),
     );
-    let service = Service::build(Config::default(), db.clone(), Clock::system(), Recorder::default(), move |p| {
-        pxe_boot::register(&mut p.registry);
-        p.env.boot = Some(env);
-    })
+    let service = Service::build(
+        Config::default(),
+        db.clone(),
+        Outside::real(Clock::system()).unwrap(),
+        Recorder::default(),
+        move |p| {
+            pxe_boot::register(&mut p.registry);
+            p.env.boot = Some(env);
+        },
+    )
     .unwrap();
     let mut n = Node {
         uuid: NodeId(uuid::Uuid::new_v4()),

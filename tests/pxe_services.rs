@@ -34,6 +34,7 @@ async fn all_services_on_loopback() {
         http: Some(("127.0.0.1:0".parse().unwrap(), http_root.clone())),
         dhcp: Some((bind, dcfg)),
         ra: None,
+        clock: ferric_types::clock::Clock::system(),
     };
     let hosts = Arc::new(MemoryHostTable::new());
     let mac: MacAddr = "52:54:00:aa:bb:cc".parse().unwrap();

@@ -14,14 +14,10 @@ use crate::machine::disk::{ContentPool, SimDisk};
 use crate::machine::node::{KnownImage, LabShared, Profile, SimNode};
 use crate::machine::power::SimMachineConfig;
 use bytes::Bytes;
-use ferric_service::assemble::{Parts, Service};
+use ferric_service::assemble::{BootPackets, Outside, Parts, Service};
 use ferric_service::conductor::ConductorConfig;
 use ferric_service::config::Config;
 use ferric_service::db::Db;
-use ferric_service::drivers::agent_base::AgentEnv;
-use ferric_service::drivers::agent_client::{AgentClient, AgentClientConfig};
-use ferric_service::drivers::ipmitool;
-use ferric_service::drivers::iscsi_deploy::IscsiDeploy;
 use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
 use ferric_service::ipmi::{ClientConfig, Connector, IpmiPool, UdpConnector};
 use ferric_service::pxe::dhcp::HostTable;
@@ -280,27 +276,26 @@ fn build_service(
     c.conductor.power_state_change_timeout = config.ipmi.power_change_timeout_secs.max(1);
     c.conductor.power_state_poll_interval_ms = config.ipmi.power_poll_ms.max(1);
     c.api.public_url = Some(net::api_url());
+    // Agents download images from the image store's own host of the in-memory network.
+    c.images.public_url = Some(net::images_url());
     let seed = config.seed ^ 0x1b_a1_u64.wrapping_mul(u64::from(generation) + 1);
-    let pool =
-        Arc::new(IpmiPool::new(connector, ipmi_client_config(&config.ipmi, seed), config.machines.len().max(64) * 2));
+    let outside = Outside {
+        clock: clock.clone(),
+        ipmi: Arc::new(IpmiPool::new(
+            connector,
+            ipmi_client_config(&config.ipmi, seed),
+            config.machines.len().max(64) * 2,
+        )),
+        // Agents and the image store through the in-memory network, with ferric's own clients.
+        http: Arc::new(wiring.http.clone()),
+        iscsi: Arc::new(super::iscsi::SimIscsiConnector { portals: wiring.portals.clone() }),
+        boot_packets: BootPackets::Fed,
+    };
     let customize = config.customize.clone();
     let wiring = wiring.clone();
-    let iscsi = c.iscsi.clone();
-    let agent_config = c.agent.clone();
-    Ok(Service::build(c, db.clone(), clock.clone(), trace.clone(), move |p| {
-        ipmitool::register(&mut p.registry, pool);
-        // Agent-based deploys (`direct`, `iscsi`) reach agents and the image store through the
-        // in-memory network, with ferric's own agent client.
-        let http: Arc<dyn ferric_types::http::HttpClient> = Arc::new(wiring.http.clone());
-        p.env.agent = Some(Arc::new(AgentEnv {
-            client: AgentClient::new(http.clone(), AgentClientConfig::default()),
-            http,
-            images: Some(wiring.images.clone()),
-            image_url_base: net::images_url(),
-            config: agent_config,
-        }));
-        let connector = Arc::new(super::iscsi::SimIscsiConnector { portals: wiring.portals.clone() });
-        p.registry.register_deploy("iscsi", Arc::new(IscsiDeploy::new(connector, iscsi.clone())));
+    Ok(Service::build(c, db.clone(), outside, trace.clone(), move |p| {
+        p.images = Some(wiring.images.clone());
+        p.api_serves_images = false;
         if let Some(b) = &wiring.boot {
             super::boot::register(p, b.clone());
         }

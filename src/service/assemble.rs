@@ -1,5 +1,7 @@
-//! Assembles the service (store, drivers, conductor, API) from a configuration. Used by
-//! `ferric serve`, the tests, and the labs, which add their own hardware backends.
+//! Assembles the service (store, drivers, conductor, API) from a configuration and the
+//! [`Outside`] it runs against. Used by `ferric serve`, the tests, and the labs, which hand in
+//! their own outside (a virtual clock, in-memory links to virtual BMCs, routers called in
+//! process) and add their own hardware backends.
 
 use crate::api::{self, ApiState};
 use crate::conductor::{Conductor, ConductorError};
@@ -8,6 +10,7 @@ use crate::db::{Db, DbError};
 use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::agent_client::{AgentClient, AgentClientConfig};
 use crate::drivers::ipmitool;
+use crate::drivers::iscsi_deploy::IscsiConnector;
 use crate::drivers::iscsi_deploy::{IscsiDeploy, TcpIscsi};
 use crate::drivers::pxe_boot::{self, BootEnv, ImageResolver, ImageServiceResolver, UrlResolver};
 use crate::drivers::{DriverEnv, Registry};
@@ -18,6 +21,7 @@ use crate::pxe::PxeServices;
 use crate::trace::Recorder;
 use ferric_disk::http::ReqwestHttp;
 use ferric_types::clock::Clock;
+use ferric_types::http::HttpClient;
 use std::sync::Arc;
 
 /// Errors while building the service.
@@ -47,40 +51,80 @@ pub struct Service {
     pub db: Db,
     pub conductor: Conductor,
     pub api: ApiState,
+    /// Whether [`Service::serve`] binds the boot services' sockets.
+    pub boot_packets: BootPackets,
+}
+
+/// Every boundary where the service touches the outside world, handed to it when it is built:
+/// production's clock and sockets, or a simulation's (DESIGN.md, "the one rule"). The same code
+/// runs against either; only what crosses these seams differs, and its bytes do not.
+#[derive(Clone)]
+pub struct Outside {
+    /// Time, identifiers and randomness (seeded in a simulation: one scenario and seed give the
+    /// same API answers, UUIDs and timestamps included).
+    pub clock: Clock,
+    /// BMCs: IPMI sessions over UDP, or over in-memory links to virtual BMCs.
+    pub ipmi: Arc<IpmiPool>,
+    /// HTTP to agents and image stores: the network, or routers called in process.
+    pub http: Arc<dyn HttpClient>,
+    /// Agents' iSCSI portals: TCP, or in-memory stream pairs. (Block devices are the agent's;
+    /// the conductor reaches a node's disk only through this.)
+    pub iscsi: Arc<dyn IscsiConnector>,
+    /// Where DHCP, TFTP and HTTP-boot packets come from.
+    pub boot_packets: BootPackets,
+}
+
+/// Where the provisioning network's packets come from. The handlers are the same either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootPackets {
+    /// Sockets the service binds as configured (`[pxe]`, `[dhcp]`).
+    Sockets,
+    /// The embedder feeds the service's handlers itself (a simulated provisioning network); the
+    /// service binds no boot sockets.
+    Fed,
+}
+
+impl Outside {
+    /// The real world on `clock` (the system clock in production): IPMI over UDP, HTTP over
+    /// reqwest, iSCSI over TCP, boot services on the configured sockets.
+    pub fn real(clock: Clock) -> Result<Outside, ServiceError> {
+        let http =
+            ReqwestHttp::new(std::time::Duration::from_secs(10)).map_err(|e| ServiceError::Http(e.to_string()))?;
+        Ok(Outside {
+            clock,
+            ipmi: Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096)),
+            http: Arc::new(http),
+            iscsi: Arc::new(TcpIscsi),
+            boot_packets: BootPackets::Sockets,
+        })
+    }
 }
 
 /// Hooks for whoever assembles a service to add hardware support before the conductor starts.
 pub struct Parts {
     pub registry: Registry,
     pub env: DriverEnv,
-    /// The image service the API serves (set it with the agent environment).
+    /// The image service: agent-based deploys hand agents its temporary URLs.
     pub images: Option<Arc<ImageService>>,
+    /// Whether the API also serves it (`/v2/images`, temporary URLs), as `ferric serve` does; a
+    /// lab may serve it on a host of its own.
+    pub api_serves_images: bool,
 }
 
 impl Service {
-    /// Opens the database in the data directory and builds everything with defaults.
+    /// Opens the database in the data directory and builds everything with defaults, against
+    /// the real world.
     pub fn open(config: Config) -> Result<Service, ServiceError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
         let db = Db::open(&config.database_path())?;
-        let key = temp_url_key(&config)?;
-        let store = Arc::new(ImageStore::open(&config.images_dir(), Clock::system(), config.images.max_image_size)?);
-        let images = Arc::new(ImageService::new(store, key, Clock::system()));
-        let http =
-            ReqwestHttp::new(std::time::Duration::from_secs(10)).map_err(|e| ServiceError::Http(e.to_string()))?;
-        let http: Arc<dyn ferric_types::http::HttpClient> = Arc::new(http);
-        let agent = Arc::new(AgentEnv {
-            client: AgentClient::new(http.clone(), AgentClientConfig::default()),
-            http,
-            images: Some(images.clone()),
-            image_url_base: config.public_url(),
-            config: config.agent.clone(),
-        });
+        let outside = Outside::real(Clock::system())?;
+        let key = temp_url_key(&config, &outside.clock)?;
+        let store =
+            Arc::new(ImageStore::open(&config.images_dir(), outside.clock.clone(), config.images.max_image_size)?);
+        let images = Arc::new(ImageService::new(store, key, outside.clock.clone()));
         let boot = boot_env(&config, &db, &images)?;
-        Service::build(config, db, Clock::system(), Recorder::new(10_000), |p| {
-            let pool = Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096));
-            ipmitool::register(&mut p.registry, pool);
-            p.env.agent = Some(agent);
+        Service::build(config, db, outside, Recorder::new(10_000), |p| {
             p.images = Some(images);
             if let Some(b) = boot {
                 pxe_boot::register(&mut p.registry);
@@ -89,32 +133,57 @@ impl Service {
         })
     }
 
-    /// Builds the service on an existing store; `customize` registers extra interfaces.
+    /// Builds the service on an existing store against `outside`: `ipmitool` over its BMC
+    /// sessions, the `iscsi` deploy over its connector, the agent-based deploys over its HTTP
+    /// (when `customize` gives an image service); `customize` registers extra interfaces.
     pub fn build(
         config: Config,
         db: Db,
-        clock: Clock,
+        outside: Outside,
         trace: Recorder,
         customize: impl FnOnce(&mut Parts),
     ) -> Result<Service, ServiceError> {
+        db.use_clock(&outside.clock);
         let mut parts = Parts {
             registry: Registry::new(config.drivers.clone()),
-            env: DriverEnv { clock, trace: trace.clone(), fake: config.fake.clone(), agent: None, boot: None },
+            env: DriverEnv {
+                clock: outside.clock.clone(),
+                trace: trace.clone(),
+                fake: config.fake.clone(),
+                agent: None,
+                boot: None,
+            },
             images: None,
+            api_serves_images: true,
         };
-        parts.registry.register_deploy("iscsi", Arc::new(IscsiDeploy::new(Arc::new(TcpIscsi), config.iscsi.clone())));
+        ipmitool::register(&mut parts.registry, outside.ipmi.clone());
+        parts
+            .registry
+            .register_deploy("iscsi", Arc::new(IscsiDeploy::new(outside.iscsi.clone(), config.iscsi.clone())));
         customize(&mut parts);
-        let parts_images = parts.images.take();
+        let images = parts.images.take();
+        if parts.env.agent.is_none()
+            && let Some(images) = &images
+        {
+            parts.env.agent = Some(Arc::new(AgentEnv {
+                client: AgentClient::new(outside.http.clone(), AgentClientConfig::default()),
+                http: outside.http.clone(),
+                images: Some(images.clone()),
+                image_url_base: config.images_public_url(),
+                config: config.agent.clone(),
+            }));
+        }
         let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;
         let api = ApiState {
             db: db.clone(),
             rpc: Arc::new(conductor.clone()),
+            clock: outside.clock.clone(),
             public_url: config.api.public_url.clone(),
             trace,
-            images: parts_images,
+            images: images.filter(|_| parts.api_serves_images),
             agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
         };
-        Ok(Service { config, db, conductor, api })
+        Ok(Service { config, db, conductor, api, boot_packets: outside.boot_packets })
     }
 
     pub fn router(&self) -> axum::Router {
@@ -139,7 +208,10 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
-        let pxe = self.start_pxe().await?.map(watch_pxe);
+        let pxe = match self.boot_packets {
+            BootPackets::Sockets => self.start_pxe().await?.map(watch_pxe),
+            BootPackets::Fed => None,
+        };
         let periodic = self.conductor.start();
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, "ferric API listening");
@@ -160,7 +232,8 @@ impl Service {
     /// with the database as DHCP host table and lease store. `None` when none is configured.
     pub async fn start_pxe(&self) -> Result<Option<PxeServices>, ServiceError> {
         let c = &self.config;
-        let cfg = c.pxe.service_config(&c.dhcp, &c.data_dir).map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        let mut cfg = c.pxe.service_config(&c.dhcp, &c.data_dir).map_err(|e| ServiceError::Pxe(e.to_string()))?;
+        cfg.clock = self.api.clock.clone();
         if cfg.tftp.is_none() && cfg.http.is_none() && cfg.dhcp.is_none() && cfg.ra.is_none() {
             return Ok(None);
         }
@@ -238,7 +311,7 @@ fn boot_env(config: &Config, db: &Db, images: &Arc<ImageService>) -> Result<Opti
 
 /// The temp-URL secret: configured, or generated once and kept (mode 0600) in the data directory
 /// so URLs stay valid across restarts.
-fn temp_url_key(config: &Config) -> Result<Vec<u8>, ServiceError> {
+fn temp_url_key(config: &Config, clock: &Clock) -> Result<Vec<u8>, ServiceError> {
     if let Some(k) = &config.images.temp_url_key {
         return Ok(k.as_bytes().to_vec());
     }
@@ -248,7 +321,7 @@ fn temp_url_key(config: &Config) -> Result<Vec<u8>, ServiceError> {
             return Ok(k);
         }
     }
-    let key: [u8; 32] = rand::random();
+    let key: [u8; 32] = clock.random();
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

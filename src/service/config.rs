@@ -40,11 +40,14 @@ pub struct ImagesConfig {
     pub temp_url_key: Option<String>,
     /// Largest image accepted, in bytes.
     pub max_image_size: u64,
+    /// The URL nodes reach the image store under (default: the API's public URL, which
+    /// serves it).
+    pub public_url: Option<String>,
 }
 
 impl Default for ImagesConfig {
     fn default() -> Self {
-        ImagesConfig { dir: None, temp_url_key: None, max_image_size: 64 << 30 }
+        ImagesConfig { dir: None, temp_url_key: None, max_image_size: 64 << 30, public_url: None }
     }
 }
 
@@ -136,5 +139,10 @@ impl Config {
     /// The URL agents and clients use for the API.
     pub fn public_url(&self) -> String {
         self.api.public_url.clone().unwrap_or_else(|| format!("http://{}", self.api.bind))
+    }
+
+    /// The URL nodes download images from.
+    pub fn images_public_url(&self) -> String {
+        self.images.public_url.clone().unwrap_or_else(|| self.public_url())
     }
 }

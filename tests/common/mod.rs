@@ -8,7 +8,7 @@ pub mod serve;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use ferric_service::assemble::Service;
+use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::Config;
 use ferric_service::db::Db;
 use ferric_service::trace::Recorder;
@@ -66,7 +66,7 @@ impl Api {
 
     fn build(config: Config, clock: Clock) -> Api {
         let db = Db::open_in_memory().unwrap();
-        let service = Service::build(config, db, clock, Recorder::default(), |_| {}).unwrap();
+        let service = Service::build(config, db, Outside::real(clock).unwrap(), Recorder::default(), |_| {}).unwrap();
         Api::from_service(service)
     }
 

@@ -221,7 +221,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         Some(u) => u.parse().map_err(|_| ApiError::bad_request(format!("Expected UUID for uuid: {u}")))?,
         None => match node.as_ref().and_then(|n| n.instance_uuid.as_deref()).and_then(|u| u.parse().ok()) {
             Some(u) => u,
-            None => AllocationId(uuid::Uuid::new_v4()),
+            None => AllocationId(state.clock.new_uuid()),
         },
     };
     let a = Allocation {
@@ -235,7 +235,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         candidate_nodes: candidates,
         extra: body.get("extra").and_then(|e| e.as_object()).cloned().unwrap_or_default(),
         owner: opt_string(body.get("owner")),
-        created_at: chrono::Utc::now(),
+        created_at: state.clock.now(),
         updated_at: None,
     };
     let created = state.rpc.create_allocation(a, node.map(|n| n.uuid)).await?;
@@ -277,7 +277,7 @@ async fn update(
     schema::validate_arg("patch", &check, &d, PATTERNS).map_err(ApiError::bad_request)?;
     let name = opt_string(d.get("name")).filter(|n| !n.is_empty());
     let extra = d.get("extra").and_then(|e| e.as_object()).cloned().unwrap_or_default();
-    state.db.patch_allocation(a.uuid, name.as_deref(), &extra, chrono::Utc::now())?;
+    state.db.patch_allocation(a.uuid, name.as_deref(), &extra, state.clock.now())?;
     let saved = state.db.get_allocation(&a.uuid.to_string())?;
     ok(&doc(&ctx, &saved))
 }

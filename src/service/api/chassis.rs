@@ -94,8 +94,8 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         return Err(ApiError::bad_request("Invalid input: the chassis must be a JSON object."));
     };
     let mut c = Chassis {
-        uuid: Some(ChassisId(uuid::Uuid::new_v4())),
-        created_at: Some(chrono::Utc::now()),
+        uuid: Some(ChassisId(state.clock.new_uuid())),
+        created_at: Some(state.clock.now()),
         ..Default::default()
     };
     for (k, v) in &obj {
@@ -137,7 +137,7 @@ async fn update(
     let mut updated = c.clone();
     updated.description = doc.get("description").and_then(|d| d.as_str()).map(str::to_string);
     updated.extra = doc.get("extra").and_then(|e| e.as_object()).cloned().unwrap_or_default();
-    updated.updated_at = Some(chrono::Utc::now());
+    updated.updated_at = Some(state.clock.now());
     state.db.update_chassis(&updated)?;
     ok(&render::chassis(&updated, &ctx, None))
 }

@@ -176,14 +176,14 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
     validate("template", &body)?;
     let uuid = match body.get("uuid").and_then(|u| u.as_str()) {
         Some(u) => u.parse().map_err(|_| ApiError::bad_request(format!("Expected UUID for uuid: {u}")))?,
-        None => DeployTemplateId(uuid::Uuid::new_v4()),
+        None => DeployTemplateId(state.clock.new_uuid()),
     };
     let t = DeployTemplate {
         uuid,
         name: body["name"].as_str().unwrap_or_default().to_string(),
         steps: normalize_steps(body["steps"].as_array().map(Vec::as_slice).unwrap_or_default()),
         extra: body.get("extra").and_then(|e| e.as_object()).cloned().unwrap_or_default(),
-        created_at: chrono::Utc::now(),
+        created_at: state.clock.now(),
         updated_at: None,
     };
     state.db.create_deploy_template(&t)?;
@@ -220,7 +220,7 @@ async fn update(
     updated.name = d["name"].as_str().unwrap_or_default().to_string();
     updated.extra = d.get("extra").and_then(|e| e.as_object()).cloned().unwrap_or_default();
     updated.steps = normalize_steps(d["steps"].as_array().map(Vec::as_slice).unwrap_or_default());
-    updated.updated_at = Some(chrono::Utc::now());
+    updated.updated_at = Some(state.clock.now());
     state.db.update_deploy_template(&updated)?;
     ok(&doc(&ctx, &updated))
 }

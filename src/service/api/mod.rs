@@ -43,6 +43,8 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct ApiState {
     pub db: Db,
     pub rpc: Arc<dyn ConductorApi>,
+    /// Timestamps and identifiers of what the API creates (seeded in a simulation).
+    pub clock: ferric_types::clock::Clock,
     /// Base URL for links (`http://host:port`); taken from the request's Host when unset.
     pub public_url: Option<String>,
     pub trace: Recorder,
@@ -133,15 +135,15 @@ static MAX_HEADER: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|
     HeaderValue::from_str(&format!("1.{MAX_MINOR}")).unwrap_or(HeaderValue::from_static("1.1"))
 });
 
-fn request_id() -> HeaderValue {
-    let id = format!("req-{}", uuid::Uuid::new_v4());
+fn request_id(clock: &ferric_types::clock::Clock) -> HeaderValue {
+    let id = format!("req-{}", clock.new_uuid());
     HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req-0"))
 }
 
 /// Negotiates the microversion, then stamps every response with Ironic's headers and gives
 /// bodiless routing errors (405 from the router) the envelope.
 async fn ironic_headers(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
-    let rid = request_id();
+    let rid = request_id(&state.clock);
     let mut resp = match parse_version(req.headers()) {
         Ok(v) => {
             let base = match &state.public_url {

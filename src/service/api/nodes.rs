@@ -477,7 +477,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
     let Value::Object(obj) = body else {
         return Err(ApiError::bad_request("Invalid input: the node must be a JSON object."));
     };
-    let mut n = Node { uuid: NodeId(uuid::Uuid::new_v4()), ..Default::default() };
+    let mut n = Node { uuid: NodeId(state.clock.new_uuid()), ..Default::default() };
     let unexpected: Vec<&String> = obj.keys().filter(|k| writable_version(k).is_none()).collect();
     if !unexpected.is_empty() {
         let names: Vec<String> = unexpected.iter().map(|k| format!("'{k}'")).collect();

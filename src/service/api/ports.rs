@@ -238,7 +238,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
             return Err(ApiError::bad_request(format!("'{req}' is a required property")));
         }
     }
-    let mut p = Port { uuid: PortId(uuid::Uuid::new_v4()), ..Default::default() };
+    let mut p = Port { uuid: PortId(state.clock.new_uuid()), ..Default::default() };
     for (k, v) in &obj {
         if !ctx.allows(port_writable(k).unwrap_or(u32::MAX)) {
             return Err(ApiError::not_acceptable());
@@ -455,7 +455,7 @@ async fn pg_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): Json
         return Err(ApiError::bad_request("'node_uuid' is a required property"));
     }
     let mut g = Portgroup {
-        uuid: Some(PortgroupId(uuid::Uuid::new_v4())),
+        uuid: Some(PortgroupId(state.clock.new_uuid())),
         standalone_ports_supported: true,
         mode: Some("active-backup".into()),
         ..Default::default()
@@ -463,7 +463,7 @@ async fn pg_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): Json
     for (k, v) in &obj {
         set_pg_field(&state, &ctx, &mut g, k, v)?;
     }
-    g.created_at = Some(chrono::Utc::now());
+    g.created_at = Some(state.clock.now());
     state.db.create_portgroup(&g)?;
     let mut r = util::json_response(StatusCode::CREATED, &render::portgroup(&g, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
@@ -505,7 +505,7 @@ async fn pg_update(
         let v = doc.get(r).cloned().unwrap_or(Value::Null);
         set_pg_field(&state, &ctx, &mut updated, r, &v)?;
     }
-    updated.updated_at = Some(chrono::Utc::now());
+    updated.updated_at = Some(state.clock.now());
     state.db.update_portgroup(&updated)?;
     ok(&render::portgroup(&updated, &ctx, None))
 }

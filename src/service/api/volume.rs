@@ -298,10 +298,10 @@ fn owning_node(state: &ApiState, body: &Value) -> Result<NodeId, ApiError> {
     Ok(id)
 }
 
-fn new_uuid(body: &Value) -> Result<uuid::Uuid, ApiError> {
+fn new_uuid(state: &ApiState, body: &Value) -> Result<uuid::Uuid, ApiError> {
     match body.get("uuid").and_then(|v| v.as_str()) {
         Some(s) => s.parse().map_err(|_| ApiError::bad_request(format!("Expected UUID for uuid: {s}"))),
-        None => Ok(uuid::Uuid::new_v4()),
+        None => Ok(state.clock.new_uuid()),
     }
 }
 
@@ -310,12 +310,12 @@ async fn connector_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body
     validate_body("connector", &connector_schema(), &body)?;
     let node_uuid = owning_node(&state, &body)?;
     let v = VolumeConnector {
-        uuid: VolumeConnectorId(new_uuid(&body)?),
+        uuid: VolumeConnectorId(new_uuid(&state, &body)?),
         node_uuid,
         connector_type: body["type"].as_str().unwrap_or_default().to_string(),
         connector_id: body["connector_id"].as_str().unwrap_or_default().to_string(),
         extra: map_of(body.get("extra")),
-        created_at: chrono::Utc::now(),
+        created_at: state.clock.now(),
         updated_at: None,
     };
     state.db.create_volume_connector(&v)?;
@@ -327,14 +327,14 @@ async fn target_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): 
     validate_body("target", &target_schema(), &body)?;
     let node_uuid = owning_node(&state, &body)?;
     let v = VolumeTarget {
-        uuid: VolumeTargetId(new_uuid(&body)?),
+        uuid: VolumeTargetId(new_uuid(&state, &body)?),
         node_uuid,
         volume_type: body["volume_type"].as_str().unwrap_or_default().to_string(),
         volume_id: body["volume_id"].as_str().unwrap_or_default().to_string(),
         boot_index: body["boot_index"].as_i64().unwrap_or_default(),
         properties: map_of(body.get("properties")),
         extra: map_of(body.get("extra")),
-        created_at: chrono::Utc::now(),
+        created_at: state.clock.now(),
         updated_at: None,
     };
     state.db.create_volume_target(&v)?;

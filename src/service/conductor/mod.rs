@@ -255,7 +255,9 @@ impl Conductor {
         if let Ok(mut rec) = self.db().get_conductor(self.host()) {
             rec.online = false;
             rec.updated_at = self.inner.env.clock.now();
-            let _ = self.db().upsert_conductor(&rec);
+            if let Err(e) = self.db().upsert_conductor(&rec) {
+                tracing::warn!(host = self.host(), error = %e, "cannot mark this conductor offline");
+            }
         }
     }
 

@@ -58,6 +58,8 @@ struct Inner {
     nodes: Mutex<HashMap<NodeId, (i64, Node)>>,
     /// Most nodes `nodes` keeps (a decoded node is a few KiB).
     node_cache_max: AtomicUsize,
+    /// Where a new node's random first row version comes from (seeded in a simulation).
+    clock: parking_lot::RwLock<ferric_types::clock::Clock>,
 }
 
 /// Default bound of the decoded-node cache: a few MiB, so an idle service with a large fleet
@@ -98,8 +100,19 @@ impl Db {
                 next_reader: AtomicUsize::new(0),
                 nodes: Mutex::new(HashMap::new()),
                 node_cache_max: AtomicUsize::new(NODE_CACHE_DEFAULT),
+                clock: parking_lot::RwLock::new(ferric_types::clock::Clock::system()),
             }),
         }
+    }
+
+    /// The service's random source, for values the database makes up (a new node's first row
+    /// version): seeded in a simulation, so its runs repeat.
+    pub fn use_clock(&self, clock: &ferric_types::clock::Clock) {
+        *self.inner.clock.write() = clock.clone();
+    }
+
+    pub(crate) fn random_i64(&self) -> i64 {
+        self.inner.clock.read().random::<i64>()
     }
 
     /// Bounds the decoded-node cache (see [`NODE_CACHE_DEFAULT`]); 0 turns it off.

@@ -303,7 +303,7 @@ impl Db {
         let body = to_json(n)?;
         // A random first version: a node deleted and created again under the same UUID (by any
         // process) never matches a cached copy of its predecessor.
-        let version = rand::random::<i64>() >> 1;
+        let version = self.random_i64() >> 1;
         let keys = Keys::of(n);
         let (created, updated, provisioned) =
             (n.created_at.to_rfc3339(), ts(&n.updated_at), ts(&n.provision_updated_at));

@@ -11,14 +11,24 @@ use ferric_types::agent::{
 };
 use ferric_types::http::{HttpClient, HttpError, HttpRequest, send_with_timeout};
 
-/// Where an agent is and how to authenticate to it (from the node's heartbeat:
-/// `driver_internal_info.agent_url` and `agent_secret_token`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where an agent is and how to authenticate to it (the node's agent session: the URL of its
+/// heartbeats and the token issued at lookup).
+#[derive(Clone, PartialEq, Eq)]
 pub struct AgentTarget {
     /// `callback_url` of the heartbeat, e.g. `http://192.0.2.10:9999`.
     pub url: String,
     /// Token issued at lookup.
     pub token: Option<String>,
+}
+
+/// The token never reaches a log through `{:?}`.
+impl std::fmt::Debug for AgentTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentTarget")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "******"))
+            .finish()
+    }
 }
 
 /// Errors of agent calls.

@@ -261,7 +261,8 @@ impl IscsiDeploy {
     async fn attach_disk(&self, task: &mut Task) -> Result<StepResult, DriverError> {
         let (iqn, portal) = self.run_of(task.node.uuid, |r| (r.iqn.clone(), r.portal));
         let portal = portal.ok_or_else(|| DriverError::failed("no iSCSI portal: the disk was not exposed"))?;
-        let cfg = InitiatorConfig::new(self.config.initiator_iqn.clone(), iqn.clone());
+        let mut cfg = InitiatorConfig::new(self.config.initiator_iqn.clone(), iqn.clone());
+        cfg.isid = Some(crate::iscsi::initiator::random_isid(task.env.clock.random()));
         let stream = self
             .connector
             .connect(portal)

@@ -111,7 +111,7 @@ impl ImageStore {
         let id = match req.id {
             Some(id) if valid_id(&id) => id.to_lowercase(),
             Some(id) => return Err(StoreError::Invalid(format!("id {id:?} is not a UUID"))),
-            None => uuid::Uuid::new_v4().to_string(),
+            None => self.clock.new_uuid().to_string(),
         };
         if let Some(cf) = &req.container_format {
             if !CONTAINER_FORMATS.contains(&cf.as_str()) {

@@ -241,12 +241,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     async fn connect(stream: S, cfg: &InitiatorConfig, discovery: bool) -> Result<Self> {
         let (r, w) = tokio::io::split(stream);
-        let isid = cfg.isid.unwrap_or_else(|| {
-            let mut i = [0u8; 6];
-            rand::rng().fill_bytes(&mut i[2..]);
-            i[0] = 0x80; // random ISID format
-            i
-        });
+        let isid = cfg.isid.unwrap_or_else(|| random_isid(rand::rng().next_u32().to_be_bytes()));
         let mut s = Self {
             rd: BufReader::with_capacity(64 * 1024, r),
             wr: BufWriter::with_capacity(64 * 1024, w),
@@ -945,4 +940,9 @@ where
         .map_err(|_| InitiatorError::Timeout(cfg.timeout))??;
     sock.set_nodelay(true)?;
     copy_image_over(sock, cfg, src, opts).await
+}
+
+/// An ISID of the "random" format (RFC 7143 10.12.5, type 0x80) with these four random bytes.
+pub fn random_isid(random: [u8; 4]) -> [u8; 6] {
+    [0x80, 0, random[0], random[1], random[2], random[3]]
 }

@@ -1,6 +1,7 @@
 //! Starting the provisioning-network services together, as `ferric serve` does: each one runs
 //! only when configured (its bind given).
 
+use ferric_types::clock::Clock;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct PxeServiceConfig {
     pub dhcp: Option<(DhcpBind, DhcpConfig)>,
     /// Router advertisements on the provisioning interface (removes iPXE's IPv6 wait).
     pub ra: Option<RaConfig>,
+    /// What DHCP leases are timed by.
+    pub clock: Clock,
 }
 
 /// Running services and the addresses they bound (useful with port 0).
@@ -95,7 +98,7 @@ pub async fn start_observed(
             handler = handler.with_observer(o);
         }
         let handler = Arc::new(handler);
-        let server = DhcpServer::bind(bind, handler)?;
+        let server = DhcpServer::bind(bind, handler, cfg.clock.clone())?;
         out.dhcp_addr = Some(server.local_addr()?);
         tasks.spawn(async move { ("dhcp", server.run().await.map_err(|e| e.to_string())) });
     }

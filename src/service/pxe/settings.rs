@@ -232,7 +232,7 @@ impl PxeSettings {
         } else {
             None
         };
-        Ok(PxeServiceConfig { tftp, http, dhcp: dhcp_cfg, ra })
+        Ok(PxeServiceConfig { tftp, http, dhcp: dhcp_cfg, ra, clock: ferric_types::clock::Clock::system() })
     }
 }
 

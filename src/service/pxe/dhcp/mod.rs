@@ -8,7 +8,7 @@ pub mod store;
 
 pub use handler::{ClientKind, DhcpConfig, DhcpHandler, DhcpObserver, DhcpReply, ReplyDest, client_kind};
 pub use ra::{RaConfig, RaResponder};
-pub use server::{DhcpBind, DhcpServer, LeaseClock};
+pub use server::{DhcpBind, DhcpServer};
 pub use store::{
     HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, MemoryHostTable, MemoryLeaseStore, StoreError,
 };

@@ -1,8 +1,8 @@
 //! UDP front-end of the DHCP handler.
 
+use ferric_types::clock::Clock;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -30,44 +30,18 @@ impl DhcpBind {
     }
 }
 
-/// Wall-clock seconds derived from a start time plus `tokio::time` elapsed, so lease expiry is
-/// persistable yet advances with tokio's (possibly paused) clock.
-#[derive(Debug, Clone, Copy)]
-pub struct LeaseClock {
-    base: u64,
-    start: tokio::time::Instant,
-}
-
-impl LeaseClock {
-    pub fn new() -> Self {
-        let base = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Self::starting_at(base)
-    }
-    /// A clock reading `base` now (simulation).
-    pub fn starting_at(base: u64) -> Self {
-        Self { base, start: tokio::time::Instant::now() }
-    }
-    pub fn now(&self) -> u64 {
-        self.base + self.start.elapsed().as_secs()
-    }
-}
-
-impl Default for LeaseClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// A bound DHCP server.
 pub struct DhcpServer {
     socket: UdpSocket,
     bind: DhcpBind,
     handler: Arc<DhcpHandler>,
-    clock: LeaseClock,
+    /// Lease times (Unix seconds): the service's clock, virtual in a simulation.
+    clock: Clock,
 }
 
 impl DhcpServer {
-    pub fn bind(bind: DhcpBind, handler: Arc<DhcpHandler>) -> Result<Self, DhcpError> {
+    /// Binds `bind`; leases are timed by `clock`.
+    pub fn bind(bind: DhcpBind, handler: Arc<DhcpHandler>, clock: Clock) -> Result<Self, DhcpError> {
         let err = |source| DhcpError::Bind { addr: bind.addr, source };
         let domain = Domain::for_address(bind.addr);
         let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
@@ -79,7 +53,7 @@ impl DhcpServer {
         s.set_nonblocking(true).map_err(err)?;
         s.bind(&bind.addr.into()).map_err(err)?;
         let socket = UdpSocket::from_std(s.into()).map_err(err)?;
-        Ok(Self { socket, bind, handler, clock: LeaseClock::new() })
+        Ok(Self { socket, bind, handler, clock })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, DhcpError> {
@@ -97,7 +71,7 @@ impl DhcpServer {
                     continue;
                 }
             };
-            let Some(reply) = self.handler.handle(&buf[..n], self.clock.now()) else {
+            let Some(reply) = self.handler.handle(&buf[..n], self.clock.now_unix()) else {
                 continue;
             };
             let dest = if self.bind.reply_to_source {
