@@ -3,7 +3,9 @@
 # mounted, nothing needs a loop device): the deploy kernel and ramdisk, and the test instance
 # images. Outputs go to <target>/vm-fixtures/<key>/, where <key> hashes every input (these scripts,
 # the exact package versions, the agent binary), so a second run with the same inputs only prints
-# the paths. Prints KEY=PATH lines (also saved as manifest.env next to the outputs).
+# the paths. Prints KEY=PATH lines (also saved as manifest.env next to the outputs) on stdout; on
+# stderr, one line before each slow step that runs once (building the agent, downloading and
+# unpacking the packages, building the images), and cargo's own progress while it builds the agent.
 #
 #   vm-fixtures/build.sh [--agent PATH | --build-agent] [--target-dir DIR]
 #
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
     --agent=*) agent=${1#*=}; shift ;;
     --build-agent) build_agent=1; shift ;;
     --target-dir) [ $# -ge 2 ] || die "--target-dir needs a path"; target_dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
 done
@@ -44,11 +46,17 @@ if [ "$build_agent" = 1 ]; then
   # with one codegen unit makes this build minutes longer on 2 cores (relinking the `ferric`
   # binary alone takes about 7).
   triple=x86_64-unknown-linux-gnu
-  log "building ferric-agent (static, $triple)"
+  agent="$target_dir/$triple/release/ferric-agent"
+  # Cargo's `Compiling` lines (not -q) show that a first build, minutes long, is moving.
+  if [ -f "$agent" ]; then
+    log "checking the deploy ramdisk's static ferric-agent (cargo rebuilds it only if its sources changed)"
+  else
+    log "building the deploy ramdisk's static ferric-agent (once; cached in $target_dir/$triple/release," \
+        "several minutes on 2 cores)"
+  fi
   (cd "$root" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
      CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-     cargo build -q --release -p ferric-agent --bin ferric-agent --target "$triple" --target-dir "$target_dir" >&2)
-  agent="$target_dir/$triple/release/ferric-agent"
+     cargo build --release -p ferric-agent --bin ferric-agent --target "$triple" --target-dir "$target_dir" >&2)
 fi
 
 if [ -n "$agent" ]; then
@@ -70,7 +78,10 @@ base="$target_dir/vm-fixtures"
 mkdir -p "$base/debs"
 # One build at a time per target dir (parallel tests all ask for the fixtures).
 exec 9>"$base/.lock"
-flock 9
+if ! flock -n 9; then
+  log "waiting for another build of the fixtures in $base to finish"
+  flock 9
+fi
 
 # --- inputs ---------------------------------------------------------------------------------
 # The meta-package names the current kernel ABI package; pin exact versions of everything.
@@ -109,7 +120,6 @@ if [ -f "$out/manifest.env" ]; then
   exit 0
 fi
 
-log "building fixtures $key (${pins[*]}${agent:+, agent $agent})"
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 trap 'rm -rf "$out.tmp"' EXIT
@@ -121,16 +131,22 @@ export SOURCE_DATE_EPOCH=1700000000 E2FSPROGS_FAKE_TIME=1700000000 LC_ALL=C TZ=U
 # Extracted once per set of pinned versions (the kernel alone unpacks to ~400 MB), then shared.
 pkg="$base/pkg-$(printf '%s\n' "${pins[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$pkg/.done" ]; then
-  rm -rf "$pkg"
+  debs=()
   for pin in "${pins[@]}"; do
     p=${pin%%=*}
     v=${pin#*=}
     deb=$(ls "$base/debs/${p}_"*.deb 2>/dev/null | grep -F "_${v//:/%3a}_" | head -n1 || true)
     if [ -z "$deb" ]; then
-      (cd "$base/debs" && apt-get download -q -o APT::Sandbox::User=root "$pin" >&2) \
+      log "downloading $pin from the Debian archive (once; cached in $base/debs)"
+      (cd "$base/debs" && apt-get download -qq -o APT::Sandbox::User=root "$pin" >&2) \
         || die "apt-get download $pin failed"
       deb=$(ls "$base/debs/${p}_"*.deb | grep -F "_${v//:/%3a}_" | head -n1)
     fi
+    debs+=("$deb")
+  done
+  log "unpacking ${pins[*]%%=*} (once for these versions; cached in $pkg)"
+  rm -rf "$pkg"
+  for deb in "${debs[@]}"; do
     dpkg-deb -x "$deb" "$pkg"
   done
   kver=$(ls "$pkg/lib/modules")
@@ -193,6 +209,9 @@ mkcpio() { # DIR OUT: newc, root-owned, fixed timestamps, zstd
   (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
     | zstd -q -19 -T1 > "$2"
 }
+
+log "building the deploy ramdisk and the instance images $key${agent:+ (agent $agent)}" \
+    "(once for these inputs; cached in $out, about half a minute)"
 
 # --- deploy ramdisk -------------------------------------------------------------------------
 d="$work/deploy"

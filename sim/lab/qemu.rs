@@ -8,7 +8,7 @@
 
 use ferric_sim::netns::NetNs;
 use ferric_sim::qemu::{
-    AgentSource, Disk, DiskBus, DiskFormat, Fixtures, Nic, NicModel, QemuConfig, QemuMachine, format_mac,
+    AgentSource, BuildProgress, Disk, DiskBus, DiskFormat, Fixtures, Nic, NicModel, QemuConfig, QemuMachine, format_mac,
 };
 use ferric_sim::vbmc::{Bmc, BmcConfig, FaultSettings, Faults, Password, serve_udp};
 use serde_json::{Value, json};
@@ -59,11 +59,21 @@ pub struct LabOptions {
     pub callback_timeout_secs: u64,
     /// Size of each VM's (sparse) disk.
     pub disk_mib: u64,
+    /// What the fixture build shows: the lab CLI shows its progress (the first build of the
+    /// ramdisk's agent takes minutes), tests keep quiet.
+    pub fixture_progress: BuildProgress,
 }
 
 impl LabOptions {
     pub fn new(vms: usize, dir: impl Into<PathBuf>) -> LabOptions {
-        LabOptions { vms, dir: dir.into(), memory_mib: 512, callback_timeout_secs: 180, disk_mib: 64 }
+        LabOptions {
+            vms,
+            dir: dir.into(),
+            memory_mib: 512,
+            callback_timeout_secs: 180,
+            disk_mib: 64,
+            fixture_progress: BuildProgress::Quiet,
+        }
     }
 }
 
@@ -178,7 +188,9 @@ impl QemuLab {
             Some(p) => AgentSource::Path(p.into()),
             None => AgentSource::Build,
         };
-        let fixtures = builder.block_on(Fixtures::build(agent)).map_err(|e| LabError::Fixtures(e.to_string()))?;
+        let fixtures = builder
+            .block_on(Fixtures::build_with(agent, opts.fixture_progress))
+            .map_err(|e| LabError::Fixtures(e.to_string()))?;
         drop(builder);
         let ns = NetNs::create().map_err(|e| LabError::Netns(e.to_string()))?;
         let rt = ns.runtime().map_err(|e| LabError::Netns(e.to_string()))?;

@@ -1,6 +1,7 @@
 //! `ferric lab deploy` (one-command demo and acceptance entry point) and `ferric serve --qemu N`.
 
 use super::qemu::{API_URL, DeployTimings, Flow, LabError, LabOptions, QemuLab};
+use ferric_sim::qemu::BuildProgress;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -66,6 +67,12 @@ pub fn run(args: LabArgs) -> i32 {
     }
 }
 
+/// The lab's options for a user at a terminal: the fixture build shows its progress (on a fresh
+/// machine it builds the ramdisk's static agent for minutes).
+fn lab_options(vms: usize, dir: &std::path::Path) -> LabOptions {
+    LabOptions { fixture_progress: BuildProgress::Stderr, ..LabOptions::new(vms, dir) }
+}
+
 fn deploy(args: &DeployArgs) -> Result<Vec<VmReport>, LabError> {
     let tmp;
     let dir = match &args.dir {
@@ -77,7 +84,7 @@ fn deploy(args: &DeployArgs) -> Result<Vec<VmReport>, LabError> {
     };
     let t0 = Instant::now();
     eprintln!("ferric lab: building fixtures and starting {} VM(s) in {}", args.vms, dir.display());
-    let lab = QemuLab::start(LabOptions::new(usize::from(args.vms), &dir))?;
+    let lab = QemuLab::start(lab_options(usize::from(args.vms), &dir))?;
     eprintln!("ferric lab: lab up in {:.1} s (namespace {})", t0.elapsed().as_secs_f64(), lab.netns().name());
     let (path, format) = match args.image.as_str() {
         "qcow2" => (lab.fixtures.whole_disk_qcow2.clone(), "qcow2"),
@@ -125,7 +132,7 @@ pub fn serve(vms: usize, dir: Option<PathBuf>, forward: std::net::SocketAddr) ->
         Some(d) => (d, false),
         None => (tempfile::Builder::new().prefix("ferric-qemu-").tempdir_in("/tmp")?.keep(), true),
     };
-    let lab = QemuLab::start(LabOptions::new(vms, &dir))?;
+    let lab = QemuLab::start(lab_options(vms, &dir))?;
     let forwarded = lab.forward_api(forward)?;
     let (raw, qcow2) = (lab.fixtures.whole_disk_raw.clone(), lab.fixtures.whole_disk_qcow2.clone());
     let ids = lab.block_on(async {

@@ -1,6 +1,7 @@
-//! `ferric serve --sim N`: the service on its normal API address with N simulated machines
-//! already enrolled, managed and cleaned (`available`), so a newcomer can `baremetal node list`
-//! and `baremetal node deploy` at once.
+//! `ferric serve --sim N`: the service on its normal API address with N simulated machines that
+//! it enrolls, manages and cleans at start, so a newcomer can `baremetal node list` at once and
+//! `baremetal node deploy` once it prints `ferric: N simulated nodes available (API URL)` (some
+//! seconds later: cleaning boots each machine's ramdisk), or which node failed and why.
 //!
 //! It is a [`SimLab`] on the real clock: the machines' virtual BMCs listen on UDP 127.0.0.1 (BMC
 //! i on `bmc_base_port + i`, so `ipmitool -I lanplus` reaches them too) or, with port 0, on
@@ -12,9 +13,12 @@
 use super::sim::{BmcTransport, LabConfig, LabError, MachineSpec, SimLab};
 use crate::machine::node::{Profile, Timings};
 use ferric_service::config::Config;
+use ferric_service::db::{NodeFilter, NodeQuery};
 use ferric_service::images::DiskFormat;
-use ferric_types::models::NodeId;
+use ferric_types::models::{NodeId, ProvisionState};
+use ferric_types::state_machine;
 use serde_json::json;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +81,7 @@ pub fn run(config: Config, opts: SimServeOptions) -> Result<(), ServeSimError> {
 }
 
 /// Serves the lab's API on `config.api.bind` until `shutdown` resolves; prints the nodes and the
-/// image on stdout, then `ferric: simulated lab ready` once every node is `available`.
+/// image on stdout, then one line once every node is `available` (or, instead, which failed).
 pub async fn serve(
     config: Config,
     opts: SimServeOptions,
@@ -144,25 +148,34 @@ pub async fn serve(
         println!("ferric: node node-{i} {id} {bmc}");
         ids.push(id);
     }
-    // manage, then provide (automated cleaning runs as configured) for every node at once.
-    let stop = async {
-        for (target, want) in [("manage", "manageable"), ("provide", "available")] {
-            for id in &ids {
-                let path = format!("/v1/nodes/{id}/states/provision");
-                lab.api(http::Method::PUT, &path, Some(json!({"target": target}))).await?;
+    // manage, then provide (automated cleaning runs as configured) for every node at once. The
+    // nodes reach `available` only some seconds after the API listens (cleaning boots the
+    // ramdisk): one line on stdout says when, so a user or a script knows when to deploy.
+    let ready = async {
+        let (available, failed) = bring_up(&lab, &ids).await?;
+        let api = format!("API http://{local}");
+        let nodes = if n == 1 { "node" } else { "nodes" };
+        if failed.is_empty() {
+            println!("ferric: {n} simulated {nodes} available ({api})");
+        } else {
+            // Still one line with a thousand failures: the first few, then a count.
+            let mut why: Vec<String> = failed.iter().take(SHOWN_FAILURES).map(Failure::to_string).collect();
+            if failed.len() > SHOWN_FAILURES {
+                why.push(format!("and {} more", failed.len() - SHOWN_FAILURES));
             }
-            wait_all(&lab, &ids, want).await?;
+            println!(
+                "ferric: {available} of {n} simulated {nodes} available ({api}); {} failed: {}",
+                failed.len(),
+                why.join("; ")
+            );
         }
-        println!(
-            "ferric: simulated lab ready: try `baremetal --os-endpoint http://{local} --os-auth-type none node deploy node-0`"
-        );
         Ok::<(), LabError>(())
     };
     tokio::pin!(shutdown);
     tokio::select! {
-        r = stop => {
+        r = ready => {
             if let Err(e) = r {
-                tracing::error!(error = %e, "the simulated nodes did not become available");
+                println!("ferric: the simulated nodes did not become available: {e}");
             }
             shutdown.await;
         }
@@ -179,27 +192,85 @@ pub async fn serve(
     }
 }
 
-/// Waits until every node is in `want` (or in a failure state, which is logged).
-async fn wait_all(lab: &SimLab, ids: &[NodeId], want: &str) -> Result<(), LabError> {
+/// Failed nodes named in the bring-up's line.
+const SHOWN_FAILURES: usize = 3;
+
+/// A node that did not get to `available`, and why.
+struct Failure {
+    index: usize,
+    id: NodeId,
+    state: ProvisionState,
+    last_error: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node-{} {} {}: {}", self.index, self.id, self.state.as_str(), self.last_error)
+    }
+}
+
+/// Manages, then provides the nodes; returns how many got to `available` and the others.
+async fn bring_up(lab: &SimLab, ids: &[NodeId]) -> Result<(usize, Vec<Failure>), LabError> {
+    let mut nodes: Vec<(usize, NodeId)> = ids.iter().copied().enumerate().collect();
+    let mut failed = Vec::new();
+    for (target, want) in [("manage", ProvisionState::Manageable), ("provide", ProvisionState::Available)] {
+        for (_, id) in &nodes {
+            let path = format!("/v1/nodes/{id}/states/provision");
+            lab.api(http::Method::PUT, &path, Some(json!({"target": target}))).await?;
+        }
+        let (ok, bad) = settle(lab, nodes, want).await?;
+        nodes = ok;
+        failed.extend(bad);
+    }
+    failed.sort_by_key(|f| f.index);
+    Ok((nodes.len(), failed))
+}
+
+/// Waits until each node is in `want` and unlocked (a locked node would refuse the next request),
+/// or has failed: in a failure state, or back in `enroll` with `last_error` (verification failed).
+/// Polls the database every 250 ms: two listings that do not decode node bodies (cheap at 1,000).
+async fn settle(
+    lab: &SimLab,
+    mut pending: Vec<(usize, NodeId)>,
+    want: ProvisionState,
+) -> Result<(Vec<(usize, NodeId)>, Vec<Failure>), LabError> {
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
     loop {
-        let mut pending = 0;
-        for id in ids {
-            let node = lab.db.get_node_by_uuid(*id)?;
-            let state = node.provision_state.as_str();
-            if state == want && node.reservation.is_none() {
-                continue;
+        poll.tick().await;
+        let states: HashMap<NodeId, ProvisionState> = lab
+            .db
+            .list_node_summaries(&NodeQuery::default())?
+            .into_iter()
+            .map(|s| (s.uuid, s.provision_state))
+            .collect();
+        let locked =
+            NodeQuery { filter: NodeFilter { reserved: Some(true), ..NodeFilter::default() }, ..NodeQuery::default() };
+        let locked: HashSet<NodeId> = lab.db.list_node_summaries(&locked)?.into_iter().map(|s| s.uuid).collect();
+        let mut still = Vec::new();
+        for (index, id) in pending {
+            match states.get(&id).copied() {
+                _ if locked.contains(&id) => still.push((index, id)),
+                Some(s) if s == want => ok.push((index, id)),
+                Some(s) if !state_machine::is_failure(s) && s != ProvisionState::Enroll => still.push((index, id)),
+                // Failed, or back in enroll (a failed verification if `last_error` says so): only
+                // these few nodes' bodies are read.
+                _ => {
+                    let node = lab.db.get_node_by_uuid(id)?;
+                    let state = node.provision_state;
+                    match node.last_error {
+                        Some(last_error) => failed.push(Failure { index, id, state, last_error }),
+                        None if state_machine::is_failure(state) => {
+                            failed.push(Failure { index, id, state, last_error: "no last_error recorded".into() })
+                        }
+                        None => still.push((index, id)),
+                    }
+                }
             }
-            if state.ends_with("failed") {
-                return Err(LabError::Invalid(format!(
-                    "node {id} ended in {state}: {}",
-                    node.last_error.unwrap_or_default()
-                )));
-            }
-            pending += 1;
         }
-        if pending == 0 {
-            return Ok(());
+        if still.is_empty() {
+            return Ok((ok, failed));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        pending = still;
     }
 }

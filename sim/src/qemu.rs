@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore, SemaphorePermit};
 
-pub use fixtures::{AgentSource, DiskFormat, FixtureError, Fixtures, create_disk, create_overlay};
+pub use fixtures::{AgentSource, BuildProgress, DiskFormat, FixtureError, Fixtures, create_disk, create_overlay};
 pub use qmp::{Qmp, QmpError, QmpEvent};
 pub use serial::{SerialError, SerialLog};
 

@@ -34,6 +34,19 @@ pub enum AgentSource {
     Build,
 }
 
+/// What a fixture build shows while it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BuildProgress {
+    /// Nothing; the script's messages go into the error if it fails (tests: their output stays
+    /// readable).
+    #[default]
+    Quiet,
+    /// The script's messages on this process's stderr as they come: what it builds and that it
+    /// is cached, and cargo's `Compiling` lines while it builds the agent, which on a fresh
+    /// machine takes minutes (the lab CLI).
+    Stderr,
+}
+
 /// Paths of one fixture build (see vm-fixtures/README.md for what each is).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fixtures {
@@ -56,8 +69,13 @@ pub struct Fixtures {
 
 impl Fixtures {
     /// Builds the fixtures, or finds them already built for the same inputs (a fraction of a
-    /// second then). Concurrent callers are serialized by the script's lock.
+    /// second then). Concurrent callers are serialized by the script's lock. Quiet.
     pub async fn build(agent: AgentSource) -> Result<Fixtures, FixtureError> {
+        Fixtures::build_with(agent, BuildProgress::Quiet).await
+    }
+
+    /// [`Fixtures::build`], showing the script's progress as `progress` says.
+    pub async fn build_with(agent: AgentSource, progress: BuildProgress) -> Result<Fixtures, FixtureError> {
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg(BUILD_SCRIPT);
         match &agent {
@@ -69,7 +87,10 @@ impl Fixtures {
                 cmd.arg("--build-agent");
             }
         }
-        let text = run(&mut cmd, "vm-fixtures/build.sh").await?;
+        let text = match progress {
+            BuildProgress::Quiet => run(&mut cmd, "vm-fixtures/build.sh").await?,
+            BuildProgress::Stderr => run_forwarding_stderr(&mut cmd, "vm-fixtures/build.sh").await?,
+        };
         Fixtures::from_manifest(&text)
     }
 
@@ -151,6 +172,53 @@ async fn run(cmd: &mut tokio::process::Command, program: &str) -> Result<String,
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Lines of a forwarded stderr kept for the error: the user has seen all of it already, and
+/// cargo's progress before a failure would bury the cause.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// [`run`], but copies the program's stderr to ours line by line as it comes (stdout, the
+/// result, is still captured); a failure's error carries the last lines.
+async fn run_forwarding_stderr(cmd: &mut tokio::process::Command, program: &str) -> Result<String, FixtureError> {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let spawn_error = |source| FixtureError::Spawn { program: program.to_string(), source };
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(spawn_error(std::io::Error::other("no stdout/stderr pipe")));
+    };
+    let read_stdout = async {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).await.map(|_| out)
+    };
+    let forward_stderr = async {
+        let mut reader = tokio::io::BufReader::new(stderr);
+        let mut tail = std::collections::VecDeque::with_capacity(STDERR_TAIL_LINES);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            eprintln!("{text}");
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(text);
+            line.clear();
+        }
+        tail
+    };
+    let (out, tail) = tokio::join!(read_stdout, forward_stderr);
+    let out = out.map_err(spawn_error)?;
+    let status = child.wait().await.map_err(spawn_error)?;
+    if !status.success() {
+        return Err(FixtureError::Failed {
+            program: program.to_string(),
+            status: status.to_string(),
+            stderr: Vec::from(tail).join("\n"),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +234,22 @@ mod tests {
         assert_eq!(f.whole_disk_qcow2, PathBuf::from("/f/w.qcow2"));
         let err = Fixtures::from_manifest("FIXTURES_DIR=/f\n").unwrap_err();
         assert!(matches!(err, FixtureError::Missing("KERNEL_RELEASE")));
+    }
+
+    #[tokio::test]
+    async fn forwarding_keeps_stdout_and_the_tail_of_stderr_for_errors() {
+        let mut ok = tokio::process::Command::new("sh");
+        ok.args(["-c", "echo progress >&2; echo KEY=V"]);
+        assert_eq!(run_forwarding_stderr(&mut ok, "ok").await.unwrap(), "KEY=V\n");
+        let mut bad = tokio::process::Command::new("sh");
+        bad.args(["-c", "for i in $(seq 1 30); do echo line $i >&2; done; exit 3"]);
+        let FixtureError::Failed { stderr, status, .. } = run_forwarding_stderr(&mut bad, "bad").await.unwrap_err()
+        else {
+            panic!("not a failure");
+        };
+        assert!(status.contains('3'), "{status}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), STDERR_TAIL_LINES);
+        assert_eq!(lines.last(), Some(&"line 30"));
     }
 }
