@@ -983,7 +983,7 @@ async fn ipmi_nodes_refuse_what_their_interfaces_lack() {
         ferric_service::config::Config::default(),
         db,
         ferric_service::assemble::Outside::real(ferric_types::clock::Clock::system()).unwrap(),
-        ferric_service::trace::Recorder::default(),
+        ferric_types::trace::Recorder::default(),
         |p| {
             // Boot and deploy do not matter here: stand-ins under the ipmi type's names.
             p.registry.register_boot("pxe", Arc::new(ferric_service::drivers::fake::FakeBoot));

@@ -32,14 +32,12 @@ fn readme_table(marker: &str) -> BTreeMap<String, BTreeSet<String>> {
         if cells[0].eq_ignore_ascii_case("folder") {
             continue;
         }
+        // The names are the cell's `quoted` words; the rest is explanation.
         let names = |cell: &str| -> BTreeSet<String> {
-            cell.split(',')
-                .map(|s| s.trim().trim_matches('`').to_string())
-                .filter(|s| !s.is_empty() && s != "—" && s != "-")
-                .collect()
+            cell.split('`').skip(1).step_by(2).map(str::to_string).filter(|s| !s.is_empty()).collect()
         };
-        for name in cells[0].split(',') {
-            rows.insert(name.trim().trim_matches('`').to_string(), names(cells[1]));
+        for name in names(cells[0]) {
+            rows.insert(name, names(cells[1]));
         }
     }
     assert!(!rows.is_empty(), "README table after {marker:?} is empty");

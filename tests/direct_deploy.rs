@@ -38,10 +38,10 @@ async fn direct_deploy_end_to_end() {
     assert!(n["driver_internal_info"].get("agent_secret_token").is_none());
     // Every message of the seed's Example 2, in order — but DHCP: with fake boot there is no PXE
     // here (the simulation and the QEMU lab check those two messages too).
-    let seed: Vec<_> = ferric_service::trace::seed::direct()
+    let seed: Vec<_> = ferric_types::trace::seed::direct()
         .into_iter()
         .filter(|(_, _, l)| {
-            *l != ferric_service::trace::seed::DHCP_REQUEST && *l != ferric_service::trace::seed::NEXT_SERVER
+            *l != ferric_types::trace::seed::DHCP_REQUEST && *l != ferric_types::trace::seed::NEXT_SERVER
         })
         .collect();
     follows_seed(&trace(&lab, &id).await, &seed).unwrap();

@@ -28,10 +28,10 @@ async fn iscsi_deploy_whole_disk_and_partition_images() {
     let n = lab.wait_state(&id, "active", Duration::from_secs(90)).await;
     assert_eq!(n["last_error"], serde_json::Value::Null);
     assert_eq!(&std::fs::read(&disk).unwrap()[..raw.len()], &raw[..]);
-    let seed: Vec<_> = ferric_service::trace::seed::iscsi()
+    let seed: Vec<_> = ferric_types::trace::seed::iscsi()
         .into_iter()
         .filter(|(_, _, l)| {
-            *l != ferric_service::trace::seed::DHCP_REQUEST && *l != ferric_service::trace::seed::NEXT_SERVER
+            *l != ferric_types::trace::seed::DHCP_REQUEST && *l != ferric_types::trace::seed::NEXT_SERVER
         })
         .collect();
     follows_seed(&trace(&lab, &id).await, &seed).unwrap();

@@ -21,9 +21,9 @@ use ferric_service::pxe::config::{DeployBoot, NetBoot, ipxe_deploy, pxelinux_net
 use ferric_service::pxe::dhcp::handler::{client_message, decode};
 use ferric_service::pxe::dhcp::{DhcpConfig, DhcpHandler, HostTable};
 use ferric_service::pxe::settings::PxeSettings;
-use ferric_service::trace::Recorder;
 use ferric_types::clock::Clock;
 use ferric_types::models::{MacAddr, Node, NodeId, Port, PortId, ProvisionState};
+use ferric_types::trace::Recorder;
 use serde_json::json;
 
 const API: &str = "http://192.0.2.1:6385";

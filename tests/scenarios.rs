@@ -13,7 +13,7 @@ use ferric_lab::scenario::seed::{self, SeedItem};
 use ferric_lab::scenario::{RunOptions, Scenario};
 use ferric_service::drivers::network::FlatNetwork;
 use ferric_service::drivers::{DriverError, NetworkInterface, Task};
-use ferric_service::trace::TraceEvent;
+use ferric_types::trace::TraceEvent;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -104,7 +104,7 @@ fn direct_deploy_follows_the_guides_example_2() {
     let guide = seed::parse(seed::EXAMPLE2_DIRECT);
     seed::compare(&guide, &events).unwrap();
     // ferric's own list of the diagram agrees with the guide's text.
-    let own: Vec<TraceEvent> = as_events(&ferric_service::trace::seed::direct());
+    let own: Vec<TraceEvent> = as_events(&ferric_types::trace::seed::direct());
     seed::compare(&guide, &own).unwrap();
 }
 
@@ -113,14 +113,14 @@ fn iscsi_deploy_follows_the_guides_example_1() {
     let events = deploy_of("seed-example1-iscsi.toml");
     let guide = seed::parse(seed::EXAMPLE1_ISCSI);
     seed::compare(&guide, &events).unwrap();
-    let own: Vec<TraceEvent> = as_events(&ferric_service::trace::seed::iscsi());
+    let own: Vec<TraceEvent> = as_events(&ferric_types::trace::seed::iscsi());
     seed::compare(&guide, &own).unwrap();
     // Every message of the guide's list was recorded, in the guide's order.
     let n = guide.iter().filter(|i| matches!(i, SeedItem::Message { .. })).count();
     assert!(events.len() >= n, "{} recorded, {n} in the guide", events.len());
 }
 
-fn as_events(list: &[ferric_service::trace::seed::Message]) -> Vec<TraceEvent> {
+fn as_events(list: &[ferric_types::trace::seed::Message]) -> Vec<TraceEvent> {
     list.iter()
         .map(|(from, to, label)| TraceEvent {
             at_ms: 0,

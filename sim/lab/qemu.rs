@@ -472,7 +472,7 @@ impl QemuLab {
                     .collect()
             })
             .unwrap_or_default();
-        let start = events.iter().rposition(|e| e.3 == ferric_service::trace::seed::SET_INSTANCE_INFO).unwrap_or(0);
+        let start = events.iter().rposition(|e| e.3 == ferric_types::trace::seed::SET_INSTANCE_INFO).unwrap_or(0);
         let base = events.get(start).map_or(0, |e| e.0);
         Ok(events[start..]
             .iter()

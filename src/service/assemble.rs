@@ -18,10 +18,10 @@ use crate::images::{ImageService, ImageStore};
 use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
 use crate::network::dhcp::DbDhcp;
 use crate::pxe::PxeServices;
-use crate::trace::Recorder;
 use ferric_disk::http::ReqwestHttp;
 use ferric_types::clock::Clock;
 use ferric_types::http::HttpClient;
+use ferric_types::trace::Recorder;
 use std::sync::Arc;
 
 /// Errors while building the service.
@@ -180,7 +180,7 @@ impl Service {
             clock: outside.clock.clone(),
             public_url: config.api.public_url.clone(),
             trace,
-            images: images.filter(|_| parts.api_serves_images),
+            beside: images.filter(|_| parts.api_serves_images).map(|i| i.router()),
             agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
         };
         Ok(Service { config, db, conductor, api, boot_packets: outside.boot_packets })
@@ -261,7 +261,7 @@ struct TraceDhcp(Recorder);
 
 impl crate::pxe::dhcp::DhcpObserver for TraceDhcp {
     fn replied(&self, _mac: &crate::pxe::MacAddr, host: &crate::pxe::dhcp::HostEntry, kind: dhcproto::v4::MessageType) {
-        use crate::trace::{Actor, seed};
+        use ferric_types::trace::{Actor, seed};
         if kind != dhcproto::v4::MessageType::Offer {
             return;
         }

@@ -11,7 +11,6 @@
 //! - [`images`]: the image service (Glance's role) and temporary URLs (Swift's).
 //! - [`network`]: ports on the provisioning network, DHCP host entries.
 //! - [`ipmi`]: the IPMI 2.0 client; [`iscsi`]: the iSCSI initiator.
-//! - [`trace`]: the deploy recorded as the user guide's sequence diagrams.
 //! - [`config`] and [`assemble`]: settings, and the service built from them.
 //!
 //! Which folder may use which is the table in the README's "Architecture" section, checked by
@@ -29,6 +28,5 @@ pub mod ipmi;
 pub mod iscsi;
 pub mod network;
 pub mod pxe;
-pub mod trace;
 
 pub use assemble::{Service, ServiceError, shutdown_signal};

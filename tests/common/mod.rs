@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::Config;
 use ferric_service::db::Db;
-use ferric_service::trace::Recorder;
 use ferric_types::clock::Clock;
+use ferric_types::trace::Recorder;
 use serde_json::Value;
 use tower::ServiceExt;
 

@@ -223,12 +223,12 @@ pub async fn trace(lab: &Lab, id: &str) -> Vec<(String, String, String)> {
 /// `got` contains `want` in order, allowing repeats of the "Still working" exchange.
 pub fn follows_seed(
     got: &[(String, String, String)],
-    want: &[ferric_service::trace::seed::Message],
+    want: &[ferric_types::trace::seed::Message],
 ) -> Result<(), String> {
     let mut i = 0;
     for (from, to, label) in want {
-        let optional = *label == ferric_service::trace::seed::STILL_WORKING
-            || *label == ferric_service::trace::seed::IS_DEPLOY_DONE;
+        let optional =
+            *label == ferric_types::trace::seed::STILL_WORKING || *label == ferric_types::trace::seed::IS_DEPLOY_DONE;
         let pos = got[i..].iter().position(|(f, t, l)| f == from.as_str() && t == to.as_str() && l == label);
         match pos {
             Some(p) => i += p + 1,

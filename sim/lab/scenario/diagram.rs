@@ -1,6 +1,6 @@
 //! A node's recorded deploy as sequence diagram text: Mermaid, and seqdiag (the seed's format).
 
-use ferric_service::trace::{Actor, TraceEvent};
+use ferric_types::trace::{Actor, TraceEvent};
 use std::fmt::Write;
 
 /// The seed's participants, in its order.

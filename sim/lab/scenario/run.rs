@@ -54,7 +54,7 @@ const API_RETRIES: u32 = 600;
 pub struct Outcome {
     pub report: Report,
     /// Machine name and its last deploy's messages (the diagram node, or the first deployed).
-    pub deploy: Option<(String, Vec<ferric_service::trace::TraceEvent>)>,
+    pub deploy: Option<(String, Vec<ferric_types::trace::TraceEvent>)>,
 }
 
 /// Runs `scenario` on a fresh paused-clock runtime (one per run, so runs never share state).
@@ -815,7 +815,7 @@ impl Runner {
     }
 
     /// The recorded events of machine `i`'s last deploy.
-    fn deploy_events(&self, i: usize) -> Vec<ferric_service::trace::TraceEvent> {
+    fn deploy_events(&self, i: usize) -> Vec<ferric_types::trace::TraceEvent> {
         let Some(id) = self.node_ids.get(i) else { return Vec::new() };
         let (from, to) = self.deploy_windows.get(&i).copied().unwrap_or((0, u64::MAX));
         self.lab.trace.node_events(*id).into_iter().filter(|e| e.at_ms >= from && e.at_ms <= to).collect()

@@ -5,7 +5,7 @@
 //! copy lost the backslash of each `\n` in the labels, so a seed label matches a recorded one
 //! when it is the recorded words joined with nothing or with that stray `n`.
 
-use ferric_service::trace::{Actor, TraceEvent};
+use ferric_types::trace::{Actor, TraceEvent};
 
 /// Example 1: PXE boot and iSCSI deploy (verbatim from the guide).
 pub const EXAMPLE1_ISCSI: &str = include_str!("../../../scenarios/seed/example1-pxe-iscsi.diag");

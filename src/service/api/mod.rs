@@ -5,6 +5,7 @@
 
 mod allocations;
 mod chassis;
+mod configdrive;
 mod deploy_templates;
 mod drivers;
 pub mod error;
@@ -20,7 +21,6 @@ mod volume;
 pub use error::{ApiError, ApiResult};
 
 use crate::db::Db;
-use crate::trace::Recorder;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -28,6 +28,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ferric_types::rpc::ConductorApi;
+use ferric_types::trace::Recorder;
 use std::sync::Arc;
 
 /// Lowest microversion served (1.1).
@@ -48,8 +49,9 @@ pub struct ApiState {
     /// Base URL for links (`http://host:port`); taken from the request's Host when unset.
     pub public_url: Option<String>,
     pub trace: Recorder,
-    /// The image service, served beside the Ironic API (`/v2/images`, temp URLs).
-    pub images: Option<Arc<crate::images::ImageService>>,
+    /// Routes served beside the Ironic API under its headers and path rules: the image service
+    /// (`/v2/images`, temp URLs) when this process serves one.
+    pub beside: Option<Router>,
     /// Agents must heartbeat at least this often (seconds; sent at lookup).
     pub agent_heartbeat_timeout: u64,
 }
@@ -93,8 +95,8 @@ pub fn router(state: ApiState) -> Router {
         .nest("/ferric", ferric)
         .fallback(util::no_route)
         .with_state(state.clone());
-    if let Some(images) = &state.images {
-        inner = inner.merge(images.clone().router());
+    if let Some(beside) = &state.beside {
+        inner = inner.merge(beside.clone());
     }
     let inner = inner.layer(axum::middleware::from_fn_with_state(state, ironic_headers));
     // Ironic accepts `/v1/nodes/` as `/v1/nodes` (python-ironicclient sends both): trim trailing

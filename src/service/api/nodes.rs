@@ -5,7 +5,6 @@ use super::render::{self, NODE_LIST_FIELDS};
 use super::util::{self, JsonBody, Query, accepted, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::{NODE_SORT_KEYS, NodeFilter, NodeQuery};
-use crate::trace::{Actor, seed};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,6 +12,7 @@ use axum::routing::{delete, get, put};
 use ferric_types::models::{BootDevice, JsonMap, Node, NodeId, PowerTarget, ProvisionState};
 use ferric_types::rpc::ProvisionArgs;
 use ferric_types::state_machine::{Event, Verb};
+use ferric_types::trace::{Actor, seed};
 use serde_json::{Map, Value, json};
 
 pub fn routes() -> Router<ApiState> {
@@ -899,8 +899,7 @@ fn check_configdrive(ctx: &Ctx, n: &Brief, verb: &str, cd: Option<Value>) -> Res
                     "Providing vendor_data in configdrive is only supported starting with API version 1.59",
                 ));
             }
-            let drive =
-                crate::images::configdrive::ConfigDrive::from_request(&m, &n.uuid.to_string(), n.name.as_deref());
+            let drive = super::configdrive::ConfigDrive::from_request(&m, &n.uuid.to_string(), n.name.as_deref());
             let encoded =
                 drive.encoded().map_err(|e| ApiError::bad_request(format!("Invalid configdrive format: {e}")))?;
             Ok(Some(Value::String(encoded)))

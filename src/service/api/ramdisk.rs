@@ -5,12 +5,12 @@ use super::nodes::view;
 use super::render;
 use super::util::{JsonBody, Query, accepted, ok};
 use super::{ApiState, Ctx};
-use crate::trace::{Actor, seed};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use ferric_types::models::NodeId;
 use ferric_types::rpc::Heartbeat;
+use ferric_types::trace::{Actor, seed};
 use serde_json::{Map, Value, json};
 
 pub fn routes() -> Router<ApiState> {

@@ -261,7 +261,7 @@ pub async fn trace(
         .iter()
         .map(|e| json!({"at_ms": e.at_ms, "from": e.from.as_str(), "to": e.to.as_str(), "label": e.label}))
         .collect();
-    ok(&json!({"node": n.uuid.to_string(), "events": list, "mermaid": crate::trace::mermaid(&events)}))
+    ok(&json!({"node": n.uuid.to_string(), "events": list, "mermaid": ferric_types::trace::mermaid(&events)}))
 }
 
 /// The `limit`, `marker` (a UUID), `sort_key` and `sort_dir` of a listing, as Ironic's

@@ -4,9 +4,9 @@
 
 use super::{Conductor, Result};
 use crate::drivers::Task;
-use crate::trace::{Actor, seed};
 use ferric_types::models::{AgentSession, Node, NodeId};
 use ferric_types::rpc::{Heartbeat, RpcError};
+use ferric_types::trace::{Actor, seed};
 
 /// What a second lookup gets instead of the secret, as in Ironic.
 const MASKED: &str = "******";

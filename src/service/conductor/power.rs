@@ -6,8 +6,8 @@
 
 use super::Conductor;
 use crate::drivers::{DriverError, PowerProgress, PowerRequest, Task};
-use crate::trace::{Actor, seed};
 use ferric_types::models::{PowerState, PowerTarget};
+use ferric_types::trace::{Actor, seed};
 use std::time::Duration;
 
 /// What a power target takes, in order: a reboot is off then on (not a reset, so a new boot

@@ -4,10 +4,10 @@
 use super::agent_base::{self, agent_env, agent_target, image_info};
 use super::steps::{Outcome, Plan, StepCtx, StepResult, quiet, says};
 use super::{DeployInterface, DriverError, Task};
-use crate::trace::{Actor, Says, seed};
 use async_trait::async_trait;
 use ferric_types::agent::CommandStatus;
 use ferric_types::models::Step;
+use ferric_types::trace::{Actor, Says, seed};
 use serde_json::Value;
 use std::sync::LazyLock;
 

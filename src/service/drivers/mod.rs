@@ -20,11 +20,11 @@ pub mod steps;
 
 pub use registry::{HardwareType, InterfaceSet, Registry, RegistryConfig};
 
-use crate::trace::{Actor, Recorder};
 use async_trait::async_trait;
 use ferric_types::clock::Clock;
 use ferric_types::models::{BootDevice, Node, Port, PowerState, PowerTarget, Step};
 pub use ferric_types::rpc::{Heartbeat, IndicatorInfo, Indicators};
+use ferric_types::trace::{Actor, Recorder};
 use std::sync::Arc;
 use steps::{Plan, StepCtx, StepResult};
 

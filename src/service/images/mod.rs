@@ -4,7 +4,6 @@
 
 pub mod api;
 pub mod cli;
-pub mod configdrive;
 pub mod model;
 pub mod store;
 pub mod tempurl;

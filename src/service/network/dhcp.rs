@@ -13,9 +13,8 @@
 //! lease of a MAC that is no longer served is simply never renewed and expires.
 
 use crate::db::{Db, DbError, LeaseRow};
-use crate::pxe::MacAddr;
-use crate::pxe::dhcp::{HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, StoreError};
-use ferric_types::models::{NodeId, PortId};
+use ferric_types::dhcp::{HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, StoreError};
+use ferric_types::models::{MacAddr, NodeId, PortId};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 

@@ -4,10 +4,9 @@ pub mod cache;
 pub mod config;
 pub mod dhcp;
 pub mod http;
-pub mod mac;
 pub mod service;
 pub mod settings;
 pub mod tftp;
 
-pub use mac::MacAddr;
+pub use ferric_types::models::{MacAddr, MacParseError};
 pub use service::{PxeServiceConfig, PxeServices, start, start_observed};

@@ -19,7 +19,7 @@ pub use ids::{
     VolumeTargetId,
 };
 pub use node::{AGENT_TOKEN_KEY, Chassis, ConductorRecord, INTERFACE_NAMES, Node, Portgroup};
-pub use port::{MacAddr, Port};
+pub use port::{MacAddr, MacParseError, Port};
 pub use states::{BootDevice, PowerState, PowerTarget, ProvisionState};
 pub use steps::{AgentSession, Step};
 

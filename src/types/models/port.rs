@@ -6,14 +6,42 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// A MAC address, shown lower-case with colons as Ironic normalises it.
+/// A MAC address, shown lower-case with colons as Ironic normalises it; also the key of the DHCP
+/// host table and of per-MAC boot files.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct MacAddr(pub [u8; 6]);
 
+/// A MAC string that is not six hex pairs separated by `:` or `-`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}")]
+pub struct MacParseError(pub String);
+
+impl MacAddr {
+    /// Lower-case, dash-separated (`52-54-00-12-34-56`), as iPXE's `${mac:hexhyp}`.
+    pub fn hexhyp(&self) -> String {
+        self.join('-')
+    }
+
+    /// pxelinux's per-client config name: `01-` (Ethernet ARP type) plus [`Self::hexhyp`].
+    pub fn pxelinux_name(&self) -> String {
+        format!("01-{}", self.hexhyp())
+    }
+
+    fn join(&self, sep: char) -> String {
+        let mut s = String::with_capacity(17);
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                s.push(sep);
+            }
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        f.write_str(&self.join(':'))
     }
 }
 
@@ -24,19 +52,20 @@ impl fmt::Debug for MacAddr {
 }
 
 impl FromStr for MacAddr {
-    type Err = String;
+    type Err = MacParseError;
     /// Accepts `aa:bb:cc:dd:ee:ff` and `aa-bb-cc-dd-ee-ff`, any case.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, MacParseError> {
+        let err = || MacParseError(s.to_owned());
         let parts: Vec<&str> = s.split([':', '-']).collect();
         if parts.len() != 6 {
-            return Err(s.to_string());
+            return Err(err());
         }
         let mut out = [0u8; 6];
         for (o, p) in out.iter_mut().zip(parts) {
             if p.len() != 2 {
-                return Err(s.to_string());
+                return Err(err());
             }
-            *o = u8::from_str_radix(p, 16).map_err(|_| s.to_string())?;
+            *o = u8::from_str_radix(p, 16).map_err(|_| err())?;
         }
         Ok(MacAddr(out))
     }
@@ -51,7 +80,7 @@ impl Serialize for MacAddr {
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|s| serde::de::Error::custom(format!("invalid MAC address {s:?}")))
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -111,6 +140,18 @@ impl Port {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spellings() {
+        let m: MacAddr = "52:54:00:AB:cd:0e".parse().unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:0e");
+        assert_eq!(m.hexhyp(), "52-54-00-ab-cd-0e");
+        assert_eq!(m.pxelinux_name(), "01-52-54-00-ab-cd-0e");
+        assert_eq!("52-54-00-ab-cd-0e".parse::<MacAddr>(), Ok(m));
+        assert!("52:54:00:ab:cd".parse::<MacAddr>().is_err());
+        assert!("52:54:00:ab:cd:0g".parse::<MacAddr>().is_err());
+        assert!("5:254:00:ab:cd:0e".parse::<MacAddr>().is_err());
+    }
+
     use super::*;
 
     #[test]

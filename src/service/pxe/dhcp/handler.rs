@@ -8,8 +8,8 @@ use std::time::Duration;
 use dhcproto::v4::{self, Architecture, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
-use super::store::{HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader};
 use crate::pxe::MacAddr;
+use ferric_types::dhcp::{HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader};
 
 /// iPXE's encapsulated options (RFC-less, documented by iPXE) and the "no ProxyDHCP" flag that
 /// stops iPXE waiting for a ProxyDHCP offer.
@@ -208,7 +208,7 @@ impl DhcpHandler {
         host: &HostEntry,
         requested: Option<Ipv4Addr>,
         now: u64,
-    ) -> Result<Option<Ipv4Addr>, super::store::StoreError> {
+    ) -> Result<Option<Ipv4Addr>, ferric_types::dhcp::StoreError> {
         if let Some(ip) = host.fixed_address {
             return Ok(Some(ip));
         }
@@ -238,7 +238,7 @@ impl DhcpHandler {
         mac: MacAddr,
         host: &HostEntry,
         now: u64,
-    ) -> Result<Option<DhcpReply>, super::store::StoreError> {
+    ) -> Result<Option<DhcpReply>, ferric_types::dhcp::StoreError> {
         let requested = match msg.opts().get(OptionCode::RequestedIpAddress) {
             Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
             _ => None,
@@ -262,7 +262,7 @@ impl DhcpHandler {
         mac: MacAddr,
         host: &HostEntry,
         now: u64,
-    ) -> Result<Option<DhcpReply>, super::store::StoreError> {
+    ) -> Result<Option<DhcpReply>, ferric_types::dhcp::StoreError> {
         let opts = msg.opts();
         let server_id = match opts.get(OptionCode::ServerIdentifier) {
             Some(DhcpOption::ServerIdentifier(s)) => Some(*s),
@@ -315,7 +315,7 @@ impl DhcpHandler {
         host: &HostEntry,
         ip: Option<Ipv4Addr>,
         now: u64,
-    ) -> Result<Option<DhcpReply>, super::store::StoreError> {
+    ) -> Result<Option<DhcpReply>, ferric_types::dhcp::StoreError> {
         let Some(ip) = ip else {
             return Ok(self.nak(msg));
         };
@@ -325,7 +325,7 @@ impl DhcpHandler {
         Ok(self.reply(msg, MessageType::Ack, Some(ip), host))
     }
 
-    fn release(&self, msg: &Message, mac: MacAddr) -> Result<(), super::store::StoreError> {
+    fn release(&self, msg: &Message, mac: MacAddr) -> Result<(), ferric_types::dhcp::StoreError> {
         if let Some(l) = self.leases.by_mac(&mac)?
             && l.ip == msg.ciaddr()
         {
@@ -335,7 +335,7 @@ impl DhcpHandler {
         Ok(())
     }
 
-    fn decline(&self, msg: &Message, mac: MacAddr, now: u64) -> Result<(), super::store::StoreError> {
+    fn decline(&self, msg: &Message, mac: MacAddr, now: u64) -> Result<(), ferric_types::dhcp::StoreError> {
         let Some(DhcpOption::RequestedIpAddress(ip)) = msg.opts().get(OptionCode::RequestedIpAddress) else {
             return Ok(());
         };

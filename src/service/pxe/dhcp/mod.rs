@@ -4,14 +4,15 @@
 pub mod handler;
 pub mod ra;
 pub mod server;
-pub mod store;
 
+/// The host table and lease store the handler reads and writes (their contract is
+/// `ferric_types::dhcp`, so the database can serve them without depending on this module).
+pub use ferric_types::dhcp::{
+    HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, MemoryHostTable, MemoryLeaseStore, StoreError,
+};
 pub use handler::{ClientKind, DhcpConfig, DhcpHandler, DhcpObserver, DhcpReply, ReplyDest, client_kind};
 pub use ra::{RaConfig, RaResponder};
 pub use server::{DhcpBind, DhcpServer};
-pub use store::{
-    HostEntry, HostTable, Lease, LeaseState, LeaseStore, Loader, MemoryHostTable, MemoryLeaseStore, StoreError,
-};
 
 /// Errors of the DHCP and RA services.
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,15 @@
-//! What the DHCP handler needs from the rest of ferric: which MACs to serve with which boot
-//! options (the host table, fed by the network interface's "update DHCP boot options" step) and
-//! where leases persist (the lease store, backed by SQLite in the service). Both are synchronous:
-//! the handler is a plain function of (packet, time, tables) that the simulation calls directly.
+//! The contract between the DHCP server (`ferric_service::pxe::dhcp`) and the rest of ferric:
+//! which MACs to serve with which boot options (the host table, fed by the network interface's
+//! "update DHCP boot options" step) and where leases persist (the lease store, backed by the
+//! database in the service). Both are synchronous: the handler is a plain function of (packet,
+//! time, tables) that a simulation calls directly.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use parking_lot::RwLock;
 
-use crate::pxe::MacAddr;
+use crate::models::MacAddr;
 
 /// Which network boot program family a host gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
