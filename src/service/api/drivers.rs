@@ -164,7 +164,7 @@ async fn vendor_call(
     }
     util::body_or_empty(&body)?;
     let r = state.rpc.driver_vendor_passthru(&name, m, method.as_str())?;
-    super::nodes_extra::passthru_response(r)
+    super::node_hardware::passthru_response(r)
 }
 
 async fn properties(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {

@@ -8,16 +8,19 @@ mod chassis;
 mod deploy_templates;
 mod drivers;
 pub mod error;
-mod misc;
+mod events;
+mod node_hardware;
 mod nodes;
-mod nodes_extra;
+mod paging;
 mod ports;
 mod ramdisk;
 pub mod render;
-mod util;
 mod volume;
 
 pub use error::{ApiError, ApiResult};
+
+// The next commit moves the rest of `util` out of `paging` and updates its users.
+use paging as util;
 
 use crate::db::Db;
 use crate::trace::Recorder;
@@ -78,11 +81,11 @@ pub fn router(state: ApiState) -> Router {
         .merge(chassis::routes())
         .merge(drivers::routes())
         .merge(ramdisk::routes())
-        .merge(nodes_extra::routes())
+        .merge(node_hardware::routes())
         .merge(volume::routes())
         .merge(allocations::routes())
         .merge(deploy_templates::routes())
-        .merge(misc::routes());
+        .merge(events::routes());
     // ferric's own diagnostics live outside Ironic's namespace.
     let ferric = Router::new().route("/trace/{node}", get(util::trace));
     let mut inner = Router::new()

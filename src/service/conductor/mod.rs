@@ -6,7 +6,7 @@
 //! workers; the API gets its answer (usually 202) as soon as the work is accepted.
 
 mod allocations;
-mod extras;
+mod hardware;
 mod inspection;
 mod ops;
 mod periodic;

@@ -4,16 +4,16 @@
 //! them directly rather than hopping to a blocking pool. One writer connection serialises writes;
 //! a small pool of reader connections serves the API's reads in parallel.
 
+mod allocations;
 mod dhcp;
-mod extras;
 mod migrations;
 mod nodes;
-mod others;
+mod ports;
 
+pub use allocations::{AllocationFilter, Page, SORT_KEY_ERROR};
 pub use dhcp::LeaseRow;
-pub use extras::{AllocationFilter, Page, SORT_KEY_ERROR};
 pub use nodes::{LockUse, NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
-pub use others::{PORT_SORT_KEYS, PortQuery};
+pub use ports::{PORT_SORT_KEYS, PortQuery};
 
 use ferric_types::models::{Node, NodeId};
 use parking_lot::Mutex;

@@ -2,14 +2,14 @@
 //!
 //! These are the stored shapes; the API renders them per microversion (`api::render`).
 
-mod extras;
+mod allocation;
 mod ids;
 mod node;
 mod port;
 pub mod schema;
 mod states;
 
-pub use extras::{
+pub use allocation::{
     Allocation, BiosSetting, DeployTemplate, FirmwareComponent, HistoryEvent, VolumeConnector, VolumeTarget,
     allocation_state,
 };

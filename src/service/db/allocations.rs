@@ -432,9 +432,9 @@ impl Db {
         lock: LockUse<'_>,
     ) -> Result<(), DbError> {
         let body = to_json(n)?;
-        let port_bodies = super::others::port_bodies(ports)?;
+        let port_bodies = super::ports::port_bodies(ports)?;
         let version = self.write(|tx| {
-            super::others::update_ports_tx(tx, ports, port_bodies)?;
+            super::ports::update_ports_tx(tx, ports, port_bodies)?;
             let stored = StoredKeys::read(tx, n.uuid)?;
             let version = update_node_tx(tx, n, &body, lock, stored.as_ref())?;
             let changed = n.last_error.is_some() && stored.and_then(|k| k.last_error) != n.last_error;
