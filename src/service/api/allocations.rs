@@ -2,9 +2,11 @@
 //! owner 1.60).
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
 use super::nodes::{apply_patch, check_name, load};
+use super::paging;
 use super::render::fmt_time;
-use super::util::{self, JsonBody, Query, no_content, ok};
+use super::responses::{self, links, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::AllocationFilter;
 use axum::Router;
@@ -56,14 +58,14 @@ fn doc(ctx: &Ctx, a: &Allocation) -> Value {
     m.insert("resource_class".into(), json!(a.resource_class));
     m.insert("state".into(), json!(a.state));
     m.insert("traits".into(), json!(a.traits));
-    m.insert("links".into(), util::links(&ctx.base, &format!("allocations/{}", a.uuid)));
+    m.insert("links".into(), links(&ctx.base, &format!("allocations/{}", a.uuid)));
     m.insert("node_uuid".into(), json!(a.node_uuid.map(|n| n.to_string())));
     Value::Object(m)
 }
 
 /// `fields`, with `owner` refused below 1.60.
 fn fields(ctx: &Ctx, q: &Query) -> Result<Option<Vec<String>>, ApiError> {
-    let f = util::field_list(q);
+    let f = paging::field_list(q);
     if f.as_ref().is_some_and(|f| f.iter().any(|x| x == "owner")) && !ctx.allows(60) {
         return Err(ApiError::not_acceptable());
     }
@@ -84,7 +86,7 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     if q.get("owner").is_some() && !ctx.allows(60) {
         return Err(ApiError::not_acceptable());
     }
-    let page = util::page(
+    let page = paging::page(
         &q,
         &["id", "uuid", "name", "node_uuid", "state", "resource_class", "owner", "created_at", "updated_at"],
         &["extra", "candidate_nodes", "traits"],
@@ -103,7 +105,7 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     let mut items = Vec::with_capacity(rows.len());
     for a in &rows {
         let mut d = doc(&ctx, a);
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|a| a.uuid.to_string()).collect();
@@ -111,7 +113,7 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     if let Some(f) = &fields {
         args.push(("fields", f.join(",")));
     }
-    ok(&util::collection(&ctx, "allocations", items, &markers, page.limit, "allocations", &args))
+    ok(&paging::collection(&ctx, "allocations", items, &markers, page.limit, "allocations", &args))
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> ApiResult {
@@ -119,7 +121,7 @@ async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q
     let a = load_allocation(&state, &id)?;
     let fields = fields(&ctx, &q)?;
     let mut d = doc(&ctx, &a);
-    util::sanitize(&mut d, fields.as_deref())?;
+    paging::sanitize(&mut d, fields.as_deref())?;
     ok(&d)
 }
 
@@ -239,7 +241,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         updated_at: None,
     };
     let created = state.rpc.create_allocation(a, node.map(|n| n.uuid)).await?;
-    util::created(format!("{}/v1/allocations/{}", ctx.base, created.uuid), &doc(&ctx, &created))
+    responses::created(format!("{}/v1/allocations/{}", ctx.base, created.uuid), &doc(&ctx, &created))
 }
 
 async fn update(
@@ -305,7 +307,7 @@ async fn node_show(State(state): State<ApiState>, ctx: Ctx, Path(node): Path<Str
     let fields = fields(&ctx, &q)?;
     let a = node_allocation(&state, &ctx, &node)?;
     let mut d = doc(&ctx, &a);
-    util::sanitize(&mut d, fields.as_deref())?;
+    paging::sanitize(&mut d, fields.as_deref())?;
     ok(&d)
 }
 

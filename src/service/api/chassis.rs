@@ -1,9 +1,11 @@
 //! `/v1/chassis`.
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
 use super::nodes::apply_patch;
+use super::paging;
 use super::render;
-use super::util::{self, JsonBody, Query, no_content, ok};
+use super::responses::{json_response, links, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::NodeQuery;
 use axum::Router;
@@ -43,10 +45,10 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiRe
         }
         (None, Some(true))
     } else {
-        util::return_fields(q, &["uuid", "description"], ctx.allows(43))?
+        paging::return_fields(q, &["uuid", "description"], ctx.allows(43))?
     };
-    let page = util::page(q, &["id", "uuid", "description", "created_at", "updated_at"], &["extra"])?;
-    let rows = util::paginate(
+    let page = paging::page(q, &["id", "uuid", "description", "created_at", "updated_at"], &["extra"])?;
+    let rows = paging::paginate(
         state.db.list_chassis()?,
         &page,
         |c, k| match k {
@@ -62,7 +64,7 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiRe
     let mut items = Vec::with_capacity(rows.len());
     for c in &rows {
         let mut d = render::chassis(c, ctx, None);
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|c| c.uuid.map(|u| u.to_string()).unwrap_or_default()).collect();
@@ -76,7 +78,7 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiRe
         args.push(("fields", f.join(",")));
     }
     let path = if detail_path { "chassis/detail" } else { "chassis" };
-    ok(&util::collection(ctx, "chassis", items, &markers, page.limit, path, &args))
+    ok(&paging::collection(ctx, "chassis", items, &markers, page.limit, path, &args))
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> ApiResult {
@@ -85,7 +87,7 @@ async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q
     }
     let c = state.db.get_chassis(parse_id(&id)?)?;
     let mut d = render::chassis(&c, &ctx, None);
-    util::sanitize(&mut d, util::field_list(&q).as_deref())?;
+    paging::sanitize(&mut d, paging::field_list(&q).as_deref())?;
     ok(&d)
 }
 
@@ -113,7 +115,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         }
     }
     state.db.create_chassis(&c)?;
-    let mut r = util::json_response(StatusCode::CREATED, &render::chassis(&c, &ctx, None));
+    let mut r = json_response(StatusCode::CREATED, &render::chassis(&c, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
         "{}/v1/chassis/{}",
         ctx.base,
@@ -158,7 +160,7 @@ async fn nodes(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>) 
             json!({
                 "uuid": s.uuid.to_string(), "instance_uuid": s.instance_uuid, "maintenance": s.maintenance,
                 "power_state": s.power_state.map(|p| p.as_str()), "provision_state": s.provision_state.as_str(),
-                "name": s.name, "links": util::links(&ctx.base, &format!("nodes/{}", s.uuid)),
+                "name": s.name, "links": links(&ctx.base, &format!("nodes/{}", s.uuid)),
             })
         })
         .collect();

@@ -1,7 +1,9 @@
 //! `/v1/drivers` and `/v1/conductors`.
 
 use super::error::{ApiError, ApiResult};
-use super::util::{self, Query, ok};
+use super::extract::{Query, body_or_empty};
+use super::paging;
+use super::responses::{links, ok};
 use super::{ApiState, Ctx};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -36,9 +38,9 @@ fn driver_doc(state: &ApiState, ctx: &Ctx, name: &str, hosts: &[String], detail:
     let mut m = Map::new();
     m.insert("name".into(), json!(name));
     m.insert("hosts".into(), json!(hosts));
-    m.insert("links".into(), util::links(&ctx.base, &format!("drivers/{name}")));
+    m.insert("links".into(), links(&ctx.base, &format!("drivers/{name}")));
     if ctx.allows(14) {
-        m.insert("properties".into(), util::links(&ctx.base, &format!("drivers/{name}/properties")));
+        m.insert("properties".into(), links(&ctx.base, &format!("drivers/{name}/properties")));
     }
     if ctx.allows(30) {
         m.insert("type".into(), json!("dynamic"));
@@ -87,7 +89,7 @@ fn conductor_hosts(state: &ApiState, driver: &str) -> Vec<String> {
 
 /// `fields` (API 1.77), checked against the document's keys.
 fn driver_fields(ctx: &Ctx, q: &Query) -> Result<Option<Vec<String>>, ApiError> {
-    let f = util::field_list(q);
+    let f = paging::field_list(q);
     if f.is_some() && !ctx.allows(77) {
         return Err(ApiError::not_acceptable());
     }
@@ -120,7 +122,7 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     let mut items = Vec::with_capacity(names.len());
     for n in &names {
         let mut d = driver_doc(&state, &ctx, n, &conductor_hosts(&state, n), detail == Some(true));
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     ok(&json!({"drivers": items}))
@@ -134,7 +136,7 @@ async fn show(State(state): State<ApiState>, ctx: Ctx, Path(name): Path<String>,
         )));
     }
     let mut d = driver_doc(&state, &ctx, &name, &conductor_hosts(&state, &name), true);
-    util::sanitize(&mut d, fields.as_deref())?;
+    paging::sanitize(&mut d, fields.as_deref())?;
     ok(&d)
 }
 
@@ -162,9 +164,9 @@ async fn vendor_call(
     if m.is_empty() {
         return Err(ApiError::bad_request("Method not specified"));
     }
-    util::body_or_empty(&body)?;
+    body_or_empty(&body)?;
     let r = state.rpc.driver_vendor_passthru(&name, m, method.as_str())?;
-    super::node_hardware::passthru_response(r)
+    super::vendor::passthru_response(r)
 }
 
 async fn properties(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {
@@ -181,7 +183,7 @@ fn conductor_doc(ctx: &Ctx, c: &ferric_types::models::ConductorRecord, detail: b
         m.insert("updated_at".into(), json!(super::render::fmt_time(&c.updated_at)));
         m.insert("drivers".into(), json!(c.drivers));
     }
-    m.insert("links".into(), util::links(&ctx.base, &format!("conductors/{}", c.hostname)));
+    m.insert("links".into(), links(&ctx.base, &format!("conductors/{}", c.hostname)));
     m.insert("alive".into(), json!(c.online));
     Value::Object(m)
 }

@@ -9,18 +9,22 @@ mod deploy_templates;
 mod drivers;
 pub mod error;
 mod events;
+mod extract;
 mod node_hardware;
+mod node_records;
 mod nodes;
 mod paging;
 mod ports;
 mod ramdisk;
 pub mod render;
+mod responses;
+mod root;
+mod shards;
+mod trace;
+mod vendor;
 mod volume;
 
 pub use error::{ApiError, ApiResult};
-
-// The next commit moves the rest of `util` out of `paging` and updates its users.
-use paging as util;
 
 use crate::db::Db;
 use crate::trace::Recorder;
@@ -72,27 +76,39 @@ impl Ctx {
     }
 }
 
+/// Below `minor` a sub-resource does not route (Ironic's `_lookup` aborts with 404).
+fn need_route(ctx: &Ctx, minor: u32) -> Result<(), ApiError> {
+    if ctx.allows(minor) {
+        Ok(())
+    } else {
+        Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."))
+    }
+}
+
 /// The API router, with Ironic's headers, version negotiation and error shapes.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
-        .route("/", get(util::v1_root))
+        .route("/", get(root::v1_root))
         .merge(nodes::routes())
         .merge(ports::routes())
         .merge(chassis::routes())
         .merge(drivers::routes())
         .merge(ramdisk::routes())
         .merge(node_hardware::routes())
+        .merge(node_records::routes())
+        .merge(vendor::routes())
         .merge(volume::routes())
         .merge(allocations::routes())
         .merge(deploy_templates::routes())
-        .merge(events::routes());
+        .merge(events::routes())
+        .merge(shards::routes());
     // ferric's own diagnostics live outside Ironic's namespace.
-    let ferric = Router::new().route("/trace/{node}", get(util::trace));
+    let ferric = Router::new().route("/trace/{node}", get(trace::trace));
     let mut inner = Router::new()
-        .route("/", get(util::root))
+        .route("/", get(root::root))
         .nest("/v1", v1)
         .nest("/ferric", ferric)
-        .fallback(util::no_route)
+        .fallback(root::no_route)
         .with_state(state.clone());
     if let Some(images) = &state.images {
         inner = inner.merge(images.clone().router());

@@ -1,8 +1,10 @@
 //! `/v1/nodes` and everything under it.
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query, parse_bool};
+use super::paging;
 use super::render::{self, NODE_LIST_FIELDS};
-use super::util::{self, JsonBody, Query, accepted, no_content, ok};
+use super::responses::{accepted, json_response, links, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::{NODE_SORT_KEYS, NodeFilter, NodeQuery};
 use crate::trace::{Actor, seed};
@@ -200,9 +202,9 @@ fn parse_query(ctx: &Ctx, q: &Query) -> Result<NodeQuery, ApiError> {
     };
     Ok(NodeQuery {
         filter: node_filter(ctx, q)?,
-        sort_key: util::sort_key(q, NODE_SORT_KEYS)?,
-        sort_dir: util::sort_dir(q)?,
-        limit: util::limit(q)?,
+        sort_key: paging::sort_key(q, NODE_SORT_KEYS)?,
+        sort_dir: paging::sort_dir(q)?,
+        limit: paging::limit(q)?,
         marker,
     })
 }
@@ -243,8 +245,8 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -
             state.db.get_chassis(id)?;
         }
     }
-    let fields = util::fields(ctx, q, &render::node_field_version)?;
-    let limit = nq.limit.unwrap_or(util::MAX_PAGE);
+    let fields = paging::fields(ctx, q, &render::node_field_version)?;
+    let limit = nq.limit.unwrap_or(paging::MAX_PAGE);
     let mut items = Vec::new();
     let mut last: Option<String> = None;
     let plain = !detail && fields.is_none();
@@ -266,7 +268,7 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -
             if ctx.allows(5) {
                 m.insert("name".into(), json!(s.name));
             }
-            m.insert("links".into(), util::links(&ctx.base, &format!("nodes/{}", s.uuid)));
+            m.insert("links".into(), links(&ctx.base, &format!("nodes/{}", s.uuid)));
             items.push(Value::Object(m));
         }
         if rows.len() == limit {
@@ -298,14 +300,14 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -
             fields.clone()
         };
         let args = next_args(&nq, shown.as_deref(), q);
-        body.insert("next".into(), Value::String(util::next_link(ctx, path, &args, limit, &m)));
+        body.insert("next".into(), Value::String(paging::next_link(ctx, path, &args, limit, &m)));
     }
     let _ = NODE_LIST_FIELDS;
     ok(&Value::Object(body))
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    let fields = util::fields(&ctx, &q, &render::node_field_version)?;
+    let fields = paging::fields(&ctx, &q, &render::node_field_version)?;
     let n = load(&state, &ctx, &ident)?;
     ok(&render::node(&n, &ctx, fields.as_deref()))
 }
@@ -396,7 +398,7 @@ fn set_field(n: &mut Node, field: &str, v: &Value) -> Result<(), ApiError> {
         match v {
             Value::Bool(b) => Ok(*b),
             Value::Null => Ok(false),
-            Value::String(s) => util::parse_bool(s).ok_or_else(|| type_error(field, v, "a boolean")),
+            Value::String(s) => parse_bool(s).ok_or_else(|| type_error(field, v, "a boolean")),
             _ => Err(type_error(field, v, "a boolean")),
         }
     };
@@ -507,7 +509,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
     // Before 1.11 new nodes start as "available".
     n.provision_state = if ctx.allows(11) { ProvisionState::Enroll } else { ProvisionState::Available };
     let created = state.rpc.create_node(n).await?;
-    let mut r = util::json_response(StatusCode::CREATED, &render::node(&created, &ctx, None));
+    let mut r = json_response(StatusCode::CREATED, &render::node(&created, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&node_location(&ctx, &created)) {
         r.headers_mut().insert(axum::http::header::LOCATION, v);
     }
@@ -661,7 +663,7 @@ async fn update(
             if !ctx.allows(45) {
                 return Err(ApiError::not_acceptable());
             }
-            util::parse_bool(&v)
+            parse_bool(&v)
                 .ok_or_else(|| ApiError::bad_request(format!("Invalid boolean value for reset_interfaces: {v}")))?
         }
     };

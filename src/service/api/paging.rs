@@ -1,187 +1,13 @@
-//! Shared handler plumbing: context extraction, JSON bodies, query strings, links, root documents.
+//! Listing parameters as Ironic reads them (`limit`, `marker`, `sort_key`, `sort_dir`, `fields`,
+//! `detail`), and collection bodies with their `next` link.
 
-use super::error::{ApiError, ApiResult};
-use super::{Ctx, MAX_BODY, MAX_MINOR, MIN_MINOR};
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
-
-impl<S: Send + Sync> FromRequestParts<S> for Ctx {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _s: &S) -> Result<Ctx, ApiError> {
-        parts
-            .extensions
-            .get::<Ctx>()
-            .cloned()
-            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "request context missing"))
-    }
-}
-
-/// A JSON request body, size-limited, with errors in Ironic's envelope.
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, _s: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Request is too large; the limit is {MAX_BODY} bytes."),
-            )
-        })?;
-        if bytes.is_empty() {
-            return Err(ApiError::bad_request("The request body is empty; JSON was expected."));
-        }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))
-    }
-}
-
-/// Query parameters (last value wins for repeated keys).
-pub struct Query(pub BTreeMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Query {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _s: &S) -> Result<Query, ApiError> {
-        let q = parts.uri.query().unwrap_or("");
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(q).map_err(|e| ApiError::bad_request(format!("Invalid query string: {e}")))?;
-        Ok(Query(pairs.into_iter().collect()))
-    }
-}
-
-impl Query {
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(|s| s.as_str())
-    }
-
-    /// Ironic's boolean parsing for query parameters.
-    pub fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(v) => parse_bool(v)
-                .map(Some)
-                .ok_or_else(|| ApiError::bad_request(format!("Invalid boolean value for {k}: {v}"))),
-        }
-    }
-}
-
-pub fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
-        "0" | "f" | "false" | "off" | "n" | "no" => Some(false),
-        _ => None,
-    }
-}
-
-/// `[{"href": base/v1/path, "rel": "self"}, {"href": base/path, "rel": "bookmark"}]`.
-pub fn links(base: &str, path: &str) -> Value {
-    json!([
-        {"href": format!("{base}/v1/{path}"), "rel": "self"},
-        {"href": format!("{base}/{path}"), "rel": "bookmark"},
-    ])
-}
-
-/// A JSON response with status.
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut r = (status, bytes).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-pub fn ok(body: &Value) -> ApiResult {
-    Ok(json_response(StatusCode::OK, body))
-}
-
-/// 202 with `Location` (Ironic's answer to asynchronous state changes).
-pub fn accepted(location: String) -> ApiResult {
-    let mut r = StatusCode::ACCEPTED.into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(r)
-}
-
-pub fn no_content() -> ApiResult {
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn version_doc(base: &str) -> Value {
-    json!({
-        "id": "v1",
-        "links": [{"href": format!("{base}/v1/"), "rel": "self"}],
-        "status": "CURRENT",
-        "min_version": format!("1.{MIN_MINOR}"),
-        "version": format!("1.{MAX_MINOR}"),
-    })
-}
-
-pub async fn root(ctx: Ctx) -> ApiResult {
-    let v = version_doc(&ctx.base);
-    ok(&json!({
-        "name": "OpenStack Ironic API",
-        "description": "Ironic is an OpenStack project which enables the provision and management of baremetal machines.",
-        "default_version": v,
-        "versions": [v],
-    }))
-}
-
-pub async fn v1_root(ctx: Ctx) -> ApiResult {
-    let b = &ctx.base;
-    let res = |name: &str| {
-        json!([
-            {"href": format!("{b}/v1/{name}/"), "rel": "self"},
-            {"href": format!("{b}/{name}/"), "rel": "bookmark"},
-        ])
-    };
-    let mut doc = serde_json::Map::new();
-    doc.insert("id".into(), json!("v1"));
-    doc.insert(
-        "links".into(),
-        json!([
-            {"href": format!("{b}/v1/"), "rel": "self"},
-            {"href": "https://docs.openstack.org//ironic/latest/contributor//webapi.html", "rel": "describedby", "type": "text/html"},
-        ]),
-    );
-    doc.insert(
-        "media_types".into(),
-        json!({"base": "application/json", "type": "application/vnd.openstack.ironic.v1+json"}),
-    );
-    for r in ["chassis", "nodes", "ports", "drivers"] {
-        doc.insert(r.into(), res(r));
-    }
-    doc.insert("version".into(), version_doc(b));
-    for (r, min) in [
-        ("portgroups", 23),
-        ("volume", 32),
-        ("lookup", 22),
-        ("heartbeat", 22),
-        ("conductors", 49),
-        ("allocations", 52),
-        ("events", 54),
-        ("deploy_templates", 55),
-        ("shards", 82),
-        ("continue_inspection", 84),
-    ] {
-        if ctx.allows(min) {
-            doc.insert(r.into(), res(r));
-        }
-    }
-    ok(&Value::Object(doc))
-}
-
-pub async fn no_route() -> ApiError {
-    ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found.")
-}
+use super::Ctx;
+use super::error::ApiError;
+use super::extract::Query;
+use serde_json::Value;
 
 /// Parses `limit` (positive, capped at the API's maximum page).
-pub fn limit(q: &super::util::Query) -> Result<Option<usize>, ApiError> {
+pub fn limit(q: &Query) -> Result<Option<usize>, ApiError> {
     match q.get("limit") {
         None => Ok(Some(MAX_PAGE)),
         Some(l) => {
@@ -246,22 +72,6 @@ pub fn next_link(ctx: &Ctx, path: &str, args: &[(&str, String)], limit: usize, m
     }
     s.push_str(&format!("limit={limit}&marker={marker}"));
     s
-}
-
-/// `GET /ferric/trace/{node}`: the messages recorded for a node's deploys, in order, as
-/// `{"events": [{at_ms, from, to, label}], "mermaid": "..."}` (ferric's own diagnostic endpoint).
-pub async fn trace(
-    axum::extract::State(state): axum::extract::State<super::ApiState>,
-    ctx: Ctx,
-    axum::extract::Path(ident): axum::extract::Path<String>,
-) -> ApiResult {
-    let n = super::nodes::load(&state, &ctx, &ident)?;
-    let events = state.trace.node_events(n.uuid);
-    let list: Vec<Value> = events
-        .iter()
-        .map(|e| json!({"at_ms": e.at_ms, "from": e.from.as_str(), "to": e.to.as_str(), "label": e.label}))
-        .collect();
-    ok(&json!({"node": n.uuid.to_string(), "events": list, "mermaid": crate::trace::mermaid(&events)}))
 }
 
 /// The `limit`, `marker` (a UUID), `sort_key` and `sort_dir` of a listing, as Ironic's
@@ -343,29 +153,6 @@ pub fn collection(
         m.insert("next".into(), Value::String(next_link(ctx, path, args, l, last)));
     }
     Value::Object(m)
-}
-
-/// `201 Created` with a body and `Location`.
-pub fn created(location: String, body: &Value) -> ApiResult {
-    let mut r = json_response(StatusCode::CREATED, body);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(r)
-}
-
-/// The request body as JSON, or `{}` when empty (Ironic's `method.body`).
-pub fn body_or_empty(bytes: &[u8]) -> Result<Value, ApiError> {
-    if bytes.is_empty() {
-        return Ok(Value::Object(Default::default()));
-    }
-    if bytes.len() > MAX_BODY {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request is too large; the limit is {MAX_BODY} bytes."),
-        ));
-    }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("Invalid JSON in request body: {e}")))
 }
 
 /// Orders and pages a small in-memory listing (chassis, portgroups) as the store pages the

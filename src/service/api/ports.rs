@@ -1,9 +1,11 @@
 //! `/v1/ports` and `/v1/portgroups`.
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
 use super::nodes::{apply_patch, load};
+use super::paging;
 use super::render;
-use super::util::{self, JsonBody, Query, no_content, ok};
+use super::responses::{json_response, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::{PORT_SORT_KEYS, PortQuery};
 use axum::Router;
@@ -75,7 +77,7 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
         }
         None => None,
     };
-    let fields = util::fields(ctx, q, &render::port_field_version)?;
+    let fields = paging::fields(ctx, q, &render::port_field_version)?;
     if detail && fields.is_some() {
         return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
     }
@@ -83,13 +85,13 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
         node,
         portgroup,
         address,
-        sort_key: util::sort_key(q, PORT_SORT_KEYS)?,
-        sort_dir: util::sort_dir(q)?,
-        limit: util::limit(q)?,
+        sort_key: paging::sort_key(q, PORT_SORT_KEYS)?,
+        sort_dir: paging::sort_dir(q)?,
+        limit: paging::limit(q)?,
         marker,
         nodes,
     };
-    let limit = pq.limit.unwrap_or(util::MAX_PAGE);
+    let limit = pq.limit.unwrap_or(paging::MAX_PAGE);
     let ports = state.db.list_ports(&pq)?;
     let shown: Option<Vec<String>> =
         if detail { None } else { Some(fields.clone().unwrap_or_else(|| vec!["uuid".into(), "address".into()])) };
@@ -103,7 +105,10 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
             if let Some(f) = &fields {
                 args.push(("fields", f.join(",")));
             }
-            body.insert("next".into(), Value::String(util::next_link(ctx, path, &args, limit, &last.uuid.to_string())));
+            body.insert(
+                "next".into(),
+                Value::String(paging::next_link(ctx, path, &args, limit, &last.uuid.to_string())),
+            );
         }
     }
     ok(&Value::Object(body))
@@ -146,7 +151,7 @@ pub(super) async fn node_ports_detail(
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    let fields = util::fields(&ctx, &q, &render::port_field_version)?;
+    let fields = paging::fields(&ctx, &q, &render::port_field_version)?;
     let p = load_port(&state, &ident)?;
     ok(&render::port(&p, &ctx, fields.as_deref()))
 }
@@ -246,7 +251,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         set_port_field(&state, &ctx, &mut p, k, v)?;
     }
     let p = state.rpc.create_port(p).await?;
-    let mut r = util::json_response(StatusCode::CREATED, &render::port(&p, &ctx, None));
+    let mut r = json_response(StatusCode::CREATED, &render::port(&p, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{}/v1/ports/{}", ctx.base, p.uuid)) {
         r.headers_mut().insert(axum::http::header::LOCATION, v);
     }
@@ -313,7 +318,7 @@ fn pg_list_impl(
     path: &str,
 ) -> ApiResult {
     need_portgroups(ctx)?;
-    let fields_q = util::field_list(q);
+    let fields_q = paging::field_list(q);
     if fields_q.is_some() && !ctx.allows(8) {
         return Err(ApiError::not_acceptable());
     }
@@ -326,7 +331,7 @@ fn pg_list_impl(
         }
         (None, Some(true))
     } else {
-        util::return_fields(q, &["uuid", "address", "name"], ctx.allows(43))?
+        paging::return_fields(q, &["uuid", "address", "name"], ctx.allows(43))?
     };
     if q.get("node").is_some() && q.get("address").is_some() {
         return Err(ApiError::bad_request("Filtering by node, address, or shard simultaneously is not supported."));
@@ -338,14 +343,14 @@ fn pg_list_impl(
     };
     let address = q.get("address").map(parse_mac).transpose()?.map(|m| m.to_string());
     let page =
-        util::page(q, &["id", "uuid", "name", "address", "created_at"], &["extra", "internal_info", "properties"])?;
+        paging::page(q, &["id", "uuid", "name", "address", "created_at"], &["extra", "internal_info", "properties"])?;
     let groups: Vec<Portgroup> = state
         .db
         .list_portgroups(node)?
         .into_iter()
         .filter(|g| address.as_ref().is_none_or(|a| g.address.as_ref() == Some(a)))
         .collect();
-    let rows = util::paginate(
+    let rows = paging::paginate(
         groups,
         &page,
         |g, k| match k {
@@ -361,7 +366,7 @@ fn pg_list_impl(
     let mut items = Vec::with_capacity(rows.len());
     for g in &rows {
         let mut d = render::portgroup(g, ctx, None);
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|g| g.uuid.map(|u| u.to_string()).unwrap_or_default()).collect();
@@ -374,7 +379,7 @@ fn pg_list_impl(
     if let Some(f) = &fields {
         args.push(("fields", f.join(",")));
     }
-    ok(&util::collection(ctx, "portgroups", items, &markers, page.limit, path, &args))
+    ok(&paging::collection(ctx, "portgroups", items, &markers, page.limit, path, &args))
 }
 
 async fn pg_list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
@@ -400,7 +405,7 @@ pub(super) async fn node_portgroups(
 
 async fn pg_show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
     need_portgroups(&ctx)?;
-    let fields = util::field_list(&q);
+    let fields = paging::field_list(&q);
     if fields.is_some() && !ctx.allows(8) {
         return Err(ApiError::not_acceptable());
     }
@@ -409,7 +414,7 @@ async fn pg_show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<Stri
     }
     let g = state.db.get_portgroup(&ident)?;
     let mut d = render::portgroup(&g, &ctx, None);
-    util::sanitize(&mut d, fields.as_deref())?;
+    paging::sanitize(&mut d, fields.as_deref())?;
     ok(&d)
 }
 
@@ -465,7 +470,7 @@ async fn pg_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): Json
     }
     g.created_at = Some(chrono::Utc::now());
     state.db.create_portgroup(&g)?;
-    let mut r = util::json_response(StatusCode::CREATED, &render::portgroup(&g, &ctx, None));
+    let mut r = json_response(StatusCode::CREATED, &render::portgroup(&g, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
         "{}/v1/portgroups/{}",
         ctx.base,

@@ -1,9 +1,10 @@
 //! The ramdisk endpoints: `/v1/lookup` and `/v1/heartbeat/{node}` (ironic-python-agent's calls).
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
 use super::nodes::view;
 use super::render;
-use super::util::{JsonBody, Query, accepted, ok};
+use super::responses::{accepted, ok};
 use super::{ApiState, Ctx};
 use crate::trace::{Actor, seed};
 use axum::Router;
@@ -161,7 +162,7 @@ async fn continue_inspection(
         Some((node, token)) => lookup_doc(&ctx, &node, &token, &state),
         None => json!({"uuid": n.uuid.to_string()}),
     };
-    Ok(super::util::json_response(axum::http::StatusCode::ACCEPTED, &body))
+    Ok(super::responses::json_response(axum::http::StatusCode::ACCEPTED, &body))
 }
 
 #[derive(serde::Deserialize)]

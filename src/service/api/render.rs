@@ -2,7 +2,7 @@
 //! the same order, fields newer than the request's version hidden, secrets masked.
 
 use super::Ctx;
-use super::util::links;
+use super::responses::links;
 use ferric_types::models::{Chassis, JsonMap, Node, Port, Portgroup};
 use serde_json::{Map, Value, json};
 

@@ -12,6 +12,8 @@ mod ops;
 mod periodic;
 mod provision;
 mod rpc;
+mod vendor;
+mod volumes;
 
 pub use inspection::AGENT_INSPECT;
 
