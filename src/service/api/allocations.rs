@@ -3,6 +3,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Query};
+use super::microversion::{ALLOCATION_BACKFILL, ALLOCATION_OWNER, ALLOCATION_UPDATE, ALLOCATIONS};
 use super::nodes::{apply_patch, check_name, load};
 use super::paging;
 use super::render::fmt_time;
@@ -27,16 +28,16 @@ pub fn routes() -> Router<ApiState> {
 const NOT_ALLOWED: &str = "The API version does not allow allocations";
 
 fn need_get(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(52) { Ok(()) } else { Err(ApiError::not_found(NOT_ALLOWED)) }
+    if ctx.allows(ALLOCATIONS) { Ok(()) } else { Err(ApiError::not_found(NOT_ALLOWED)) }
 }
 
 fn need_write(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(52) { Ok(()) } else { Err(ApiError::method_not_allowed(NOT_ALLOWED)) }
+    if ctx.allows(ALLOCATIONS) { Ok(()) } else { Err(ApiError::method_not_allowed(NOT_ALLOWED)) }
 }
 
 /// Below 1.52 `/nodes/{id}/allocation` does not route.
 fn need_node_route(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(52) {
+    if ctx.allows(ALLOCATIONS) {
         Ok(())
     } else {
         Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."))
@@ -52,7 +53,7 @@ fn doc(ctx: &Ctx, a: &Allocation) -> Value {
     m.insert("extra".into(), Value::Object(a.extra.clone()));
     m.insert("last_error".into(), json!(a.last_error));
     m.insert("name".into(), json!(a.name));
-    if ctx.allows(60) {
+    if ctx.allows(ALLOCATION_OWNER) {
         m.insert("owner".into(), json!(a.owner));
     }
     m.insert("resource_class".into(), json!(a.resource_class));
@@ -66,7 +67,7 @@ fn doc(ctx: &Ctx, a: &Allocation) -> Value {
 /// `fields`, with `owner` refused below 1.60.
 fn fields(ctx: &Ctx, q: &Query) -> Result<Option<Vec<String>>, ApiError> {
     let f = paging::field_list(q);
-    if f.as_ref().is_some_and(|f| f.iter().any(|x| x == "owner")) && !ctx.allows(60) {
+    if f.as_ref().is_some_and(|f| f.iter().any(|x| x == "owner")) && !ctx.allows(ALLOCATION_OWNER) {
         return Err(ApiError::not_acceptable());
     }
     Ok(f)
@@ -83,7 +84,7 @@ fn load_allocation(state: &ApiState, ident: &str) -> Result<Allocation, ApiError
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     need_get(&ctx)?;
     let fields = fields(&ctx, &q)?;
-    if q.get("owner").is_some() && !ctx.allows(60) {
+    if q.get("owner").is_some() && !ctx.allows(ALLOCATION_OWNER) {
         return Err(ApiError::not_acceptable());
     }
     let page = paging::page(
@@ -139,7 +140,7 @@ fn create_schema(ctx: &Ctx) -> Value {
         },
         "additionalProperties": false,
     });
-    if ctx.allows(58) {
+    if ctx.allows(ALLOCATION_BACKFILL) {
         s["properties"]["node"] = json!({"type": ["string", "null"]});
     }
     s
@@ -250,7 +251,7 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
-    if !ctx.allows(57) {
+    if !ctx.allows(ALLOCATION_UPDATE) {
         return Err(ApiError::method_not_allowed("The API version does not allow updating allocations"));
     }
     let a = load_allocation(&state, &id)?;
@@ -272,7 +273,7 @@ async fn update(
         }
     }
     let mut d = json!({"name": a.name, "extra": a.extra});
-    let writable = |f: &str| matches!(f, "name" | "extra").then_some(57);
+    let writable = |f: &str| matches!(f, "name" | "extra").then_some(ALLOCATION_UPDATE);
     apply_patch(&mut d, patch, &ctx, &[], &writable)?;
     let check = json!({"type": "object", "properties": {"name": {"type": ["string", "null"]},
                        "extra": {"type": ["object", "null"]}}});

@@ -2,6 +2,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Query};
+use super::microversion::{DETAIL_QUERY, FIELDS_SELECTOR, INITIAL_VERSION};
 use super::nodes::apply_patch;
 use super::paging;
 use super::render;
@@ -36,7 +37,7 @@ async fn list_detail(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRe
 }
 
 fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiResult {
-    if q.get("fields").is_some() && !ctx.allows(8) {
+    if q.get("fields").is_some() && !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
     let (fields, detail) = if detail_path {
@@ -45,7 +46,7 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiRe
         }
         (None, Some(true))
     } else {
-        paging::return_fields(q, &["uuid", "description"], ctx.allows(43))?
+        paging::return_fields(q, &["uuid", "description"], ctx.allows(DETAIL_QUERY))?
     };
     let page = paging::page(q, &["id", "uuid", "description", "created_at", "updated_at"], &["extra"])?;
     let rows = paging::paginate(
@@ -82,7 +83,7 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiRe
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> ApiResult {
-    if q.get("fields").is_some() && !ctx.allows(8) {
+    if q.get("fields").is_some() && !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
     let c = state.db.get_chassis(parse_id(&id)?)?;
@@ -134,7 +135,7 @@ async fn update(
 ) -> ApiResult {
     let c = state.db.get_chassis(parse_id(&id)?)?;
     let mut doc = json!({"description": c.description, "extra": c.extra});
-    let writable = |f: &str| matches!(f, "description" | "extra").then_some(1);
+    let writable = |f: &str| matches!(f, "description" | "extra").then_some(INITIAL_VERSION);
     apply_patch(&mut doc, patch, &ctx, &["uuid", "created_at", "updated_at", "links", "nodes"], &writable)?;
     let mut updated = c.clone();
     updated.description = doc.get("description").and_then(|d| d.as_str()).map(str::to_string);

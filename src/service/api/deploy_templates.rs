@@ -3,6 +3,7 @@
 use super::allocations::{TRAIT_PATTERNS, trait_schema};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Query};
+use super::microversion::DEPLOY_TEMPLATES;
 use super::nodes::{apply_patch, check_name};
 use super::paging;
 use super::render::{fmt_time, mask_secrets};
@@ -26,7 +27,7 @@ const NOT_ALLOWED: &str = "The API version does not allow deploy templates";
 
 /// Below 1.55: 404 for reads, 405 for writes, as Ironic's controller routes.
 fn need(ctx: &Ctx, method: &Method) -> Result<(), ApiError> {
-    if ctx.allows(55) {
+    if ctx.allows(DEPLOY_TEMPLATES) {
         Ok(())
     } else if method == Method::GET {
         Err(ApiError::not_found(NOT_ALLOWED))
@@ -212,7 +213,7 @@ async fn update(
     }
     let t = load_template(&state, &id)?;
     let mut d = json!({"name": t.name, "extra": t.extra, "steps": t.steps, "description": null});
-    let writable = |f: &str| allowed.contains(&f).then_some(55);
+    let writable = |f: &str| allowed.contains(&f).then_some(DEPLOY_TEMPLATES);
     apply_patch(&mut d, patch, &ctx, &[], &writable)?;
     for s in d["steps"].as_array().cloned().unwrap_or_default() {
         schema::validate_arg("patch", &step_schema(), &s, TRAIT_PATTERNS).map_err(ApiError::bad_request)?;

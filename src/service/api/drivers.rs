@@ -2,6 +2,10 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Query, body_or_empty};
+use super::microversion::{
+    BIOS_INTERFACE, CONDUCTORS, DRIVER_FIELDS_SELECTOR, DYNAMIC_DRIVERS, FIRMWARE_INTERFACE, RAID_CONFIG,
+    RESCUE_INTERFACE, STATES_PROPERTIES_LINKS, STORAGE_INTERFACE,
+};
 use super::paging;
 use super::responses::{links, ok};
 use super::{ApiState, Ctx};
@@ -26,11 +30,11 @@ pub fn routes() -> Router<ApiState> {
 /// The min version at which a driver detail shows `<kind>` interfaces.
 fn kind_version(kind: &str) -> u32 {
     match kind {
-        "storage" => 33,
-        "rescue" => 38,
-        "bios" => 40,
-        "firmware" => 86,
-        _ => 30,
+        "storage" => STORAGE_INTERFACE,
+        "rescue" => RESCUE_INTERFACE,
+        "bios" => BIOS_INTERFACE,
+        "firmware" => FIRMWARE_INTERFACE,
+        _ => DYNAMIC_DRIVERS,
     }
 }
 
@@ -39,10 +43,10 @@ fn driver_doc(state: &ApiState, ctx: &Ctx, name: &str, hosts: &[String], detail:
     m.insert("name".into(), json!(name));
     m.insert("hosts".into(), json!(hosts));
     m.insert("links".into(), links(&ctx.base, &format!("drivers/{name}")));
-    if ctx.allows(14) {
+    if ctx.allows(STATES_PROPERTIES_LINKS) {
         m.insert("properties".into(), links(&ctx.base, &format!("drivers/{name}/properties")));
     }
-    if ctx.allows(30) {
+    if ctx.allows(DYNAMIC_DRIVERS) {
         m.insert("type".into(), json!("dynamic"));
         if detail {
             let reg = state.rpc.registry_view();
@@ -90,7 +94,7 @@ fn conductor_hosts(state: &ApiState, driver: &str) -> Vec<String> {
 /// `fields` (API 1.77), checked against the document's keys.
 fn driver_fields(ctx: &Ctx, q: &Query) -> Result<Option<Vec<String>>, ApiError> {
     let f = paging::field_list(q);
-    if f.is_some() && !ctx.allows(77) {
+    if f.is_some() && !ctx.allows(DRIVER_FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
     Ok(f)
@@ -102,12 +106,12 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     if fields.is_some() && detail == Some(true) {
         return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
     }
-    if detail.is_some() && !ctx.allows(30) {
-        return Err(ApiError::not_acceptable_min(30));
+    if detail.is_some() && !ctx.allows(DYNAMIC_DRIVERS) {
+        return Err(ApiError::not_acceptable_min(DYNAMIC_DRIVERS));
     }
     if let Some(t) = q.get("type") {
-        if !ctx.allows(30) {
-            return Err(ApiError::not_acceptable_min(30));
+        if !ctx.allows(DYNAMIC_DRIVERS) {
+            return Err(ApiError::not_acceptable_min(DYNAMIC_DRIVERS));
         }
         if !matches!(t, "classic" | "dynamic") {
             return Err(ApiError::bad_request(
@@ -141,7 +145,7 @@ async fn show(State(state): State<ApiState>, ctx: Ctx, Path(name): Path<String>,
 }
 
 async fn raid_properties(State(state): State<ApiState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult {
-    if !ctx.allows(12) {
+    if !ctx.allows(RAID_CONFIG) {
         return Err(ApiError::not_acceptable());
     }
     let p = state.rpc.raid_logical_disk_properties(&name)?;
@@ -189,7 +193,7 @@ fn conductor_doc(ctx: &Ctx, c: &ferric_types::models::ConductorRecord, detail: b
 }
 
 async fn conductors(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
-    if !ctx.allows(49) {
+    if !ctx.allows(CONDUCTORS) {
         return Err(ApiError::not_found("The resource could not be found."));
     }
     let detail = q.bool("detail")? == Some(true);
@@ -198,7 +202,7 @@ async fn conductors(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRes
 }
 
 async fn conductor(State(state): State<ApiState>, ctx: Ctx, Path(host): Path<String>) -> ApiResult {
-    if !ctx.allows(49) {
+    if !ctx.allows(CONDUCTORS) {
         return Err(ApiError::not_found("The resource could not be found."));
     }
     let c = state.db.get_conductor(&host)?;

@@ -2,6 +2,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::JsonBody;
+use super::microversion::EVENTS;
 use super::responses::no_content;
 use super::{ApiState, Ctx};
 use axum::Router;
@@ -45,7 +46,7 @@ fn events_schema() -> Value {
 
 /// Accepts network events after validating them; Ironic only logs them too.
 async fn events(ctx: Ctx, JsonBody(body): JsonBody<Value>) -> ApiResult {
-    if !ctx.allows(54) {
+    if !ctx.allows(EVENTS) {
         return Err(ApiError::not_found("The API is not supported for this version"));
     }
     if let Some(e) = schema::validate(&events_schema(), &body, PATTERNS) {

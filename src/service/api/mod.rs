@@ -10,6 +10,7 @@ mod drivers;
 pub mod error;
 mod events;
 mod extract;
+mod microversion;
 mod node_hardware;
 mod node_records;
 mod nodes;
@@ -71,6 +72,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Whether the request's version is 1.`minor` or later; `minor` is one of the
+    /// [`microversion`] names, so the check says which feature it gates.
     pub fn allows(&self, minor: u32) -> bool {
         self.version >= minor
     }

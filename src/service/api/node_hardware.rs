@@ -4,6 +4,9 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Query, body_or_empty, parse_bool};
+use super::microversion::{
+    BIOS_INTERFACE, BIOS_REGISTRY, CHANGE_BOOT_MODE, FIRMWARE_INTERFACE, INJECT_NMI, RAID_CONFIG,
+};
 use super::nodes::load;
 use super::paging;
 use super::render::fmt_time;
@@ -55,7 +58,7 @@ fn states_location(ctx: &Ctx, ident: &str) -> String {
 
 async fn set_raid(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, body: Bytes) -> ApiResult {
     let n = load(&state, &ctx, &ident)?;
-    if !ctx.allows(12) {
+    if !ctx.allows(RAID_CONFIG) {
         return Err(ApiError::not_acceptable());
     }
     let v = body_or_empty(&body)?;
@@ -70,7 +73,7 @@ async fn set_raid(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<Str
 }
 
 async fn inject_nmi(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(29) {
+    if !ctx.allows(INJECT_NMI) {
         return Err(ApiError::not_found("Resource could not be found."));
     }
     let n = load(&state, &ctx, &ident)?;
@@ -97,7 +100,7 @@ async fn set_boot_mode(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let n = load(&state, &ctx, &ident)?;
-    if !ctx.allows(76) {
+    if !ctx.allows(CHANGE_BOOT_MODE) {
         return Err(ApiError::not_found("This endpoint is supported starting with the API version 1.76"));
     }
     let target = match body.get("target") {
@@ -124,7 +127,7 @@ async fn set_secure_boot(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let n = load(&state, &ctx, &ident)?;
-    if !ctx.allows(76) {
+    if !ctx.allows(CHANGE_BOOT_MODE) {
         return Err(ApiError::not_found("This endpoint is supported starting with the API version 1.76"));
     }
     let target = match body.get("target") {
@@ -236,8 +239,9 @@ async fn indicator_set(
 
 // ---------------------------------------------------------------- BIOS
 
-const BIOS_DEFAULT: &[&str] = &["name", "value"];
-const BIOS_REGISTRY: &[&str] = &[
+/// The fields a BIOS setting shows by default, and with the registry (API 1.74) or `?detail=True`.
+const BIOS_DEFAULT_FIELDS: &[&str] = &["name", "value"];
+const BIOS_REGISTRY_FIELDS: &[&str] = &[
     "name",
     "value",
     "attribute_type",
@@ -278,12 +282,12 @@ fn bios_doc(ctx: &Ctx, node: &str, s: &BiosSetting, fields: &[String]) -> Value 
 }
 
 async fn bios_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    need_route(&ctx, 40)?;
+    need_route(&ctx, BIOS_INTERFACE)?;
     let n = load(&state, &ctx, &ident)?;
     let detail = q.bool("detail")?;
     let fields = paging::field_list(&q);
     if let Some(d) = detail {
-        if !ctx.allows(74) {
+        if !ctx.allows(BIOS_REGISTRY) {
             return Err(ApiError::bad_request(format!(
                 "Invalid query parameter ?detail={} received.",
                 if d { "True" } else { "False" }
@@ -291,7 +295,7 @@ async fn bios_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<St
         }
     }
     if let Some(f) = &fields {
-        if !ctx.allows(74) {
+        if !ctx.allows(BIOS_REGISTRY) {
             let list: Vec<String> = f.iter().map(|s| ferric_types::models::schema::py_str(s)).collect();
             return Err(ApiError::bad_request(format!(
                 "Invalid query parameter ?fields=[{}] received.",
@@ -303,9 +307,9 @@ async fn bios_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<St
         }
     }
     let shown: Vec<String> = match (detail, fields) {
-        (Some(true), _) => BIOS_REGISTRY.iter().map(|s| s.to_string()).collect(),
+        (Some(true), _) => BIOS_REGISTRY_FIELDS.iter().map(|s| s.to_string()).collect(),
         (_, Some(f)) => f,
-        _ => BIOS_DEFAULT.iter().map(|s| s.to_string()).collect(),
+        _ => BIOS_DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect(),
     };
     let items: Vec<Value> =
         state.db.list_bios_settings(n.uuid)?.iter().map(|s| bios_doc(&ctx, &ident, s, &shown)).collect();
@@ -313,13 +317,13 @@ async fn bios_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<St
 }
 
 async fn bios_get(State(state): State<ApiState>, ctx: Ctx, Path((ident, name)): Path<(String, String)>) -> ApiResult {
-    need_route(&ctx, 40)?;
+    need_route(&ctx, BIOS_INTERFACE)?;
     let n = load(&state, &ctx, &ident)?;
     let s = state
         .db
         .get_bios_setting(n.uuid, &name)?
         .ok_or_else(|| ApiError::not_found(format!("Node {} doesn't have a BIOS setting '{name}'", n.uuid)))?;
-    let fields = if ctx.allows(74) { BIOS_REGISTRY } else { BIOS_DEFAULT };
+    let fields = if ctx.allows(BIOS_REGISTRY) { BIOS_REGISTRY_FIELDS } else { BIOS_DEFAULT_FIELDS };
     let shown: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
     let mut m = Map::new();
     m.insert(name, bios_doc(&ctx, &n.uuid.to_string(), &s, &shown));
@@ -327,7 +331,7 @@ async fn bios_get(State(state): State<ApiState>, ctx: Ctx, Path((ident, name)): 
 }
 
 async fn firmware(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    need_route(&ctx, 86)?;
+    need_route(&ctx, FIRMWARE_INTERFACE)?;
     let n = load(&state, &ctx, &ident)?;
     let defaults = ["component", "initial_version", "current_version", "last_version_flashed"];
     let (fields, _) = paging::return_fields(&q, &defaults, true)?;

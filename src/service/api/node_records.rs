@@ -3,6 +3,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::Query;
+use super::microversion::{CHILD_NODES, NODE_HISTORY, NODE_INVENTORY};
 use super::nodes::load;
 use super::paging;
 use super::render::fmt_time;
@@ -50,7 +51,7 @@ fn history_doc(ctx: &Ctx, node: &str, e: &HistoryEvent, detail: bool) -> Value {
 }
 
 async fn history_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    need_route(&ctx, 78)?;
+    need_route(&ctx, NODE_HISTORY)?;
     let n = load(&state, &ctx, &ident)?;
     let detail = q.bool("detail")?.unwrap_or(false);
     let mut qq = q.0.clone();
@@ -78,14 +79,14 @@ async fn history_get(
     ctx: Ctx,
     Path((ident, event)): Path<(String, String)>,
 ) -> ApiResult {
-    need_route(&ctx, 78)?;
+    need_route(&ctx, NODE_HISTORY)?;
     let n = load(&state, &ctx, &ident)?;
     let e = state.db.get_history(n.uuid, &event)?;
     ok(&history_doc(&ctx, &n.uuid.to_string(), &e, true))
 }
 
 async fn inventory(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    need_route(&ctx, 81)?;
+    need_route(&ctx, NODE_INVENTORY)?;
     let n = load(&state, &ctx, &ident)?;
     let (inventory, plugin_data) = state
         .db
@@ -95,7 +96,7 @@ async fn inventory(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<St
 }
 
 async fn children(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(83) {
+    if !ctx.allows(CHILD_NODES) {
         return Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."));
     }
     let n = load(&state, &ctx, &ident)?;

@@ -4,6 +4,7 @@
 use super::Ctx;
 use super::error::ApiError;
 use super::extract::Query;
+use super::microversion::FIELDS_SELECTOR;
 use serde_json::Value;
 
 /// Parses `limit` (positive, capped at the API's maximum page).
@@ -50,7 +51,7 @@ pub fn sort_key(q: &Query, allowed: &[&str]) -> Result<String, ApiError> {
 /// `fields` parameter: a comma-separated list, checked against `valid` (needs API 1.8).
 pub fn fields(ctx: &Ctx, q: &Query, valid: &dyn Fn(&str) -> Option<u32>) -> Result<Option<Vec<String>>, ApiError> {
     let Some(f) = q.get("fields") else { return Ok(None) };
-    if !ctx.allows(8) {
+    if !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
     let mut out = Vec::new();

@@ -2,6 +2,10 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Query};
+use super::microversion::{
+    DETAIL_QUERY, FIELDS_SELECTOR, INITIAL_VERSION, LOCAL_LINK_NETWORK_TYPE, PORTGROUP_MODE_PROPERTIES,
+    PORTGROUP_SUBRESOURCES, PORTGROUPS, SHARDS,
+};
 use super::nodes::{apply_patch, load};
 use super::paging;
 use super::render;
@@ -35,11 +39,11 @@ fn parse_mac(s: &str) -> Result<MacAddr, ApiError> {
 }
 
 fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, detail: bool, path: &str) -> ApiResult {
-    if q.get("portgroup").is_some() && !ctx.allows(24) {
+    if q.get("portgroup").is_some() && !ctx.allows(PORTGROUP_SUBRESOURCES) {
         return Err(ApiError::not_acceptable());
     }
     let shard = match q.get("shard") {
-        Some(_) if !ctx.allows(82) => return Err(ApiError::not_acceptable_min(82)),
+        Some(_) if !ctx.allows(SHARDS) => return Err(ApiError::not_acceptable_min(SHARDS)),
         Some(s) => Some(s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect::<Vec<_>>()),
         None => None,
     };
@@ -116,7 +120,7 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
 
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     let detail = q.bool("detail")? == Some(true);
-    if detail && !ctx.allows(43) {
+    if detail && !ctx.allows(DETAIL_QUERY) {
         return Err(ApiError::not_acceptable());
     }
     list_ports(&state, &ctx, &q, None, detail, "ports")
@@ -133,7 +137,7 @@ pub(super) async fn node_ports(
     q: Query,
 ) -> ApiResult {
     let detail = q.bool("detail")? == Some(true);
-    if detail && !ctx.allows(43) {
+    if detail && !ctx.allows(DETAIL_QUERY) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -156,7 +160,7 @@ async fn show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>
     ok(&render::port(&p, &ctx, fields.as_deref()))
 }
 
-/// Port fields a client may set, with their minimum versions.
+/// Port fields a client may set, with the minor version that allows each (1 = always).
 const PORT_WRITABLE: &[(&str, u32)] = &[
     ("uuid", 1),
     ("address", 1),
@@ -200,7 +204,7 @@ fn set_port_field(state: &ApiState, ctx: &Ctx, p: &mut Port, field: &str, v: &Va
         "extra" => p.extra = map(v)?,
         "local_link_connection" => {
             let m = map(v)?;
-            if m.contains_key("network_type") && !ctx.allows(64) {
+            if m.contains_key("network_type") && !ctx.allows(LOCAL_LINK_NETWORK_TYPE) {
                 return Err(ApiError::not_acceptable());
             }
             if let Some(k) = m.keys().find(|k| !LLC_KEYS.contains(&k.as_str())) {
@@ -306,7 +310,7 @@ async fn destroy(State(state): State<ApiState>, Path(ident): Path<String>) -> Ap
 // ---------------------------------------------------------------- portgroups
 
 fn need_portgroups(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(23) { Ok(()) } else { Err(ApiError::not_found("The resource could not be found.")) }
+    if ctx.allows(PORTGROUPS) { Ok(()) } else { Err(ApiError::not_found("The resource could not be found.")) }
 }
 
 fn pg_list_impl(
@@ -319,10 +323,12 @@ fn pg_list_impl(
 ) -> ApiResult {
     need_portgroups(ctx)?;
     let fields_q = paging::field_list(q);
-    if fields_q.is_some() && !ctx.allows(8) {
+    if fields_q.is_some() && !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
-    if fields_q.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties")) && !ctx.allows(26) {
+    if fields_q.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties"))
+        && !ctx.allows(PORTGROUP_MODE_PROPERTIES)
+    {
         return Err(ApiError::not_acceptable());
     }
     let (fields, detail) = if detail_path {
@@ -331,7 +337,7 @@ fn pg_list_impl(
         }
         (None, Some(true))
     } else {
-        paging::return_fields(q, &["uuid", "address", "name"], ctx.allows(43))?
+        paging::return_fields(q, &["uuid", "address", "name"], ctx.allows(DETAIL_QUERY))?
     };
     if q.get("node").is_some() && q.get("address").is_some() {
         return Err(ApiError::bad_request("Filtering by node, address, or shard simultaneously is not supported."));
@@ -396,7 +402,7 @@ pub(super) async fn node_portgroups(
     Path(ident): Path<String>,
     q: Query,
 ) -> ApiResult {
-    if !ctx.allows(24) {
+    if !ctx.allows(PORTGROUP_SUBRESOURCES) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -406,10 +412,12 @@ pub(super) async fn node_portgroups(
 async fn pg_show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
     need_portgroups(&ctx)?;
     let fields = paging::field_list(&q);
-    if fields.is_some() && !ctx.allows(8) {
+    if fields.is_some() && !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
-    if fields.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties")) && !ctx.allows(26) {
+    if fields.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties"))
+        && !ctx.allows(PORTGROUP_MODE_PROPERTIES)
+    {
         return Err(ApiError::not_acceptable());
     }
     let g = state.db.get_portgroup(&ident)?;
@@ -497,7 +505,7 @@ async fn pg_update(
         "extra": g.extra, "standalone_ports_supported": g.standalone_ports_supported,
         "mode": g.mode, "properties": g.properties,
     });
-    let writable = |f: &str| PG_WRITABLE.contains(&f).then_some(1);
+    let writable = |f: &str| PG_WRITABLE.contains(&f).then_some(INITIAL_VERSION);
     let roots = apply_patch(
         &mut doc,
         patch,
@@ -528,7 +536,7 @@ async fn pg_destroy(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<S
 }
 
 async fn pg_ports(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(24) {
+    if !ctx.allows(PORTGROUP_SUBRESOURCES) {
         return Err(ApiError::not_acceptable());
     }
     let g = state.db.get_portgroup(&ident)?;

@@ -1,6 +1,7 @@
 //! The version documents at `/` and `/v1`, and the answer to a path no route matches.
 
 use super::error::{ApiError, ApiResult};
+use super::microversion as mv;
 use super::responses::ok;
 use super::{Ctx, MAX_MINOR, MIN_MINOR};
 use axum::http::StatusCode;
@@ -52,16 +53,16 @@ pub async fn v1_root(ctx: Ctx) -> ApiResult {
     }
     doc.insert("version".into(), version_doc(b));
     for (r, min) in [
-        ("portgroups", 23),
-        ("volume", 32),
-        ("lookup", 22),
-        ("heartbeat", 22),
-        ("conductors", 49),
-        ("allocations", 52),
-        ("events", 54),
-        ("deploy_templates", 55),
-        ("shards", 82),
-        ("continue_inspection", 84),
+        ("portgroups", mv::PORTGROUPS),
+        ("volume", mv::VOLUME),
+        ("lookup", mv::RAMDISK_ENDPOINTS),
+        ("heartbeat", mv::RAMDISK_ENDPOINTS),
+        ("conductors", mv::CONDUCTORS),
+        ("allocations", mv::ALLOCATIONS),
+        ("events", mv::EVENTS),
+        ("deploy_templates", mv::DEPLOY_TEMPLATES),
+        ("shards", mv::SHARDS),
+        ("continue_inspection", mv::CONTINUE_INSPECTION),
     ] {
         if ctx.allows(min) {
             doc.insert(r.into(), res(r));

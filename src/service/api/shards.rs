@@ -1,6 +1,7 @@
 //! `GET /v1/shards` (API 1.82): how many nodes each shard holds.
 
 use super::error::{ApiError, ApiResult};
+use super::microversion::SHARDS;
 use super::responses::ok;
 use super::{ApiState, Ctx};
 use axum::Router;
@@ -13,7 +14,7 @@ pub fn routes() -> Router<ApiState> {
 }
 
 fn need_shards(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(82) { Ok(()) } else { Err(ApiError::not_found("The API version does not allow shards")) }
+    if ctx.allows(SHARDS) { Ok(()) } else { Err(ApiError::not_found("The API version does not allow shards")) }
 }
 
 async fn shards(State(state): State<ApiState>, ctx: Ctx) -> ApiResult {

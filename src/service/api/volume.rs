@@ -3,6 +3,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Query};
+use super::microversion::VOLUME;
 use super::nodes::{apply_patch, load};
 use super::paging;
 use super::render::{fmt_time, mask_secrets};
@@ -32,12 +33,12 @@ pub fn routes() -> Router<ApiState> {
 
 /// Below 1.32 the volume endpoints are 404 (Ironic's `api_version` default message).
 fn need_volume(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(32) { Ok(()) } else { Err(ApiError::not_found("The API is not supported for this version")) }
+    if ctx.allows(VOLUME) { Ok(()) } else { Err(ApiError::not_found("The API is not supported for this version")) }
 }
 
 /// Below 1.32 the sub-resources do not route at all.
 fn need_volume_route(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(32) {
+    if ctx.allows(VOLUME) {
         Ok(())
     } else {
         Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."))
@@ -383,7 +384,7 @@ async fn connector_update(
     check_volume_patch(&state, &ctx, &patch, &allowed)?;
     let mut doc = json!({"connector_id": v.connector_id, "extra": v.extra, "node_uuid": v.node_uuid.to_string(),
                          "type": v.connector_type, "uuid": v.uuid.to_string()});
-    let writable = |f: &str| allowed.contains(&f).then_some(32);
+    let writable = |f: &str| allowed.contains(&f).then_some(VOLUME);
     apply_patch(&mut doc, patch, &ctx, &[], &writable)?;
     schema::validate_arg("patch", &connector_schema(), &doc, PATTERNS).map_err(ApiError::bad_request)?;
     let mut updated = v.clone();
@@ -411,7 +412,7 @@ async fn target_update(
     let mut doc = json!({"boot_index": v.boot_index, "extra": v.extra, "node_uuid": v.node_uuid.to_string(),
                          "properties": v.properties, "volume_id": v.volume_id, "volume_type": v.volume_type,
                          "uuid": v.uuid.to_string()});
-    let writable = |f: &str| allowed.contains(&f).then_some(32);
+    let writable = |f: &str| allowed.contains(&f).then_some(VOLUME);
     apply_patch(&mut doc, patch, &ctx, &[], &writable)?;
     schema::validate_arg("patch", &target_schema(), &doc, PATTERNS).map_err(ApiError::bad_request)?;
     let mut updated = v.clone();
