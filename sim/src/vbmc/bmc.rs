@@ -5,6 +5,8 @@ use super::crypto::{AuthAlg, CipherSuite, ConfAlg, IntegrityAlg, mac_eq};
 use super::faults::{BmcStats, Counters, FaultSettings, Faults, inc};
 use super::wire::{self, Frame, Protect, Request, V20};
 use crate::machine::{BootDevice, BootSelection, Machine, MachineError, PowerState};
+use ferric_types::ipmi::boot_option::device;
+use ferric_types::ipmi::{app, boot_option, chassis, chassis_control, completion, netfn};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -35,21 +37,6 @@ pub mod status {
     pub const INVALID_CONF_ALG: u8 = 0x10;
     pub const NO_CIPHER_SUITE_MATCH: u8 = 0x11;
     pub const ILLEGAL_PARAMETER: u8 = 0x12;
-}
-
-/// Completion codes the BMC answers with.
-pub mod cc {
-    pub const OK: u8 = 0x00;
-    pub const BUSY: u8 = 0xC0;
-    pub const INVALID_COMMAND: u8 = 0xC1;
-    pub const REQ_DATA_LEN: u8 = 0xC7;
-    pub const INVALID_DATA: u8 = 0xCC;
-    pub const PARAM_NOT_SUPPORTED: u8 = 0x80;
-    pub const INVALID_SESSION: u8 = 0x87;
-    pub const PRIV_EXCEEDS_LIMIT: u8 = 0x81;
-    pub const INSUFFICIENT_PRIV: u8 = 0xD4;
-    pub const NOT_IN_PRESENT_STATE: u8 = 0xD5;
-    pub const UNSPECIFIED: u8 = 0xFF;
 }
 
 /// A password that never shows up in logs or `Debug` output.
@@ -211,7 +198,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(10);
 
 fn is_state_changing(netfn: u8, cmd: u8) -> bool {
-    netfn == 0x00 && matches!(cmd, 0x02 | 0x08)
+    netfn == netfn::CHASSIS && matches!(cmd, chassis::CHASSIS_CONTROL | chassis::SET_SYSTEM_BOOT_OPTIONS)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -723,28 +710,39 @@ impl Bmc {
             Ctx::PreSession => 0,
         };
         let need = |level: u8| -> Option<(u8, Vec<u8>, After)> {
-            (privilege < level).then(|| (cc::INSUFFICIENT_PRIV, Vec::new(), After::Nothing))
+            (privilege < level).then(|| (completion::INSUFFICIENT_PRIVILEGE, Vec::new(), After::Nothing))
         };
         let done = |code: u8, data: Vec<u8>| (code, data, After::Nothing);
         let d = rq.data;
-        if !pre && self.inner.faults.busy() && !(rq.netfn == 0x06 && rq.cmd == 0x3C) {
+        if !pre && self.inner.faults.busy() && !(rq.netfn == netfn::APP && rq.cmd == app::CLOSE_SESSION) {
             inc(&c.busy_replies);
-            return done(cc::BUSY, Vec::new());
+            return done(completion::NODE_BUSY, Vec::new());
         }
         match (rq.netfn, rq.cmd) {
             // --- App ---
-            (0x06, 0x38) => done(cc::OK, self.channel_auth_caps(d).unwrap_or_default()).check_len(d.len() == 2),
-            (0x06, 0x54) => self.channel_cipher_suites(d),
-            (0x06, 0x37) => done(cc::OK, self.inner.guid.to_vec()),
+            (netfn::APP, app::GET_CHANNEL_AUTH_CAPABILITIES) => {
+                done(completion::OK, self.channel_auth_caps(d).unwrap_or_default()).check_len(d.len() == 2)
+            }
+            (netfn::APP, app::GET_CHANNEL_CIPHER_SUITES) => self.channel_cipher_suites(d),
+            (netfn::APP, app::GET_SYSTEM_GUID) => done(completion::OK, self.inner.guid.to_vec()),
             _ if pre => {
-                let known =
-                    matches!((rq.netfn, rq.cmd), (0x06, 0x01 | 0x3B | 0x3C) | (0x00, 0x01 | 0x02 | 0x08 | 0x09));
+                let known = matches!(
+                    (rq.netfn, rq.cmd),
+                    (netfn::APP, app::GET_DEVICE_ID | app::SET_SESSION_PRIVILEGE_LEVEL | app::CLOSE_SESSION)
+                        | (
+                            netfn::CHASSIS,
+                            chassis::GET_CHASSIS_STATUS
+                                | chassis::CHASSIS_CONTROL
+                                | chassis::SET_SYSTEM_BOOT_OPTIONS
+                                | chassis::GET_SYSTEM_BOOT_OPTIONS
+                        )
+                );
                 if !known {
                     inc(&c.unknown_commands);
                 }
-                done(if known { cc::INSUFFICIENT_PRIV } else { cc::INVALID_COMMAND }, Vec::new())
+                done(if known { completion::INSUFFICIENT_PRIVILEGE } else { completion::INVALID_COMMAND }, Vec::new())
             }
-            (0x06, 0x01) => {
+            (netfn::APP, app::GET_DEVICE_ID) => {
                 inc(&c.get_device_id);
                 let cfg = &self.inner.config;
                 let m = cfg.manufacturer_id.to_le_bytes();
@@ -759,50 +757,50 @@ impl Bmc {
                     m[0], m[1], m[2], p[0], p[1],
                 ];
                 data.extend_from_slice(&[0, 0, 0, 0]); // aux firmware revision
-                done(cc::OK, data)
+                done(completion::OK, data)
             }
-            (0x06, 0x3B) => {
+            (netfn::APP, app::SET_SESSION_PRIVILEGE_LEVEL) => {
                 let Ctx::Session { id, .. } = ctx else {
-                    return done(cc::INSUFFICIENT_PRIV, Vec::new());
+                    return done(completion::INSUFFICIENT_PRIVILEGE, Vec::new());
                 };
                 if d.len() != 1 {
-                    return done(cc::REQ_DATA_LEN, Vec::new());
+                    return done(completion::REQUEST_DATA_LENGTH_INVALID, Vec::new());
                 }
                 let want = d[0] & 0x0F;
                 let mut st = self.lock();
                 let Some(s) = st.sessions.get_mut(&id) else {
-                    return done(cc::INVALID_SESSION, Vec::new());
+                    return done(completion::INVALID_SESSION_ID, Vec::new());
                 };
                 match want {
-                    0 => done(cc::OK, vec![s.privilege]),
-                    1 => done(cc::INVALID_DATA, Vec::new()),
+                    0 => done(completion::OK, vec![s.privilege]),
+                    1 => done(completion::INVALID_DATA_FIELD, Vec::new()),
                     2..=4 if want <= s.max_priv => {
                         s.privilege = want;
-                        done(cc::OK, vec![want])
+                        done(completion::OK, vec![want])
                     }
-                    2..=4 => done(cc::PRIV_EXCEEDS_LIMIT, Vec::new()),
-                    _ => done(cc::INVALID_DATA, Vec::new()),
+                    2..=4 => done(completion::PRIVILEGE_EXCEEDS_LIMIT, Vec::new()),
+                    _ => done(completion::INVALID_DATA_FIELD, Vec::new()),
                 }
             }
-            (0x06, 0x3C) => {
+            (netfn::APP, app::CLOSE_SESSION) => {
                 if d.len() != 4 && d.len() != 5 {
-                    return done(cc::REQ_DATA_LEN, Vec::new());
+                    return done(completion::REQUEST_DATA_LENGTH_INVALID, Vec::new());
                 }
                 let target = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
                 let Ctx::Session { id, .. } = ctx else {
-                    return done(cc::INSUFFICIENT_PRIV, Vec::new());
+                    return done(completion::INSUFFICIENT_PRIVILEGE, Vec::new());
                 };
                 let target = if target == 0 { id } else { target };
                 if target != id && privilege < PRIV_ADMIN {
-                    return done(cc::INSUFFICIENT_PRIV, Vec::new());
+                    return done(completion::INSUFFICIENT_PRIVILEGE, Vec::new());
                 }
                 if !self.lock().sessions.contains_key(&target) {
-                    return done(cc::INVALID_SESSION, Vec::new());
+                    return done(completion::INVALID_SESSION_ID, Vec::new());
                 }
-                (cc::OK, Vec::new(), After::CloseSession(target))
+                (completion::OK, Vec::new(), After::CloseSession(target))
             }
             // --- Chassis ---
-            (0x00, 0x01) => {
+            (netfn::CHASSIS, chassis::GET_CHASSIS_STATUS) => {
                 if let Some(r) = need(PRIV_USER) {
                     return r;
                 }
@@ -812,38 +810,38 @@ impl Bmc {
                         let on = u8::from(p == PowerState::On);
                         // Power restore policy "previous state" (01b), last power event by
                         // IPMI command, no chassis faults.
-                        done(cc::OK, vec![on | 0x20, 0x10, 0x00])
+                        done(completion::OK, vec![on | 0x20, 0x10, 0x00])
                     }
                     Err(e) => done(machine_cc(&e), Vec::new()),
                 }
             }
-            (0x00, 0x02) => {
+            (netfn::CHASSIS, chassis::CHASSIS_CONTROL) => {
                 if let Some(r) = need(PRIV_OPERATOR) {
                     return r;
                 }
                 if d.len() != 1 {
-                    return done(cc::REQ_DATA_LEN, Vec::new());
+                    return done(completion::REQUEST_DATA_LENGTH_INVALID, Vec::new());
                 }
                 done(self.chassis_control(d[0] & 0x0F).await, Vec::new())
             }
-            (0x00, 0x08) => {
+            (netfn::CHASSIS, chassis::SET_SYSTEM_BOOT_OPTIONS) => {
                 if let Some(r) = need(PRIV_OPERATOR) {
                     return r;
                 }
                 done(self.set_boot_option(d).await, Vec::new())
             }
-            (0x00, 0x09) => {
+            (netfn::CHASSIS, chassis::GET_SYSTEM_BOOT_OPTIONS) => {
                 if let Some(r) = need(PRIV_USER) {
                     return r;
                 }
                 match self.get_boot_option(d).await {
-                    Ok(data) => done(cc::OK, data),
+                    Ok(data) => done(completion::OK, data),
                     Err(code) => done(code, Vec::new()),
                 }
             }
             _ => {
                 inc(&c.unknown_commands);
-                done(cc::INVALID_COMMAND, Vec::new())
+                done(completion::INVALID_COMMAND, Vec::new())
             }
         }
     }
@@ -863,11 +861,11 @@ impl Bmc {
 
     fn channel_cipher_suites(&self, d: &[u8]) -> (u8, Vec<u8>, After) {
         if d.len() != 3 {
-            return (cc::REQ_DATA_LEN, Vec::new(), After::Nothing);
+            return (completion::REQUEST_DATA_LENGTH_INVALID, Vec::new(), After::Nothing);
         }
         if d[1] != 0 {
             // Only the IPMI payload type is described.
-            return (cc::INVALID_DATA, Vec::new(), After::Nothing);
+            return (completion::INVALID_DATA_FIELD, Vec::new(), After::Nothing);
         }
         let by_suite = d[2] & 0x80 != 0;
         let index = (d[2] & 0x3F) as usize;
@@ -899,46 +897,49 @@ impl Bmc {
         let end = (start + 16).min(records.len());
         let mut data = vec![0x01];
         data.extend_from_slice(&records[start..end]);
-        (cc::OK, data, After::Nothing)
+        (completion::OK, data, After::Nothing)
     }
 
     async fn chassis_control(&self, action: u8) -> u8 {
         let c = &self.inner.counters;
         let m = &self.inner.machine;
         let counter = match action {
-            0 => &c.power_off,
-            1 => &c.power_on,
-            2 => &c.power_cycle,
-            3 => &c.hard_reset,
-            4 => return cc::OK, // diagnostic interrupt: nothing to do on a simulated machine
-            5 => &c.soft_off,
-            _ => return cc::INVALID_DATA,
+            chassis_control::POWER_DOWN => &c.power_off,
+            chassis_control::POWER_UP => &c.power_on,
+            chassis_control::POWER_CYCLE => &c.power_cycle,
+            chassis_control::HARD_RESET => &c.hard_reset,
+            // Nothing to do on a simulated machine.
+            chassis_control::DIAGNOSTIC_INTERRUPT => return completion::OK,
+            chassis_control::SOFT_SHUTDOWN => &c.soft_off,
+            _ => return completion::INVALID_DATA_FIELD,
         };
         inc(counter);
         self.clear_stale_boot_flags().await;
         self.lock().boot.one_time_set_at = None;
         if self.inner.faults.ignore_power() {
             inc(&c.power_ignored);
-            return cc::OK;
+            return completion::OK;
         }
         let state = match m.power_state().await {
             Ok(s) => s,
             Err(e) => return machine_cc(&e),
         };
         let result = match (action, state) {
-            (0, _) => m.power_off().await,
-            (1, PowerState::Off) => m.power_on().await,
-            (1, PowerState::On) => Ok(()),
+            (chassis_control::POWER_DOWN, _) => m.power_off().await,
+            (chassis_control::POWER_UP, PowerState::Off) => m.power_on().await,
+            (chassis_control::POWER_UP, PowerState::On) => Ok(()),
             // The spec recommends D5h for cycle (and we extend it to reset) while off.
-            (2 | 3, PowerState::Off) => return cc::NOT_IN_PRESENT_STATE,
-            (2, PowerState::On) => m.power_cycle().await,
-            (3, PowerState::On) => m.reset().await,
-            (5, PowerState::On) => m.soft_off().await,
-            (5, PowerState::Off) => Ok(()),
-            _ => return cc::INVALID_DATA,
+            (chassis_control::POWER_CYCLE | chassis_control::HARD_RESET, PowerState::Off) => {
+                return completion::NOT_IN_PRESENT_STATE;
+            }
+            (chassis_control::POWER_CYCLE, PowerState::On) => m.power_cycle().await,
+            (chassis_control::HARD_RESET, PowerState::On) => m.reset().await,
+            (chassis_control::SOFT_SHUTDOWN, PowerState::On) => m.soft_off().await,
+            (chassis_control::SOFT_SHUTDOWN, PowerState::Off) => Ok(()),
+            _ => return completion::INVALID_DATA_FIELD,
         };
         match result {
-            Ok(()) => cc::OK,
+            Ok(()) => completion::OK,
             Err(e) => machine_cc(&e),
         }
     }
@@ -955,7 +956,7 @@ impl Bmc {
             let b = &mut st.boot;
             match b.one_time_set_at {
                 Some(t)
-                    if b.flag_clearing & 0x08 == 0
+                    if b.flag_clearing & boot_option::KEEP_VALID_AFTER_TIMEOUT == 0
                         && Instant::now().saturating_duration_since(t) >= Duration::from_secs(secs) =>
                 {
                     b.one_time_set_at = None;
@@ -971,58 +972,58 @@ impl Bmc {
 
     async fn set_boot_option(&self, d: &[u8]) -> u8 {
         let Some((&sel, data)) = d.split_first() else {
-            return cc::REQ_DATA_LEN;
+            return completion::REQUEST_DATA_LENGTH_INVALID;
         };
         let param = sel & 0x7F;
         let len_ok = |n: usize| data.len() == n;
         match param {
-            0 => {
+            boot_option::SET_IN_PROGRESS => {
                 if !len_ok(1) {
-                    return cc::REQ_DATA_LEN;
+                    return completion::REQUEST_DATA_LENGTH_INVALID;
                 }
                 let mut st = self.lock();
                 match data[0] & 0x03 {
                     // Set in progress while another set is in progress: 81h per spec.
-                    1 if st.boot.set_in_progress == 1 => 0x81,
+                    1 if st.boot.set_in_progress == 1 => completion::BOOT_SET_IN_PROGRESS,
                     v @ (0 | 1) => {
                         st.boot.set_in_progress = v;
-                        cc::OK
+                        completion::OK
                     }
-                    2 => cc::OK, // commit write: writes are immediate here
-                    _ => cc::INVALID_DATA,
+                    2 => completion::OK, // commit write: writes are immediate here
+                    _ => completion::INVALID_DATA_FIELD,
                 }
             }
-            3 => {
+            boot_option::VALID_BIT_CLEARING => {
                 if !len_ok(1) {
-                    return cc::REQ_DATA_LEN;
+                    return completion::REQUEST_DATA_LENGTH_INVALID;
                 }
                 self.lock().boot.flag_clearing = data[0] & 0x1F;
-                cc::OK
+                completion::OK
             }
-            4 => {
+            boot_option::BOOT_INFO_ACKNOWLEDGE => {
                 if !len_ok(2) {
-                    return cc::REQ_DATA_LEN;
+                    return completion::REQUEST_DATA_LENGTH_INVALID;
                 }
                 let mut st = self.lock();
                 let mask = data[0];
                 let ack = &mut st.boot.info_ack;
                 ack[1] = (ack[1] & !mask) | (data[1] & mask);
                 ack[0] = 0;
-                cc::OK
+                completion::OK
             }
-            5 => {
+            boot_option::BOOT_FLAGS => {
                 if !len_ok(5) {
-                    return cc::REQ_DATA_LEN;
+                    return completion::REQUEST_DATA_LENGTH_INVALID;
                 }
                 inc(&self.inner.counters.set_boot);
                 let valid = data[0] & 0x80 != 0;
                 let device = match (data[1] >> 2) & 0x0F {
-                    0x0 => BootDevice::None,
-                    0x1 => BootDevice::Pxe,
-                    0x2 | 0x3 => BootDevice::Disk,
-                    0x5 => BootDevice::Cdrom,
-                    0x6 => BootDevice::Bios,
-                    _ => return cc::INVALID_DATA,
+                    device::NONE => BootDevice::None,
+                    device::PXE => BootDevice::Pxe,
+                    device::DISK | device::DISK_SAFE_MODE => BootDevice::Disk,
+                    device::CDROM => BootDevice::Cdrom,
+                    device::BIOS_SETUP => BootDevice::Bios,
+                    _ => return completion::INVALID_DATA_FIELD,
                 };
                 let selection = if valid {
                     BootSelection { device, persistent: data[0] & 0x40 != 0, efi: data[0] & 0x20 != 0 }
@@ -1035,39 +1036,39 @@ impl Bmc {
                 let mut st = self.lock();
                 st.boot.other = [data[1] & 0xC3, data[2], data[3], data[4]];
                 st.boot.one_time_set_at = (valid && !selection.persistent).then(Instant::now);
-                cc::OK
+                completion::OK
             }
-            _ => cc::PARAM_NOT_SUPPORTED,
+            _ => completion::BOOT_PARAMETER_NOT_SUPPORTED,
         }
     }
 
     async fn get_boot_option(&self, d: &[u8]) -> Result<Vec<u8>, u8> {
         if d.len() != 3 {
-            return Err(cc::REQ_DATA_LEN);
+            return Err(completion::REQUEST_DATA_LENGTH_INVALID);
         }
         let param = d[0] & 0x7F;
         let mut out = vec![0x01, param];
         match param {
-            0 => out.push(self.lock().boot.set_in_progress),
-            3 => out.push(self.lock().boot.flag_clearing),
-            4 => out.extend_from_slice(&self.lock().boot.info_ack),
-            5 => {
+            boot_option::SET_IN_PROGRESS => out.push(self.lock().boot.set_in_progress),
+            boot_option::VALID_BIT_CLEARING => out.push(self.lock().boot.flag_clearing),
+            boot_option::BOOT_INFO_ACKNOWLEDGE => out.extend_from_slice(&self.lock().boot.info_ack),
+            boot_option::BOOT_FLAGS => {
                 inc(&self.inner.counters.get_boot);
                 self.clear_stale_boot_flags().await;
                 let sel = self.inner.machine.boot().await.map_err(|e| machine_cc(&e))?;
                 let other = self.lock().boot.other;
                 let dev = match sel.device {
-                    BootDevice::None => 0x0,
-                    BootDevice::Pxe => 0x1,
-                    BootDevice::Disk => 0x2,
-                    BootDevice::Cdrom => 0x5,
-                    BootDevice::Bios => 0x6,
+                    BootDevice::None => device::NONE,
+                    BootDevice::Pxe => device::PXE,
+                    BootDevice::Disk => device::DISK,
+                    BootDevice::Cdrom => device::CDROM,
+                    BootDevice::Bios => device::BIOS_SETUP,
                 };
                 let valid = sel.device != BootDevice::None;
                 let b0 = (u8::from(valid) << 7) | (u8::from(sel.persistent) << 6) | (u8::from(sel.efi) << 5);
                 out.extend_from_slice(&[b0, (dev << 2) | other[0], other[1], other[2], other[3]]);
             }
-            _ => return Err(cc::PARAM_NOT_SUPPORTED),
+            _ => return Err(completion::BOOT_PARAMETER_NOT_SUPPORTED),
         }
         Ok(out)
     }
@@ -1078,14 +1079,14 @@ trait CheckLen {
 }
 impl CheckLen for (u8, Vec<u8>, After) {
     fn check_len(self, ok: bool) -> Self {
-        if ok { self } else { (cc::REQ_DATA_LEN, Vec::new(), After::Nothing) }
+        if ok { self } else { (completion::REQUEST_DATA_LENGTH_INVALID, Vec::new(), After::Nothing) }
     }
 }
 
 fn machine_cc(e: &MachineError) -> u8 {
     match e {
-        MachineError::Unresponsive => cc::BUSY,
-        MachineError::Failed(_) => cc::UNSPECIFIED,
+        MachineError::Unresponsive => completion::NODE_BUSY,
+        MachineError::Failed(_) => completion::UNSPECIFIED,
     }
 }
 

@@ -19,7 +19,7 @@ mod transport;
 pub mod wire;
 
 pub use bmc::{
-    Bmc, BmcConfig, ConfigError, PRIV_ADMIN, PRIV_CALLBACK, PRIV_OPERATOR, PRIV_USER, Password, Peer, Reply, cc, status,
+    Bmc, BmcConfig, ConfigError, PRIV_ADMIN, PRIV_CALLBACK, PRIV_OPERATOR, PRIV_USER, Password, Peer, Reply, status,
 };
 pub use faults::{BmcStats, FaultSettings, Faults};
 pub use transport::{LINK_CAPACITY, MAX_DATAGRAM, serve_link, serve_udp, serve_udp_blocking};

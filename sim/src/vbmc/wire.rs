@@ -254,16 +254,17 @@ pub fn build_response(rq: &Request<'_>, cc: u8, data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferric_types::ipmi::{app, netfn};
 
     #[test]
     fn request_round_trip() {
         // Get Device ID from ipmitool: rsAddr 20, netfn App, rqAddr 81, seq 1.
         let msg = [0x20, 0x18, 0xC8, 0x81, 0x04, 0x01, 0x7A];
         let rq = parse_request(&msg).expect("parses");
-        assert_eq!((rq.netfn, rq.cmd, rq.rq_seq), (0x06, 0x01, 1));
+        assert_eq!((rq.netfn, rq.cmd, rq.rq_seq), (netfn::APP, app::GET_DEVICE_ID, 1));
         let rsp = build_response(&rq, 0, &[1, 2]);
         assert_eq!(rsp[0], 0x81);
-        assert_eq!(rsp[1] >> 2, 0x07);
+        assert_eq!(rsp[1] >> 2, netfn::APP | 1);
         assert_eq!(checksum(&rsp[..3]), 0);
         assert_eq!(checksum(&rsp[3..]), 0);
     }

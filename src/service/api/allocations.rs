@@ -2,9 +2,12 @@
 //! owner 1.60).
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
+use super::microversion::{ALLOCATION_BACKFILL, ALLOCATION_OWNER, ALLOCATION_UPDATE, ALLOCATIONS};
 use super::nodes::{apply_patch, check_name, load};
+use super::paging;
 use super::render::fmt_time;
-use super::util::{self, JsonBody, Query, no_content, ok};
+use super::responses::{self, links, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::AllocationFilter;
 use axum::Router;
@@ -25,16 +28,16 @@ pub fn routes() -> Router<ApiState> {
 const NOT_ALLOWED: &str = "The API version does not allow allocations";
 
 fn need_get(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(52) { Ok(()) } else { Err(ApiError::not_found(NOT_ALLOWED)) }
+    if ctx.allows(ALLOCATIONS) { Ok(()) } else { Err(ApiError::not_found(NOT_ALLOWED)) }
 }
 
 fn need_write(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(52) { Ok(()) } else { Err(ApiError::method_not_allowed(NOT_ALLOWED)) }
+    if ctx.allows(ALLOCATIONS) { Ok(()) } else { Err(ApiError::method_not_allowed(NOT_ALLOWED)) }
 }
 
 /// Below 1.52 `/nodes/{id}/allocation` does not route.
 fn need_node_route(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(52) {
+    if ctx.allows(ALLOCATIONS) {
         Ok(())
     } else {
         Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."))
@@ -50,21 +53,21 @@ fn doc(ctx: &Ctx, a: &Allocation) -> Value {
     m.insert("extra".into(), Value::Object(a.extra.clone()));
     m.insert("last_error".into(), json!(a.last_error));
     m.insert("name".into(), json!(a.name));
-    if ctx.allows(60) {
+    if ctx.allows(ALLOCATION_OWNER) {
         m.insert("owner".into(), json!(a.owner));
     }
     m.insert("resource_class".into(), json!(a.resource_class));
     m.insert("state".into(), json!(a.state));
     m.insert("traits".into(), json!(a.traits));
-    m.insert("links".into(), util::links(&ctx.base, &format!("allocations/{}", a.uuid)));
+    m.insert("links".into(), links(&ctx.base, &format!("allocations/{}", a.uuid)));
     m.insert("node_uuid".into(), json!(a.node_uuid.map(|n| n.to_string())));
     Value::Object(m)
 }
 
 /// `fields`, with `owner` refused below 1.60.
 fn fields(ctx: &Ctx, q: &Query) -> Result<Option<Vec<String>>, ApiError> {
-    let f = util::field_list(q);
-    if f.as_ref().is_some_and(|f| f.iter().any(|x| x == "owner")) && !ctx.allows(60) {
+    let f = paging::field_list(q);
+    if f.as_ref().is_some_and(|f| f.iter().any(|x| x == "owner")) && !ctx.allows(ALLOCATION_OWNER) {
         return Err(ApiError::not_acceptable());
     }
     Ok(f)
@@ -81,10 +84,10 @@ fn load_allocation(state: &ApiState, ident: &str) -> Result<Allocation, ApiError
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     need_get(&ctx)?;
     let fields = fields(&ctx, &q)?;
-    if q.get("owner").is_some() && !ctx.allows(60) {
+    if q.get("owner").is_some() && !ctx.allows(ALLOCATION_OWNER) {
         return Err(ApiError::not_acceptable());
     }
-    let page = util::page(
+    let page = paging::page(
         &q,
         &["id", "uuid", "name", "node_uuid", "state", "resource_class", "owner", "created_at", "updated_at"],
         &["extra", "candidate_nodes", "traits"],
@@ -103,7 +106,7 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     let mut items = Vec::with_capacity(rows.len());
     for a in &rows {
         let mut d = doc(&ctx, a);
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|a| a.uuid.to_string()).collect();
@@ -111,7 +114,7 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     if let Some(f) = &fields {
         args.push(("fields", f.join(",")));
     }
-    ok(&util::collection(&ctx, "allocations", items, &markers, page.limit, "allocations", &args))
+    ok(&paging::collection(&ctx, "allocations", items, &markers, page.limit, "allocations", &args))
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> ApiResult {
@@ -119,7 +122,7 @@ async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q
     let a = load_allocation(&state, &id)?;
     let fields = fields(&ctx, &q)?;
     let mut d = doc(&ctx, &a);
-    util::sanitize(&mut d, fields.as_deref())?;
+    paging::sanitize(&mut d, fields.as_deref())?;
     ok(&d)
 }
 
@@ -137,7 +140,7 @@ fn create_schema(ctx: &Ctx) -> Value {
         },
         "additionalProperties": false,
     });
-    if ctx.allows(58) {
+    if ctx.allows(ALLOCATION_BACKFILL) {
         s["properties"]["node"] = json!({"type": ["string", "null"]});
     }
     s
@@ -239,7 +242,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         updated_at: None,
     };
     let created = state.rpc.create_allocation(a, node.map(|n| n.uuid)).await?;
-    util::created(format!("{}/v1/allocations/{}", ctx.base, created.uuid), &doc(&ctx, &created))
+    responses::created(format!("{}/v1/allocations/{}", ctx.base, created.uuid), &doc(&ctx, &created))
 }
 
 async fn update(
@@ -248,7 +251,7 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
-    if !ctx.allows(57) {
+    if !ctx.allows(ALLOCATION_UPDATE) {
         return Err(ApiError::method_not_allowed("The API version does not allow updating allocations"));
     }
     let a = load_allocation(&state, &id)?;
@@ -270,7 +273,7 @@ async fn update(
         }
     }
     let mut d = json!({"name": a.name, "extra": a.extra});
-    let writable = |f: &str| matches!(f, "name" | "extra").then_some(57);
+    let writable = |f: &str| matches!(f, "name" | "extra").then_some(ALLOCATION_UPDATE);
     apply_patch(&mut d, patch, &ctx, &[], &writable)?;
     let check = json!({"type": "object", "properties": {"name": {"type": ["string", "null"]},
                        "extra": {"type": ["object", "null"]}}});
@@ -305,7 +308,7 @@ async fn node_show(State(state): State<ApiState>, ctx: Ctx, Path(node): Path<Str
     let fields = fields(&ctx, &q)?;
     let a = node_allocation(&state, &ctx, &node)?;
     let mut d = doc(&ctx, &a);
-    util::sanitize(&mut d, fields.as_deref())?;
+    paging::sanitize(&mut d, fields.as_deref())?;
     ok(&d)
 }
 

@@ -1,9 +1,12 @@
 //! `/v1/chassis`.
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
+use super::microversion::{DETAIL_QUERY, FIELDS_SELECTOR, INITIAL_VERSION};
 use super::nodes::apply_patch;
+use super::paging;
 use super::render;
-use super::util::{self, JsonBody, Query, no_content, ok};
+use super::responses::{json_response, links, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::NodeQuery;
 use axum::Router;
@@ -34,7 +37,7 @@ async fn list_detail(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRe
 }
 
 fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiResult {
-    if q.get("fields").is_some() && !ctx.allows(8) {
+    if q.get("fields").is_some() && !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
     let (fields, detail) = if detail_path {
@@ -43,10 +46,10 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiRe
         }
         (None, Some(true))
     } else {
-        util::return_fields(q, &["uuid", "description"], ctx.allows(43))?
+        paging::return_fields(q, &["uuid", "description"], ctx.allows(DETAIL_QUERY))?
     };
-    let page = util::page(q, &["id", "uuid", "description", "created_at", "updated_at"], &["extra"])?;
-    let rows = util::paginate(
+    let page = paging::page(q, &["id", "uuid", "description", "created_at", "updated_at"], &["extra"])?;
+    let rows = paging::paginate(
         state.db.list_chassis()?,
         &page,
         |c, k| match k {
@@ -62,7 +65,7 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiRe
     let mut items = Vec::with_capacity(rows.len());
     for c in &rows {
         let mut d = render::chassis(c, ctx, None);
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|c| c.uuid.map(|u| u.to_string()).unwrap_or_default()).collect();
@@ -76,16 +79,16 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail_path: bool) -> ApiRe
         args.push(("fields", f.join(",")));
     }
     let path = if detail_path { "chassis/detail" } else { "chassis" };
-    ok(&util::collection(ctx, "chassis", items, &markers, page.limit, path, &args))
+    ok(&paging::collection(ctx, "chassis", items, &markers, page.limit, path, &args))
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> ApiResult {
-    if q.get("fields").is_some() && !ctx.allows(8) {
+    if q.get("fields").is_some() && !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
     let c = state.db.get_chassis(parse_id(&id)?)?;
     let mut d = render::chassis(&c, &ctx, None);
-    util::sanitize(&mut d, util::field_list(&q).as_deref())?;
+    paging::sanitize(&mut d, paging::field_list(&q).as_deref())?;
     ok(&d)
 }
 
@@ -113,7 +116,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         }
     }
     state.db.create_chassis(&c)?;
-    let mut r = util::json_response(StatusCode::CREATED, &render::chassis(&c, &ctx, None));
+    let mut r = json_response(StatusCode::CREATED, &render::chassis(&c, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
         "{}/v1/chassis/{}",
         ctx.base,
@@ -132,7 +135,7 @@ async fn update(
 ) -> ApiResult {
     let c = state.db.get_chassis(parse_id(&id)?)?;
     let mut doc = json!({"description": c.description, "extra": c.extra});
-    let writable = |f: &str| matches!(f, "description" | "extra").then_some(1);
+    let writable = |f: &str| matches!(f, "description" | "extra").then_some(INITIAL_VERSION);
     apply_patch(&mut doc, patch, &ctx, &["uuid", "created_at", "updated_at", "links", "nodes"], &writable)?;
     let mut updated = c.clone();
     updated.description = doc.get("description").and_then(|d| d.as_str()).map(str::to_string);
@@ -158,7 +161,7 @@ async fn nodes(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>) 
             json!({
                 "uuid": s.uuid.to_string(), "instance_uuid": s.instance_uuid, "maintenance": s.maintenance,
                 "power_state": s.power_state.map(|p| p.as_str()), "provision_state": s.provision_state.as_str(),
-                "name": s.name, "links": util::links(&ctx.base, &format!("nodes/{}", s.uuid)),
+                "name": s.name, "links": links(&ctx.base, &format!("nodes/{}", s.uuid)),
             })
         })
         .collect();

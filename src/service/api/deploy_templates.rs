@@ -2,9 +2,12 @@
 
 use super::allocations::{TRAIT_PATTERNS, trait_schema};
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
+use super::microversion::DEPLOY_TEMPLATES;
 use super::nodes::{apply_patch, check_name};
+use super::paging;
 use super::render::{fmt_time, mask_secrets};
-use super::util::{self, JsonBody, Query, no_content, ok};
+use super::responses::{created, links, no_content, ok};
 use super::{ApiState, Ctx};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -24,7 +27,7 @@ const NOT_ALLOWED: &str = "The API version does not allow deploy templates";
 
 /// Below 1.55: 404 for reads, 405 for writes, as Ironic's controller routes.
 fn need(ctx: &Ctx, method: &Method) -> Result<(), ApiError> {
-    if ctx.allows(55) {
+    if ctx.allows(DEPLOY_TEMPLATES) {
         Ok(())
     } else if method == Method::GET {
         Err(ApiError::not_found(NOT_ALLOWED))
@@ -117,7 +120,7 @@ fn doc(ctx: &Ctx, t: &DeployTemplate) -> Value {
     m.insert("updated_at".into(), t.updated_at.as_ref().map(|x| json!(fmt_time(x))).unwrap_or(Value::Null));
     m.insert("name".into(), json!(t.name));
     m.insert("extra".into(), Value::Object(t.extra.clone()));
-    m.insert("links".into(), util::links(&ctx.base, &format!("deploy_templates/{}", t.uuid)));
+    m.insert("links".into(), links(&ctx.base, &format!("deploy_templates/{}", t.uuid)));
     let steps: Vec<Value> = t
         .steps
         .iter()
@@ -143,13 +146,13 @@ fn load_template(state: &ApiState, ident: &str) -> Result<DeployTemplate, ApiErr
 
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     need(&ctx, &Method::GET)?;
-    let (fields, detail) = util::return_fields(&q, &["uuid", "name"], true)?;
-    let page = util::page(&q, &["id", "uuid", "name", "created_at", "updated_at"], &["extra", "steps"])?;
+    let (fields, detail) = paging::return_fields(&q, &["uuid", "name"], true)?;
+    let page = paging::page(&q, &["id", "uuid", "name", "created_at", "updated_at"], &["extra", "steps"])?;
     let rows = state.db.list_deploy_templates(&page)?;
     let mut items = Vec::with_capacity(rows.len());
     for t in &rows {
         let mut d = doc(&ctx, t);
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|t| t.uuid.to_string()).collect();
@@ -160,14 +163,14 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     if let Some(f) = &fields {
         args.push(("fields", f.join(",")));
     }
-    ok(&util::collection(&ctx, "deploy_templates", items, &markers, page.limit, "deploy_templates", &args))
+    ok(&paging::collection(&ctx, "deploy_templates", items, &markers, page.limit, "deploy_templates", &args))
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<String>, q: Query) -> ApiResult {
     need(&ctx, &Method::GET)?;
     let t = load_template(&state, &id)?;
     let mut d = doc(&ctx, &t);
-    util::sanitize(&mut d, util::field_list(&q).as_deref())?;
+    paging::sanitize(&mut d, paging::field_list(&q).as_deref())?;
     ok(&d)
 }
 
@@ -187,7 +190,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         updated_at: None,
     };
     state.db.create_deploy_template(&t)?;
-    util::created(format!("{}/v1/deploy_templates/{}", ctx.base, t.uuid), &doc(&ctx, &t))
+    created(format!("{}/v1/deploy_templates/{}", ctx.base, t.uuid), &doc(&ctx, &t))
 }
 
 async fn update(
@@ -210,7 +213,7 @@ async fn update(
     }
     let t = load_template(&state, &id)?;
     let mut d = json!({"name": t.name, "extra": t.extra, "steps": t.steps, "description": null});
-    let writable = |f: &str| allowed.contains(&f).then_some(55);
+    let writable = |f: &str| allowed.contains(&f).then_some(DEPLOY_TEMPLATES);
     apply_patch(&mut d, patch, &ctx, &[], &writable)?;
     for s in d["steps"].as_array().cloned().unwrap_or_default() {
         schema::validate_arg("patch", &step_schema(), &s, TRAIT_PATTERNS).map_err(ApiError::bad_request)?;

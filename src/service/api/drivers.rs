@@ -1,7 +1,13 @@
 //! `/v1/drivers` and `/v1/conductors`.
 
 use super::error::{ApiError, ApiResult};
-use super::util::{self, Query, ok};
+use super::extract::{Query, body_or_empty};
+use super::microversion::{
+    BIOS_INTERFACE, CONDUCTORS, DRIVER_FIELDS_SELECTOR, DYNAMIC_DRIVERS, FIRMWARE_INTERFACE, RAID_CONFIG,
+    RESCUE_INTERFACE, STATES_PROPERTIES_LINKS, STORAGE_INTERFACE,
+};
+use super::paging;
+use super::responses::{links, ok};
 use super::{ApiState, Ctx};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -24,11 +30,11 @@ pub fn routes() -> Router<ApiState> {
 /// The min version at which a driver detail shows `<kind>` interfaces.
 fn kind_version(kind: &str) -> u32 {
     match kind {
-        "storage" => 33,
-        "rescue" => 38,
-        "bios" => 40,
-        "firmware" => 86,
-        _ => 30,
+        "storage" => STORAGE_INTERFACE,
+        "rescue" => RESCUE_INTERFACE,
+        "bios" => BIOS_INTERFACE,
+        "firmware" => FIRMWARE_INTERFACE,
+        _ => DYNAMIC_DRIVERS,
     }
 }
 
@@ -36,11 +42,11 @@ fn driver_doc(state: &ApiState, ctx: &Ctx, name: &str, hosts: &[String], detail:
     let mut m = Map::new();
     m.insert("name".into(), json!(name));
     m.insert("hosts".into(), json!(hosts));
-    m.insert("links".into(), util::links(&ctx.base, &format!("drivers/{name}")));
-    if ctx.allows(14) {
-        m.insert("properties".into(), util::links(&ctx.base, &format!("drivers/{name}/properties")));
+    m.insert("links".into(), links(&ctx.base, &format!("drivers/{name}")));
+    if ctx.allows(STATES_PROPERTIES_LINKS) {
+        m.insert("properties".into(), links(&ctx.base, &format!("drivers/{name}/properties")));
     }
-    if ctx.allows(30) {
+    if ctx.allows(DYNAMIC_DRIVERS) {
         m.insert("type".into(), json!("dynamic"));
         if detail {
             let reg = state.rpc.registry_view();
@@ -87,8 +93,8 @@ fn conductor_hosts(state: &ApiState, driver: &str) -> Vec<String> {
 
 /// `fields` (API 1.77), checked against the document's keys.
 fn driver_fields(ctx: &Ctx, q: &Query) -> Result<Option<Vec<String>>, ApiError> {
-    let f = util::field_list(q);
-    if f.is_some() && !ctx.allows(77) {
+    let f = paging::field_list(q);
+    if f.is_some() && !ctx.allows(DRIVER_FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
     Ok(f)
@@ -100,12 +106,12 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     if fields.is_some() && detail == Some(true) {
         return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
     }
-    if detail.is_some() && !ctx.allows(30) {
-        return Err(ApiError::not_acceptable_min(30));
+    if detail.is_some() && !ctx.allows(DYNAMIC_DRIVERS) {
+        return Err(ApiError::not_acceptable_min(DYNAMIC_DRIVERS));
     }
     if let Some(t) = q.get("type") {
-        if !ctx.allows(30) {
-            return Err(ApiError::not_acceptable_min(30));
+        if !ctx.allows(DYNAMIC_DRIVERS) {
+            return Err(ApiError::not_acceptable_min(DYNAMIC_DRIVERS));
         }
         if !matches!(t, "classic" | "dynamic") {
             return Err(ApiError::bad_request(
@@ -120,7 +126,7 @@ async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     let mut items = Vec::with_capacity(names.len());
     for n in &names {
         let mut d = driver_doc(&state, &ctx, n, &conductor_hosts(&state, n), detail == Some(true));
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     ok(&json!({"drivers": items}))
@@ -134,12 +140,12 @@ async fn show(State(state): State<ApiState>, ctx: Ctx, Path(name): Path<String>,
         )));
     }
     let mut d = driver_doc(&state, &ctx, &name, &conductor_hosts(&state, &name), true);
-    util::sanitize(&mut d, fields.as_deref())?;
+    paging::sanitize(&mut d, fields.as_deref())?;
     ok(&d)
 }
 
 async fn raid_properties(State(state): State<ApiState>, ctx: Ctx, Path(name): Path<String>) -> ApiResult {
-    if !ctx.allows(12) {
+    if !ctx.allows(RAID_CONFIG) {
         return Err(ApiError::not_acceptable());
     }
     let p = state.rpc.raid_logical_disk_properties(&name)?;
@@ -162,9 +168,9 @@ async fn vendor_call(
     if m.is_empty() {
         return Err(ApiError::bad_request("Method not specified"));
     }
-    util::body_or_empty(&body)?;
+    body_or_empty(&body)?;
     let r = state.rpc.driver_vendor_passthru(&name, m, method.as_str())?;
-    super::nodes_extra::passthru_response(r)
+    super::vendor::passthru_response(r)
 }
 
 async fn properties(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult {
@@ -181,13 +187,13 @@ fn conductor_doc(ctx: &Ctx, c: &ferric_types::models::ConductorRecord, detail: b
         m.insert("updated_at".into(), json!(super::render::fmt_time(&c.updated_at)));
         m.insert("drivers".into(), json!(c.drivers));
     }
-    m.insert("links".into(), util::links(&ctx.base, &format!("conductors/{}", c.hostname)));
+    m.insert("links".into(), links(&ctx.base, &format!("conductors/{}", c.hostname)));
     m.insert("alive".into(), json!(c.online));
     Value::Object(m)
 }
 
 async fn conductors(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
-    if !ctx.allows(49) {
+    if !ctx.allows(CONDUCTORS) {
         return Err(ApiError::not_found("The resource could not be found."));
     }
     let detail = q.bool("detail")? == Some(true);
@@ -196,7 +202,7 @@ async fn conductors(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRes
 }
 
 async fn conductor(State(state): State<ApiState>, ctx: Ctx, Path(host): Path<String>) -> ApiResult {
-    if !ctx.allows(49) {
+    if !ctx.allows(CONDUCTORS) {
         return Err(ApiError::not_found("The resource could not be found."));
     }
     let c = state.db.get_conductor(&host)?;

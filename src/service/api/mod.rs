@@ -9,13 +9,21 @@ mod configdrive;
 mod deploy_templates;
 mod drivers;
 pub mod error;
-mod misc;
+mod events;
+mod extract;
+mod microversion;
+mod node_hardware;
+mod node_records;
 mod nodes;
-mod nodes_extra;
+mod paging;
 mod ports;
 mod ramdisk;
 pub mod render;
-mod util;
+mod responses;
+mod root;
+mod shards;
+mod trace;
+mod vendor;
 mod volume;
 
 pub use error::{ApiError, ApiResult};
@@ -68,32 +76,46 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Whether the request's version is 1.`minor` or later; `minor` is one of the
+    /// [`microversion`] names, so the check says which feature it gates.
     pub fn allows(&self, minor: u32) -> bool {
         self.version >= minor
+    }
+}
+
+/// Below `minor` a sub-resource does not route (Ironic's `_lookup` aborts with 404).
+fn need_route(ctx: &Ctx, minor: u32) -> Result<(), ApiError> {
+    if ctx.allows(minor) {
+        Ok(())
+    } else {
+        Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."))
     }
 }
 
 /// The API router, with Ironic's headers, version negotiation and error shapes.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
-        .route("/", get(util::v1_root))
+        .route("/", get(root::v1_root))
         .merge(nodes::routes())
         .merge(ports::routes())
         .merge(chassis::routes())
         .merge(drivers::routes())
         .merge(ramdisk::routes())
-        .merge(nodes_extra::routes())
+        .merge(node_hardware::routes())
+        .merge(node_records::routes())
+        .merge(vendor::routes())
         .merge(volume::routes())
         .merge(allocations::routes())
         .merge(deploy_templates::routes())
-        .merge(misc::routes());
+        .merge(events::routes())
+        .merge(shards::routes());
     // ferric's own diagnostics live outside Ironic's namespace.
-    let ferric = Router::new().route("/trace/{node}", get(util::trace));
+    let ferric = Router::new().route("/trace/{node}", get(trace::trace));
     let mut inner = Router::new()
-        .route("/", get(util::root))
+        .route("/", get(root::root))
         .nest("/v1", v1)
         .nest("/ferric", ferric)
-        .fallback(util::no_route)
+        .fallback(root::no_route)
         .with_state(state.clone());
     if let Some(beside) = &state.beside {
         inner = inner.merge(beside.clone());

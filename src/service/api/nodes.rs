@@ -1,8 +1,17 @@
 //! `/v1/nodes` and everything under it.
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query, parse_bool};
+use super::microversion::{
+    AVAILABLE_STATE, BIOS_INTERFACE, BUILD_CONFIGDRIVE, CHILD_NODES, CLEAN_DISABLE_RAMDISK, CONDUCTOR_GROUP,
+    CONDUCTORS, CONFIGDRIVE_VENDOR_DATA, DEPLOY_STEPS, DEPLOY_WAIT_ABORT, DETAIL_QUERY, DRIVER_FILTER, ENROLL_STATE,
+    FIRMWARE_INTERFACE, INITIAL_VERSION, INSPECT_WAIT_STATE, INSPECTION_ABORT, NODE_FAULT, NODE_LESSEE, NODE_NAME,
+    NODE_OWNER, NODE_TRAITS, PROVISION_STATE_FILTER, REBUILD_CONFIGDRIVE, RESCUE_INTERFACE, RESET_INTERFACES,
+    RESOURCE_CLASS, SHARDS, SOFT_POWER_OFF, STORAGE_INTERFACE, UNSET_CHASSIS_UUID, VIF_ATTACH_PORT, VIFS,
+};
+use super::paging;
 use super::render::{self, NODE_LIST_FIELDS};
-use super::util::{self, JsonBody, Query, accepted, no_content, ok};
+use super::responses::{accepted, json_response, links, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::{NODE_SORT_KEYS, NodeFilter, NodeQuery};
 use axum::Router;
@@ -38,7 +47,7 @@ pub fn routes() -> Router<ApiState> {
 
 /// Loads a node by UUID or name (names need 1.5).
 pub(super) fn load(state: &ApiState, ctx: &Ctx, ident: &str) -> Result<Node, ApiError> {
-    if ident.parse::<NodeId>().is_err() && !ctx.allows(5) {
+    if ident.parse::<NodeId>().is_err() && !ctx.allows(NODE_NAME) {
         return Err(ApiError::not_found(format!("Node {ident} could not be found.")));
     }
     let mut n = state.db.get_node(ident)?;
@@ -76,13 +85,13 @@ fn node_filter(ctx: &Ctx, q: &Query) -> Result<NodeFilter, ApiError> {
     };
     let provision_state = match q.get("provision_state") {
         None => None,
-        Some(_) if !ctx.allows(9) => return Err(ApiError::not_acceptable()),
+        Some(_) if !ctx.allows(PROVISION_STATE_FILTER) => return Err(ApiError::not_acceptable()),
         Some(s) => Some(
             s.parse::<ProvisionState>()
                 .map_err(|_| ApiError::bad_request(format!("Provision state \"{s}\" is not valid")))?,
         ),
     };
-    let fault = gated("fault", 42)?;
+    let fault = gated("fault", NODE_FAULT)?;
     if let Some(f) = &fault {
         if !["power failure", "clean failure", "rescue abort failure", "service failure"].contains(&f.as_str()) {
             return Err(ApiError::bad_request(format!(
@@ -97,14 +106,14 @@ fn node_filter(ctx: &Ctx, q: &Query) -> Result<NodeFilter, ApiError> {
         ));
     }
     let shards =
-        gated("shard", 82)?.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect());
+        gated("shard", SHARDS)?.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect());
     let sharded = match q.get("sharded") {
-        Some(_) if !ctx.allows(82) => return Err(ApiError::not_acceptable_min(82)),
+        Some(_) if !ctx.allows(SHARDS) => return Err(ApiError::not_acceptable_min(SHARDS)),
         _ => q.bool("sharded")?,
     };
-    let parent_node = gated("parent_node", 83)?;
+    let parent_node = gated("parent_node", CHILD_NODES)?;
     let include_children = match q.get("include_children") {
-        Some(_) if !ctx.allows(83) => return Err(ApiError::not_acceptable_min(83)),
+        Some(_) if !ctx.allows(CHILD_NODES) => return Err(ApiError::not_acceptable_min(CHILD_NODES)),
         _ => q.bool("include_children")?,
     };
     let chassis_uuid = match q.get("chassis_uuid") {
@@ -125,16 +134,16 @@ fn node_filter(ctx: &Ctx, q: &Query) -> Result<NodeFilter, ApiError> {
     };
     Ok(NodeFilter {
         provision_state,
-        driver: gated("driver", 16)?,
-        resource_class: gated("resource_class", 21)?,
+        driver: gated("driver", DRIVER_FILTER)?,
+        resource_class: gated("resource_class", RESOURCE_CLASS)?,
         maintenance: q.bool("maintenance")?,
         associated: q.bool("associated")?,
         fault,
-        conductor_group: gated("conductor_group", 46)?,
+        conductor_group: gated("conductor_group", CONDUCTOR_GROUP)?,
         chassis_uuid,
         instance_uuid,
-        owner: gated("owner", 50)?,
-        lessee: gated("lessee", 65)?,
+        owner: gated("owner", NODE_OWNER)?,
+        lessee: gated("lessee", NODE_LESSEE)?,
         shard: None,
         reserved: None,
         provision_states: None,
@@ -200,16 +209,16 @@ fn parse_query(ctx: &Ctx, q: &Query) -> Result<NodeQuery, ApiError> {
     };
     Ok(NodeQuery {
         filter: node_filter(ctx, q)?,
-        sort_key: util::sort_key(q, NODE_SORT_KEYS)?,
-        sort_dir: util::sort_dir(q)?,
-        limit: util::limit(q)?,
+        sort_key: paging::sort_key(q, NODE_SORT_KEYS)?,
+        sort_dir: paging::sort_dir(q)?,
+        limit: paging::limit(q)?,
         marker,
     })
 }
 
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     if q.bool("detail")? == Some(true) {
-        if !ctx.allows(43) {
+        if !ctx.allows(DETAIL_QUERY) {
             return Err(ApiError::not_acceptable());
         }
         if q.get("fields").is_some() {
@@ -230,8 +239,8 @@ async fn list_detail(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRe
 fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -> ApiResult {
     let nq = parse_query(ctx, q)?;
     if let Some(c) = q.get("conductor") {
-        if !ctx.allows(49) {
-            return Err(ApiError::not_acceptable_min(49));
+        if !ctx.allows(CONDUCTORS) {
+            return Err(ApiError::not_acceptable_min(CONDUCTORS));
         }
         // One conductor serves every node: another host's list is empty.
         if state.rpc.conductor_for(&Node::default()).as_deref() != Some(c) {
@@ -243,8 +252,8 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -
             state.db.get_chassis(id)?;
         }
     }
-    let fields = util::fields(ctx, q, &render::node_field_version)?;
-    let limit = nq.limit.unwrap_or(util::MAX_PAGE);
+    let fields = paging::fields(ctx, q, &render::node_field_version)?;
+    let limit = nq.limit.unwrap_or(paging::MAX_PAGE);
     let mut items = Vec::new();
     let mut last: Option<String> = None;
     let plain = !detail && fields.is_none();
@@ -258,15 +267,15 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -
             m.insert("maintenance".into(), Value::Bool(s.maintenance));
             m.insert("power_state".into(), json!(s.power_state.map(|p| p.as_str())));
             let ps = match s.provision_state {
-                ProvisionState::Available if !ctx.allows(2) => Value::Null,
-                ProvisionState::InspectWait if !ctx.allows(39) => json!("inspecting"),
+                ProvisionState::Available if !ctx.allows(AVAILABLE_STATE) => Value::Null,
+                ProvisionState::InspectWait if !ctx.allows(INSPECT_WAIT_STATE) => json!("inspecting"),
                 p => json!(p.as_str()),
             };
             m.insert("provision_state".into(), ps);
-            if ctx.allows(5) {
+            if ctx.allows(NODE_NAME) {
                 m.insert("name".into(), json!(s.name));
             }
-            m.insert("links".into(), util::links(&ctx.base, &format!("nodes/{}", s.uuid)));
+            m.insert("links".into(), links(&ctx.base, &format!("nodes/{}", s.uuid)));
             items.push(Value::Object(m));
         }
         if rows.len() == limit {
@@ -290,7 +299,7 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -
             Some(
                 ["instance_uuid", "maintenance", "power_state", "provision_state", "uuid", "name"]
                     .iter()
-                    .filter(|f| **f != "name" || ctx.allows(5))
+                    .filter(|f| **f != "name" || ctx.allows(NODE_NAME))
                     .map(|s| s.to_string())
                     .collect(),
             )
@@ -298,14 +307,14 @@ fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -
             fields.clone()
         };
         let args = next_args(&nq, shown.as_deref(), q);
-        body.insert("next".into(), Value::String(util::next_link(ctx, path, &args, limit, &m)));
+        body.insert("next".into(), Value::String(paging::next_link(ctx, path, &args, limit, &m)));
     }
     let _ = NODE_LIST_FIELDS;
     ok(&Value::Object(body))
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    let fields = util::fields(&ctx, &q, &render::node_field_version)?;
+    let fields = paging::fields(&ctx, &q, &render::node_field_version)?;
     let n = load(&state, &ctx, &ident)?;
     ok(&render::node(&n, &ctx, fields.as_deref()))
 }
@@ -396,7 +405,7 @@ fn set_field(n: &mut Node, field: &str, v: &Value) -> Result<(), ApiError> {
         match v {
             Value::Bool(b) => Ok(*b),
             Value::Null => Ok(false),
-            Value::String(s) => util::parse_bool(s).ok_or_else(|| type_error(field, v, "a boolean")),
+            Value::String(s) => parse_bool(s).ok_or_else(|| type_error(field, v, "a boolean")),
             _ => Err(type_error(field, v, "a boolean")),
         }
     };
@@ -505,9 +514,9 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
     }
     n.parent_node = resolve_parent(&state, &ctx, n.parent_node.as_deref())?;
     // Before 1.11 new nodes start as "available".
-    n.provision_state = if ctx.allows(11) { ProvisionState::Enroll } else { ProvisionState::Available };
+    n.provision_state = if ctx.allows(ENROLL_STATE) { ProvisionState::Enroll } else { ProvisionState::Available };
     let created = state.rpc.create_node(n).await?;
-    let mut r = util::json_response(StatusCode::CREATED, &render::node(&created, &ctx, None));
+    let mut r = json_response(StatusCode::CREATED, &render::node(&created, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&node_location(&ctx, &created)) {
         r.headers_mut().insert(axum::http::header::LOCATION, v);
     }
@@ -658,10 +667,10 @@ async fn update(
     {
         None => false,
         Some(v) => {
-            if !ctx.allows(45) {
+            if !ctx.allows(RESET_INTERFACES) {
                 return Err(ApiError::not_acceptable());
             }
-            util::parse_bool(&v)
+            parse_bool(&v)
                 .ok_or_else(|| ApiError::bad_request(format!("Invalid boolean value for reset_interfaces: {v}")))?
         }
     };
@@ -736,7 +745,7 @@ async fn patch_once(state: &ApiState, ctx: &Ctx, ident: &str, reset: bool, patch
             node.uuid, node.provision_state
         )));
     }
-    if node.chassis_uuid.is_some() && updated.chassis_uuid.is_none() && !ctx.allows(25) {
+    if node.chassis_uuid.is_some() && updated.chassis_uuid.is_none() && !ctx.allows(UNSET_CHASSIS_UUID) {
         return Err(ApiError::not_acceptable());
     }
     if updated.parent_node != node.parent_node {
@@ -766,6 +775,7 @@ async fn states(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<Strin
     let n = load(&state, &ctx, &ident)?;
     let full = render::node(&n, &ctx, None);
     let mut m = Map::new();
+    // Each field with the minor version that introduced it (1 = always).
     for (f, min) in [
         ("console_enabled", 1),
         ("last_error", 1),
@@ -808,12 +818,12 @@ async fn set_power(
             n.power_state.map(|p| p.as_str()).unwrap_or("None")
         ))
     })?;
-    if target.is_soft() && !ctx.allows(27) {
+    if target.is_soft() && !ctx.allows(SOFT_POWER_OFF) {
         return Err(ApiError::not_acceptable());
     }
     let timeout = match body.timeout {
         None | Some(Value::Null) => None,
-        Some(_) if !ctx.allows(27) => return Err(ApiError::not_acceptable()),
+        Some(_) if !ctx.allows(SOFT_POWER_OFF) => return Err(ApiError::not_acceptable()),
         Some(Value::Number(t)) if t.as_u64().is_some_and(|t| t > 0) => t.as_u64(),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
@@ -869,9 +879,9 @@ fn check_configdrive(ctx: &Ctx, n: &Brief, verb: &str, cd: Option<Value>) -> Res
     if empty {
         return Ok(cd);
     }
-    let allowed = matches!(verb, "active" | "deploy") || (verb == "rebuild" && ctx.allows(35));
+    let allowed = matches!(verb, "active" | "deploy") || (verb == "rebuild" && ctx.allows(REBUILD_CONFIGDRIVE));
     if !allowed {
-        let targets = if ctx.allows(35) { "active, rebuild" } else { "active" };
+        let targets = if ctx.allows(REBUILD_CONFIGDRIVE) { "active, rebuild" } else { "active" };
         return Err(ApiError::bad_request(format!(
             "Adding a config drive is only supported when setting provision state to {targets}"
         )));
@@ -889,12 +899,12 @@ fn check_configdrive(ctx: &Ctx, n: &Brief, verb: &str, cd: Option<Value>) -> Res
     }
     match cd {
         Value::Object(m) => {
-            if !ctx.allows(56) {
+            if !ctx.allows(BUILD_CONFIGDRIVE) {
                 return Err(ApiError::bad_request(
                     "Providing a JSON object for configdrive is only supported starting with API version 1.56",
                 ));
             }
-            if m.contains_key("vendor_data") && !ctx.allows(59) {
+            if m.contains_key("vendor_data") && !ctx.allows(CONFIGDRIVE_VENDOR_DATA) {
                 return Err(ApiError::bad_request(
                     "Providing vendor_data in configdrive is only supported starting with API version 1.59",
                 ));
@@ -939,11 +949,13 @@ async fn set_provision(
     if body.runbook.is_some() {
         return Err(ApiError::not_acceptable());
     }
-    if event == Some(Event::Abort) && n.provision_state == ProvisionState::InspectWait && !ctx.allows(41) {
+    if event == Some(Event::Abort) && n.provision_state == ProvisionState::InspectWait && !ctx.allows(INSPECTION_ABORT)
+    {
         return Err(ApiError::not_acceptable());
     }
     // Abort from "wait call-back" arrived in 1.110.
-    if event == Some(Event::Abort) && n.provision_state == ProvisionState::DeployWait && !ctx.allows(110) {
+    if event == Some(Event::Abort) && n.provision_state == ProvisionState::DeployWait && !ctx.allows(DEPLOY_WAIT_ABORT)
+    {
         return Err(ApiError::bad_request(format!(
             "The requested action \"abort\" can not be performed on node \"{}\" while it is in state \"{}\".",
             n.uuid, n.provision_state
@@ -960,11 +972,11 @@ async fn set_provision(
             "\"service_steps\" is only valid when setting target provision state to service",
         ));
     }
-    if body.deploy_steps.is_some() && !ctx.allows(69) {
+    if body.deploy_steps.is_some() && !ctx.allows(DEPLOY_STEPS) {
         return Err(ApiError::not_acceptable());
     }
-    if body.disable_ramdisk.is_some() && (verb != Verb::Clean || !ctx.allows(70)) {
-        if !ctx.allows(70) {
+    if body.disable_ramdisk.is_some() && (verb != Verb::Clean || !ctx.allows(CLEAN_DISABLE_RAMDISK)) {
+        if !ctx.allows(CLEAN_DISABLE_RAMDISK) {
             return Err(ApiError::not_acceptable());
         }
         return Err(ApiError::bad_request(
@@ -1076,11 +1088,11 @@ async fn validate(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<Str
         "storage",
     ] {
         let min = match k {
-            "bios" => 40,
-            "rescue" => 38,
-            "storage" => 33,
-            "firmware" => 86,
-            _ => 1,
+            "bios" => BIOS_INTERFACE,
+            "rescue" => RESCUE_INTERFACE,
+            "storage" => STORAGE_INTERFACE,
+            "firmware" => FIRMWARE_INTERFACE,
+            _ => INITIAL_VERSION,
         };
         if !ctx.allows(min) {
             continue;
@@ -1123,7 +1135,7 @@ async fn maintenance_off(State(state): State<ApiState>, ctx: Ctx, Path(ident): P
 // ---------------------------------------------------------------- VIFs and traits
 
 async fn vif_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(28) {
+    if !ctx.allows(VIFS) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -1137,7 +1149,7 @@ async fn vif_attach(
     Path(ident): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    if !ctx.allows(28) {
+    if !ctx.allows(VIFS) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -1145,7 +1157,7 @@ async fn vif_attach(
         body.get("id").and_then(|v| v.as_str()).ok_or_else(|| ApiError::bad_request("'id' is a required property"))?;
     let port =
         body.get("port_uuid").or_else(|| body.get("portgroup_uuid")).and_then(|v| v.as_str()).map(str::to_string);
-    if port.is_some() && !ctx.allows(67) {
+    if port.is_some() && !ctx.allows(VIF_ATTACH_PORT) {
         return Err(ApiError::not_acceptable());
     }
     state.rpc.vif_attach(n.uuid, id.to_string(), port).await?;
@@ -1154,7 +1166,7 @@ async fn vif_attach(
 }
 
 async fn vif_detach(State(state): State<ApiState>, ctx: Ctx, Path((ident, vif)): Path<(String, String)>) -> ApiResult {
-    if !ctx.allows(28) {
+    if !ctx.allows(VIFS) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -1178,7 +1190,7 @@ fn check_trait(t: &str) -> Result<(), ApiError> {
 const MAX_TRAITS: usize = 50;
 
 async fn traits_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(37) {
+    if !ctx.allows(NODE_TRAITS) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -1191,7 +1203,7 @@ async fn traits_set(
     Path(ident): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    if !ctx.allows(37) {
+    if !ctx.allows(NODE_TRAITS) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -1215,7 +1227,7 @@ async fn traits_set(
 }
 
 async fn traits_clear(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(37) {
+    if !ctx.allows(NODE_TRAITS) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -1224,7 +1236,7 @@ async fn traits_clear(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path
 }
 
 async fn trait_add(State(state): State<ApiState>, ctx: Ctx, Path((ident, name)): Path<(String, String)>) -> ApiResult {
-    if !ctx.allows(37) {
+    if !ctx.allows(NODE_TRAITS) {
         return Err(ApiError::not_acceptable());
     }
     check_trait(&name)?;
@@ -1245,7 +1257,7 @@ async fn trait_remove(
     ctx: Ctx,
     Path((ident, name)): Path<(String, String)>,
 ) -> ApiResult {
-    if !ctx.allows(37) {
+    if !ctx.allows(NODE_TRAITS) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;

@@ -1,9 +1,15 @@
 //! `/v1/ports` and `/v1/portgroups`.
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
+use super::microversion::{
+    DETAIL_QUERY, FIELDS_SELECTOR, INITIAL_VERSION, LOCAL_LINK_NETWORK_TYPE, PORTGROUP_MODE_PROPERTIES,
+    PORTGROUP_SUBRESOURCES, PORTGROUPS, SHARDS,
+};
 use super::nodes::{apply_patch, load};
+use super::paging;
 use super::render;
-use super::util::{self, JsonBody, Query, no_content, ok};
+use super::responses::{json_response, no_content, ok};
 use super::{ApiState, Ctx};
 use crate::db::{PORT_SORT_KEYS, PortQuery};
 use axum::Router;
@@ -33,11 +39,11 @@ fn parse_mac(s: &str) -> Result<MacAddr, ApiError> {
 }
 
 fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, detail: bool, path: &str) -> ApiResult {
-    if q.get("portgroup").is_some() && !ctx.allows(24) {
+    if q.get("portgroup").is_some() && !ctx.allows(PORTGROUP_SUBRESOURCES) {
         return Err(ApiError::not_acceptable());
     }
     let shard = match q.get("shard") {
-        Some(_) if !ctx.allows(82) => return Err(ApiError::not_acceptable_min(82)),
+        Some(_) if !ctx.allows(SHARDS) => return Err(ApiError::not_acceptable_min(SHARDS)),
         Some(s) => Some(s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect::<Vec<_>>()),
         None => None,
     };
@@ -75,7 +81,7 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
         }
         None => None,
     };
-    let fields = util::fields(ctx, q, &render::port_field_version)?;
+    let fields = paging::fields(ctx, q, &render::port_field_version)?;
     if detail && fields.is_some() {
         return Err(ApiError::bad_request("Can not specify ?detail=True and fields in the same request."));
     }
@@ -83,13 +89,13 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
         node,
         portgroup,
         address,
-        sort_key: util::sort_key(q, PORT_SORT_KEYS)?,
-        sort_dir: util::sort_dir(q)?,
-        limit: util::limit(q)?,
+        sort_key: paging::sort_key(q, PORT_SORT_KEYS)?,
+        sort_dir: paging::sort_dir(q)?,
+        limit: paging::limit(q)?,
         marker,
         nodes,
     };
-    let limit = pq.limit.unwrap_or(util::MAX_PAGE);
+    let limit = pq.limit.unwrap_or(paging::MAX_PAGE);
     let ports = state.db.list_ports(&pq)?;
     let shown: Option<Vec<String>> =
         if detail { None } else { Some(fields.clone().unwrap_or_else(|| vec!["uuid".into(), "address".into()])) };
@@ -103,7 +109,10 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
             if let Some(f) = &fields {
                 args.push(("fields", f.join(",")));
             }
-            body.insert("next".into(), Value::String(util::next_link(ctx, path, &args, limit, &last.uuid.to_string())));
+            body.insert(
+                "next".into(),
+                Value::String(paging::next_link(ctx, path, &args, limit, &last.uuid.to_string())),
+            );
         }
     }
     ok(&Value::Object(body))
@@ -111,7 +120,7 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
 
 async fn list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
     let detail = q.bool("detail")? == Some(true);
-    if detail && !ctx.allows(43) {
+    if detail && !ctx.allows(DETAIL_QUERY) {
         return Err(ApiError::not_acceptable());
     }
     list_ports(&state, &ctx, &q, None, detail, "ports")
@@ -128,7 +137,7 @@ pub(super) async fn node_ports(
     q: Query,
 ) -> ApiResult {
     let detail = q.bool("detail")? == Some(true);
-    if detail && !ctx.allows(43) {
+    if detail && !ctx.allows(DETAIL_QUERY) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -146,12 +155,12 @@ pub(super) async fn node_ports_detail(
 }
 
 async fn show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    let fields = util::fields(&ctx, &q, &render::port_field_version)?;
+    let fields = paging::fields(&ctx, &q, &render::port_field_version)?;
     let p = load_port(&state, &ident)?;
     ok(&render::port(&p, &ctx, fields.as_deref()))
 }
 
-/// Port fields a client may set, with their minimum versions.
+/// Port fields a client may set, with the minor version that allows each (1 = always).
 const PORT_WRITABLE: &[(&str, u32)] = &[
     ("uuid", 1),
     ("address", 1),
@@ -195,7 +204,7 @@ fn set_port_field(state: &ApiState, ctx: &Ctx, p: &mut Port, field: &str, v: &Va
         "extra" => p.extra = map(v)?,
         "local_link_connection" => {
             let m = map(v)?;
-            if m.contains_key("network_type") && !ctx.allows(64) {
+            if m.contains_key("network_type") && !ctx.allows(LOCAL_LINK_NETWORK_TYPE) {
                 return Err(ApiError::not_acceptable());
             }
             if let Some(k) = m.keys().find(|k| !LLC_KEYS.contains(&k.as_str())) {
@@ -246,7 +255,7 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBod
         set_port_field(&state, &ctx, &mut p, k, v)?;
     }
     let p = state.rpc.create_port(p).await?;
-    let mut r = util::json_response(StatusCode::CREATED, &render::port(&p, &ctx, None));
+    let mut r = json_response(StatusCode::CREATED, &render::port(&p, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{}/v1/ports/{}", ctx.base, p.uuid)) {
         r.headers_mut().insert(axum::http::header::LOCATION, v);
     }
@@ -301,7 +310,7 @@ async fn destroy(State(state): State<ApiState>, Path(ident): Path<String>) -> Ap
 // ---------------------------------------------------------------- portgroups
 
 fn need_portgroups(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(23) { Ok(()) } else { Err(ApiError::not_found("The resource could not be found.")) }
+    if ctx.allows(PORTGROUPS) { Ok(()) } else { Err(ApiError::not_found("The resource could not be found.")) }
 }
 
 fn pg_list_impl(
@@ -313,11 +322,13 @@ fn pg_list_impl(
     path: &str,
 ) -> ApiResult {
     need_portgroups(ctx)?;
-    let fields_q = util::field_list(q);
-    if fields_q.is_some() && !ctx.allows(8) {
+    let fields_q = paging::field_list(q);
+    if fields_q.is_some() && !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
-    if fields_q.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties")) && !ctx.allows(26) {
+    if fields_q.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties"))
+        && !ctx.allows(PORTGROUP_MODE_PROPERTIES)
+    {
         return Err(ApiError::not_acceptable());
     }
     let (fields, detail) = if detail_path {
@@ -326,7 +337,7 @@ fn pg_list_impl(
         }
         (None, Some(true))
     } else {
-        util::return_fields(q, &["uuid", "address", "name"], ctx.allows(43))?
+        paging::return_fields(q, &["uuid", "address", "name"], ctx.allows(DETAIL_QUERY))?
     };
     if q.get("node").is_some() && q.get("address").is_some() {
         return Err(ApiError::bad_request("Filtering by node, address, or shard simultaneously is not supported."));
@@ -338,14 +349,14 @@ fn pg_list_impl(
     };
     let address = q.get("address").map(parse_mac).transpose()?.map(|m| m.to_string());
     let page =
-        util::page(q, &["id", "uuid", "name", "address", "created_at"], &["extra", "internal_info", "properties"])?;
+        paging::page(q, &["id", "uuid", "name", "address", "created_at"], &["extra", "internal_info", "properties"])?;
     let groups: Vec<Portgroup> = state
         .db
         .list_portgroups(node)?
         .into_iter()
         .filter(|g| address.as_ref().is_none_or(|a| g.address.as_ref() == Some(a)))
         .collect();
-    let rows = util::paginate(
+    let rows = paging::paginate(
         groups,
         &page,
         |g, k| match k {
@@ -361,7 +372,7 @@ fn pg_list_impl(
     let mut items = Vec::with_capacity(rows.len());
     for g in &rows {
         let mut d = render::portgroup(g, ctx, None);
-        util::sanitize(&mut d, fields.as_deref())?;
+        paging::sanitize(&mut d, fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|g| g.uuid.map(|u| u.to_string()).unwrap_or_default()).collect();
@@ -374,7 +385,7 @@ fn pg_list_impl(
     if let Some(f) = &fields {
         args.push(("fields", f.join(",")));
     }
-    ok(&util::collection(ctx, "portgroups", items, &markers, page.limit, path, &args))
+    ok(&paging::collection(ctx, "portgroups", items, &markers, page.limit, path, &args))
 }
 
 async fn pg_list(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
@@ -391,7 +402,7 @@ pub(super) async fn node_portgroups(
     Path(ident): Path<String>,
     q: Query,
 ) -> ApiResult {
-    if !ctx.allows(24) {
+    if !ctx.allows(PORTGROUP_SUBRESOURCES) {
         return Err(ApiError::not_acceptable());
     }
     let n = load(&state, &ctx, &ident)?;
@@ -400,16 +411,18 @@ pub(super) async fn node_portgroups(
 
 async fn pg_show(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
     need_portgroups(&ctx)?;
-    let fields = util::field_list(&q);
-    if fields.is_some() && !ctx.allows(8) {
+    let fields = paging::field_list(&q);
+    if fields.is_some() && !ctx.allows(FIELDS_SELECTOR) {
         return Err(ApiError::not_acceptable());
     }
-    if fields.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties")) && !ctx.allows(26) {
+    if fields.as_ref().is_some_and(|f| f.iter().any(|x| x == "mode" || x == "properties"))
+        && !ctx.allows(PORTGROUP_MODE_PROPERTIES)
+    {
         return Err(ApiError::not_acceptable());
     }
     let g = state.db.get_portgroup(&ident)?;
     let mut d = render::portgroup(&g, &ctx, None);
-    util::sanitize(&mut d, fields.as_deref())?;
+    paging::sanitize(&mut d, fields.as_deref())?;
     ok(&d)
 }
 
@@ -465,7 +478,7 @@ async fn pg_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): Json
     }
     g.created_at = Some(state.clock.now());
     state.db.create_portgroup(&g)?;
-    let mut r = util::json_response(StatusCode::CREATED, &render::portgroup(&g, &ctx, None));
+    let mut r = json_response(StatusCode::CREATED, &render::portgroup(&g, &ctx, None));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
         "{}/v1/portgroups/{}",
         ctx.base,
@@ -492,7 +505,7 @@ async fn pg_update(
         "extra": g.extra, "standalone_ports_supported": g.standalone_ports_supported,
         "mode": g.mode, "properties": g.properties,
     });
-    let writable = |f: &str| PG_WRITABLE.contains(&f).then_some(1);
+    let writable = |f: &str| PG_WRITABLE.contains(&f).then_some(INITIAL_VERSION);
     let roots = apply_patch(
         &mut doc,
         patch,
@@ -523,7 +536,7 @@ async fn pg_destroy(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<S
 }
 
 async fn pg_ports(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(24) {
+    if !ctx.allows(PORTGROUP_SUBRESOURCES) {
         return Err(ApiError::not_acceptable());
     }
     let g = state.db.get_portgroup(&ident)?;

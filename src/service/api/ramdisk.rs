@@ -1,9 +1,14 @@
 //! The ramdisk endpoints: `/v1/lookup` and `/v1/heartbeat/{node}` (ironic-python-agent's calls).
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
+use super::microversion::{
+    AGENT_VERSION_HEARTBEAT, CONTINUE_INSPECTION, HEARTBEAT_STATUS, HEARTBEAT_VERIFY_CA, INITIAL_VERSION,
+    RAMDISK_ENDPOINTS,
+};
 use super::nodes::view;
 use super::render;
-use super::util::{JsonBody, Query, accepted, ok};
+use super::responses::{accepted, ok};
 use super::{ApiState, Ctx};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -21,7 +26,7 @@ pub fn routes() -> Router<ApiState> {
 }
 
 async fn lookup(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
-    if !ctx.allows(22) {
+    if !ctx.allows(RAMDISK_ENDPOINTS) {
         return Err(ApiError::not_found("The resource could not be found."));
     }
     let macs: Vec<String> = q
@@ -121,8 +126,8 @@ async fn continue_inspection(
         }
         None => None,
     };
-    let new_endpoint = ctx.allows(84);
-    if !new_endpoint && (ctx.version != 1 || node_uuid.is_some()) {
+    let new_endpoint = ctx.allows(CONTINUE_INSPECTION);
+    if !new_endpoint && (ctx.version != INITIAL_VERSION || node_uuid.is_some()) {
         return Err(ApiError::not_found("API version 1.84 or newer is required"));
     }
     ferric_types::models::schema::validate_arg(
@@ -160,7 +165,7 @@ async fn continue_inspection(
         Some((node, token)) => lookup_doc(&ctx, &node, &token, &state),
         None => json!({"uuid": n.uuid.to_string()}),
     };
-    Ok(super::util::json_response(axum::http::StatusCode::ACCEPTED, &body))
+    Ok(super::responses::json_response(axum::http::StatusCode::ACCEPTED, &body))
 }
 
 #[derive(serde::Deserialize)]
@@ -179,16 +184,16 @@ async fn heartbeat(
     Path(ident): Path<String>,
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> ApiResult {
-    if !ctx.allows(22) {
+    if !ctx.allows(RAMDISK_ENDPOINTS) {
         return Err(ApiError::not_found("The resource could not be found."));
     }
-    if body.agent_version.is_some() && !ctx.allows(36) {
+    if body.agent_version.is_some() && !ctx.allows(AGENT_VERSION_HEARTBEAT) {
         return Err(ApiError::bad_request("Field \"agent_version\" not recognised"));
     }
-    if (body.agent_status.is_some() || body.agent_status_message.is_some()) && !ctx.allows(72) {
+    if (body.agent_status.is_some() || body.agent_status_message.is_some()) && !ctx.allows(HEARTBEAT_STATUS) {
         return Err(ApiError::bad_request("Fields \"agent_status\" and \"agent_status_message\" not recognised."));
     }
-    if body.agent_verify_ca.is_some() && !ctx.allows(68) {
+    if body.agent_verify_ca.is_some() && !ctx.allows(HEARTBEAT_VERIFY_CA) {
         return Err(ApiError::bad_request("Field \"agent_verify_ca\" not recognised in this version"));
     }
     let url = &body.callback_url;

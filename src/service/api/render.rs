@@ -2,7 +2,8 @@
 //! the same order, fields newer than the request's version hidden, secrets masked.
 
 use super::Ctx;
-use super::util::links;
+use super::microversion::{AVAILABLE_STATE, INSPECT_WAIT_STATE, PORTGROUP_MODE_PROPERTIES};
+use super::responses::links;
 use ferric_types::models::{Chassis, JsonMap, Node, Port, Portgroup};
 use serde_json::{Map, Value, json};
 
@@ -187,8 +188,8 @@ fn node_value(n: &Node, field: &str, ctx: &Ctx) -> Value {
             // Before 1.2 "available" was spelled None; before 1.39 "inspect wait" was "inspecting".
             use ferric_types::models::ProvisionState as P;
             match n.provision_state {
-                P::Available if !ctx.allows(2) => Value::Null,
-                P::InspectWait if !ctx.allows(39) => Value::String("inspecting".into()),
+                P::Available if !ctx.allows(AVAILABLE_STATE) => Value::Null,
+                P::InspectWait if !ctx.allows(INSPECT_WAIT_STATE) => Value::String("inspecting".into()),
                 s => Value::String(s.as_str().into()),
             }
         }
@@ -236,7 +237,9 @@ pub fn node(n: &Node, ctx: &Ctx, fields: Option<&[String]>) -> Value {
     Value::Object(m)
 }
 
-/// Port fields in Ironic's order, with their minimum versions.
+/// Port fields in Ironic's order, with the minor version that introduced each (1 = always).
+/// Fields of versions above `MAX_MINOR` are kept so the order matches Ironic's; no request
+/// reaches them yet.
 pub const PORT_FIELDS: &[(&str, u32)] = &[
     ("uuid", 1),
     ("created_at", 1),
@@ -321,7 +324,7 @@ pub fn portgroup(g: &Portgroup, ctx: &Ctx, fields: Option<&[String]>) -> Value {
     ];
     let mut m = Map::new();
     for (k, v) in all {
-        if matches!(k, "mode" | "properties") && !ctx.allows(26) {
+        if matches!(k, "mode" | "properties") && !ctx.allows(PORTGROUP_MODE_PROPERTIES) {
             continue;
         }
         if let Some(sel) = fields {

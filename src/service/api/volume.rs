@@ -2,9 +2,12 @@
 //! (API 1.32).
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query};
+use super::microversion::VOLUME;
 use super::nodes::{apply_patch, load};
+use super::paging;
 use super::render::{fmt_time, mask_secrets};
-use super::util::{self, JsonBody, Query, no_content, ok};
+use super::responses::{created, links, no_content, ok};
 use super::{ApiState, Ctx};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -30,12 +33,12 @@ pub fn routes() -> Router<ApiState> {
 
 /// Below 1.32 the volume endpoints are 404 (Ironic's `api_version` default message).
 fn need_volume(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(32) { Ok(()) } else { Err(ApiError::not_found("The API is not supported for this version")) }
+    if ctx.allows(VOLUME) { Ok(()) } else { Err(ApiError::not_found("The API is not supported for this version")) }
 }
 
 /// Below 1.32 the sub-resources do not route at all.
 fn need_volume_route(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(32) {
+    if ctx.allows(VOLUME) {
         Ok(())
     } else {
         Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."))
@@ -99,7 +102,7 @@ fn connector_doc(ctx: &Ctx, v: &VolumeConnector) -> Value {
     m.insert("connector_id".into(), json!(v.connector_id));
     m.insert("extra".into(), Value::Object(v.extra.clone()));
     m.insert("type".into(), json!(v.connector_type));
-    m.insert("links".into(), util::links(&ctx.base, &format!("volume/connectors/{}", v.uuid)));
+    m.insert("links".into(), links(&ctx.base, &format!("volume/connectors/{}", v.uuid)));
     m.insert("node_uuid".into(), json!(v.node_uuid.to_string()));
     Value::Object(m)
 }
@@ -114,7 +117,7 @@ fn target_doc(ctx: &Ctx, v: &VolumeTarget) -> Value {
     m.insert("properties".into(), mask_secrets(&v.properties));
     m.insert("volume_id".into(), json!(v.volume_id));
     m.insert("volume_type".into(), json!(v.volume_type));
-    m.insert("links".into(), util::links(&ctx.base, &format!("volume/targets/{}", v.uuid)));
+    m.insert("links".into(), links(&ctx.base, &format!("volume/targets/{}", v.uuid)));
     m.insert("node_uuid".into(), json!(v.node_uuid.to_string()));
     Value::Object(m)
 }
@@ -138,14 +141,14 @@ fn list_args(
 ) -> Result<ListArgs, ApiError> {
     need_volume(ctx)?;
     let detail = q.bool("detail")?;
-    let mut fields = util::field_list(q);
+    let mut fields = paging::field_list(q);
     if fields.is_some() && detail == Some(true) {
         return Err(ApiError::bad_request("Can't fetch a subset of fields with 'detail' set"));
     }
     if fields.is_none() && detail != Some(true) {
         fields = Some(defaults.iter().map(|s| s.to_string()).collect());
     }
-    let page = util::page(q, sortable, unsortable)?;
+    let page = paging::page(q, sortable, unsortable)?;
     let node = match parent.or(q.get("node")) {
         Some(ident) => Some(load(state, ctx, ident)?.uuid),
         None => None,
@@ -174,11 +177,11 @@ fn connector_list(state: &ApiState, ctx: &Ctx, q: &Query, parent: Option<&str>) 
     let mut items = Vec::with_capacity(rows.len());
     for v in &rows {
         let mut d = connector_doc(ctx, v);
-        util::sanitize(&mut d, a.fields.as_deref())?;
+        paging::sanitize(&mut d, a.fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|v| v.uuid.to_string()).collect();
-    ok(&util::collection(ctx, "connectors", items, &markers, a.page.limit, "volume/connectors", &next_args(&a, q)))
+    ok(&paging::collection(ctx, "connectors", items, &markers, a.page.limit, "volume/connectors", &next_args(&a, q)))
 }
 
 async fn connectors(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
@@ -200,11 +203,11 @@ fn target_list(state: &ApiState, ctx: &Ctx, q: &Query, parent: Option<&str>) -> 
     let mut items = Vec::with_capacity(rows.len());
     for v in &rows {
         let mut d = target_doc(ctx, v);
-        util::sanitize(&mut d, a.fields.as_deref())?;
+        paging::sanitize(&mut d, a.fields.as_deref())?;
         items.push(d);
     }
     let markers: Vec<String> = rows.iter().map(|v| v.uuid.to_string()).collect();
-    ok(&util::collection(ctx, "targets", items, &markers, a.page.limit, "volume/targets", &next_args(&a, q)))
+    ok(&paging::collection(ctx, "targets", items, &markers, a.page.limit, "volume/targets", &next_args(&a, q)))
 }
 
 async fn targets(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiResult {
@@ -228,7 +231,7 @@ async fn connector_show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<
     need_volume(&ctx)?;
     let v = state.db.get_volume_connector(parse_connector_id(&id)?)?;
     let mut d = connector_doc(&ctx, &v);
-    util::sanitize(&mut d, util::field_list(&q).as_deref())?;
+    paging::sanitize(&mut d, paging::field_list(&q).as_deref())?;
     ok(&d)
 }
 
@@ -236,7 +239,7 @@ async fn target_show(State(state): State<ApiState>, ctx: Ctx, Path(id): Path<Str
     need_volume(&ctx)?;
     let v = state.db.get_volume_target(parse_target_id(&id)?)?;
     let mut d = target_doc(&ctx, &v);
-    util::sanitize(&mut d, util::field_list(&q).as_deref())?;
+    paging::sanitize(&mut d, paging::field_list(&q).as_deref())?;
     ok(&d)
 }
 
@@ -319,7 +322,7 @@ async fn connector_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body
         updated_at: None,
     };
     state.db.create_volume_connector(&v)?;
-    util::created(format!("{}/v1/volume/connectors/{}", ctx.base, v.uuid), &connector_doc(&ctx, &v))
+    created(format!("{}/v1/volume/connectors/{}", ctx.base, v.uuid), &connector_doc(&ctx, &v))
 }
 
 async fn target_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): JsonBody<Value>) -> ApiResult {
@@ -338,7 +341,7 @@ async fn target_create(State(state): State<ApiState>, ctx: Ctx, JsonBody(body): 
         updated_at: None,
     };
     state.db.create_volume_target(&v)?;
-    util::created(format!("{}/v1/volume/targets/{}", ctx.base, v.uuid), &target_doc(&ctx, &v))
+    created(format!("{}/v1/volume/targets/{}", ctx.base, v.uuid), &target_doc(&ctx, &v))
 }
 
 /// Checks a patch's paths against `allowed` and a new `node_uuid`, Ironic's way.
@@ -381,7 +384,7 @@ async fn connector_update(
     check_volume_patch(&state, &ctx, &patch, &allowed)?;
     let mut doc = json!({"connector_id": v.connector_id, "extra": v.extra, "node_uuid": v.node_uuid.to_string(),
                          "type": v.connector_type, "uuid": v.uuid.to_string()});
-    let writable = |f: &str| allowed.contains(&f).then_some(32);
+    let writable = |f: &str| allowed.contains(&f).then_some(VOLUME);
     apply_patch(&mut doc, patch, &ctx, &[], &writable)?;
     schema::validate_arg("patch", &connector_schema(), &doc, PATTERNS).map_err(ApiError::bad_request)?;
     let mut updated = v.clone();
@@ -409,7 +412,7 @@ async fn target_update(
     let mut doc = json!({"boot_index": v.boot_index, "extra": v.extra, "node_uuid": v.node_uuid.to_string(),
                          "properties": v.properties, "volume_id": v.volume_id, "volume_type": v.volume_type,
                          "uuid": v.uuid.to_string()});
-    let writable = |f: &str| allowed.contains(&f).then_some(32);
+    let writable = |f: &str| allowed.contains(&f).then_some(VOLUME);
     apply_patch(&mut doc, patch, &ctx, &[], &writable)?;
     schema::validate_arg("patch", &target_schema(), &doc, PATTERNS).map_err(ApiError::bad_request)?;
     let mut updated = v.clone();

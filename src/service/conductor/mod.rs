@@ -7,7 +7,7 @@
 
 mod agent;
 mod allocations;
-mod extras;
+mod hardware;
 mod inspection;
 mod ops;
 mod periodic;
@@ -15,6 +15,8 @@ mod power;
 mod provision;
 mod rpc;
 mod steps;
+mod vendor;
+mod volumes;
 
 pub use inspection::AGENT_INSPECT;
 

@@ -1,4 +1,5 @@
-//! DHCP state of the provisioning network: leases by address, and per-port boot options.
+//! DHCP state of the provisioning network: leases by address, per-port boot options, and the
+//! lease records a DHCP server keeps as opaque JSON by MAC.
 //!
 //! The rows are plain data here; `network::dhcp` gives them their meaning (lease states, which
 //! ports the DHCP server answers).
@@ -132,6 +133,41 @@ impl Db {
                 None => Ok(None),
                 Some((port, opts)) => Ok(Some((from_json(&port)?, opts.map(|o| from_json(&o)).transpose()?))),
             }
+        })
+    }
+
+    // ---- DHCP leases (opaque JSON owned by the DHCP server) ----
+
+    pub fn put_lease(&self, mac: &str, ip: &str, body: &serde_json::Value) -> Result<(), DbError> {
+        let b = to_json(body)?;
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM dhcp_leases WHERE ip = ?1 AND mac <> ?2")?.execute(params![ip, mac])?;
+            tx.prepare_cached(
+                "INSERT INTO dhcp_leases (mac, ip, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(mac) DO UPDATE SET ip = excluded.ip, body = excluded.body",
+            )?
+            .execute(params![mac, ip, b])?;
+            Ok(())
+        })
+    }
+
+    pub fn delete_lease(&self, mac: &str) -> Result<(), DbError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM dhcp_leases WHERE mac = ?1")?.execute([mac])?;
+            Ok(())
+        })
+    }
+
+    pub fn list_leases(&self) -> Result<Vec<(String, String, serde_json::Value)>, DbError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT mac, ip, body FROM dhcp_leases ORDER BY mac")?;
+            let rows =
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            rows.map(|row| {
+                let (m, i, b) = row?;
+                Ok((m, i, from_json(&b)?))
+            })
+            .collect()
         })
     }
 }

@@ -4,20 +4,28 @@
 //! them directly rather than hopping to a blocking pool. One writer connection serialises writes;
 //! a small pool of reader connections serves the API's reads in parallel.
 
+mod allocations;
+mod chassis;
+mod conductors;
+mod deploy_templates;
 mod dhcp;
-mod extras;
+mod history;
+mod inventory;
 mod migrations;
 mod nodes;
-mod others;
+mod paging;
+mod ports;
+mod volumes;
 
+pub use allocations::AllocationFilter;
 pub use dhcp::LeaseRow;
-pub use extras::{AllocationFilter, Page, SORT_KEY_ERROR};
 pub use nodes::{LockUse, NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
-pub use others::{PORT_SORT_KEYS, PortQuery};
+pub use paging::{Page, SORT_KEY_ERROR};
+pub use ports::{PORT_SORT_KEYS, PortQuery};
 
 use ferric_types::models::{Node, NodeId};
 use parking_lot::Mutex;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,6 +156,23 @@ impl Db {
         std::mem::forget(open);
         Ok(out)
     }
+
+    /// The body of the row of `table` whose `col` is `val`.
+    fn get_body(&self, table: &str, col: &str, val: &str) -> Result<Option<String>, DbError> {
+        let sql = format!("SELECT body FROM {table} WHERE {col} = ?1");
+        self.read(|c| Ok(c.prepare_cached(&sql)?.query_row([val], |r| r.get::<_, String>(0)).optional()?))
+    }
+
+    /// Deletes the row of `table` with `uuid`; NotFound (naming `kind`) when there is none.
+    fn delete_row(&self, table: &str, uuid: &str, kind: &'static str) -> Result<(), DbError> {
+        let sql = format!("DELETE FROM {table} WHERE uuid = ?1");
+        self.write(|tx| {
+            if tx.prepare_cached(&sql)?.execute([uuid])? == 0 {
+                return Err(DbError::NotFound { kind, ident: uuid.to_string() });
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Drops whichever cached nodes the map yields first until at most `len` remain.
@@ -200,6 +225,16 @@ pub(crate) fn unique_violation(e: rusqlite::Error, msg: impl FnOnce(&str) -> Str
         }
     }
     DbError::Sqlite(e)
+}
+
+/// Maps a foreign-key failure (the node vanished meanwhile) to the node's NotFound.
+fn fk_or(e: rusqlite::Error, node: &NodeId, dup: impl FnOnce(&str) -> String) -> DbError {
+    if let rusqlite::Error::SqliteFailure(err, Some(text)) = &e {
+        if err.code == rusqlite::ErrorCode::ConstraintViolation && text.contains("FOREIGN KEY") {
+            return DbError::NotFound { kind: "Node", ident: node.to_string() };
+        }
+    }
+    unique_violation(e, dup)
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, DbError> {

@@ -571,6 +571,17 @@ impl Db {
             .collect()
         })
     }
+
+    /// (shard, node count), largest first, as Ironic's `get_shard_list` counts them.
+    pub fn shard_counts(&self) -> Result<Vec<(Option<String>, i64)>, DbError> {
+        let mut rows: Vec<(Option<String>, i64)> = self.read(|c| {
+            let mut st = c.prepare_cached("SELECT shard, COUNT(id) FROM nodes GROUP BY shard")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.map(|r| Ok(r?)).collect::<Result<Vec<_>, DbError>>()
+        })?;
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+        Ok(rows)
+    }
 }
 
 /// A node, its provision state and when it entered it.

@@ -4,6 +4,8 @@
 use super::codec::{self, Incoming, Keys, Suite};
 use super::error::IpmiError;
 use super::transport::{Connector, Transport};
+use ferric_types::ipmi::boot_option::device;
+use ferric_types::ipmi::{app, boot_option, chassis, chassis_control, completion, netfn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -142,13 +144,14 @@ pub enum PowerState {
 
 /// Chassis Control actions (IPMI v2.0 table 28-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum ChassisControl {
-    PowerDown = 0,
-    PowerUp = 1,
-    PowerCycle = 2,
-    HardReset = 3,
+    PowerDown = chassis_control::POWER_DOWN,
+    PowerUp = chassis_control::POWER_UP,
+    PowerCycle = chassis_control::POWER_CYCLE,
+    HardReset = chassis_control::HARD_RESET,
     /// ACPI soft shutdown.
-    SoftOff = 5,
+    SoftOff = chassis_control::SOFT_SHUTDOWN,
 }
 
 /// Boot device selector of boot option parameter 5.
@@ -167,21 +170,21 @@ pub enum BootDevice {
 impl BootDevice {
     fn selector(self) -> u8 {
         match self {
-            Self::None => 0x0,
-            Self::Pxe => 0x1,
-            Self::Disk => 0x2,
-            Self::Cdrom => 0x5,
-            Self::Bios => 0x6,
+            Self::None => device::NONE,
+            Self::Pxe => device::PXE,
+            Self::Disk => device::DISK,
+            Self::Cdrom => device::CDROM,
+            Self::Bios => device::BIOS_SETUP,
             Self::Other(v) => v & 0x0F,
         }
     }
     fn from_selector(v: u8) -> Self {
         match v & 0x0F {
-            0x0 => Self::None,
-            0x1 => Self::Pxe,
-            0x2 | 0x3 => Self::Disk,
-            0x5 => Self::Cdrom,
-            0x6 => Self::Bios,
+            device::NONE => Self::None,
+            device::PXE => Self::Pxe,
+            device::DISK | device::DISK_SAFE_MODE => Self::Disk,
+            device::CDROM => Self::Cdrom,
+            device::BIOS_SETUP => Self::Bios,
             o => Self::Other(o),
         }
     }
@@ -296,7 +299,7 @@ impl IpmiClient {
     // ----- operations a power/management driver calls -----
 
     pub async fn chassis_status(&self) -> Result<ChassisStatus, IpmiError> {
-        let d = self.command("Get Chassis Status", 0x00, 0x01, &[]).await?;
+        let d = self.command("Get Chassis Status", netfn::CHASSIS, chassis::GET_CHASSIS_STATUS, &[]).await?;
         if d.len() < 3 {
             return Err(self.protocol("Get Chassis Status", "fewer than 3 data bytes"));
         }
@@ -317,7 +320,7 @@ impl IpmiClient {
     }
 
     pub async fn chassis_control(&self, action: ChassisControl) -> Result<(), IpmiError> {
-        self.command("Chassis Control", 0x00, 0x02, &[action as u8]).await.map(|_| ())
+        self.command("Chassis Control", netfn::CHASSIS, chassis::CHASSIS_CONTROL, &[action as u8]).await.map(|_| ())
     }
     pub async fn power_on(&self) -> Result<(), IpmiError> {
         self.chassis_control(ChassisControl::PowerUp).await
@@ -339,20 +342,32 @@ impl IpmiClient {
     /// after its 60-second timeout (parameter 3, as Ironic does); a BMC without parameter 3 is
     /// fine.
     pub async fn set_boot_device(&self, device: BootDevice, persistent: bool, efi: bool) -> Result<(), IpmiError> {
-        match self.command("Set System Boot Options", 0x00, 0x08, &[0x03, 0x08]).await {
+        const WHAT: &str = "Set System Boot Options";
+        let keep_valid = [boot_option::VALID_BIT_CLEARING, boot_option::KEEP_VALID_AFTER_TIMEOUT];
+        match self.command(WHAT, netfn::CHASSIS, chassis::SET_SYSTEM_BOOT_OPTIONS, &keep_valid).await {
             Ok(_) => {}
-            Err(e) if matches!(e.completion_code(), Some(0x80 | 0xCC | 0xC1)) => {}
+            Err(e)
+                if matches!(
+                    e.completion_code(),
+                    Some(
+                        completion::BOOT_PARAMETER_NOT_SUPPORTED
+                            | completion::INVALID_DATA_FIELD
+                            | completion::INVALID_COMMAND
+                    )
+                ) => {}
             Err(e) => return Err(e),
         }
         let flags = 0x80 | (u8::from(persistent) << 6) | (u8::from(efi) << 5);
-        let data = [0x05, flags, device.selector() << 2, 0, 0, 0];
-        self.command("Set System Boot Options", 0x00, 0x08, &data).await.map(|_| ())
+        let data = [boot_option::BOOT_FLAGS, flags, device.selector() << 2, 0, 0, 0];
+        self.command(WHAT, netfn::CHASSIS, chassis::SET_SYSTEM_BOOT_OPTIONS, &data).await.map(|_| ())
     }
 
     pub async fn get_boot_device(&self) -> Result<BootSetting, IpmiError> {
         const WHAT: &str = "Get System Boot Options";
-        let d = self.command(WHAT, 0x00, 0x09, &[0x05, 0, 0]).await?;
-        if d.len() < 4 || d[1] & 0x7F != 5 {
+        let d = self
+            .command(WHAT, netfn::CHASSIS, chassis::GET_SYSTEM_BOOT_OPTIONS, &[boot_option::BOOT_FLAGS, 0, 0])
+            .await?;
+        if d.len() < 4 || d[1] & 0x7F != boot_option::BOOT_FLAGS {
             return Err(self.protocol(WHAT, "short or wrong parameter"));
         }
         let (b0, b1) = (d[2], d[3]);
@@ -366,7 +381,7 @@ impl IpmiClient {
     }
 
     pub async fn device_id(&self) -> Result<DeviceId, IpmiError> {
-        let d = self.command("Get Device ID", 0x06, 0x01, &[]).await?;
+        let d = self.command("Get Device ID", netfn::APP, app::GET_DEVICE_ID, &[]).await?;
         if d.len() < 11 {
             return Err(self.protocol("Get Device ID", "fewer than 11 data bytes"));
         }
@@ -398,7 +413,7 @@ impl IpmiClient {
         let rq = st.rq_seq;
         st.rq_seq = (rq + 1) & 0x3F;
         let until = Instant::now() + self.config.attempt_timeout;
-        let _ = self.request_in_session(&mut st, 0x06, 0x3C, rq, &id, until).await;
+        let _ = self.request_in_session(&mut st, netfn::APP, app::CLOSE_SESSION, rq, &id, until).await;
         st.session = None;
     }
 
@@ -427,7 +442,7 @@ impl IpmiClient {
             let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
             let outcome = self.attempt(&mut st, suite, netfn, cmd, rq_seq, data, until, deadline).await;
             let err = match outcome {
-                Ok(rsp) if rsp.completion == 0 => break Ok(rsp.data),
+                Ok(rsp) if rsp.completion == completion::OK => break Ok(rsp.data),
                 Ok(rsp) => IpmiError::Completion { target: self.label.clone(), command: what, code: rsp.completion },
                 Err(AttemptError::Timeout(stage)) => {
                     IpmiError::Timeout { target: self.label.clone(), what: stage, attempts }
@@ -609,7 +624,7 @@ impl IpmiClient {
         // completion code, so ask once more without it (as ipmitool does).
         let mut caps = None;
         for channel in [0x8E, 0x0E] {
-            let msg = codec::ipmi_request(0x06, 0x38, 0, &[channel, privilege]);
+            let msg = codec::ipmi_request(netfn::APP, app::GET_CHANNEL_AUTH_CAPABILITIES, 0, &[channel, privilege]);
             let r = self
                 .exchange_retry(
                     t,
@@ -617,12 +632,14 @@ impl IpmiClient {
                     deadline,
                     "Get Channel Authentication Capabilities",
                     |inc| match inc {
-                        Incoming::V15 { msg } => codec::parse_ipmi_response(&msg).filter(|r| r.cmd == 0x38),
+                        Incoming::V15 { msg } => {
+                            codec::parse_ipmi_response(&msg).filter(|r| r.cmd == app::GET_CHANNEL_AUTH_CAPABILITIES)
+                        }
                         _ => None,
                     },
                 )
                 .await?;
-            let done = r.completion == 0;
+            let done = r.completion == completion::OK;
             caps = Some(r);
             if done {
                 break;
@@ -631,7 +648,7 @@ impl IpmiClient {
         let Some(caps) = caps else {
             return Err(AttemptError::Timeout("Get Channel Authentication Capabilities"));
         };
-        if caps.completion != 0 {
+        if caps.completion != completion::OK {
             return Err(IpmiError::Completion {
                 target: label(),
                 command: "Get Channel Authentication Capabilities",
@@ -769,7 +786,10 @@ impl IpmiClient {
             let r = loop {
                 tries += 1;
                 let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
-                match self.request_in_session(st, 0x06, 0x3B, rq, &[privilege], until).await {
+                match self
+                    .request_in_session(st, netfn::APP, app::SET_SESSION_PRIVILEGE_LEVEL, rq, &[privilege], until)
+                    .await
+                {
                     Ok(r) => break r,
                     Err(AttemptError::Timeout(_))
                         if tries <= self.config.retries && st.session.is_some() && Instant::now() < deadline => {}
@@ -779,7 +799,7 @@ impl IpmiClient {
                     }
                 }
             };
-            if r.completion != 0 {
+            if r.completion != completion::OK {
                 st.session = None;
                 return Err(IpmiError::Completion {
                     target: label(),

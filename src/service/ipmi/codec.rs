@@ -318,11 +318,12 @@ fn aes_decrypt(k2: &[u8], data: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferric_types::ipmi::{chassis, netfn};
 
     #[test]
     fn protected_packet_round_trips() {
         let keys = Keys { suite: Suite::from_id(17).unwrap(), k1: vec![1; 32], k2: vec![2; 32] };
-        let msg = ipmi_request(0x00, 0x01, 5, &[]);
+        let msg = ipmi_request(netfn::CHASSIS, chassis::GET_CHASSIS_STATUS, 5, &[]);
         let p = v20_packet(PT_IPMI, 77, 3, &msg, Some(&keys), [9; 16]);
         let Some(Incoming::V20 { encrypted, authenticated, payload, trailer, covered, session_id, .. }) =
             parse_incoming(&p)

@@ -1,6 +1,7 @@
 //! Errors of the IPMI client, with the BMC's own codes kept so a caller (and `last_error`) can
 //! say exactly what went wrong.
 
+use ferric_types::ipmi::completion;
 use std::io;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +40,9 @@ impl IpmiError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Timeout { .. } | Self::Unreachable { .. } => true,
-            Self::Completion { code, .. } => matches!(code, 0xC0 | 0xC3 | 0xCE),
+            Self::Completion { code, .. } => {
+                matches!(*code, completion::NODE_BUSY | completion::TIMEOUT | completion::RESPONSE_UNAVAILABLE)
+            }
             Self::SessionRefused { status, .. } => *status == 0x01,
             _ => false,
         }

@@ -7,8 +7,9 @@
 //! (UDP socket or tokio channels of raw packets), keeps one session per BMC, and bounds every
 //! operation in time.
 //!
-//! It shares no code with ferric-sim's virtual BMC: each side is checked against independent
-//! peers (this client against OpenIPMI's `ipmi_sim`, the BMC against ipmitool).
+//! It shares no code with ferric-sim's virtual BMC, only the numbers' names
+//! ([`ferric_types::ipmi`]): each side is checked against independent peers (this client against
+//! OpenIPMI's `ipmi_sim`, the BMC against ipmitool).
 //!
 //! Typical use by a driver:
 //! ```no_run

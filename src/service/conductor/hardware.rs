@@ -1,22 +1,14 @@
-//! Node operations added by later API versions: RAID target, NMI, indicators, boot mode and
-//! secure boot, console, volume connector/target changes and vendor passthru.
+//! Node operations on the hardware beyond power and boot device: the target RAID configuration
+//! (API 1.12), inject NMI (1.29), indicators (1.63), boot mode and secure boot (1.76), and the
+//! console.
 
 use super::{Conductor, Result};
-use crate::drivers::passive::{self, VendorRoute};
-use crate::drivers::{DriverError, Indicators, Task};
-use ferric_types::models::{NodeId, PowerState, ProvisionState, VolumeConnector, VolumeTarget};
-use ferric_types::rpc::{PassthruResult, RpcError};
+use crate::drivers::passive;
+use crate::drivers::{DriverError, Indicators};
+use ferric_types::models::NodeId;
+use ferric_types::rpc::RpcError;
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// States in which volume connectors and targets may be removed whatever the power state
-/// (Ironic's DELETE_ALLOWED_STATES).
-const VOLUME_DELETE_ALLOWED: &[ProvisionState] =
-    &[ProvisionState::Manageable, ProvisionState::Enroll, ProvisionState::AdoptFailed];
-
-fn routes_metadata(routes: &[VendorRoute], node_level: bool) -> BTreeMap<String, Value> {
-    routes.iter().map(|r| (r.name.to_string(), r.metadata(node_level))).collect()
-}
 
 impl Conductor {
     /// Stores a node's target RAID configuration after the RAID interface validated it; an
@@ -157,107 +149,5 @@ impl Conductor {
         }
         passive::validate_console(&t.node.console_interface, &t.node.driver)?;
         Ok(Some(Value::Object(Default::default())))
-    }
-
-    fn check_volume_change(&self, t: &Task, action: &str, deleting: bool) -> Result<()> {
-        let n = &t.node;
-        let allowed = deleting && VOLUME_DELETE_ALLOWED.contains(&n.provision_state);
-        if !allowed && n.power_state != Some(PowerState::Off) {
-            return Err(RpcError::InvalidState(format!(
-                "The requested action \"{action}\" can not be performed on node \"{}\" while it is in state \"{}\".",
-                n.uuid,
-                n.power_state.map(|p| p.as_str()).unwrap_or("None")
-            ))
-            .into());
-        }
-        Ok(())
-    }
-
-    /// Saves a changed volume connector under its node's lock; the node must be powered off.
-    pub async fn update_volume_connector(&self, v: VolumeConnector) -> Result<VolumeConnector> {
-        let old = self.db().get_volume_connector(v.uuid)?;
-        let t = self.acquire(old.node_uuid)?;
-        self.check_volume_change(&t, "volume connector update", false)?;
-        let _t2 = if old.node_uuid != v.node_uuid { Some(self.acquire(v.node_uuid)?) } else { None };
-        let mut v = v;
-        v.updated_at = Some(self.env().clock.now());
-        self.db().update_volume_connector(&v)?;
-        Ok(v)
-    }
-
-    pub async fn destroy_volume_connector(&self, v: VolumeConnector) -> Result<()> {
-        let t = self.acquire(v.node_uuid)?;
-        self.check_volume_change(&t, "volume connector deletion", true)?;
-        self.db().destroy_volume_connector(v.uuid)?;
-        Ok(())
-    }
-
-    pub async fn update_volume_target(&self, v: VolumeTarget) -> Result<VolumeTarget> {
-        let old = self.db().get_volume_target(v.uuid)?;
-        let t = self.acquire(old.node_uuid)?;
-        self.check_volume_change(&t, "volume target update", false)?;
-        let _t2 = if old.node_uuid != v.node_uuid { Some(self.acquire(v.node_uuid)?) } else { None };
-        let mut v = v;
-        v.updated_at = Some(self.env().clock.now());
-        self.db().update_volume_target(&v)?;
-        Ok(v)
-    }
-
-    pub async fn destroy_volume_target(&self, v: VolumeTarget) -> Result<()> {
-        let t = self.acquire(v.node_uuid)?;
-        self.check_volume_change(&t, "volume target deletion", true)?;
-        self.db().destroy_volume_target(v.uuid)?;
-        Ok(())
-    }
-
-    /// `GET /v1/nodes/{id}/vendor_passthru/methods`.
-    pub async fn node_vendor_methods(&self, node: NodeId) -> Result<BTreeMap<String, Value>> {
-        let t = self.shared_task(node)?;
-        Ok(routes_metadata(&passive::vendor_routes(&t.node.vendor_interface), true))
-    }
-
-    /// `GET /v1/drivers/{name}/vendor_passthru/methods` (the hardware type's default vendor
-    /// interface).
-    pub fn driver_vendor_methods(&self, driver: &str) -> Result<BTreeMap<String, Value>> {
-        let iface = self.default_vendor(driver)?;
-        Ok(routes_metadata(&passive::driver_vendor_routes(&iface), false))
-    }
-
-    fn default_vendor(&self, driver: &str) -> Result<String> {
-        if self.registry().hardware_type(driver).is_none() {
-            return Err(RpcError::NotFound(format!(
-                "Could not find the following driver(s) or hardware type(s): {driver}."
-            ))
-            .into());
-        }
-        Ok(self.registry().default_interface(driver, "vendor").unwrap_or_else(|| "no-vendor".into()))
-    }
-
-    /// Calls a node vendor method: synchronous methods return their value, asynchronous ones
-    /// run on the worker pool (202 in the API).
-    pub async fn vendor_passthru(&self, node: NodeId, method: &str, http: &str, args: Value) -> Result<PassthruResult> {
-        let shared = self.shared_task(node)?;
-        let routes = passive::vendor_routes(&shared.node.vendor_interface);
-        let route = passive::find_route(&routes, method, http)?.clone();
-        let lock = if route.require_exclusive_lock { Some(self.acquire(node)?) } else { None };
-        // Validation happens before the call, as the vendor interface's validate() does.
-        let value = passive::call_fake_vendor(method, &args)?;
-        if route.is_async {
-            let permit = self.worker()?;
-            self.spawn(permit, async move {
-                drop(lock);
-            });
-            return Ok(PassthruResult { value: Value::Null, is_async: true });
-        }
-        drop(lock);
-        Ok(PassthruResult { value, is_async: false })
-    }
-
-    /// Calls a driver-level vendor method.
-    pub fn driver_vendor_passthru(&self, driver: &str, method: &str, http: &str) -> Result<PassthruResult> {
-        let iface = self.default_vendor(driver)?;
-        let routes = passive::driver_vendor_routes(&iface);
-        let route = passive::find_route(&routes, method, http)?;
-        Ok(PassthruResult { value: Value::Null, is_async: route.is_async })
     }
 }

@@ -1,16 +1,17 @@
-//! `/v1/events` (API 1.54) and `/v1/shards` (API 1.82).
+//! `POST /v1/events` (API 1.54): network events from Neutron, validated and logged.
 
 use super::error::{ApiError, ApiResult};
-use super::util::{JsonBody, no_content, ok};
+use super::extract::JsonBody;
+use super::microversion::EVENTS;
+use super::responses::no_content;
 use super::{ApiState, Ctx};
 use axum::Router;
-use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::post;
 use ferric_types::models::schema::{self, PATTERNS};
 use serde_json::{Value, json};
 
 pub fn routes() -> Router<ApiState> {
-    Router::new().route("/events", post(events)).route("/shards", get(shards)).route("/shards/{name}", get(shard_one))
+    Router::new().route("/events", post(events))
 }
 
 /// Ironic's schema for network events (Neutron's port notifications).
@@ -45,7 +46,7 @@ fn events_schema() -> Value {
 
 /// Accepts network events after validating them; Ironic only logs them too.
 async fn events(ctx: Ctx, JsonBody(body): JsonBody<Value>) -> ApiResult {
-    if !ctx.allows(54) {
+    if !ctx.allows(EVENTS) {
         return Err(ApiError::not_found("The API is not supported for this version"));
     }
     if let Some(e) = schema::validate(&events_schema(), &body, PATTERNS) {
@@ -59,25 +60,4 @@ async fn events(ctx: Ctx, JsonBody(body): JsonBody<Value>) -> ApiResult {
         tracing::debug!(event = %e, "received external event");
     }
     no_content()
-}
-
-fn need_shards(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.allows(82) { Ok(()) } else { Err(ApiError::not_found("The API version does not allow shards")) }
-}
-
-async fn shards(State(state): State<ApiState>, ctx: Ctx) -> ApiResult {
-    need_shards(&ctx)?;
-    // Nodes without a shard count under the name "None", as Ironic's str(None) does.
-    let list: Vec<Value> = state
-        .db
-        .shard_counts()?
-        .into_iter()
-        .map(|(name, count)| json!({"name": name.unwrap_or_else(|| "None".into()), "count": count}))
-        .collect();
-    ok(&json!({"shards": list}))
-}
-
-async fn shard_one(ctx: Ctx) -> ApiResult {
-    need_shards(&ctx)?;
-    Err(ApiError::not_found("The resource could not be found."))
 }

@@ -1,19 +1,22 @@
-//! Node sub-resources of later microversions: RAID target (1.12), inject NMI (1.29), console,
-//! BIOS settings (1.40/1.74), indicators (1.63), boot mode and secure boot (1.76), history
-//! (1.78), inventory (1.81), children (1.83) and vendor passthru.
+//! Node sub-resources that act on or report the hardware: RAID target (API 1.12), inject NMI
+//! (1.29), boot mode and secure boot (1.76), console, indicators (1.63), BIOS settings
+//! (1.40/1.74) and firmware components (1.86).
 
 use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Query, body_or_empty, parse_bool};
+use super::microversion::{
+    BIOS_INTERFACE, BIOS_REGISTRY, CHANGE_BOOT_MODE, FIRMWARE_INTERFACE, INJECT_NMI, RAID_CONFIG,
+};
 use super::nodes::load;
+use super::paging;
 use super::render::fmt_time;
-use super::util::{self, JsonBody, Query, accepted, no_content, ok};
-use super::{ApiState, Ctx};
-use crate::db::{NodeFilter, NodeQuery};
+use super::responses::{accepted, links, no_content, ok};
+use super::{ApiState, Ctx, need_route};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
-use axum::routing::{any, get, put};
-use ferric_types::models::{BiosSetting, HistoryEvent, Node};
+use axum::routing::{get, put};
+use ferric_types::models::{BiosSetting, Node};
 use ferric_types::state_machine;
 use serde_json::{Map, Value, json};
 
@@ -28,33 +31,18 @@ pub fn routes() -> Router<ApiState> {
         .route("/nodes/{node}/management/indicators/{indicator}", get(indicator_get).put(indicator_set))
         .route("/nodes/{node}/bios", get(bios_list))
         .route("/nodes/{node}/bios/{name}", get(bios_get))
-        .route("/nodes/{node}/history", get(history_list))
-        .route("/nodes/{node}/history/{event}", get(history_get))
-        .route("/nodes/{node}/inventory", get(inventory))
         .route("/nodes/{node}/firmware", get(firmware))
-        .route("/nodes/{node}/children", get(children))
-        .route("/nodes/{node}/vendor_passthru/methods", get(vendor_methods))
-        .route("/nodes/{node}/vendor_passthru", any(vendor_call))
-}
-
-/// Below `minor` a sub-resource does not route (Ironic's `_lookup` aborts with 404).
-fn need_route(ctx: &Ctx, minor: u32) -> Result<(), ApiError> {
-    if ctx.allows(minor) {
-        Ok(())
-    } else {
-        Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."))
-    }
 }
 
 /// oslo's `bool_from_string(strict=True)` with Ironic's `Invalid <name>: ...` wording.
-pub(super) fn py_bool(name: &str, v: &Value) -> Result<bool, ApiError> {
+fn py_bool(name: &str, v: &Value) -> Result<bool, ApiError> {
     let s = match v {
         Value::Bool(b) => return Ok(*b),
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         other => ferric_types::models::schema::py_repr(other),
     };
-    util::parse_bool(s.trim()).ok_or_else(|| {
+    parse_bool(s.trim()).ok_or_else(|| {
         ApiError::bad_request(format!(
             "Invalid {name}: Unrecognized value {}, acceptable values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'",
             ferric_types::models::schema::py_str(&s)
@@ -70,10 +58,10 @@ fn states_location(ctx: &Ctx, ident: &str) -> String {
 
 async fn set_raid(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, body: Bytes) -> ApiResult {
     let n = load(&state, &ctx, &ident)?;
-    if !ctx.allows(12) {
+    if !ctx.allows(RAID_CONFIG) {
         return Err(ApiError::not_acceptable());
     }
-    let v = util::body_or_empty(&body)?;
+    let v = body_or_empty(&body)?;
     let Value::Object(config) = v else {
         return Err(ApiError::bad_request(format!(
             "Expected types <class 'dict'> for target_raid_config: {}",
@@ -85,7 +73,7 @@ async fn set_raid(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<Str
 }
 
 async fn inject_nmi(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(29) {
+    if !ctx.allows(INJECT_NMI) {
         return Err(ApiError::not_found("Resource could not be found."));
     }
     let n = load(&state, &ctx, &ident)?;
@@ -112,7 +100,7 @@ async fn set_boot_mode(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let n = load(&state, &ctx, &ident)?;
-    if !ctx.allows(76) {
+    if !ctx.allows(CHANGE_BOOT_MODE) {
         return Err(ApiError::not_found("This endpoint is supported starting with the API version 1.76"));
     }
     let target = match body.get("target") {
@@ -139,7 +127,7 @@ async fn set_secure_boot(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let n = load(&state, &ctx, &ident)?;
-    if !ctx.allows(76) {
+    if !ctx.allows(CHANGE_BOOT_MODE) {
         return Err(ApiError::not_found("This endpoint is supported starting with the API version 1.76"));
     }
     let target = match body.get("target") {
@@ -231,7 +219,7 @@ async fn indicator_set(
     body: Bytes,
 ) -> ApiResult {
     let n = load(&state, &ctx, &ident)?;
-    let b = util::body_or_empty(&body)?;
+    let b = body_or_empty(&body)?;
     let st = match b.get("state").or(None) {
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
@@ -251,8 +239,9 @@ async fn indicator_set(
 
 // ---------------------------------------------------------------- BIOS
 
-const BIOS_DEFAULT: &[&str] = &["name", "value"];
-const BIOS_REGISTRY: &[&str] = &[
+/// The fields a BIOS setting shows by default, and with the registry (API 1.74) or `?detail=True`.
+const BIOS_DEFAULT_FIELDS: &[&str] = &["name", "value"];
+const BIOS_REGISTRY_FIELDS: &[&str] = &[
     "name",
     "value",
     "attribute_type",
@@ -288,17 +277,17 @@ fn bios_doc(ctx: &Ctx, node: &str, s: &BiosSetting, fields: &[String]) -> Value 
         };
         m.insert(f.clone(), v);
     }
-    m.insert("links".into(), util::links(&ctx.base, &format!("nodes/{node}/bios/{}", s.name)));
+    m.insert("links".into(), links(&ctx.base, &format!("nodes/{node}/bios/{}", s.name)));
     Value::Object(m)
 }
 
 async fn bios_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    need_route(&ctx, 40)?;
+    need_route(&ctx, BIOS_INTERFACE)?;
     let n = load(&state, &ctx, &ident)?;
     let detail = q.bool("detail")?;
-    let fields = util::field_list(&q);
+    let fields = paging::field_list(&q);
     if let Some(d) = detail {
-        if !ctx.allows(74) {
+        if !ctx.allows(BIOS_REGISTRY) {
             return Err(ApiError::bad_request(format!(
                 "Invalid query parameter ?detail={} received.",
                 if d { "True" } else { "False" }
@@ -306,7 +295,7 @@ async fn bios_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<St
         }
     }
     if let Some(f) = &fields {
-        if !ctx.allows(74) {
+        if !ctx.allows(BIOS_REGISTRY) {
             let list: Vec<String> = f.iter().map(|s| ferric_types::models::schema::py_str(s)).collect();
             return Err(ApiError::bad_request(format!(
                 "Invalid query parameter ?fields=[{}] received.",
@@ -318,9 +307,9 @@ async fn bios_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<St
         }
     }
     let shown: Vec<String> = match (detail, fields) {
-        (Some(true), _) => BIOS_REGISTRY.iter().map(|s| s.to_string()).collect(),
+        (Some(true), _) => BIOS_REGISTRY_FIELDS.iter().map(|s| s.to_string()).collect(),
         (_, Some(f)) => f,
-        _ => BIOS_DEFAULT.iter().map(|s| s.to_string()).collect(),
+        _ => BIOS_DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect(),
     };
     let items: Vec<Value> =
         state.db.list_bios_settings(n.uuid)?.iter().map(|s| bios_doc(&ctx, &ident, s, &shown)).collect();
@@ -328,116 +317,24 @@ async fn bios_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<St
 }
 
 async fn bios_get(State(state): State<ApiState>, ctx: Ctx, Path((ident, name)): Path<(String, String)>) -> ApiResult {
-    need_route(&ctx, 40)?;
+    need_route(&ctx, BIOS_INTERFACE)?;
     let n = load(&state, &ctx, &ident)?;
     let s = state
         .db
         .get_bios_setting(n.uuid, &name)?
         .ok_or_else(|| ApiError::not_found(format!("Node {} doesn't have a BIOS setting '{name}'", n.uuid)))?;
-    let fields = if ctx.allows(74) { BIOS_REGISTRY } else { BIOS_DEFAULT };
+    let fields = if ctx.allows(BIOS_REGISTRY) { BIOS_REGISTRY_FIELDS } else { BIOS_DEFAULT_FIELDS };
     let shown: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
     let mut m = Map::new();
     m.insert(name, bios_doc(&ctx, &n.uuid.to_string(), &s, &shown));
     ok(&Value::Object(m))
 }
 
-// ---------------------------------------------------------------- history, inventory, children
-
-fn history_doc(ctx: &Ctx, node: &str, e: &HistoryEvent, detail: bool) -> Value {
-    let mut m = Map::new();
-    m.insert("uuid".into(), json!(e.uuid.to_string()));
-    m.insert("created_at".into(), json!(fmt_time(&e.created_at)));
-    m.insert("severity".into(), json!(e.severity));
-    if detail {
-        m.insert("event_type".into(), json!(e.event_type));
-        m.insert("event".into(), json!(e.event));
-        m.insert("conductor".into(), json!(e.conductor));
-        m.insert("user".into(), json!(e.user));
-    } else {
-        let ev: String = if e.event.chars().count() > 255 {
-            format!("{}...", e.event.chars().take(251).collect::<String>())
-        } else {
-            e.event.clone()
-        };
-        m.insert("event".into(), json!(ev));
-    }
-    m.insert(
-        "links".into(),
-        json!([{"href": format!("{}/v1/nodes/{node}/history/{}", ctx.base, e.uuid), "rel": "self"}]),
-    );
-    Value::Object(m)
-}
-
-async fn history_list(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    need_route(&ctx, 78)?;
-    let n = load(&state, &ctx, &ident)?;
-    let detail = q.bool("detail")?.unwrap_or(false);
-    let mut qq = q.0.clone();
-    qq.entry("sort_key".into()).or_insert_with(|| "created_at".into());
-    let page = util::page(&Query(qq), &["id", "uuid", "created_at"], &[])?;
-    let rows = state.db.list_history(n.uuid, &page)?;
-    let node = n.uuid.to_string();
-    let items: Vec<Value> = rows.iter().map(|e| history_doc(&ctx, &node, e, detail)).collect();
-    let markers: Vec<String> = rows.iter().map(|e| e.uuid.to_string()).collect();
-    let fields: &[&str] = if detail {
-        &["uuid", "created_at", "severity", "event_type", "event", "conductor", "user"]
-    } else {
-        &["uuid", "created_at", "severity", "event"]
-    };
-    let args = vec![
-        ("sort_key", page.sort_key.clone()),
-        ("sort_dir", q.get("sort_dir").unwrap_or("asc").to_string()),
-        ("fields", fields.join(",")),
-    ];
-    ok(&util::collection(&ctx, "history", items, &markers, page.limit, &format!("nodes/{ident}/history"), &args))
-}
-
-async fn history_get(
-    State(state): State<ApiState>,
-    ctx: Ctx,
-    Path((ident, event)): Path<(String, String)>,
-) -> ApiResult {
-    need_route(&ctx, 78)?;
-    let n = load(&state, &ctx, &ident)?;
-    let e = state.db.get_history(n.uuid, &event)?;
-    ok(&history_doc(&ctx, &n.uuid.to_string(), &e, true))
-}
-
-async fn inventory(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    need_route(&ctx, 81)?;
-    let n = load(&state, &ctx, &ident)?;
-    let (inventory, plugin_data) = state
-        .db
-        .get_inventory(n.uuid)?
-        .ok_or_else(|| ApiError::not_found(format!("Node inventory record for node {} could not be found.", n.uuid)))?;
-    ok(&json!({"inventory": inventory, "plugin_data": plugin_data}))
-}
-
-async fn children(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    if !ctx.allows(83) {
-        return Err(ApiError::routing(StatusCode::NOT_FOUND, "The resource could not be found."));
-    }
-    let n = load(&state, &ctx, &ident)?;
-    let q = NodeQuery {
-        filter: NodeFilter {
-            parent_node: Some(n.uuid.to_string()),
-            include_children: Some(false),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let kids: Vec<String> = state.db.list_node_summaries(&q)?.iter().map(|s| s.uuid.to_string()).collect();
-    ok(&json!({
-        "children": kids,
-        "links": {"href": format!("{}/v1/nodes?parent_node={}", ctx.base, n.uuid), "rel": "children"},
-    }))
-}
-
 async fn firmware(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>, q: Query) -> ApiResult {
-    need_route(&ctx, 86)?;
+    need_route(&ctx, FIRMWARE_INTERFACE)?;
     let n = load(&state, &ctx, &ident)?;
     let defaults = ["component", "initial_version", "current_version", "last_version_flashed"];
-    let (fields, _) = util::return_fields(&q, &defaults, true)?;
+    let (fields, _) = paging::return_fields(&q, &defaults, true)?;
     let ts = |t: &Option<chrono::DateTime<chrono::Utc>>| t.as_ref().map(|t| json!(fmt_time(t))).unwrap_or(Value::Null);
     let mut items = Vec::new();
     for c in state.db.list_firmware_components(n.uuid)? {
@@ -458,39 +355,4 @@ async fn firmware(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<Str
         items.push(Value::Object(m));
     }
     ok(&json!({"firmware": items}))
-}
-
-// ---------------------------------------------------------------- vendor passthru
-
-async fn vendor_methods(State(state): State<ApiState>, ctx: Ctx, Path(ident): Path<String>) -> ApiResult {
-    let n = load(&state, &ctx, &ident)?;
-    let m = state.rpc.node_vendor_methods(n.uuid).await?;
-    ok(&json!(m))
-}
-
-/// A vendor passthru call's answer: 202 without a body when asynchronous, 200 with the
-/// method's value otherwise.
-pub(super) fn passthru_response(r: ferric_types::rpc::PassthruResult) -> ApiResult {
-    if r.is_async {
-        return Ok(axum::response::IntoResponse::into_response(StatusCode::ACCEPTED));
-    }
-    Ok(util::json_response(StatusCode::OK, &r.value))
-}
-
-async fn vendor_call(
-    State(state): State<ApiState>,
-    ctx: Ctx,
-    method: Method,
-    Path(ident): Path<String>,
-    q: Query,
-    body: Bytes,
-) -> ApiResult {
-    let n = load(&state, &ctx, &ident)?;
-    let name = q.get("method").unwrap_or_default().to_string();
-    if name.is_empty() {
-        return Err(ApiError::bad_request("Method not specified"));
-    }
-    let data = util::body_or_empty(&body)?;
-    let r = state.rpc.vendor_passthru(n.uuid, name, method.as_str().to_string(), data).await?;
-    passthru_response(r)
 }

@@ -1,0 +1,66 @@
+//! Node history: error events recorded in the same transaction as the node write that set
+//! `last_error`, kept to a bounded number per node.
+
+use super::nodes::{LockUse, StoredKeys, update_node_tx};
+use super::paging::node_cond;
+use super::ports::{port_bodies, update_ports_tx};
+use super::{Db, DbError, Page, from_json, to_json};
+use ferric_types::models::{HistoryEvent, Node, NodeId, Port};
+use rusqlite::{OptionalExtension, params};
+
+impl Db {
+    /// Writes `n` and its `ports` and, in the same transaction, records the event `make_event`
+    /// builds if the node's `last_error` changed to a new value; keeps at most `keep` events per
+    /// node. `lock` says whose lock the write needs, and whether it releases it.
+    pub fn update_node_recording(
+        &self,
+        n: &Node,
+        ports: &[Port],
+        make_event: impl FnOnce() -> HistoryEvent,
+        keep: usize,
+        lock: LockUse<'_>,
+    ) -> Result<(), DbError> {
+        let body = to_json(n)?;
+        let port_bodies = port_bodies(ports)?;
+        let version = self.write(|tx| {
+            update_ports_tx(tx, ports, port_bodies)?;
+            let stored = StoredKeys::read(tx, n.uuid)?;
+            let version = update_node_tx(tx, n, &body, lock, stored.as_ref())?;
+            let changed = n.last_error.is_some() && stored.and_then(|k| k.last_error) != n.last_error;
+            if !changed {
+                return Ok(version);
+            }
+            let e = make_event();
+            tx.prepare_cached("INSERT INTO node_history (uuid, node_uuid, created_at, body) VALUES (?1,?2,?3,?4)")?
+                .execute(params![e.uuid.to_string(), n.uuid.to_string(), e.created_at.to_rfc3339(), to_json(&e)?])?;
+            tx.prepare_cached(
+                "DELETE FROM node_history WHERE node_uuid = ?1 AND id NOT IN
+                 (SELECT id FROM node_history WHERE node_uuid = ?1 ORDER BY id DESC LIMIT ?2)",
+            )?
+            .execute(params![n.uuid.to_string(), keep as i64])?;
+            Ok(version)
+        })?;
+        self.cache_node(version, n);
+        Ok(())
+    }
+
+    pub fn list_history(&self, node: NodeId, page: &Page) -> Result<Vec<HistoryEvent>, DbError> {
+        let (conds, args) = node_cond(Some(node));
+        self.list_bodies("node_history", &["id", "uuid", "created_at"], conds, args, page)?
+            .iter()
+            .map(|b| from_json(b))
+            .collect()
+    }
+
+    pub fn get_history(&self, node: NodeId, id: &str) -> Result<HistoryEvent, DbError> {
+        let body: Option<String> = self.read(|c| {
+            Ok(c.prepare_cached("SELECT body FROM node_history WHERE uuid = ?1 AND node_uuid = ?2")?
+                .query_row([id, &node.to_string()], |r| r.get(0))
+                .optional()?)
+        })?;
+        match body {
+            Some(b) => from_json(&b),
+            None => Err(DbError::NotFound { kind: "Node history record", ident: id.to_string() }),
+        }
+    }
+}
