@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::Config;
 use ferric_service::db::Db;
-use ferric_service::drivers::steps::{Outcome, Plan, StepCtx, StepResult, quiet};
+use ferric_service::drivers::steps::{Outcome, Plan, Plans, StepCtx, StepResult, quiet};
 use ferric_service::drivers::{DeployInterface, DriverError, PowerInterface, PowerProgress, PowerRequest, Task};
 use ferric_types::clock::Clock;
 use ferric_types::models::{PowerState, ProvisionState, Step};
@@ -21,26 +21,18 @@ use std::time::Duration;
 /// A deploy that waits for a callback; a heartbeat with `agent_status == "end"` finishes it.
 struct WaitingDeploy;
 
-static WAIT_THEN_WRITE: std::sync::LazyLock<Plan> =
-    std::sync::LazyLock::new(|| Plan::of(vec![quiet(Step::AwaitAgent), quiet(Step::WriteImage)]));
-static NOTHING: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(Plan::default);
+static PLANS: std::sync::LazyLock<Plans> = std::sync::LazyLock::new(|| Plans {
+    deploy: Plan::of(vec![quiet(Step::AwaitAgent), quiet(Step::WriteImage)]),
+    ..Plans::default()
+});
 
 #[async_trait]
 impl DeployInterface for WaitingDeploy {
     fn validate(&self, _t: &Task) -> Result<(), DriverError> {
         Ok(())
     }
-    fn deploy_plan(&self) -> &Plan {
-        &WAIT_THEN_WRITE
-    }
-    fn tear_down_plan(&self) -> &Plan {
-        &NOTHING
-    }
-    fn clean_plan(&self) -> &Plan {
-        &NOTHING
-    }
-    fn clean_tear_down_plan(&self) -> &Plan {
-        &NOTHING
+    fn plans(&self) -> &Plans {
+        &PLANS
     }
     async fn run_step(&self, step: Step, _t: &mut Task, ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {
         assert_eq!(step, Step::WriteImage);

@@ -10,7 +10,7 @@ use ferric_lab::machine::{SimMachine, SimMachineConfig};
 use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::Config;
 use ferric_service::db::Db;
-use ferric_service::drivers::steps::Plan;
+use ferric_service::drivers::steps::Plans;
 use ferric_service::drivers::{DeployInterface, DriverError, Task};
 use ferric_service::ipmi::{ClientConfig, IpmiPool, UdpConnector};
 use ferric_sim::machine::{BootDevice as SimBoot, Machine, PowerState as SimPower};
@@ -25,23 +25,14 @@ use std::time::Duration;
 /// management only.
 struct NoDeploy;
 
-static NOTHING: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(Plan::default);
+static NOTHING: std::sync::LazyLock<Plans> = std::sync::LazyLock::new(Plans::default);
 
 #[async_trait]
 impl DeployInterface for NoDeploy {
     fn validate(&self, _t: &Task) -> Result<(), DriverError> {
         Ok(())
     }
-    fn deploy_plan(&self) -> &Plan {
-        &NOTHING
-    }
-    fn tear_down_plan(&self) -> &Plan {
-        &NOTHING
-    }
-    fn clean_plan(&self) -> &Plan {
-        &NOTHING
-    }
-    fn clean_tear_down_plan(&self) -> &Plan {
+    fn plans(&self) -> &Plans {
         &NOTHING
     }
 }

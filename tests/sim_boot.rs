@@ -12,7 +12,7 @@ use ferric_lab::net;
 use ferric_lab::sim::{LabConfig, LabWiring, MachineSpec, SimLab, sim_runtime};
 use ferric_service::drivers::agent_client::AgentClient;
 use ferric_service::drivers::agent_client::{AgentClientConfig, AgentTarget};
-use ferric_service::drivers::steps::{Plan, StepCtx, StepResult, quiet};
+use ferric_service::drivers::steps::{Plan, Plans, StepCtx, StepResult, quiet};
 use ferric_service::drivers::{DeployInterface, DriverError, Task};
 use ferric_service::images::DiskFormat;
 use ferric_sim::machine::PowerState;
@@ -33,8 +33,8 @@ fn df(e: impl std::fmt::Display) -> DriverError {
     DriverError::failed(e.to_string())
 }
 
-static DEPLOY: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(|| {
-    Plan::of(vec![
+static PLANS: std::sync::LazyLock<Plans> = std::sync::LazyLock::new(|| Plans {
+    deploy: Plan::of(vec![
         quiet(Step::PowerOff),
         quiet(Step::AddProvisioningNetwork),
         quiet(Step::BootFromNetworkOnce),
@@ -45,27 +45,18 @@ static DEPLOY: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(|| {
         quiet(Step::PowerOff),
         quiet(Step::RemoveProvisioningNetwork),
         quiet(Step::PowerOn),
-    ])
+    ]),
+    tear_down: Plan::of(vec![quiet(Step::PowerOff)]),
+    ..Plans::default()
 });
-static TEAR_DOWN: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(|| Plan::of(vec![quiet(Step::PowerOff)]));
-static NOTHING: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(Plan::default);
 
 #[async_trait]
 impl DeployInterface for StandIn {
     fn validate(&self, _t: &Task) -> Result<(), DriverError> {
         Ok(())
     }
-    fn deploy_plan(&self) -> &Plan {
-        &DEPLOY
-    }
-    fn tear_down_plan(&self) -> &Plan {
-        &TEAR_DOWN
-    }
-    fn clean_plan(&self) -> &Plan {
-        &NOTHING
-    }
-    fn clean_tear_down_plan(&self) -> &Plan {
-        &NOTHING
+    fn plans(&self) -> &Plans {
+        &PLANS
     }
     /// The image write: the agent's `prepare_image`, waited for.
     async fn run_step(&self, step: Step, t: &mut Task, _ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {

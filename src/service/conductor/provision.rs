@@ -286,7 +286,6 @@ impl Conductor {
     pub(crate) async fn fail_deploy(&self, t: &mut LockedTask, msg: String) {
         self.abort_ramdisk(t).await;
         let failures = self.run_cleanup(t, &Self::deploy_failure_cleanup()).await;
-        t.node.deploy_step.clear();
         self.finish(t, Event::Fail, Some(with_cleanup_failures(msg, &failures)));
     }
 
@@ -297,6 +296,7 @@ impl Conductor {
             tracing::warn!(node = %t.node.uuid, error = %e, "abort after failure");
         }
         t.node.step = None;
+        t.node.deploy_step.clear();
     }
 
     /// Powers off through the BMC after a failure; a failure to do so is logged and returned.
@@ -382,7 +382,7 @@ impl Conductor {
                     tracing::error!(node = %t.node.uuid, error = %e, "cannot resume");
                     return;
                 }
-                let plan = t.driver.deploy.clean_tear_down_plan().clone();
+                let plan = t.driver.deploy.plans().clean_tear_down.clone();
                 let failures = self.run_cleanup(t, &plan).await;
                 if let Some(first) = failures.first() {
                     let msg = format!("Failed to tear down from cleaning for node {}, reason: {first}", t.node.uuid);
@@ -411,7 +411,7 @@ impl Conductor {
     /// recorded), `clean failed` with `msg`.
     pub(crate) async fn fail_cleaning(&self, t: &mut LockedTask, msg: String) {
         self.abort_ramdisk(t).await;
-        let plan = t.driver.deploy.clean_tear_down_plan().clone();
+        let plan = t.driver.deploy.plans().clean_tear_down.clone();
         let failures = self.run_cleanup(t, &plan).await;
         self.finish(t, Event::Fail, Some(with_cleanup_failures(msg, &failures)));
     }
@@ -442,7 +442,7 @@ impl Conductor {
             c.abort_ramdisk(&mut t).await;
             let failures = match state {
                 CleanWait | CleanHold => {
-                    let plan = t.driver.deploy.clean_tear_down_plan().clone();
+                    let plan = t.driver.deploy.plans().clean_tear_down.clone();
                     c.run_cleanup(&mut t, &plan).await
                 }
                 DeployWait | DeployHold => c.power_off_best_effort(&mut t).await.into_iter().collect(),

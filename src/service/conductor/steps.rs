@@ -41,10 +41,11 @@ impl Operation {
 }
 
 fn plan_of(t: &Task, op: Operation) -> &Plan {
+    let plans = t.driver.deploy.plans();
     match op {
-        Operation::Deploy => t.driver.deploy.deploy_plan(),
-        Operation::TearDown => t.driver.deploy.tear_down_plan(),
-        Operation::Clean => t.driver.deploy.clean_plan(),
+        Operation::Deploy => &plans.deploy,
+        Operation::TearDown => &plans.tear_down,
+        Operation::Clean => &plans.clean,
     }
 }
 

@@ -4,7 +4,7 @@
 //! (describing the image, logs, flushing, powering off through the ramdisk, clean steps).
 
 use super::agent_client::{AgentClient, AgentTarget};
-use super::steps::{Outcome, Phase, Plan, Planned, StepResult, quiet, says};
+use super::steps::{Outcome, Phase, Plan, Planned, Plans, StepResult, quiet, says};
 use super::{DriverError, Task};
 use crate::images::ImageService;
 use ferric_types::agent::{CommandStatus, ImageInfo, Step as AgentStep};
@@ -12,7 +12,7 @@ use ferric_types::models::Step;
 use ferric_types::trace::{Actor, Says, seed};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Key for the clean steps of the current cleaning (manual ones come from the API).
@@ -173,7 +173,16 @@ const fn c(to: Actor, label: &'static str) -> Says {
 /// instance's boot is prepared, the agent torn down, the tenant network bound and the instance
 /// booted. `cache` and `prepare_instance` are the two messages whose wording differs between the
 /// user guide's flows. Phases are Ironic's deploy steps (`node.deploy_step`).
-pub(crate) fn deploy_plan(cache: &'static str, write: Vec<Planned>, prepare_instance: &'static str) -> Plan {
+pub(crate) fn plans(cache: &'static str, write: Vec<Planned>, prepare_instance: &'static str) -> Plans {
+    Plans {
+        deploy: deploy_plan(cache, write, prepare_instance),
+        tear_down: tear_down_plan(),
+        clean: clean_plan(),
+        clean_tear_down: clean_tear_down_plan(),
+    }
+}
+
+fn deploy_plan(cache: &'static str, write: Vec<Planned>, prepare_instance: &'static str) -> Plan {
     use Actor::{Conductor, HttpStore, Neutron, Node};
     let phase = |name, priority, steps| Phase { deploy_step: Some((name, priority)), steps };
     Plan {
@@ -233,18 +242,18 @@ pub(crate) fn deploy_plan(cache: &'static str, write: Vec<Planned>, prepare_inst
 }
 
 /// Undeploy: power off through the BMC, the instance's boot and networks removed.
-pub(crate) static TEAR_DOWN: LazyLock<Plan> = LazyLock::new(|| {
+fn tear_down_plan() -> Plan {
     Plan::of(vec![
         quiet(Step::PowerOff),
         quiet(Step::CleanUpInstanceBoot),
         quiet(Step::UnconfigureTenantNetworks),
         quiet(Step::RemoveProvisioningNetwork),
     ])
-});
+}
 
 /// Cleaning through the agent: if there are steps to run, the ramdisk boots on the cleaning
 /// network and runs them one by one, a heartbeat at a time.
-pub(crate) static CLEAN: LazyLock<Plan> = LazyLock::new(|| {
+fn clean_plan() -> Plan {
     Plan::of(vec![
         quiet(Step::CheckCleanSteps),
         quiet(Step::AddCleaningNetwork),
@@ -254,12 +263,18 @@ pub(crate) static CLEAN: LazyLock<Plan> = LazyLock::new(|| {
         quiet(Step::AwaitAgent),
         quiet(Step::CleanStep { index: 0, started: false }),
     ])
-});
+}
 
 /// Leaving cleaning: power off, the ramdisk's boot and the cleaning network removed.
-pub(crate) static CLEAN_TEAR_DOWN: LazyLock<Plan> = LazyLock::new(|| {
+fn clean_tear_down_plan() -> Plan {
     Plan::of(vec![quiet(Step::PowerOff), quiet(Step::CleanUpRamdiskBoot), quiet(Step::RemoveCleaningNetwork)])
-});
+}
+
+/// Both agent deploy interfaces check the same: an image source, and the boot interface.
+pub(crate) fn validate(task: &Task) -> Result<(), DriverError> {
+    validate_instance_info(task)?;
+    task.driver.boot.validate(task)
+}
 
 /// The steps both agent deploy interfaces run the same way; `None` for the others.
 pub(crate) async fn run_common_step(step: Step, task: &mut Task) -> Option<Result<StepResult, DriverError>> {

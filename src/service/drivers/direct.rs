@@ -2,7 +2,7 @@
 //! writes it itself (the user guide's "Example 2: PXE Boot and Direct Deploy Process").
 
 use super::agent_base::{self, agent_env, agent_target, image_info};
-use super::steps::{Outcome, Plan, StepCtx, StepResult, quiet, says};
+use super::steps::{Outcome, Plans, StepCtx, StepResult, quiet, says};
 use super::{DeployInterface, DriverError, Task};
 use async_trait::async_trait;
 use ferric_types::agent::CommandStatus;
@@ -15,8 +15,8 @@ pub struct DirectDeploy;
 
 /// The direct deploy: the agent is given the image at its first heartbeat, then asked at each
 /// heartbeat whether it is written.
-static DEPLOY: LazyLock<Plan> = LazyLock::new(|| {
-    agent_base::deploy_plan(
+static PLANS: LazyLock<Plans> = LazyLock::new(|| {
+    agent_base::plans(
         seed::CACHE_DIRECT,
         vec![
             says(Step::PassImage, Says::new(Actor::Conductor, Actor::Node, seed::CONTINUE_DEPLOY)),
@@ -110,25 +110,11 @@ async fn read_root_uuid(task: &mut Task) -> Result<StepResult, DriverError> {
 #[async_trait]
 impl DeployInterface for DirectDeploy {
     fn validate(&self, task: &Task) -> Result<(), DriverError> {
-        agent_base::validate_instance_info(task)?;
-        task.driver.boot.validate(task)?;
-        Ok(())
+        agent_base::validate(task)
     }
 
-    fn deploy_plan(&self) -> &Plan {
-        &DEPLOY
-    }
-
-    fn tear_down_plan(&self) -> &Plan {
-        &agent_base::TEAR_DOWN
-    }
-
-    fn clean_plan(&self) -> &Plan {
-        &agent_base::CLEAN
-    }
-
-    fn clean_tear_down_plan(&self) -> &Plan {
-        &agent_base::CLEAN_TEAR_DOWN
+    fn plans(&self) -> &Plans {
+        &PLANS
     }
 
     async fn run_step(&self, step: Step, task: &mut Task, _ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {

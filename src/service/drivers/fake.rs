@@ -1,7 +1,7 @@
 //! The fake interfaces of Ironic's `fake-hardware`: they succeed, after optional delays, without
 //! touching hardware, so the full lifecycle works through the API with no BMC.
 
-use super::steps::{Plan, StepCtx, StepResult, quiet};
+use super::steps::{Plan, Plans, StepCtx, StepResult, quiet};
 use super::{
     BootInterface, DeployInterface, DriverError, IndicatorInfo, Indicators, ManagementInterface, PowerInterface,
     PowerProgress, PowerRequest, Task,
@@ -175,9 +175,11 @@ impl BootInterface for FakeBoot {
 pub struct FakeDeploy;
 
 /// `fake-hardware`'s plans: one step each, no ramdisk, nothing to clean.
-static DEPLOY: LazyLock<Plan> = LazyLock::new(|| Plan::of(vec![quiet(Step::FakeDeploy)]));
-static TEAR_DOWN: LazyLock<Plan> = LazyLock::new(|| Plan::of(vec![quiet(Step::FakeTearDown)]));
-static NOTHING: LazyLock<Plan> = LazyLock::new(Plan::default);
+static PLANS: LazyLock<Plans> = LazyLock::new(|| Plans {
+    deploy: Plan::of(vec![quiet(Step::FakeDeploy)]),
+    tear_down: Plan::of(vec![quiet(Step::FakeTearDown)]),
+    ..Plans::default()
+});
 
 #[async_trait]
 impl DeployInterface for FakeDeploy {
@@ -185,20 +187,8 @@ impl DeployInterface for FakeDeploy {
         Ok(())
     }
 
-    fn deploy_plan(&self) -> &Plan {
-        &DEPLOY
-    }
-
-    fn tear_down_plan(&self) -> &Plan {
-        &TEAR_DOWN
-    }
-
-    fn clean_plan(&self) -> &Plan {
-        &NOTHING
-    }
-
-    fn clean_tear_down_plan(&self) -> &Plan {
-        &NOTHING
+    fn plans(&self) -> &Plans {
+        &PLANS
     }
 
     async fn run_step(&self, step: Step, task: &mut Task, _ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {

@@ -6,7 +6,7 @@
 //! tables and config drive) over a [`RemoteDisk`]: an iSCSI session seen as a block device.
 
 use super::agent_base::{self, agent_env, agent_target, image_info};
-use super::steps::{Plan, StepCtx, StepResult, says};
+use super::steps::{Plans, StepCtx, StepResult, says};
 use super::{DeployInterface, DriverError, Task};
 use crate::iscsi::initiator::{Capacity, InitiatorConfig, Session};
 use async_trait::async_trait;
@@ -197,9 +197,9 @@ struct Run {
 
 /// The iSCSI deploy: at the agent's first heartbeat the conductor takes over and writes the
 /// image itself.
-static DEPLOY: LazyLock<Plan> = LazyLock::new(|| {
+static PLANS: LazyLock<Plans> = LazyLock::new(|| {
     let c = |label| Says::new(Actor::Conductor, Actor::Node, label);
-    agent_base::deploy_plan(
+    agent_base::plans(
         seed::CACHE_ISCSI,
         vec![
             says(Step::ExposeDisk, c(seed::EXPOSE_ISCSI)),
@@ -324,25 +324,11 @@ impl IscsiDeploy {
 #[async_trait]
 impl DeployInterface for IscsiDeploy {
     fn validate(&self, task: &Task) -> Result<(), DriverError> {
-        agent_base::validate_instance_info(task)?;
-        task.driver.boot.validate(task)?;
-        Ok(())
+        agent_base::validate(task)
     }
 
-    fn deploy_plan(&self) -> &Plan {
-        &DEPLOY
-    }
-
-    fn tear_down_plan(&self) -> &Plan {
-        &agent_base::TEAR_DOWN
-    }
-
-    fn clean_plan(&self) -> &Plan {
-        &agent_base::CLEAN
-    }
-
-    fn clean_tear_down_plan(&self) -> &Plan {
-        &agent_base::CLEAN_TEAR_DOWN
+    fn plans(&self) -> &Plans {
+        &PLANS
     }
 
     async fn run_step(&self, step: Step, task: &mut Task, _ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {

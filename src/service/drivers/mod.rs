@@ -26,7 +26,7 @@ use ferric_types::models::{BootDevice, Node, Port, PowerState, PowerTarget, Step
 pub use ferric_types::rpc::{Heartbeat, IndicatorInfo, Indicators};
 use ferric_types::trace::{Actor, Recorder};
 use std::sync::Arc;
-use steps::{Plan, StepCtx, StepResult};
+use steps::{Plans, StepCtx, StepResult};
 
 /// Why a driver operation failed. `Invalid*`/`Missing*` come from validation (the API answers
 /// 400); the rest end the operation with `last_error`.
@@ -204,19 +204,12 @@ pub trait BootInterface: Send + Sync {
     async fn clean_up_instance(&self, task: &mut Task) -> Result<(), DriverError>;
 }
 
-/// A deploy interface: which steps a deploy, an undeploy and a cleaning take (its [`Plan`]s, run by
+/// A deploy interface: which steps a deploy, an undeploy and a cleaning take (its [`Plans`], run by
 /// the conductor), and the steps that are its own (writing the image, talking to the agent).
 #[async_trait]
 pub trait DeployInterface: Send + Sync {
     fn validate(&self, task: &Task) -> Result<(), DriverError>;
-    /// The deploy, from `deploying` to `active`.
-    fn deploy_plan(&self) -> &Plan;
-    /// The undeploy, from `deleting` to cleaning.
-    fn tear_down_plan(&self) -> &Plan;
-    /// Cleaning, from `cleaning` until the clean steps are done.
-    fn clean_plan(&self) -> &Plan;
-    /// Leaving cleaning, whether it worked or not: every step runs, the first error counts.
-    fn clean_tear_down_plan(&self) -> &Plan;
+    fn plans(&self) -> &Plans;
     /// Runs one of this interface's own steps (any step of its plans the conductor does not
     /// run through the node's other interfaces).
     async fn run_step(&self, step: Step, task: &mut Task, ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {

@@ -53,6 +53,19 @@ pub const fn quiet(step: Step) -> Planned {
     Planned { step, says: None }
 }
 
+/// A deploy interface's plans, one per operation it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    /// The deploy, from `deploying` to `active`.
+    pub deploy: Plan,
+    /// The undeploy, from `deleting` until cleaning starts.
+    pub tear_down: Plan,
+    /// Cleaning, from `cleaning` until the clean steps are done (empty: nothing to clean).
+    pub clean: Plan,
+    /// Leaving cleaning, whether it worked or not: every step runs, the first error counts.
+    pub clean_tear_down: Plan,
+}
+
 /// A step with the message recorded before it.
 pub const fn says(step: Step, says: Says) -> Planned {
     Planned { step, says: Some(says) }
