@@ -276,16 +276,19 @@ impl Conductor {
     /// What follows any failure of a deploy: power off through the BMC, the ramdisk's boot and
     /// the provisioning network removed. Every step runs; their failures are recorded, not
     /// dropped.
-    fn deploy_failure_cleanup() -> crate::drivers::steps::Plan {
+    fn deploy_failure_cleanup() -> &'static crate::drivers::steps::Plan {
         use crate::drivers::steps::{Plan, quiet};
-        Plan::of(vec![quiet(Step::PowerOff), quiet(Step::CleanUpRamdiskBoot), quiet(Step::RemoveProvisioningNetwork)])
+        static PLAN: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(|| {
+            Plan::of(vec![quiet(Step::PowerOff), quiet(Step::CleanUpRamdiskBoot), quiet(Step::RemoveProvisioningNetwork)])
+        });
+        &PLAN
     }
 
     /// Deploy failure: the ramdisk stopped (its logs kept), the node powered off and cleaned up,
     /// `deploy failed` with `msg` (and whatever the clean-up could not do).
     pub(crate) async fn fail_deploy(&self, t: &mut LockedTask, msg: String) {
         self.abort_ramdisk(t).await;
-        let failures = self.run_cleanup(t, &Self::deploy_failure_cleanup()).await;
+        let failures = self.run_cleanup(t, Self::deploy_failure_cleanup()).await;
         self.finish(t, Event::Fail, Some(with_cleanup_failures(msg, &failures)));
     }
 
@@ -382,8 +385,8 @@ impl Conductor {
                     tracing::error!(node = %t.node.uuid, error = %e, "cannot resume");
                     return;
                 }
-                let plan = t.driver.deploy.plans().clean_tear_down.clone();
-                let failures = self.run_cleanup(t, &plan).await;
+                let deploy = t.driver.deploy.clone();
+                let failures = self.run_cleanup(t, &deploy.plans().clean_tear_down).await;
                 if let Some(first) = failures.first() {
                     let msg = format!("Failed to tear down from cleaning for node {}, reason: {first}", t.node.uuid);
                     return self.fail_cleaning(t, msg).await;
@@ -411,8 +414,8 @@ impl Conductor {
     /// recorded), `clean failed` with `msg`.
     pub(crate) async fn fail_cleaning(&self, t: &mut LockedTask, msg: String) {
         self.abort_ramdisk(t).await;
-        let plan = t.driver.deploy.plans().clean_tear_down.clone();
-        let failures = self.run_cleanup(t, &plan).await;
+        let deploy = t.driver.deploy.clone();
+        let failures = self.run_cleanup(t, &deploy.plans().clean_tear_down).await;
         self.finish(t, Event::Fail, Some(with_cleanup_failures(msg, &failures)));
     }
 
@@ -442,8 +445,8 @@ impl Conductor {
             c.abort_ramdisk(&mut t).await;
             let failures = match state {
                 CleanWait | CleanHold => {
-                    let plan = t.driver.deploy.plans().clean_tear_down.clone();
-                    c.run_cleanup(&mut t, &plan).await
+                    let deploy = t.driver.deploy.clone();
+                    c.run_cleanup(&mut t, &deploy.plans().clean_tear_down).await
                 }
                 DeployWait | DeployHold => c.power_off_best_effort(&mut t).await.into_iter().collect(),
                 _ => Vec::new(),

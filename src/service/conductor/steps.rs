@@ -4,11 +4,12 @@
 //! the power to go off, finish) and failures end the plan with their reason.
 
 use super::{Conductor, LockedTask};
-use crate::drivers::steps::{Outcome, Plan, StepCtx, StepResult, runs_while_waiting};
-use crate::drivers::{DriverError, Heartbeat, Task};
+use crate::drivers::steps::{Entry, Outcome, Plan, StepCtx, StepResult, runs_while_waiting};
+use crate::drivers::{DeployInterface, DriverError, Heartbeat, Task};
 use ferric_types::models::{BootDevice, PowerState, PowerTarget, ProvisionState, Step};
 use ferric_types::state_machine::{self, Event};
 use serde_json::json;
+use std::sync::Arc;
 
 /// How a run of a plan ended.
 #[derive(Debug)]
@@ -40,8 +41,8 @@ impl Operation {
     }
 }
 
-fn plan_of(t: &Task, op: Operation) -> &Plan {
-    let plans = t.driver.deploy.plans();
+fn plan_of(deploy: &Arc<dyn DeployInterface>, op: Operation) -> &Plan {
+    let plans = deploy.plans();
     match op {
         Operation::Deploy => &plans.deploy,
         Operation::TearDown => &plans.tear_down,
@@ -61,13 +62,12 @@ impl Conductor {
     /// Runs `op`'s plan from its start, or (at a heartbeat) from the step the node waits at.
     pub(crate) async fn run_plan(&self, t: &mut LockedTask, op: Operation, heartbeat: Option<&Heartbeat>) -> Ended {
         let deploy = t.driver.deploy.clone();
-        let plan = plan_of(t, op).clone();
-        let entries = plan.entries();
+        let entries = plan_of(&deploy, op).entries();
         let resume_at = if heartbeat.is_some() { t.node.step } else { None };
         let mut i = match resume_at {
             None if heartbeat.is_some() => return Ended::Waiting,
             None => 0,
-            Some(at) => match entries.iter().position(|(_, p)| p.step.same_kind(&at)) {
+            Some(at) => match entries.iter().position(|e| e.planned.step.same_kind(&at)) {
                 Some(i) => i,
                 None => {
                     return Ended::Failed(DriverError::failed(format!(
@@ -79,7 +79,7 @@ impl Conductor {
         };
         let mut carried = resume_at;
         let mut ctx = StepCtx { heartbeat };
-        while let Some((phase, planned)) = entries.get(i) {
+        while let Some(Entry { deploy_step, planned }) = entries.get(i) {
             let step = carried.take().unwrap_or(planned.step);
             if !runs_while_waiting(step)
                 && let Err(e) = self.leave_wait(t)
@@ -87,7 +87,7 @@ impl Conductor {
                 return Ended::Failed(DriverError::failed(e.to_string()));
             }
             if op == Operation::Deploy
-                && let Some((name, priority)) = phase.deploy_step
+                && let Some((name, priority)) = *deploy_step
             {
                 t.node.deploy_step = deploy_step_doc(name, priority);
             }
@@ -109,8 +109,8 @@ impl Conductor {
             match r.outcome {
                 Outcome::Next => i += 1,
                 Outcome::NextAtHeartbeat => match entries.get(i + 1) {
-                    Some((_, next)) => {
-                        t.node.step = Some(next.step);
+                    Some(next) => {
+                        t.node.step = Some(next.planned.step);
                         return Ended::Waiting;
                     }
                     None => return Ended::Finished,
@@ -249,7 +249,7 @@ impl Conductor {
     pub(crate) async fn run_cleanup(&self, t: &mut LockedTask, plan: &Plan) -> Vec<String> {
         let deploy = t.driver.deploy.clone();
         let mut failures = Vec::new();
-        for (_, planned) in plan.entries() {
+        for Entry { planned, .. } in plan.entries() {
             if let Some(m) = planned.says {
                 t.record(m.from, m.to, m.label);
             }

@@ -4,7 +4,7 @@
 //! (describing the image, logs, flushing, powering off through the ramdisk, clean steps).
 
 use super::agent_client::{AgentClient, AgentTarget};
-use super::steps::{Outcome, Phase, Plan, Planned, Plans, StepResult, quiet, says};
+use super::steps::{Outcome, Plan, Planned, Plans, StepResult, quiet, says};
 use super::{DriverError, Task};
 use crate::images::ImageService;
 use ferric_types::agent::{CommandStatus, ImageInfo, Step as AgentStep};
@@ -184,61 +184,50 @@ pub(crate) fn plans(cache: &'static str, write: Vec<Planned>, prepare_instance: 
 
 fn deploy_plan(cache: &'static str, write: Vec<Planned>, prepare_instance: &'static str) -> Plan {
     use Actor::{Conductor, HttpStore, Neutron, Node};
-    let phase = |name, priority, steps| Phase { deploy_step: Some((name, priority)), steps };
-    Plan {
-        phases: vec![
-            phase(
-                "deploy",
-                100,
-                vec![
-                    says(Step::ValidateInterfaces, c(Conductor, seed::VALIDATE_INTERFACES)),
-                    says(Step::StoreConfigDrive, c(HttpStore, seed::STORE_CONFIGDRIVE)),
-                    quiet(Step::PowerOff),
-                    says(Step::AddProvisioningNetwork, c(Neutron, seed::ATTACH_PROVISIONING)),
-                    says(Step::UpdateDhcp, c(Neutron, seed::UPDATE_DHCP)),
-                    says(Step::PrepareRamdiskBoot, c(Conductor, seed::PREPARE_PXE_DEPLOY)),
-                    says(Step::BootFromNetworkOnce, c(Node, seed::SET_PXE_BOOT)),
-                    says(Step::CacheImages, c(Conductor, cache)),
-                    quiet(Step::Reboot),
-                    quiet(Step::AwaitAgent),
-                ],
-            ),
-            phase("write_image", 80, write),
-            phase(
-                "prepare_instance_boot",
-                60,
-                vec![
-                    says(Step::InstallBootloader, c(Node, seed::INSTALL_BOOTLOADER)),
-                    says(Step::UpdateDhcp, c(Neutron, seed::UPDATE_DHCP)),
-                    says(Step::PrepareInstanceBoot, c(Conductor, prepare_instance)),
-                    says(Step::SetInstanceBootDevice, c(Node, seed::SET_BOOT_DEVICE)),
-                ],
-            ),
-            phase(
-                "tear_down_agent",
-                40,
-                vec![
-                    says(Step::CollectLogs, c(Node, seed::COLLECT_LOGS)),
-                    quiet(Step::SyncImage),
-                    says(Step::PowerOffThroughRamdisk, c(Node, seed::POWER_OFF)),
-                ],
-            ),
-            phase(
-                "switch_to_tenant_network",
-                30,
-                vec![
-                    says(Step::RemoveProvisioningNetwork, c(Neutron, seed::DETACH_PROVISIONING)),
-                    quiet(Step::CleanUpRamdiskBoot),
-                    says(Step::ConfigureTenantNetworks, c(Neutron, seed::BIND_TENANT)),
-                ],
-            ),
-            phase(
-                "boot_instance",
-                20,
-                vec![quiet(Step::PowerOn), says(Step::MarkActive, c(Conductor, seed::MARK_ACTIVE))],
-            ),
-        ],
-    }
+    Plan::phased(vec![
+        (
+            ("deploy", 100),
+            vec![
+                says(Step::ValidateInterfaces, c(Conductor, seed::VALIDATE_INTERFACES)),
+                says(Step::StoreConfigDrive, c(HttpStore, seed::STORE_CONFIGDRIVE)),
+                quiet(Step::PowerOff),
+                says(Step::AddProvisioningNetwork, c(Neutron, seed::ATTACH_PROVISIONING)),
+                says(Step::UpdateDhcp, c(Neutron, seed::UPDATE_DHCP)),
+                says(Step::PrepareRamdiskBoot, c(Conductor, seed::PREPARE_PXE_DEPLOY)),
+                says(Step::BootFromNetworkOnce, c(Node, seed::SET_PXE_BOOT)),
+                says(Step::CacheImages, c(Conductor, cache)),
+                quiet(Step::Reboot),
+                quiet(Step::AwaitAgent),
+            ],
+        ),
+        (("write_image", 80), write),
+        (
+            ("prepare_instance_boot", 60),
+            vec![
+                says(Step::InstallBootloader, c(Node, seed::INSTALL_BOOTLOADER)),
+                says(Step::UpdateDhcp, c(Neutron, seed::UPDATE_DHCP)),
+                says(Step::PrepareInstanceBoot, c(Conductor, prepare_instance)),
+                says(Step::SetInstanceBootDevice, c(Node, seed::SET_BOOT_DEVICE)),
+            ],
+        ),
+        (
+            ("tear_down_agent", 40),
+            vec![
+                says(Step::CollectLogs, c(Node, seed::COLLECT_LOGS)),
+                quiet(Step::SyncImage),
+                says(Step::PowerOffThroughRamdisk, c(Node, seed::POWER_OFF)),
+            ],
+        ),
+        (
+            ("switch_to_tenant_network", 30),
+            vec![
+                says(Step::RemoveProvisioningNetwork, c(Neutron, seed::DETACH_PROVISIONING)),
+                quiet(Step::CleanUpRamdiskBoot),
+                says(Step::ConfigureTenantNetworks, c(Neutron, seed::BIND_TENANT)),
+            ],
+        ),
+        (("boot_instance", 20), vec![quiet(Step::PowerOn), says(Step::MarkActive, c(Conductor, seed::MARK_ACTIVE))]),
+    ])
 }
 
 /// Undeploy: power off through the BMC, the instance's boot and networks removed.

@@ -17,34 +17,44 @@ pub struct Planned {
     pub says: Option<Says>,
 }
 
-/// A stretch of a plan that Ironic names as one deploy step: `node.deploy_step` shows it while
-/// one of its steps runs or waits.
-#[derive(Debug, Clone)]
-pub struct Phase {
-    /// Ironic's deploy step (name, priority), or none (cleaning and undeploy have no deploy step).
-    pub deploy_step: Option<(&'static str, u32)>,
-    pub steps: Vec<Planned>,
+/// Ironic's name for a stretch of a deploy (`node.deploy_step` shows it while one of its steps
+/// runs or waits): the step's name and priority.
+pub type DeployStep = (&'static str, u32);
+
+/// One step of a plan, with the Ironic deploy step it belongs to (none for cleaning and undeploy).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub deploy_step: Option<DeployStep>,
+    pub planned: Planned,
 }
 
 /// The steps of one operation, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    pub phases: Vec<Phase>,
+    entries: Vec<Entry>,
 }
 
 impl Plan {
-    /// A plan of one stretch with no Ironic deploy step.
+    /// A plan of steps with no Ironic deploy step.
     pub fn of(steps: Vec<Planned>) -> Plan {
-        Plan { phases: vec![Phase { deploy_step: None, steps }] }
+        Plan { entries: steps.into_iter().map(|planned| Entry { deploy_step: None, planned }).collect() }
     }
 
-    /// Every step with the phase it belongs to, in order.
-    pub fn entries(&self) -> Vec<(&Phase, Planned)> {
-        self.phases.iter().flat_map(|p| p.steps.iter().map(move |s| (p, *s))).collect()
+    /// A plan in stretches, each one of Ironic's deploy steps.
+    pub fn phased(phases: Vec<(DeployStep, Vec<Planned>)>) -> Plan {
+        let entries = phases
+            .into_iter()
+            .flat_map(|(d, steps)| steps.into_iter().map(move |planned| Entry { deploy_step: Some(d), planned }))
+            .collect();
+        Plan { entries }
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
     }
 
     pub fn is_empty(&self) -> bool {
-        self.phases.iter().all(|p| p.steps.is_empty())
+        self.entries.is_empty()
     }
 }
 
