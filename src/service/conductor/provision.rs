@@ -279,7 +279,11 @@ impl Conductor {
     fn deploy_failure_cleanup() -> &'static crate::drivers::steps::Plan {
         use crate::drivers::steps::{Plan, quiet};
         static PLAN: std::sync::LazyLock<Plan> = std::sync::LazyLock::new(|| {
-            Plan::of(vec![quiet(Step::PowerOff), quiet(Step::CleanUpRamdiskBoot), quiet(Step::RemoveProvisioningNetwork)])
+            Plan::of(vec![
+                quiet(Step::PowerOff),
+                quiet(Step::CleanUpRamdiskBoot),
+                quiet(Step::RemoveProvisioningNetwork),
+            ])
         });
         &PLAN
     }
