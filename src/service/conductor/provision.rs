@@ -385,7 +385,7 @@ impl Conductor {
             Ended::Waiting => self.wait_or_release(t),
             Ended::Failed(e) => self.fail_cleaning(t, e.to_string()).await,
             Ended::Finished => {
-                if let Err(e) = self.leave_clean_wait(t) {
+                if let Err(e) = self.leave_wait(t) {
                     tracing::error!(node = %t.node.uuid, error = %e, "cannot resume");
                     return;
                 }
@@ -402,16 +402,6 @@ impl Conductor {
                 self.finish(t, if manual { Event::Manage } else { Event::Done }, None);
             }
         }
-    }
-
-    /// A cleaning finished at a heartbeat leaves `clean wait` first.
-    fn leave_clean_wait(&self, t: &mut LockedTask) -> Result<()> {
-        if t.node.provision_state != ProvisionState::CleanWait {
-            return Ok(());
-        }
-        let target = if manual_clean(t) { Some(ProvisionState::Manageable) } else { None };
-        self.process_event(t, Event::Resume, target)?;
-        self.save(t)
     }
 
     /// Cleaning failure: the ramdisk stopped, cleaning torn down (every step; failures

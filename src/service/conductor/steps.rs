@@ -50,6 +50,13 @@ fn plan_of(deploy: &Arc<dyn DeployInterface>, op: Operation) -> &Plan {
     }
 }
 
+/// Whether `shown` is already the dict of deploy step `name` (a phase spans several steps: its
+/// dict is built once, not per step).
+fn shows_deploy_step(shown: &ferric_types::models::JsonMap, name: &str, priority: u32) -> bool {
+    shown.get("step").and_then(serde_json::Value::as_str) == Some(name)
+        && shown.get("priority").and_then(serde_json::Value::as_u64) == Some(u64::from(priority))
+}
+
 /// Ironic's deploy step dict, as `node.deploy_step` shows it.
 fn deploy_step_doc(name: &str, priority: u32) -> ferric_types::models::JsonMap {
     match json!({"interface": "deploy", "step": name, "priority": priority, "args": {}, "argsinfo": null}) {
@@ -88,16 +95,14 @@ impl Conductor {
             }
             if op == Operation::Deploy
                 && let Some((name, priority)) = *deploy_step
+                && !shows_deploy_step(&t.node.deploy_step, name, priority)
             {
                 t.node.deploy_step = deploy_step_doc(name, priority);
             }
             if let Some(m) = planned.says {
                 t.record(m.from, m.to, m.label);
             }
-            let result = match self.run_own_step(t, step, ctx).await {
-                Some(r) => r,
-                None => deploy.run_step(step, t, ctx).await,
-            };
+            let result = self.run_step(t, &deploy, step, ctx).await;
             ctx = StepCtx::default();
             let r = match result {
                 Ok(r) => r,
@@ -132,6 +137,20 @@ impl Conductor {
         Ended::Finished
     }
 
+    /// Runs one step: the conductor's own, else the deploy interface's.
+    async fn run_step(
+        &self,
+        t: &mut Task,
+        deploy: &Arc<dyn DeployInterface>,
+        step: Step,
+        ctx: StepCtx<'_>,
+    ) -> Result<StepResult, DriverError> {
+        match self.run_own_step(t, step, ctx).await {
+            Some(r) => r,
+            None => deploy.run_step(step, t, ctx).await,
+        }
+    }
+
     /// The steps the conductor runs itself, through the node's interfaces; `None` for the deploy
     /// interface's own.
     async fn run_own_step(
@@ -141,6 +160,13 @@ impl Conductor {
         ctx: StepCtx<'_>,
     ) -> Option<Result<StepResult, DriverError>> {
         let done = |r: Result<(), DriverError>| Some(r.map(|_| StepResult::next()));
+        // A call to one of the node's interfaces (cloned first: the call borrows the task).
+        macro_rules! via {
+            ($iface:ident . $method:ident ( $($arg:expr),* )) => {{
+                let interface = t.driver.$iface.clone();
+                done(interface.$method(t $(, $arg)*).await)
+            }};
+        }
         match step {
             // The user guide's messages where ferric has nothing separate to do.
             Step::StoreConfigDrive
@@ -152,57 +178,23 @@ impl Conductor {
             Step::PowerOff => done(self.node_power_action(t, PowerTarget::Off, None).await),
             Step::Reboot => done(self.node_power_action(t, PowerTarget::Reboot, None).await),
             Step::PowerOn => done(self.node_power_action(t, PowerTarget::On, None).await),
-            Step::AddProvisioningNetwork => {
-                let net = t.driver.network.clone();
-                done(net.add_provisioning_network(t).await)
-            }
-            Step::RemoveProvisioningNetwork => {
-                let net = t.driver.network.clone();
-                done(net.remove_provisioning_network(t).await)
-            }
-            Step::AddCleaningNetwork => {
-                let net = t.driver.network.clone();
-                done(net.add_cleaning_network(t).await)
-            }
-            Step::RemoveCleaningNetwork => {
-                let net = t.driver.network.clone();
-                done(net.remove_cleaning_network(t).await)
-            }
-            Step::ConfigureTenantNetworks => {
-                let net = t.driver.network.clone();
-                done(net.configure_tenant_networks(t).await)
-            }
-            Step::UnconfigureTenantNetworks => {
-                let net = t.driver.network.clone();
-                done(net.unconfigure_tenant_networks(t).await)
-            }
-            Step::PrepareRamdiskBoot => {
-                let boot = t.driver.boot.clone();
-                done(boot.prepare_ramdisk(t).await)
-            }
-            Step::CleanUpRamdiskBoot => {
-                let boot = t.driver.boot.clone();
-                done(boot.clean_up_ramdisk(t).await)
-            }
-            Step::PrepareInstanceBoot => {
-                let boot = t.driver.boot.clone();
-                done(boot.prepare_instance(t).await)
-            }
-            Step::CleanUpInstanceBoot => {
-                let boot = t.driver.boot.clone();
-                done(boot.clean_up_instance(t).await)
-            }
-            Step::BootFromNetworkOnce => {
-                let mgmt = t.driver.management.clone();
-                done(mgmt.set_boot_device(t, BootDevice::Pxe, false).await)
-            }
+            Step::AddProvisioningNetwork => via!(network.add_provisioning_network()),
+            Step::RemoveProvisioningNetwork => via!(network.remove_provisioning_network()),
+            Step::AddCleaningNetwork => via!(network.add_cleaning_network()),
+            Step::RemoveCleaningNetwork => via!(network.remove_cleaning_network()),
+            Step::ConfigureTenantNetworks => via!(network.configure_tenant_networks()),
+            Step::UnconfigureTenantNetworks => via!(network.unconfigure_tenant_networks()),
+            Step::PrepareRamdiskBoot => via!(boot.prepare_ramdisk()),
+            Step::CleanUpRamdiskBoot => via!(boot.clean_up_ramdisk()),
+            Step::PrepareInstanceBoot => via!(boot.prepare_instance()),
+            Step::CleanUpInstanceBoot => via!(boot.clean_up_instance()),
+            Step::BootFromNetworkOnce => via!(management.set_boot_device(BootDevice::Pxe, false)),
             Step::SetInstanceBootDevice => {
                 // Network-booted partition images boot over PXE for good; the rest from disk:
                 // the boot interfaces' rule, so the boot device and the boot environment agree.
                 let device =
                     if crate::drivers::pxe_boot::is_netboot(&t.node) { BootDevice::Pxe } else { BootDevice::Disk };
-                let mgmt = t.driver.management.clone();
-                done(mgmt.set_boot_device(t, device, true).await)
+                via!(management.set_boot_device(device, true))
             }
             Step::AwaitAgent => Some(Ok(if ctx.at_heartbeat() {
                 StepResult::next()
@@ -214,8 +206,8 @@ impl Conductor {
     }
 
     /// A node waiting for its agent leaves the wait (`resume`) before a step that is not an
-    /// exchange with the agent.
-    fn leave_wait(&self, t: &mut LockedTask) -> super::Result<()> {
+    /// exchange with the agent, and when its cleaning's plan is done.
+    pub(crate) fn leave_wait(&self, t: &mut LockedTask) -> super::Result<()> {
         if !state_machine::is_waiting(t.node.provision_state) {
             return Ok(());
         }
@@ -253,12 +245,7 @@ impl Conductor {
             if let Some(m) = planned.says {
                 t.record(m.from, m.to, m.label);
             }
-            let ctx = StepCtx::default();
-            let result = match self.run_own_step(t, planned.step, ctx).await {
-                Some(r) => r,
-                None => deploy.run_step(planned.step, t, ctx).await,
-            };
-            if let Err(e) = result {
+            if let Err(e) = self.run_step(t, &deploy, planned.step, StepCtx::default()).await {
                 tracing::warn!(node = %t.node.uuid, step = ?planned.step, error = %e, "clean-up step failed");
                 failures.push(format!("{:?}: {e}", planned.step));
             }
