@@ -57,8 +57,14 @@ pub async fn prepare_image(
     Ok(written.message)
 }
 
-/// Ends the agent, or (in a ramdisk) powers off or reboots the machine.
-fn shutdown(ctx: &Arc<AgentContext>, reboot: bool) -> Result<Value, CommandError> {
+/// How long a power off or reboot waits for the command's HTTP answer to leave the machine.
+/// Without it the background command can win the race with the answer (seen under QEMU TCG):
+/// the conductor then waits out its HTTP timeout before it powers the node off through the BMC.
+const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Ends the agent, or (in a ramdisk) powers off or reboots the machine, once the command's
+/// answer is out.
+async fn shutdown(ctx: &Arc<AgentContext>, reboot: bool) -> Result<Value, CommandError> {
     match ctx.mode {
         HostMode::Process | HostMode::Simulated => {
             if ctx.mode == HostMode::Process {
@@ -76,6 +82,7 @@ fn shutdown(ctx: &Arc<AgentContext>, reboot: bool) -> Result<Value, CommandError
             }))
         }
         HostMode::Ramdisk => {
+            tokio::time::sleep(ANSWER_GRACE).await;
             // SAFETY: sync(2) and reboot(2) take no pointers.
             unsafe { libc::sync() };
             let cmd = if reboot { libc::LINUX_REBOOT_CMD_RESTART } else { libc::LINUX_REBOOT_CMD_POWER_OFF };
@@ -124,7 +131,7 @@ impl Extension for Standby {
             }
             "power_off" | "run_image" => {
                 let reboot = command == "run_image";
-                Ok(Prepared::Background(Box::pin(async move { shutdown(&ctx, reboot) })))
+                Ok(Prepared::Background(Box::pin(async move { shutdown(&ctx, reboot).await })))
             }
             "sync" => Ok(Prepared::Inline(Box::pin(async move { sync_disks(&ctx).await.map(|_| Value::Null) }))),
             "get_partition_uuids" => {
