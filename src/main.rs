@@ -28,7 +28,7 @@ enum Command {
     Serve(ServeArgs),
     /// Manage images in the image service.
     Image(ferric_service::images::cli::ImageArgs),
-    /// Serve N virtual BMCs (IPMI 2.0 lanplus) on 127.0.0.1:P+i until killed.
+    /// Serve N virtual BMCs (IPMI 2.0 lanplus on UDP, Redfish on TCP, or both) on 127.0.0.1:P+i until killed.
     #[cfg(feature = "lab")]
     Vbmc(ferric_lab::vbmc::VbmcArgs),
     /// Deterministic simulation: run scenario files against simulated fleets.

@@ -448,7 +448,10 @@ async fn ipxe_needs_an_http_url() {
     let driver = service.conductor.registry().interfaces_for(&n).unwrap();
     let t = Task { node: n, ports: vec![], driver, env: service.conductor.env().clone() };
     let e = t.driver.boot.validate(&t).unwrap_err();
-    assert_eq!(e.to_string(), "iPXE boot is enabled but no HTTP URL or HTTP root was specified.");
+    assert_eq!(
+        e.to_string(),
+        "iPXE boot is enabled but no HTTP URL or HTTP root was specified: boot interface ipxe needs an HTTP boot server (set [pxe] http_bind or http_url)."
+    );
 }
 
 /// Stands in for the image service: image IDs resolve to a "temporary URL" with a signature

@@ -4,8 +4,10 @@
 //! action completes. A failure shrinks to a minimal scenario, printed as a TOML file to save
 //! under `scenarios/`.
 
-use ferric_lab::scenario::model::{ActionKind, ActionSpec, FaultKind, FaultSpec, FleetSpec, ImageSpec};
+use ferric_lab::machine::node::BmcProtocol;
+use ferric_lab::scenario::model::{ActionKind, ActionSpec, FaultKind, FaultSpec, FleetSpec, ImageSpec, ProfileSpec};
 use ferric_lab::scenario::{RunOptions, Scenario};
+use ferric_sim::redfish::RedfishFaultSettings;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -30,12 +32,25 @@ fn deploy(iscsi: bool) -> ActionSpec {
     }
 }
 
-/// Faults whose knobs need no extra fields, with a window and a few target machines.
+/// One Redfish BMC fault knob (for `redfish` faults).
+fn redfish_knob() -> impl Strategy<Value = RedfishFaultSettings> {
+    prop::sample::select(vec![
+        RedfishFaultSettings { busy_retry_after_secs: Some(2), ..Default::default() },
+        RedfishFaultSettings { rate_limit: Some(1), ..Default::default() },
+        RedfishFaultSettings { latency_ms: 800, ..Default::default() },
+        RedfishFaultSettings { unresponsive: true, ..Default::default() },
+        RedfishFaultSettings { max_sessions: Some(1), session_timeout_secs: Some(3), ..Default::default() },
+        RedfishFaultSettings { etag_conflict: true, ..Default::default() },
+        RedfishFaultSettings { vmedia_insert_fails: true, ..Default::default() },
+    ])
+}
+
+/// Faults with a window and a few target machines (`redfish` ones with one knob).
 fn fault() -> impl Strategy<Value = FaultSpec> {
     let kinds = prop::sample::select(FaultKind::ALL.to_vec());
     let steps = prop::sample::select(vec!["boot", "lookup", "heartbeat", "download", "write"]);
-    (kinds, 0usize..3, 0u32..300, prop::option::of(1u32..200), steps, 0.05f64..0.5).prop_map(
-        |(kind, node, from, len, step, rate)| FaultSpec {
+    (kinds, 0usize..3, 0u32..300, prop::option::of(1u32..200), steps, 0.05f64..0.5, redfish_knob()).prop_map(
+        |(kind, node, from, len, step, rate, knob)| FaultSpec {
             kind,
             nodes: Some(node.to_string()),
             fraction: None,
@@ -44,6 +59,7 @@ fn fault() -> impl Strategy<Value = FaultSpec> {
             step: (kind == FaultKind::AgentCrash).then(|| step.to_string()),
             from_secs: Some(f64::from(from)),
             until_secs: len.map(|l| f64::from(from + l)),
+            redfish: (kind == FaultKind::Redfish).then_some(knob),
             when: None,
             expect: None,
         },
@@ -69,8 +85,9 @@ fn actions() -> impl Strategy<Value = Vec<ActionSpec>> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    (1usize..4, prop::collection::vec(fault(), 0..3), actions(), any::<bool>(), 0u64..1000).prop_map(
-        |(count, faults, actions, clean, seed)| {
+    let boots = prop::sample::select(vec![None, Some("ipxe"), Some("redfish-virtual-media")]);
+    (1usize..4, prop::collection::vec(fault(), 0..3), actions(), any::<bool>(), 0u64..1000, boots).prop_map(
+        |(count, faults, actions, clean, seed, redfish)| {
             let mut conductor = BTreeMap::new();
             conductor.insert("automated_clean".to_string(), toml::Value::Boolean(clean));
             conductor.insert("deploy_callback_timeout".to_string(), toml::Value::Integer(600));
@@ -78,7 +95,21 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             Scenario {
                 name: "generated".into(),
                 seed,
-                fleet: FleetSpec { count, ..Default::default() },
+                // IPMI machines, or behind Redfish BMCs booting by iPXE or virtual media.
+                fleet: FleetSpec {
+                    count,
+                    profiles: redfish
+                        .map(|boot| {
+                            vec![ProfileSpec {
+                                name: "redfish".into(),
+                                bmc: Some(BmcProtocol::Redfish),
+                                boot_interface: Some(boot.into()),
+                                ..Default::default()
+                            }]
+                        })
+                        .unwrap_or_default(),
+                    ..Default::default()
+                },
                 conductor,
                 images: vec![ImageSpec { name: "img".into(), size_mb: 1024, format: "raw".into() }],
                 faults,

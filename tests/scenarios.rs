@@ -90,6 +90,26 @@ fn same_seed_same_hash_other_seed_other_hash() {
     assert_ne!(a.report.trace_hash, c.report.trace_hash);
 }
 
+/// A virtual media deploy over Redfish: one seed, one hash; the recorded deploy boots the ISO
+/// from the virtual CD in place of DHCP and PXE.
+#[test]
+fn redfish_virtual_media_deploy_is_deterministic_and_needs_no_pxe() {
+    let s = load("redfish-virtual-media.toml");
+    let a = run(&s, Some(5));
+    let b = run(&s, Some(5));
+    assert!(a.report.passed, "{}", a.report.table());
+    assert_eq!(a.report.trace_hash, b.report.trace_hash);
+    let (_, events) = a.deploy.expect("a deploy was recorded");
+    let labels: Vec<&str> = events.iter().map(|e| e.label.as_str()).collect();
+    assert!(labels.contains(&"Get deploy ISO (virtual media)"), "{labels:#?}");
+    use ferric_service::drivers::redfish_boot::{PREPARE_VMEDIA_DEPLOY, SET_VMEDIA_BOOT};
+    assert!(labels.contains(&PREPARE_VMEDIA_DEPLOY) && labels.contains(&SET_VMEDIA_BOOT), "{labels:#?}");
+    assert!(!labels.contains(&ferric_types::trace::seed::UPDATE_DHCP), "{labels:#?}");
+    assert!(!labels.contains(&ferric_types::trace::seed::DHCP_REQUEST), "{labels:#?}");
+    let (lookup, active) = (ferric_types::trace::seed::LOOKUP, ferric_types::trace::seed::MARK_ACTIVE);
+    assert!(labels.contains(&lookup) && labels.contains(&active), "{labels:#?}");
+}
+
 fn deploy_of(file: &str) -> Vec<TraceEvent> {
     let out = run(&load(file), None);
     assert!(out.report.passed, "{}", out.report.table());

@@ -14,7 +14,11 @@ use std::time::Duration;
 fn answers(seed: u64) -> Vec<Value> {
     let rt = sim_runtime().expect("runtime");
     rt.block_on(async move {
-        let machine = MachineSpec { profile: Arc::new(Profile::default()), faults: FaultSettings::default() };
+        let machine = MachineSpec {
+            profile: Arc::new(Profile::default()),
+            faults: FaultSettings::default(),
+            redfish: Default::default(),
+        };
         let lab = SimLab::build(LabConfig { seed, machines: vec![machine], ..LabConfig::default() }).await.unwrap();
         let http = &lab.net.http;
         let call = |method: Method, path: &str, body: Option<Value>| {

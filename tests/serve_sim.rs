@@ -1,7 +1,8 @@
 //! `ferric serve --sim 3` as a process: it prints one line once every node is `available`, a deploy
 //! requested right after that line is accepted and gets to `active`, the nodes are listed over HTTP
-//! (and by python-ironicclient's `baremetal`), and node-0's virtual BMC answers
-//! `ipmitool -I lanplus` on UDP 127.0.0.1 that the machine is on.
+//! (and by python-ironicclient's `baremetal`), node-0's virtual BMC answers
+//! `ipmitool -I lanplus` on UDP 127.0.0.1 that the machine is on, and node-1, behind a Redfish
+//! BMC on TCP, deploys by virtual media.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A base port with `n` free UDP ports after it.
+/// A base port with `n` ports after it free on UDP (IPMI BMCs) and TCP (Redfish BMCs).
 fn free_udp_range(n: u16) -> u16 {
     for _ in 0..50 {
         let base = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -21,7 +22,8 @@ fn free_udp_range(n: u16) -> u16 {
             continue;
         }
         let held: Vec<_> = (0..n).filter_map(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).ok()).collect();
-        if held.len() == n as usize {
+        let tcp: Vec<_> = (0..n).filter_map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
+        if held.len() == n as usize && tcp.len() == n as usize {
             return base;
         }
     }
@@ -124,10 +126,31 @@ async fn serve_sim_lists_and_deploys() {
     for n in nodes.iter().filter(|n| n["name"] != "node-0") {
         assert_eq!(n["provision_state"], "available", "{list}");
     }
-    let detail = get(format!("{url}/v1/nodes/node-1")).await;
+    let detail = get(format!("{url}/v1/nodes/node-2")).await;
     assert_eq!(detail["driver"], "ipmi");
-    assert_eq!(detail["driver_info"]["ipmi_port"], json!(bmc as u64 + 1));
+    assert_eq!(detail["driver_info"]["ipmi_port"], json!(bmc as u64 + 2));
     assert_eq!(detail["instance_info"]["image_source"], json!(image));
+    // Every other node is behind a Redfish BMC (TCP on the same port number) and boots by
+    // virtual media; its password is masked like an IPMI one.
+    let redfish = get(format!("{url}/v1/nodes/node-1")).await;
+    assert_eq!(redfish["driver"], "redfish");
+    assert_eq!(redfish["boot_interface"], "redfish-virtual-media");
+    let rf_url = format!("http://127.0.0.1:{}", bmc as u64 + 1);
+    assert_eq!(redfish["driver_info"]["redfish_address"], json!(rf_url));
+    assert_eq!(redfish["driver_info"]["redfish_password"], "******");
+    let system =
+        http.get(format!("{rf_url}/redfish/v1/Systems")).basic_auth("admin", Some("password")).send().await.unwrap();
+    assert!(system.status().is_success(), "{}", system.status());
+    let members: Value = system.json().await.unwrap();
+    assert_eq!(members["Members@odata.count"], 1, "{members}");
+    let r = http
+        .put(format!("{url}/v1/nodes/node-1/states/provision"))
+        .header("X-OpenStack-Ironic-API-Version", "latest")
+        .json(&json!({"target": "active"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
 
     // The real client sees the same.
     let out = Command::new(baremetal_bin())
@@ -138,17 +161,21 @@ async fn serve_sim_lists_and_deploys() {
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
 
-    // node-0's deploy (with the uploaded image) gets to `active`.
+    // node-0's deploy (IPMI, iPXE) and node-1's (Redfish, virtual media), with the uploaded
+    // image, get to `active`.
     let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let n = get(format!("{url}/v1/nodes/node-0")).await;
-        if n["provision_state"] == "active" {
-            assert_eq!(n["power_state"], "power on");
-            break;
+    for name in ["node-0", "node-1"] {
+        loop {
+            let n = get(format!("{url}/v1/nodes/{name}")).await;
+            if n["provision_state"] == "active" {
+                assert_eq!(n["power_state"], "power on");
+                break;
+            }
+            let state = n["provision_state"].as_str().unwrap_or("");
+            assert!(!state.ends_with("failed"), "{name}: deploy failed: {}", n["last_error"]);
+            assert!(Instant::now() < deadline, "{name} stuck in {state} ({})", n["last_error"]);
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert!(!n["provision_state"].as_str().unwrap_or("").ends_with("failed"), "deploy failed: {}", n["last_error"]);
-        assert!(Instant::now() < deadline, "node-0 stuck in {} ({})", n["provision_state"], n["last_error"]);
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let ipmi = Command::new("ipmitool")
         .args(["-I", "lanplus", "-H", "127.0.0.1", "-p", &bmc.to_string(), "-U", "admin", "-P", "password"])
@@ -182,5 +209,86 @@ async fn serve_sim_names_the_nodes_that_failed() {
     assert!(line.contains(" clean failed: Timeout reached while cleaning") && line.contains("; node-1 "), "{line}");
     let r = reqwest::get(format!("http://{api}/v1/nodes")).await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
+    drop(server);
+}
+
+/// python-ironicclient drives the `redfish` hardware type against the simulated fleet: node-1's
+/// machine (behind a Redfish BMC on TCP) is enrolled again by `baremetal node create --driver
+/// redfish`, then managed, provided, deployed by virtual media and undeployed, each `--wait`ed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ironicclient_enrolls_and_deploys_a_redfish_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bmc = free_udp_range(2);
+    let (api, bmcs) = (format!("127.0.0.1:{port}"), bmc.to_string());
+    let (server, rx) = start(&["--sim", "2", "--api-bind", &api, "--sim-bmc-port", &bmcs], &[], tmp.path());
+    let lines = startup_lines(&rx);
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(lines.last().is_some_and(|l| l.contains("2 simulated nodes available")), "{lines:#?}");
+    let baremetal = |args: &[&str]| {
+        let out = Command::new(baremetal_bin())
+            .args(["--os-endpoint", &url, "--os-auth-type", "none"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "baremetal {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // What the lab enrolled node-1 with: its deploy kernel and ramdisk, image, MAC.
+    let old: Value = serde_json::from_str(&baremetal(&["node", "show", "node-1", "-f", "json"])).unwrap();
+    let info = &old["driver_info"];
+    let (kernel, ramdisk) = (info["deploy_kernel"].as_str().unwrap(), info["deploy_ramdisk"].as_str().unwrap());
+    let image = old["instance_info"]["image_source"].as_str().unwrap().to_string();
+    let ports: Value = serde_json::from_str(&baremetal(&["port", "list", "--node", "node-1", "-f", "json"])).unwrap();
+    let mac = ports[0]["address"].as_str().unwrap_or_else(|| panic!("{ports}")).to_string();
+    baremetal(&["node", "delete", "node-1"]);
+
+    let address = format!("redfish_address=http://127.0.0.1:{}", bmc + 1);
+    let created = baremetal(&[
+        "node",
+        "create",
+        "--driver",
+        "redfish",
+        "--name",
+        "rf-1",
+        "--driver-info",
+        &address,
+        "--driver-info",
+        "redfish_username=admin",
+        "--driver-info",
+        "redfish_password=password",
+        "--driver-info",
+        "redfish_verify_ca=False",
+        "--driver-info",
+        &format!("deploy_kernel={kernel}"),
+        "--driver-info",
+        &format!("deploy_ramdisk={ramdisk}"),
+        "--boot-interface",
+        "redfish-virtual-media",
+        "--deploy-interface",
+        "direct",
+        "-f",
+        "json",
+    ]);
+    let created: Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(created["driver"], "redfish");
+    assert_eq!(created["driver_info"]["redfish_password"], "******", "{created}");
+    baremetal(&["port", "create", &mac, "--node", "rf-1"]);
+    baremetal(&["node", "manage", "rf-1", "--wait", "120"]);
+    baremetal(&["node", "provide", "rf-1", "--wait", "120"]);
+    baremetal(&["node", "set", "rf-1", "--instance-info", &format!("image_source={image}")]);
+    baremetal(&["node", "deploy", "rf-1", "--wait", "180"]);
+    let node: Value = serde_json::from_str(&baremetal(&["node", "show", "rf-1", "-f", "json"])).unwrap();
+    assert_eq!(node["provision_state"], "active", "{node}");
+    assert_eq!(node["power_state"], "power on", "{node}");
+    baremetal(&["node", "undeploy", "rf-1", "--wait", "180"]);
+    let node: Value = serde_json::from_str(&baremetal(&["node", "show", "rf-1", "-f", "json"])).unwrap();
+    assert_eq!(node["provision_state"], "available", "{node}");
+    assert!(node["last_error"].is_null(), "{node}");
     drop(server);
 }

@@ -93,7 +93,9 @@ fn config(n: usize) -> LabConfig {
     };
     LabConfig {
         seed: 7,
-        machines: (0..n).map(|_| MachineSpec { profile: profile.clone(), faults: Default::default() }).collect(),
+        machines: (0..n)
+            .map(|_| MachineSpec { profile: profile.clone(), faults: Default::default(), redfish: Default::default() })
+            .collect(),
         customize: Some(Arc::new(customize)),
         ..LabConfig::default()
     }

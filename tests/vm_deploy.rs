@@ -10,7 +10,7 @@
 mod common;
 
 use common::serve::follows_seed;
-use ferric_lab::qemu::{Flow, LabOptions, QemuLab};
+use ferric_lab::qemu::{BmcKind, BootKind, Flow, LabOptions, QemuLab};
 use ferric_lab::scenario::{RunOptions, Scenario};
 use ferric_sim::machine::Machine;
 use ferric_types::trace::seed;
@@ -157,6 +157,54 @@ fn two_vms_deploy_at_once_one_by_each_flow() {
         );
         for vm in &lab.vms {
             assert_eq!(read_at(&vm.disk, 0, 512), read_at(&fx.whole_disk_raw, 0, 512), "{}", vm.name);
+        }
+    });
+}
+
+/// Redfish: the `redfish` hardware type (HTTPS to the VM's Redfish BMC, its certificate checked)
+/// deploys by virtual media with each flow — the deploy ISO in the VM's CD drive through QMP,
+/// boot once from CD, a static address from `network_data`, no DHCP — and, in the same lab and
+/// one after the other, by PXE, for the README's virtual media vs PXE row.
+#[test]
+fn redfish_virtual_media_deploys_by_each_flow_without_dhcp_and_against_pxe() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (lab, _dir) = lab(3, 300);
+    let fx = lab.fixtures.clone();
+    lab.block_on(async {
+        let image = lab.upload("raw", &fx.whole_disk_raw, "raw").await.unwrap();
+        let runs = [
+            (0, Flow::Direct, BootKind::VirtualMedia),
+            (1, Flow::Direct, BootKind::Pxe),
+            (2, Flow::Iscsi, BootKind::VirtualMedia),
+        ];
+        for (i, flow, boot) in runs {
+            let vm = &lab.vms[i];
+            let id = lab.enroll_with(i, flow, BmcKind::Redfish, boot, Value::Null).await.unwrap();
+            let from = vm.machine.serial().position();
+            let t = lab.deploy(i, &id, &image, flow).await.unwrap();
+            eprintln!(
+                "TIMING redfish {boot:?} {} deploy (TCG): active {:.1} s, instance marker {:.1} s",
+                flow.interface(),
+                t.to_active,
+                t.to_marker
+            );
+            let steps = lab.steps(&id).await.unwrap();
+            print_steps(&format!("redfish-{boot:?}-{}", flow.interface()), &steps);
+            let node = lab.node(&id).await.unwrap();
+            assert!(node["last_error"].is_null(), "{node}");
+            assert_eq!(node["power_state"], "power on");
+            assert_eq!(node["driver_info"]["redfish_password"], "******", "{node}");
+            assert_eq!(read_at(&vm.disk, 0, 512), read_at(&fx.whole_disk_raw, 0, 512), "{}", vm.name);
+            let serial = vm.machine.serial().contents().get(from as usize..).unwrap_or_default().to_string();
+            if boot == BootKind::VirtualMedia {
+                let says = |l: &str| steps.iter().any(|s| s.3 == l);
+                assert!(says(ferric_service::drivers::redfish_boot::PREPARE_VMEDIA_DEPLOY), "{steps:?}");
+                assert!(!says(seed::UPDATE_DHCP), "{steps:?}");
+                assert!(serial.contains("FERRIC-RAMDISK-STATIC"), "static address from network_data: {serial}");
+                assert!(!serial.contains("FERRIC-RAMDISK-DHCP "), "no DHCP with virtual media: {serial}");
+            } else {
+                assert!(serial.contains("FERRIC-RAMDISK-DHCP "), "{serial}");
+            }
         }
     });
 }

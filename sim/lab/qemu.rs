@@ -3,8 +3,9 @@
 //! deploy ramdisk), inside a private network namespace that goes away with the lab.
 //!
 //! Used by `ferric lab deploy`, `ferric serve --qemu N` and the end-to-end VM tests. Addresses:
-//! the bridge is 192.0.2.1 (API :6385, TFTP :69, HTTP boot :8080, BMCs :6230+i), VMs lease
-//! 192.0.2.100-150.
+//! the bridge is 192.0.2.1 (API :6385, TFTP :69, HTTP boot :8080, BMCs :6230+i: IPMI on UDP,
+//! Redfish over HTTPS on TCP), VMs lease 192.0.2.100-150; a VM booted by virtual media takes
+//! 192.0.2.160+i statically (from its node's `network_data`: no DHCP).
 
 use ferric_sim::netns::NetNs;
 use ferric_sim::qemu::{
@@ -92,6 +93,27 @@ impl LabVm {
     }
 }
 
+/// How ferric reaches a VM's BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BmcKind {
+    /// The `ipmi` hardware type (IPMI 2.0 over UDP).
+    #[default]
+    Ipmi,
+    /// The `redfish` hardware type (Redfish over HTTPS, certificate checked against the BMC's).
+    Redfish,
+}
+
+/// How a VM boots the deploy ramdisk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BootKind {
+    /// iPXE from ferric's DHCP, TFTP and HTTP (`ipxe` boot interface).
+    #[default]
+    Pxe,
+    /// The deploy ISO in the VM's virtual CD drive (`redfish-virtual-media`; needs `--bmc
+    /// redfish`).
+    VirtualMedia,
+}
+
 /// Which deploy interface a deploy uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Flow {
@@ -122,6 +144,8 @@ pub struct DeployTimings {
 /// A running lab. Dropping it stops the service, the BMCs and the VMs and removes the namespace.
 pub struct QemuLab {
     pub fixtures: Fixtures,
+    /// The Redfish BMCs' certificate (PEM file): nodes check it through `redfish_verify_ca`.
+    pub redfish_ca: PathBuf,
     pub vms: Vec<LabVm>,
     pub http: reqwest::Client,
     pub dir: PathBuf,
@@ -207,6 +231,8 @@ impl QemuLab {
             config.disk = Some(Disk { path: disk.clone(), format: DiskFormat::Raw, bus: DiskBus::Virtio });
             config.nics = vec![Nic { mac, model: NicModel::VirtioNet, tap: Some(tap) }];
             config.default_boot = ferric_sim::machine::BootDevice::Disk;
+            // A CD drive for virtual media; last in the boot order unless a BMC picks it.
+            config.cdrom = true;
             let machine = Arc::new(QemuMachine::new(config).map_err(|e| LabError::Qemu(e.to_string()))?);
             vms.push(LabVm { name, mac, bmc_port: BMC_BASE_PORT + i as u16, disk, machine });
         }
@@ -226,6 +252,28 @@ impl QemuLab {
                 .map_err(|e| LabError::Netns(e.to_string()))??;
             rt.spawn(serve_udp(bmc, socket));
         }
+        // Redfish beside IPMI on each BMC port (TCP), over HTTPS with one self-signed
+        // certificate the nodes are told to trust.
+        let (tls, pem) = ferric_sim::redfish::self_signed_tls(&[HOST.to_string()])
+            .map_err(|e| LabError::Qemu(format!("Redfish certificate: {e}")))?;
+        let redfish_ca = opts.dir.join("redfish-ca.pem");
+        std::fs::write(&redfish_ca, pem)?;
+        for (i, vm) in vms.iter().enumerate() {
+            let bmc = ferric_sim::redfish::RedfishBmc::new(
+                ferric_sim::redfish::RedfishConfig {
+                    username: BMC_USER.into(),
+                    password: BMC_PASSWORD.into(),
+                    seed: i as u64 + 1,
+                    ..Default::default()
+                },
+                vm.machine.clone(),
+            );
+            let addr = format!("{HOST}:{}", vm.bmc_port);
+            let listener = rt
+                .block_on(rt.spawn(async move { tokio::net::TcpListener::bind(addr).await }))
+                .map_err(|e| LabError::Netns(e.to_string()))??;
+            rt.spawn(ferric_sim::redfish::serve(listener, bmc, Some(tls.clone())));
+        }
         let config_path = opts.dir.join("ferric.toml");
         std::fs::write(&config_path, lab_config(&opts))?;
         let config = Config::load(Some(&config_path)).map_err(|e| LabError::Service(e.to_string()))?;
@@ -243,7 +291,8 @@ impl QemuLab {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert("X-OpenStack-Ironic-API-Version", reqwest::header::HeaderValue::from_static("latest"));
         let http = reqwest::Client::builder().default_headers(h).build().map_err(|e| LabError::Api(e.to_string()))?;
-        let lab = QemuLab { fixtures, vms, http, dir: opts.dir.clone(), shutdown: Some(tx), rt: Some(rt), ns };
+        let lab =
+            QemuLab { fixtures, redfish_ca, vms, http, dir: opts.dir.clone(), shutdown: Some(tx), rt: Some(rt), ns };
         lab.block_on(async {
             let deadline = Instant::now() + Duration::from_secs(30);
             while lab.http.get(API_URL).send().await.is_err() {
@@ -344,36 +393,72 @@ impl QemuLab {
     /// Enrolls VM `i` (ipmi hardware type through its BMC, iPXE boot, the given deploy
     /// interface), and brings it to `available`. `extra_driver_info` is merged in.
     pub async fn enroll(&self, i: usize, flow: Flow, extra_driver_info: Value) -> Result<String, LabError> {
+        self.enroll_with(i, flow, BmcKind::Ipmi, BootKind::Pxe, extra_driver_info).await
+    }
+
+    /// Enrolls VM `i` through its `bmc` (the `ipmi` or `redfish` hardware type), booting the
+    /// ramdisk by `boot`, and brings it to `available`. With virtual media the node's
+    /// `network_data` gives the ramdisk a static address (192.0.2.160+i): no DHCP, no TFTP.
+    pub async fn enroll_with(
+        &self,
+        i: usize,
+        flow: Flow,
+        bmc: BmcKind,
+        boot: BootKind,
+        extra_driver_info: Value,
+    ) -> Result<String, LabError> {
         let vm = &self.vms[i];
         let file = |p: &Path| format!("file://{}", p.display());
-        let mut info = json!({
-            "ipmi_address": HOST,
-            "ipmi_port": vm.bmc_port,
-            "ipmi_username": BMC_USER,
-            "ipmi_password": BMC_PASSWORD,
-            "deploy_kernel": file(&self.fixtures.deploy_kernel),
-            "deploy_ramdisk": file(&self.fixtures.deploy_ramdisk),
-        });
-        if let (Some(m), Value::Object(extra)) = (info.as_object_mut(), extra_driver_info) {
-            m.extend(extra);
+        let (driver, mut info) = match bmc {
+            BmcKind::Ipmi => (
+                "ipmi",
+                json!({
+                    "ipmi_address": HOST,
+                    "ipmi_port": vm.bmc_port,
+                    "ipmi_username": BMC_USER,
+                    "ipmi_password": BMC_PASSWORD,
+                }),
+            ),
+            BmcKind::Redfish => (
+                "redfish",
+                json!({
+                    "redfish_address": format!("https://{HOST}:{}", vm.bmc_port),
+                    "redfish_username": BMC_USER,
+                    "redfish_password": BMC_PASSWORD,
+                    "redfish_verify_ca": self.redfish_ca.display().to_string(),
+                }),
+            ),
+        };
+        if let Some(m) = info.as_object_mut() {
+            m.insert("deploy_kernel".into(), json!(file(&self.fixtures.deploy_kernel)));
+            m.insert("deploy_ramdisk".into(), json!(file(&self.fixtures.deploy_ramdisk)));
+            if let Value::Object(extra) = extra_driver_info {
+                m.extend(extra);
+            }
         }
-        let node = self
-            .expect(
-                reqwest::Method::POST,
-                "/v1/nodes",
-                Some(json!({
-                    "name": vm.name,
-                    "driver": "ipmi",
-                    "driver_info": info,
-                    "boot_interface": "ipxe",
-                    "deploy_interface": flow.interface(),
-                    "network_interface": "flat",
-                    "automated_clean": false,
-                    "properties": {"memory_mb": 512, "cpus": 1, "local_gb": 1, "cpu_arch": "x86_64"},
-                })),
-                201,
-            )
-            .await?;
+        let mut body = json!({
+            "name": vm.name,
+            "driver": driver,
+            "driver_info": info,
+            "boot_interface": "ipxe",
+            "deploy_interface": flow.interface(),
+            "network_interface": "flat",
+            "automated_clean": false,
+            "properties": {"memory_mb": 512, "cpus": 1, "local_gb": 1, "cpu_arch": "x86_64"},
+        });
+        if boot == BootKind::VirtualMedia {
+            body["boot_interface"] = json!("redfish-virtual-media");
+            body["network_data"] = json!({
+                "links": [{"id": "port0", "type": "phy", "ethernet_mac_address": vm.mac_string()}],
+                "networks": [{
+                    "id": "provisioning", "type": "ipv4", "link": "port0",
+                    "ip_address": format!("192.0.2.{}", 160 + i), "netmask": "255.255.255.0",
+                    "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": HOST}],
+                }],
+                "services": [],
+            });
+        }
+        let node = self.expect(reqwest::Method::POST, "/v1/nodes", Some(body), 201).await?;
         let id = node["uuid"].as_str().unwrap_or_default().to_string();
         self.expect(
             reqwest::Method::POST,

@@ -1,6 +1,6 @@
 //! `ferric lab deploy` (one-command demo and acceptance entry point) and `ferric serve --qemu N`.
 
-use super::qemu::{API_URL, DeployTimings, Flow, LabError, LabOptions, QemuLab};
+use super::qemu::{API_URL, BmcKind, BootKind, DeployTimings, Flow, LabError, LabOptions, QemuLab};
 use ferric_sim::qemu::BuildProgress;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -25,6 +25,12 @@ pub struct DeployArgs {
     /// Deploy interface.
     #[arg(long, value_enum, default_value = "direct")]
     pub flow: Flow,
+    /// The VMs' BMC protocol (hardware type `ipmi` or `redfish`).
+    #[arg(long, value_enum, default_value = "ipmi")]
+    pub bmc: BmcKind,
+    /// How the deploy ramdisk boots: PXE (iPXE) or the deploy ISO by Redfish virtual media.
+    #[arg(long, value_enum, default_value = "pxe")]
+    pub boot: BootKind,
     /// VMs to deploy at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub vms: u8,
@@ -74,6 +80,11 @@ fn lab_options(vms: usize, dir: &std::path::Path) -> LabOptions {
 }
 
 fn deploy(args: &DeployArgs) -> Result<Vec<VmReport>, LabError> {
+    if args.boot == BootKind::VirtualMedia && args.bmc != BmcKind::Redfish {
+        return Err(LabError::Api(
+            "--boot virtual-media needs --bmc redfish (virtual media is a Redfish service)".into(),
+        ));
+    }
     let tmp;
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -95,7 +106,7 @@ fn deploy(args: &DeployArgs) -> Result<Vec<VmReport>, LabError> {
         let image = lab.upload("instance", &path, format).await?;
         let mut ids = Vec::new();
         for i in 0..lab.vms.len() {
-            ids.push(lab.enroll(i, flow, Value::Null).await?);
+            ids.push(lab.enroll_with(i, flow, args.bmc, args.boot, Value::Null).await?);
         }
         let runs = ids.iter().enumerate().map(|(i, id)| {
             let image = image.clone();

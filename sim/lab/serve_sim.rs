@@ -11,7 +11,7 @@
 //! process ends. Machine timings are shortened (seconds, not minutes) so a deploy takes seconds.
 
 use super::sim::{BmcTransport, LabConfig, LabError, MachineSpec, SimLab};
-use crate::machine::node::{Profile, Timings};
+use crate::machine::node::{BmcProtocol, Profile, Timings};
 use ferric_service::config::Config;
 use ferric_service::db::{NodeFilter, NodeQuery};
 use ferric_service::images::DiskFormat;
@@ -99,11 +99,20 @@ pub async fn serve(
     let mut conductor = config.conductor.clone();
     // Agents heartbeat every 0.3-0.6 of this: keep the conductor's polls of a deploy quick.
     conductor.agent_heartbeat_timeout = conductor.agent_heartbeat_timeout.min(30);
+    // Half the fleet behind IPMI BMCs, half behind Redfish BMCs booting by virtual media.
     let profile = quick_profile();
+    let redfish = Arc::new(Profile {
+        bmc: BmcProtocol::Redfish,
+        boot_interface: Some("redfish-virtual-media".into()),
+        ..(*profile).clone()
+    });
+    let profile_of = |i: usize| if i % 2 == 0 { profile.clone() } else { redfish.clone() };
     let seed: u64 = rand::random();
     let lab_config = LabConfig {
         seed,
-        machines: (0..n).map(|_| MachineSpec { profile: profile.clone(), faults: Default::default() }).collect(),
+        machines: (0..n)
+            .map(|i| MachineSpec { profile: profile_of(i), faults: Default::default(), redfish: Default::default() })
+            .collect(),
         byte_scale: 4096,
         conductor,
         transport,
@@ -135,15 +144,21 @@ pub async fn serve(
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let id = NodeId(uuid::Uuid::new_v4());
+        let boot = lab.nodes[i].profile.boot_interface.clone().unwrap_or_else(|| "ipxe".into());
         let extra = json!({
-            "boot_interface": "ipxe",
+            "boot_interface": boot,
             "deploy_interface": "direct",
             "instance_info": {"image_source": image_id, "root_gb": 10},
         });
         lab.enroll(i, id, &[], &extra).await?;
-        let bmc = match transport {
-            BmcTransport::Udp { base_port } => format!("BMC 127.0.0.1:{} (admin/password)", base_port as usize + i),
-            BmcTransport::Channel => "BMC in memory".to_string(),
+        let bmc = match (transport, lab.nodes[i].profile.bmc) {
+            (BmcTransport::Udp { base_port }, BmcProtocol::Ipmi) => {
+                format!("BMC 127.0.0.1:{} (IPMI, admin/password)", base_port as usize + i)
+            }
+            (BmcTransport::Udp { base_port }, BmcProtocol::Redfish) => {
+                format!("BMC http://127.0.0.1:{}/redfish/v1 (Redfish, admin/password)", base_port as usize + i)
+            }
+            (BmcTransport::Channel, _) => "BMC in memory".to_string(),
         };
         println!("ferric: node node-{i} {id} {bmc}");
         ids.push(id);

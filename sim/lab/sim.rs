@@ -11,7 +11,7 @@ use super::net::{self, PortHostTable, SimNet};
 use crate::fleet::{Fleet, NodeSettings};
 use crate::http::TowerHttp;
 use crate::machine::disk::{ContentPool, SimDisk};
-use crate::machine::node::{KnownImage, LabShared, Profile, SimNode};
+use crate::machine::node::{BmcProtocol, KnownImage, LabShared, Profile, SimNode};
 use crate::machine::power::SimMachineConfig;
 use bytes::Bytes;
 use ferric_service::assemble::{BootPackets, Outside, Parts, Service};
@@ -21,6 +21,7 @@ use ferric_service::db::Db;
 use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
 use ferric_service::ipmi::{ClientConfig, Connector, IpmiPool, UdpConnector};
 use ferric_service::pxe::dhcp::HostTable;
+use ferric_sim::redfish::{RedfishBmc, RedfishConfig, RedfishFaultSettings};
 use ferric_sim::vbmc::{BmcConfig, FaultSettings};
 use ferric_types::clock::Clock;
 use ferric_types::models::{NodeId, ProvisionState};
@@ -41,6 +42,9 @@ pub const EPOCH_UNIX: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 /// Where simulated BMCs are reached over in-memory links (BMC i at port BMC_BASE_PORT + i).
 pub const BMC_ADDRESS: &str = "192.0.2.2";
 pub const BMC_BASE_PORT: u16 = 6230;
+/// Where simulated Redfish BMCs answer on the in-memory network (BMC i at port
+/// BMC_BASE_PORT + i), as `http://` (the in-memory network has no TLS).
+pub const REDFISH_ADDRESS: &str = "192.0.2.3";
 /// Largest fleet (ports above the base must fit in a u16).
 pub const MAX_MACHINES: usize = 50_000;
 
@@ -90,6 +94,8 @@ impl Default for IpmiTiming {
 pub struct MachineSpec {
     pub profile: Arc<Profile>,
     pub faults: FaultSettings,
+    /// Fault knobs of its Redfish BMC (when the profile has one).
+    pub redfish: RedfishFaultSettings,
 }
 
 /// Extra wiring of the service, given the lab's network, image service and boot roots.
@@ -239,6 +245,8 @@ pub struct SimLab {
     periodic: Option<JoinHandle<()>>,
     watchers: Vec<JoinHandle<()>>,
     bmc_servers: Option<tokio::task::JoinSet<std::io::Result<()>>>,
+    /// Redfish BMCs on TCP (`ferric serve --sim`).
+    redfish_servers: tokio::task::JoinSet<std::io::Result<()>>,
     /// Conductor generations started (1 + restarts).
     pub conductor_starts: u32,
     _workdir: WorkDir,
@@ -288,6 +296,12 @@ fn build_service(
         )),
         // Agents and the image store through the in-memory network, with ferric's own clients.
         http: Arc::new(wiring.http.clone()),
+        // Redfish BMCs, if any: through the same in-memory network (no TLS to check there), or
+        // over TCP for `ferric serve --sim`.
+        bmc_http: match config.transport {
+            BmcTransport::Channel => Arc::new(ferric_types::http::SameClient(Arc::new(wiring.http.clone()))),
+            BmcTransport::Udp { .. } => Arc::new(ferric_disk::http::ReqwestConnector::new(Duration::from_secs(10))),
+        },
         iscsi: Arc::new(super::iscsi::SimIscsiConnector { portals: wiring.portals.clone() }),
         boot_packets: BootPackets::Fed,
     };
@@ -344,6 +358,12 @@ impl SimLab {
                 machine: SimMachineConfig {
                     soft_off_delay_ms: (m.profile.timings.soft_off_secs * 1000.0) as u64,
                     macs: (0..m.profile.nics.max(1)).map(|k| mac_of(i, k)).collect(),
+                    inventory: ferric_sim::machine::Inventory {
+                        cpus: m.profile.cpus,
+                        memory_mib: m.profile.memory_mb,
+                        disks: vec![m.profile.disk_gib.saturating_mul(1 << 30)],
+                        ..Default::default()
+                    },
                     ..SimMachineConfig::default()
                 },
                 faults: m.faults,
@@ -418,6 +438,7 @@ impl SimLab {
             images_corrupt: AtomicBool::new(false),
         });
         let pool = Arc::new(ContentPool::new());
+        let mut redfish_servers = tokio::task::JoinSet::new();
         let mut nodes = Vec::with_capacity(n);
         let mut watchers = Vec::with_capacity(n);
         for (i, (spec, f)) in config.machines.iter().zip(&fleet.nodes).enumerate() {
@@ -428,11 +449,35 @@ impl SimLab {
                 shared.scale,
                 pool.clone(),
             ));
+            let redfish = match spec.profile.bmc {
+                BmcProtocol::Ipmi => None,
+                BmcProtocol::Redfish => {
+                    let bmc = RedfishBmc::new(
+                        RedfishConfig { seed: rng.random(), faults: spec.redfish, ..RedfishConfig::default() },
+                        f.machine.clone(),
+                    );
+                    match config.transport {
+                        BmcTransport::Channel => {
+                            let port = BMC_BASE_PORT as usize + i;
+                            net.http.add_host(&format!("{REDFISH_ADDRESS}:{port}"), bmc.router());
+                        }
+                        BmcTransport::Udp { base_port } => {
+                            // `ferric serve --sim`: TCP beside the IPMI BMC's UDP port (as `ferric
+                            // vbmc --protocol both`), plain HTTP on loopback.
+                            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], base_port + i as u16));
+                            let listener = tokio::net::TcpListener::bind(addr).await?;
+                            redfish_servers.spawn(ferric_sim::redfish::serve(listener, bmc.clone(), None));
+                        }
+                    }
+                    Some(bmc)
+                }
+            };
             let node = SimNode::new(
                 i,
                 format!("node-{i}"),
                 f.machine.clone(),
                 f.bmc.clone(),
+                redfish,
                 disk.clone(),
                 spec.profile.clone(),
                 shared.clone(),
@@ -459,6 +504,7 @@ impl SimLab {
             periodic,
             watchers,
             bmc_servers,
+            redfish_servers,
             conductor_starts: 1,
             _workdir: workdir,
         })
@@ -558,16 +604,36 @@ impl SimLab {
             BmcTransport::Udp { base_port } => ("127.0.0.1".to_string(), base_port as usize + i),
         };
         let p = &node.profile;
+        let (driver, driver_info) = match p.bmc {
+            BmcProtocol::Ipmi => (
+                "ipmi",
+                json!({
+                    "ipmi_address": address,
+                    "ipmi_port": port,
+                    "ipmi_username": "admin",
+                    "ipmi_password": "password",
+                }),
+            ),
+            BmcProtocol::Redfish => {
+                let host = match self.config.transport {
+                    BmcTransport::Channel => REDFISH_ADDRESS,
+                    BmcTransport::Udp { .. } => "127.0.0.1",
+                };
+                (
+                    "redfish",
+                    json!({
+                        "redfish_address": format!("http://{host}:{port}"),
+                        "redfish_username": "admin",
+                        "redfish_password": "password",
+                    }),
+                )
+            }
+        };
         let mut body = json!({
             "uuid": uuid.to_string(),
             "name": node.name,
-            "driver": "ipmi",
-            "driver_info": {
-                "ipmi_address": address,
-                "ipmi_port": port,
-                "ipmi_username": "admin",
-                "ipmi_password": "password",
-            },
+            "driver": driver,
+            "driver_info": driver_info,
             "properties": {
                 "cpus": p.cpus,
                 "memory_mb": p.memory_mb,
@@ -628,6 +694,7 @@ impl SimLab {
         if let Some(mut s) = self.bmc_servers.take() {
             s.abort_all();
         }
+        self.redfish_servers.abort_all();
     }
 }
 

@@ -1,10 +1,24 @@
 //! `ferric vbmc`: serves N virtual BMCs (ferric-sim) in front of simulated machines from one
-//! process, like VirtualBMC's vbmcd, until killed.
+//! process, like VirtualBMC's vbmcd (IPMI) and sushy-emulator (Redfish), until killed. With both
+//! protocols, BMC i answers IPMI on UDP port P+i and Redfish on TCP port P+i, in front of the same
+//! machine.
 
 use crate::fleet::{Fleet, FleetFile, resolve};
+use ferric_sim::redfish::{RedfishBmc, RedfishConfig};
 use ferric_sim::vbmc::{Bmc, BmcConfig, serve_udp, serve_udp_blocking};
 use std::net::IpAddr;
 use std::path::PathBuf;
+
+/// Which BMC protocols `ferric vbmc` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// IPMI 2.0 lanplus on UDP.
+    Ipmi,
+    /// Redfish on TCP (HTTPS unless --http).
+    Redfish,
+    /// Both, on the same port numbers (UDP for IPMI, TCP for Redfish).
+    Both,
+}
 
 /// Command-line arguments of `ferric vbmc`.
 #[derive(Debug, Clone, clap::Args)]
@@ -12,6 +26,12 @@ pub struct VbmcArgs {
     /// Number of BMCs (BMC i listens on base-port + i).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// BMC protocols: IPMI on UDP base-port + i, Redfish on TCP base-port + i, or both.
+    #[arg(long, value_enum, default_value_t = Protocol::Both)]
+    pub protocol: Protocol,
+    /// Serve Redfish over plain HTTP rather than HTTPS (a self-signed certificate).
+    #[arg(long)]
+    pub http: bool,
     #[arg(long, default_value_t = 6230)]
     pub base_port: u16,
     #[arg(long, default_value = "admin")]
@@ -43,6 +63,14 @@ pub enum VbmcError {
     Fleet(#[from] crate::fleet::FleetError),
     #[error("a BMC stopped: {0}")]
     Serve(String),
+    #[error("binding Redfish BMC to {addr}: {source}")]
+    BindTcp {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] ferric_sim::redfish::TlsError),
 }
 
 /// Builds the fleet, binds every BMC, then serves until the process is killed (or Ctrl-C).
@@ -62,38 +90,81 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
         ..BmcConfig::default()
     };
     let fleet = Fleet::build(resolve(args.nodes, &base, &file)?)?;
-    let sockets = fleet.bind_std(args.address, args.base_port)?;
+    let ipmi = args.protocol != Protocol::Redfish;
+    let redfish = args.protocol != Protocol::Ipmi;
+    // Bind everything before serving anything: a port in use fails the command up front.
+    let sockets = if ipmi { fleet.bind_std(args.address, args.base_port)? } else { Vec::new() };
+    let mut listeners = Vec::new();
+    if redfish {
+        for i in 0..args.nodes {
+            let port = u16::try_from(usize::from(args.base_port) + i).map_err(|_| {
+                VbmcError::Fleet(crate::fleet::FleetError::Ports { base: args.base_port, count: args.nodes })
+            })?;
+            let addr = std::net::SocketAddr::new(args.address, port);
+            listeners
+                .push(tokio::net::TcpListener::bind(addr).await.map_err(|source| VbmcError::BindTcp { addr, source })?);
+        }
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 64)
         .min(args.nodes);
-    let mut shards: Vec<Vec<(Bmc, std::net::UdpSocket)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, (node, socket)) in fleet.nodes.iter().zip(sockets).enumerate() {
-        shards[i % threads].push((node.bmc.clone(), socket));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<String>(threads + args.nodes);
+    if ipmi {
+        let mut shards: Vec<Vec<(Bmc, std::net::UdpSocket)>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, (node, socket)) in fleet.nodes.iter().zip(sockets).enumerate() {
+            shards[i % threads].push((node.bmc.clone(), socket));
+        }
+        let runtime = tokio::runtime::Handle::current();
+        for (t, shard) in shards.into_iter().enumerate() {
+            let done = done_tx.clone();
+            let runtime = runtime.clone();
+            std::thread::Builder::new()
+                .name(format!("vbmc-{t}"))
+                .spawn(move || {
+                    let err = serve_shard(shard, &runtime);
+                    let _ = done.blocking_send(err);
+                })
+                .map_err(|e| VbmcError::Serve(e.to_string()))?;
+        }
     }
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<String>(threads);
-    let runtime = tokio::runtime::Handle::current();
-    for (t, shard) in shards.into_iter().enumerate() {
-        let done = done_tx.clone();
-        let runtime = runtime.clone();
-        std::thread::Builder::new()
-            .name(format!("vbmc-{t}"))
-            .spawn(move || {
-                let err = serve_shard(shard, &runtime);
-                let _ = done.blocking_send(err);
-            })
-            .map_err(|e| VbmcError::Serve(e.to_string()))?;
+    if redfish {
+        let tls = if args.http {
+            None
+        } else {
+            let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string(), args.address.to_string()];
+            Some(ferric_sim::redfish::self_signed_tls(&hosts)?.0)
+        };
+        for (i, (node, listener)) in fleet.nodes.iter().zip(listeners).enumerate() {
+            let bmc = RedfishBmc::new(redfish_config(&args, i), node.machine.clone());
+            let done = done_tx.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let why = match ferric_sim::redfish::serve(listener, bmc, tls).await {
+                    Ok(()) => "redfish stopped".to_string(),
+                    Err(e) => format!("redfish: {e}"),
+                };
+                let _ = done.send(why).await;
+            });
+        }
     }
+    let scheme = if args.http { "http" } else { "https" };
+    let what = match args.protocol {
+        Protocol::Ipmi => "IPMI on UDP".to_string(),
+        Protocol::Redfish => format!("Redfish {scheme}://"),
+        Protocol::Both => format!("IPMI on UDP, Redfish {scheme}:// on TCP"),
+    };
     tracing::info!(
         nodes = args.nodes,
         address = %args.address,
         first_port = args.base_port,
         threads,
+        protocol = ?args.protocol,
         "virtual BMCs listening"
     );
     println!(
-        "ferric vbmc: {} BMC(s) on {}:{}-{}",
+        "ferric vbmc: {} BMC(s) on {}:{}-{} ({what})",
         args.nodes,
         args.address,
         args.base_port,
@@ -102,6 +173,19 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
     tokio::select! {
         e = done_rx.recv() => Err(VbmcError::Serve(e.unwrap_or_default())),
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// The Redfish settings of BMC `i`: the command's credentials, one System per BMC named after
+/// its node, a UUID and token seed of its own.
+fn redfish_config(args: &VbmcArgs, i: usize) -> RedfishConfig {
+    RedfishConfig {
+        username: args.username.clone(),
+        password: args.password.clone(),
+        uuid: format!("8f1c3a52-6d2e-4b7a-9c41-{:012x}", i),
+        name: format!("node-{i}"),
+        seed: i as u64,
+        ..RedfishConfig::default()
     }
 }
 

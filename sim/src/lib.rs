@@ -1,4 +1,4 @@
-//! ferric-sim: the hardware side of ferric's labs. Virtual BMCs (IPMI 2.0 servers) and their fault
+//! ferric-sim: the hardware side of ferric's labs. Virtual BMCs (IPMI 2.0 and Redfish servers) and their fault
 //! knobs, the `Machine` trait a BMC drives, QEMU machines, network namespaces. The simulated
 //! machine (power, firmware, disk) lives in `ferric_lab::machine`, next to the lab that runs it.
 //!
@@ -10,4 +10,5 @@ pub mod machine;
 pub mod netns;
 mod process;
 pub mod qemu;
+pub mod redfish;
 pub mod vbmc;

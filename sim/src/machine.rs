@@ -42,6 +42,29 @@ pub enum MachineError {
     Unresponsive,
     #[error("machine failed: {0}")]
     Failed(String),
+    /// The machine has no such device (no virtual media drive, say).
+    #[error("not supported by this machine: {0}")]
+    Unsupported(&'static str),
+}
+
+/// What a BMC reports of a machine's hardware (Redfish's ProcessorSummary, MemorySummary,
+/// storage and NICs; IPMI reports none of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// CPU architecture as Redfish names it (`x86-64`).
+    pub cpu_arch: String,
+    /// Installed memory, MiB.
+    pub memory_mib: u64,
+    /// Disk sizes in bytes, in slot order (the first is the root device).
+    pub disks: Vec<u64>,
+}
+
+impl Default for Inventory {
+    fn default() -> Self {
+        Self { cpus: 2, cpu_arch: "x86-64".into(), memory_mib: 4096, disks: vec![10 << 30] }
+    }
 }
 
 /// The machine behind a BMC. Implementations consume a non-persistent boot selection when they
@@ -67,4 +90,19 @@ pub trait Machine: Send + Sync + 'static {
     }
     async fn set_boot(&self, selection: BootSelection) -> Result<(), MachineError>;
     async fn boot(&self) -> Result<BootSelection, MachineError>;
+    /// CPUs, memory, disks (what a Redfish BMC reports; MACs come from [`Machine::macs`]).
+    fn inventory(&self) -> Inventory {
+        Inventory::default()
+    }
+    /// Puts the image at `url` into the machine's virtual CD drive (a Redfish BMC's
+    /// `InsertMedia`). A machine may fetch it now (QEMU) or when it boots from the CD
+    /// (simulated); a boot from [`BootDevice::Cdrom`] then starts what the image holds.
+    async fn insert_media(&self, url: &str) -> Result<(), MachineError> {
+        let _ = url;
+        Err(MachineError::Unsupported("virtual media"))
+    }
+    /// Empties the virtual CD drive (`EjectMedia`); empty already is fine.
+    async fn eject_media(&self) -> Result<(), MachineError> {
+        Err(MachineError::Unsupported("virtual media"))
+    }
 }

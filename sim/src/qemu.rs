@@ -240,6 +240,8 @@ pub struct QemuConfig {
     /// Boot order with no BMC override: [`BootDevice::Pxe`] for network first, anything else
     /// for disk first (the other device follows either way, as firmware falls through).
     pub default_boot: BootDevice,
+    /// An IDE CD drive for virtual media (a Redfish BMC's `InsertMedia` loads it through QMP).
+    pub cdrom: bool,
     /// Run QEMU inside this network namespace (where its taps are).
     pub netns: Option<NetnsHandle>,
     pub qemu_binary: PathBuf,
@@ -260,6 +262,7 @@ impl QemuConfig {
             nics: Vec::new(),
             kernel_boot: None,
             default_boot: BootDevice::Disk,
+            cdrom: false,
             netns: None,
             qemu_binary: PathBuf::from("qemu-system-x86_64"),
             extra_args: Vec::new(),
@@ -301,13 +304,16 @@ impl QemuConfig {
 pub enum BootTarget {
     Disk,
     Network,
+    /// The virtual media CD drive (when the machine has one).
+    Cdrom,
 }
 
 impl BootTarget {
-    fn resolve(device: BootDevice, default: BootDevice) -> BootTarget {
+    fn resolve(device: BootDevice, default: BootDevice, cdrom: bool) -> BootTarget {
         match device {
             BootDevice::Pxe => BootTarget::Network,
             BootDevice::Disk => BootTarget::Disk,
+            BootDevice::Cdrom if cdrom => BootTarget::Cdrom,
             BootDevice::None | BootDevice::Cdrom | BootDevice::Bios => match default {
                 BootDevice::Pxe => BootTarget::Network,
                 _ => BootTarget::Disk,
@@ -342,6 +348,8 @@ pub struct QemuMachine {
     qmp_path: PathBuf,
     stderr_path: PathBuf,
     boot: std::sync::Mutex<BootSelection>,
+    /// The image in the virtual CD drive (downloaded to the state directory).
+    media: std::sync::Mutex<Option<PathBuf>>,
     running: Mutex<Option<Running>>,
     events: std::sync::Mutex<VecDeque<(u64, QmpEvent)>>,
     next_event_seq: AtomicU64,
@@ -372,6 +380,7 @@ impl QemuMachine {
             stderr_path: config.state_dir.join("qemu.stderr"),
             config,
             boot: std::sync::Mutex::new(BootSelection::default()),
+            media: std::sync::Mutex::new(None),
             running: Mutex::new(None),
             events: std::sync::Mutex::new(VecDeque::new()),
             next_event_seq: AtomicU64::new(0),
@@ -501,7 +510,17 @@ impl QemuMachine {
         a.extend(["-serial", "chardev:serial0", "-qmp"].map(OsString::from));
         a.push(opt_path("unix:", &self.qmp_path).tap_push(",server=on,wait=off"));
 
-        let (disk_index, nic_indexes) = boot_indexes(target, c.disk.is_some(), c.nics.len());
+        let (disk_index, nic_indexes, cd_index) = boot_indexes(target, c.disk.is_some(), c.nics.len(), c.cdrom);
+        if let Some(index) = cd_index {
+            a.push("-drive".into());
+            let media = self.media.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            a.push(match media {
+                Some(path) => opt_path("if=none,id=cd0,media=cdrom,readonly=on,format=raw,file=", &path),
+                None => "if=none,id=cd0,media=cdrom,readonly=on".into(),
+            });
+            a.push("-device".into());
+            a.push(format!("ide-cd,drive=cd0,bus=ide.1,id=cd0dev,bootindex={index}").into());
+        }
         if let (Some(disk), Some(index)) = (&c.disk, disk_index) {
             a.push("-drive".into());
             a.push(
@@ -547,7 +566,7 @@ impl QemuMachine {
     /// Resolves the boot selection for a boot now, consuming it unless persistent.
     fn take_boot(&self) -> BootTarget {
         let mut sel = self.boot.lock().unwrap_or_else(|p| p.into_inner());
-        let target = BootTarget::resolve(sel.device, self.config.default_boot);
+        let target = BootTarget::resolve(sel.device, self.config.default_boot, self.config.cdrom);
         if !sel.persistent {
             *sel = BootSelection::default();
         }
@@ -567,6 +586,7 @@ impl QemuMachine {
             match target {
                 BootTarget::Disk => "disk",
                 BootTarget::Network => "network",
+                BootTarget::Cdrom => "cdrom",
             }
         ))?;
         let stderr = std::fs::OpenOptions::new()
@@ -644,8 +664,11 @@ impl QemuMachine {
     /// Moves the boot order of a running machine (takes effect at the next reset).
     async fn set_boot_order(&self, r: &mut Running, target: BootTarget) -> Result<(), QemuError> {
         let c = &self.config;
-        let (disk_index, nic_indexes) = boot_indexes(target, c.disk.is_some(), c.nics.len());
+        let (disk_index, nic_indexes, cd_index) = boot_indexes(target, c.disk.is_some(), c.nics.len(), c.cdrom);
         let mut set = Vec::new();
+        if let Some(i) = cd_index {
+            set.push(("cd0dev".to_string(), i));
+        }
         if let Some(i) = disk_index {
             set.push(("disk0".to_string(), i));
         }
@@ -795,14 +818,95 @@ impl Machine for QemuMachine {
     async fn boot(&self) -> Result<BootSelection, MachineError> {
         Ok(*self.boot.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    fn inventory(&self) -> crate::machine::Inventory {
+        let disks = self
+            .config
+            .disk
+            .as_ref()
+            .and_then(|d| std::fs::metadata(&d.path).ok())
+            .map(|m| vec![m.len()])
+            .unwrap_or_default();
+        crate::machine::Inventory {
+            cpus: self.config.cpus,
+            memory_mib: u64::from(self.config.memory_mib),
+            disks,
+            ..Default::default()
+        }
+    }
+
+    /// Fetches the image now, as a BMC does, into the state directory, then loads it into the
+    /// CD drive through QMP when the machine runs (else at the next power on).
+    async fn insert_media(&self, url: &str) -> Result<(), MachineError> {
+        if !self.config.cdrom {
+            return Err(MachineError::Unsupported("virtual media (no CD drive)"));
+        }
+        let path = self.config.state_dir.join("vmedia.iso");
+        download(url, &path).await.map_err(MachineError::Failed)?;
+        *self.media.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
+        let mut guard = self.running.lock().await;
+        if let Some(r) = guard.as_mut() {
+            let out = r
+                .qmp
+                .execute(
+                    "blockdev-change-medium",
+                    Some(json!({"id": "cd0dev", "filename": path.to_string_lossy(), "format": "raw",
+                                "read-only-mode": "read-only"})),
+                )
+                .await;
+            self.absorb_events(&mut r.qmp);
+            out.map_err(|e| MachineError::from(QemuError::from(e)))?;
+        }
+        Ok(())
+    }
+
+    async fn eject_media(&self) -> Result<(), MachineError> {
+        let had = self.media.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut guard = self.running.lock().await;
+        if let (Some(r), true) = (guard.as_mut(), self.config.cdrom) {
+            let out = r.qmp.execute("eject", Some(json!({"id": "cd0dev", "force": true}))).await;
+            self.absorb_events(&mut r.qmp);
+            out.map_err(|e| MachineError::from(QemuError::from(e)))?;
+        }
+        if let Some(path) = had {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
 }
 
-/// Boot indexes for the disk and each NIC with `target` first.
-fn boot_indexes(target: BootTarget, has_disk: bool, nics: usize) -> (Option<i32>, Vec<i32>) {
+/// GET `url` into `path` (a BMC fetching virtual media); any failure as text for the BMC's
+/// error message.
+async fn download(url: &str, path: &Path) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .danger_accept_invalid_certs(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resp = client.get(url).send().await.map_err(|e| format!("fetching {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("fetching {url}: HTTP {}", resp.status()));
+    }
+    let tmp = path.with_extension("part");
+    let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("fetching {url}: {e}"))? {
+        file.write_all(&chunk).await.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    }
+    file.flush().await.map_err(|e| e.to_string())?;
+    drop(file);
+    tokio::fs::rename(&tmp, path).await.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Boot indexes for the disk, each NIC and the CD drive (if any) with `target` first; the CD
+/// drive comes last unless it is the target.
+fn boot_indexes(target: BootTarget, has_disk: bool, nics: usize, cdrom: bool) -> (Option<i32>, Vec<i32>, Option<i32>) {
     let n = nics as i32;
+    let last = 2 + n;
     match target {
-        BootTarget::Disk => (has_disk.then_some(1), (0..n).map(|i| 2 + i).collect()),
-        BootTarget::Network => (has_disk.then_some(1 + n), (0..n).map(|i| 1 + i).collect()),
+        BootTarget::Disk => (has_disk.then_some(1), (0..n).map(|i| 2 + i).collect(), cdrom.then_some(last)),
+        BootTarget::Network => (has_disk.then_some(1 + n), (0..n).map(|i| 1 + i).collect(), cdrom.then_some(last)),
+        BootTarget::Cdrom => (has_disk.then_some(2), (0..n).map(|i| 3 + i).collect(), cdrom.then_some(1)),
     }
 }
 

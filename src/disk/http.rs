@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferric_types::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
+use ferric_types::http::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, TlsVerify};
 use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The real network, over reqwest.
 #[derive(Clone)]
@@ -28,6 +30,83 @@ impl ReqwestHttp {
             }
         };
         Ok(Self { client })
+    }
+}
+
+/// Clients for BMCs over reqwest, one per TLS policy (built on first use, then shared: each
+/// keeps its own connection pool). TLS 1.2 or later; certificates are checked unless the policy
+/// says [`TlsVerify::Insecure`].
+pub struct ReqwestConnector {
+    connect_timeout: Duration,
+    clients: parking_lot::Mutex<HashMap<TlsVerify, Arc<dyn HttpClient>>>,
+}
+
+impl ReqwestConnector {
+    /// A connector whose clients give up connecting after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self { connect_timeout, clients: parking_lot::Mutex::new(HashMap::new()) }
+    }
+
+    fn build(&self, verify: &TlsVerify) -> Result<ReqwestHttp, HttpError> {
+        let b = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .pool_max_idle_per_host(2)
+            .no_proxy()
+            .tls_version_min(reqwest::tls::Version::TLS_1_2);
+        let b = match verify {
+            TlsVerify::Default => b,
+            TlsVerify::Insecure => b.tls_danger_accept_invalid_certs(true),
+            TlsVerify::CaFile(path) => {
+                let certs = read_cas(path)?;
+                if certs.is_empty() {
+                    return Err(HttpError::Request(format!("CA file {} holds no certificate", path.display())));
+                }
+                b.tls_certs_only(certs)
+            }
+        };
+        let client = b.build().map_err(|e| HttpError::Request(format!("{e:#}")))?;
+        Ok(ReqwestHttp { client })
+    }
+}
+
+/// The CA certificates of a PEM bundle, or of every PEM file in a directory (as OpenSSL's
+/// `CApath`, which Ironic's `redfish_verify_ca` may name).
+fn read_cas(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, HttpError> {
+    let err = |e: &dyn std::fmt::Display| HttpError::Request(format!("CA file {}: {e}", path.display()));
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        let mut v: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| err(&e))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut certs = Vec::new();
+    for f in files {
+        let pem = std::fs::read(&f).map_err(|e| err(&e))?;
+        // In a directory, files that are not PEM certificates are skipped.
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(c) => certs.extend(c),
+            Err(e) if !path.is_dir() => return Err(err(&e)),
+            Err(_) => {}
+        }
+    }
+    Ok(certs)
+}
+
+impl HttpConnector for ReqwestConnector {
+    fn client(&self, verify: &TlsVerify) -> Result<Arc<dyn HttpClient>, HttpError> {
+        let mut clients = self.clients.lock();
+        if let Some(c) = clients.get(verify) {
+            return Ok(c.clone());
+        }
+        let c: Arc<dyn HttpClient> = Arc::new(self.build(verify)?);
+        clients.insert(verify.clone(), c.clone());
+        Ok(c)
     }
 }
 
@@ -57,6 +136,18 @@ impl HttpClient for ReqwestHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connector_caches_one_client_per_policy() {
+        let c = ReqwestConnector::new(Duration::from_secs(1));
+        let a = c.client(&TlsVerify::Default).unwrap();
+        let b = c.client(&TlsVerify::Default).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let i = c.client(&TlsVerify::Insecure).unwrap();
+        assert!(!Arc::ptr_eq(&a, &i));
+        let missing = c.client(&TlsVerify::CaFile("/nonexistent/ca.pem".into()));
+        assert!(matches!(missing, Err(HttpError::Request(_))));
+    }
 
     #[tokio::test]
     async fn connection_errors_leave_the_query_out() {

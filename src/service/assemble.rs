@@ -18,9 +18,10 @@ use crate::images::{ImageService, ImageStore};
 use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
 use crate::network::dhcp::DbDhcp;
 use crate::pxe::PxeServices;
-use ferric_disk::http::ReqwestHttp;
+use crate::redfish::{RedfishConfig, RedfishPool};
+use ferric_disk::http::{ReqwestConnector, ReqwestHttp};
 use ferric_types::clock::Clock;
-use ferric_types::http::HttpClient;
+use ferric_types::http::{HttpClient, HttpConnector};
 use ferric_types::trace::Recorder;
 use std::sync::Arc;
 
@@ -67,6 +68,9 @@ pub struct Outside {
     pub ipmi: Arc<IpmiPool>,
     /// HTTP to agents and image stores: the network, or routers called in process.
     pub http: Arc<dyn HttpClient>,
+    /// HTTP(S) to Redfish BMCs, one client per TLS policy (each node says how its BMC's
+    /// certificate is checked): reqwest, or a simulation's routers called in process.
+    pub bmc_http: Arc<dyn HttpConnector>,
     /// Agents' iSCSI portals: TCP, or in-memory stream pairs. (Block devices are the agent's;
     /// the conductor reaches a node's disk only through this.)
     pub iscsi: Arc<dyn IscsiConnector>,
@@ -94,6 +98,7 @@ impl Outside {
             clock,
             ipmi: Arc::new(IpmiPool::new(Arc::new(UdpConnector), ClientConfig::default(), 4096)),
             http: Arc::new(http),
+            bmc_http: Arc::new(ReqwestConnector::new(std::time::Duration::from_secs(10))),
             iscsi: Arc::new(TcpIscsi),
             boot_packets: BootPackets::Sockets,
         })
@@ -126,10 +131,11 @@ impl Service {
         let boot = boot_env(&config, &db, &images)?;
         Service::build(config, db, outside, Recorder::new(10_000), |p| {
             p.images = Some(images);
-            if let Some(b) = boot {
-                pxe_boot::register(&mut p.registry);
-                p.env.boot = Some(b);
-            }
+            // As in Ironic, `pxe` and `ipxe` are there whether or not this process serves TFTP
+            // and HTTP (another server may serve the roots): a node whose boot needs a server
+            // nobody configured fails validation, saying which.
+            pxe_boot::register(&mut p.registry);
+            p.env.boot = Some(boot);
         })
     }
 
@@ -157,6 +163,11 @@ impl Service {
             api_serves_images: true,
         };
         ipmitool::register(&mut parts.registry, outside.ipmi.clone());
+        let redfish = Arc::new(RedfishPool::new(outside.bmc_http.clone(), RedfishConfig::default()));
+        crate::drivers::redfish::register(&mut parts.registry, redfish.clone());
+        crate::drivers::redfish_boot::register(&mut parts.registry, redfish.clone());
+        crate::drivers::redfish_inspect::register(&mut parts.registry, redfish.clone());
+        crate::drivers::redfish_bios::register(&mut parts.registry, redfish);
         parts
             .registry
             .register_deploy("iscsi", Arc::new(IscsiDeploy::new(outside.iscsi.clone(), config.iscsi.clone())));
@@ -293,11 +304,9 @@ fn image_resolver(images: &Arc<ImageService>) -> Arc<dyn ImageResolver> {
     Arc::new(UrlResolver::with_image_service(Arc::new(ImageServiceResolver::new(images.clone()))))
 }
 
-/// The boot environment of the `pxe`/`ipxe` interfaces, when the configuration enables them.
-fn boot_env(config: &Config, db: &Db, images: &Arc<ImageService>) -> Result<Option<Arc<BootEnv>>, ServiceError> {
-    if !config.pxe.boot_enabled() {
-        return Ok(None);
-    }
+/// The boot environment of the `pxe`, `ipxe` and `redfish-virtual-media` interfaces: roots in the
+/// data directory unless configured, served by this process only when `[pxe]` binds them.
+fn boot_env(config: &Config, db: &Db, images: &Arc<ImageService>) -> Result<Arc<BootEnv>, ServiceError> {
     let env = BootEnv::open(
         &config.pxe,
         &config.data_dir,
@@ -306,7 +315,7 @@ fn boot_env(config: &Config, db: &Db, images: &Arc<ImageService>) -> Result<Opti
         image_resolver(images),
     )
     .map_err(|e| ServiceError::Pxe(e.to_string()))?;
-    Ok(Some(Arc::new(env)))
+    Ok(Arc::new(env))
 }
 
 /// The temp-URL secret: configured, or generated once and kept (mode 0600) in the data directory

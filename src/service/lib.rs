@@ -10,7 +10,7 @@
 //! - [`pxe`]: DHCP, TFTP and HTTP boot, boot configs, the image cache.
 //! - [`images`]: the image service (Glance's role) and temporary URLs (Swift's).
 //! - [`network`]: ports on the provisioning network, DHCP host entries.
-//! - [`ipmi`]: the IPMI 2.0 client; [`iscsi`]: the iSCSI initiator.
+//! - [`ipmi`]: the IPMI 2.0 client; [`redfish`]: the Redfish client; [`iscsi`]: the iSCSI initiator.
 //! - [`config`] and [`assemble`]: settings, and the service built from them.
 //!
 //! Which folder may use which is the table in the README's "Architecture" section, checked by
@@ -28,5 +28,6 @@ pub mod ipmi;
 pub mod iscsi;
 pub mod network;
 pub mod pxe;
+pub mod redfish;
 
 pub use assemble::{Service, ServiceError, shutdown_signal};

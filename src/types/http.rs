@@ -29,8 +29,9 @@ pub enum HttpError {
     Body(String),
 }
 
-/// A request with a small, buffered body.
-#[derive(Debug, Clone)]
+/// A request with a small, buffered body. `Debug` shows the body's length only (it may carry
+/// credentials, as a Redfish login does); mark secret headers sensitive (`HeaderValue::set_sensitive`).
+#[derive(Clone)]
 pub struct HttpRequest {
     /// Method.
     pub method: Method,
@@ -40,6 +41,20 @@ pub struct HttpRequest {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field(
+                "url",
+                &format_args!("{}://{}{}", self.url.scheme(), self.url.host_str().unwrap_or(""), self.url.path()),
+            )
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl HttpRequest {
@@ -57,6 +72,14 @@ impl HttpRequest {
     /// Adds a header.
     pub fn header(mut self, name: http::HeaderName, value: &str) -> Self {
         if let Ok(v) = http::HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+    /// Adds a header whose value is a secret (a token, credentials): `Debug` hides it.
+    pub fn secret_header(mut self, name: http::HeaderName, value: &str) -> Self {
+        if let Ok(mut v) = http::HeaderValue::from_str(value) {
+            v.set_sensitive(true);
             self.headers.insert(name, v);
         }
         self
@@ -113,5 +136,35 @@ pub async fn send_with_timeout(
     match tokio::time::timeout(timeout, http.send(req)).await {
         Ok(r) => r,
         Err(_) => Err(HttpError::Timeout(timeout)),
+    }
+}
+
+/// How a client checks a server's TLS certificate: per BMC (`redfish_verify_ca`), since BMCs
+/// often carry self-signed certificates or ones from a site CA.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TlsVerify {
+    /// The system's root certificates (the default: checked).
+    Default,
+    /// No check at all (the operator said `redfish_verify_ca=false`).
+    Insecure,
+    /// Only certificates issued by the CA(s) in this PEM file.
+    CaFile(std::path::PathBuf),
+}
+
+/// Hands out an [`HttpClient`] per TLS policy: BMCs are reached with the node's own policy,
+/// through the network (reqwest) or, in a simulation, routers called in process.
+pub trait HttpConnector: Send + Sync + 'static {
+    /// A client that checks certificates as `verify` says (clients may be cached and shared).
+    fn client(&self, verify: &TlsVerify) -> Result<std::sync::Arc<dyn HttpClient>, HttpError>;
+}
+
+/// A connector that returns one client whatever the policy: for in-process routers, where there
+/// is no TLS to check.
+#[derive(Clone)]
+pub struct SameClient(pub std::sync::Arc<dyn HttpClient>);
+
+impl HttpConnector for SameClient {
+    fn client(&self, _verify: &TlsVerify) -> Result<std::sync::Arc<dyn HttpClient>, HttpError> {
+        Ok(self.0.clone())
     }
 }

@@ -119,6 +119,18 @@ pub fn parse_pxelinux(cfg: &str) -> BootPlan {
     BootPlan::Kernel { kernel, initrd, args: append }
 }
 
+/// A file of an ISO 9660 image (a virtual CD), by path; any case, with or without the `;1`
+/// version suffix of plain ISO 9660 names.
+pub fn iso_file(iso: &[u8], path: &str) -> Option<Vec<u8>> {
+    let image = hadris_iso::read::IsoImage::open(std::io::Cursor::new(iso)).ok()?;
+    let upper = path.to_ascii_uppercase();
+    let candidates = [path.to_string(), upper.clone(), format!("{upper};1")];
+    candidates.iter().find_map(|p| {
+        let entry = image.find_path(p).ok()??;
+        image.read_file(&entry).ok()
+    })
+}
+
 /// The name pxelinux asks for first: `pxelinux.cfg/01-aa-bb-cc-dd-ee-ff`.
 pub fn pxelinux_config_name(mac: &ferric_service::pxe::MacAddr) -> String {
     format!("pxelinux.cfg/{}", mac.pxelinux_name())

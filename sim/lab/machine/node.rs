@@ -103,6 +103,17 @@ pub enum OrderDevice {
     Pxe,
 }
 
+/// Which protocol a machine's BMC speaks to ferric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BmcProtocol {
+    /// IPMI 2.0 over LAN (the `ipmi` hardware type).
+    #[default]
+    Ipmi,
+    /// Redfish over HTTP (the `redfish` hardware type).
+    Redfish,
+}
+
 /// A kind of machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -116,6 +127,10 @@ pub struct Profile {
     /// Order tried when the BMC selects no device.
     pub boot_order: Vec<OrderDevice>,
     pub timings: Timings,
+    /// The BMC the node is enrolled through.
+    pub bmc: BmcProtocol,
+    /// The node's boot interface when not the scenario's (`redfish-virtual-media`, say).
+    pub boot_interface: Option<String>,
 }
 
 impl Default for Profile {
@@ -129,6 +144,8 @@ impl Default for Profile {
             firmware: Firmware::Bios,
             boot_order: vec![OrderDevice::Disk, OrderDevice::Pxe],
             timings: Timings::default(),
+            bmc: BmcProtocol::Ipmi,
+            boot_interface: None,
         }
     }
 }
@@ -265,6 +282,8 @@ pub struct SimNode {
     pub name: String,
     pub machine: Arc<SimMachine>,
     pub bmc: Bmc,
+    /// The machine's Redfish BMC, when its profile has one (beside the IPMI one: `both`).
+    pub redfish: Option<ferric_sim::redfish::RedfishBmc>,
     pub disk: Arc<SimDisk>,
     pub macs: Vec<MacAddr>,
     pub profile: Arc<Profile>,
@@ -282,6 +301,7 @@ impl SimNode {
         name: String,
         machine: Arc<SimMachine>,
         bmc: Bmc,
+        redfish: Option<ferric_sim::redfish::RedfishBmc>,
         disk: Arc<SimDisk>,
         profile: Arc<Profile>,
         shared: Arc<LabShared>,
@@ -293,6 +313,7 @@ impl SimNode {
             name,
             machine,
             bmc,
+            redfish,
             disk,
             macs,
             profile,
@@ -456,7 +477,13 @@ impl SimNode {
             BootDevice::Pxe => vec![OrderDevice::Pxe],
             BootDevice::Disk => vec![OrderDevice::Disk],
             BootDevice::None => self.profile.boot_order.clone(),
-            BootDevice::Cdrom | BootDevice::Bios => Vec::new(),
+            BootDevice::Cdrom => {
+                if self.clone().boot_vmedia().await {
+                    return;
+                }
+                Vec::new()
+            }
+            BootDevice::Bios => Vec::new(),
         };
         for dev in order {
             let booted = match dev {
@@ -581,12 +608,16 @@ impl SimNode {
 
     /// GETs `url` on the in-process network (HTTP boot server), bounded.
     async fn http_get(&self, url: &str) -> Option<Bytes> {
+        self.http_get_limited(url, 1 << 20).await
+    }
+
+    async fn http_get_limited(&self, url: &str, limit: usize) -> Option<Bytes> {
         let url = url::Url::parse(url).ok()?;
         let resp = self.shared.net.http.send(HttpRequest::get(url)).await.ok()?;
         if !resp.status.is_success() {
             return None;
         }
-        resp.bytes(1 << 20).await.ok()
+        resp.bytes(limit).await.ok()
     }
 
     /// Whether a kernel/initrd named by a boot config exists where it says.
@@ -660,6 +691,38 @@ impl SimNode {
                     },
                 }
             }
+        }
+    }
+
+    /// Boots the image in the virtual CD drive as isolinux would: its `isolinux.cfg` names the
+    /// kernel and the command line (the deploy ramdisk's API URL among it); no DHCP, no TFTP.
+    async fn boot_vmedia(self: Arc<Self>) -> bool {
+        let t = self.profile.timings.clone();
+        let Some(url) = self.machine.media() else {
+            tracing::debug!(machine = %self.name, "CD boot: no virtual media");
+            return false;
+        };
+        self.record(Actor::Node, Actor::TftpHttpd, "Get deploy ISO (virtual media)");
+        let Some(iso) = self.http_get_limited(&url, 256 << 20).await else {
+            self.count(|c| c.pxe_failures += 1);
+            return false;
+        };
+        let Some(cfg) = firmware::iso_file(&iso, "isolinux/isolinux.cfg") else {
+            tracing::debug!(machine = %self.name, "CD boot: no isolinux.cfg on the medium");
+            self.count(|c| c.pxe_failures += 1);
+            return false;
+        };
+        let plan = firmware::parse_pxelinux(&String::from_utf8_lossy(&cfg));
+        // The virtual CD reads at HTTP speed (the BMC streams the image).
+        tokio::time::sleep(self.transfer(t.kernel_bytes + t.ramdisk_bytes, t.http_bytes_per_sec)).await;
+        tokio::time::sleep(self.jittered(t.kernel_boot_secs)).await;
+        match plan.api_url() {
+            Some(api) => {
+                let api = api.to_string();
+                self.run_ramdisk(api).await;
+                true
+            }
+            None => false,
         }
     }
 

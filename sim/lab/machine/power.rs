@@ -2,7 +2,7 @@
 //! has (an OS that takes a while to shut down on an ACPI request, or ignores it).
 
 use async_trait::async_trait;
-use ferric_sim::machine::{BootDevice, BootSelection, Machine, MachineError, PowerState};
+use ferric_sim::machine::{BootDevice, BootSelection, Inventory, Machine, MachineError, PowerState};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
@@ -21,11 +21,19 @@ pub struct SimMachineConfig {
     pub initially_on: bool,
     /// NIC MACs; empty means one MAC derived from the name.
     pub macs: Vec<[u8; 6]>,
+    /// What a Redfish BMC reports of it.
+    pub inventory: Inventory,
 }
 
 impl Default for SimMachineConfig {
     fn default() -> Self {
-        Self { soft_off_delay_ms: 2_000, acpi_honored: true, initially_on: false, macs: Vec::new() }
+        Self {
+            soft_off_delay_ms: 2_000,
+            acpi_honored: true,
+            initially_on: false,
+            macs: Vec::new(),
+            inventory: Inventory::default(),
+        }
     }
 }
 
@@ -59,6 +67,8 @@ struct State {
     boots: u64,
     last_boot: Option<BootSelection>,
     stats: MachineStats,
+    /// The URL in the virtual CD drive (fetched when the machine boots from it).
+    media: Option<String>,
 }
 
 /// A machine whose state is a few fields and whose time is `tokio::time`.
@@ -66,6 +76,7 @@ struct State {
 pub struct SimMachine {
     name: String,
     macs: Vec<[u8; 6]>,
+    inventory: Inventory,
     soft_off_delay: Duration,
     acpi_honored: AtomicBool,
     /// Power operations fail with `Unresponsive` while set (a wedged machine behind a live BMC).
@@ -84,6 +95,7 @@ impl SimMachine {
         Self {
             name,
             macs,
+            inventory: config.inventory.clone(),
             soft_off_delay: Duration::from_millis(config.soft_off_delay_ms),
             acpi_honored: AtomicBool::new(config.acpi_honored),
             wedged: AtomicBool::new(false),
@@ -94,6 +106,7 @@ impl SimMachine {
                 boots: 0,
                 last_boot: None,
                 stats: MachineStats::default(),
+                media: None,
             }),
             status,
             ops: AtomicU64::new(0),
@@ -113,6 +126,10 @@ impl SimMachine {
         self.wedged.store(v, Relaxed)
     }
     /// Current power without going through the trait (tests, invariants).
+    /// The image URL in the virtual CD drive, if any.
+    pub fn media(&self) -> Option<String> {
+        self.lock().media.clone()
+    }
     pub fn power_now(&self) -> PowerState {
         let mut st = self.lock();
         self.settle(&mut st);
@@ -250,6 +267,19 @@ impl Machine for SimMachine {
     async fn boot(&self) -> Result<BootSelection, MachineError> {
         self.check()?;
         Ok(self.lock().boot)
+    }
+    fn inventory(&self) -> Inventory {
+        self.inventory.clone()
+    }
+    async fn insert_media(&self, url: &str) -> Result<(), MachineError> {
+        self.check()?;
+        self.lock().media = Some(url.to_string());
+        Ok(())
+    }
+    async fn eject_media(&self) -> Result<(), MachineError> {
+        self.check()?;
+        self.lock().media = None;
+        Ok(())
     }
 }
 

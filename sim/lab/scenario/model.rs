@@ -12,8 +12,12 @@
 //! firmware = "uefi"
 //! disk_gib = 240
 //! timings = { post_secs = 30 }
+//! bmc = "redfish"             # enrolled with the redfish hardware type (default ipmi)
+//! boot_interface = "redfish-virtual-media"   # this profile's boot interface
 //! [fleet.bmc]                 # fault knobs every BMC starts with
 //! latency_ms = 1
+//! [fleet.redfish]             # Redfish fault knobs (ferric_sim::redfish::RedfishFaultSettings)
+//! busy_retry_after_secs = 1
 //!
 //! [sim]                       # optional
 //! boot_interface = "ipxe"     # ferric's ipxe (default) or pxe boot interface; "fake": none
@@ -51,7 +55,7 @@
 //! states = { active = 4 }
 //! ```
 
-use crate::machine::node::{Firmware, OrderDevice, Timings};
+use crate::machine::node::{BmcProtocol, Firmware, OrderDevice, Timings};
 use crate::sim::IpmiTiming;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -100,6 +104,13 @@ pub struct FleetSpec {
     /// BMC fault knobs every machine starts with.
     #[serde(default, skip_serializing_if = "is_default_bmc")]
     pub bmc: ferric_sim::vbmc::FaultSettings,
+    /// Redfish fault knobs every Redfish BMC starts with.
+    #[serde(default, skip_serializing_if = "is_default_redfish")]
+    pub redfish: ferric_sim::redfish::RedfishFaultSettings,
+}
+
+fn is_default_redfish(r: &ferric_sim::redfish::RedfishFaultSettings) -> bool {
+    *r == ferric_sim::redfish::RedfishFaultSettings::default()
 }
 
 fn is_default_bmc(b: &ferric_sim::vbmc::FaultSettings) -> bool {
@@ -128,6 +139,13 @@ pub struct ProfileSpec {
     pub boot_order: Option<Vec<OrderDevice>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
+    /// `ipmi` (default) or `redfish`: the hardware type the machines are enrolled with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<BmcProtocol>,
+    /// Boot interface of these machines' nodes (default `sim.boot_interface`), e.g.
+    /// `redfish-virtual-media`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_interface: Option<String>,
 }
 
 /// Simulation settings.
@@ -217,6 +235,10 @@ pub enum FaultKind {
     ConductorRestart,
     /// Disk writes fail with an I/O error.
     DiskWriteError,
+    /// The Redfish BMCs' fault knobs are set to `redfish` for the window (503 with
+    /// Retry-After, 429, latency, an unresponsive BMC, a session limit, sessions that expire,
+    /// ETag conflicts, virtual media insert failures, slow or failing tasks).
+    Redfish,
 }
 
 impl FaultKind {
@@ -233,6 +255,7 @@ impl FaultKind {
             FaultKind::DhcpLost => "dhcp_lost",
             FaultKind::ConductorRestart => "conductor_restart",
             FaultKind::DiskWriteError => "disk_write_error",
+            FaultKind::Redfish => "redfish",
         }
     }
 
@@ -248,6 +271,7 @@ impl FaultKind {
         FaultKind::DhcpLost,
         FaultKind::ConductorRestart,
         FaultKind::DiskWriteError,
+        FaultKind::Redfish,
     ];
 }
 
@@ -278,6 +302,9 @@ pub struct FaultSpec {
     /// Window end (default: the end of the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_secs: Option<f64>,
+    /// Redfish fault knobs for the window (kind `redfish`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redfish: Option<ferric_sim::redfish::RedfishFaultSettings>,
     /// Conductor restart: the state that triggers it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,

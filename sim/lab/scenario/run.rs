@@ -160,6 +160,8 @@ fn profiles_of(s: &Scenario) -> Vec<Arc<Profile>> {
             firmware: p.firmware.unwrap_or(d.firmware),
             boot_order: p.boot_order.clone().unwrap_or(d.boot_order),
             timings: p.timings.clone().unwrap_or_default(),
+            bmc: p.bmc.unwrap_or_default(),
+            boot_interface: p.boot_interface.clone(),
         })
     };
     let built: Vec<Arc<Profile>> = specs.iter().map(to_profile).collect();
@@ -229,7 +231,10 @@ impl Runner {
         timeline.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
 
         let conductor = conductor_config(&s.conductor)?;
-        let machines = profiles.iter().map(|p| MachineSpec { profile: p.clone(), faults: s.fleet.bmc }).collect();
+        let machines = profiles
+            .iter()
+            .map(|p| MachineSpec { profile: p.clone(), faults: s.fleet.bmc, redfish: s.fleet.redfish })
+            .collect();
         let mut customize = super::wiring::default_customize(&s.sim.boot_interface);
         if let Some(extra) = opts.customize.clone() {
             let base = customize.clone();
@@ -337,6 +342,12 @@ impl Runner {
                         node.disk.fail_writes_after(0)
                     } else {
                         node.disk.heal()
+                    }
+                }
+                FaultKind::Redfish => {
+                    if let Some(rf) = &node.redfish {
+                        let knobs = if on { f.spec.redfish.unwrap_or_default() } else { self.s.fleet.redfish };
+                        rf.faults().apply(knobs);
                     }
                 }
                 FaultKind::ConductorRestart => {}
@@ -501,8 +512,13 @@ impl Runner {
                 if self.enrolled[i] {
                     continue;
                 }
+                let boot = self.lab.nodes[i]
+                    .profile
+                    .boot_interface
+                    .as_deref()
+                    .unwrap_or_else(|| super::wiring::boot_interface_name(&self.s.sim.boot_interface));
                 let extra = json!({
-                    "boot_interface": super::wiring::boot_interface_name(&self.s.sim.boot_interface),
+                    "boot_interface": boot,
                     "network_interface": self.s.sim.network_interface,
                 });
                 match self.lab.enroll(i, self.node_ids[i], &self.port_ids[i], &extra).await {
@@ -750,6 +766,26 @@ impl Runner {
                     FaultKind::ImageCorrupted | FaultKind::ImageServerDown => add("download_attempts", c.downloads),
                     FaultKind::DhcpLost => add("dhcp_packets_lost", c.dhcp_lost),
                     FaultKind::DiskWriteError => add("write_errors", d.write_errors),
+                    FaultKind::Redfish => {
+                        if let Some(rf) = &node.redfish {
+                            let r = rf.stats();
+                            for (k, v) in [
+                                ("busy_replies", r.busy_replies),
+                                ("rate_limited", r.rate_limited),
+                                ("unanswered", r.unanswered),
+                                ("delayed", r.delayed),
+                                ("etag_conflicts", r.etag_conflicts),
+                                ("sessions_refused", r.sessions_refused),
+                                ("sessions_expired", r.sessions_expired),
+                                ("vmedia_insert_failures", r.vmedia_insert_failures),
+                                ("tasks_failed", r.tasks_failed),
+                            ] {
+                                if v > 0 {
+                                    add(k, v);
+                                }
+                            }
+                        }
+                    }
                     FaultKind::ConductorRestart => {}
                 }
             }

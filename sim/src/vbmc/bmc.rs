@@ -1086,7 +1086,7 @@ impl CheckLen for (u8, Vec<u8>, After) {
 fn machine_cc(e: &MachineError) -> u8 {
     match e {
         MachineError::Unresponsive => completion::NODE_BUSY,
-        MachineError::Failed(_) => completion::UNSPECIFIED,
+        MachineError::Failed(_) | MachineError::Unsupported(_) => completion::UNSPECIFIED,
     }
 }
 

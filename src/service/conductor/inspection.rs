@@ -3,10 +3,12 @@
 //! node to `manageable` (Ironic's agent inspection flow).
 
 use super::{Conductor, LockedTask, Result};
+use crate::drivers::InspectInterface;
 use ferric_types::models::{MacAddr, Node, NodeId, Port, PortId, PowerTarget, ProvisionState};
 use ferric_types::rpc::RpcError;
 use ferric_types::state_machine::Event;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// The interface name that inspects through the agent.
 pub const AGENT_INSPECT: &str = "agent";
@@ -44,6 +46,48 @@ impl Conductor {
             .await;
             match started {
                 Ok(()) => c.settle(&mut t, Event::Wait, None),
+                Err(e) => c.settle(&mut t, Event::Fail, Some(format!("Failed to inspect hardware. Reason: {e}"))),
+            }
+        });
+        Ok(())
+    }
+
+    /// `inspect` with an out-of-band interface (`redfish`): the BMC is read, properties and
+    /// ports recorded, and the node is back in `manageable`; a failure ends in `inspect failed`
+    /// with the BMC's message.
+    pub(crate) fn start_oob_inspection(&self, mut t: LockedTask, i: Arc<dyn InspectInterface>) -> Result<()> {
+        i.validate(&t)?;
+        let permit = self.worker()?;
+        t.node.last_error = None;
+        t.node.inspection_started_at = Some(self.env().clock.now());
+        t.node.inspection_finished_at = None;
+        self.process_event(&mut t, Event::Inspect, None)?;
+        self.save(&mut t)?;
+        let c = self.clone();
+        self.spawn(permit, async move {
+            let mut t = t;
+            match i.inspect_hardware(&mut t).await {
+                Ok(macs) => {
+                    let now = c.env().clock.now();
+                    for mac in macs {
+                        if c.db().get_port_by_address(mac).is_ok() {
+                            continue;
+                        }
+                        let port = Port {
+                            uuid: PortId(c.env().clock.new_uuid()),
+                            address: mac,
+                            node_uuid: t.node.uuid,
+                            pxe_enabled: true,
+                            created_at: now,
+                            ..Default::default()
+                        };
+                        if let Err(e) = c.db().create_port(&port) {
+                            tracing::warn!(node = %t.node.uuid, %mac, error = %e, "inspection: port not created");
+                        }
+                    }
+                    t.node.inspection_finished_at = Some(now);
+                    c.settle(&mut t, Event::Done, None);
+                }
                 Err(e) => c.settle(&mut t, Event::Fail, Some(format!("Failed to inspect hardware. Reason: {e}"))),
             }
         });

@@ -21,6 +21,13 @@ fn invalid_action(verb: Verb, task: &Task) -> ConductorError {
     .into()
 }
 
+/// One out-of-band clean step: who runs it, the step as requested, its name.
+struct OobStep {
+    iface: std::sync::Arc<dyn crate::drivers::OutOfBandSteps>,
+    step: serde_json::Map<String, Value>,
+    name: String,
+}
+
 pub(crate) fn manual_clean(task: &Task) -> bool {
     task.node.target_provision_state == Some(ProvisionState::Manageable)
 }
@@ -80,6 +87,9 @@ impl Conductor {
                 Ok(())
             }
             Event::Inspect if t.node.inspect_interface == super::AGENT_INSPECT => self.start_agent_inspection(t),
+            Event::Inspect if let Some(i) = self.registry().inspect_interface(&t.node.inspect_interface) => {
+                self.start_oob_inspection(t, i)
+            }
             Event::Inspect => self.start_simple(t, event, "inspect", |t| {
                 t.node.inspection_started_at = Some(t.env.clock.now());
                 t.node.inspection_finished_at = None;
@@ -375,8 +385,93 @@ impl Conductor {
             return;
         }
         t.node.step = None;
+        if manual {
+            match self.out_of_band_clean_steps(&t) {
+                Ok(Some(steps)) => return self.run_out_of_band_cleaning(t, steps).await,
+                Ok(None) => {}
+                Err(msg) => return self.finish(&mut t, Event::Fail, Some(msg)),
+            }
+        }
         let ended = self.run_plan(&mut t, Operation::Clean, None).await;
         self.after_cleaning(&mut t, ended).await;
+    }
+
+    /// A manual cleaning's steps when every one is an out-of-band step of the node's own
+    /// interfaces (`bios.apply_configuration`, `firmware.update`, ...): those run without the
+    /// ramdisk. `None` when none is (the deploy interface runs them); an error for a mix.
+    fn out_of_band_clean_steps(&self, t: &Task) -> std::result::Result<Option<Vec<OobStep>>, String> {
+        let Some(Value::Array(steps)) = t.node.driver_internal_info.get(CLEAN_STEPS) else { return Ok(None) };
+        let mut found = Vec::new();
+        for s in steps {
+            let kind = s.get("interface").and_then(Value::as_str).unwrap_or_default();
+            let name = s.get("step").and_then(Value::as_str).unwrap_or_default();
+            let iface = t.node.interface(kind).unwrap_or_default();
+            match self.registry().steps_interface(kind, iface) {
+                Some(i) if i.step_names().contains(&name) => found.push(OobStep {
+                    iface: i,
+                    step: s.as_object().cloned().unwrap_or_default(),
+                    name: name.to_owned(),
+                }),
+                _ => {}
+            }
+        }
+        match found.len() {
+            0 => Ok(None),
+            n if n == steps.len() => Ok(Some(found)),
+            _ => Err(format!(
+                "Node {} cannot mix out-of-band clean steps ({}) with steps run by the deploy ramdisk in one cleaning: clean them separately.",
+                t.node.uuid,
+                found.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
+    /// Runs out-of-band clean steps one after the other (a step that stages changes for the
+    /// next reset gets a reboot), then back to `manageable`; a failure ends in `clean failed`
+    /// with the step and the BMC's message.
+    async fn run_out_of_band_cleaning(&self, mut t: LockedTask, steps: Vec<OobStep>) {
+        for s in &steps {
+            if let Err(e) = s.iface.validate(&t) {
+                return self.finish(&mut t, Event::Fail, Some(e.to_string()));
+            }
+        }
+        for s in &steps {
+            t.node.clean_step = s.step.clone();
+            if let Err(e) = self.save(&mut t) {
+                tracing::error!(node = %t.node.uuid, error = %e, "cannot record the clean step");
+            }
+            let args = s.step.get("args").and_then(Value::as_object).cloned().unwrap_or_default();
+            let kind = s.step.get("interface").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let ran = match s.iface.run_step(&mut t, &s.name, &args).await {
+                Ok(crate::drivers::StepEnd::Reboot) => {
+                    self.node_power_action(&mut t, PowerTarget::Reboot, None).await.map_err(|e| e.to_string())
+                }
+                Ok(crate::drivers::StepEnd::Done) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = ran {
+                let msg = format!("Node {} failed step {kind}.{}: {e}", t.node.uuid, s.name);
+                t.node.clean_step.clear();
+                t.node.driver_internal_info.remove(CLEAN_STEPS);
+                return self.finish(&mut t, Event::Fail, Some(msg));
+            }
+        }
+        // The BIOS settings as they now are (Ironic caches them after its bios steps).
+        if let Some(bios) = steps.iter().find(|s| s.step.get("interface").and_then(Value::as_str) == Some("bios")) {
+            match bios.iface.bios_settings(&mut t).await {
+                Ok(Some(settings)) => {
+                    if let Err(e) = self.db().put_bios_settings(t.node.uuid, &settings) {
+                        tracing::warn!(node = %t.node.uuid, error = %e, "cannot cache the BIOS settings");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(node = %t.node.uuid, error = %e, "cannot read the BIOS settings"),
+            }
+        }
+        t.node.clean_step.clear();
+        t.node.driver_internal_info.remove(CLEAN_STEPS);
+        t.node.driver_internal_info.remove("cleaning_disable_ramdisk");
+        self.finish(&mut t, Event::Manage, None);
     }
 
     /// Applies where a cleaning's plan ended: torn down and done, waiting, or failed.

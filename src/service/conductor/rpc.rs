@@ -108,6 +108,41 @@ impl ConductorApi for Conductor {
             ] {
                 p.insert(k.to_string(), v.to_string());
             }
+        } else if driver == "redfish" {
+            for (k, v) in [
+                (
+                    "redfish_address",
+                    "The URL address to the Redfish controller. It must include the authority portion of the URL, and can optionally include the scheme. If the scheme is missing, https is assumed. For example: https://mgmt.vendor.com. This is required.",
+                ),
+                (
+                    "redfish_system_id",
+                    "The canonical path to the ComputerSystem resource that the driver will interact with. It should include the root service, version and the unique resource path to the ComputerSystem. This property is only required if target BMC manages more than one ComputerSystem. Otherwise ironic will attempt to discover and use the ComputerSystem automatically. For example: /redfish/v1/Systems/1. Optional.",
+                ),
+                (
+                    "redfish_username",
+                    "User account with admin/server-profile access privilege. Although this property is not mandatory it's highly recommended to set a username. Optional",
+                ),
+                (
+                    "redfish_password",
+                    "User account password. Although this property is not mandatory, it's highly recommended to set a password. Optional",
+                ),
+                (
+                    "redfish_verify_ca",
+                    "Either a Boolean value, a path to a CA_BUNDLE file or directory with certificates of trusted CAs. If set to True the driver will verify the host certificates; if False the driver will ignore verifying the SSL certificate. If it's a path the driver will use the specified certificate or one of the certificates in the directory. Defaults to True. Optional",
+                ),
+                (
+                    "redfish_auth_type",
+                    "Redfish HTTP client authentication method. One of \"basic\", \"session\" or \"auto\". Optional",
+                ),
+                ("redfish_deploy_iso", "URL or Glance UUID of the deployment ISO to use. Optional."),
+                ("deploy_kernel", "UUID (from Glance) of the deployment kernel. Required."),
+                (
+                    "deploy_ramdisk",
+                    "UUID (from Glance) of the ramdisk with agent that is used at deploy time. Required.",
+                ),
+            ] {
+                p.insert(k.to_string(), v.to_string());
+            }
         } else {
             // What Ironic's fake-hardware reports.
             p.insert("B1".into(), "B1 description. Required.".into());

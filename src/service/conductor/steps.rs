@@ -99,8 +99,10 @@ impl Conductor {
             {
                 t.node.deploy_step = deploy_step_doc(name, priority);
             }
-            if let Some(m) = planned.says {
-                t.record(m.from, m.to, m.label);
+            if let Some(m) = planned.says
+                && let Some(label) = t.driver.boot.says(m.label)
+            {
+                t.record(m.from, m.to, label);
             }
             let result = self.run_step(t, &deploy, step, ctx).await;
             ctx = StepCtx::default();
@@ -188,7 +190,11 @@ impl Conductor {
             Step::CleanUpRamdiskBoot => via!(boot.clean_up_ramdisk()),
             Step::PrepareInstanceBoot => via!(boot.prepare_instance()),
             Step::CleanUpInstanceBoot => via!(boot.clean_up_instance()),
-            Step::BootFromNetworkOnce => via!(management.set_boot_device(BootDevice::Pxe, false)),
+            Step::BootFromNetworkOnce => {
+                // The network for PXE/iPXE, the virtual CD for virtual media.
+                let device = t.driver.boot.ramdisk_boot_device();
+                via!(management.set_boot_device(device, false))
+            }
             Step::SetInstanceBootDevice => {
                 // Network-booted partition images boot over PXE for good; the rest from disk:
                 // the boot interfaces' rule, so the boot device and the boot environment agree.
@@ -242,8 +248,10 @@ impl Conductor {
         let deploy = t.driver.deploy.clone();
         let mut failures = Vec::new();
         for Entry { planned, .. } in plan.entries() {
-            if let Some(m) = planned.says {
-                t.record(m.from, m.to, m.label);
+            if let Some(m) = planned.says
+                && let Some(label) = t.driver.boot.says(m.label)
+            {
+                t.record(m.from, m.to, label);
             }
             if let Err(e) = self.run_step(t, &deploy, planned.step, StepCtx::default()).await {
                 tracing::warn!(node = %t.node.uuid, step = ?planned.step, error = %e, "clean-up step failed");

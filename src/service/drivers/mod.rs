@@ -15,14 +15,19 @@ pub mod iscsi_deploy;
 pub mod network;
 pub mod passive;
 pub mod pxe_boot;
+pub mod redfish;
+pub mod redfish_boot;
 mod registry;
 pub mod steps;
 
 pub use registry::{HardwareType, InterfaceSet, Registry, RegistryConfig};
 
+pub mod redfish_bios;
+pub mod redfish_inspect;
+
 use async_trait::async_trait;
 use ferric_types::clock::Clock;
-use ferric_types::models::{BootDevice, Node, Port, PowerState, PowerTarget, Step};
+use ferric_types::models::{BootDevice, JsonMap, Node, Port, PowerState, PowerTarget, Step};
 pub use ferric_types::rpc::{Heartbeat, IndicatorInfo, Indicators};
 use ferric_types::trace::{Actor, Recorder};
 use std::sync::Arc;
@@ -196,6 +201,17 @@ pub fn unsupported(task: &Task, extension: &str) -> DriverError {
 #[async_trait]
 pub trait BootInterface: Send + Sync {
     fn validate(&self, task: &Task) -> Result<(), DriverError>;
+    /// The device the deploy ramdisk boots from once `prepare_ramdisk` is done: the network for
+    /// PXE/iPXE, the virtual CD for virtual media.
+    fn ramdisk_boot_device(&self) -> BootDevice {
+        BootDevice::Pxe
+    }
+    /// This boot's words for a message of the user guide's sequence diagrams, which draw PXE:
+    /// the same (the default), its own, or none where it has no such step (virtual media sets
+    /// no DHCP boot options).
+    fn says(&self, label: &'static str) -> Option<&'static str> {
+        Some(label)
+    }
     /// Boot environment for the deploy ramdisk (PXE config, cached kernel/ramdisk).
     async fn prepare_ramdisk(&self, task: &mut Task) -> Result<(), DriverError>;
     async fn clean_up_ramdisk(&self, task: &mut Task) -> Result<(), DriverError>;
@@ -224,6 +240,44 @@ pub trait DeployInterface: Send + Sync {
     async fn abort(&self, task: &mut Task) -> Result<(), DriverError> {
         let _ = task;
         Ok(())
+    }
+}
+
+/// An out-of-band inspect interface: reads the hardware through the BMC, with no ramdisk and no
+/// wait (the `agent` inspect interface is the conductor's own flow, `conductor/inspection.rs`).
+#[async_trait]
+pub trait InspectInterface: Send + Sync {
+    fn validate(&self, task: &Task) -> Result<(), DriverError>;
+    /// Records what it found in `task.node.properties` (`cpus`, `cpu_arch`, `memory_mb`,
+    /// `local_gb`) and returns the MAC addresses of the NICs found: the conductor creates the
+    /// ports that do not exist yet.
+    async fn inspect_hardware(&self, task: &mut Task) -> Result<Vec<ferric_types::models::MacAddr>, DriverError>;
+}
+
+/// What an out-of-band step asks of the conductor once it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepEnd {
+    Done,
+    /// The change applies at the next reset (BIOS settings): the conductor reboots the node.
+    Reboot,
+}
+
+/// Clean steps an interface runs itself through the BMC (Ironic's `bios` and `firmware` steps):
+/// a manual cleaning made only of such steps boots no ramdisk.
+#[async_trait]
+pub trait OutOfBandSteps: Send + Sync {
+    /// The steps offered (Ironic's names).
+    fn step_names(&self) -> &'static [&'static str];
+    fn validate(&self, task: &Task) -> Result<(), DriverError>;
+    async fn run_step(&self, task: &mut Task, step: &str, args: &JsonMap) -> Result<StepEnd, DriverError>;
+    /// The BIOS settings as they now are, for the API's cache (`GET /v1/nodes/{id}/bios`);
+    /// `None` when this interface has none.
+    async fn bios_settings(
+        &self,
+        task: &mut Task,
+    ) -> Result<Option<Vec<ferric_types::models::BiosSetting>>, DriverError> {
+        let _ = task;
+        Ok(None)
     }
 }
 

@@ -374,7 +374,7 @@ impl PxeBoot {
 }
 
 /// Links a cached image at `dest`, copying when the cache is on another filesystem.
-async fn link_cached(cache: &ImageCache, img: &ImageRef, dest: &Path) -> Result<(), CacheError> {
+pub(super) async fn link_cached(cache: &ImageCache, img: &ImageRef, dest: &Path) -> Result<(), CacheError> {
     match cache.link(img, dest).await {
         Err(CacheError::Io { source, .. }) if source.raw_os_error() == Some(libc::EXDEV) => {
             let src = cache.get(img).await?;
@@ -408,7 +408,7 @@ fn boot_env(task: &Task) -> Result<Arc<BootEnv>, DriverError> {
 }
 
 /// A string field of a JSON map; absent, null or empty count as missing.
-fn str_field<'a>(map: &'a JsonMap, key: &str, section: &str) -> Result<Option<&'a str>, DriverError> {
+pub(super) fn str_field<'a>(map: &'a JsonMap, key: &str, section: &str) -> Result<Option<&'a str>, DriverError> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -418,7 +418,7 @@ fn str_field<'a>(map: &'a JsonMap, key: &str, section: &str) -> Result<Option<&'
 }
 
 /// `driver_info` deploy kernel and ramdisk references.
-fn deploy_images(node: &Node) -> Result<(String, String), DriverError> {
+pub(super) fn deploy_images(node: &Node) -> Result<(String, String), DriverError> {
     let k = str_field(&node.driver_info, "deploy_kernel", "driver_info")?;
     let r = str_field(&node.driver_info, "deploy_ramdisk", "driver_info")?;
     match (k, r) {
@@ -558,7 +558,7 @@ impl BootInterface for PxeBoot {
         let node = &task.node;
         if self.loader == Loader::Ipxe && env.layout.http_url.is_empty() {
             return Err(DriverError::InvalidParameter(
-                "iPXE boot is enabled but no HTTP URL or HTTP root was specified.".into(),
+                "iPXE boot is enabled but no HTTP URL or HTTP root was specified: boot interface ipxe needs an HTTP boot server (set [pxe] http_bind or http_url).".into(),
             ));
         }
         if !task.ports.iter().any(|p| p.pxe_enabled) {

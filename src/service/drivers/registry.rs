@@ -2,7 +2,10 @@
 
 use super::fake::{FakeBoot, FakeDeploy, FakeManagement, FakePower};
 use super::network::{FlatNetwork, NoopNetwork};
-use super::{BootInterface, DeployInterface, DriverError, ManagementInterface, NetworkInterface, PowerInterface};
+use super::{
+    BootInterface, DeployInterface, DriverError, InspectInterface, ManagementInterface, NetworkInterface,
+    OutOfBandSteps, PowerInterface,
+};
 use ferric_types::models::{INTERFACE_NAMES, Node};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +26,7 @@ pub struct RegistryConfig {
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
-            enabled_hardware_types: vec!["fake-hardware".into(), "ipmi".into()],
+            enabled_hardware_types: vec!["fake-hardware".into(), "ipmi".into(), "redfish".into()],
             enabled_interfaces: BTreeMap::new(),
             default_interfaces: BTreeMap::new(),
         }
@@ -80,6 +83,24 @@ pub fn builtin_hardware_types() -> Vec<HardwareType> {
                 ("vendor", &["no-vendor"]),
             ],
         ),
+        hw(
+            "redfish",
+            &[
+                ("bios", &["no-bios", "redfish"]),
+                ("boot", &["ipxe", "pxe", "redfish-virtual-media"]),
+                ("console", &["no-console"]),
+                ("deploy", &["direct", "iscsi"]),
+                ("firmware", &["no-firmware", "redfish"]),
+                ("inspect", &["no-inspect", "redfish", "agent"]),
+                ("management", &["redfish"]),
+                ("network", &["flat", "noop"]),
+                ("power", &["redfish"]),
+                ("raid", &["no-raid"]),
+                ("rescue", &["no-rescue"]),
+                ("storage", &["noop"]),
+                ("vendor", &["no-vendor"]),
+            ],
+        ),
     ]
 }
 
@@ -101,6 +122,10 @@ pub struct Registry {
     boot: HashMap<String, Arc<dyn BootInterface>>,
     deploy: HashMap<String, Arc<dyn DeployInterface>>,
     network: HashMap<String, Arc<dyn NetworkInterface>>,
+    /// Out-of-band inspect interfaces (the kind is otherwise passive: names only).
+    inspect: HashMap<String, Arc<dyn InspectInterface>>,
+    /// (kind, name) → out-of-band clean steps (`bios`, `firmware`: otherwise names only).
+    steps: HashMap<(String, String), Arc<dyn OutOfBandSteps>>,
 }
 
 impl Registry {
@@ -119,6 +144,8 @@ impl Registry {
             boot: HashMap::new(),
             deploy: HashMap::new(),
             network: HashMap::new(),
+            inspect: HashMap::new(),
+            steps: HashMap::new(),
         };
         r.power.insert("fake".into(), Arc::new(FakePower));
         r.management.insert("fake".into(), Arc::new(FakeManagement::default()));
@@ -144,6 +171,24 @@ impl Registry {
     }
     pub fn register_network(&mut self, name: &str, i: Arc<dyn NetworkInterface>) {
         self.network.insert(name.into(), i);
+    }
+    pub fn register_inspect(&mut self, name: &str, i: Arc<dyn InspectInterface>) {
+        self.inspect.insert(name.into(), i);
+    }
+
+    /// Registers the out-of-band steps of the `kind` interface `name` (e.g. `bios`, `redfish`).
+    pub fn register_steps(&mut self, kind: &str, name: &str, i: Arc<dyn OutOfBandSteps>) {
+        self.steps.insert((kind.into(), name.into()), i);
+    }
+
+    /// The out-of-band steps of the `kind` interface `name`, if it has any.
+    pub fn steps_interface(&self, kind: &str, name: &str) -> Option<Arc<dyn OutOfBandSteps>> {
+        self.steps.get(&(kind.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// The out-of-band inspect interface called `name`, if it is one.
+    pub fn inspect_interface(&self, name: &str) -> Option<Arc<dyn InspectInterface>> {
+        self.inspect.get(name).cloned()
     }
 
     /// Enabled hardware type names.

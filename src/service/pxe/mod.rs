@@ -4,6 +4,7 @@ pub mod cache;
 pub mod config;
 pub mod dhcp;
 pub mod http;
+pub mod iso;
 pub mod service;
 pub mod settings;
 pub mod tftp;

@@ -50,8 +50,9 @@ pub struct PxeSettings {
     /// URL nodes use for the HTTP root; default `http://<http_bind>` (required when binding a
     /// wildcard address).
     pub http_url: Option<String>,
-    /// Register the `pxe` and `ipxe` boot interfaces even when no TFTP/HTTP server runs in this
-    /// process (another server serves the roots). They are registered whenever TFTP or HTTP is on.
+    /// Kept for old configuration files: `ferric serve` now registers the `pxe` and `ipxe` boot
+    /// interfaces whether or not TFTP/HTTP run in this process (as Ironic does), and a node whose
+    /// boot needs a server nobody configured fails validation instead.
     pub boot_interfaces: bool,
     /// Image cache for deploy and instance kernels/ramdisks, default `DATA_DIR/image-cache`. Must be
     /// on the roots' filesystem for hard links (ferric copies otherwise).
