@@ -108,3 +108,51 @@ fn baremetal_cli_drives_the_lifecycle() {
     bm(&s, &["node", "delete", "cli-node", "other"]);
     assert_eq!(bm_json(&s, &["node", "list"]).as_array().unwrap().len(), 0);
 }
+
+/// The `redfish` hardware type through the real client on a default `ferric serve` (Ironic's
+/// driver_info names); its password never shown.
+#[test]
+fn baremetal_enrolls_redfish_nodes_with_masked_passwords() {
+    let s = start();
+    let n = bm_json(
+        &s,
+        &[
+            "node",
+            "create",
+            "--driver",
+            "redfish",
+            "--name",
+            "rf-cli",
+            "--driver-info",
+            "redfish_address=https://192.0.2.20:8443",
+            "--driver-info",
+            "redfish_system_id=/redfish/v1/Systems/1",
+            "--driver-info",
+            "redfish_username=admin",
+            "--driver-info",
+            "redfish_password=Sup3r-s3cret",
+            "--driver-info",
+            "redfish_verify_ca=False",
+        ],
+    );
+    assert_eq!(n["driver"], "redfish");
+    assert_eq!(n["power_interface"], "redfish");
+    assert_eq!(n["management_interface"], "redfish");
+    assert_eq!(n["driver_info"]["redfish_password"], "******");
+    assert_eq!(n["driver_info"]["redfish_address"], "https://192.0.2.20:8443");
+    let shown = bm(&s, &["node", "show", "rf-cli", "-f", "json"]);
+    assert!(!shown.contains("Sup3r-s3cret"), "{shown}");
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["driver_info"]["redfish_password"], "******");
+    // The hardware type and its interfaces are listed as Ironic lists them.
+    let d = bm_json(&s, &["driver", "show", "redfish"]);
+    assert_eq!(d["enabled_boot_interfaces"], "ipxe, pxe, redfish-virtual-media, redfish-https", "{d}");
+    assert_eq!(d["default_power_interface"], "redfish");
+    let props = bm(&s, &["driver", "property", "list", "redfish"]);
+    for k in ["redfish_address", "redfish_system_id", "redfish_verify_ca", "redfish_auth_type"] {
+        assert!(props.contains(k), "{k} missing: {props}");
+    }
+    // The default `ferric serve` (no boot services) takes ipmi nodes too.
+    let n = bm_json(&s, &["node", "create", "--driver", "ipmi", "--driver-info", "ipmi_address=192.0.2.21"]);
+    assert_eq!(n["boot_interface"], "ipxe");
+}

@@ -106,3 +106,28 @@ fn vbmc_serves_plain_http_redfish_with_custom_credentials() {
     // Redfish only: nothing answers IPMI on the UDP port.
     assert!(std::net::UdpSocket::bind(("127.0.0.1", base)).is_ok(), "the UDP port stays free");
 }
+
+/// A fleet file's `redfish` knobs reach the Redfish BMC it names: BMC 1 answers 503 with
+/// `Retry-After`, BMC 0 does not.
+#[test]
+fn vbmc_fleet_file_sets_redfish_fault_knobs() {
+    let base = free_port_range(2, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(&fleet, "[[bmc]]\nindex = 1\nredfish = { busy_retry_after_secs = 7 }\n").unwrap();
+    let fleet = fleet.to_string_lossy().to_string();
+    let args = ["--nodes", "2", "--base-port", &base.to_string(), "--protocol", "redfish", "--http", "--fleet", &fleet];
+    let (_vbmc, line) = start(&args);
+    assert!(line.contains("Redfish http://"), "{line}");
+    let status = |port: u16| {
+        let url = format!("http://127.0.0.1:{port}/redfish/v1/Systems/System.1");
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-u", "admin:password", "-o", "/dev/null", "-D", "-", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    assert!(status(base).starts_with("http/1.1 200"), "{}", status(base));
+    let busy = status(base + 1);
+    assert!(busy.starts_with("http/1.1 503") && busy.contains("retry-after: 7"), "{busy}");
+}

@@ -85,7 +85,7 @@ fn actions() -> impl Strategy<Value = Vec<ActionSpec>> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    let boots = prop::sample::select(vec![None, Some("ipxe"), Some("redfish-virtual-media")]);
+    let boots = prop::sample::select(vec![None, Some("ipxe"), Some("redfish-virtual-media"), Some("redfish-https")]);
     (1usize..4, prop::collection::vec(fault(), 0..3), actions(), any::<bool>(), 0u64..1000, boots).prop_map(
         |(count, faults, actions, clean, seed, redfish)| {
             let mut conductor = BTreeMap::new();

@@ -110,6 +110,24 @@ fn redfish_virtual_media_deploy_is_deterministic_and_needs_no_pxe() {
     assert!(labels.contains(&lookup) && labels.contains(&active), "{labels:#?}");
 }
 
+/// A UEFI HTTP boot deploy over Redfish: the firmware fetches the deploy ISO from the System's
+/// `HttpBootUri`; no virtual media, no DHCP boot options.
+#[test]
+fn redfish_https_deploy_boots_the_iso_by_uefi_http_boot() {
+    let out = run(&load("redfish-https.toml"), None);
+    assert!(out.report.passed, "{}", out.report.table());
+    let (_, events) = out.deploy.expect("a deploy was recorded");
+    let labels: Vec<&str> = events.iter().map(|e| e.label.as_str()).collect();
+    assert!(labels.contains(&"Get deploy ISO (UEFI HTTP boot)"), "{labels:#?}");
+    assert!(!labels.contains(&"Get deploy ISO (virtual media)"), "{labels:#?}");
+    use ferric_service::drivers::redfish_boot::{PREPARE_HTTPS_DEPLOY, SET_HTTPS_BOOT};
+    assert!(labels.contains(&PREPARE_HTTPS_DEPLOY) && labels.contains(&SET_HTTPS_BOOT), "{labels:#?}");
+    assert!(!labels.contains(&ferric_types::trace::seed::UPDATE_DHCP), "{labels:#?}");
+    assert!(!labels.contains(&ferric_types::trace::seed::DHCP_REQUEST), "{labels:#?}");
+    let (lookup, active) = (ferric_types::trace::seed::LOOKUP, ferric_types::trace::seed::MARK_ACTIVE);
+    assert!(labels.contains(&lookup) && labels.contains(&active), "{labels:#?}");
+}
+
 fn deploy_of(file: &str) -> Vec<TraceEvent> {
     let out = run(&load(file), None);
     assert!(out.report.passed, "{}", out.report.table());

@@ -29,15 +29,23 @@
 //! ignore_power = false
 //! busy = false                    # answer 0xC0 to every in-session command
 //!
+//! [defaults.redfish]             # the Redfish BMC's knobs (ferric_sim::redfish::RedfishFaultSettings)
+//! latency_ms = 0
+//!
 //! [[bmc]]
 //! index = 3
 //! name = "node-3"
 //! macs = ["52:54:00:00:00:03"]
 //! faults = { drop_rate = 0.2, latency_ms = 50 }
 //! machine = { soft_off_delay_ms = 60000 }
+//! redfish = { busy_retry_after_secs = 2, vmedia_insert_fails = true }
 //! ```
+//!
+//! The credentials apply to both protocols; `faults` are the IPMI BMC's, `redfish` the Redfish
+//! BMC's (a `[[bmc]]` table's `redfish` replaces the default's as a whole).
 
 use crate::machine::power::{SimMachine, SimMachineConfig};
+use ferric_sim::redfish::RedfishFaultSettings;
 use ferric_sim::vbmc::{Bmc, BmcConfig, ConfigError, FaultSettings, Faults, Password, serve_udp};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -98,6 +106,7 @@ pub struct NodeSpec {
     pub macs: Option<Vec<String>>,
     pub machine: MachineSpec,
     pub faults: FaultSpec,
+    pub redfish: Option<RedfishFaultSettings>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -143,6 +152,8 @@ pub struct NodeSettings {
     pub bmc: BmcConfig,
     pub machine: SimMachineConfig,
     pub faults: FaultSettings,
+    /// The Redfish BMC's fault knobs (when the machine has one).
+    pub redfish: RedfishFaultSettings,
 }
 
 impl NodeSpec {
@@ -197,6 +208,9 @@ impl NodeSpec {
         if let Some(v) = f.busy {
             n.faults.busy = v;
         }
+        if let Some(v) = self.redfish {
+            n.redfish = v;
+        }
         Ok(())
     }
 }
@@ -214,6 +228,7 @@ pub fn resolve(count: usize, base: &BmcConfig, file: &FleetFile) -> Result<Vec<N
             bmc: base.clone(),
             machine: SimMachineConfig::default(),
             faults: FaultSettings::default(),
+            redfish: RedfishFaultSettings::default(),
         };
         file.defaults.apply(&mut n)?;
         n.bmc.seed = base_seed.wrapping_add(i as u64);
@@ -316,6 +331,7 @@ mod tests {
             macs = ["52:54:00:aa:bb:cc"]
             faults = { drop_rate = 0.5 }
             machine = { soft_off_delay_ms = 9 }
+            redfish = { busy_retry_after_secs = 3 }
             "#,
         )
         .unwrap();
@@ -330,6 +346,8 @@ mod tests {
         assert_eq!(s[1].faults.latency_ms, 5);
         assert_eq!(s[1].machine.soft_off_delay_ms, 9);
         assert_eq!(s[1].machine.macs, vec![[0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]]);
+        assert_eq!(s[1].redfish.busy_retry_after_secs, Some(3));
+        assert_eq!(s[0].redfish, RedfishFaultSettings::default());
         assert!(matches!(resolve(1, &base, &f), Err(FleetError::Index(1))));
         assert!(FleetFile::parse("[defaults]\nbogus = 1").is_err());
     }

@@ -264,6 +264,8 @@ impl QemuLab {
                     username: BMC_USER.into(),
                     password: BMC_PASSWORD.into(),
                     seed: i as u64 + 1,
+                    // SeaBIOS has no UEFI HTTP boot: the BMC does not offer it.
+                    uefi_http: false,
                     ..Default::default()
                 },
                 vm.machine.clone(),

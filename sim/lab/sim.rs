@@ -367,6 +367,7 @@ impl SimLab {
                     ..SimMachineConfig::default()
                 },
                 faults: m.faults,
+                redfish: m.redfish,
             })
             .collect();
         let fleet = Fleet::build(settings)?;

@@ -3,7 +3,7 @@
 //! protocols, BMC i answers IPMI on UDP port P+i and Redfish on TCP port P+i, in front of the same
 //! machine.
 
-use crate::fleet::{Fleet, FleetFile, resolve};
+use crate::fleet::{Fleet, FleetFile, NodeSettings, resolve};
 use ferric_sim::redfish::{RedfishBmc, RedfishConfig};
 use ferric_sim::vbmc::{Bmc, BmcConfig, serve_udp, serve_udp_blocking};
 use std::net::IpAddr;
@@ -89,7 +89,8 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
         password: ferric_sim::vbmc::Password(args.password.clone()),
         ..BmcConfig::default()
     };
-    let fleet = Fleet::build(resolve(args.nodes, &base, &file)?)?;
+    let settings = resolve(args.nodes, &base, &file)?;
+    let fleet = Fleet::build(settings.clone())?;
     let ipmi = args.protocol != Protocol::Redfish;
     let redfish = args.protocol != Protocol::Ipmi;
     // Bind everything before serving anything: a port in use fails the command up front.
@@ -136,8 +137,8 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
             let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string(), args.address.to_string()];
             Some(ferric_sim::redfish::self_signed_tls(&hosts)?.0)
         };
-        for (i, (node, listener)) in fleet.nodes.iter().zip(listeners).enumerate() {
-            let bmc = RedfishBmc::new(redfish_config(&args, i), node.machine.clone());
+        for (i, ((node, s), listener)) in fleet.nodes.iter().zip(&settings).zip(listeners).enumerate() {
+            let bmc = RedfishBmc::new(redfish_config(s, i), node.machine.clone());
             let done = done_tx.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
@@ -176,15 +177,16 @@ pub async fn run(args: VbmcArgs) -> Result<(), VbmcError> {
     }
 }
 
-/// The Redfish settings of BMC `i`: the command's credentials, one System per BMC named after
-/// its node, a UUID and token seed of its own.
-fn redfish_config(args: &VbmcArgs, i: usize) -> RedfishConfig {
+/// The Redfish settings of BMC `i`: its node's credentials and Redfish fault knobs (command line,
+/// then fleet file), one System named after the node, a UUID and token seed of its own.
+fn redfish_config(s: &NodeSettings, i: usize) -> RedfishConfig {
     RedfishConfig {
-        username: args.username.clone(),
-        password: args.password.clone(),
+        username: s.bmc.username.clone(),
+        password: s.bmc.password.0.clone(),
         uuid: format!("8f1c3a52-6d2e-4b7a-9c41-{:012x}", i),
-        name: format!("node-{i}"),
-        seed: i as u64,
+        name: s.name.clone(),
+        seed: s.bmc.seed,
+        faults: s.redfish,
         ..RedfishConfig::default()
     }
 }

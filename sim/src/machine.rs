@@ -105,4 +105,15 @@ pub trait Machine: Send + Sync + 'static {
     async fn eject_media(&self) -> Result<(), MachineError> {
         Err(MachineError::Unsupported("virtual media"))
     }
+    /// The URI a UEFI HTTP boot fetches (a Redfish BMC's `HttpBootUri` with the override target
+    /// `UefiHttp`, which the BMC selects as an EFI [`BootDevice::Pxe`]); `None`: a network boot
+    /// is a plain PXE boot again. A Redfish BMC calls it before every boot selection it makes.
+    /// Clearing is always fine; a machine without UEFI HTTP boot (QEMU with SeaBIOS) refuses a
+    /// URI.
+    async fn set_http_boot_uri(&self, uri: Option<String>) -> Result<(), MachineError> {
+        match uri {
+            None => Ok(()),
+            Some(_) => Err(MachineError::Unsupported("UEFI HTTP boot")),
+        }
+    }
 }

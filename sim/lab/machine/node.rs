@@ -472,9 +472,19 @@ impl SimNode {
 
     async fn boot(self: Arc<Self>, sel: BootSelection) {
         let t = &self.profile.timings;
+        // A UEFI HTTP boot: an EFI network boot the BMC gave a URI (read now, as the boot began).
+        let http_uri = if sel.device == BootDevice::Pxe && sel.efi { self.machine.last_boot_uri() } else { None };
         tokio::time::sleep(self.jittered(t.post_secs)).await;
         let order: Vec<OrderDevice> = match sel.device {
-            BootDevice::Pxe => vec![OrderDevice::Pxe],
+            BootDevice::Pxe => match http_uri {
+                Some(uri) => {
+                    if self.clone().boot_http(uri).await {
+                        return;
+                    }
+                    Vec::new()
+                }
+                None => vec![OrderDevice::Pxe],
+            },
             BootDevice::Disk => vec![OrderDevice::Disk],
             BootDevice::None => self.profile.boot_order.clone(),
             BootDevice::Cdrom => {
@@ -697,18 +707,31 @@ impl SimNode {
     /// Boots the image in the virtual CD drive as isolinux would: its `isolinux.cfg` names the
     /// kernel and the command line (the deploy ramdisk's API URL among it); no DHCP, no TFTP.
     async fn boot_vmedia(self: Arc<Self>) -> bool {
-        let t = self.profile.timings.clone();
         let Some(url) = self.machine.media() else {
             tracing::debug!(machine = %self.name, "CD boot: no virtual media");
             return false;
         };
-        self.record(Actor::Node, Actor::TftpHttpd, "Get deploy ISO (virtual media)");
+        self.boot_iso(url, "Get deploy ISO (virtual media)", "CD boot").await
+    }
+
+    /// A UEFI HTTP boot of the ISO at `uri` (a Redfish BMC's `HttpBootUri`): fetched through the
+    /// network and booted exactly as the virtual CD is. The deploy ISO holds only an isolinux
+    /// (BIOS) boot record, which this firmware takes; a real UEFI machine needs an EFI boot
+    /// image on it, which ferric does not build yet.
+    async fn boot_http(self: Arc<Self>, uri: String) -> bool {
+        self.boot_iso(uri, "Get deploy ISO (UEFI HTTP boot)", "UEFI HTTP boot").await
+    }
+
+    /// Fetches the ISO at `url` (recording `label`) and boots it as isolinux would.
+    async fn boot_iso(self: Arc<Self>, url: String, label: &str, how: &str) -> bool {
+        let t = self.profile.timings.clone();
+        self.record(Actor::Node, Actor::TftpHttpd, label);
         let Some(iso) = self.http_get_limited(&url, 256 << 20).await else {
             self.count(|c| c.pxe_failures += 1);
             return false;
         };
         let Some(cfg) = firmware::iso_file(&iso, "isolinux/isolinux.cfg") else {
-            tracing::debug!(machine = %self.name, "CD boot: no isolinux.cfg on the medium");
+            tracing::debug!(machine = %self.name, "{how}: no isolinux.cfg on the medium");
             self.count(|c| c.pxe_failures += 1);
             return false;
         };

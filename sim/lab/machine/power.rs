@@ -69,6 +69,10 @@ struct State {
     stats: MachineStats,
     /// The URL in the virtual CD drive (fetched when the machine boots from it).
     media: Option<String>,
+    /// The UEFI HTTP boot URI (a Redfish BMC's `HttpBootUri`), used by an EFI network boot.
+    http_boot_uri: Option<String>,
+    /// The URI the last boot started a UEFI HTTP boot from.
+    last_boot_uri: Option<String>,
 }
 
 /// A machine whose state is a few fields and whose time is `tokio::time`.
@@ -107,6 +111,8 @@ impl SimMachine {
                 last_boot: None,
                 stats: MachineStats::default(),
                 media: None,
+                http_boot_uri: None,
+                last_boot_uri: None,
             }),
             status,
             ops: AtomicU64::new(0),
@@ -129,6 +135,14 @@ impl SimMachine {
     /// The image URL in the virtual CD drive, if any.
     pub fn media(&self) -> Option<String> {
         self.lock().media.clone()
+    }
+    /// The UEFI HTTP boot URI the BMC set, if any.
+    pub fn http_boot_uri(&self) -> Option<String> {
+        self.lock().http_boot_uri.clone()
+    }
+    /// The URI the last boot fetched by UEFI HTTP boot (an EFI network boot with a URI set).
+    pub fn last_boot_uri(&self) -> Option<String> {
+        self.lock().last_boot_uri.clone()
     }
     pub fn power_now(&self) -> PowerState {
         let mut st = self.lock();
@@ -160,6 +174,8 @@ impl SimMachine {
         st.boots += 1;
         st.stats.boots += 1;
         st.last_boot = Some(st.boot);
+        let http = st.boot.device == BootDevice::Pxe && st.boot.efi;
+        st.last_boot_uri = if http { st.http_boot_uri.clone() } else { None };
         if !st.boot.persistent {
             st.boot = BootSelection::default();
         }
@@ -279,6 +295,12 @@ impl Machine for SimMachine {
     async fn eject_media(&self) -> Result<(), MachineError> {
         self.check()?;
         self.lock().media = None;
+        Ok(())
+    }
+    /// Stored with no `check()`: the BMC sends it (mostly `None`) with every boot selection,
+    /// and the selection's own `set_boot` is what a wedged machine refuses.
+    async fn set_http_boot_uri(&self, uri: Option<String>) -> Result<(), MachineError> {
+        self.lock().http_boot_uri = uri;
         Ok(())
     }
 }

@@ -73,6 +73,9 @@ pub struct RedfishConfig {
     pub max_sessions: usize,
     /// Initial fault knobs.
     pub faults: RedfishFaultSettings,
+    /// Whether the System offers UEFI HTTP boot (`UefiHttp` among the allowed override targets,
+    /// an `HttpBootUri` property); off, both are absent and a PATCH naming either is refused.
+    pub uefi_http: bool,
 }
 
 impl Default for RedfishConfig {
@@ -89,6 +92,7 @@ impl Default for RedfishConfig {
             session_timeout: Duration::from_secs(1800),
             max_sessions: 16,
             faults: RedfishFaultSettings::default(),
+            uefi_http: true,
         }
     }
 }
@@ -107,6 +111,7 @@ impl std::fmt::Debug for RedfishConfig {
             .field("session_timeout", &self.session_timeout)
             .field("max_sessions", &self.max_sessions)
             .field("faults", &self.faults)
+            .field("uefi_http", &self.uefi_http)
             .finish()
     }
 }
@@ -1140,9 +1145,10 @@ impl RedfishBmc {
             let mut uri: Option<Option<String>> = None;
             for (k, v) in &boot {
                 match k.as_str() {
-                    "BootSourceOverrideTarget" => target = Some(one_of(v, k, resources::BOOT_TARGETS)?),
+                    "BootSourceOverrideTarget" => target = Some(one_of(v, k, self.boot_targets())?),
                     "BootSourceOverrideEnabled" => enabled = Some(one_of(v, k, &["Disabled", "Once", "Continuous"])?),
                     "BootSourceOverrideMode" => mode = Some(one_of(v, k, &["UEFI", "Legacy"])?),
+                    "HttpBootUri" if !self.inner.config.uefi_http => return Err(RfError::property_unknown(k)),
                     "HttpBootUri" => {
                         uri = Some(match v {
                             Value::Null => None,
@@ -1176,6 +1182,14 @@ impl RedfishBmc {
                 _ => BootDevice::None,
             };
             let sel = BootSelection { device, persistent: enabled == "Continuous" && device != BootDevice::None, efi };
+            // The machine learns the URI with a UEFI HTTP boot selection (the one in this PATCH,
+            // else the one stored), and that a network boot is plain PXE otherwise.
+            let http_uri = if uefi_http && device != BootDevice::None {
+                uri.clone().unwrap_or_else(|| self.inner.state.lock().http_boot_uri.clone())
+            } else {
+                None
+            };
+            self.inner.machine.set_http_boot_uri(http_uri).await.map_err(RfError::machine)?;
             self.inner.machine.set_boot(sel).await.map_err(RfError::machine)?;
             inc(&self.c().boot_patches);
             let mut st = self.inner.state.lock();

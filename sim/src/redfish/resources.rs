@@ -93,6 +93,8 @@ const TYPES: &[&str] = &[
 
 /// `BootSourceOverrideTarget@Redfish.AllowableValues`.
 pub(crate) const BOOT_TARGETS: &[&str] = &["None", "Pxe", "Hdd", "Cd", "BiosSetup", "UefiHttp"];
+/// The same, of a BMC configured without UEFI HTTP boot.
+const BOOT_TARGETS_NO_HTTP: &[&str] = &["None", "Pxe", "Hdd", "Cd", "BiosSetup"];
 const RESET_TYPES: &[&str] =
     &["On", "ForceOff", "GracefulShutdown", "ForceRestart", "GracefulRestart", "Nmi", "PowerCycle"];
 /// Transfer protocols of virtual media and firmware images.
@@ -417,6 +419,11 @@ fn power_str(p: PowerState) -> &'static str {
 }
 
 impl RedfishBmc {
+    /// The override targets this BMC allows.
+    pub(crate) fn boot_targets(&self) -> &'static [&'static str] {
+        if self.config().uefi_http { BOOT_TARGETS } else { BOOT_TARGETS_NO_HTTP }
+    }
+
     /// The JSON of a GET on `res`.
     pub(super) async fn get_json(&self, res: &Res) -> Result<Value, RfError> {
         let cfg = &self.inner.config;
@@ -476,7 +483,7 @@ impl RedfishBmc {
                 let power = self.power().await?;
                 let (target, enabled, mode) = self.boot_view().await;
                 let st = self.inner.state.lock();
-                json!({
+                let mut system = json!({
                     "@odata.type": T_SYSTEM,
                     "@odata.id": sys,
                     "Id": cfg.system_id,
@@ -497,7 +504,7 @@ impl RedfishBmc {
                         "BootSourceOverrideTarget": target,
                         "BootSourceOverrideEnabled": enabled,
                         "BootSourceOverrideMode": mode,
-                        "BootSourceOverrideTarget@Redfish.AllowableValues": BOOT_TARGETS,
+                        "BootSourceOverrideTarget@Redfish.AllowableValues": self.boot_targets(),
                         "BootSourceOverrideMode@Redfish.AllowableValues": ["UEFI", "Legacy"],
                         "HttpBootUri": st.http_boot_uri,
                     },
@@ -517,7 +524,13 @@ impl RedfishBmc {
                             "ResetType@Redfish.AllowableValues": RESET_TYPES,
                         }
                     },
-                })
+                });
+                if !cfg.uefi_http
+                    && let Some(b) = system.get_mut("Boot").and_then(Value::as_object_mut)
+                {
+                    b.remove("HttpBootUri");
+                }
+                system
             }
             Res::Processors => collection(
                 T_PROCESSORS,

@@ -15,6 +15,7 @@ struct FakeState {
     on: bool,
     boot: BootSelection,
     media: Option<String>,
+    http_boot_uri: Option<String>,
     /// Boot selections consumed by boots, in order.
     booted: Vec<BootSelection>,
 }
@@ -81,6 +82,10 @@ impl Machine for FakeMachine {
     }
     async fn eject_media(&self) -> Result<(), MachineError> {
         self.s.lock().media = None;
+        Ok(())
+    }
+    async fn set_http_boot_uri(&self, uri: Option<String>) -> Result<(), MachineError> {
+        self.s.lock().http_boot_uri = uri;
         Ok(())
     }
 }
@@ -262,6 +267,7 @@ async fn boot_patch_maps_to_the_machine() {
     assert_eq!(r.machine.s.lock().boot, BootSelection { device: BootDevice::Pxe, persistent: false, efi: true });
     assert_eq!(a.body["Boot"]["BootSourceOverrideTarget"], "UefiHttp");
     assert_eq!(a.body["Boot"]["HttpBootUri"], "http://192.0.2.1/boot.efi");
+    assert_eq!(r.machine.s.lock().http_boot_uri.as_deref(), Some("http://192.0.2.1/boot.efi"));
     // A once override is consumed by the boot.
     r.reset("On").await;
     assert_eq!(r.get(SYS).await.body["Boot"]["BootSourceOverrideEnabled"], "Disabled");
@@ -269,6 +275,39 @@ async fn boot_patch_maps_to_the_machine() {
     r.patch(SYS, json!({ "Boot": { "BootSourceOverrideEnabled": "Disabled" } })).await;
     assert_eq!(r.machine.s.lock().boot.device, BootDevice::None);
     assert_eq!(r.bmc.stats().boot_patches, 7);
+    // Any other selection tells the machine a network boot is plain PXE again.
+    assert_eq!(r.machine.s.lock().http_boot_uri, None);
+}
+
+#[tokio::test]
+async fn uefi_http_boot_keeps_its_uri_and_can_be_left_out() {
+    let r = rig();
+    let uri = "http://192.0.2.1/redfish/boot.iso";
+    r.patch(SYS, json!({ "Boot": { "BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideMode": "UEFI", "BootSourceOverrideEnabled": "Once", "HttpBootUri": uri } })).await;
+    // A PATCH naming the target only (the management interface's) keeps the stored URI.
+    let a = r.patch(SYS, json!({ "Boot": { "BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Once", "BootSourceOverrideMode": "UEFI" } })).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["Boot"]["HttpBootUri"], uri);
+    assert_eq!(r.machine.s.lock().http_boot_uri.as_deref(), Some(uri));
+    // Cleared: the property is null, the override off, the machine told.
+    let a = r.patch(SYS, json!({ "Boot": { "BootSourceOverrideEnabled": "Disabled", "HttpBootUri": null } })).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["Boot"]["HttpBootUri"], Value::Null);
+    assert_eq!(a.body["Boot"]["BootSourceOverrideEnabled"], "Disabled");
+    assert_eq!(r.machine.s.lock().http_boot_uri, None);
+}
+
+#[tokio::test]
+async fn a_bmc_without_uefi_http_boot_neither_shows_nor_takes_it() {
+    let r = rig_with(RedfishConfig { uefi_http: false, ..RedfishConfig::default() });
+    let b = r.get(SYS).await.body["Boot"].clone();
+    assert!(!b["BootSourceOverrideTarget@Redfish.AllowableValues"].as_array().unwrap().contains(&json!("UefiHttp")));
+    assert!(b.get("HttpBootUri").is_none(), "{b}");
+    let a = r.patch(SYS, json!({ "Boot": { "BootSourceOverrideTarget": "UefiHttp" } })).await;
+    assert_eq!(a.status, 400);
+    let a = r.patch(SYS, json!({ "Boot": { "HttpBootUri": "http://192.0.2.1/boot.iso" } })).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(r.machine.s.lock().http_boot_uri, None);
 }
 
 #[tokio::test]

@@ -69,22 +69,7 @@ impl Conductor {
             match i.inspect_hardware(&mut t).await {
                 Ok(macs) => {
                     let now = c.env().clock.now();
-                    for mac in macs {
-                        if c.db().get_port_by_address(mac).is_ok() {
-                            continue;
-                        }
-                        let port = Port {
-                            uuid: PortId(c.env().clock.new_uuid()),
-                            address: mac,
-                            node_uuid: t.node.uuid,
-                            pxe_enabled: true,
-                            created_at: now,
-                            ..Default::default()
-                        };
-                        if let Err(e) = c.db().create_port(&port) {
-                            tracing::warn!(node = %t.node.uuid, %mac, error = %e, "inspection: port not created");
-                        }
-                    }
+                    c.create_inspected_ports(&t, macs.into_iter().map(|m| (m, true)));
                     t.node.inspection_finished_at = Some(now);
                     c.settle(&mut t, Event::Done, None);
                 }
@@ -188,22 +173,7 @@ impl Conductor {
                     return;
                 }
             };
-            for (mac, pxe) in ports {
-                if c.db().get_port_by_address(mac).is_ok() {
-                    continue;
-                }
-                let port = Port {
-                    uuid: PortId(c.env().clock.new_uuid()),
-                    address: mac,
-                    node_uuid: t.node.uuid,
-                    pxe_enabled: pxe,
-                    created_at: now,
-                    ..Default::default()
-                };
-                if let Err(e) = c.db().create_port(&port) {
-                    tracing::warn!(node = %t.node.uuid, %mac, error = %e, "inspection: port not created");
-                }
-            }
+            c.create_inspected_ports(&t, ports);
             if let Err(e) = c.db().put_inventory(t.node.uuid, &inventory, &plugin_data, now) {
                 let msg = format!("Failed to store inspection data: {e}");
                 c.settle(&mut t, Event::Fail, Some(msg));
@@ -218,6 +188,28 @@ impl Conductor {
             c.settle(&mut t, Event::Done, None);
         });
         Ok(())
+    }
+
+    /// Creates a port for each inspected MAC no port has yet (`(mac, pxe_enabled)`); a port that
+    /// cannot be created is logged, not fatal (Ironic's inspection does the same).
+    fn create_inspected_ports(&self, t: &LockedTask, macs: impl IntoIterator<Item = (MacAddr, bool)>) {
+        let now = self.env().clock.now();
+        for (mac, pxe) in macs {
+            if self.db().get_port_by_address(mac).is_ok() {
+                continue;
+            }
+            let port = Port {
+                uuid: PortId(self.env().clock.new_uuid()),
+                address: mac,
+                node_uuid: t.node.uuid,
+                pxe_enabled: pxe,
+                created_at: now,
+                ..Default::default()
+            };
+            if let Err(e) = self.db().create_port(&port) {
+                tracing::warn!(node = %t.node.uuid, %mac, error = %e, "inspection: port not created");
+            }
+        }
     }
 }
 

@@ -169,8 +169,10 @@ impl ManagementInterface for IpmitoolManagement {
             BootDevice::Disk => ipmi::BootDevice::Disk,
             BootDevice::Cdrom => ipmi::BootDevice::Cdrom,
             BootDevice::Bios => ipmi::BootDevice::Bios,
-            BootDevice::Safe => {
-                return Err(DriverError::InvalidParameter("Boot device safe is not supported by ipmitool.".into()));
+            BootDevice::Safe | BootDevice::UefiHttp => {
+                return Err(DriverError::InvalidParameter(format!(
+                    "Boot device {device} is not supported by ipmitool."
+                )));
             }
         };
         let bmc = self.pool.client(&target_from(task)?);

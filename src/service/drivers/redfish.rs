@@ -273,6 +273,14 @@ impl ManagementInterface for RedfishManagement {
             BootDevice::Disk => "Hdd",
             BootDevice::Cdrom => "Cd",
             BootDevice::Bios => "BiosSetup",
+            // The `redfish-https` boot interface's device: its `prepare_ramdisk` PATCHed the
+            // override with the ISO's `HttpBootUri`; this PATCH names the target, the mode
+            // (UEFI HTTP boot exists only in UEFI mode) and `Once`, and leaves `HttpBootUri`
+            // out, so the BMC keeps the URI (a PATCH changes only the properties it names).
+            BootDevice::UefiHttp => {
+                let bmc = NodeBmc::open(&self.pool, task).await?;
+                return bmc.set_boot("UefiHttp", persistent, Some("UEFI")).await;
+            }
             BootDevice::Safe => {
                 return Err(DriverError::InvalidParameter("Boot device safe is not supported by redfish.".into()));
             }
@@ -285,7 +293,8 @@ impl ManagementInterface for RedfishManagement {
         let bmc = NodeBmc::open(&self.pool, task).await?;
         let boot = bmc.system().await?.boot;
         let dev = match boot.boot_source_override_target.as_deref() {
-            Some("Pxe" | "UefiHttp") => Some(BootDevice::Pxe),
+            Some("Pxe") => Some(BootDevice::Pxe),
+            Some("UefiHttp") => Some(BootDevice::UefiHttp),
             Some("Hdd") => Some(BootDevice::Disk),
             Some("Cd") => Some(BootDevice::Cdrom),
             Some("BiosSetup") => Some(BootDevice::Bios),

@@ -9,6 +9,9 @@
 //!   sticks), ejecting what was there; and sets the next boot to the CD.
 //! - `clean_up_ramdisk` ejects it and removes the ISO.
 //! - `prepare_instance` / `clean_up_instance`: the instance boots from its disk.
+//!
+//! Also the `redfish-https` boot interface ([`RedfishHttpsBoot`]): the same ISO, booted by the
+//! machine's UEFI HTTP boot from the System's `HttpBootUri`.
 
 use super::pxe_boot::{BootEnv, deploy_images, link_cached, str_field};
 use super::redfish::{NodeBmc, redfish_err};
@@ -24,6 +27,9 @@ use std::sync::Arc;
 
 /// The folder of the HTTP boot root holding the ISOs.
 pub const ISO_DIR: &str = "redfish";
+
+const VMEDIA: &str = "redfish-virtual-media";
+const FROM_VMEDIA: &str = "from virtual media";
 
 /// The virtual media boot interface.
 pub struct RedfishVirtualMedia {
@@ -42,27 +48,55 @@ enum DeployMedia {
     KernelRamdisk(String, String),
 }
 
-fn deploy_media(task: &Task) -> Result<DeployMedia, DriverError> {
+/// `how` ends the message for a node with neither: "from virtual media", say.
+fn deploy_media(task: &Task, how: &str) -> Result<DeployMedia, DriverError> {
     if let Some(iso) = str_field(&task.node.driver_info, "redfish_deploy_iso", "driver_info")? {
         return Ok(DeployMedia::Iso(iso.to_owned()));
     }
     match deploy_images(&task.node) {
         Ok((k, r)) => Ok(DeployMedia::KernelRamdisk(k, r)),
         Err(_) => Err(DriverError::MissingParameter(format!(
-            "Node {} needs driver_info/deploy_kernel and driver_info/deploy_ramdisk, or driver_info/redfish_deploy_iso, to boot the deploy ramdisk from virtual media.",
+            "Node {} needs driver_info/deploy_kernel and driver_info/deploy_ramdisk, or driver_info/redfish_deploy_iso, to boot the deploy ramdisk {how}.",
             task.node.uuid
         ))),
     }
 }
 
-/// The boot environment, with an HTTP boot server the BMC can fetch the ISO from.
-fn http_env(task: &Task) -> Result<Arc<BootEnv>, DriverError> {
+/// The boot environment, with an HTTP boot server the BMC (or the machine) can fetch the ISO
+/// from; `iface` names the boot interface in the message.
+fn http_env(task: &Task, iface: &str) -> Result<Arc<BootEnv>, DriverError> {
     let env = task.env.boot.clone().filter(|e| !e.layout.http_url.is_empty());
     env.ok_or_else(|| {
-        DriverError::InvalidParameter(
-            "boot interface redfish-virtual-media needs an HTTP boot server: set [pxe] http_bind or http_url".into(),
-        )
+        DriverError::InvalidParameter(format!(
+            "boot interface {iface} needs an HTTP boot server: set [pxe] http_bind or http_url"
+        ))
     })
+}
+
+/// What both interfaces validate: the BMC's driver_info, an HTTP boot server, and deploy media
+/// the image service knows.
+fn validate_media(task: &Task, iface: &str, how: &str) -> Result<(), DriverError> {
+    super::redfish::parse_driver_info(task)?;
+    let env = http_env(task, iface)?;
+    match deploy_media(task, how)? {
+        DeployMedia::Iso(iso) => env.resolver.check(&iso),
+        DeployMedia::KernelRamdisk(k, r) => {
+            env.resolver.check(&k)?;
+            env.resolver.check(&r)
+        }
+    }
+}
+
+/// Removes the node's ISO from the HTTP boot root (gone already is fine).
+fn remove_iso(task: &Task) -> Result<(), DriverError> {
+    if let Some(env) = task.env.boot.clone() {
+        match std::fs::remove_file(iso_path(&env, task)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DriverError::Failed(format!("Cannot remove the deploy ISO: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 fn iso_name(task: &Task) -> String {
@@ -152,8 +186,9 @@ fn write_iso(kernel: &Path, ramdisk: &Path, params: &str, dest: &Path) -> Result
 }
 
 /// The ISO's URL for the BMC: built and written into the HTTP root, or `redfish_deploy_iso` (an
-/// http(s) URL as is; an image ID cached and linked into the HTTP root).
-async fn publish_iso(task: &Task, env: &BootEnv) -> Result<String, DriverError> {
+/// http(s) URL as is; an image ID cached and linked into the HTTP root). `how` as for
+/// [`deploy_media`].
+async fn publish_iso(task: &Task, env: &BootEnv, how: &str) -> Result<String, DriverError> {
     let dest = iso_path(env, task);
     let fetch = |reference: String| async move {
         let img = env.resolver.resolve(&reference).await?;
@@ -162,7 +197,7 @@ async fn publish_iso(task: &Task, env: &BootEnv) -> Result<String, DriverError> 
             DriverError::Failed(format!("Failed to fetch {}: {e}", crate::pxe::cache::redact_url(&reference)))
         })
     };
-    match deploy_media(task)? {
+    match deploy_media(task, how)? {
         DeployMedia::Iso(iso) if iso.starts_with("http://") || iso.starts_with("https://") => Ok(iso),
         DeployMedia::Iso(iso) => {
             let img = env.resolver.resolve(&iso).await?;
@@ -271,15 +306,7 @@ impl BootInterface for RedfishVirtualMedia {
     }
 
     fn validate(&self, task: &Task) -> Result<(), DriverError> {
-        super::redfish::parse_driver_info(task)?;
-        let env = http_env(task)?;
-        match deploy_media(task)? {
-            DeployMedia::Iso(iso) => env.resolver.check(&iso),
-            DeployMedia::KernelRamdisk(k, r) => {
-                env.resolver.check(&k)?;
-                env.resolver.check(&r)
-            }
-        }
+        validate_media(task, VMEDIA, FROM_VMEDIA)
     }
 
     fn ramdisk_boot_device(&self) -> BootDevice {
@@ -287,8 +314,8 @@ impl BootInterface for RedfishVirtualMedia {
     }
 
     async fn prepare_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
-        let env = http_env(task)?;
-        let url = publish_iso(task, &env).await?;
+        let env = http_env(task, VMEDIA)?;
+        let url = publish_iso(task, &env, FROM_VMEDIA).await?;
         let bmc = NodeBmc::open(&self.pool, task).await?;
         let slots = media_slots(&bmc).await?;
         let Some(slot) = pick_slot(&slots) else {
@@ -308,14 +335,7 @@ impl BootInterface for RedfishVirtualMedia {
 
     async fn clean_up_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
         self.eject_all(task).await?;
-        if let Some(env) = task.env.boot.clone() {
-            match std::fs::remove_file(iso_path(&env, task)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(DriverError::Failed(format!("Cannot remove the deploy ISO: {e}"))),
-            }
-        }
-        Ok(())
+        remove_iso(task)
     }
 
     /// The instance boots from its disk (the conductor sets the boot device).
@@ -330,9 +350,146 @@ impl BootInterface for RedfishVirtualMedia {
     }
 }
 
-/// Registers `redfish-virtual-media`.
+const HTTPS: &str = "redfish-https";
+const BY_HTTP_BOOT: &str = "by UEFI HTTP boot";
+
+/// What a UEFI HTTP boot deploy's sequence diagram says in place of the guide's PXE messages
+/// (the instance's is [`PREPARE_VMEDIA_INSTANCE`]).
+pub const PREPARE_HTTPS_DEPLOY: &str = "Build deploy ISO, serve it for UEFI HTTP boot";
+pub const SET_HTTPS_BOOT: &str = "Set boot device to UEFI HTTP boot of the deploy ISO (once) through the BMC";
+
+/// The `redfish-https` boot interface (Ironic's name): the machine's UEFI firmware fetches the
+/// deploy ISO itself, over HTTP, from the URL the BMC holds in the System's `Boot/HttpBootUri`;
+/// no virtual media slot, no DHCP boot options, no TFTP. Only where the BMC offers it: `UefiHttp`
+/// among the System's allowed override targets, and an `HttpBootUri` property.
+///
+/// - `prepare_ramdisk` checks that, builds and serves the same deploy ISO as
+///   `redfish-virtual-media` (same code, same URL), and PATCHes the System's `Boot`: target
+///   `UefiHttp`, mode `UEFI`, `Once`, `HttpBootUri` the ISO's URL.
+/// - The conductor's "boot ramdisk once" step then asks the management interface for
+///   [`BootDevice::UefiHttp`], which the `redfish` management maps to `UefiHttp` without naming
+///   `HttpBootUri`: the BMC keeps the URI. (A boot device of its own rather than "already set,
+///   skip the step": the step, its message and the BMC's view of the override stay those of
+///   every boot interface, and `GET .../management/boot_device` reads back `uefihttp`.)
+/// - `clean_up_ramdisk` clears `HttpBootUri`, disables the override if it is still the UEFI
+///   HTTP boot (not the instance's disk boot, set before it), and removes the ISO.
+///
+/// The ISO holds only an isolinux (BIOS, El Torito) boot record: the simulated machine boots it
+/// as isolinux would, but a real UEFI machine needs an EFI boot image in it (an El Torito EFI
+/// entry with `\EFI\BOOT\BOOTX64.EFI`, or a UKI served as is), which ferric does not build yet.
+pub struct RedfishHttpsBoot {
+    pool: Arc<RedfishPool>,
+}
+
+impl RedfishHttpsBoot {
+    pub fn new(pool: Arc<RedfishPool>) -> RedfishHttpsBoot {
+        RedfishHttpsBoot { pool }
+    }
+}
+
+/// Whether the System at `path` offers UEFI HTTP boot: `UefiHttp` among its
+/// `BootSourceOverrideTarget@Redfish.AllowableValues` (a BMC that lists no allowed values is
+/// taken at its `HttpBootUri` property, as sushy does), and an `HttpBootUri` property.
+pub fn check_http_boot(sys: &ComputerSystem, path: &str) -> Result<(), DriverError> {
+    let boot = &sys.boot;
+    if let Some(allowed) = &boot.allowed_targets
+        && !allowed.iter().any(|t| t == "UefiHttp")
+    {
+        return Err(DriverError::InvalidParameter(format!(
+            "Redfish System {path} does not offer UEFI HTTP boot: UefiHttp is not among its BootSourceOverrideTarget@Redfish.AllowableValues ({}). Use the redfish-virtual-media or ipxe boot interface.",
+            allowed.join(", ")
+        )));
+    }
+    if boot.http_boot_uri.is_none() {
+        return Err(DriverError::InvalidParameter(format!(
+            "Redfish System {path} does not offer UEFI HTTP boot: it has no Boot/HttpBootUri property. Use the redfish-virtual-media or ipxe boot interface."
+        )));
+    }
+    Ok(())
+}
+
+/// The System `Boot` PATCH that boots `url` once by UEFI HTTP boot.
+pub fn http_boot_patch(url: &str) -> Value {
+    json!({
+        "BootSourceOverrideTarget": "UefiHttp",
+        "BootSourceOverrideMode": "UEFI",
+        "BootSourceOverrideEnabled": "Once",
+        "HttpBootUri": url,
+    })
+}
+
+/// The System `Boot` PATCH that undoes [`http_boot_patch`] (`None`: nothing to undo): the URI
+/// cleared, the override disabled if it is still the UEFI HTTP boot.
+pub fn http_boot_clear_patch(boot: &crate::redfish::model::Boot) -> Option<Value> {
+    let mut patch = serde_json::Map::new();
+    let enabled = boot.boot_source_override_enabled.as_deref().unwrap_or("Disabled");
+    if boot.boot_source_override_target.as_deref() == Some("UefiHttp") && enabled != "Disabled" {
+        patch.insert("BootSourceOverrideEnabled".into(), json!("Disabled"));
+    }
+    if matches!(&boot.http_boot_uri, Some(Some(u)) if !u.is_empty()) {
+        patch.insert("HttpBootUri".into(), Value::Null);
+    }
+    (!patch.is_empty()).then_some(Value::Object(patch))
+}
+
+#[async_trait]
+impl BootInterface for RedfishHttpsBoot {
+    fn says(&self, label: &'static str) -> Option<&'static str> {
+        use ferric_types::trace::seed;
+        match label {
+            // No DHCP boot options: the firmware gets the ISO's URL from the BMC.
+            seed::UPDATE_DHCP => None,
+            seed::PREPARE_PXE_DEPLOY => Some(PREPARE_HTTPS_DEPLOY),
+            seed::SET_PXE_BOOT => Some(SET_HTTPS_BOOT),
+            seed::PREPARE_PXE_INSTANCE | seed::PREPARE_PXE_INSTANCE_IF_NEEDED => Some(PREPARE_VMEDIA_INSTANCE),
+            other => Some(other),
+        }
+    }
+
+    /// What can be checked without asking the BMC; whether it offers UEFI HTTP boot is checked
+    /// by `prepare_ramdisk`, before anything is built.
+    fn validate(&self, task: &Task) -> Result<(), DriverError> {
+        validate_media(task, HTTPS, BY_HTTP_BOOT)
+    }
+
+    fn ramdisk_boot_device(&self) -> BootDevice {
+        BootDevice::UefiHttp
+    }
+
+    async fn prepare_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
+        let env = http_env(task, HTTPS)?;
+        let bmc = NodeBmc::open(&self.pool, task).await?;
+        check_http_boot(&bmc.system().await?, &bmc.system)?;
+        let url = publish_iso(task, &env, BY_HTTP_BOOT).await?;
+        bmc.patch_boot(http_boot_patch(&url)).await?;
+        tracing::info!(node = %task.node.uuid, url = %url, "deploy ISO set as the UEFI HTTP boot URI");
+        Ok(())
+    }
+
+    async fn clean_up_ramdisk(&self, task: &mut Task) -> Result<(), DriverError> {
+        let bmc = NodeBmc::open(&self.pool, task).await?;
+        if let Some(patch) = http_boot_clear_patch(&bmc.system().await?.boot) {
+            bmc.patch_boot(patch).await?;
+        }
+        remove_iso(task)
+    }
+
+    /// The instance boots from its disk (the conductor sets the boot device).
+    async fn prepare_instance(&self, task: &mut Task) -> Result<(), DriverError> {
+        let _ = task;
+        Ok(())
+    }
+
+    async fn clean_up_instance(&self, task: &mut Task) -> Result<(), DriverError> {
+        let _ = task;
+        Ok(())
+    }
+}
+
+/// Registers `redfish-virtual-media` and `redfish-https`.
 pub fn register(registry: &mut super::Registry, pool: Arc<RedfishPool>) {
-    registry.register_boot("redfish-virtual-media", Arc::new(RedfishVirtualMedia::new(pool)));
+    registry.register_boot(VMEDIA, Arc::new(RedfishVirtualMedia::new(pool.clone())));
+    registry.register_boot(HTTPS, Arc::new(RedfishHttpsBoot::new(pool)));
 }
 
 #[cfg(test)]
@@ -353,6 +510,73 @@ mod tests {
         .unwrap();
         assert_eq!(static_ip_param(&nd).as_deref(), Some("ip=192.0.2.10::192.0.2.1:255.255.255.0::eth0:off"));
         assert_eq!(static_ip_param(&JsonMap::new()), None);
+    }
+
+    fn system(v: Value) -> ComputerSystem {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn uefi_http_boot_patch() {
+        let url = "http://192.0.2.1:8080/redfish/boot-1.iso";
+        assert_eq!(
+            http_boot_patch(url),
+            json!({
+                "BootSourceOverrideTarget": "UefiHttp",
+                "BootSourceOverrideMode": "UEFI",
+                "BootSourceOverrideEnabled": "Once",
+                "HttpBootUri": url,
+            })
+        );
+        // Clean-up: the URI cleared; the override disabled only while it is still UEFI HTTP
+        // (the instance's disk boot, set before the clean-up, stays).
+        let boot = |b: Value| system(json!({ "Boot": b })).boot;
+        let pending = boot(
+            json!({"BootSourceOverrideTarget": "UefiHttp", "BootSourceOverrideEnabled": "Once", "HttpBootUri": url}),
+        );
+        assert_eq!(
+            http_boot_clear_patch(&pending),
+            Some(json!({"BootSourceOverrideEnabled": "Disabled", "HttpBootUri": null}))
+        );
+        let disk = boot(
+            json!({"BootSourceOverrideTarget": "Hdd", "BootSourceOverrideEnabled": "Continuous", "HttpBootUri": url}),
+        );
+        assert_eq!(http_boot_clear_patch(&disk), Some(json!({"HttpBootUri": null})));
+        let clear = boot(
+            json!({"BootSourceOverrideTarget": "None", "BootSourceOverrideEnabled": "Disabled", "HttpBootUri": null}),
+        );
+        assert_eq!(http_boot_clear_patch(&clear), None);
+    }
+
+    #[test]
+    fn uefi_http_boot_only_where_the_bmc_offers_it() {
+        let path = "/redfish/v1/Systems/1";
+        let offered = system(json!({ "Boot": {
+            "BootSourceOverrideTarget@Redfish.AllowableValues": ["None", "Pxe", "Hdd", "Cd", "UefiHttp"],
+            "HttpBootUri": null,
+        }}));
+        assert_eq!(offered.boot.http_boot_uri, Some(None));
+        check_http_boot(&offered, path).unwrap();
+        // No allowed values listed: the HttpBootUri property says it.
+        check_http_boot(&system(json!({ "Boot": { "HttpBootUri": null } })), path).unwrap();
+
+        let without = system(json!({ "Boot": {
+            "BootSourceOverrideTarget@Redfish.AllowableValues": ["None", "Pxe", "Hdd", "Cd"],
+            "HttpBootUri": null,
+        }}));
+        assert_eq!(
+            check_http_boot(&without, path).unwrap_err().to_string(),
+            format!(
+                "Redfish System {path} does not offer UEFI HTTP boot: UefiHttp is not among its BootSourceOverrideTarget@Redfish.AllowableValues (None, Pxe, Hdd, Cd). Use the redfish-virtual-media or ipxe boot interface."
+            )
+        );
+        let no_uri = system(json!({ "Boot": {
+            "BootSourceOverrideTarget@Redfish.AllowableValues": ["Pxe", "UefiHttp"],
+        }}));
+        assert_eq!(no_uri.boot.http_boot_uri, None);
+        let e = check_http_boot(&no_uri, path).unwrap_err();
+        assert!(matches!(e, DriverError::InvalidParameter(_)), "{e:?}");
+        assert!(e.to_string().contains("has no Boot/HttpBootUri property"), "{e}");
     }
 
     #[test]

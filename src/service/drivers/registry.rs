@@ -87,7 +87,7 @@ pub fn builtin_hardware_types() -> Vec<HardwareType> {
             "redfish",
             &[
                 ("bios", &["no-bios", "redfish"]),
-                ("boot", &["ipxe", "pxe", "redfish-virtual-media"]),
+                ("boot", &["ipxe", "pxe", "redfish-virtual-media", "redfish-https"]),
                 ("console", &["no-console"]),
                 ("deploy", &["direct", "iscsi"]),
                 ("firmware", &["no-firmware", "redfish"]),

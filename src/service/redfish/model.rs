@@ -82,6 +82,18 @@ pub struct Boot {
     pub boot_source_override_target: Option<String>,
     pub boot_source_override_enabled: Option<String>,
     pub boot_source_override_mode: Option<String>,
+    /// `BootSourceOverrideTarget@Redfish.AllowableValues` (`None`: the BMC lists none).
+    #[serde(rename = "BootSourceOverrideTarget@Redfish.AllowableValues")]
+    pub allowed_targets: Option<Vec<String>>,
+    /// `HttpBootUri`: `None` when the System has no such property, `Some(None)` when it has
+    /// one that is null (no URI set).
+    #[serde(rename = "HttpBootUri", deserialize_with = "present")]
+    pub http_boot_uri: Option<Option<String>>,
+}
+
+/// A property that is there, even if null (with `default`, a missing one stays `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

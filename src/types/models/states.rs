@@ -112,6 +112,9 @@ wire_enum!(
         Cdrom => "cdrom",
         Bios => "bios",
         Safe => "safe",
+        /// UEFI HTTP boot from a URL the BMC holds (Redfish `UefiHttp` with `HttpBootUri`):
+        /// Ironic's `boot_devices.UEFIHTTP`. Only the `redfish-https` boot interface asks for it.
+        UefiHttp => "uefihttp",
     }
 );
 
