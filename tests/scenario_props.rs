@@ -20,6 +20,7 @@ fn action(kind: ActionKind) -> ActionSpec {
         configdrive: None,
         target: None,
         secs: None,
+        clean_steps: None,
         wait: true,
     }
 }

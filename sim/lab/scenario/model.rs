@@ -44,7 +44,7 @@
 //! expect = "active"           # state the affected nodes must end in (optional)
 //!
 //! [[actions]]
-//! kind = "enroll"             # enroll, manage, provide, deploy, undeploy, rebuild, power, wait
+//! kind = "enroll"             # enroll, manage, provide, deploy, undeploy, rebuild, power, wait, clean
 //! [[actions]]
 //! kind = "deploy"
 //! interface = "direct"        # or "iscsi"
@@ -326,6 +326,8 @@ pub enum ActionKind {
     Power,
     /// Let virtual time pass.
     Wait,
+    /// Manual cleaning of `manageable` nodes with `clean_steps` (Ironic's `clean` verb).
+    Clean,
 }
 
 impl ActionKind {
@@ -339,6 +341,7 @@ impl ActionKind {
             ActionKind::Rebuild => "rebuild",
             ActionKind::Power => "power",
             ActionKind::Wait => "wait",
+            ActionKind::Clean => "clean",
         }
     }
 }
@@ -366,6 +369,9 @@ pub struct ActionSpec {
     /// For `wait`: how long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secs: Option<f64>,
+    /// For `clean`: the steps, as Ironic's `clean_steps` (`{interface, step, args}` tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_steps: Option<Vec<toml::Value>>,
     /// Wait for the machines to settle before the next action (default true).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub wait: bool,

@@ -598,6 +598,11 @@ impl Runner {
         let put = |target: &str| Call::new(http::Method::PUT, &prov, Some(json!({"target": target})));
         Ok(match a.kind {
             ActionKind::Manage => vec![put("manage")],
+            ActionKind::Clean => {
+                let steps = serde_json::to_value(a.clean_steps.clone().unwrap_or_default())
+                    .map_err(|e| super::model::ScenarioError::Invalid(format!("clean_steps: {e}")))?;
+                vec![Call::new(http::Method::PUT, &prov, Some(json!({"target": "clean", "clean_steps": steps})))]
+            }
             ActionKind::Provide => vec![put("provide")],
             ActionKind::Undeploy => vec![
                 put("deleted"),
@@ -778,6 +783,7 @@ impl Runner {
                                 ("sessions_refused", r.sessions_refused),
                                 ("sessions_expired", r.sessions_expired),
                                 ("vmedia_insert_failures", r.vmedia_insert_failures),
+                                ("tasks_completed", r.tasks_completed),
                                 ("tasks_failed", r.tasks_failed),
                             ] {
                                 if v > 0 {

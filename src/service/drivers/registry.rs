@@ -86,12 +86,13 @@ pub fn builtin_hardware_types() -> Vec<HardwareType> {
         hw(
             "redfish",
             &[
-                ("bios", &["no-bios", "redfish"]),
+                // As Ironic's redfish hardware type: its own out-of-band interfaces first.
+                ("bios", &["redfish", "no-bios"]),
                 ("boot", &["ipxe", "pxe", "redfish-virtual-media", "redfish-https"]),
                 ("console", &["no-console"]),
                 ("deploy", &["direct", "iscsi"]),
-                ("firmware", &["no-firmware", "redfish"]),
-                ("inspect", &["no-inspect", "redfish", "agent"]),
+                ("firmware", &["redfish", "no-firmware"]),
+                ("inspect", &["redfish", "no-inspect", "agent"]),
                 ("management", &["redfish"]),
                 ("network", &["flat", "noop"]),
                 ("power", &["redfish"]),
