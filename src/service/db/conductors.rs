@@ -1,7 +1,7 @@
 //! Conductors registered with the store, by host name.
 
 use super::{Db, DbError, from_json, to_json};
-use ferric_types::models::ConductorRecord;
+use ferric_types::models::{ConductorRecord, NodeId};
 use rusqlite::{OptionalExtension, params};
 
 impl Db {
@@ -36,6 +36,24 @@ impl Db {
                 Some(b) => from_json(&b),
                 None => Err(DbError::NotFound { kind: "Conductor", ident: hostname.to_string() }),
             }
+        })
+    }
+
+    /// Every node's hash ring key (driver, conductor group) and whether it is locked: what a
+    /// conductor reads to find the nodes it owns.
+    pub fn node_ring_keys(&self) -> Result<Vec<(NodeId, String, String, bool)>, DbError> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached("SELECT uuid, driver, conductor_group, reservation IS NOT NULL FROM nodes")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?))
+            })?;
+            rows.map(|row| {
+                let (u, d, g, r) = row?;
+                let id = u.parse().map_err(|_| DbError::Corrupt(format!("node uuid {u}")))?;
+                Ok((id, d, g, r))
+            })
+            .collect()
         })
     }
 }

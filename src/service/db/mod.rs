@@ -244,3 +244,13 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, DbError> {
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, DbError> {
     serde_json::from_str(s).map_err(|e| DbError::Corrupt(e.to_string()))
 }
+
+/// Brings the schema at `url` up to date; (version before, version after).
+pub fn upgrade(url: &str) -> Result<(u32, u32), DbError> {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    let c = Connection::open(path).map_err(|source| DbError::Open { path: path.into(), source })?;
+    let from: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    migrations::migrate(&c)?;
+    let to: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok((from, to))
+}

@@ -17,6 +17,7 @@ use ferric_types::dhcp::{HostEntry, HostTable, Lease, LeaseState, LeaseStore, Lo
 use ferric_types::models::{MacAddr, NodeId, PortId};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// Key in a port's `internal_info` marking it as on the provisioning network (the `flat`
 /// network interface sets it; the DHCP host table serves only such ports).
@@ -67,11 +68,19 @@ pub trait DhcpProvider: Send + Sync {
 #[derive(Clone)]
 pub struct DbDhcp {
     db: Db,
+    /// With several conductors on one provisioning network: whether this one owns a node.
+    /// The host table answers only for its own nodes' MACs; the others ignore them.
+    owns: Option<Arc<dyn Fn(NodeId) -> bool + Send + Sync>>,
 }
 
 impl DbDhcp {
     pub fn new(db: Db) -> DbDhcp {
-        DbDhcp { db }
+        DbDhcp { db, owns: None }
+    }
+
+    /// A host table that answers only for the nodes `owns` says are this conductor's.
+    pub fn owned(db: Db, owns: Arc<dyn Fn(NodeId) -> bool + Send + Sync>) -> DbDhcp {
+        DbDhcp { db, owns: Some(owns) }
     }
 }
 
@@ -122,6 +131,11 @@ impl HostTable for DbDhcp {
         });
         let provisioning = port.internal_info.get(PROVISIONING_KEY).and_then(|v| v.as_bool()).unwrap_or(false);
         if !port.pxe_enabled || (!provisioning && opts.is_none()) {
+            return None;
+        }
+        if let Some(owns) = &self.owns
+            && !owns(port.node_uuid)
+        {
             return None;
         }
         Some(HostEntry {
