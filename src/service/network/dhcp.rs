@@ -191,3 +191,38 @@ impl LeaseStore for DbDhcp {
         self.db.delete_dhcp_address(ip).map_err(store_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferric_types::models::{Node, Port};
+
+    /// With several conductors on one network, each answers only its own nodes' MACs.
+    #[test]
+    fn an_owned_host_table_ignores_other_conductors_nodes() {
+        let db = Db::open_in_memory().unwrap();
+        let mut ports = Vec::new();
+        for i in 0..2u8 {
+            let node =
+                Node { uuid: NodeId(uuid::Uuid::from_u128(i as u128 + 1)), driver: "ipmi".into(), ..Node::default() };
+            db.create_node(&node).unwrap();
+            let mut port = Port {
+                uuid: PortId(uuid::Uuid::from_u128(100 + i as u128)),
+                address: MacAddr([0x52, 0x54, 0, 0, 0, i]),
+                node_uuid: node.uuid,
+                pxe_enabled: true,
+                ..Port::default()
+            };
+            port.internal_info.insert(PROVISIONING_KEY.into(), true.into());
+            db.create_port(&port).unwrap();
+            ports.push(port);
+        }
+        let mine = ports[0].node_uuid;
+        let all = DbDhcp::new(db.clone());
+        let owned = DbDhcp::owned(db, Arc::new(move |n| n == mine));
+        let mac = |p: &Port| p.address;
+        assert!(all.lookup(&mac(&ports[0])).is_some() && all.lookup(&mac(&ports[1])).is_some());
+        assert!(owned.lookup(&mac(&ports[0])).is_some());
+        assert!(owned.lookup(&mac(&ports[1])).is_none());
+    }
+}
