@@ -87,6 +87,15 @@ struct ServeArgs {
     /// RPC password, the same on every process (or FERRIC_RPC__PASSWORD).
     #[arg(long)]
     rpc_password: Option<String>,
+    /// Serve the RPC endpoint over TLS with this certificate chain (PEM; with --rpc-tls-key).
+    #[arg(long, value_name = "FILE")]
+    rpc_tls_cert: Option<PathBuf>,
+    /// The RPC endpoint's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    rpc_tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) conductors' RPC certificates are checked against.
+    #[arg(long, value_name = "FILE")]
+    rpc_ca_file: Option<PathBuf>,
     /// This conductor's name (reservations, `conductor` of nodes, `/v1/conductors`).
     #[arg(long, value_name = "NAME")]
     conductor_host: Option<String>,
@@ -193,6 +202,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(p) = args.rpc_password {
         rpc.password = p;
     }
+    rpc.tls_cert = args.rpc_tls_cert.or(rpc.tls_cert.take());
+    rpc.tls_key = args.rpc_tls_key.or(rpc.tls_key.take());
+    rpc.ca_file = args.rpc_ca_file.or(rpc.ca_file.take());
     let cc = &mut config.conductor;
     if let Some(h) = args.conductor_host {
         cc.host = h;

@@ -51,7 +51,7 @@ async fn raw(url: &str, auth: Option<&str>, body: &str) -> (u16, Value) {
 #[tokio::test]
 async fn calls_cross_the_socket_with_their_error_kinds() {
     let (url, svc) = conductor().await;
-    let client = RpcClient::new("c0", &url, &creds("right"), Duration::from_secs(10)).unwrap();
+    let client = RpcClient::new("c0", &url, &creds("right"), Duration::from_secs(10), None).unwrap();
     let node = Node { uuid: NodeId(uuid::Uuid::new_v4()), driver: "fake-hardware".into(), ..Node::default() };
     let made = client.create_node(node.clone()).await.unwrap();
     assert_eq!(made.uuid, node.uuid);
@@ -64,11 +64,11 @@ async fn calls_cross_the_socket_with_their_error_kinds() {
     let r = client.do_provisioning_action(node.uuid, Verb::Active, Default::default()).await;
     assert!(matches!(r, Err(RpcError::InvalidState(_))), "{r:?}");
     // Wrong credentials: refused, nothing written.
-    let wrong = RpcClient::new("c0", &url, &creds("wrong"), Duration::from_secs(10)).unwrap();
+    let wrong = RpcClient::new("c0", &url, &creds("wrong"), Duration::from_secs(10), None).unwrap();
     assert!(wrong.destroy_node(node.uuid).await.is_err());
     assert!(svc.db.get_node_by_uuid(node.uuid).is_ok());
     // A conductor that does not answer is 503 (Unavailable), in bounded time.
-    let gone = RpcClient::new("c9", "http://127.0.0.1:9/", &creds("right"), Duration::from_secs(2)).unwrap();
+    let gone = RpcClient::new("c9", "http://127.0.0.1:9/", &creds("right"), Duration::from_secs(2), None).unwrap();
     assert!(matches!(gone.destroy_node(node.uuid).await, Err(RpcError::Unavailable(_))));
 }
 
@@ -93,4 +93,43 @@ async fn bad_calls_get_json_rpc_errors() {
     assert_eq!(v["error"]["code"], -32000, "{v}");
     assert!(v["error"]["data"]["NotFound"].is_string(), "the error kind travels: {v}");
     assert_eq!(svc.db.list_nodes(&Default::default()).unwrap().len(), 0);
+}
+
+/// `[rpc] tls_cert/tls_key`: the conductor's endpoint speaks TLS; a caller with the CA reaches
+/// it, one without is refused (Unavailable: nothing done).
+#[tokio::test]
+async fn the_endpoint_serves_tls_when_given_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("rpc.pem"), dir.path().join("rpc.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = Config { role: Role::Conductor, ..Config::default() };
+    cfg.rpc.password = "right".into();
+    cfg.rpc.bind = Some(addr);
+    cfg.rpc.tls_cert = Some(cert.clone());
+    cfg.rpc.tls_key = Some(key);
+    cfg.data_dir = dir.path().to_path_buf();
+    assert_eq!(cfg.rpc.url().unwrap(), format!("https://{addr}"));
+    let svc = Service::build(
+        cfg,
+        Db::open_in_memory().unwrap(),
+        Outside::real(Clock::system()).unwrap(),
+        Recorder::default(),
+        |_| {},
+    )
+    .unwrap();
+    let db = svc.db.clone();
+    tokio::spawn(async move { svc.serve_on(listener, std::future::pending()).await.unwrap() });
+    let url = format!("https://{addr}/");
+    let pem = std::fs::read(&cert).unwrap();
+    let client = RpcClient::new("c0", &url, &creds("right"), Duration::from_secs(10), Some(&pem)).unwrap();
+    let node = Node { uuid: NodeId(uuid::Uuid::new_v4()), driver: "fake-hardware".into(), ..Node::default() };
+    client.create_node(node.clone()).await.unwrap();
+    assert!(db.get_node_by_uuid(node.uuid).is_ok());
+    let untrusting = RpcClient::new("c0", &url, &creds("right"), Duration::from_secs(10), None).unwrap();
+    assert!(matches!(untrusting.destroy_node(node.uuid).await, Err(RpcError::Unavailable(_))));
+    assert!(db.get_node_by_uuid(node.uuid).is_ok());
 }

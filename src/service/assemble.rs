@@ -205,6 +205,15 @@ impl Service {
         if config.role == Role::Conductor && config.rpc.bind.is_none() {
             return Err(ServiceError::Role("--role conductor needs --rpc-bind ADDR:PORT ([rpc] bind)".into()));
         }
+        if config.rpc.tls_cert.is_some() != config.rpc.tls_key.is_some() {
+            return Err(ServiceError::Role("[rpc] tls_cert and tls_key go together".into()));
+        }
+        let ca_pem = match &config.rpc.ca_file {
+            Some(p) => {
+                Some(std::fs::read(p).map_err(|e| ServiceError::Role(format!("[rpc] ca_file {}: {e}", p.display())))?)
+            }
+            None => None,
+        };
         let conductor_alive_timeout = (config.role != Role::All).then_some(cc.heartbeat_timeout);
         let conductor = Conductor::new(cc, db.clone(), parts.registry, parts.env)?;
         let rpc: Arc<dyn ferric_types::rpc::ConductorApi> = match config.role {
@@ -218,6 +227,7 @@ impl Service {
                         password: config.rpc.password.clone(),
                     },
                     timeout: std::time::Duration::from_secs(config.rpc.timeout.max(1)),
+                    ca_pem,
                 },
                 outside.clock.clone(),
             )),
@@ -281,7 +291,32 @@ impl Service {
                 self.router()
             }
         };
-        let res = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        let tls = match (role, &self.config.rpc.tls_cert, &self.config.rpc.tls_key) {
+            (Role::Conductor, Some(cert), Some(key)) => {
+                Some(crate::rpc::tls::server_config(cert, key).map_err(ServiceError::Role)?)
+            }
+            _ => None,
+        };
+        let res = match tls {
+            None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+                });
+                match listener.into_std() {
+                    Ok(l) => {
+                        axum_server::from_tcp_rustls(l, axum_server::tls_rustls::RustlsConfig::from_config(tls))
+                            .handle(handle)
+                            .serve(router.into_make_service())
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
         if let Some(p) = periodic {
             p.abort();
         }

@@ -69,11 +69,27 @@ pub struct RpcConfig {
     pub password: String,
     /// Bound on one call, in seconds.
     pub timeout: u64,
+    /// A conductor serves its endpoint over TLS (1.2 and 1.3) with this certificate chain and
+    /// key (PEM); its registered URL is then `https://`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) callers check conductors' certificates against, beside the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RpcConfig {
     fn default() -> Self {
-        RpcConfig { bind: None, public_url: None, username: "ferric".into(), password: String::new(), timeout: 60 }
+        RpcConfig {
+            bind: None,
+            public_url: None,
+            username: "ferric".into(),
+            password: String::new(),
+            timeout: 60,
+            tls_cert: None,
+            tls_key: None,
+            ca_file: None,
+        }
     }
 }
 
@@ -85,13 +101,16 @@ impl std::fmt::Debug for RpcConfig {
             .field("username", &self.username)
             .field("password", &"******")
             .field("timeout", &self.timeout)
+            .field("tls_cert", &self.tls_cert)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
 
 impl RpcConfig {
     pub fn url(&self) -> Option<String> {
-        self.public_url.clone().or_else(|| self.bind.map(|b| format!("http://{b}")))
+        let scheme = if self.tls_cert.is_some() { "https" } else { "http" };
+        self.public_url.clone().or_else(|| self.bind.map(|b| format!("{scheme}://{b}")))
     }
 }
 

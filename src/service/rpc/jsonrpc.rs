@@ -246,12 +246,24 @@ pub struct RpcClient {
 
 impl RpcClient {
     /// A client of the conductor `host` answering at `url`; every call is bounded by `timeout`.
-    pub fn new(host: &str, url: &str, credentials: &RpcCredentials, timeout: Duration) -> Result<RpcClient, RpcError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| RpcError::Internal(format!("RPC client: {e}")))?;
+    /// `ca_pem`: CA certificates (PEM) an `https://` conductor's certificate may chain to, beside
+    /// the system's roots.
+    pub fn new(
+        host: &str,
+        url: &str,
+        credentials: &RpcCredentials,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<RpcClient, RpcError> {
+        let mut b = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(5));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| RpcError::Internal(format!("RPC CA file: {e}")))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let http = b.build().map_err(|e| RpcError::Internal(format!("RPC client: {e}")))?;
         Ok(RpcClient {
             url: url.to_string(),
             host: host.to_string(),

@@ -3,6 +3,7 @@
 
 pub mod jsonrpc;
 pub mod router;
+pub mod tls;
 
 pub use jsonrpc::{RpcClient, RpcCredentials, serve_rpc};
 pub use router::Router;

@@ -27,7 +27,7 @@ use std::time::Duration;
 #[derive(Clone)]
 pub enum Transport {
     /// JSON-RPC over HTTP to the URL each conductor registered.
-    Http { credentials: RpcCredentials, timeout: Duration },
+    Http { credentials: RpcCredentials, timeout: Duration, ca_pem: Option<Vec<u8>> },
     /// Conductors in this process by host name (simulations): the same calls, no sockets.
     InMemory(Arc<HashMap<String, Conductor>>),
 }
@@ -90,7 +90,7 @@ impl Router {
                 .get(&c.hostname)
                 .map(|p| Arc::new(p.clone()) as Arc<dyn ConductorApi>)
                 .ok_or_else(|| RpcError::Unavailable(format!("Conductor {} is not reachable.", c.hostname))),
-            Transport::Http { credentials, timeout } => {
+            Transport::Http { credentials, timeout, ca_pem } => {
                 let Some(url) = c.rpc_url.as_deref() else {
                     return Err(RpcError::Unavailable(format!("Conductor {} registered no RPC address.", c.hostname)));
                 };
@@ -100,7 +100,7 @@ impl Router {
                 {
                     return Ok(Arc::new(client.clone()));
                 }
-                let client = RpcClient::new(&c.hostname, url, credentials, *timeout)?;
+                let client = RpcClient::new(&c.hostname, url, credentials, *timeout, ca_pem.as_deref())?;
                 clients.insert(c.hostname.clone(), (url.to_string(), client.clone()));
                 Ok(Arc::new(client))
             }
