@@ -1,41 +1,31 @@
 //! Conductors registered with the store, by host name.
 
+use super::sql::vals;
 use super::{Db, DbError, from_json, to_json};
 use ferric_types::models::ConductorRecord;
-use rusqlite::{OptionalExtension, params};
 
 impl Db {
     /// Registers (or refreshes) a conductor.
     pub fn upsert_conductor(&self, rec: &ConductorRecord) -> Result<(), DbError> {
         let body = to_json(rec)?;
         self.write(|tx| {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO conductors (hostname, body) VALUES (?1, ?2)
                  ON CONFLICT(hostname) DO UPDATE SET body = excluded.body",
-            )?
-            .execute(params![rec.hostname, body])?;
+                &vals![&rec.hostname, &body],
+            )?;
             Ok(())
         })
     }
 
     pub fn list_conductors(&self) -> Result<Vec<ConductorRecord>, DbError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached("SELECT body FROM conductors ORDER BY hostname")?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-            rows.map(|b| from_json(&b?)).collect()
-        })
+        self.read(|c| c.query_map("SELECT body FROM conductors ORDER BY hostname", &[], |r| from_json(r.str(0)?)))
     }
 
     pub fn get_conductor(&self, hostname: &str) -> Result<ConductorRecord, DbError> {
         self.read(|c| {
-            let body: Option<String> = c
-                .prepare_cached("SELECT body FROM conductors WHERE hostname = ?1")?
-                .query_row([hostname], |r| r.get(0))
-                .optional()?;
-            match body {
-                Some(b) => from_json(&b),
-                None => Err(DbError::NotFound { kind: "Conductor", ident: hostname.to_string() }),
-            }
-        })
+            c.query_opt("SELECT body FROM conductors WHERE hostname = ?1", &vals![hostname], |r| from_json(r.str(0)?))
+        })?
+        .ok_or_else(|| DbError::NotFound { kind: "Conductor", ident: hostname.to_string() })
     }
 }
