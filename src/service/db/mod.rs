@@ -70,7 +70,8 @@ pub enum DbError {
 pub enum BackendError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{0}")]
+    /// Shown as the server's message (tokio-postgres's own says only "db error").
+    #[error("{}", pg::describe(.0))]
     Postgres(tokio_postgres::Error),
 }
 

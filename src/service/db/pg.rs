@@ -345,6 +345,14 @@ fn is_unavailable(e: &tokio_postgres::Error) -> bool {
     e.to_string().starts_with("timeout")
 }
 
+/// The server's error (severity, message, detail) when there is one, else the client's.
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.to_string(),
+        None => e.to_string(),
+    }
+}
+
 /// A UNIQUE violation worded as SQLite words it ("UNIQUE constraint failed: table.col, ..."), so
 /// the callers' messages pick the column the same way on both backends.
 pub(super) fn unique_text(e: &tokio_postgres::Error) -> Option<String> {

@@ -38,6 +38,12 @@ impl PgCluster {
     /// missing, if PostgreSQL's programs are not installed or the cluster does not start.
     pub fn start() -> PgCluster {
         let bin = std::env::var_os("FERRIC_PG_BIN").map_or_else(|| PathBuf::from(PG_BIN_DEFAULT), PathBuf::from);
+        PgCluster::start_with_binaries(&bin)
+    }
+
+    /// [`PgCluster::start`] with PostgreSQL's programs from `bin`.
+    pub fn start_with_binaries(bin: &Path) -> PgCluster {
+        let bin = bin.to_path_buf();
         for prog in ["initdb", "pg_ctl", "postgres", "createdb"] {
             assert!(
                 bin.join(prog).is_file(),

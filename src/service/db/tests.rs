@@ -118,7 +118,9 @@ pub(crate) fn node(name: &str) -> Node {
 on_both_backends!(
     check_mode_refuses_older_and_newer_schemas,
     upgrade_builds_the_schema_from_empty,
+    processes_starting_together_upgrade_once,
     locks_are_compare_and_swap_between_processes,
+    concurrent_writers_all_get_through,
 );
 
 fn mismatch(r: Result<Db, DbError>) -> (u32, u32, String) {
@@ -170,6 +172,18 @@ fn upgrade_builds_the_schema_from_empty(t: &TestStore) {
     assert_eq!(db.get_node("fresh").unwrap().uuid, n.uuid);
 }
 
+/// Several processes starting at once on an empty database: each sees the whole schema, and
+/// each migration ran once.
+fn processes_starting_together_upgrade_once(t: &TestStore) {
+    let got: Vec<(u32, u32)> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3).map(|_| s.spawn(|| upgrade(t.url()).unwrap())).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(got.iter().all(|&(from, to)| from <= to && to == SCHEMA_VERSION), "{got:?}");
+    let db = Db::connect(t.url(), SchemaMode::Check).unwrap();
+    db.create_node(&node("n")).unwrap();
+}
+
 /// Two handles (two conductors) race for one node's lock, round after round: each round exactly
 /// one takes it, and the other is told who holds it.
 fn locks_are_compare_and_swap_between_processes(t: &TestStore) {
@@ -208,6 +222,47 @@ fn locks_are_compare_and_swap_between_processes(t: &TestStore) {
         (ta.join().unwrap(), tb.join().unwrap())
     });
     assert_eq!(wa + wb, ROUNDS, "each round exactly one handle takes the lock");
+    assert_eq!(a.count_reserved().unwrap(), 0);
+}
+
+/// Writers in two processes, two threads each, on nodes of their own and on one shared node:
+/// every write goes through (PostgreSQL's serialization failures are retried), and the shared
+/// counter in the node's description counts every increment.
+fn concurrent_writers_all_get_through(t: &TestStore) {
+    use super::LockUse;
+    let (a, b) = (t.open(), t.open());
+    let shared = node("shared");
+    a.create_node(&shared).unwrap();
+    const CYCLES: usize = 15;
+    let work = |db: &Db, who: &str| {
+        let mut own = node(who);
+        db.create_node(&own).unwrap();
+        for i in 0..CYCLES {
+            let mut task = db.reserve_node(own.uuid, who).unwrap();
+            task.description = Some(format!("{i}"));
+            db.update_node_recording(&task, &[], || unreachable!(), 5, LockUse::Held(who)).unwrap();
+            db.update_node_recording(&task, &[], || unreachable!(), 5, LockUse::Release(who)).unwrap();
+            own = task;
+            // The shared node: take its lock in turn (retrying while another holds it), bump.
+            let mut task = loop {
+                match db.reserve_node(shared.uuid, who) {
+                    Ok(n) => break n,
+                    Err(DbError::Locked { .. }) => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let count: usize = task.description.as_deref().unwrap_or("0").parse().unwrap();
+            task.description = Some((count + 1).to_string());
+            db.update_node_recording(&task, &[], || unreachable!(), 5, LockUse::Release(who)).unwrap();
+        }
+    };
+    std::thread::scope(|s| {
+        for (db, who) in [(&a, "a1"), (&a, "a2"), (&b, "b1"), (&b, "b2")] {
+            s.spawn(move || work(db, who));
+        }
+    });
+    let got = b.get_node_by_uuid(shared.uuid).unwrap();
+    assert_eq!(got.description, Some((4 * CYCLES).to_string()));
     assert_eq!(a.count_reserved().unwrap(), 0);
 }
 
@@ -270,6 +325,12 @@ fn postgres_calls_work_from_async_code() {
     // The last handle may be dropped inside async code.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move { drop(db) });
+}
+
+#[test]
+#[should_panic(expected = "apt-get install postgresql")]
+fn postgres_tests_fail_loudly_without_postgres() {
+    PgCluster::start_with_binaries(std::path::Path::new("/nonexistent/postgresql/bin"));
 }
 
 #[test]
