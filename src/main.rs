@@ -25,7 +25,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API and the conductor in one process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// The database schema: `ferric db upgrade --database URL`.
+    Db(DbArgs),
     /// Manage images in the image service.
     Image(ferric_service::images::cli::ImageArgs),
     /// Serve N virtual BMCs (IPMI 2.0 lanplus on UDP, Redfish on TCP, or both) on 127.0.0.1:P+i until killed.
@@ -40,6 +42,25 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+struct DbArgs {
+    #[command(subcommand)]
+    command: DbCommand,
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Brings the schema up to this binary's version (both SQLite and PostgreSQL).
+    Upgrade {
+        /// `sqlite://PATH` or `postgres://USER@HOST/DB` (default: the data directory's SQLite file).
+        #[arg(long)]
+        database: Option<String>,
+        /// TOML configuration file (for `[database] url`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
 struct ServeArgs {
     /// TOML configuration file (flags and FERRIC_* variables override it).
     #[arg(long)]
@@ -47,6 +68,37 @@ struct ServeArgs {
     /// Address the API listens on (default 127.0.0.1:6385).
     #[arg(long)]
     api_bind: Option<SocketAddr>,
+    /// What this process runs: `all` (API and conductor, alone on its database), `api`, or
+    /// `conductor` (one of several sharing a database).
+    #[arg(long, value_enum)]
+    role: Option<ferric_service::config::Role>,
+    /// The store: `sqlite://PATH` (default: DATA_DIR/ferric.sqlite) or `postgres://...`.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// Where a conductor's JSON-RPC endpoint listens.
+    #[arg(long, value_name = "ADDR:PORT")]
+    rpc_bind: Option<SocketAddr>,
+    /// The URL API processes reach this conductor at (default http://RPC_BIND).
+    #[arg(long, value_name = "URL")]
+    rpc_url: Option<String>,
+    /// RPC user, the same on every process (default `ferric`).
+    #[arg(long)]
+    rpc_username: Option<String>,
+    /// RPC password, the same on every process (or FERRIC_RPC__PASSWORD).
+    #[arg(long)]
+    rpc_password: Option<String>,
+    /// This conductor's name (reservations, `conductor` of nodes, `/v1/conductors`).
+    #[arg(long, value_name = "NAME")]
+    conductor_host: Option<String>,
+    /// This conductor's group (nodes' `conductor_group`).
+    #[arg(long, value_name = "G")]
+    conductor_group: Option<String>,
+    /// Seconds without a heartbeat after which a conductor is offline and its nodes taken over.
+    #[arg(long, value_name = "S")]
+    heartbeat_timeout: Option<u64>,
+    /// Seconds between a conductor's heartbeats (and takeover checks).
+    #[arg(long, value_name = "S")]
+    heartbeat_interval: Option<u64>,
     /// Data directory holding the database.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -126,6 +178,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(f) = args.log_format {
         config.log.format = f;
     }
+    if let Some(r) = args.role {
+        config.role = r;
+    }
+    if let Some(u) = args.database {
+        config.database.url = Some(u);
+    }
+    let rpc = &mut config.rpc;
+    rpc.bind = args.rpc_bind.or(rpc.bind);
+    rpc.public_url = args.rpc_url.or(rpc.public_url.take());
+    if let Some(u) = args.rpc_username {
+        rpc.username = u;
+    }
+    if let Some(p) = args.rpc_password {
+        rpc.password = p;
+    }
+    let cc = &mut config.conductor;
+    if let Some(h) = args.conductor_host {
+        cc.host = h;
+    }
+    if let Some(g) = args.conductor_group {
+        cc.conductor_group = g;
+    }
+    cc.heartbeat_timeout = args.heartbeat_timeout.unwrap_or(cc.heartbeat_timeout);
+    cc.heartbeat_interval = args.heartbeat_interval.unwrap_or(cc.heartbeat_interval);
     let pxe = &mut config.pxe;
     pxe.tftp_bind = args.tftp_bind.or(pxe.tftp_bind);
     pxe.tftp_root = args.tftp_root.or(pxe.tftp_root.take());
@@ -152,7 +228,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
+        Command::Db(DbArgs { command: DbCommand::Upgrade { database, config } }) => {
+            let mut c = Config::load(config.as_deref())?;
+            if let Some(u) = database {
+                c.database.url = Some(u);
+            }
+            let url = c.database_url();
+            let (from, to) = ferric_service::db::upgrade(&url).with_context(|| format!("upgrading {url}"))?;
+            if from == to {
+                println!("schema already at version {to}");
+            } else {
+                println!("schema upgraded from version {from} to {to}");
+            }
+            Ok(())
+        }
         Command::Image(a) => ferric_service::images::cli::run_async(a).await,
         #[cfg(feature = "lab")]
         Command::Vbmc(a) => {

@@ -5,7 +5,7 @@
 
 use crate::api::{self, ApiState};
 use crate::conductor::{Conductor, ConductorError};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::db::{Db, DbError};
 use crate::drivers::agent_base::AgentEnv;
 use crate::drivers::agent_client::{AgentClient, AgentClientConfig};
@@ -19,6 +19,8 @@ use crate::ipmi::{ClientConfig, IpmiPool, UdpConnector};
 use crate::network::dhcp::DbDhcp;
 use crate::pxe::PxeServices;
 use crate::redfish::{RedfishConfig, RedfishPool};
+use crate::rpc::RpcCredentials;
+use crate::rpc::router::{Router, Transport};
 use ferric_disk::http::{ReqwestConnector, ReqwestHttp};
 use ferric_types::clock::Clock;
 use ferric_types::http::{HttpClient, HttpConnector};
@@ -44,6 +46,8 @@ pub enum ServiceError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("PXE boot services: {0}")]
     Pxe(String),
+    #[error("{0}")]
+    Role(String),
 }
 
 /// A built service: the conductor and the API state that fronts it.
@@ -122,7 +126,7 @@ impl Service {
     pub fn open(config: Config) -> Result<Service, ServiceError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
-        let db = Db::open(&config.database_path())?;
+        let db = open_db(&config)?;
         let outside = Outside::real(Clock::system())?;
         let key = temp_url_key(&config, &outside.clock)?;
         let store =
@@ -184,10 +188,44 @@ impl Service {
                 config: config.agent.clone(),
             }));
         }
-        let conductor = Conductor::new(config.conductor.clone(), db.clone(), parts.registry, parts.env)?;
+        let mut cc = config.conductor.clone();
+        match config.role {
+            Role::All => {}
+            Role::Api => cc.passive = true,
+            Role::Conductor => {
+                cc.cluster = true;
+                cc.rpc_url = config.rpc.url();
+            }
+        }
+        if config.role != Role::All && config.rpc.password.is_empty() {
+            return Err(ServiceError::Role(
+                "--role api and --role conductor need the shared RPC credentials: set --rpc-password, [rpc] password or FERRIC_RPC__PASSWORD".into(),
+            ));
+        }
+        if config.role == Role::Conductor && config.rpc.bind.is_none() {
+            return Err(ServiceError::Role("--role conductor needs --rpc-bind ADDR:PORT ([rpc] bind)".into()));
+        }
+        let conductor_alive_timeout = (config.role != Role::All).then_some(cc.heartbeat_timeout);
+        let conductor = Conductor::new(cc, db.clone(), parts.registry, parts.env)?;
+        let rpc: Arc<dyn ferric_types::rpc::ConductorApi> = match config.role {
+            Role::All => Arc::new(conductor.clone()),
+            Role::Api | Role::Conductor => Arc::new(Router::new(
+                db.clone(),
+                conductor.clone(),
+                Transport::Http {
+                    credentials: RpcCredentials {
+                        username: config.rpc.username.clone(),
+                        password: config.rpc.password.clone(),
+                    },
+                    timeout: std::time::Duration::from_secs(config.rpc.timeout.max(1)),
+                },
+                outside.clock.clone(),
+            )),
+        };
         let api = ApiState {
             db: db.clone(),
-            rpc: Arc::new(conductor.clone()),
+            rpc,
+            conductor_alive_timeout,
             clock: outside.clock.clone(),
             public_url: config.api.public_url.clone(),
             trace,
@@ -207,7 +245,10 @@ impl Service {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
-        let addr = self.config.api.bind;
+        let addr = match self.config.role {
+            Role::Conductor => self.config.rpc.bind.unwrap_or(self.config.api.bind),
+            Role::All | Role::Api => self.config.api.bind,
+        };
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
         self.serve_on(listener, shutdown).await
@@ -219,21 +260,38 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
-        let pxe = match self.boot_packets {
-            BootPackets::Sockets => self.start_pxe().await?.map(watch_pxe),
-            BootPackets::Fed => None,
+        let role = self.config.role;
+        let pxe = match (self.boot_packets, role) {
+            (BootPackets::Sockets, Role::All | Role::Conductor) => self.start_pxe().await?.map(watch_pxe),
+            _ => None,
         };
-        let periodic = self.conductor.start();
+        let periodic = (role != Role::Api).then(|| self.conductor.start());
         let addr = listener.local_addr().ok();
-        tracing::info!(?addr, "ferric API listening");
-        let router = self.router();
+        let router = match role {
+            Role::Conductor => {
+                tracing::info!(?addr, host = self.conductor.host(), "ferric conductor RPC listening");
+                let creds = RpcCredentials {
+                    username: self.config.rpc.username.clone(),
+                    password: self.config.rpc.password.clone(),
+                };
+                crate::rpc::serve_rpc(Arc::new(self.conductor.clone()), creds)
+            }
+            Role::All | Role::Api => {
+                tracing::info!(?addr, ?role, "ferric API listening");
+                self.router()
+            }
+        };
         let res = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
-        periodic.abort();
+        if let Some(p) = periodic {
+            p.abort();
+        }
         if let Some(p) = pxe {
             p.abort();
         }
-        self.conductor.wait_idle().await;
-        self.conductor.unregister();
+        if role != Role::Api {
+            self.conductor.wait_idle().await;
+            self.conductor.unregister();
+        }
         res.map_err(|source| ServiceError::Bind { addr: addr.unwrap_or(self.config.api.bind), source })
     }
 }
@@ -256,7 +314,12 @@ impl Service {
                 "DHCP runs without an HTTP boot URL ([pxe] http_bind or http_url): iPXE clients get no script"
             );
         }
-        let dhcp = Arc::new(DbDhcp::new(self.db.clone()));
+        let dhcp = Arc::new(if self.conductor.is_clustered() {
+            let c = self.conductor.clone();
+            DbDhcp::owned(self.db.clone(), Arc::new(move |id| c.owns_id(id)))
+        } else {
+            DbDhcp::new(self.db.clone())
+        });
         let observer = Arc::new(TraceDhcp(self.api.trace.clone()));
         let svc = crate::pxe::start_observed(cfg, dhcp.clone(), dhcp, Some(observer))
             .await
@@ -343,6 +406,18 @@ fn temp_url_key(config: &Config, clock: &Clock) -> Result<Vec<u8>, ServiceError>
         .map_err(|e| ServiceError::Key(format!("{}: {e}", path.display())))?;
     f.write_all(hex.as_bytes()).map_err(|e| ServiceError::Key(e.to_string()))?;
     Ok(hex.into_bytes())
+}
+
+/// Opens the configured store: the embedded SQLite file (brought up to date, as it is this
+/// process's own), or the database at `[database] url`.
+fn open_db(config: &Config) -> Result<Db, ServiceError> {
+    match config.database.url.as_deref() {
+        None => Ok(Db::open(&config.database_path())?),
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(path) => Ok(Db::open(std::path::Path::new(path))?),
+            None => Err(ServiceError::Role(format!("unsupported database URL {url}"))),
+        },
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM: what every long-running `ferric` command stops on.

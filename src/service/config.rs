@@ -28,6 +28,71 @@ pub struct Config {
     pub pxe: PxeSettings,
     /// The provisioning network's DHCP server (`[dhcp]`).
     pub dhcp: DhcpSettings,
+    /// What this process runs: everything, the API only, or a conductor only.
+    pub role: Role,
+    pub database: DatabaseConfig,
+    /// JSON-RPC between API and conductor processes (`[rpc]`).
+    pub rpc: RpcConfig,
+}
+
+/// What one `ferric serve` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// API and conductor in one process, alone on its database (the embedded default).
+    #[default]
+    All,
+    /// The REST API (agent lookup and heartbeat included); work goes to conductors over RPC.
+    Api,
+    /// A conductor among others on one database: drivers, boot services, an RPC endpoint.
+    Conductor,
+}
+
+/// Where the store lives (`[database]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://...`; default: `ferric.sqlite` in the data directory.
+    pub url: Option<String>,
+}
+
+/// JSON-RPC between processes: where a conductor listens, and the credentials every process
+/// shares (`FERRIC_RPC__PASSWORD` keeps the password out of files and command lines).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RpcConfig {
+    /// Where a conductor's RPC endpoint listens.
+    pub bind: Option<SocketAddr>,
+    /// The URL API processes use to reach it (default `http://BIND`).
+    pub public_url: Option<String>,
+    pub username: String,
+    pub password: String,
+    /// Bound on one call, in seconds.
+    pub timeout: u64,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig { bind: None, public_url: None, username: "ferric".into(), password: String::new(), timeout: 60 }
+    }
+}
+
+impl std::fmt::Debug for RpcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcConfig")
+            .field("bind", &self.bind)
+            .field("public_url", &self.public_url)
+            .field("username", &self.username)
+            .field("password", &"******")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl RpcConfig {
+    pub fn url(&self) -> Option<String> {
+        self.public_url.clone().or_else(|| self.bind.map(|b| format!("http://{b}")))
+    }
 }
 
 /// The image service (the Glance role) and its HTTP store (the Swift role).
@@ -94,6 +159,9 @@ impl Default for Config {
             log: LogConfig::default(),
             pxe: PxeSettings::default(),
             dhcp: DhcpSettings::default(),
+            role: Role::All,
+            database: DatabaseConfig::default(),
+            rpc: RpcConfig::default(),
         }
     }
 }
@@ -134,6 +202,11 @@ impl Config {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("ferric.sqlite")
+    }
+
+    /// The store's URL: configured, or the embedded SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| format!("sqlite://{}", self.database_path().display()))
     }
 
     /// The URL agents and clients use for the API.

@@ -29,5 +29,6 @@ pub mod iscsi;
 pub mod network;
 pub mod pxe;
 pub mod redfish;
+pub mod rpc;
 
 pub use assemble::{Service, ServiceError, shutdown_signal};

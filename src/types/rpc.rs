@@ -43,6 +43,10 @@ pub enum RpcError {
     /// 503, Ironic's NoFreeConductorWorker
     #[error("{0}")]
     NoFreeWorker(String),
+    /// 503: no live conductor can take the request, or the database is unreachable (Ironic's
+    /// TemporaryFailure); nothing was done.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: the hardware (a BMC, an agent) refused or failed what a driver asked of it
     #[error("{0}")]
     DriverFailed(String),

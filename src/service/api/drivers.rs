@@ -86,7 +86,7 @@ fn conductor_hosts(state: &ApiState, driver: &str) -> Vec<String> {
         .list_conductors()
         .unwrap_or_default()
         .into_iter()
-        .filter(|c| c.online && c.drivers.iter().any(|d| d == driver))
+        .filter(|c| conductor_alive(state, c) && c.drivers.iter().any(|d| d == driver))
         .map(|c| c.hostname)
         .collect()
 }
@@ -178,7 +178,15 @@ async fn properties(State(state): State<ApiState>, Path(name): Path<String>) -> 
     ok(&json!(p))
 }
 
-fn conductor_doc(ctx: &Ctx, c: &ferric_types::models::ConductorRecord, detail: bool) -> Value {
+/// Whether a conductor counts as alive: online, and (with several) heard from recently.
+fn conductor_alive(state: &ApiState, c: &ferric_types::models::ConductorRecord) -> bool {
+    match state.conductor_alive_timeout {
+        None => c.online,
+        Some(t) => c.alive_at(state.clock.now(), t),
+    }
+}
+
+fn conductor_doc(state: &ApiState, ctx: &Ctx, c: &ferric_types::models::ConductorRecord, detail: bool) -> Value {
     let mut m = Map::new();
     m.insert("hostname".into(), json!(c.hostname));
     m.insert("conductor_group".into(), json!(c.conductor_group));
@@ -188,7 +196,7 @@ fn conductor_doc(ctx: &Ctx, c: &ferric_types::models::ConductorRecord, detail: b
         m.insert("drivers".into(), json!(c.drivers));
     }
     m.insert("links".into(), links(&ctx.base, &format!("conductors/{}", c.hostname)));
-    m.insert("alive".into(), json!(c.online));
+    m.insert("alive".into(), json!(conductor_alive(state, c)));
     Value::Object(m)
 }
 
@@ -197,7 +205,8 @@ async fn conductors(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRes
         return Err(ApiError::not_found("The resource could not be found."));
     }
     let detail = q.bool("detail")? == Some(true);
-    let items: Vec<Value> = state.db.list_conductors()?.iter().map(|c| conductor_doc(&ctx, c, detail)).collect();
+    let items: Vec<Value> =
+        state.db.list_conductors()?.iter().map(|c| conductor_doc(&state, &ctx, c, detail)).collect();
     ok(&json!({"conductors": items}))
 }
 
@@ -206,5 +215,5 @@ async fn conductor(State(state): State<ApiState>, ctx: Ctx, Path(host): Path<Str
         return Err(ApiError::not_found("The resource could not be found."));
     }
     let c = state.db.get_conductor(&host)?;
-    ok(&conductor_doc(&ctx, &c, true))
+    ok(&conductor_doc(&state, &ctx, &c, true))
 }

@@ -102,7 +102,7 @@ impl From<RpcError> for ApiError {
             | RpcError::Unsupported(_) => StatusCode::BAD_REQUEST,
             RpcError::Forbidden(_) => StatusCode::FORBIDDEN,
             RpcError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            RpcError::NoFreeWorker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RpcError::NoFreeWorker(_) | RpcError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RpcError::DriverFailed(_) | RpcError::Timeout(_) | RpcError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

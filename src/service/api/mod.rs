@@ -62,6 +62,9 @@ pub struct ApiState {
     pub beside: Option<Router>,
     /// Agents must heartbeat at least this often (seconds; sent at lookup).
     pub agent_heartbeat_timeout: u64,
+    /// With several conductors: one silent this long (seconds) is shown as not alive. `None`
+    /// when this process's conductor is the only one (it is alive while the API answers).
+    pub conductor_alive_timeout: Option<u64>,
 }
 
 /// The negotiated microversion's minor number.

@@ -7,12 +7,14 @@
 
 mod agent;
 mod allocations;
+mod cluster;
 mod hardware;
 mod inspection;
 mod ops;
 mod periodic;
 mod power;
 mod provision;
+pub mod ring;
 mod rpc;
 mod steps;
 mod vendor;
@@ -58,6 +60,22 @@ pub struct ConductorConfig {
     pub power_state_poll_interval_ms: u64,
     /// Agents heartbeat at least this often (sent to them at lookup).
     pub agent_heartbeat_timeout: u64,
+    /// Whether this conductor shares its database with others (`--role conductor`): it then
+    /// heartbeats, acts only on the nodes the hash ring gives it, and takes over silent peers'.
+    #[serde(skip)]
+    pub cluster: bool,
+    /// A conductor built only for an API process's lookups (drivers, interfaces): never
+    /// registered, never started.
+    #[serde(skip)]
+    pub passive: bool,
+    /// How often a clustered conductor writes its heartbeat and looks for nodes to take over.
+    pub heartbeat_interval: u64,
+    /// A conductor not heard from for this long is offline; its nodes are taken over.
+    pub heartbeat_timeout: u64,
+    /// Each conductor holds 2^this points on each hash ring.
+    pub hash_partition_exponent: u32,
+    /// The URL this conductor's JSON-RPC endpoint answers on, registered for API processes.
+    pub rpc_url: Option<String>,
 }
 
 impl Default for ConductorConfig {
@@ -79,6 +97,12 @@ impl Default for ConductorConfig {
             power_state_change_timeout: 60,
             power_state_poll_interval_ms: 1000,
             agent_heartbeat_timeout: 300,
+            cluster: false,
+            passive: false,
+            heartbeat_interval: 10,
+            heartbeat_timeout: 60,
+            hash_partition_exponent: 5,
+            rpc_url: None,
         }
     }
 }
@@ -106,6 +130,8 @@ impl From<DbError> for RpcError {
             DbError::NotFound { .. } => RpcError::NotFound(e.to_string()),
             DbError::Duplicate(m) => RpcError::Conflict(m),
             DbError::Locked { .. } => RpcError::Locked(e.to_string()),
+            // The database is down or unreachable: 503, try again later.
+            DbError::Unavailable(_) => RpcError::Unavailable(e.to_string()),
             other => {
                 tracing::error!(error = %other, "database failure");
                 RpcError::Internal(format!("Database error: {other}"))
@@ -156,6 +182,8 @@ struct Inner {
     tasks: parking_lot::Mutex<tokio::task::JoinSet<()>>,
     /// Set by [`Conductor::halt`]: this conductor takes no more locks and starts no more work.
     halted: std::sync::atomic::AtomicBool,
+    /// Peers, rings and this conductor's last heartbeat (clustered conductors).
+    membership: parking_lot::RwLock<cluster::Membership>,
 }
 
 /// A node's lock, released when dropped (also on panics and cancelled tasks) unless a last
@@ -212,9 +240,16 @@ impl Conductor {
                 power_failures: Default::default(),
                 tasks: Default::default(),
                 halted: Default::default(),
+                membership: Default::default(),
             }),
         };
-        c.register()?;
+        if !c.config().passive {
+            c.register()?;
+            c.inner.membership.write().last_beat = Some(c.inner.env.clock.now());
+            if c.is_clustered() {
+                c.refresh_rings();
+            }
+        }
         Ok(c)
     }
 
@@ -248,6 +283,7 @@ impl Conductor {
             created_at,
             updated_at: now,
             online: true,
+            rpc_url: self.inner.config.rpc_url.clone(),
         })?;
         Ok(())
     }
@@ -268,6 +304,7 @@ impl Conductor {
         if self.is_halted() {
             return Err(RpcError::Locked(format!("Conductor {} is stopped.", self.host())).into());
         }
+        self.check_not_fenced()?;
         let db = self.db().clone();
         let n = db.reserve_node(node, self.host())?;
         let lock = NodeLock { db: db.clone(), node, host: self.host().to_string(), released: false };
@@ -328,6 +365,10 @@ impl Conductor {
     }
 
     fn save_with(&self, task: &mut Task, lock: LockUse<'_>) -> Result<()> {
+        self.check_not_fenced()?;
+        if self.is_clustered() {
+            task.node.conductor_affinity = Some(self.host().to_string());
+        }
         let now = self.inner.env.clock.now();
         task.node.updated_at = Some(now);
         let node = &task.node;
@@ -396,6 +437,19 @@ impl Conductor {
         if let Ok(all) = self.inner.workers.acquire_many(n).await {
             drop(all);
         }
+    }
+
+    /// Refuses to act while fenced (see [`Conductor::fenced`]).
+    fn check_not_fenced(&self) -> Result<()> {
+        if self.fenced() {
+            return Err(RpcError::Unavailable(format!(
+                "Conductor {} has not written its heartbeat for longer than {} s and may have lost its nodes to other conductors.",
+                self.host(),
+                self.config().heartbeat_timeout
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     /// Loads a node by UUID or name.

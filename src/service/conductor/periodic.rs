@@ -15,15 +15,23 @@ impl Conductor {
         tokio::spawn(async move {
             let timeouts = Duration::from_secs(c.config().check_timeouts_interval.max(1));
             let sync = Duration::from_secs(c.config().sync_power_state_interval.max(1));
+            let beat = Duration::from_secs(c.config().heartbeat_interval.max(1));
             let mut t1 = tokio::time::interval_at(tokio::time::Instant::now() + timeouts, timeouts);
             let mut t2 = tokio::time::interval_at(tokio::time::Instant::now() + sync, sync);
+            let mut t3 = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
             t1.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t2.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t3.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let clustered = c.is_clustered();
             loop {
-                // Biased: when both are due at once, the order is fixed (a simulation's trace must
-                // not depend on select!'s random branch choice).
+                // Biased: when several are due at once, the order is fixed (a simulation's trace
+                // must not depend on select!'s random branch choice).
                 tokio::select! {
                     biased;
+                    _ = t3.tick(), if clustered => {
+                        c.beat().await;
+                        c.take_over().await;
+                    }
                     _ = t1.tick() => c.check_timeouts().await,
                     _ = t2.tick() => c.sync_power_states().await,
                 }
@@ -78,6 +86,9 @@ impl Conductor {
             let (Some(limit), Some(since)) = (self.timeout_for(state), since) else {
                 continue;
             };
+            if !self.owns_id(id) {
+                continue;
+            }
             let elapsed = (now - since).to_std().unwrap_or_default();
             if elapsed < limit {
                 continue;
@@ -109,6 +120,9 @@ impl Conductor {
             return;
         };
         for id in ids {
+            if !self.owns_id(id) {
+                continue;
+            }
             // As Ironic does, the hardware is read under a shared (lock-free) task; the node is
             // locked only when something has to be recorded or corrected, so the common case
             // (states agree) writes nothing and never blocks an API request behind the sync.

@@ -169,7 +169,7 @@ impl Conductor {
 
     /// Applies a terminal event, saves and releases the node's lock: the task's last step. A
     /// failure to save is logged (nothing else can be done); the lock then goes when `t` drops.
-    fn finish(&self, t: &mut LockedTask, event: Event, last_error: Option<String>) {
+    pub(crate) fn finish(&self, t: &mut LockedTask, event: Event, last_error: Option<String>) {
         if let Some(e) = &last_error {
             tracing::warn!(node = %t.node.uuid, error = %e, %event, "operation failed");
             t.node.last_error = Some(e.clone());

@@ -475,3 +475,16 @@ fn allocations_edit_bodies_alike(t: &TestStore) {
     db.update_node(&n).unwrap();
     assert!(matches!(db.get_allocation(&b.uuid.to_string()), Err(DbError::NotFound { .. })));
 }
+
+on_both_backends!(ring_keys_show_locks);
+
+fn ring_keys_show_locks(t: &TestStore) {
+    let db = t.open();
+    let (a, b) = (node("a"), node("b"));
+    db.create_node(&a).unwrap();
+    db.create_node(&b).unwrap();
+    db.reserve_node(b.uuid, "c").unwrap();
+    let mut keys = db.node_ring_keys().unwrap();
+    keys.sort_by_key(|k| k.0 != a.uuid);
+    assert_eq!(keys, vec![(a.uuid, "ipmi".into(), String::new(), false), (b.uuid, "ipmi".into(), String::new(), true)]);
+}

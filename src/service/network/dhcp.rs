@@ -17,6 +17,7 @@ use ferric_types::dhcp::{HostEntry, HostTable, Lease, LeaseState, LeaseStore, Lo
 use ferric_types::models::{MacAddr, NodeId, PortId};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// Key in a port's `internal_info` marking it as on the provisioning network (the `flat`
 /// network interface sets it; the DHCP host table serves only such ports).
@@ -67,11 +68,19 @@ pub trait DhcpProvider: Send + Sync {
 #[derive(Clone)]
 pub struct DbDhcp {
     db: Db,
+    /// With several conductors on one provisioning network: whether this one owns a node.
+    /// The host table answers only for its own nodes' MACs; the others ignore them.
+    owns: Option<Arc<dyn Fn(NodeId) -> bool + Send + Sync>>,
 }
 
 impl DbDhcp {
     pub fn new(db: Db) -> DbDhcp {
-        DbDhcp { db }
+        DbDhcp { db, owns: None }
+    }
+
+    /// A host table that answers only for the nodes `owns` says are this conductor's.
+    pub fn owned(db: Db, owns: Arc<dyn Fn(NodeId) -> bool + Send + Sync>) -> DbDhcp {
+        DbDhcp { db, owns: Some(owns) }
     }
 }
 
@@ -122,6 +131,11 @@ impl HostTable for DbDhcp {
         });
         let provisioning = port.internal_info.get(PROVISIONING_KEY).and_then(|v| v.as_bool()).unwrap_or(false);
         if !port.pxe_enabled || (!provisioning && opts.is_none()) {
+            return None;
+        }
+        if let Some(owns) = &self.owns
+            && !owns(port.node_uuid)
+        {
             return None;
         }
         Some(HostEntry {
@@ -175,5 +189,40 @@ impl LeaseStore for DbDhcp {
     }
     fn remove(&self, ip: Ipv4Addr) -> Result<(), StoreError> {
         self.db.delete_dhcp_address(ip).map_err(store_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferric_types::models::{Node, Port};
+
+    /// With several conductors on one network, each answers only its own nodes' MACs.
+    #[test]
+    fn an_owned_host_table_ignores_other_conductors_nodes() {
+        let db = Db::open_in_memory().unwrap();
+        let mut ports = Vec::new();
+        for i in 0..2u8 {
+            let node =
+                Node { uuid: NodeId(uuid::Uuid::from_u128(i as u128 + 1)), driver: "ipmi".into(), ..Node::default() };
+            db.create_node(&node).unwrap();
+            let mut port = Port {
+                uuid: PortId(uuid::Uuid::from_u128(100 + i as u128)),
+                address: MacAddr([0x52, 0x54, 0, 0, 0, i]),
+                node_uuid: node.uuid,
+                pxe_enabled: true,
+                ..Port::default()
+            };
+            port.internal_info.insert(PROVISIONING_KEY.into(), true.into());
+            db.create_port(&port).unwrap();
+            ports.push(port);
+        }
+        let mine = ports[0].node_uuid;
+        let all = DbDhcp::new(db.clone());
+        let owned = DbDhcp::owned(db, Arc::new(move |n| n == mine));
+        let mac = |p: &Port| p.address;
+        assert!(all.lookup(&mac(&ports[0])).is_some() && all.lookup(&mac(&ports[1])).is_some());
+        assert!(owned.lookup(&mac(&ports[0])).is_some());
+        assert!(owned.lookup(&mac(&ports[1])).is_none());
     }
 }

@@ -50,6 +50,10 @@ pub struct Node {
     pub reservation: Option<String>,
     #[serde(skip)]
     pub conductor: Option<String>,
+    /// The conductor that last prepared this node's boot (Ironic's `conductor_affinity`): a
+    /// conductor that finds it owns a node another one prepared takes it over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conductor_affinity: Option<String>,
     pub conductor_group: String,
     pub resource_class: Option<String>,
     pub description: Option<String>,
@@ -127,6 +131,7 @@ impl Default for Node {
             fault: None,
             reservation: None,
             conductor: None,
+            conductor_affinity: None,
             conductor_group: String::new(),
             resource_class: None,
             description: None,
@@ -293,4 +298,15 @@ pub struct ConductorRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub online: bool,
+    /// Where this conductor answers JSON-RPC (`--rpc-bind`): how API processes reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc_url: Option<String>,
+}
+
+impl ConductorRecord {
+    /// Whether this conductor counts as alive at `now`: online and heard from within `timeout`
+    /// seconds (Ironic's `heartbeat_timeout`).
+    pub fn alive_at(&self, now: DateTime<Utc>, timeout: u64) -> bool {
+        self.online && (now - self.updated_at).num_milliseconds() <= (timeout as i64) * 1000
+    }
 }
