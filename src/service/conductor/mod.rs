@@ -130,6 +130,8 @@ impl From<DbError> for RpcError {
             DbError::NotFound { .. } => RpcError::NotFound(e.to_string()),
             DbError::Duplicate(m) => RpcError::Conflict(m),
             DbError::Locked { .. } => RpcError::Locked(e.to_string()),
+            // The database is down or unreachable: 503, try again later.
+            DbError::Unavailable(_) => RpcError::Unavailable(e.to_string()),
             other => {
                 tracing::error!(error = %other, "database failure");
                 RpcError::Internal(format!("Database error: {other}"))

@@ -2,20 +2,20 @@
 
 use super::nodes::{LockUse, update_node_tx};
 use super::paging::node_cond;
+use super::sql::{JsonVal, PerDialect, Val, vals};
 use super::{Db, DbError, Page, from_json, to_json, unique_violation};
 use ferric_types::models::{Allocation, AllocationId, Node, NodeId};
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{OptionalExtension, params};
 
 impl Db {
     pub fn create_allocation(&self, a: &Allocation) -> Result<(), DbError> {
         let body = to_json(a)?;
+        let uuid = a.uuid.to_string();
         self.write(|tx| {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO allocations (uuid, name, node_uuid, state, resource_class, owner, body)
                  VALUES (?1,?2,NULL,?3,?4,?5,?6)",
-            )?
-            .execute(params![a.uuid.to_string(), a.name, a.state, a.resource_class, a.owner, body])
+                &vals![&uuid, &a.name, &a.state, &a.resource_class, &a.owner, &body],
+            )
             .map_err(|e| unique_violation(e, |t| allocation_duplicate(a, t)))?;
             Ok(())
         })
@@ -25,13 +25,15 @@ impl Db {
     /// only through [`Db::allocate_node`] and [`Db::destroy_allocation`].
     pub fn update_allocation(&self, a: &Allocation) -> Result<(), DbError> {
         let body = to_json(a)?;
+        let uuid = a.uuid.to_string();
+        static SQL: PerDialect = PerDialect::new();
+        let sql = SQL.get(self.dialect(), |d| {
+            let body = d.json_set("?6", &[("node_uuid", JsonVal::Field { col: "body", key: "node_uuid" })]);
+            format!("UPDATE allocations SET name=?2, state=?3, resource_class=?4, owner=?5, body={body} WHERE uuid=?1")
+        });
         self.write(|tx| {
             let n = tx
-                .prepare_cached(
-                    "UPDATE allocations SET name=?2, state=?3, resource_class=?4, owner=?5,
-                     body=json_set(?6, '$.node_uuid', json_extract(body, '$.node_uuid')) WHERE uuid=?1",
-                )?
-                .execute(params![a.uuid.to_string(), a.name, a.state, a.resource_class, a.owner, body])
+                .execute(sql, &vals![&uuid, &a.name, &a.state, &a.resource_class, &a.owner, &body])
                 .map_err(|e| unique_violation(e, |t| allocation_duplicate(a, t)))?;
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Allocation", ident: a.uuid.to_string() });
@@ -52,17 +54,19 @@ impl Db {
         let name_json = to_json(&name)?;
         let extra_json = to_json(extra)?;
         let at_json = to_json(&at)?;
+        let uuid = id.to_string();
+        static SQL: PerDialect = PerDialect::new();
+        let sql = SQL.get(self.dialect(), |d| {
+            let body = d.json_set(
+                "body",
+                &[("name", JsonVal::Json("?3")), ("extra", JsonVal::Json("?4")), ("updated_at", JsonVal::Json("?5"))],
+            );
+            format!("UPDATE allocations SET name = ?2, body = {body} WHERE uuid = ?1")
+        });
         self.write(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE allocations SET name = ?2,
-                     body = json_set(body, '$.name', json(?3), '$.extra', json(?4), '$.updated_at', json(?5))
-                     WHERE uuid = ?1",
-                )?
-                .execute(params![id.to_string(), name, name_json, extra_json, at_json])
-                .map_err(|e| {
-                    unique_violation(e, |_| format!("An allocation with name {} already exists.", name.unwrap_or("")))
-                })?;
+            let n = tx.execute(sql, &vals![&uuid, name, &name_json, &extra_json, &at_json]).map_err(|e| {
+                unique_violation(e, |_| format!("An allocation with name {} already exists.", name.unwrap_or("")))
+            })?;
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Allocation", ident: id.to_string() });
             }
@@ -83,7 +87,7 @@ impl Db {
         let (mut conds, mut args) = node_cond(f.node);
         for (col, v) in [("resource_class", &f.resource_class), ("state", &f.state), ("owner", &f.owner)] {
             if let Some(v) = v {
-                args.push(SqlValue::Text(v.clone()));
+                args.push(Val::from(v.clone()));
                 conds.push(format!("{col} = ?{}", args.len()));
             }
         }
@@ -101,22 +105,27 @@ impl Db {
 
     /// Deletes an allocation and, in the same transaction, frees its node's instance.
     pub fn destroy_allocation(&self, id: AllocationId) -> Result<(), DbError> {
+        let uuid = id.to_string();
+        static SQL: PerDialect = PerDialect::new();
+        let free_node = SQL.get(self.dialect(), |d| {
+            let body = d.json_set(
+                "body",
+                &[("instance_uuid", JsonVal::Json("'null'")), ("allocation_uuid", JsonVal::Json("'null'"))],
+            );
+            format!(
+                "UPDATE nodes SET instance_uuid = NULL, version = version + 1, body = {body}
+                 WHERE uuid = ?1 AND instance_uuid = ?2"
+            )
+        });
         self.write(|tx| {
-            let node: Option<Option<String>> = tx
-                .prepare_cached("SELECT node_uuid FROM allocations WHERE uuid = ?1")?
-                .query_row([id.to_string()], |r| r.get(0))
-                .optional()?;
+            let node: Option<Option<String>> =
+                tx.query_opt("SELECT node_uuid FROM allocations WHERE uuid = ?1", &vals![&uuid], |r| r.opt_string(0))?;
             let Some(node) = node else {
-                return Err(DbError::NotFound { kind: "Allocation", ident: id.to_string() });
+                return Err(DbError::NotFound { kind: "Allocation", ident: uuid.clone() });
             };
-            tx.prepare_cached("DELETE FROM allocations WHERE uuid = ?1")?.execute([id.to_string()])?;
+            tx.execute("DELETE FROM allocations WHERE uuid = ?1", &vals![&uuid])?;
             if let Some(n) = node {
-                tx.prepare_cached(
-                    "UPDATE nodes SET instance_uuid = NULL, version = version + 1,
-                     body = json_set(body, '$.instance_uuid', json('null'), '$.allocation_uuid', json('null'))
-                     WHERE uuid = ?1 AND instance_uuid = ?2",
-                )?
-                .execute(params![n, id.to_string()])?;
+                tx.execute(free_node, &vals![&n, &uuid])?;
             }
             Ok(())
         })
@@ -130,11 +139,10 @@ impl Db {
         let abody = to_json(a)?;
         let nbody = to_json(node)?;
         let alloc = a.uuid.to_string();
+        let node_id = node.uuid.to_string();
         let version = self.write(|tx| {
-            let current: Option<Option<String>> = tx
-                .prepare_cached("SELECT instance_uuid FROM nodes WHERE uuid = ?1")?
-                .query_row([node.uuid.to_string()], |r| r.get(0))
-                .optional()?;
+            let current: Option<Option<String>> =
+                tx.query_opt("SELECT instance_uuid FROM nodes WHERE uuid = ?1", &vals![&node_id], |r| r.opt_string(0))?;
             let Some(current) = current else {
                 return Err(DbError::NotFound { kind: "Node", ident: node.uuid.to_string() });
             };
@@ -142,8 +150,10 @@ impl Db {
                 return Err(DbError::Duplicate(format!("Node {} is associated with instance {inst}.", node.uuid)));
             }
             let n = tx
-                .prepare_cached("UPDATE allocations SET node_uuid = ?2, state = ?3, body = ?4 WHERE uuid = ?1")?
-                .execute(params![alloc, node.uuid.to_string(), a.state, abody])
+                .execute(
+                    "UPDATE allocations SET node_uuid = ?2, state = ?3, body = ?4 WHERE uuid = ?1",
+                    &vals![&alloc, &node_id, &a.state, &abody],
+                )
                 .map_err(|e| {
                     unique_violation(e, |_| {
                         format!("Node {} is associated with instance {}.", node.uuid, alloc)

@@ -1,26 +1,29 @@
 //! Deploy templates (named deploy steps matched against an instance's traits).
 
+use super::sql::vals;
 use super::{Db, DbError, Page, from_json, to_json, unique_violation};
 use ferric_types::models::{DeployTemplate, DeployTemplateId};
-use rusqlite::params;
 
 impl Db {
     pub fn create_deploy_template(&self, t: &DeployTemplate) -> Result<(), DbError> {
         let body = to_json(t)?;
+        let uuid = t.uuid.to_string();
         self.write(|tx| {
-            tx.prepare_cached("INSERT INTO deploy_templates (uuid, name, body) VALUES (?1,?2,?3)")?
-                .execute(params![t.uuid.to_string(), t.name, body])
-                .map_err(|e| unique_violation(e, |txt| template_duplicate(t, txt)))?;
+            tx.execute(
+                "INSERT INTO deploy_templates (uuid, name, body) VALUES (?1,?2,?3)",
+                &vals![&uuid, &t.name, &body],
+            )
+            .map_err(|e| unique_violation(e, |txt| template_duplicate(t, txt)))?;
             Ok(())
         })
     }
 
     pub fn update_deploy_template(&self, t: &DeployTemplate) -> Result<(), DbError> {
         let body = to_json(t)?;
+        let uuid = t.uuid.to_string();
         self.write(|tx| {
             let n = tx
-                .prepare_cached("UPDATE deploy_templates SET name=?2, body=?3 WHERE uuid=?1")?
-                .execute(params![t.uuid.to_string(), t.name, body])
+                .execute("UPDATE deploy_templates SET name=?2, body=?3 WHERE uuid=?1", &vals![&uuid, &t.name, &body])
                 .map_err(|e| unique_violation(e, |txt| template_duplicate(t, txt)))?;
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Deploy template", ident: t.uuid.to_string() });

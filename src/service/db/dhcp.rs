@@ -4,9 +4,9 @@
 //! The rows are plain data here; `network::dhcp` gives them their meaning (lease states, which
 //! ports the DHCP server answers).
 
+use super::sql::{Row, vals};
 use super::{Db, DbError, from_json, to_json};
 use ferric_types::models::{MacAddr, NodeId, Port, PortId};
-use rusqlite::{OptionalExtension, params};
 use std::net::Ipv4Addr;
 
 /// One address held by one MAC.
@@ -22,9 +22,12 @@ pub struct LeaseRow {
 
 const DECLINED: &str = "declined";
 
-fn row_to_lease(ip: i64, mac: String, state: String, expires: i64) -> Result<LeaseRow, DbError> {
+/// A lease from `SELECT ip, mac, state, expires`.
+fn row_to_lease(r: &Row<'_>) -> Result<LeaseRow, DbError> {
+    let ip = r.i64(0)?;
     let ip = u32::try_from(ip).map_err(|_| DbError::Corrupt(format!("lease address {ip} out of range")))?;
-    Ok(LeaseRow { ip: Ipv4Addr::from(ip), mac, state, expires: u64::try_from(expires).unwrap_or(0) })
+    let expires = u64::try_from(r.i64(3)?).unwrap_or(0);
+    Ok(LeaseRow { ip: Ipv4Addr::from(ip), mac: r.string(1)?, state: r.string(2)?, expires })
 }
 
 impl Db {
@@ -35,14 +38,16 @@ impl Db {
         let expires = i64::try_from(lease.expires).unwrap_or(i64::MAX);
         self.write(|tx| {
             if lease.state != DECLINED {
-                tx.prepare_cached("DELETE FROM dhcp_addresses WHERE mac = ?1 AND state <> ?2 AND ip <> ?3")?
-                    .execute(params![lease.mac, DECLINED, ip])?;
+                tx.execute(
+                    "DELETE FROM dhcp_addresses WHERE mac = ?1 AND state <> ?2 AND ip <> ?3",
+                    &vals![&lease.mac, DECLINED, ip],
+                )?;
             }
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO dhcp_addresses (ip, mac, state, expires) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires = excluded.expires",
-            )?
-            .execute(params![ip, lease.mac, lease.state, expires])?;
+                &vals![ip, &lease.mac, &lease.state, expires],
+            )?;
             Ok(())
         })
     }
@@ -50,32 +55,22 @@ impl Db {
     /// The MAC's non-declined lease, expired or not.
     pub fn dhcp_address_by_mac(&self, mac: &str) -> Result<Option<LeaseRow>, DbError> {
         self.read(|c| {
-            let row = c
-                .prepare_cached(
-                    "SELECT ip, mac, state, expires FROM dhcp_addresses WHERE mac = ?1 AND state <> ?2 LIMIT 1",
-                )?
-                .query_row(params![mac, DECLINED], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()?;
-            row.map(|(ip, mac, state, exp)| row_to_lease(ip, mac, state, exp)).transpose()
+            c.query_opt(
+                "SELECT ip, mac, state, expires FROM dhcp_addresses WHERE mac = ?1 AND state <> ?2 LIMIT 1",
+                &vals![mac, DECLINED],
+                row_to_lease,
+            )
         })
     }
 
     /// Every lease (expired and declined ones too), by address.
     pub fn list_dhcp_addresses(&self) -> Result<Vec<LeaseRow>, DbError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached("SELECT ip, mac, state, expires FROM dhcp_addresses ORDER BY ip")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-            rows.map(|row| {
-                let (ip, mac, state, exp) = row?;
-                row_to_lease(ip, mac, state, exp)
-            })
-            .collect()
-        })
+        self.read(|c| c.query_map("SELECT ip, mac, state, expires FROM dhcp_addresses ORDER BY ip", &[], row_to_lease))
     }
 
     pub fn delete_dhcp_address(&self, ip: Ipv4Addr) -> Result<(), DbError> {
         self.write(|tx| {
-            tx.prepare_cached("DELETE FROM dhcp_addresses WHERE ip = ?1")?.execute([i64::from(u32::from(ip))])?;
+            tx.execute("DELETE FROM dhcp_addresses WHERE ip = ?1", &vals![i64::from(u32::from(ip))])?;
             Ok(())
         })
     }
@@ -84,12 +79,14 @@ impl Db {
     pub fn set_dhcp_hosts(&self, node: NodeId, hosts: &[(PortId, serde_json::Value)]) -> Result<(), DbError> {
         let bodies =
             hosts.iter().map(|(p, b)| Ok((p.to_string(), to_json(b)?))).collect::<Result<Vec<_>, DbError>>()?;
+        let node = node.to_string();
         self.write(|tx| {
-            tx.prepare_cached("DELETE FROM dhcp_hosts WHERE node_uuid = ?1")?.execute([node.to_string()])?;
-            let mut ins =
-                tx.prepare_cached("INSERT INTO dhcp_hosts (port_uuid, node_uuid, body) VALUES (?1, ?2, ?3)")?;
+            tx.execute("DELETE FROM dhcp_hosts WHERE node_uuid = ?1", &vals![&node])?;
             for (port, body) in &bodies {
-                ins.execute(params![port, node.to_string(), body])?;
+                tx.execute(
+                    "INSERT INTO dhcp_hosts (port_uuid, node_uuid, body) VALUES (?1, ?2, ?3)",
+                    &vals![port, &node, body],
+                )?;
             }
             Ok(())
         })
@@ -97,8 +94,9 @@ impl Db {
 
     /// Drops a node's DHCP boot options.
     pub fn delete_dhcp_hosts(&self, node: NodeId) -> Result<(), DbError> {
+        let node = node.to_string();
         self.write(|tx| {
-            tx.prepare_cached("DELETE FROM dhcp_hosts WHERE node_uuid = ?1")?.execute([node.to_string()])?;
+            tx.execute("DELETE FROM dhcp_hosts WHERE node_uuid = ?1", &vals![&node])?;
             Ok(())
         })
     }
@@ -106,15 +104,15 @@ impl Db {
     /// A node's DHCP boot options, per port.
     pub fn node_dhcp_hosts(&self, node: NodeId) -> Result<Vec<(PortId, serde_json::Value)>, DbError> {
         self.read(|c| {
-            let mut st =
-                c.prepare_cached("SELECT port_uuid, body FROM dhcp_hosts WHERE node_uuid = ?1 ORDER BY port_uuid")?;
-            let rows = st.query_map([node.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-            rows.map(|row| {
-                let (p, b) = row?;
-                let port = p.parse().map_err(|_| DbError::Corrupt(format!("dhcp_hosts port uuid {p:?}")))?;
-                Ok((port, from_json(&b)?))
-            })
-            .collect()
+            c.query_map(
+                "SELECT port_uuid, body FROM dhcp_hosts WHERE node_uuid = ?1 ORDER BY port_uuid",
+                &vals![node.to_string()],
+                |r| {
+                    let p = r.str(0)?;
+                    let port = p.parse().map_err(|_| DbError::Corrupt(format!("dhcp_hosts port uuid {p:?}")))?;
+                    Ok((port, from_json(r.str(1)?)?))
+                },
+            )
         })
     }
 
@@ -122,17 +120,12 @@ impl Db {
     /// request, in one read.
     pub fn dhcp_host_by_address(&self, mac: MacAddr) -> Result<Option<(Port, Option<serde_json::Value>)>, DbError> {
         self.read(|c| {
-            let row: Option<(String, Option<String>)> = c
-                .prepare_cached(
-                    "SELECT p.body, h.body FROM ports p LEFT JOIN dhcp_hosts h ON h.port_uuid = p.uuid
-                     WHERE p.address = ?1",
-                )?
-                .query_row([mac.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            match row {
-                None => Ok(None),
-                Some((port, opts)) => Ok(Some((from_json(&port)?, opts.map(|o| from_json(&o)).transpose()?))),
-            }
+            c.query_opt(
+                "SELECT p.body, h.body FROM ports p LEFT JOIN dhcp_hosts h ON h.port_uuid = p.uuid
+                 WHERE p.address = ?1",
+                &vals![mac.to_string()],
+                |r| Ok((from_json(r.str(0)?)?, r.opt_str(1)?.map(from_json).transpose()?)),
+            )
         })
     }
 
@@ -141,48 +134,45 @@ impl Db {
     pub fn put_lease(&self, mac: &str, ip: &str, body: &serde_json::Value) -> Result<(), DbError> {
         let b = to_json(body)?;
         self.write(|tx| {
-            tx.prepare_cached("DELETE FROM dhcp_leases WHERE ip = ?1 AND mac <> ?2")?.execute(params![ip, mac])?;
-            tx.prepare_cached(
+            tx.execute("DELETE FROM dhcp_leases WHERE ip = ?1 AND mac <> ?2", &vals![ip, mac])?;
+            tx.execute(
                 "INSERT INTO dhcp_leases (mac, ip, body) VALUES (?1, ?2, ?3)
                  ON CONFLICT(mac) DO UPDATE SET ip = excluded.ip, body = excluded.body",
-            )?
-            .execute(params![mac, ip, b])?;
+                &vals![mac, ip, &b],
+            )?;
             Ok(())
         })
     }
 
     pub fn delete_lease(&self, mac: &str) -> Result<(), DbError> {
         self.write(|tx| {
-            tx.prepare_cached("DELETE FROM dhcp_leases WHERE mac = ?1")?.execute([mac])?;
+            tx.execute("DELETE FROM dhcp_leases WHERE mac = ?1", &vals![mac])?;
             Ok(())
         })
     }
 
     pub fn list_leases(&self) -> Result<Vec<(String, String, serde_json::Value)>, DbError> {
         self.read(|c| {
-            let mut st = c.prepare_cached("SELECT mac, ip, body FROM dhcp_leases ORDER BY mac")?;
-            let rows =
-                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-            rows.map(|row| {
-                let (m, i, b) = row?;
-                Ok((m, i, from_json(&b)?))
+            c.query_map("SELECT mac, ip, body FROM dhcp_leases ORDER BY mac", &[], |r| {
+                Ok((r.string(0)?, r.string(1)?, from_json(r.str(2)?)?))
             })
-            .collect()
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{TestStore, on_both_backends};
     use super::*;
+
+    on_both_backends!(one_live_lease_per_mac_and_one_per_address);
 
     fn lease(ip: [u8; 4], mac: &str, state: &str) -> LeaseRow {
         LeaseRow { ip: Ipv4Addr::from(ip), mac: mac.into(), state: state.into(), expires: 100 }
     }
 
-    #[test]
-    fn one_live_lease_per_mac_and_one_per_address() {
-        let db = Db::open_in_memory().unwrap();
+    fn one_live_lease_per_mac_and_one_per_address(t: &TestStore) {
+        let db = t.open();
         db.put_dhcp_address(&lease([192, 0, 2, 10], "a", "offered")).unwrap();
         db.put_dhcp_address(&lease([192, 0, 2, 11], "a", "declined")).unwrap();
         db.put_dhcp_address(&lease([192, 0, 2, 12], "a", "bound")).unwrap();

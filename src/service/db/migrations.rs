@@ -1,15 +1,34 @@
-//! Versioned schema. `PRAGMA user_version` records how many migrations have run; each migration
-//! runs in its own transaction, so a crash mid-upgrade leaves the previous version intact.
+//! Versioned schema, one list for both backends. Each migration runs in its own transaction, so
+//! a crash mid-upgrade leaves the previous version intact. SQLite records the version in
+//! `PRAGMA user_version`, PostgreSQL in a one-row `schema_version` table; the numbers are the
+//! same.
+//!
+//! The statements are written once ([`Part::Both`]) with two dialect tokens, expanded by
+//! [`render`]: `{pk}` (the rowid-like `id` column) and `{json:COL:KEY}` (a JSON field of a text
+//! column); PostgreSQL reads `INTEGER` as `BIGINT` (SQLite's integers are 64-bit). Only what
+//! cannot be spelled in common (a trigger) is written per dialect.
 
-use super::DbError;
+use super::pg::PgSession;
+use super::sql::{Dialect, Val};
+use super::{DbError, SchemaMode};
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[
+/// A piece of a migration.
+enum Part {
+    Both(&'static str),
+    Sqlite(&'static str),
+    Postgres(&'static str),
+}
+
+use Part::{Both, Postgres, Sqlite};
+
+const MIGRATIONS: &[&[Part]] = &[
     // 1: the initial schema. Scalar columns serve filters, sorting, uniqueness and locking; `body`
     // holds the whole record as JSON.
-    r#"
+    &[Both(
+        r#"
     CREATE TABLE nodes (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         name TEXT UNIQUE,
         driver TEXT NOT NULL,
@@ -33,7 +52,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX nodes_provision_state ON nodes(provision_state);
     CREATE INDEX nodes_reservation ON nodes(reservation);
     CREATE TABLE ports (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         address TEXT NOT NULL UNIQUE,
         node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
@@ -43,7 +62,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX ports_node ON ports(node_uuid);
     CREATE TABLE portgroups (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         name TEXT UNIQUE,
         address TEXT UNIQUE,
@@ -51,7 +70,7 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE TABLE chassis (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         body TEXT NOT NULL
     );
@@ -65,14 +84,17 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     "#,
+    )],
     // 2: volume connectors and targets, allocations, deploy templates, node history, inventory,
     // BIOS settings and firmware components. Rows of a node go with it (ON DELETE CASCADE), as Ironic's destroy_node
     // removes them. Releasing a node's instance (instance_uuid set to NULL by undeploy or a
     // patch) removes its allocation, as Ironic's tear-down and node update do; the trigger keeps
     // that in the same transaction as the node write.
-    r#"
+    &[
+        Both(
+            r#"
     CREATE TABLE volume_connectors (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
         type TEXT NOT NULL,
@@ -82,7 +104,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX volume_connectors_node ON volume_connectors(node_uuid);
     CREATE TABLE volume_targets (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
         volume_type TEXT NOT NULL,
@@ -92,7 +114,7 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (node_uuid, boot_index)
     );
     CREATE TABLE allocations (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         name TEXT UNIQUE,
         node_uuid TEXT UNIQUE REFERENCES nodes(uuid) ON DELETE CASCADE,
@@ -102,13 +124,13 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE TABLE deploy_templates (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         name TEXT NOT NULL UNIQUE,
         body TEXT NOT NULL
     );
     CREATE TABLE node_history (
-        id INTEGER PRIMARY KEY,
+        {pk},
         uuid TEXT NOT NULL UNIQUE,
         node_uuid TEXT NOT NULL REFERENCES nodes(uuid) ON DELETE CASCADE,
         created_at TEXT NOT NULL,
@@ -133,16 +155,36 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (node_uuid, component)
     );
+    "#,
+        ),
+        Sqlite(
+            r#"
     CREATE TRIGGER nodes_instance_released AFTER UPDATE OF instance_uuid ON nodes
         WHEN OLD.instance_uuid IS NOT NULL AND NEW.instance_uuid IS NULL
     BEGIN
         DELETE FROM allocations WHERE node_uuid = NEW.uuid;
     END;
     "#,
+        ),
+        Postgres(
+            r#"
+    CREATE FUNCTION nodes_instance_released() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM allocations WHERE node_uuid = NEW.uuid;
+        RETURN NULL;
+    END;
+    $$;
+    CREATE TRIGGER nodes_instance_released AFTER UPDATE OF instance_uuid ON nodes
+        FOR EACH ROW WHEN (OLD.instance_uuid IS NOT NULL AND NEW.instance_uuid IS NULL)
+        EXECUTE FUNCTION nodes_instance_released();
+    "#,
+        ),
+    ],
     // 3: DHCP for the provisioning network. Leases keyed by address (a MAC holds one lease plus any
     // addresses it declined; `ip` is the address as a u32); per-port boot options written by the
     // boot interfaces (Ironic's "update DHCP boot options"), gone with the port or node.
-    r#"
+    &[Both(
+        r#"
     CREATE TABLE dhcp_addresses (
         ip INTEGER PRIMARY KEY,
         mac TEXT NOT NULL,
@@ -157,61 +199,183 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dhcp_hosts_node ON dhcp_hosts(node_uuid);
     "#,
+    )],
     // 4: the node's last_error as a column, so recording history on every save need not parse
     // the body to see whether the error changed.
-    r#"
+    &[Both(
+        r#"
     ALTER TABLE nodes ADD COLUMN last_error TEXT;
-    UPDATE nodes SET last_error = json_extract(body, '$.last_error');
+    UPDATE nodes SET last_error = {json:body:last_error};
     "#,
+    )],
     // 5: a version per node row, bumped by every write of its body (the decoded-node cache in
     // `Db` keys on it).
-    r#"
+    &[Both(
+        r#"
     ALTER TABLE nodes ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
     "#,
+    )],
 ];
 
-/// Brings the schema to the newest version.
-pub fn migrate(c: &Connection) -> Result<(), DbError> {
-    let current: usize = c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
-    if current > MIGRATIONS.len() {
-        return Err(DbError::Corrupt(format!(
-            "database schema version {current} is newer than this ferric ({})",
-            MIGRATIONS.len()
-        )));
+/// The newest schema version.
+pub(super) const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Migration `i` (0-based: it takes the schema from version `i` to `i + 1`) in `d`'s SQL.
+pub(super) fn render(i: usize, d: Dialect) -> String {
+    let mut out = String::new();
+    for part in MIGRATIONS[i] {
+        let text = match (part, d) {
+            (Both(t), _) | (Sqlite(t), Dialect::Sqlite) | (Postgres(t), Dialect::Postgres) => t,
+            _ => continue,
+        };
+        let mut text = match d {
+            Dialect::Sqlite => text.replace("{pk}", "id INTEGER PRIMARY KEY"),
+            Dialect::Postgres => text
+                .replace("{pk}", "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+                .replace("INTEGER", "BIGINT"),
+        };
+        while let Some(start) = text.find("{json:") {
+            let Some(len) = text[start..].find('}') else { break };
+            let token = &text[start + 6..start + len];
+            let (col, key) = token.split_once(':').unwrap_or((token, ""));
+            let expr = d.json_text(col, key);
+            text.replace_range(start..=start + len, &expr);
+        }
+        out.push_str(&text);
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        c.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+    out
+}
+
+/// The error for a database at schema version `database` that this binary will not run on.
+pub(super) fn mismatch(database: u32, target: &str) -> DbError {
+    DbError::SchemaMismatch { database, binary: VERSION, target: target.to_string() }
+}
+
+/// Checks `found` against this binary per `mode`: whether migrations are to run.
+fn check(found: u32, mode: SchemaMode, target: &str) -> Result<bool, DbError> {
+    match mode {
+        _ if found > VERSION => Err(mismatch(found, target)),
+        SchemaMode::Check if found != VERSION => Err(mismatch(found, target)),
+        SchemaMode::Check => Ok(false),
+        SchemaMode::Upgrade => Ok(found < VERSION),
     }
-    Ok(())
+}
+
+/// Upgrades (or checks) an SQLite database's schema: the versions before and after.
+pub(super) fn migrate_sqlite(c: &Connection, mode: SchemaMode, target: &str) -> Result<(u32, u32), DbError> {
+    let version = |c: &Connection| -> Result<u32, DbError> {
+        let v = c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
+        u32::try_from(v).map_err(|_| DbError::Corrupt(format!("schema version {v}")))
+    };
+    let found = version(c)?;
+    if !check(found, mode, target)? {
+        return Ok((found, found));
+    }
+    // BEGIN IMMEDIATE, then the version read again: another process may have upgraded meanwhile.
+    loop {
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        let now = version(c);
+        let step = match now {
+            Ok(v) if v >= VERSION => None,
+            Ok(v) => Some(v),
+            Err(e) => {
+                c.execute_batch("ROLLBACK")?;
+                return Err(e);
+            }
+        };
+        let Some(v) = step else {
+            c.execute_batch("COMMIT")?;
+            return Ok((found, VERSION));
+        };
+        let sql = format!("{}; PRAGMA user_version = {};", render(v as usize, Dialect::Sqlite), v + 1);
+        if let Err(e) = c.execute_batch(&sql).and_then(|()| c.execute_batch("COMMIT")) {
+            if !c.is_autocommit() {
+                c.execute_batch("ROLLBACK")?;
+            }
+            return Err(e.into());
+        }
+    }
+}
+
+/// Key of the advisory lock that serialises PostgreSQL upgrades ("ferric" in ASCII).
+const PG_UPGRADE_LOCK: i64 = 0x6665_7272_6963;
+
+/// The schema version a PostgreSQL database is at (0 without `schema_version`).
+fn pg_version(s: &PgSession<'_>) -> Result<u32, DbError> {
+    let rows = s.query("SELECT CAST(to_regclass('schema_version') AS text)", &[])?;
+    let table: Option<&str> = match rows.first() {
+        Some(r) => r.try_get(0)?,
+        None => None,
+    };
+    if table.is_none() {
+        return Ok(0);
+    }
+    let rows = s.query("SELECT MAX(version) FROM schema_version", &[])?;
+    let v: Option<i64> = match rows.first() {
+        Some(r) => r.try_get(0)?,
+        None => None,
+    };
+    let v = v.unwrap_or(0);
+    u32::try_from(v).map_err(|_| DbError::Corrupt(format!("schema version {v}")))
+}
+
+/// Upgrades (or checks) a PostgreSQL database's schema: the versions before and after. Several
+/// processes may start at once: each migration takes an advisory lock and reads the version
+/// again under it.
+pub(super) fn migrate_pg(s: &PgSession<'_>, mode: SchemaMode, target: &str) -> Result<(u32, u32), DbError> {
+    let found = pg_version(s)?;
+    if !check(found, mode, target)? {
+        return Ok((found, found));
+    }
+    loop {
+        s.batch(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({PG_UPGRADE_LOCK});
+             CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
+             INSERT INTO schema_version (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);"
+        ))?;
+        // The session is closed after the migrations, so a failure needs no ROLLBACK here.
+        let v = pg_version(s)?;
+        if v > VERSION {
+            return Err(mismatch(v, target));
+        }
+        if v == VERSION {
+            s.batch("COMMIT")?;
+            return Ok((found, VERSION));
+        }
+        s.batch(&render(v as usize, Dialect::Postgres))?;
+        s.execute("UPDATE schema_version SET version = ?1", &[Val::Int(i64::from(v) + 1)])?;
+        s.batch("COMMIT")?;
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{TestStore, on_both_backends};
     use super::*;
 
-    #[test]
-    fn last_error_column_is_filled_from_existing_bodies() {
-        let c = Connection::open_in_memory().unwrap();
-        for (i, sql) in MIGRATIONS.iter().enumerate().take(3) {
-            c.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1)).unwrap();
-        }
-        c.execute(
+    on_both_backends!(last_error_column_is_filled_from_existing_bodies);
+
+    fn last_error_column_is_filled_from_existing_bodies(t: &TestStore) {
+        t.set_up_at_version(
+            3,
             "INSERT INTO nodes (uuid, driver, provision_state, created_at, body) VALUES
              ('a', 'ipmi', 'deploy failed', '2026-01-01T00:00:00Z', '{\"last_error\":\"boom\"}'),
              ('b', 'ipmi', 'available', '2026-01-01T00:00:00Z', '{\"last_error\":null}')",
-            [],
-        )
-        .unwrap();
-        migrate(&c).unwrap();
-        let got: Vec<Option<String>> = c
-            .prepare("SELECT last_error FROM nodes ORDER BY uuid")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        );
+        let db = t.open();
+        let got =
+            db.read(|c| c.query_map("SELECT last_error FROM nodes ORDER BY uuid", &[], |r| r.opt_string(0))).unwrap();
         assert_eq!(got, vec![Some("boom".to_string()), None]);
-        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(v as usize, MIGRATIONS.len());
+        assert_eq!(super::super::upgrade(t.url()).unwrap(), (VERSION, VERSION));
+    }
+
+    #[test]
+    fn postgres_reads_integer_as_bigint_and_both_spell_the_id_column() {
+        let pg = render(0, Dialect::Postgres);
+        assert!(pg.contains("id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY") && !pg.contains("INTEGER"));
+        assert!(render(0, Dialect::Sqlite).contains("id INTEGER PRIMARY KEY"));
+        assert!(render(3, Dialect::Postgres).contains("(CAST(body AS jsonb)->>'last_error')"));
+        assert!(render(3, Dialect::Sqlite).contains("json_extract(body, '$.last_error')"));
+        assert!(render(1, Dialect::Postgres).contains("EXECUTE FUNCTION") && !render(1, Dialect::Sqlite).contains('$'));
     }
 }

@@ -1,8 +1,8 @@
-//! SQLite store: schema migrations, one transaction per write, node reservations in the row.
+//! The store: schema migrations, one transaction per write, node reservations in the row.
 //!
-//! Calls are synchronous and short (microseconds: prepared statements on WAL), so async callers use
-//! them directly rather than hopping to a blocking pool. One writer connection serialises writes;
-//! a small pool of reader connections serves the API's reads in parallel.
+//! Two backends behind one synchronous API: SQLite (`sqlite://PATH`, one process, the embedded
+//! default) and PostgreSQL (`postgres://...`, several processes on one database). Statements are
+//! written once for both (`sql`); each backend runs them its way (`sqlite`, `pg`).
 
 mod allocations;
 mod chassis;
@@ -14,7 +14,14 @@ mod inventory;
 mod migrations;
 mod nodes;
 mod paging;
+mod pg;
 mod ports;
+mod sql;
+mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 mod volumes;
 
 pub use allocations::AllocationFilter;
@@ -25,11 +32,15 @@ pub use ports::{PORT_SORT_KEYS, PortQuery};
 
 use ferric_types::models::{Node, NodeId};
 use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension};
+use sql::{Conn, Dialect, Val};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The schema version this binary writes and expects (the number of migrations; the same on
+/// both backends).
+pub const SCHEMA_VERSION: u32 = migrations::VERSION;
 
 /// Store errors. The API maps these to Ironic's error kinds in one place.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +52,87 @@ pub enum DbError {
     #[error("Node {node} is locked by host {host}, please retry after the current operation is completed.")]
     Locked { node: String, host: String },
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(#[from] BackendError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
-    #[error("cannot open database at {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot open database {target}: {reason}")]
+    Open { target: String, reason: String },
+    /// The database cannot be reached (refused, lost, timed out): worth retrying later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database's schema is not this binary's ([`SchemaMode::Check`]), or is newer.
+    #[error("{}", mismatch_text(*database, *binary, target))]
+    SchemaMismatch { database: u32, binary: u32, target: String },
+}
+
+/// An error the database itself reported (constraint, syntax, I/O on SQLite's file, ...).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Shown as the server's message (tokio-postgres's own says only "db error").
+    #[error("{}", pg::describe(.0))]
+    Postgres(tokio_postgres::Error),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Backend(BackendError::Sqlite(e))
+    }
+}
+
+fn mismatch_text(database: u32, binary: u32, target: &str) -> String {
+    if database > binary {
+        format!(
+            "database schema version {database} is newer than this ferric's schema version {binary}: run a ferric \
+             that knows schema version {database} (or newer), after `ferric db upgrade --database {target}` with it"
+        )
+    } else {
+        format!(
+            "database schema version {database} is older than this ferric's schema version {binary}: \
+             run `ferric db upgrade --database {target}`"
+        )
+    }
+}
+
+impl DbError {
+    /// A UNIQUE violation's text, worded as SQLite words it on both backends
+    /// ("UNIQUE constraint failed: table.col").
+    fn unique_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            DbError::Backend(BackendError::Sqlite(e)) => sqlite::unique_text(e).map(Into::into),
+            DbError::Backend(BackendError::Postgres(e)) => pg::unique_text(e).map(Into::into),
+            _ => None,
+        }
+    }
+
+    fn is_foreign_key(&self) -> bool {
+        match self {
+            DbError::Backend(BackendError::Sqlite(e)) => sqlite::is_foreign_key(e),
+            DbError::Backend(BackendError::Postgres(e)) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+            }
+            _ => false,
+        }
+    }
+
+    /// PostgreSQL could not serialize the transaction (or broke a deadlock): run it again.
+    fn is_serialization_failure(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        matches!(self, DbError::Backend(BackendError::Postgres(e))
+            if e.code().is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED))
+    }
+}
+
+/// What [`Db::connect`] does about the database's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// Runs the migrations the database lacks (one process at a time: PostgreSQL's are
+    /// serialised by an advisory lock).
+    Upgrade,
+    /// Refuses a schema older or newer than this binary's ([`DbError::SchemaMismatch`]): for
+    /// processes that share a database whose upgrades are run on purpose (`ferric db upgrade`).
+    Check,
 }
 
 /// Handle to the store; cheap to clone.
@@ -55,14 +142,12 @@ pub struct Db {
 }
 
 struct Inner {
-    writer: Mutex<Connection>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    backend: Backend,
     /// Decoded node bodies by UUID, each with the row `version` it was read or written at: a
     /// node read checks the version in its row and skips the body (and its JSON decoding) when it
     /// matches. Nodes are read far more often than written (a simulated deploy read each node's
     /// body about 36 times for 15 writes). Any write that changes a body bumps the version, so
-    /// a stale entry is never used, whoever wrote the row.
+    /// a stale entry is never used, whoever wrote the row (this process or another).
     nodes: Mutex<HashMap<NodeId, (i64, Node)>>,
     /// Most nodes `nodes` keeps (a decoded node is a few KiB).
     node_cache_max: AtomicUsize,
@@ -70,46 +155,75 @@ struct Inner {
     clock: parking_lot::RwLock<ferric_types::clock::Clock>,
 }
 
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Pg(pg::PgStore),
+}
+
 /// Default bound of the decoded-node cache: a few MiB, so an idle service with a large fleet
 /// stays small; simulations raise it to their fleet's size.
 pub const NODE_CACHE_DEFAULT: usize = 1024;
 
-const READERS: usize = 4;
+/// Brings the schema of the database at `url` up to date: the versions before and after (for
+/// `ferric db upgrade`). An empty database gets the whole schema.
+pub fn upgrade(url: &str) -> Result<(u32, u32), DbError> {
+    Db::connect_with_versions(url, SchemaMode::Upgrade).map(|(_, versions)| versions)
+}
 
 impl Db {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Db, DbError> {
-        let open = |p: &Path| Connection::open(p).map_err(|source| DbError::Open { path: p.to_path_buf(), source });
-        let writer = open(path)?;
-        configure(&writer, true)?;
-        migrations::migrate(&writer)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let r = open(path)?;
-            configure(&r, false)?;
-            readers.push(Mutex::new(r));
+    /// Opens the database at `url`: `sqlite://PATH` (created if missing, unless checking) or
+    /// `postgres://...` / `postgresql://...` (as tokio-postgres reads it; a unix socket is
+    /// `postgres://user@/dbname?host=/socket/dir`). `schema` says whether to upgrade its schema
+    /// or to refuse one that is not this binary's.
+    pub fn connect(url: &str, schema: SchemaMode) -> Result<Db, DbError> {
+        Db::connect_with_versions(url, schema).map(|(db, _)| db)
+    }
+
+    fn connect_with_versions(url: &str, schema: SchemaMode) -> Result<(Db, (u32, u32)), DbError> {
+        let target = redact(url);
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let (store, versions) = sqlite::SqliteStore::open(Path::new(path), schema, &target)?;
+            return Ok((Db::with_backend(Backend::Sqlite(store)), versions));
         }
-        Ok(Db::from_parts(writer, readers))
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let store = pg::PgStore::new(url)?;
+            let versions = pg::migrate(&store, schema, &target)?;
+            return Ok((Db::with_backend(Backend::Pg(store)), versions));
+        }
+        Err(DbError::Open {
+            target,
+            reason: "unsupported database URL: expected sqlite://PATH or postgres://...".into(),
+        })
+    }
+
+    /// Opens (creating if needed) an SQLite database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let target = format!("sqlite://{}", path.display());
+        let (store, _) = sqlite::SqliteStore::open(path, SchemaMode::Upgrade, &target)?;
+        Ok(Db::with_backend(Backend::Sqlite(store)))
     }
 
     /// A private in-memory database (simulations, tests): one connection serves reads and writes.
     pub fn open_in_memory() -> Result<Db, DbError> {
-        let c = Connection::open_in_memory()?;
-        configure(&c, true)?;
-        migrations::migrate(&c)?;
-        Ok(Db::from_parts(c, Vec::new()))
+        Ok(Db::with_backend(Backend::Sqlite(sqlite::SqliteStore::in_memory()?)))
     }
 
-    fn from_parts(writer: Connection, readers: Vec<Mutex<Connection>>) -> Db {
+    fn with_backend(backend: Backend) -> Db {
         Db {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                readers,
-                next_reader: AtomicUsize::new(0),
+                backend,
                 nodes: Mutex::new(HashMap::new()),
                 node_cache_max: AtomicUsize::new(NODE_CACHE_DEFAULT),
                 clock: parking_lot::RwLock::new(ferric_types::clock::Clock::system()),
             }),
+        }
+    }
+
+    /// Which SQL the store speaks (statements that differ build per dialect).
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self.inner.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Pg(_) => Dialect::Postgres,
         }
     }
 
@@ -129,45 +243,35 @@ impl Db {
         evict_down_to(&mut self.inner.nodes.lock(), nodes);
     }
 
-    /// Runs `f` on a reader connection (the writer when there are none).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
-        let rs = &self.inner.readers;
-        if rs.is_empty() {
-            return f(&self.inner.writer.lock());
+    /// Runs `f` on a connection for reads (each statement sees what was committed when it ran).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.read(|c| f(&Conn::Sqlite(c))),
+            Backend::Pg(p) => p.read(f),
         }
-        let start = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
-        for i in 0..rs.len() {
-            if let Some(c) = rs[(start + i) % rs.len()].try_lock() {
-                return f(&c);
-            }
-        }
-        f(&rs[start % rs.len()].lock())
     }
 
-    /// Runs `f` inside one write transaction, committed only if `f` succeeds.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
-        let c = self.inner.writer.lock();
-        // BEGIN and COMMIT as cached statements: rusqlite's `Transaction` parses them again for
-        // every transaction, which was about 1% of a large simulation's CPU.
-        c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let open = OpenTransaction(&c);
-        let out = f(&c)?;
-        c.prepare_cached("COMMIT")?.execute([])?;
-        std::mem::forget(open);
-        Ok(out)
+    /// Runs `f` inside one write transaction, committed only if `f` succeeds. `f` may run more
+    /// than once (PostgreSQL retries a transaction it could not serialize), so it must have no
+    /// effects outside the transaction; nothing outside the store runs while it is open.
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(&Conn<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
+        match &self.inner.backend {
+            Backend::Sqlite(s) => s.write(|c| f(&Conn::Sqlite(c))),
+            Backend::Pg(p) => p.write(f),
+        }
     }
 
     /// The body of the row of `table` whose `col` is `val`.
     fn get_body(&self, table: &str, col: &str, val: &str) -> Result<Option<String>, DbError> {
         let sql = format!("SELECT body FROM {table} WHERE {col} = ?1");
-        self.read(|c| Ok(c.prepare_cached(&sql)?.query_row([val], |r| r.get::<_, String>(0)).optional()?))
+        self.read(|c| c.query_opt(&sql, &[Val::from(val)], |r| r.string(0)))
     }
 
     /// Deletes the row of `table` with `uuid`; NotFound (naming `kind`) when there is none.
     fn delete_row(&self, table: &str, uuid: &str, kind: &'static str) -> Result<(), DbError> {
         let sql = format!("DELETE FROM {table} WHERE uuid = ?1");
         self.write(|tx| {
-            if tx.prepare_cached(&sql)?.execute([uuid])? == 0 {
+            if tx.execute(&sql, &[Val::from(uuid)])? == 0 {
                 return Err(DbError::NotFound { kind, ident: uuid.to_string() });
             }
             Ok(())
@@ -183,58 +287,45 @@ fn evict_down_to(nodes: &mut HashMap<NodeId, (i64, Node)>, len: usize) {
     }
 }
 
-/// Rolls back the writer's open transaction when dropped (an error or a panic in a write).
-struct OpenTransaction<'a>(&'a Connection);
-
-impl Drop for OpenTransaction<'_> {
-    fn drop(&mut self) {
-        if !self.0.is_autocommit() {
-            if let Err(e) = self.0.execute_batch("ROLLBACK") {
-                tracing::error!(error = %e, "cannot roll back a failed write");
-            }
-        }
+/// Maps a UNIQUE constraint failure to `Duplicate(msg(text))`, `text` worded as SQLite's.
+pub(crate) fn unique_violation(e: DbError, msg: impl FnOnce(&str) -> String) -> DbError {
+    match e.unique_text() {
+        Some(text) => DbError::Duplicate(msg(&text)),
+        None => e,
     }
-}
-
-fn configure(c: &Connection, writer: bool) -> Result<(), DbError> {
-    c.busy_timeout(std::time::Duration::from_secs(5))?;
-    if writer {
-        // WAL lets readers run beside the writer; NORMAL sync is durable across process crashes
-        // (the conductor's failure model) and fsyncs only at checkpoints.
-        c.pragma_update(None, "journal_mode", "WAL")?;
-        c.pragma_update(None, "synchronous", "NORMAL")?;
-    }
-    c.pragma_update(None, "foreign_keys", "ON")?;
-    // Bounded page cache per connection (KiB when negative): RSS stays small with many nodes.
-    c.pragma_update(None, "cache_size", -2048)?;
-    // Filters build their SQL per shape (state lists, sort keys): with a small cache a large fleet
-    // kept re-preparing statements (a tenth of a simulation's CPU went to SQLite's parser).
-    c.set_prepared_statement_cache_capacity(512);
-    // Query-planner stability: without it SQLite re-prepares a cached statement whenever a bound
-    // value the plan looked at changes (STAT4 is compiled in), which was most calls of the
-    // per-node queries; the schema's plans do not depend on the values.
-    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    Ok(())
-}
-
-/// Maps a UNIQUE constraint failure to `Duplicate(msg)`.
-pub(crate) fn unique_violation(e: rusqlite::Error, msg: impl FnOnce(&str) -> String) -> DbError {
-    if let rusqlite::Error::SqliteFailure(err, Some(text)) = &e {
-        if err.code == rusqlite::ErrorCode::ConstraintViolation && text.contains("UNIQUE") {
-            return DbError::Duplicate(msg(text));
-        }
-    }
-    DbError::Sqlite(e)
 }
 
 /// Maps a foreign-key failure (the node vanished meanwhile) to the node's NotFound.
-fn fk_or(e: rusqlite::Error, node: &NodeId, dup: impl FnOnce(&str) -> String) -> DbError {
-    if let rusqlite::Error::SqliteFailure(err, Some(text)) = &e {
-        if err.code == rusqlite::ErrorCode::ConstraintViolation && text.contains("FOREIGN KEY") {
-            return DbError::NotFound { kind: "Node", ident: node.to_string() };
-        }
+fn fk_or(e: DbError, node: &NodeId, dup: impl FnOnce(&str) -> String) -> DbError {
+    if e.is_foreign_key() {
+        return DbError::NotFound { kind: "Node", ident: node.to_string() };
     }
     unique_violation(e, dup)
+}
+
+/// `url` with any password hidden, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| if kv.starts_with("password=") { "password=***".to_string() } else { kv.to_string() })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, DbError> {
@@ -243,14 +334,4 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, DbError> {
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, DbError> {
     serde_json::from_str(s).map_err(|e| DbError::Corrupt(e.to_string()))
-}
-
-/// Brings the schema at `url` up to date; (version before, version after).
-pub fn upgrade(url: &str) -> Result<(u32, u32), DbError> {
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    let c = Connection::open(path).map_err(|source| DbError::Open { path: path.into(), source })?;
-    let from: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    migrations::migrate(&c)?;
-    let to: u32 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    Ok((from, to))
 }

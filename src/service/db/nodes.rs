@@ -1,9 +1,9 @@
 //! Node rows.
 
+use super::sql::{Conn, Dialect, Row, Val, vals};
 use super::{Db, DbError, from_json, to_json, unique_violation};
 use chrono::{DateTime, Utc};
 use ferric_types::models::{Node, NodeId, PowerState, ProvisionState};
-use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 /// Sort direction for listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,11 +95,10 @@ pub struct NodeSummary {
 const NODE_COLS: &str = "body, reservation, (SELECT a.uuid FROM allocations a WHERE a.node_uuid = nodes.uuid)";
 
 fn node_from_row(r: &Row<'_>) -> Result<Node, DbError> {
-    let body: String = r.get(0)?;
-    let mut n: Node = from_json(&body)?;
+    let mut n: Node = from_json(r.str(0)?)?;
     n.adopt_legacy_keys();
-    n.reservation = r.get(1)?;
-    n.allocation_uuid = r.get(2)?;
+    n.reservation = r.opt_string(1)?;
+    n.allocation_uuid = r.opt_string(2)?;
     Ok(n)
 }
 
@@ -107,7 +106,7 @@ fn node_from_row(r: &Row<'_>) -> Result<Node, DbError> {
 /// is not the cached one (`?2`, NULL when nothing is cached).
 const NODE_READ: &str = "SELECT version, reservation,
      (SELECT a.uuid FROM allocations a WHERE a.node_uuid = nodes.uuid),
-     CASE WHEN version IS ?2 THEN NULL ELSE body END
+     CASE WHEN version IS NOT DISTINCT FROM ?2 THEN NULL ELSE body END
      FROM nodes WHERE uuid = ?1";
 
 /// A row read with [`NODE_READ`].
@@ -118,12 +117,15 @@ struct NodeRow {
     body: Option<String>,
 }
 
-fn read_node_row(c: &Connection, id: NodeId, known: Option<i64>) -> Result<Option<NodeRow>, DbError> {
-    Ok(c.prepare_cached(NODE_READ)?
-        .query_row(params![id.to_string(), known], |r| {
-            Ok(NodeRow { version: r.get(0)?, reservation: r.get(1)?, allocation: r.get(2)?, body: r.get(3)? })
+fn read_node_row(c: &Conn<'_>, id: NodeId, known: Option<i64>) -> Result<Option<NodeRow>, DbError> {
+    c.query_opt(NODE_READ, &vals![id.to_string(), known], |r| {
+        Ok(NodeRow {
+            version: r.i64(0)?,
+            reservation: r.opt_string(1)?,
+            allocation: r.opt_string(2)?,
+            body: r.opt_string(3)?,
         })
-        .optional()?)
+    })
 }
 
 /// What a node write requires of, and does to, the node's lock (its `reservation`).
@@ -147,18 +149,19 @@ pub(crate) struct StoredKeys {
 }
 
 impl StoredKeys {
-    pub(crate) fn read(tx: &Connection, id: NodeId) -> Result<Option<StoredKeys>, DbError> {
-        Ok(tx
-            .prepare_cached("SELECT last_error, name, instance_uuid, provision_state FROM nodes WHERE uuid = ?1")?
-            .query_row([id.to_string()], |r| {
+    pub(crate) fn read(tx: &Conn<'_>, id: NodeId) -> Result<Option<StoredKeys>, DbError> {
+        tx.query_opt(
+            "SELECT last_error, name, instance_uuid, provision_state FROM nodes WHERE uuid = ?1",
+            &vals![id.to_string()],
+            |r| {
                 Ok(StoredKeys {
-                    last_error: r.get(0)?,
-                    name: r.get(1)?,
-                    instance_uuid: r.get(2)?,
-                    provision_state: r.get(3)?,
+                    last_error: r.opt_string(0)?,
+                    name: r.opt_string(1)?,
+                    instance_uuid: r.opt_string(2)?,
+                    provision_state: r.string(3)?,
                 })
-            })
-            .optional()?)
+            },
+        )
     }
 
     fn match_node(&self, n: &Node) -> bool {
@@ -180,7 +183,11 @@ fn update_sql(lean: bool, release: bool) -> &'static str {
             for release in [false, true] {
                 let (keys, same_keys) = match lean {
                     false => ("name=?2, provision_state=?4, instance_uuid=?6, ", ""),
-                    true => ("", " AND name IS ?2 AND provision_state = ?4 AND instance_uuid IS ?6"),
+                    true => (
+                        "",
+                        " AND name IS NOT DISTINCT FROM ?2 AND provision_state = ?4
+                         AND instance_uuid IS NOT DISTINCT FROM ?6",
+                    ),
                 };
                 let unlock = if release { ", reservation = NULL" } else { "" };
                 out.push(format!(
@@ -188,7 +195,7 @@ fn update_sql(lean: bool, release: bool) -> &'static str {
                      resource_class=?9, conductor_group=?10, chassis_uuid=?11, owner=?12, lessee=?13,
                      shard=?14, updated_at=?15, provision_updated_at=?16, body=?17, last_error=?18,
                      version = version + 1{unlock}
-                     WHERE uuid=?1 AND (?19 IS NULL OR reservation = ?19) AND ?20 = {}{same_keys}
+                     WHERE uuid=?1 AND (CAST(?19 AS TEXT) IS NULL OR reservation = ?19) AND ?20 = {}{same_keys}
                      RETURNING version",
                     u8::from(release)
                 ));
@@ -204,7 +211,7 @@ fn update_sql(lean: bool, release: bool) -> &'static str {
 /// row's `stored` keys (read in the same transaction), a write that leaves them as they are
 /// skips their indexes.
 pub(crate) fn update_node_tx(
-    tx: &Connection,
+    tx: &Conn<'_>,
     n: &Node,
     body: &str,
     lock: LockUse<'_>,
@@ -218,11 +225,9 @@ pub(crate) fn update_node_tx(
     let keys = Keys::of(n);
     let (updated, provisioned) = (ts(&n.updated_at), ts(&n.provision_updated_at));
     let mut p = mirrored(n, &keys).to_vec();
-    p.extend([&updated as &dyn ToSql, &provisioned, &body, &n.last_error, &holder, &release]);
+    p.extend(vals![updated.as_deref(), provisioned.as_deref(), body, &n.last_error, holder, release]);
     let run = |lean: bool| {
-        tx.prepare_cached(update_sql(lean, release))?
-            .query_row(&p[..], |r| r.get(0))
-            .optional()
+        tx.query_opt(update_sql(lean, release), &p, |r| r.i64(0))
             .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))
     };
     let lean = stored.is_some_and(|k| k.match_node(n));
@@ -234,10 +239,8 @@ pub(crate) fn update_node_tx(
         return Ok(v);
     }
     // No row written: the node is gone, or (with a holder) someone else's lock is on it.
-    let current: Option<Option<String>> = tx
-        .prepare_cached("SELECT reservation FROM nodes WHERE uuid = ?1")?
-        .query_row([n.uuid.to_string()], |r| r.get(0))
-        .optional()?;
+    let current: Option<Option<String>> =
+        tx.query_opt("SELECT reservation FROM nodes WHERE uuid = ?1", &vals![&keys.uuid], |r| r.opt_string(0))?;
     match current {
         None => Err(DbError::NotFound { kind: "Node", ident: n.uuid.to_string() }),
         Some(h) => Err(DbError::Locked { node: n.uuid.to_string(), host: h.unwrap_or_default() }),
@@ -264,15 +267,15 @@ impl Keys {
 }
 
 /// `?1`..`?14` of the node INSERT and UPDATE: the columns that mirror the body's fields.
-fn mirrored<'a>(n: &'a Node, k: &'a Keys) -> [&'a dyn ToSql; 14] {
-    [
+fn mirrored<'a>(n: &'a Node, k: &'a Keys) -> [Val<'a>; 14] {
+    vals![
         &k.uuid,
         &n.name,
         &n.driver,
-        &k.state,
-        &k.power,
+        k.state,
+        k.power,
         &n.instance_uuid,
-        &n.maintenance,
+        n.maintenance,
         &n.fault,
         &n.resource_class,
         &n.conductor_group,
@@ -308,15 +311,15 @@ impl Db {
         let (created, updated, provisioned) =
             (n.created_at.to_rfc3339(), ts(&n.updated_at), ts(&n.provision_updated_at));
         let mut p = mirrored(n, &keys).to_vec();
-        p.extend([&created as &dyn ToSql, &updated, &provisioned, &n.reservation, &body, &n.last_error, &version]);
+        p.extend(vals![&created, &updated, &provisioned, &n.reservation, &body, &n.last_error, version]);
         self.write(|tx| {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO nodes (uuid, name, driver, provision_state, power_state, instance_uuid,
                  maintenance, fault, resource_class, conductor_group, chassis_uuid, owner, lessee, shard,
                  created_at, updated_at, provision_updated_at, reservation, body, last_error, version)
                  VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
-            )?
-            .execute(&p[..])
+                &p,
+            )
             .map_err(|e| unique_violation(e, |t| node_duplicate(n, t)))?;
             Ok(())
         })
@@ -356,7 +359,7 @@ impl Db {
     /// Reads node `id` on `c` through the cache and hands `f` the node with its row: the cached
     /// copy when the row's version is the cached one, else the body, decoded and cached. `f`
     /// may run under the cache's lock.
-    fn with_node_row<T>(&self, c: &Connection, id: NodeId, f: impl FnOnce(&Node, &NodeRow) -> T) -> Result<T, DbError> {
+    fn with_node_row<T>(&self, c: &Conn<'_>, id: NodeId, f: impl FnOnce(&Node, &NodeRow) -> T) -> Result<T, DbError> {
         let not_found = || DbError::NotFound { kind: "Node", ident: id.to_string() };
         let mut row = read_node_row(c, id, self.cached_version(id))?.ok_or_else(not_found)?;
         if row.body.is_none() {
@@ -376,7 +379,7 @@ impl Db {
     }
 
     /// Reads node `id` on `c`, through the cache.
-    fn read_node(&self, c: &Connection, id: NodeId) -> Result<Node, DbError> {
+    fn read_node(&self, c: &Conn<'_>, id: NodeId) -> Result<Node, DbError> {
         self.with_node_row(c, id, |n, row| Node {
             reservation: row.reservation.clone(),
             allocation_uuid: row.allocation.clone(),
@@ -389,12 +392,10 @@ impl Db {
         if let Ok(id) = ident.parse::<NodeId>() {
             return self.get_node_by_uuid(id);
         }
-        self.read(|c| {
-            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE name = ?1"))?
-                .query_row([ident], |r| Ok(node_from_row(r)))
-                .optional()?
-                .unwrap_or_else(|| Err(DbError::NotFound { kind: "Node", ident: ident.to_string() }))
-        })
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| format!("SELECT {NODE_COLS} FROM nodes WHERE name = ?1"));
+        self.read(|c| c.query_opt(sql, &vals![ident], node_from_row))?
+            .ok_or_else(|| DbError::NotFound { kind: "Node", ident: ident.to_string() })
     }
 
     pub fn get_node_by_uuid(&self, id: NodeId) -> Result<Node, DbError> {
@@ -413,9 +414,7 @@ impl Db {
     /// per-write disk guard asks this for every block written).
     pub fn node_provision_state(&self, id: NodeId) -> Result<ProvisionState, DbError> {
         let state: Option<String> = self.read(|c| {
-            Ok(c.prepare_cached("SELECT provision_state FROM nodes WHERE uuid = ?1")?
-                .query_row([id.to_string()], |r| r.get(0))
-                .optional()?)
+            c.query_opt("SELECT provision_state FROM nodes WHERE uuid = ?1", &vals![id.to_string()], |r| r.string(0))
         })?;
         provision_state(&state.ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?)
     }
@@ -432,20 +431,16 @@ impl Db {
     }
 
     pub fn get_node_by_instance(&self, instance_uuid: &str) -> Result<Node, DbError> {
-        self.read(|c| {
-            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE instance_uuid = ?1"))?
-                .query_row([instance_uuid], |r| Ok(node_from_row(r)))
-                .optional()?
-                .unwrap_or_else(|| {
-                    Err(DbError::NotFound { kind: "Node with instance", ident: instance_uuid.to_string() })
-                })
-        })
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| format!("SELECT {NODE_COLS} FROM nodes WHERE instance_uuid = ?1"));
+        self.read(|c| c.query_opt(sql, &vals![instance_uuid], node_from_row))?
+            .ok_or_else(|| DbError::NotFound { kind: "Node with instance", ident: instance_uuid.to_string() })
     }
 
     /// Deletes a node and its ports and portgroups.
     pub fn destroy_node(&self, id: NodeId) -> Result<(), DbError> {
         self.write(|tx| {
-            let n = tx.prepare_cached("DELETE FROM nodes WHERE uuid = ?1")?.execute([id.to_string()])?;
+            let n = tx.execute("DELETE FROM nodes WHERE uuid = ?1", &vals![id.to_string()])?;
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Node", ident: id.to_string() });
             }
@@ -457,16 +452,17 @@ impl Db {
 
     /// Takes the node's lock for `host`; fails with `Locked` if someone holds it.
     pub fn reserve_node(&self, id: NodeId, host: &str) -> Result<Node, DbError> {
+        let uuid = id.to_string();
         self.write(|tx| {
-            let n = tx
-                .prepare_cached("UPDATE nodes SET reservation = ?2 WHERE uuid = ?1 AND reservation IS NULL")?
-                .execute(params![id.to_string(), host])?;
+            // Compare-and-swap: the lock is taken only from no one.
+            let n = tx.execute(
+                "UPDATE nodes SET reservation = ?2 WHERE uuid = ?1 AND reservation IS NULL",
+                &vals![&uuid, host],
+            )?;
             if n == 0 {
                 let holder: Option<String> = tx
-                    .prepare_cached("SELECT reservation FROM nodes WHERE uuid = ?1")?
-                    .query_row([id.to_string()], |r| r.get(0))
-                    .optional()?
-                    .ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })?;
+                    .query_opt("SELECT reservation FROM nodes WHERE uuid = ?1", &vals![&uuid], |r| r.opt_string(0))?
+                    .ok_or_else(|| DbError::NotFound { kind: "Node", ident: uuid.clone() })?;
                 return Err(DbError::Locked { node: id.to_string(), host: holder.unwrap_or_default() });
             }
             self.read_node(tx, id)
@@ -476,108 +472,87 @@ impl Db {
     /// Releases the node's lock if `host` holds it.
     pub fn release_node(&self, id: NodeId, host: &str) -> Result<(), DbError> {
         self.write(|tx| {
-            tx.prepare_cached("UPDATE nodes SET reservation = NULL WHERE uuid = ?1 AND reservation = ?2")?
-                .execute(params![id.to_string(), host])?;
+            tx.execute(
+                "UPDATE nodes SET reservation = NULL WHERE uuid = ?1 AND reservation = ?2",
+                &vals![id.to_string(), host],
+            )?;
             Ok(())
         })
     }
 
     /// Drops every lock `host` holds (a restarted conductor's stale locks).
     pub fn clear_reservations(&self, host: &str) -> Result<usize, DbError> {
-        self.write(|tx| {
-            Ok(tx.prepare_cached("UPDATE nodes SET reservation = NULL WHERE reservation = ?1")?.execute([host])?)
-        })
+        self.write(|tx| tx.execute("UPDATE nodes SET reservation = NULL WHERE reservation = ?1", &vals![host]))
     }
 
     /// How many nodes are locked (invariant checks).
     pub fn count_reserved(&self) -> Result<usize, DbError> {
-        self.read(|c| {
-            Ok(c.prepare_cached("SELECT COUNT(*) FROM nodes WHERE reservation IS NOT NULL")?
-                .query_row([], |r| r.get::<_, i64>(0))? as usize)
-        })
+        let n =
+            self.read(|c| c.query_one("SELECT COUNT(*) FROM nodes WHERE reservation IS NOT NULL", &[], |r| r.i64(0)))?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Full nodes matching a query, in the requested order.
     pub fn list_nodes(&self, q: &NodeQuery) -> Result<Vec<Node>, DbError> {
-        let (sql, args) = build_query(&format!("SELECT {NODE_COLS} FROM nodes"), q)?;
-        self.read(|c| {
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| Ok(node_from_row(r)))?;
-            rows.map(|r| r?).collect()
-        })
+        let (sql, args) = build_query(self.dialect(), &format!("SELECT {NODE_COLS} FROM nodes"), q)?;
+        self.read(|c| c.query_map(&sql, &args, node_from_row))
     }
 
     /// The plain listing's fields, without decoding node bodies.
     pub fn list_node_summaries(&self, q: &NodeQuery) -> Result<Vec<NodeSummary>, DbError> {
-        let (sql, args) =
-            build_query("SELECT uuid, name, instance_uuid, maintenance, power_state, provision_state FROM nodes", q)?;
+        let (sql, args) = build_query(
+            self.dialect(),
+            "SELECT uuid, name, instance_uuid, maintenance, power_state, provision_state FROM nodes",
+            q,
+        )?;
         self.read(|c| {
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                let uuid: String = r.get(0)?;
-                let power: Option<String> = r.get(4)?;
-                let prov: String = r.get(5)?;
-                Ok((uuid, r.get(1)?, r.get(2)?, r.get(3)?, power, prov))
-            })?;
-            rows.map(|row| {
-                let (uuid, name, instance_uuid, maintenance, power, prov) = row?;
+            c.query_map(&sql, &args, |r| {
                 Ok(NodeSummary {
-                    uuid: uuid.parse().map_err(|_| DbError::Corrupt(format!("node uuid {uuid}")))?,
-                    name,
-                    instance_uuid,
-                    maintenance,
-                    power_state: power.and_then(|p| p.parse().ok()),
-                    provision_state: provision_state(&prov)?,
+                    uuid: node_uuid(r.str(0)?)?,
+                    name: r.opt_string(1)?,
+                    instance_uuid: r.opt_string(2)?,
+                    maintenance: r.bool(3)?,
+                    power_state: r.opt_str(4)?.and_then(|p| p.parse().ok()),
+                    provision_state: provision_state(r.str(5)?)?,
                 })
             })
-            .collect()
         })
     }
 
     /// UUIDs of nodes matching a filter, in id order (conductor's periodic tasks).
     pub fn node_ids(&self, filter: &NodeFilter) -> Result<Vec<NodeId>, DbError> {
         let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
-        let (sql, args) = build_query("SELECT uuid FROM nodes", &q)?;
-        self.read(|c| {
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(0))?;
-            rows.map(|r| node_uuid(&r?)).collect()
-        })
+        let (sql, args) = build_query(self.dialect(), "SELECT uuid FROM nodes", &q)?;
+        self.read(|c| c.query_map(&sql, &args, |r| node_uuid(r.str(0)?)))
     }
 
     /// The provision state and when it was entered of each node matching `filter`, read from
     /// columns only: periodic tasks scan the whole fleet with it and must not parse every body.
     pub fn node_provision_times(&self, filter: &NodeFilter) -> Result<Vec<ProvisionTime>, DbError> {
         let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
-        let (sql, args) = build_query("SELECT uuid, provision_state, provision_updated_at FROM nodes", &q)?;
+        let (sql, args) =
+            build_query(self.dialect(), "SELECT uuid, provision_state, provision_updated_at FROM nodes", &q)?;
         self.read(|c| {
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
-            })?;
-            rows.map(|r| {
-                let (id, state, since) = r?;
-                let id = node_uuid(&id)?;
-                let state = provision_state(&state)?;
-                let since = since
+            c.query_map(&sql, &args, |r| {
+                let id = node_uuid(r.str(0)?)?;
+                let state = provision_state(r.str(1)?)?;
+                let since = r
+                    .opt_str(2)?
                     .map(|t| {
-                        DateTime::parse_from_rfc3339(&t)
+                        DateTime::parse_from_rfc3339(t)
                             .map(|d| d.with_timezone(&Utc))
                             .map_err(|_| DbError::Corrupt(format!("provision_updated_at {t}")))
                     })
                     .transpose()?;
                 Ok((id, state, since))
             })
-            .collect()
         })
     }
 
     /// (shard, node count), largest first, as Ironic's `get_shard_list` counts them.
     pub fn shard_counts(&self) -> Result<Vec<(Option<String>, i64)>, DbError> {
         let mut rows: Vec<(Option<String>, i64)> = self.read(|c| {
-            let mut st = c.prepare_cached("SELECT shard, COUNT(id) FROM nodes GROUP BY shard")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.map(|r| Ok(r?)).collect::<Result<Vec<_>, DbError>>()
+            c.query_map("SELECT shard, COUNT(id) FROM nodes GROUP BY shard", &[], |r| Ok((r.opt_string(0)?, r.i64(1)?)))
         })?;
         rows.sort_by_key(|r| std::cmp::Reverse(r.1));
         Ok(rows)
@@ -596,18 +571,17 @@ fn provision_state(s: &str) -> Result<ProvisionState, DbError> {
 }
 
 /// Builds `base WHERE ... ORDER BY ... LIMIT` with keyset pagination after `marker`.
-fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types::Value>), DbError> {
-    use rusqlite::types::Value;
+fn build_query(d: Dialect, base: &str, q: &NodeQuery) -> Result<(String, Vec<Val<'static>>), DbError> {
     let key = if q.sort_key.is_empty() { "id" } else { q.sort_key.as_str() };
     if !NODE_SORT_KEYS.contains(&key) {
         return Err(DbError::Corrupt(format!("invalid sort key {key}")));
     }
     let f = &q.filter;
     let mut conds: Vec<String> = Vec::new();
-    let mut args: Vec<Value> = Vec::new();
-    let eq = |col: &str, v: &Option<String>, conds: &mut Vec<String>, args: &mut Vec<Value>| {
+    let mut args: Vec<Val<'static>> = Vec::new();
+    let eq = |col: &str, v: &Option<String>, conds: &mut Vec<String>, args: &mut Vec<Val<'static>>| {
         if let Some(v) = v {
-            args.push(Value::Text(v.clone()));
+            args.push(Val::from(v.clone()));
             conds.push(format!("{col} = ?{}", args.len()));
         }
     };
@@ -635,24 +609,24 @@ fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types
         None => {}
     }
     if let Some(r) = f.retired {
-        conds.push(format!("COALESCE(json_extract(body, '$.retired'), 0) = {}", r as i32));
+        conds.push(d.json_flag_is("body", "retired", r));
     }
-    if let Some(d) = &f.description_contains {
-        let escaped = d.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        args.push(Value::Text(format!("%{escaped}%")));
-        conds.push(format!("json_extract(body, '$.description') LIKE ?{} ESCAPE '\\'", args.len()));
+    if let Some(desc) = &f.description_contains {
+        let escaped = desc.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        args.push(Val::from(format!("%{escaped}%")));
+        conds.push(format!("{} {} ?{} ESCAPE '\\'", d.json_text("body", "description"), d.like(), args.len()));
     }
     if let Some(p) = &f.project {
-        args.push(Value::Text(p.clone()));
+        args.push(Val::from(p.clone()));
         conds.push(format!("(owner = ?{0} OR lessee = ?{0})", args.len()));
     }
     if let Some(shards) = &f.shards {
         let mut ph = Vec::new();
         for s in shards {
-            args.push(Value::Text(s.clone()));
+            args.push(Val::from(s.clone()));
             ph.push(format!("?{}", args.len()));
         }
-        conds.push(if ph.is_empty() { "0".into() } else { format!("shard IN ({})", ph.join(",")) });
+        conds.push(if ph.is_empty() { "1 = 0".into() } else { format!("shard IN ({})", ph.join(",")) });
     }
     match f.sharded {
         Some(true) => conds.push("shard IS NOT NULL".into()),
@@ -662,20 +636,20 @@ fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types
     if f.include_children == Some(false) {
         match &f.parent_node {
             Some(p) => {
-                args.push(Value::Text(p.clone()));
-                conds.push(format!("json_extract(body, '$.parent_node') = ?{}", args.len()));
+                args.push(Val::from(p.clone()));
+                conds.push(format!("{} = ?{}", d.json_text("body", "parent_node"), args.len()));
             }
-            None => conds.push("json_extract(body, '$.parent_node') IS NULL".into()),
+            None => conds.push(format!("{} IS NULL", d.json_text("body", "parent_node"))),
         }
     }
     if let Some(states) = &f.provision_states {
         let mut ph = Vec::new();
         for s in states {
-            args.push(Value::Text(s.as_str().into()));
+            args.push(Val::from(s.as_str()));
             ph.push(format!("?{}", args.len()));
         }
         if ph.is_empty() {
-            conds.push("0".into());
+            conds.push("1 = 0".into());
         } else {
             conds.push(format!("provision_state IN ({})", ph.join(",")));
         }
@@ -685,14 +659,14 @@ fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types
         SortDir::Desc => ("<", "DESC"),
     };
     if let Some(m) = q.marker {
-        args.push(Value::Text(m.to_string()));
+        args.push(Val::from(m.to_string()));
         let p = args.len();
         if key == "id" {
             conds.push(format!("id {cmp} (SELECT id FROM nodes WHERE uuid = ?{p})"));
         } else {
-            // Rows after the marker's (key, id); NULLs sort first in SQLite.
+            // Rows after the marker's (key, id); NULLs sort first (ascending) on both backends.
             conds.push(format!(
-                "(({key} IS (SELECT {key} FROM nodes WHERE uuid = ?{p}) AND id {cmp} (SELECT id FROM nodes WHERE uuid = ?{p}))
+                "(({key} IS NOT DISTINCT FROM (SELECT {key} FROM nodes WHERE uuid = ?{p}) AND id {cmp} (SELECT id FROM nodes WHERE uuid = ?{p}))
                   OR COALESCE({key} {cmp} (SELECT {key} FROM nodes WHERE uuid = ?{p}),
                       {null_side}))",
                 null_side = match q.sort_dir {
@@ -711,7 +685,7 @@ fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types
     if key == "id" {
         sql.push_str(&format!(" ORDER BY id {dir}"));
     } else {
-        sql.push_str(&format!(" ORDER BY {key} {dir}, id {dir}"));
+        sql.push_str(&format!(" ORDER BY {key} {dir}{}, id {dir}", d.nulls(q.sort_dir == SortDir::Desc)));
     }
     if let Some(l) = q.limit {
         sql.push_str(&format!(" LIMIT {l}"));
@@ -721,30 +695,22 @@ fn build_query(base: &str, q: &NodeQuery) -> Result<(String, Vec<rusqlite::types
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{TestStore, node, on_both_backends};
     use super::*;
 
-    fn node(name: &str) -> Node {
-        Node {
-            uuid: NodeId(uuid::Uuid::new_v4()),
-            name: Some(name.into()),
-            driver: "ipmi".into(),
-            ..Default::default()
-        }
-    }
+    on_both_backends!(
+        cached_nodes_follow_writes_made_elsewhere,
+        cached_copies_hold_only_what_was_committed,
+        views_show_the_committed_node_and_its_lock,
+        task_saves_need_the_lock_and_the_last_one_releases_it,
+        a_bounded_cache_still_reads_every_node,
+        listings_page_alike_with_nulls_and_body_filters,
+    );
 
-    /// Two handles on one database file, standing for two processes (the directory holds it).
-    fn two_handles() -> (tempfile::TempDir, Db, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ferric.db");
-        let (a, b) = (Db::open(&path).unwrap(), Db::open(&path).unwrap());
-        (dir, a, b)
-    }
-
-    /// Two handles on one file stand for two processes: each sees the other's writes, although
-    /// it holds a decoded copy of the node.
-    #[test]
-    fn cached_nodes_follow_writes_made_elsewhere() {
-        let (_dir, a, b) = two_handles();
+    /// Two handles on one database stand for two processes: each sees the other's writes,
+    /// although it holds a decoded copy of the node.
+    fn cached_nodes_follow_writes_made_elsewhere(t: &TestStore) {
+        let (a, b) = (t.open(), t.open());
         let mut n = node("one");
         a.create_node(&n).unwrap();
         assert_eq!(a.get_node_by_uuid(n.uuid).unwrap().name.as_deref(), Some("one"));
@@ -764,9 +730,8 @@ mod tests {
         assert_eq!((got.name.as_deref(), got.description), (Some("two"), None));
     }
 
-    #[test]
-    fn cached_copies_hold_only_what_was_committed() {
-        let db = Db::open_in_memory().unwrap();
+    fn cached_copies_hold_only_what_was_committed(t: &TestStore) {
+        let db = t.open();
         let (x, y) = (node("x"), node("y"));
         db.create_node(&x).unwrap();
         db.create_node(&y).unwrap();
@@ -790,9 +755,8 @@ mod tests {
 
     /// A view of a node shows its committed body and the row's lock holder, whether the node
     /// was cached or not, and wherever it was written.
-    #[test]
-    fn views_show_the_committed_node_and_its_lock() {
-        let (_dir, a, b) = two_handles();
+    fn views_show_the_committed_node_and_its_lock(t: &TestStore) {
+        let (a, b) = (t.open(), t.open());
         let mut n = node("v");
         a.create_node(&n).unwrap();
         let view = |db: &Db| db.view_node(n.uuid, |n, r| (n.description.clone(), r.map(str::to_string))).unwrap();
@@ -808,9 +772,8 @@ mod tests {
     }
 
     /// A task's save needs its conductor's lock; its last save releases the lock with the write.
-    #[test]
-    fn task_saves_need_the_lock_and_the_last_one_releases_it() {
-        let db = Db::open_in_memory().unwrap();
+    fn task_saves_need_the_lock_and_the_last_one_releases_it(t: &TestStore) {
+        let db = t.open();
         let mut n = node("n");
         db.create_node(&n).unwrap();
         let save = |n: &Node, lock| db.update_node_recording(n, &[], || unreachable!("no error recorded"), 10, lock);
@@ -854,9 +817,8 @@ mod tests {
         assert!(matches!(save(&n, LockUse::Held("a")), Err(DbError::NotFound { .. })));
     }
 
-    #[test]
-    fn a_bounded_cache_still_reads_every_node() {
-        let db = Db::open_in_memory().unwrap();
+    fn a_bounded_cache_still_reads_every_node(t: &TestStore) {
+        let db = t.open();
         let nodes: Vec<Node> = (0..5).map(|i| node(&format!("n{i}"))).collect();
         for n in &nodes {
             db.create_node(n).unwrap();
@@ -870,5 +832,59 @@ mod tests {
             }
             assert!(db.inner.nodes.lock().len() <= cap);
         }
+    }
+
+    /// Keyset pages over a column with NULLs, in both directions, add up to the whole listing
+    /// (PostgreSQL sorts NULLs as SQLite does), and the filters that read bodies agree.
+    fn listings_page_alike_with_nulls_and_body_filters(t: &TestStore) {
+        let db = t.open();
+        let mut all = Vec::new();
+        for i in 0..7 {
+            let mut n = node(&format!("n{i}"));
+            n.owner = (i % 3 != 0).then(|| format!("owner-{}", i % 2));
+            n.description = Some(if i == 2 { "The Big Box".into() } else { format!("box {i}") });
+            n.retired = i == 4;
+            n.parent_node = (i == 5).then(|| "n0".to_string());
+            db.create_node(&n).unwrap();
+            all.push(n);
+        }
+        for dir in [SortDir::Asc, SortDir::Desc] {
+            let q = |marker, limit| NodeQuery {
+                sort_key: "owner".into(),
+                sort_dir: dir,
+                limit,
+                marker,
+                ..Default::default()
+            };
+            let whole: Vec<NodeId> = db.list_nodes(&q(None, None)).unwrap().iter().map(|n| n.uuid).collect();
+            assert_eq!(whole.len(), all.len());
+            let nulls_at = |ids: &[NodeId]| {
+                ids.iter().map(|id| all.iter().find(|n| n.uuid == *id).unwrap().owner.is_none()).collect::<Vec<_>>()
+            };
+            let first_is_null = dir == SortDir::Asc;
+            assert_eq!(nulls_at(&whole)[0], first_is_null, "{dir:?}: NULLs sort first ascending, last descending");
+            let mut paged = Vec::new();
+            let mut marker = None;
+            loop {
+                let page = db.list_node_summaries(&q(marker, Some(2))).unwrap();
+                if page.is_empty() {
+                    break;
+                }
+                marker = page.last().map(|s| s.uuid);
+                paged.extend(page.iter().map(|s| s.uuid));
+            }
+            assert_eq!(paged, whole, "{dir:?}");
+        }
+        let ids = |f: NodeFilter| db.node_ids(&f).unwrap();
+        let f = || NodeFilter::default();
+        assert_eq!(ids(NodeFilter { description_contains: Some("big b".into()), ..f() }), vec![all[2].uuid]);
+        assert_eq!(ids(NodeFilter { description_contains: Some("%".into()), ..f() }), vec![]);
+        assert_eq!(ids(NodeFilter { retired: Some(true), ..f() }), vec![all[4].uuid]);
+        assert_eq!(ids(NodeFilter { retired: Some(false), ..f() }).len(), 6);
+        let children = NodeFilter { include_children: Some(false), parent_node: Some("n0".into()), ..f() };
+        assert_eq!(ids(children), vec![all[5].uuid]);
+        assert_eq!(ids(NodeFilter { include_children: Some(false), ..f() }).len(), 6);
+        assert_eq!(ids(NodeFilter { shards: Some(vec![]), ..f() }), vec![]);
+        assert_eq!(ids(NodeFilter { project: Some("owner-1".into()), ..f() }).len(), 2);
     }
 }

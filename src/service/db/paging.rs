@@ -1,9 +1,9 @@
 //! Listings of the tables that keep each row's record as a JSON body: a [`Page`] (order, size,
 //! marker) turned into keyset-paginated SQL.
 
+use super::sql::Val;
 use super::{Db, DbError, SortDir};
 use ferric_types::models::NodeId;
-use rusqlite::types::Value as SqlValue;
 
 /// A page of a listing: order, size and the UUID of the last row already seen.
 #[derive(Debug, Clone, Default)]
@@ -27,7 +27,7 @@ impl Db {
         table: &str,
         sortable: &[&str],
         mut conds: Vec<String>,
-        mut args: Vec<SqlValue>,
+        mut args: Vec<Val<'static>>,
         page: &Page,
     ) -> Result<Vec<String>, DbError> {
         let key = if page.sort_key.is_empty() { "id" } else { page.sort_key.as_str() };
@@ -35,14 +35,15 @@ impl Db {
             return Err(DbError::Corrupt(format!("{SORT_KEY_ERROR} {key}")));
         }
         // Fields without a column sort by their value in the body.
-        let key_expr = if sortable.contains(&key) { key.to_string() } else { format!("json_extract(body, '$.{key}')") };
+        let d = self.dialect();
+        let key_expr = if sortable.contains(&key) { key.to_string() } else { d.json_text("body", key) };
         let key = key_expr.as_str();
         let (cmp, dir) = match page.sort_dir {
             SortDir::Asc => (">", "ASC"),
             SortDir::Desc => ("<", "DESC"),
         };
         if let Some(m) = &page.marker {
-            args.push(SqlValue::Text(m.clone()));
+            args.push(Val::from(m.clone()));
             let p = args.len();
             conds.push(format!(
                 "({key}, id) {cmp} ((SELECT {key} FROM {table} WHERE uuid = ?{p}), (SELECT id FROM {table} WHERE uuid = ?{p}))"
@@ -53,22 +54,18 @@ impl Db {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY {key} {dir}, id {dir}"));
+        sql.push_str(&format!(" ORDER BY {key} {dir}{}, id {dir}", d.nulls(page.sort_dir == SortDir::Desc)));
         if let Some(l) = page.limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
-        self.read(|c| {
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(0))?;
-            rows.map(|r| Ok(r?)).collect()
-        })
+        self.read(|c| c.query_map(&sql, &args, |r| r.string(0)))
     }
 }
 
 /// The condition (and its argument) selecting one node's rows, or none for all rows.
-pub(super) fn node_cond(node: Option<NodeId>) -> (Vec<String>, Vec<SqlValue>) {
+pub(super) fn node_cond(node: Option<NodeId>) -> (Vec<String>, Vec<Val<'static>>) {
     match node {
-        Some(n) => (vec!["node_uuid = ?1".into()], vec![SqlValue::Text(n.to_string())]),
+        Some(n) => (vec!["node_uuid = ?1".into()], vec![Val::from(n.to_string())]),
         None => (Vec::new(), Vec::new()),
     }
 }

@@ -1,8 +1,8 @@
 //! Ports and portgroups.
 
+use super::sql::{Conn, Val, vals};
 use super::{Db, DbError, SortDir, from_json, to_json, unique_violation};
 use ferric_types::models::{MacAddr, NodeId, Port, PortId, Portgroup, PortgroupId};
-use rusqlite::{OptionalExtension, params};
 
 /// A page of a port listing.
 #[derive(Debug, Clone, Default)]
@@ -34,18 +34,12 @@ fn port_duplicate(p: &Port, text: &str) -> String {
 impl Db {
     pub fn create_port(&self, p: &Port) -> Result<(), DbError> {
         let body = to_json(p)?;
+        let cols = port_cols(p);
         self.write(|tx| {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO ports (uuid, address, node_uuid, portgroup_uuid, name, body) VALUES (?1,?2,?3,?4,?5,?6)",
-            )?
-            .execute(params![
-                p.uuid.to_string(),
-                p.address.to_string(),
-                p.node_uuid.to_string(),
-                p.portgroup_uuid.map(|g| g.to_string()),
-                p.name,
-                body
-            ])
+                &vals![&cols[0], &cols[1], &cols[2], &cols[3], &p.name, &body],
+            )
             .map_err(|e| unique_violation(e, |t| port_duplicate(p, t)))?;
             Ok(())
         })
@@ -53,19 +47,13 @@ impl Db {
 
     pub fn update_port(&self, p: &Port) -> Result<(), DbError> {
         let body = to_json(p)?;
+        let cols = port_cols(p);
         self.write(|tx| {
             let n = tx
-                .prepare_cached(
+                .execute(
                     "UPDATE ports SET address=?2, node_uuid=?3, portgroup_uuid=?4, name=?5, body=?6 WHERE uuid=?1",
-                )?
-                .execute(params![
-                    p.uuid.to_string(),
-                    p.address.to_string(),
-                    p.node_uuid.to_string(),
-                    p.portgroup_uuid.map(|g| g.to_string()),
-                    p.name,
-                    body
-                ])
+                    &vals![&cols[0], &cols[1], &cols[2], &cols[3], &p.name, &body],
+                )
                 .map_err(|e| unique_violation(e, |t| port_duplicate(p, t)))?;
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Port", ident: p.uuid.to_string() });
@@ -77,7 +65,7 @@ impl Db {
     /// Writes several ports in one transaction (a node's ports after a network step).
     pub fn update_ports(&self, ports: &[Port]) -> Result<(), DbError> {
         let bodies = port_bodies(ports)?;
-        self.write(|tx| update_ports_tx(tx, ports, bodies))
+        self.write(|tx| update_ports_tx(tx, ports, &bodies))
     }
 
     /// By UUID, or by name.
@@ -86,73 +74,56 @@ impl Db {
             Ok(id) => ("uuid", id.to_string()),
             Err(_) => ("name", ident.to_string()),
         };
-        self.read(|c| {
-            let body: Option<String> = c
-                .prepare_cached(&format!("SELECT body FROM ports WHERE {col} = ?1"))?
-                .query_row([&val], |r| r.get(0))
-                .optional()?;
-            match body {
-                Some(b) => from_json(&b),
-                None => Err(DbError::NotFound { kind: "Port", ident: ident.to_string() }),
-            }
-        })
+        let sql = match col {
+            "uuid" => "SELECT body FROM ports WHERE uuid = ?1",
+            _ => "SELECT body FROM ports WHERE name = ?1",
+        };
+        self.read(|c| c.query_opt(sql, &vals![&val], |r| from_json(r.str(0)?)))?
+            .ok_or_else(|| DbError::NotFound { kind: "Port", ident: ident.to_string() })
     }
 
     pub fn get_port_by_address(&self, mac: MacAddr) -> Result<Port, DbError> {
         self.read(|c| {
-            let body: Option<String> = c
-                .prepare_cached("SELECT body FROM ports WHERE address = ?1")?
-                .query_row([mac.to_string()], |r| r.get(0))
-                .optional()?;
-            match body {
-                Some(b) => from_json(&b),
-                None => Err(DbError::NotFound { kind: "Port", ident: mac.to_string() }),
-            }
-        })
+            c.query_opt("SELECT body FROM ports WHERE address = ?1", &vals![mac.to_string()], |r| from_json(r.str(0)?))
+        })?
+        .ok_or_else(|| DbError::NotFound { kind: "Port", ident: mac.to_string() })
     }
 
     pub fn destroy_port(&self, id: PortId) -> Result<(), DbError> {
-        self.write(|tx| {
-            let n = tx.prepare_cached("DELETE FROM ports WHERE uuid = ?1")?.execute([id.to_string()])?;
-            if n == 0 {
-                return Err(DbError::NotFound { kind: "Port", ident: id.to_string() });
-            }
-            Ok(())
-        })
+        self.delete_row("ports", &id.to_string(), "Port")
     }
 
     pub fn list_ports(&self, q: &PortQuery) -> Result<Vec<Port>, DbError> {
-        use rusqlite::types::Value;
         let key = if q.sort_key.is_empty() { "id" } else { q.sort_key.as_str() };
         if !PORT_SORT_KEYS.contains(&key) {
             return Err(DbError::Corrupt(format!("invalid sort key {key}")));
         }
         let mut conds = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
+        let mut args: Vec<Val<'static>> = Vec::new();
         for (col, v) in [
             ("node_uuid", q.node.map(|n| n.to_string())),
             ("portgroup_uuid", q.portgroup.map(|n| n.to_string())),
             ("address", q.address.map(|a| a.to_string())),
         ] {
             if let Some(v) = v {
-                args.push(Value::Text(v));
+                args.push(Val::from(v));
                 conds.push(format!("{col} = ?{}", args.len()));
             }
         }
         if let Some(nodes) = &q.nodes {
             let mut ph = Vec::new();
             for n in nodes {
-                args.push(Value::Text(n.to_string()));
+                args.push(Val::from(n.to_string()));
                 ph.push(format!("?{}", args.len()));
             }
-            conds.push(if ph.is_empty() { "0".into() } else { format!("node_uuid IN ({})", ph.join(",")) });
+            conds.push(if ph.is_empty() { "1 = 0".into() } else { format!("node_uuid IN ({})", ph.join(",")) });
         }
         let (cmp, dir) = match q.sort_dir {
             SortDir::Asc => (">", "ASC"),
             SortDir::Desc => ("<", "DESC"),
         };
         if let Some(m) = q.marker {
-            args.push(Value::Text(m.to_string()));
+            args.push(Val::from(m.to_string()));
             let p = args.len();
             conds.push(format!(
                 "({key}, id) {cmp} ((SELECT {key} FROM ports WHERE uuid = ?{p}), (SELECT id FROM ports WHERE uuid = ?{p}))"
@@ -163,15 +134,12 @@ impl Db {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY {key} {dir}, id {dir}"));
+        let nulls = self.dialect().nulls(q.sort_dir == SortDir::Desc);
+        sql.push_str(&format!(" ORDER BY {key} {dir}{nulls}, id {dir}"));
         if let Some(l) = q.limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
-        self.read(|c| {
-            let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(0))?;
-            rows.map(|b| from_json(&b?)).collect()
-        })
+        self.read(|c| c.query_map(&sql, &args, |r| from_json(r.str(0)?)))
     }
 
     /// A node's ports in creation order.
@@ -184,23 +152,23 @@ impl Db {
     pub fn create_portgroup(&self, g: &Portgroup) -> Result<(), DbError> {
         let body = to_json(g)?;
         let uuid = g.uuid.map(|u| u.to_string()).unwrap_or_default();
+        let node = g.node_uuid.map(|n| n.to_string());
         self.write(|tx| {
-            tx.prepare_cached("INSERT INTO portgroups (uuid, name, address, node_uuid, body) VALUES (?1,?2,?3,?4,?5)")?
-                .execute(params![uuid, g.name, g.address, g.node_uuid.map(|n| n.to_string()), body])
-                .map_err(|e| {
-                    unique_violation(e, |t| {
-                        if t.contains("portgroups.address") {
-                            format!(
-                                "A port group with MAC address {} already exists.",
-                                g.address.as_deref().unwrap_or("")
-                            )
-                        } else if t.contains("portgroups.name") {
-                            format!("A portgroup with name {} already exists.", g.name.as_deref().unwrap_or(""))
-                        } else {
-                            format!("A portgroup with UUID {uuid} already exists.")
-                        }
-                    })
-                })?;
+            tx.execute(
+                "INSERT INTO portgroups (uuid, name, address, node_uuid, body) VALUES (?1,?2,?3,?4,?5)",
+                &vals![&uuid, &g.name, &g.address, &node, &body],
+            )
+            .map_err(|e| {
+                unique_violation(e, |t| {
+                    if t.contains("portgroups.address") {
+                        format!("A port group with MAC address {} already exists.", g.address.as_deref().unwrap_or(""))
+                    } else if t.contains("portgroups.name") {
+                        format!("A portgroup with name {} already exists.", g.name.as_deref().unwrap_or(""))
+                    } else {
+                        format!("A portgroup with UUID {uuid} already exists.")
+                    }
+                })
+            })?;
             Ok(())
         })
     }
@@ -208,10 +176,13 @@ impl Db {
     pub fn update_portgroup(&self, g: &Portgroup) -> Result<(), DbError> {
         let body = to_json(g)?;
         let uuid = g.uuid.map(|u| u.to_string()).unwrap_or_default();
+        let node = g.node_uuid.map(|n| n.to_string());
         self.write(|tx| {
             let n = tx
-                .prepare_cached("UPDATE portgroups SET name=?2, address=?3, node_uuid=?4, body=?5 WHERE uuid=?1")?
-                .execute(params![uuid, g.name, g.address, g.node_uuid.map(|n| n.to_string()), body])
+                .execute(
+                    "UPDATE portgroups SET name=?2, address=?3, node_uuid=?4, body=?5 WHERE uuid=?1",
+                    &vals![&uuid, &g.name, &g.address, &node, &body],
+                )
                 .map_err(|e| unique_violation(e, |_| "A portgroup with that name or address already exists.".into()))?;
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Portgroup", ident: uuid.clone() });
@@ -222,40 +193,24 @@ impl Db {
 
     pub fn get_portgroup(&self, ident: &str) -> Result<Portgroup, DbError> {
         let col = if ident.parse::<PortgroupId>().is_ok() { "uuid" } else { "name" };
-        self.read(|c| {
-            let body: Option<String> = c
-                .prepare_cached(&format!("SELECT body FROM portgroups WHERE {col} = ?1"))?
-                .query_row([ident], |r| r.get(0))
-                .optional()?;
-            match body {
-                Some(b) => from_json(&b),
-                None => Err(DbError::NotFound { kind: "Portgroup", ident: ident.to_string() }),
-            }
-        })
+        match self.get_body("portgroups", col, ident)? {
+            Some(b) => from_json(&b),
+            None => Err(DbError::NotFound { kind: "Portgroup", ident: ident.to_string() }),
+        }
     }
 
     pub fn destroy_portgroup(&self, id: PortgroupId) -> Result<(), DbError> {
-        self.write(|tx| {
-            let n = tx.prepare_cached("DELETE FROM portgroups WHERE uuid = ?1")?.execute([id.to_string()])?;
-            if n == 0 {
-                return Err(DbError::NotFound { kind: "Portgroup", ident: id.to_string() });
-            }
-            Ok(())
-        })
+        self.delete_row("portgroups", &id.to_string(), "Portgroup")
     }
 
     pub fn list_portgroups(&self, node: Option<NodeId>) -> Result<Vec<Portgroup>, DbError> {
-        self.read(|c| {
-            let (sql, arg) = match node {
-                Some(n) => ("SELECT body FROM portgroups WHERE node_uuid = ?1 ORDER BY id", Some(n.to_string())),
-                None => ("SELECT body FROM portgroups ORDER BY id", None),
-            };
-            let mut st = c.prepare_cached(sql)?;
-            let rows = match &arg {
-                Some(a) => st.query_map([a], |r| r.get::<_, String>(0))?.collect::<Vec<_>>(),
-                None => st.query_map([], |r| r.get::<_, String>(0))?.collect::<Vec<_>>(),
-            };
-            rows.into_iter().map(|b| from_json(&b?)).collect()
+        self.read(|c| match node {
+            Some(n) => c.query_map(
+                "SELECT body FROM portgroups WHERE node_uuid = ?1 ORDER BY id",
+                &vals![n.to_string()],
+                |r| from_json(r.str(0)?),
+            ),
+            None => c.query_map("SELECT body FROM portgroups ORDER BY id", &[], |r| from_json(r.str(0)?)),
         })
     }
 }
@@ -266,10 +221,22 @@ pub(crate) fn port_bodies(ports: &[Port]) -> Result<Vec<String>, DbError> {
 
 /// Writes each port's body; rows whose body is unchanged are left alone (the conductor saves a
 /// task's ports with every save of its node).
-pub(crate) fn update_ports_tx(tx: &rusqlite::Connection, ports: &[Port], bodies: Vec<String>) -> Result<(), DbError> {
-    let mut st = tx.prepare_cached("UPDATE ports SET body=?2 WHERE uuid=?1 AND body IS NOT ?2")?;
+pub(crate) fn update_ports_tx(tx: &Conn<'_>, ports: &[Port], bodies: &[String]) -> Result<(), DbError> {
     for (p, b) in ports.iter().zip(bodies) {
-        st.execute(params![p.uuid.to_string(), b])?;
+        tx.execute(
+            "UPDATE ports SET body=?2 WHERE uuid=?1 AND body IS DISTINCT FROM ?2",
+            &vals![p.uuid.to_string(), b],
+        )?;
     }
     Ok(())
+}
+
+/// A port's uuid, address, node and portgroup as their columns hold them.
+fn port_cols(p: &Port) -> [Option<String>; 4] {
+    [
+        Some(p.uuid.to_string()),
+        Some(p.address.to_string()),
+        Some(p.node_uuid.to_string()),
+        p.portgroup_uuid.map(|g| g.to_string()),
+    ]
 }

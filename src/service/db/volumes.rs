@@ -1,18 +1,19 @@
 //! Volume connectors and targets (a node's links to remote storage).
 
 use super::paging::node_cond;
+use super::sql::vals;
 use super::{Db, DbError, Page, fk_or, from_json, to_json};
 use ferric_types::models::{NodeId, VolumeConnector, VolumeConnectorId, VolumeTarget, VolumeTargetId};
-use rusqlite::params;
 
 impl Db {
     pub fn create_volume_connector(&self, v: &VolumeConnector) -> Result<(), DbError> {
         let body = to_json(v)?;
+        let (uuid, node) = (v.uuid.to_string(), v.node_uuid.to_string());
         self.write(|tx| {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO volume_connectors (uuid, node_uuid, type, connector_id, body) VALUES (?1,?2,?3,?4,?5)",
-            )?
-            .execute(params![v.uuid.to_string(), v.node_uuid.to_string(), v.connector_type, v.connector_id, body])
+                &vals![&uuid, &node, &v.connector_type, &v.connector_id, &body],
+            )
             .map_err(|e| fk_or(e, &v.node_uuid, |t| connector_duplicate(v, t)))?;
             Ok(())
         })
@@ -20,12 +21,13 @@ impl Db {
 
     pub fn update_volume_connector(&self, v: &VolumeConnector) -> Result<(), DbError> {
         let body = to_json(v)?;
+        let (uuid, node) = (v.uuid.to_string(), v.node_uuid.to_string());
         self.write(|tx| {
             let n = tx
-                .prepare_cached(
+                .execute(
                     "UPDATE volume_connectors SET node_uuid=?2, type=?3, connector_id=?4, body=?5 WHERE uuid=?1",
-                )?
-                .execute(params![v.uuid.to_string(), v.node_uuid.to_string(), v.connector_type, v.connector_id, body])
+                    &vals![&uuid, &node, &v.connector_type, &v.connector_id, &body],
+                )
                 .map_err(|e| fk_or(e, &v.node_uuid, |t| connector_duplicate(v, t)))?;
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Volume connector", ident: v.uuid.to_string() });
@@ -57,19 +59,13 @@ impl Db {
 
     pub fn create_volume_target(&self, v: &VolumeTarget) -> Result<(), DbError> {
         let body = to_json(v)?;
+        let (uuid, node) = (v.uuid.to_string(), v.node_uuid.to_string());
         self.write(|tx| {
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO volume_targets (uuid, node_uuid, volume_type, volume_id, boot_index, body)
                  VALUES (?1,?2,?3,?4,?5,?6)",
-            )?
-            .execute(params![
-                v.uuid.to_string(),
-                v.node_uuid.to_string(),
-                v.volume_type,
-                v.volume_id,
-                v.boot_index,
-                body
-            ])
+                &vals![&uuid, &node, &v.volume_type, &v.volume_id, v.boot_index, &body],
+            )
             .map_err(|e| fk_or(e, &v.node_uuid, |t| target_duplicate(v, t)))?;
             Ok(())
         })
@@ -77,20 +73,14 @@ impl Db {
 
     pub fn update_volume_target(&self, v: &VolumeTarget) -> Result<(), DbError> {
         let body = to_json(v)?;
+        let (uuid, node) = (v.uuid.to_string(), v.node_uuid.to_string());
         self.write(|tx| {
             let n = tx
-                .prepare_cached(
+                .execute(
                     "UPDATE volume_targets SET node_uuid=?2, volume_type=?3, volume_id=?4, boot_index=?5, body=?6
                      WHERE uuid=?1",
-                )?
-                .execute(params![
-                    v.uuid.to_string(),
-                    v.node_uuid.to_string(),
-                    v.volume_type,
-                    v.volume_id,
-                    v.boot_index,
-                    body
-                ])
+                    &vals![&uuid, &node, &v.volume_type, &v.volume_id, v.boot_index, &body],
+                )
                 .map_err(|e| fk_or(e, &v.node_uuid, |t| target_duplicate(v, t)))?;
             if n == 0 {
                 return Err(DbError::NotFound { kind: "Volume target", ident: v.uuid.to_string() });
