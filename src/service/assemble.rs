@@ -444,14 +444,12 @@ fn temp_url_key(config: &Config, clock: &Clock) -> Result<Vec<u8>, ServiceError>
 }
 
 /// Opens the configured store: the embedded SQLite file (brought up to date, as it is this
-/// process's own), or the database at `[database] url`.
+/// process's own), or the database at `[database] url`, whose schema must be this binary's.
 fn open_db(config: &Config) -> Result<Db, ServiceError> {
     match config.database.url.as_deref() {
         None => Ok(Db::open(&config.database_path())?),
-        Some(url) => match url.strip_prefix("sqlite://") {
-            Some(path) => Ok(Db::open(std::path::Path::new(path))?),
-            None => Err(ServiceError::Role(format!("unsupported database URL {url}"))),
-        },
+        // A shared database is upgraded by `ferric db upgrade`, never by a process starting on it.
+        Some(url) => Ok(Db::connect(url, crate::db::SchemaMode::Check)?),
     }
 }
 

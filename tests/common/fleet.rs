@@ -109,9 +109,4 @@ impl Fleet {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.api.as_ref().unwrap().port)
     }
-
-    /// The log of process `name` (for failure messages).
-    pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
 }
