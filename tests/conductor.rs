@@ -8,38 +8,16 @@ use axum::http::StatusCode;
 use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::Config;
 use ferric_service::db::Db;
-use ferric_service::drivers::steps::{Outcome, Plan, Plans, StepCtx, StepResult, quiet};
-use ferric_service::drivers::{DeployInterface, DriverError, PowerInterface, PowerProgress, PowerRequest, Task};
+use ferric_service::drivers::{DriverError, PowerInterface, PowerProgress, PowerRequest, Task};
 use ferric_types::clock::Clock;
-use ferric_types::models::{PowerState, ProvisionState, Step};
+use ferric_types::models::{PowerState, ProvisionState};
 use ferric_types::trace::Recorder;
 use parking_lot::Mutex;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A deploy that waits for a callback; a heartbeat with `agent_status == "end"` finishes it.
-struct WaitingDeploy;
-
-static PLANS: std::sync::LazyLock<Plans> = std::sync::LazyLock::new(|| Plans {
-    deploy: Plan::of(vec![quiet(Step::AwaitAgent), quiet(Step::WriteImage)]),
-    ..Plans::default()
-});
-
-#[async_trait]
-impl DeployInterface for WaitingDeploy {
-    fn validate(&self, _t: &Task) -> Result<(), DriverError> {
-        Ok(())
-    }
-    fn plans(&self) -> &Plans {
-        &PLANS
-    }
-    async fn run_step(&self, step: Step, _t: &mut Task, ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {
-        assert_eq!(step, Step::WriteImage);
-        let done = ctx.heartbeat.and_then(|hb| hb.agent_status.as_deref()) == Some("end");
-        Ok(StepResult::outcome(if done { Outcome::Next } else { Outcome::AgainAtHeartbeat(Step::WriteImage) }))
-    }
-}
+use common::waiting::WaitingDeploy;
 
 /// Hardware whose power the test controls, and which can stop answering.
 #[derive(Default)]

@@ -10,11 +10,10 @@ use axum::http::StatusCode;
 use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::{Config, Role};
 use ferric_service::db::Db;
-use ferric_service::drivers::steps::{Outcome, Plan, Plans, StepCtx, StepResult, quiet};
-use ferric_service::drivers::{BootInterface, DeployInterface, DriverError, Task};
+use ferric_service::drivers::{BootInterface, DriverError, Task};
 use ferric_service::rpc::router::{Router, Transport};
 use ferric_types::clock::Clock;
-use ferric_types::models::{BootDevice, NodeId, ProvisionState, Step};
+use ferric_types::models::{BootDevice, NodeId, ProvisionState};
 use ferric_types::rpc::{ConductorApi, RpcError};
 use ferric_types::trace::Recorder;
 use serde_json::{Value, json};
@@ -23,27 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// A deploy that waits for its agent; a heartbeat with `agent_status == "end"` finishes it.
-struct WaitingDeploy;
-
-static PLANS: std::sync::LazyLock<Plans> = std::sync::LazyLock::new(|| Plans {
-    deploy: Plan::of(vec![quiet(Step::AwaitAgent), quiet(Step::WriteImage)]),
-    ..Plans::default()
-});
-
-#[async_trait]
-impl DeployInterface for WaitingDeploy {
-    fn validate(&self, _t: &Task) -> Result<(), DriverError> {
-        Ok(())
-    }
-    fn plans(&self) -> &Plans {
-        &PLANS
-    }
-    async fn run_step(&self, _step: Step, _t: &mut Task, ctx: StepCtx<'_>) -> Result<StepResult, DriverError> {
-        let done = ctx.heartbeat.and_then(|hb| hb.agent_status.as_deref()) == Some("end");
-        Ok(StepResult::outcome(if done { Outcome::Next } else { Outcome::AgainAtHeartbeat(Step::WriteImage) }))
-    }
-}
+use common::waiting::WaitingDeploy;
 
 /// A boot interface counting the ramdisk boots it prepared (per conductor).
 struct CountingBoot(Arc<AtomicUsize>);
@@ -103,22 +82,23 @@ fn config(role: Role, host: &str) -> Config {
 
 impl Cluster {
     fn new(n: usize) -> Cluster {
+        Cluster::with_groups(&vec![""; n])
+    }
+
+    /// One conductor per entry, in that conductor group.
+    fn with_groups(groups: &[&str]) -> Cluster {
         let db = Db::open_in_memory().unwrap();
         let mut members = Vec::new();
-        for i in 0..n {
+        for (i, group) in groups.iter().enumerate() {
             let boots = Arc::new(AtomicUsize::new(0));
             let b = boots.clone();
             let clock = Clock::virtual_from(epoch(), 100 + i as u64);
-            let svc = Service::build(
-                config(Role::Conductor, &format!("c{i}")),
-                db.clone(),
-                Outside::real(clock).unwrap(),
-                Recorder::default(),
-                |p| {
-                    p.registry.register_deploy("fake", Arc::new(WaitingDeploy));
-                    p.registry.register_boot("fake", Arc::new(CountingBoot(b)));
-                },
-            )
+            let mut cfg = config(Role::Conductor, &format!("c{i}"));
+            cfg.conductor.conductor_group = group.to_string();
+            let svc = Service::build(cfg, db.clone(), Outside::real(clock).unwrap(), Recorder::default(), |p| {
+                p.registry.register_deploy("fake", Arc::new(WaitingDeploy));
+                p.registry.register_boot("fake", Arc::new(CountingBoot(b)));
+            })
             .unwrap();
             let periodic = Some(svc.conductor.start());
             members.push(Member { svc, periodic, boots });
@@ -308,4 +288,23 @@ async fn without_a_live_conductor_the_api_answers_503_and_writes_nothing() {
     let r = c.api.put(&format!("/v1/nodes/{}/states/provision", nodes[0]), json!({"target": "manage"})).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(c.node(&nodes[0]).await["provision_state"], "available");
+}
+
+#[tokio::test(start_paused = true)]
+async fn conductor_groups_pick_the_ring() {
+    let c = Cluster::with_groups(&["", "rack1", "rack1"]);
+    for i in 0..6 {
+        let r = c
+            .api
+            .post("/v1/nodes", json!({"driver": "fake-hardware", "name": format!("g{i}"), "conductor_group": "rack1"}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        let owner = c.node(r.json()["uuid"].as_str().unwrap()).await["conductor"].clone();
+        assert!(owner == "c1" || owner == "c2", "{owner}");
+    }
+    let u = c.api.node("plain").await;
+    assert_eq!(c.node(&u).await["conductor"], "c0");
+    let r = c.api.post("/v1/nodes", json!({"driver": "fake-hardware", "conductor_group": "rack9"})).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.fault().contains("conductor group \"rack9\""), "{}", r.fault());
 }

@@ -38,26 +38,18 @@ fn bm(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// The `key` list of a GET on the API.
+async fn list(url: &str, path: &str, key: &str) -> Vec<Value> {
+    let (_, v) = call(reqwest::Method::GET, &format!("{url}{path}"), None).await;
+    v[key].as_array().cloned().unwrap_or_default()
+}
+
 async fn nodes(url: &str) -> Vec<Value> {
-    let r = reqwest::Client::new()
-        .get(format!("{url}/v1/nodes/detail?limit=1000"))
-        .header("X-OpenStack-Ironic-API-Version", "1.87")
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    v["nodes"].as_array().cloned().unwrap_or_default()
+    list(url, "/v1/nodes/detail?limit=1000", "nodes").await
 }
 
 async fn conductors(url: &str) -> Vec<Value> {
-    let r = reqwest::Client::new()
-        .get(format!("{url}/v1/conductors"))
-        .header("X-OpenStack-Ironic-API-Version", "1.87")
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    v["conductors"].as_array().cloned().unwrap_or_default()
+    list(url, "/v1/conductors", "conductors").await
 }
 
 async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {

@@ -19,18 +19,18 @@ fn creds(password: &str) -> RpcCredentials {
     RpcCredentials { username: "ferric".into(), password: password.into() }
 }
 
-async fn conductor() -> (String, Service) {
+/// A conductor service on an in-memory store; `tweak` adjusts its configuration.
+fn conductor_service(bind: std::net::SocketAddr, tweak: impl FnOnce(&mut Config)) -> Service {
     let mut cfg = Config { role: Role::Conductor, ..Config::default() };
     cfg.rpc.password = "right".into();
-    cfg.rpc.bind = Some(([127, 0, 0, 1], 0).into());
-    let svc = Service::build(
-        cfg,
-        Db::open_in_memory().unwrap(),
-        Outside::real(Clock::system()).unwrap(),
-        Recorder::default(),
-        |_| {},
-    )
-    .unwrap();
+    cfg.rpc.bind = Some(bind);
+    tweak(&mut cfg);
+    let outside = Outside::real(Clock::system()).unwrap();
+    Service::build(cfg, Db::open_in_memory().unwrap(), outside, Recorder::default(), |_| {}).unwrap()
+}
+
+async fn conductor() -> (String, Service) {
+    let svc = conductor_service(([127, 0, 0, 1], 0).into(), |_| {});
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let app = serve_rpc(Arc::new(svc.conductor.clone()), creds("right"));
@@ -106,21 +106,12 @@ async fn the_endpoint_serves_tls_when_given_a_certificate() {
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut cfg = Config { role: Role::Conductor, ..Config::default() };
-    cfg.rpc.password = "right".into();
-    cfg.rpc.bind = Some(addr);
-    cfg.rpc.tls_cert = Some(cert.clone());
-    cfg.rpc.tls_key = Some(key);
-    cfg.data_dir = dir.path().to_path_buf();
-    assert_eq!(cfg.rpc.url().unwrap(), format!("https://{addr}"));
-    let svc = Service::build(
-        cfg,
-        Db::open_in_memory().unwrap(),
-        Outside::real(Clock::system()).unwrap(),
-        Recorder::default(),
-        |_| {},
-    )
-    .unwrap();
+    let svc = conductor_service(addr, |cfg| {
+        cfg.rpc.tls_cert = Some(cert.clone());
+        cfg.rpc.tls_key = Some(key);
+        cfg.data_dir = dir.path().to_path_buf();
+        assert_eq!(cfg.rpc.url().unwrap(), format!("https://{addr}"));
+    });
     let db = svc.db.clone();
     tokio::spawn(async move { svc.serve_on(listener, std::future::pending()).await.unwrap() });
     let url = format!("https://{addr}/");

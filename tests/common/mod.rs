@@ -5,6 +5,7 @@
 pub mod agent_bin;
 pub mod listening;
 pub mod serve;
+pub mod waiting;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
