@@ -340,7 +340,7 @@ fn build_service(
         let host = if r == Role::Api { "api".to_string() } else { conductor_host(i) };
         c.data_dir = wiring.workdir.join(format!("data-{host}"));
         c.conductor.host = host;
-        ipmi_seed_extra = derive_seed(config.seed, 0x1000 + i as u64);
+        ipmi_seed_extra = derive_seed(config.seed, if r == Role::Api { 0x1fff } else { 0x1000 + i as u64 });
     }
     // The conductor polls power changes; the lab's IPMI settings say how long and how often.
     c.conductor.power_state_change_timeout = config.ipmi.power_change_timeout_secs.max(1);
