@@ -48,7 +48,14 @@ fn redfish_knob() -> impl Strategy<Value = RedfishFaultSettings> {
 
 /// Faults with a window and a few target machines (`redfish` ones with one knob).
 fn fault() -> impl Strategy<Value = FaultSpec> {
-    let kinds = prop::sample::select(FaultKind::ALL.to_vec());
+    // Conductor crashes and pauses need several conductors (scenarios/conductors-*.toml).
+    let kinds = prop::sample::select(
+        FaultKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| !matches!(k, FaultKind::ConductorCrash | FaultKind::ConductorPause))
+            .collect::<Vec<_>>(),
+    );
     let steps = prop::sample::select(vec!["boot", "lookup", "heartbeat", "download", "write"]);
     (kinds, 0usize..3, 0u32..300, prop::option::of(1u32..200), steps, 0.05f64..0.5, redfish_knob()).prop_map(
         |(kind, node, from, len, step, rate, knob)| FaultSpec {
@@ -62,6 +69,8 @@ fn fault() -> impl Strategy<Value = FaultSpec> {
             until_secs: len.map(|l| f64::from(from + l)),
             redfish: (kind == FaultKind::Redfish).then_some(knob),
             when: None,
+            conductor: None,
+            for_secs: None,
             expect: None,
         },
     )

@@ -15,12 +15,13 @@ use crate::machine::node::{BmcProtocol, KnownImage, LabShared, Profile, SimNode}
 use crate::machine::power::SimMachineConfig;
 use bytes::Bytes;
 use ferric_service::assemble::{BootPackets, Outside, Parts, Service};
-use ferric_service::conductor::ConductorConfig;
-use ferric_service::config::Config;
+use ferric_service::conductor::{Conductor, ConductorConfig};
+use ferric_service::config::{Config, Role};
 use ferric_service::db::Db;
 use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
 use ferric_service::ipmi::{ClientConfig, Connector, IpmiPool, UdpConnector};
 use ferric_service::pxe::dhcp::HostTable;
+use ferric_service::rpc::router::{Router, Transport};
 use ferric_sim::redfish::{RedfishBmc, RedfishConfig, RedfishFaultSettings};
 use ferric_sim::vbmc::{BmcConfig, FaultSettings};
 use ferric_types::clock::Clock;
@@ -31,6 +32,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -123,6 +125,11 @@ pub struct LabConfig {
     /// Extra service wiring (deploy and boot interfaces, and what they need), re-run when the
     /// conductor restarts.
     pub customize: Option<Customize>,
+    /// Conductors. 1: one all-in-one service (`--role all`). More: that many clustered conductor
+    /// services (`--role conductor`, hosts `c0`, `c1`, ...) on the one database, each on its own
+    /// seeded clock, behind one API service (`--role api`) whose calls an in-memory router takes
+    /// to the owning conductor.
+    pub conductors: usize,
 }
 
 impl Default for LabConfig {
@@ -139,6 +146,7 @@ impl Default for LabConfig {
             real_clock: false,
             trace_capacity: 200_000,
             customize: None,
+            conductors: 1,
         }
     }
 }
@@ -243,6 +251,8 @@ pub struct SimLab {
     pub wiring: LabWiring,
     pub pool: Arc<ContentPool>,
     periodic: Option<JoinHandle<()>>,
+    /// With [`LabConfig::conductors`] > 1: the conductors (`service` is then the API service).
+    pub members: Vec<LabConductor>,
     watchers: Vec<JoinHandle<()>>,
     bmc_servers: Option<tokio::task::JoinSet<std::io::Result<()>>>,
     /// Redfish BMCs on TCP (`ferric serve --sim`).
@@ -250,6 +260,44 @@ pub struct SimLab {
     /// Conductor generations started (1 + restarts).
     pub conductor_starts: u32,
     _workdir: WorkDir,
+}
+
+/// What became of one of several conductors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConductorStatus {
+    Running,
+    /// Its periodic loop (heartbeats, takeover, timeouts, power sync) is stopped; the process,
+    /// its running work and its RPC endpoint live on.
+    Paused,
+    /// Halted for good.
+    Crashed,
+}
+
+/// One conductor service of a lab with several.
+pub struct LabConductor {
+    pub service: Service,
+    periodic: Option<JoinHandle<()>>,
+    pub status: ConductorStatus,
+}
+
+impl LabConductor {
+    pub fn host(&self) -> &str {
+        self.service.conductor.host()
+    }
+}
+
+/// Conductor `i`'s host name in a lab with several.
+pub fn conductor_host(i: usize) -> String {
+    format!("c{i}")
+}
+
+/// A seed derived from `seed` for stream `k` (splitmix64), so added conductors draw nothing from
+/// the lab's generator (a one-conductor lab stays as it was).
+fn derive_seed(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A locally administered MAC for NIC `nic` of machine `index`.
@@ -276,17 +324,31 @@ fn build_service(
     trace: &Recorder,
     connector: Arc<dyn Connector>,
     wiring: &LabWiring,
-    generation: u32,
+    // Conductor generation (1 + restarts before it), and with several conductors, the role and
+    // index of this one.
+    (generation, role): (u32, Option<(Role, usize)>),
 ) -> Result<Service, LabError> {
     let mut c =
         Config { conductor: config.conductor.clone(), data_dir: wiring.workdir.join("data"), ..Config::default() };
+    // One of several: its role, host and own data directory (image caches are per process). The
+    // RPC settings are required by the roles; nothing binds them (calls go in memory).
+    let mut ipmi_seed_extra = 0;
+    if let Some((r, i)) = role {
+        c.role = r;
+        c.rpc.password = "sim".into();
+        c.rpc.bind = Some(([127, 0, 0, 1], 1).into());
+        let host = if r == Role::Api { "api".to_string() } else { conductor_host(i) };
+        c.data_dir = wiring.workdir.join(format!("data-{host}"));
+        c.conductor.host = host;
+        ipmi_seed_extra = derive_seed(config.seed, if r == Role::Api { 0x1fff } else { 0x1000 + i as u64 });
+    }
     // The conductor polls power changes; the lab's IPMI settings say how long and how often.
     c.conductor.power_state_change_timeout = config.ipmi.power_change_timeout_secs.max(1);
     c.conductor.power_state_poll_interval_ms = config.ipmi.power_poll_ms.max(1);
     c.api.public_url = Some(net::api_url());
     // Agents download images from the image store's own host of the in-memory network.
     c.images.public_url = Some(net::images_url());
-    let seed = config.seed ^ 0x1b_a1_u64.wrapping_mul(u64::from(generation) + 1);
+    let seed = config.seed ^ 0x1b_a1_u64.wrapping_mul(u64::from(generation) + 1) ^ ipmi_seed_extra;
     let outside = Outside {
         clock: clock.clone(),
         ipmi: Arc::new(IpmiPool::new(
@@ -411,7 +473,33 @@ impl SimLab {
                 (Arc::new(UdpConnector), Some(fleet.serve(sockets)))
             }
         };
-        let service = build_service(&config, &db, &clock, &trace, connector, &wiring, 0)?;
+        let mut members = Vec::new();
+        let mut service = if config.conductors <= 1 {
+            build_service(&config, &db, &clock, &trace, connector, &wiring, (0, None))?
+        } else {
+            for i in 0..config.conductors {
+                let c = member_clock(&config, clock_seed, i as u64);
+                let s = build_service(
+                    &config,
+                    &db,
+                    &c,
+                    &trace,
+                    connector.clone(),
+                    &wiring,
+                    (0, Some((Role::Conductor, i))),
+                )?;
+                members.push(LabConductor { service: s, periodic: None, status: ConductorStatus::Running });
+            }
+            // Every conductor registered: each reads the others before the first call.
+            for m in &members {
+                m.service.conductor.refresh_rings();
+            }
+            let c = member_clock(&config, clock_seed, 0xa91);
+            build_service(&config, &db, &c, &trace, connector, &wiring, (0, Some((Role::Api, 0))))?
+        };
+        if !members.is_empty() {
+            install_router(&mut service, &members, &db);
+        }
         http.add_host(net::API_HOST, service.router());
 
         // With ferric's boot interfaces the DHCP answers come from the options they write (as in
@@ -488,8 +576,13 @@ impl SimLab {
             watchers.push(tokio::spawn(node.clone().watch()));
             nodes.push(node);
         }
-        let periodic = Some(service.conductor.start());
+        // The API service of several conductors runs no periodic tasks (`--role api`).
+        let periodic = members.is_empty().then(|| service.conductor.start());
+        for m in &mut members {
+            m.periodic = Some(m.service.conductor.start());
+        }
         Ok(SimLab {
+            members,
             config,
             db,
             clock,
@@ -513,7 +606,11 @@ impl SimLab {
 
     /// The conductor process dies mid-work and a new one starts on the same database: work held
     /// in memory is lost, locks are recovered, waits resume (Ironic's behaviour on restart).
+    /// With several conductors, conductor 0 (see [`SimLab::restart_member`]).
     pub fn restart_conductor(&mut self) -> Result<(), LabError> {
+        if !self.members.is_empty() {
+            return self.restart_member(0);
+        }
         if let Some(p) = self.periodic.take() {
             p.abort();
         }
@@ -529,7 +626,7 @@ impl SimLab {
             &self.trace,
             connector,
             &self.wiring,
-            self.conductor_starts,
+            (self.conductor_starts, None),
         )?;
         self.conductor_starts += 1;
         self.net.http.add_host(net::API_HOST, service.router());
@@ -544,6 +641,117 @@ impl SimLab {
         if let Some(p) = self.periodic.take() {
             p.abort();
         }
+        for m in &mut self.members {
+            if let Some(p) = m.periodic.take() {
+                p.abort();
+            }
+        }
+    }
+
+    /// Every conductor: the all-in-one service's, or each of several.
+    pub fn conductors(&self) -> Vec<&Conductor> {
+        if self.members.is_empty() {
+            vec![&self.service.conductor]
+        } else {
+            self.members.iter().map(|m| &m.service.conductor).collect()
+        }
+    }
+
+    /// Waits until every conductor's workers are idle.
+    pub async fn wait_idle(&self) {
+        for c in self.conductors() {
+            c.wait_idle().await;
+        }
+    }
+
+    /// Hosts of the conductors running (not crashed, not paused).
+    pub fn live_hosts(&self) -> Vec<String> {
+        if self.members.is_empty() {
+            return vec![self.service.conductor.host().to_string()];
+        }
+        self.members.iter().filter(|m| m.status == ConductorStatus::Running).map(|m| m.host().to_string()).collect()
+    }
+
+    fn member(&mut self, i: usize) -> Result<&mut LabConductor, LabError> {
+        let n = self.members.len();
+        self.members.get_mut(i).ok_or_else(|| LabError::Invalid(format!("no conductor {i} (the lab has {n})")))
+    }
+
+    /// Conductor `i` of several dies and a new one with the same host starts on the database.
+    pub fn restart_member(&mut self, i: usize) -> Result<(), LabError> {
+        let m = self.member(i)?;
+        if let Some(p) = m.periodic.take() {
+            p.abort();
+        }
+        m.service.conductor.halt();
+        let connector: Arc<dyn Connector> = match self.config.transport {
+            BmcTransport::Channel => Arc::new(super::vbmc::channel_connector(&self.fleet, BMC_ADDRESS, BMC_BASE_PORT)),
+            BmcTransport::Udp { .. } => Arc::new(UdpConnector),
+        };
+        let clock = if self.config.real_clock {
+            Clock::system()
+        } else {
+            let epoch = chrono::DateTime::from_timestamp(EPOCH_UNIX, 0).unwrap_or_default();
+            Clock::virtual_from(epoch, derive_seed(self.config.seed, 0x2000 + u64::from(self.conductor_starts)))
+        };
+        let service = build_service(
+            &self.config,
+            &self.db,
+            &clock,
+            &self.trace,
+            connector,
+            &self.wiring,
+            (self.conductor_starts, Some((Role::Conductor, i))),
+        )?;
+        self.conductor_starts += 1;
+        for m in &self.members {
+            m.service.conductor.refresh_rings();
+        }
+        let periodic = Some(service.conductor.start());
+        self.members[i] = LabConductor { service, periodic, status: ConductorStatus::Running };
+        install_router(&mut self.service, &self.members, &self.db);
+        self.net.http.add_host(net::API_HOST, self.service.router());
+        Ok(())
+    }
+
+    /// Conductor `i` of several crashes for good: its work stops where it stands and it writes
+    /// no more heartbeats.
+    pub fn crash_member(&mut self, i: usize) -> Result<(), LabError> {
+        let m = self.member(i)?;
+        if let Some(p) = m.periodic.take() {
+            p.abort();
+        }
+        m.service.conductor.halt();
+        m.status = ConductorStatus::Crashed;
+        Ok(())
+    }
+
+    /// Conductor `i`'s periodic loop (heartbeats, takeover, timeouts, power sync) stops; its
+    /// process lives on (running work, RPC).
+    pub fn pause_member(&mut self, i: usize) -> Result<(), LabError> {
+        let m = self.member(i)?;
+        if m.status != ConductorStatus::Running {
+            return Ok(());
+        }
+        if let Some(p) = m.periodic.take() {
+            p.abort();
+        }
+        m.status = ConductorStatus::Paused;
+        Ok(())
+    }
+
+    /// A paused conductor's loop goes on, as a stopped process's does when it is continued: every
+    /// timer is overdue, so it heartbeats (dropping its running work if it was silent too long)
+    /// and takes over first, then runs the loop of `Conductor::start` (without the recovery of
+    /// a process start: this process never stopped).
+    pub fn resume_member(&mut self, i: usize) -> Result<(), LabError> {
+        let m = self.member(i)?;
+        if m.status != ConductorStatus::Paused {
+            return Ok(());
+        }
+        m.periodic = Some(tokio::spawn(resumed_loop(m.service.conductor.clone())));
+        m.status = ConductorStatus::Running;
+        Ok(())
     }
 
     /// Registers an image of `size` virtual bytes with deterministic content (scaled down by the
@@ -689,6 +897,12 @@ impl SimLab {
             p.abort();
         }
         self.service.conductor.halt();
+        for m in &mut self.members {
+            if let Some(p) = m.periodic.take() {
+                p.abort();
+            }
+            m.service.conductor.halt();
+        }
         for w in self.watchers.drain(..) {
             w.abort();
         }
@@ -702,6 +916,56 @@ impl SimLab {
 impl Drop for SimLab {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Conductor `k`'s clock (the lab's epoch, a seed derived from the lab clock's).
+fn member_clock(config: &LabConfig, clock_seed: u64, k: u64) -> Clock {
+    if config.real_clock {
+        Clock::system()
+    } else {
+        let epoch = chrono::DateTime::from_timestamp(EPOCH_UNIX, 0).unwrap_or_default();
+        Clock::virtual_from(epoch, derive_seed(clock_seed, k))
+    }
+}
+
+/// Points the API service at the conductors: each call goes, in memory, to the live conductor
+/// the hash ring gives its node.
+fn install_router(api: &mut Service, members: &[LabConductor], db: &Db) {
+    let peers: HashMap<String, Conductor> =
+        members.iter().map(|m| (m.host().to_string(), m.service.conductor.clone())).collect();
+    api.api.rpc = Arc::new(Router::new(
+        db.clone(),
+        api.conductor.clone(),
+        Transport::InMemory(Arc::new(peers)),
+        api.api.clock.clone(),
+    ));
+}
+
+/// The loop of `Conductor::start` for a continued process (see [`SimLab::resume_member`]).
+async fn resumed_loop(c: Conductor) {
+    c.beat().await;
+    c.take_over().await;
+    let timeouts = Duration::from_secs(c.config().check_timeouts_interval.max(1));
+    let sync = Duration::from_secs(c.config().sync_power_state_interval.max(1));
+    let beat = Duration::from_secs(c.config().heartbeat_interval.max(1));
+    let now = tokio::time::Instant::now();
+    let mut t1 = tokio::time::interval_at(now + timeouts, timeouts);
+    let mut t2 = tokio::time::interval_at(now + sync, sync);
+    let mut t3 = tokio::time::interval_at(now + beat, beat);
+    for t in [&mut t1, &mut t2, &mut t3] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            biased;
+            _ = t3.tick() => {
+                c.beat().await;
+                c.take_over().await;
+            }
+            _ = t1.tick() => c.check_timeouts().await,
+            _ = t2.tick() => c.sync_power_states().await,
+        }
     }
 }
 

@@ -107,3 +107,49 @@ fn netboot(n: &Node) -> bool {
     n.instance_info.get("boot_option").and_then(|v| v.as_str()) == Some("netboot")
         || n.instance_info.get("capabilities").map(|c| c.to_string().contains("netboot")).unwrap_or(false)
 }
+
+/// The invariants of several conductors: no node is left locked by a conductor that is not
+/// running; every node of a lost conductor was a live conductor's again by the loss's deadline
+/// (heartbeat_timeout + 2 heartbeat_interval after it); no node that waited for its agent when
+/// its conductor was lost was failed by the takeover (those deploys go on).
+pub fn cluster_checks(lab: &SimLab, records: &[Option<Node>], losses: &[super::run::Loss]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let live = lab.live_hosts();
+    let locked: Vec<String> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().map(|r| (i, r)))
+        .filter_map(|(i, r)| {
+            let h = r.reservation.as_deref()?;
+            (!live.iter().any(|l| l == h)).then(|| format!("node-{i}: locked by {h}"))
+        })
+        .collect();
+    out.push(Check::list("no node locked by a conductor that is not alive", &locked));
+    for l in losses {
+        let name = format!(
+            "{} nodes of {} (lost at {:.0} s) owned by a live conductor by {:.0} s",
+            l.nodes.len(),
+            l.host,
+            l.at,
+            l.deadline
+        );
+        match &l.owned {
+            Some(bad) => out.push(Check::list(&name, bad)),
+            None => out.push(Check::new(name, false, "the run ended before the deadline".into())),
+        }
+        let failed: Vec<String> = l
+            .waiting
+            .iter()
+            .filter_map(|&i| {
+                let r = records.get(i)?.as_ref()?;
+                let e = r.last_error.as_deref().unwrap_or("");
+                e.contains("went offline").then(|| format!("node-{i}: {} ({e})", r.provision_state))
+            })
+            .collect();
+        out.push(Check::list(
+            &format!("{} agent-waiting nodes of {} not failed by the takeover", l.waiting.len(), l.host),
+            &failed,
+        ));
+    }
+    out
+}

@@ -23,6 +23,7 @@
 //! boot_interface = "ipxe"     # ferric's ipxe (default) or pxe boot interface; "fake": none
 //! byte_scale = 65536          # virtual bytes per real byte of image and disk data
 //! diagram_node = 0            # whose deploy --diagram draws
+//! conductors = 3              # clustered conductors c0..c2 behind one API (default 1: all-in-one)
 //!
 //! [conductor]                 # optional: any ConductorConfig option (Ironic's names)
 //! automated_clean = false
@@ -43,6 +44,11 @@
 //! until_secs = 600
 //! expect = "active"           # state the affected nodes must end in (optional)
 //!
+//! [[faults]]
+//! kind = "conductor_crash"    # or conductor_pause (for_secs = 120), conductor_restart
+//! conductor = 1               # which conductor (sim.conductors > 1; default 0)
+//! when = "wait call-back"     # when a node of `nodes` first reaches this state (or from_secs)
+//!
 //! [[actions]]
 //! kind = "enroll"             # enroll, manage, provide, deploy, undeploy, rebuild, power, wait, clean
 //! [[actions]]
@@ -53,6 +59,7 @@
 //! [expect]
 //! max_virtual_secs = 7200
 //! states = { active = 4 }
+//! trace_hash = "0123456789abcdef"   # optional: the run's trace hash must be this
 //! ```
 
 use crate::machine::node::{BmcProtocol, Firmware, OrderDevice, Timings};
@@ -165,6 +172,10 @@ pub struct SimSpec {
     pub poll_secs: u64,
     /// Node whose deploy `--diagram` draws (machine index).
     pub diagram_node: Option<usize>,
+    /// Conductors: 1 (an all-in-one service) or several clustered ones (hosts `c0`, `c1`, ...)
+    /// behind one API service; `[conductor]` settings (heartbeat_interval, heartbeat_timeout, ...)
+    /// apply to each.
+    pub conductors: usize,
 }
 
 impl Default for SimSpec {
@@ -176,6 +187,7 @@ impl Default for SimSpec {
             trace_capacity: 200_000,
             poll_secs: 5,
             diagram_node: None,
+            conductors: 1,
         }
     }
 }
@@ -239,6 +251,13 @@ pub enum FaultKind {
     /// Retry-After, 429, latency, an unresponsive BMC, a session limit, sessions that expire,
     /// ETag conflicts, virtual media insert failures, slow or failing tasks).
     Redfish,
+    /// Conductor `conductor` (of several) halts for good, at `from_secs` or when a selected node
+    /// first reaches state `when` (default `wait call-back`).
+    ConductorCrash,
+    /// Conductor `conductor`'s periodic loop (heartbeats, takeover, timeouts, power sync) stops
+    /// for `for_secs` (default: until `until_secs`, or for good), its process living on; then
+    /// the loop goes on. Triggered as `conductor_crash`.
+    ConductorPause,
 }
 
 impl FaultKind {
@@ -256,7 +275,14 @@ impl FaultKind {
             FaultKind::ConductorRestart => "conductor_restart",
             FaultKind::DiskWriteError => "disk_write_error",
             FaultKind::Redfish => "redfish",
+            FaultKind::ConductorCrash => "conductor_crash",
+            FaultKind::ConductorPause => "conductor_pause",
         }
+    }
+
+    /// Faults of a conductor rather than of machines (triggered at a time or by a state).
+    pub fn is_conductor(&self) -> bool {
+        matches!(self, FaultKind::ConductorRestart | FaultKind::ConductorCrash | FaultKind::ConductorPause)
     }
 
     pub const ALL: &'static [FaultKind] = &[
@@ -272,6 +298,8 @@ impl FaultKind {
         FaultKind::ConductorRestart,
         FaultKind::DiskWriteError,
         FaultKind::Redfish,
+        FaultKind::ConductorCrash,
+        FaultKind::ConductorPause,
     ];
 }
 
@@ -305,9 +333,15 @@ pub struct FaultSpec {
     /// Redfish fault knobs for the window (kind `redfish`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redfish: Option<ferric_sim::redfish::RedfishFaultSettings>,
-    /// Conductor restart: the state that triggers it.
+    /// Conductor faults: the state that triggers it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// Conductor faults with several conductors: which one (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conductor: Option<usize>,
+    /// Conductor pause: how long, in virtual seconds from when it struck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_secs: Option<f64>,
     /// State the affected machines' nodes must end in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
@@ -407,6 +441,10 @@ pub struct Expect {
     /// Machines whose OS must be running the instance (by image name) at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running: Option<NodeExpectRunning>,
+    /// The run's trace hash (16 hex digits, as `trace-hash:` prints it): the same file and seed
+    /// must replay the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_hash: Option<String>,
 }
 
 /// State (and error) of some nodes at the end.
@@ -470,6 +508,9 @@ impl Scenario {
         }
         if !matches!(self.sim.network_interface.as_str(), "flat" | "noop") {
             return bad(format!("sim.network_interface {:?} is not flat or noop", self.sim.network_interface));
+        }
+        if self.sim.conductors == 0 || self.sim.conductors > 64 {
+            return bad("sim.conductors must be 1..=64".into());
         }
         if self.sim.byte_scale == 0 || self.sim.poll_secs == 0 || self.sim.poll_secs > 3600 {
             return bad("sim.byte_scale must be positive and sim.poll_secs 1..=3600".into());
@@ -538,6 +579,26 @@ impl Scenario {
                         "agent_crash step {step:?} is not boot, lookup, heartbeat, download, write or a command name"
                     ));
                 }
+            }
+            if f.kind.is_conductor() {
+                let c = f.conductor.unwrap_or(0);
+                if c >= self.sim.conductors {
+                    return bad(format!(
+                        "{}: no conductor {c} (sim.conductors = {})",
+                        f.kind.as_str(),
+                        self.sim.conductors
+                    ));
+                }
+                if matches!(f.kind, FaultKind::ConductorCrash | FaultKind::ConductorPause) && self.sim.conductors < 2 {
+                    return bad(format!("{} needs sim.conductors >= 2", f.kind.as_str()));
+                }
+            } else if f.conductor.is_some() || f.for_secs.is_some() {
+                return bad(format!("{}: conductor and for_secs are for conductor faults", f.kind.as_str()));
+            }
+            if let Some(d) = f.for_secs
+                && !(0.0..=30.0 * 86400.0).contains(&d)
+            {
+                return bad(format!("{}: for_secs must be in 0..=2592000", f.kind.as_str()));
             }
             for s in [&f.expect, &f.when].into_iter().flatten() {
                 s.parse::<ferric_types::models::ProvisionState>()
@@ -655,5 +716,26 @@ mod tests {
         let bad = s.to_toml().unwrap().replace("\"download\"", "\"nowhere\"");
         assert!(Scenario::parse(&bad).is_err());
         assert!(Scenario::parse(&s.to_toml().unwrap().replace("count = 2", "count = 0")).is_err());
+    }
+
+    #[test]
+    fn conductor_faults_name_one_of_several_conductors() {
+        let text = |conductors: usize, kind: &str, which: usize| {
+            format!(
+                "name = \"t\"\n[fleet]\ncount = 2\n[sim]\nconductors = {conductors}\n[[faults]]\nkind = \"{kind}\"\nconductor = {which}\nfor_secs = 90\nwhen = \"wait call-back\"\n[[actions]]\nkind = \"enroll\"\n[expect]\ntrace_hash = \"0123456789abcdef\"\n"
+            )
+        };
+        let s = Scenario::parse(&text(3, "conductor_pause", 2)).unwrap();
+        assert_eq!(s.sim.conductors, 3);
+        assert_eq!(s.faults[0].kind, FaultKind::ConductorPause);
+        assert_eq!((s.faults[0].conductor, s.faults[0].for_secs), (Some(2), Some(90.0)));
+        assert_eq!(s.expect.trace_hash.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(Scenario::parse(&s.to_toml().unwrap()).unwrap(), s);
+        assert!(Scenario::parse(&text(3, "conductor_crash", 1)).is_ok());
+        // No such conductor; a crash of the only one; a conductor for a machine fault.
+        assert!(Scenario::parse(&text(3, "conductor_crash", 3)).is_err());
+        assert!(Scenario::parse(&text(1, "conductor_crash", 0)).is_err());
+        assert!(Scenario::parse(&text(3, "bmc_busy", 0)).is_err());
+        assert!(Scenario::parse(&text(0, "conductor_restart", 0)).is_err());
     }
 }

@@ -12,6 +12,7 @@ use ferric_service::db::NodeFilter;
 use ferric_service::images::DiskFormat;
 use ferric_types::models::{NodeId, PowerState, ProvisionState};
 use ferric_types::state_machine;
+use ferric_types::trace::Actor;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
@@ -81,8 +82,26 @@ struct Fault {
     spec: FaultSpec,
     nodes: Vec<usize>,
     active: bool,
-    /// Conductor restart: when it happened.
+    /// Conductor faults: when it struck.
     fired_at: Option<f64>,
+    /// Conductor pause: when the loop goes on (and whether it has).
+    resume_at: Option<f64>,
+    resumed: bool,
+}
+
+/// A conductor lost to a crash or a long pause, and what must follow (see
+/// [`super::invariants::cluster_checks`]).
+pub struct Loss {
+    pub host: String,
+    pub at: f64,
+    /// By when every node of the lost conductor must be owned again.
+    pub deadline: f64,
+    /// Its nodes (machine index, node) when it was lost: prepared by it, or the ring's.
+    pub nodes: Vec<(usize, NodeId)>,
+    /// Those of them waiting for their agent then.
+    pub waiting: Vec<usize>,
+    /// Problems found at the deadline (None: not checked yet).
+    pub owned: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,6 +131,8 @@ struct Runner {
     enrolled: Vec<bool>,
     /// The last action on machine i was a power action (see [`super::invariants::check`]).
     powered: Vec<bool>,
+    /// Conductors lost to conductor faults.
+    losses: Vec<Loss>,
 }
 
 fn uuid_from(rng: &mut StdRng) -> uuid::Uuid {
@@ -216,11 +237,18 @@ impl Runner {
             } else {
                 base
             };
-            faults.push(Fault { spec: f.clone(), nodes, active: false, fired_at: None });
+            faults.push(Fault {
+                spec: f.clone(),
+                nodes,
+                active: false,
+                fired_at: None,
+                resume_at: None,
+                resumed: false,
+            });
         }
         let mut timeline = Vec::new();
         for (i, f) in faults.iter().enumerate() {
-            if f.spec.kind == FaultKind::ConductorRestart && f.spec.from_secs.is_none() {
+            if f.spec.kind.is_conductor() && f.spec.from_secs.is_none() {
                 continue; // state-triggered
             }
             timeline.push((f.spec.from_secs.unwrap_or(0.0).max(0.0), i, Edge::On));
@@ -253,6 +281,7 @@ impl Runner {
             real_boot: super::wiring::real_boot(&s.sim.boot_interface),
             trace_capacity: s.sim.trace_capacity,
             customize: Some(customize),
+            conductors: s.sim.conductors,
             ..LabConfig::default()
         };
         let lab = SimLab::build(lab_config).await?;
@@ -291,6 +320,7 @@ impl Runner {
             deploy_windows: BTreeMap::new(),
             enrolled: vec![false; n],
             powered: vec![false; n],
+            losses: Vec::new(),
         })
     }
 
@@ -306,11 +336,39 @@ impl Runner {
     fn apply(&mut self, i: usize, edge: Edge) -> Result<(), RunError> {
         let on = edge == Edge::On;
         let kind = self.faults[i].spec.kind;
-        if kind == FaultKind::ConductorRestart {
+        if kind.is_conductor() {
+            let c = self.faults[i].spec.conductor.unwrap_or(0);
+            let now = self.elapsed();
             if on && self.faults[i].fired_at.is_none() {
-                tracing::info!(at = self.elapsed(), "conductor restart injected");
-                self.faults[i].fired_at = Some(self.elapsed());
-                self.lab.restart_conductor()?;
+                tracing::info!(at = now, kind = kind.as_str(), conductor = c, "conductor fault injected");
+                self.faults[i].fired_at = Some(now);
+                match kind {
+                    FaultKind::ConductorCrash => {
+                        self.note_loss(c, now);
+                        self.lab.crash_member(c)?;
+                    }
+                    FaultKind::ConductorPause => {
+                        let d = self.faults[i].spec.for_secs;
+                        let until = d.map(|d| now + d).or(self.faults[i].spec.until_secs);
+                        let timeout = self.lab.config.conductor.heartbeat_timeout as f64;
+                        // Silent longer than the timeout: its peers must take its nodes over.
+                        if until.is_none_or(|u| u - now > timeout) {
+                            self.note_loss(c, now);
+                        }
+                        self.faults[i].resume_at = d.map(|d| now + d);
+                        self.lab.pause_member(c)?;
+                    }
+                    _ if self.lab.members.is_empty() => self.lab.restart_conductor()?,
+                    _ => self.lab.restart_member(c)?,
+                }
+            } else if !on
+                && kind == FaultKind::ConductorPause
+                && self.faults[i].fired_at.is_some()
+                && !self.faults[i].resumed
+            {
+                tracing::info!(at = now, conductor = c, "conductor pause ends");
+                self.faults[i].resumed = true;
+                self.lab.resume_member(c)?;
             }
             return Ok(());
         }
@@ -350,7 +408,7 @@ impl Runner {
                         rf.faults().apply(knobs);
                     }
                 }
-                FaultKind::ConductorRestart => {}
+                FaultKind::ConductorRestart | FaultKind::ConductorCrash | FaultKind::ConductorPause => {}
             }
         }
         self.faults[i].active = on;
@@ -369,7 +427,11 @@ impl Runner {
         }
         for i in 0..self.faults.len() {
             let f = &self.faults[i];
-            if f.spec.kind != FaultKind::ConductorRestart || f.fired_at.is_some() || f.spec.from_secs.is_some() {
+            if f.resume_at.is_some_and(|t| t <= now) && !f.resumed {
+                self.apply(i, Edge::Off)?;
+                continue;
+            }
+            if !f.spec.kind.is_conductor() || f.fired_at.is_some() || f.spec.from_secs.is_some() {
                 continue;
             }
             let when: ProvisionState =
@@ -384,7 +446,78 @@ impl Runner {
                 self.apply(i, Edge::On)?;
             }
         }
+        self.check_losses();
         Ok(())
+    }
+
+    /// Records what conductor `c` holds as it is lost.
+    fn note_loss(&mut self, c: usize, now: f64) {
+        let Some(m) = self.lab.members.get(c) else { return };
+        let host = m.host().to_string();
+        let rings = m.service.conductor.rings();
+        let (timeout, interval) =
+            (self.lab.config.conductor.heartbeat_timeout, self.lab.config.conductor.heartbeat_interval);
+        let mut nodes = Vec::new();
+        let mut waiting = Vec::new();
+        for (i, id) in self.node_ids.iter().enumerate() {
+            if !self.enrolled[i] {
+                continue;
+            }
+            let Ok(r) = self.lab.db.get_node_by_uuid(*id) else { continue };
+            let theirs = match r.conductor_affinity.as_deref() {
+                Some(a) => a == host,
+                None => rings.owner(&r.conductor_group, &r.driver, r.uuid).is_some_and(|o| o.hostname == host),
+            };
+            if !theirs {
+                continue;
+            }
+            nodes.push((i, *id));
+            if matches!(r.provision_state, ProvisionState::DeployWait | ProvisionState::CleanWait) {
+                waiting.push(i);
+            }
+        }
+        let deadline = now + (timeout + 2 * interval) as f64;
+        tracing::info!(%host, nodes = nodes.len(), waiting = waiting.len(), deadline, "conductor lost");
+        self.losses.push(Loss { host, at: now, deadline, nodes, waiting, owned: None });
+    }
+
+    /// At each loss's deadline: every node it held is a live conductor's again (its
+    /// `conductor_affinity`, or for a node never prepared, the ring's owner).
+    fn check_losses(&mut self) {
+        let now = self.elapsed();
+        if !self.losses.iter().any(|l| l.owned.is_none() && l.deadline <= now) {
+            return;
+        }
+        let live = self.lab.live_hosts();
+        let rings = self
+            .lab
+            .members
+            .iter()
+            .find(|m| m.status == crate::sim::ConductorStatus::Running)
+            .map(|m| m.service.conductor.rings());
+        for l in self.losses.iter_mut().filter(|l| l.owned.is_none() && l.deadline <= now) {
+            let mut bad = Vec::new();
+            for &(i, id) in &l.nodes {
+                let Ok(r) = self.lab.db.get_node_by_uuid(id) else { continue };
+                let owner = match r.conductor_affinity.clone() {
+                    Some(a) => Some(a),
+                    None => rings
+                        .as_ref()
+                        .and_then(|g| g.owner(&r.conductor_group, &r.driver, r.uuid).map(|o| o.hostname.clone())),
+                };
+                // Who holds the node now is part of the run: the trace hash covers it.
+                let label = format!("{} lost: owned by {}", l.host, owner.as_deref().unwrap_or("nobody"));
+                self.lab.trace.record(id, Actor::Conductor, Actor::Conductor, label);
+                if !owner.as_ref().is_some_and(|o| live.contains(o)) {
+                    bad.push(format!(
+                        "node-{i}: {} ({})",
+                        owner.unwrap_or_else(|| "no owner".into()),
+                        r.provision_state
+                    ));
+                }
+            }
+            l.owned = Some(bad);
+        }
     }
 
     /// Sleeps one poll interval (shorter while a state-triggered restart is pending), applying
@@ -393,9 +526,16 @@ impl Runner {
         let pending_restart = self
             .faults
             .iter()
-            .any(|f| f.spec.kind == FaultKind::ConductorRestart && f.fired_at.is_none() && f.spec.from_secs.is_none());
+            .any(|f| f.spec.kind.is_conductor() && f.fired_at.is_none() && f.spec.from_secs.is_none());
         let mut d = Duration::from_secs(if pending_restart { 1 } else { self.s.sim.poll_secs });
         if let Some(&(t, _, _)) = self.timeline.get(self.next_event) {
+            let until = Duration::from_secs_f64((t - self.elapsed()).max(0.0));
+            d = d.min(until.max(Duration::from_millis(1)));
+        }
+        // Pauses that end and losses checked at their deadline, on time.
+        let due = self.faults.iter().filter(|f| !f.resumed).filter_map(|f| f.resume_at);
+        let due = due.chain(self.losses.iter().filter(|l| l.owned.is_none()).map(|l| l.deadline));
+        for t in due {
             let until = Duration::from_secs_f64((t - self.elapsed()).max(0.0));
             d = d.min(until.max(Duration::from_millis(1)));
         }
@@ -443,7 +583,7 @@ impl Runner {
         }
         // Everything settles before the checks.
         let all: HashSet<NodeId> = self.node_ids.iter().copied().collect();
-        while !self.settled(&all, false) && !self.over_limit() {
+        while (!self.settled(&all, false) || self.losses.iter().any(|l| l.owned.is_none())) && !self.over_limit() {
             if let Err(e) = self.step().await {
                 errors.push(e.to_string());
                 break;
@@ -474,6 +614,13 @@ impl Runner {
                 break;
             }
         }
+        // A conductor lost late: its peers get until the deadline to take its nodes over.
+        while self.losses.iter().any(|l| l.owned.is_none()) && !self.over_limit() {
+            if let Err(e) = self.step().await {
+                errors.push(e.to_string());
+                break;
+            }
+        }
         // The run ends: the periodic tasks stop (a power sync in progress releases its lock) and
         // the checks look at a quiet conductor, once work in flight has released its locks.
         self.lab.stop_periodic();
@@ -482,7 +629,7 @@ impl Runner {
         while self.lab.db.count_reserved().unwrap_or(0) > 0 && self.elapsed() < quiet_deadline {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        self.lab.service.conductor.wait_idle().await;
+        self.lab.wait_idle().await;
         let virtual_secs = self.elapsed();
         self.report(virtual_secs, wall.elapsed().as_secs_f64(), errors)
     }
@@ -668,7 +815,10 @@ impl Runner {
             *states.entry(s.provision_state.to_string()).or_default() += 1;
         }
         let records = self.records();
-        let invariants = super::invariants::check(lab, &records, &self.powered);
+        let mut invariants = super::invariants::check(lab, &records, &self.powered);
+        if !lab.members.is_empty() {
+            invariants.extend(super::invariants::cluster_checks(lab, &records, &self.losses));
+        }
         let mut expectations = Vec::new();
         let e = &self.s.expect;
         if let Some(m) = e.max_virtual_secs {
@@ -792,15 +942,25 @@ impl Runner {
                             }
                         }
                     }
-                    FaultKind::ConductorRestart => {}
+                    FaultKind::ConductorRestart | FaultKind::ConductorCrash | FaultKind::ConductorPause => {}
                 }
             }
-            if f.spec.kind == FaultKind::ConductorRestart {
-                counters.insert("restarts".into(), u64::from(f.fired_at.is_some()));
+            match f.spec.kind {
+                FaultKind::ConductorRestart => {
+                    counters.insert("restarts".into(), u64::from(f.fired_at.is_some()));
+                }
+                FaultKind::ConductorCrash => {
+                    counters.insert("crashes".into(), u64::from(f.fired_at.is_some()));
+                }
+                FaultKind::ConductorPause => {
+                    counters.insert("pauses".into(), u64::from(f.fired_at.is_some()));
+                    counters.insert("resumes".into(), u64::from(f.resumed));
+                }
+                _ => {}
             }
-            let ok = bad.is_empty() && (f.spec.kind != FaultKind::ConductorRestart || f.fired_at.is_some());
-            if f.spec.expect.is_some() || f.spec.kind == FaultKind::ConductorRestart {
-                let detail = if f.spec.kind == FaultKind::ConductorRestart && f.fired_at.is_none() {
+            let ok = bad.is_empty() && (!f.spec.kind.is_conductor() || f.fired_at.is_some());
+            if f.spec.expect.is_some() || f.spec.kind.is_conductor() {
+                let detail = if f.spec.kind.is_conductor() && f.fired_at.is_none() {
                     "never triggered".to_string()
                 } else {
                     summarize(&bad)
@@ -830,6 +990,11 @@ impl Runner {
             expectations.push(Check::new("run completed".into(), false, e.clone()));
         }
         let (hash, count) = lab.trace.digest();
+        // The recorded hash is the file's seed's (`--seed` replays another run).
+        if let Some(want) = e.trace_hash.as_ref().filter(|_| self.seed == self.s.seed) {
+            let got = format!("{hash:016x}");
+            expectations.push(Check::new(format!("trace-hash = {want}"), got == *want, got));
+        }
         let passed = expectations.iter().all(|c| c.ok) && invariants.iter().all(|c| c.ok);
         Report {
             scenario: self.s.name.clone(),
