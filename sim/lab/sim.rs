@@ -749,7 +749,7 @@ impl SimLab {
         if m.status != ConductorStatus::Paused {
             return Ok(());
         }
-        m.periodic = Some(tokio::spawn(resumed_loop(m.service.conductor.clone())));
+        m.periodic = Some(m.service.conductor.resume());
         m.status = ConductorStatus::Running;
         Ok(())
     }
@@ -940,33 +940,6 @@ fn install_router(api: &mut Service, members: &[LabConductor], db: &Db) {
         Transport::InMemory(Arc::new(peers)),
         api.api.clock.clone(),
     ));
-}
-
-/// The loop of `Conductor::start` for a continued process (see [`SimLab::resume_member`]).
-async fn resumed_loop(c: Conductor) {
-    c.beat().await;
-    c.take_over().await;
-    let timeouts = Duration::from_secs(c.config().check_timeouts_interval.max(1));
-    let sync = Duration::from_secs(c.config().sync_power_state_interval.max(1));
-    let beat = Duration::from_secs(c.config().heartbeat_interval.max(1));
-    let now = tokio::time::Instant::now();
-    let mut t1 = tokio::time::interval_at(now + timeouts, timeouts);
-    let mut t2 = tokio::time::interval_at(now + sync, sync);
-    let mut t3 = tokio::time::interval_at(now + beat, beat);
-    for t in [&mut t1, &mut t2, &mut t3] {
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
-    loop {
-        tokio::select! {
-            biased;
-            _ = t3.tick() => {
-                c.beat().await;
-                c.take_over().await;
-            }
-            _ = t1.tick() => c.check_timeouts().await,
-            _ = t2.tick() => c.sync_power_states().await,
-        }
-    }
 }
 
 /// Calls the API in-process over `http` as a client would (latest microversion).

@@ -19,7 +19,14 @@ pub(crate) struct Membership {
     pub known: HashSet<NodeId>,
     /// The live hosts the rings were built from (a change empties `known`).
     pub hosts: Vec<String>,
+    /// Heartbeats until the next full scan for nodes to take over. Membership changes make one
+    /// due at once; otherwise a scan every [`SCAN_EVERY`] beats catches stragglers (a node a
+    /// peer saved while the rings disagreed).
+    pub scan_in: u32,
 }
+
+/// Beats between full takeover scans while membership is unchanged.
+const SCAN_EVERY: u32 = 6;
 
 impl Conductor {
     /// Whether this conductor shares its database with others (`--role conductor`).
@@ -74,6 +81,9 @@ impl Conductor {
                 "this conductor was silent longer than heartbeat_timeout; its running work is dropped (its nodes may have been taken over)"
             );
             self.inner.tasks.lock().abort_all();
+            let mut m = self.inner.membership.write();
+            m.known.clear();
+            m.scan_in = 0;
         }
         match self.register() {
             Ok(()) => self.inner.membership.write().last_beat = Some(now),
@@ -101,6 +111,7 @@ impl Conductor {
             tracing::info!(live = ?hosts, "conductor membership changed");
             m.known.clear();
             m.hosts = hosts;
+            m.scan_in = 0;
         }
         m.rings = rings;
     }
@@ -130,6 +141,14 @@ impl Conductor {
                 tracing::warn!(error = %e, "takeover: cannot read the conductors");
                 return;
             }
+        }
+        {
+            let mut m = self.inner.membership.write();
+            if m.scan_in > 0 {
+                m.scan_in -= 1;
+                return;
+            }
+            m.scan_in = SCAN_EVERY - 1;
         }
         let keys = match self.db().node_ring_keys() {
             Ok(k) => k,
@@ -179,7 +198,13 @@ impl Conductor {
             );
             t.node.target_power_state = None;
             t.node.conductor_affinity = Some(host);
-            self.finish(&mut t, Event::Fail, Some(msg));
+            // The failure paths of the interrupted work, so its clean-up runs (the ramdisk's
+            // boot, the provisioning network's ports, the power) as after any failure.
+            match state {
+                ProvisionState::Deploying => self.fail_deploy(&mut t, msg).await,
+                ProvisionState::Cleaning => self.fail_cleaning(&mut t, msg).await,
+                _ => self.finish(&mut t, Event::Fail, Some(msg)),
+            }
             return;
         }
         if t.node.target_power_state.take().is_some() && !prev_alive {

@@ -11,8 +11,23 @@ impl Conductor {
     /// returned handle is aborted (or the runtime stops).
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         self.recover();
+        self.run_periodic(false)
+    }
+
+    /// The periodic tasks of a process that goes on after a pause (no start-up recovery: its
+    /// running work is its own): it beats and looks for nodes to take over first, as its peers
+    /// may have moved on meanwhile.
+    pub fn resume(&self) -> tokio::task::JoinHandle<()> {
+        self.run_periodic(true)
+    }
+
+    fn run_periodic(&self, beat_first: bool) -> tokio::task::JoinHandle<()> {
         let c = self.clone();
         tokio::spawn(async move {
+            if beat_first && c.is_clustered() {
+                c.beat().await;
+                c.take_over().await;
+            }
             let timeouts = Duration::from_secs(c.config().check_timeouts_interval.max(1));
             let sync = Duration::from_secs(c.config().sync_power_state_interval.max(1));
             let beat = Duration::from_secs(c.config().heartbeat_interval.max(1));
@@ -22,16 +37,27 @@ impl Conductor {
             t1.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t2.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t3.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The heartbeat has a task of its own: a long power sync or takeover pass must not
+            // make peers think this conductor is dead. It ends with this task (the set is dropped).
+            let mut beats = tokio::task::JoinSet::new();
+            if c.is_clustered() {
+                let b = c.clone();
+                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                beats.spawn(async move {
+                    loop {
+                        t.tick().await;
+                        b.beat().await;
+                    }
+                });
+            }
             let clustered = c.is_clustered();
             loop {
                 // Biased: when several are due at once, the order is fixed (a simulation's trace
                 // must not depend on select!'s random branch choice).
                 tokio::select! {
                     biased;
-                    _ = t3.tick(), if clustered => {
-                        c.beat().await;
-                        c.take_over().await;
-                    }
+                    _ = t3.tick(), if clustered => c.take_over().await,
                     _ = t1.tick() => c.check_timeouts().await,
                     _ = t2.tick() => c.sync_power_states().await,
                 }
