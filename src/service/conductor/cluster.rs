@@ -122,6 +122,8 @@ impl Conductor {
         if !self.is_clustered() || self.fenced() {
             return;
         }
+        // Never on an old view: a ring missing a peer that joined since would take its nodes.
+        self.refresh_rings();
         let rings = self.rings();
         match self.db().list_conductors() {
             Ok(all) => {
