@@ -22,13 +22,9 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = listening::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
         .args(["serve", "--api-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.path())

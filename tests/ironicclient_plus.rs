@@ -26,7 +26,7 @@ impl Drop for Server {
 
 fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = listening::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
         .args(["serve", "--api-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.path())

@@ -284,6 +284,13 @@ impl LabConductor {
     pub fn host(&self) -> &str {
         self.service.conductor.host()
     }
+
+    /// Stops its periodic loop (heartbeats, takeover, timeouts, power sync).
+    fn stop_periodic(&mut self) {
+        if let Some(p) = self.periodic.take() {
+            p.abort();
+        }
+    }
 }
 
 /// Conductor `i`'s host name in a lab with several.
@@ -615,10 +622,7 @@ impl SimLab {
             p.abort();
         }
         self.service.conductor.halt();
-        let connector: Arc<dyn Connector> = match self.config.transport {
-            BmcTransport::Channel => Arc::new(super::vbmc::channel_connector(&self.fleet, BMC_ADDRESS, BMC_BASE_PORT)),
-            BmcTransport::Udp { .. } => Arc::new(UdpConnector),
-        };
+        let connector = self.bmc_connector();
         let service = build_service(
             &self.config,
             &self.db,
@@ -642,9 +646,15 @@ impl SimLab {
             p.abort();
         }
         for m in &mut self.members {
-            if let Some(p) = m.periodic.take() {
-                p.abort();
-            }
+            m.stop_periodic();
+        }
+    }
+
+    /// How a (re)started conductor reaches the fleet's BMCs.
+    fn bmc_connector(&self) -> Arc<dyn Connector> {
+        match self.config.transport {
+            BmcTransport::Channel => Arc::new(super::vbmc::channel_connector(&self.fleet, BMC_ADDRESS, BMC_BASE_PORT)),
+            BmcTransport::Udp { .. } => Arc::new(UdpConnector),
         }
     }
 
@@ -680,20 +690,10 @@ impl SimLab {
     /// Conductor `i` of several dies and a new one with the same host starts on the database.
     pub fn restart_member(&mut self, i: usize) -> Result<(), LabError> {
         let m = self.member(i)?;
-        if let Some(p) = m.periodic.take() {
-            p.abort();
-        }
+        m.stop_periodic();
         m.service.conductor.halt();
-        let connector: Arc<dyn Connector> = match self.config.transport {
-            BmcTransport::Channel => Arc::new(super::vbmc::channel_connector(&self.fleet, BMC_ADDRESS, BMC_BASE_PORT)),
-            BmcTransport::Udp { .. } => Arc::new(UdpConnector),
-        };
-        let clock = if self.config.real_clock {
-            Clock::system()
-        } else {
-            let epoch = chrono::DateTime::from_timestamp(EPOCH_UNIX, 0).unwrap_or_default();
-            Clock::virtual_from(epoch, derive_seed(self.config.seed, 0x2000 + u64::from(self.conductor_starts)))
-        };
+        let connector = self.bmc_connector();
+        let clock = member_clock(&self.config, self.config.seed, 0x2000 + u64::from(self.conductor_starts));
         let service = build_service(
             &self.config,
             &self.db,
@@ -718,9 +718,7 @@ impl SimLab {
     /// no more heartbeats.
     pub fn crash_member(&mut self, i: usize) -> Result<(), LabError> {
         let m = self.member(i)?;
-        if let Some(p) = m.periodic.take() {
-            p.abort();
-        }
+        m.stop_periodic();
         m.service.conductor.halt();
         m.status = ConductorStatus::Crashed;
         Ok(())
@@ -733,9 +731,7 @@ impl SimLab {
         if m.status != ConductorStatus::Running {
             return Ok(());
         }
-        if let Some(p) = m.periodic.take() {
-            p.abort();
-        }
+        m.stop_periodic();
         m.status = ConductorStatus::Paused;
         Ok(())
     }
@@ -898,9 +894,7 @@ impl SimLab {
         }
         self.service.conductor.halt();
         for m in &mut self.members {
-            if let Some(p) = m.periodic.take() {
-                p.abort();
-            }
+            m.stop_periodic();
             m.service.conductor.halt();
         }
         for w in self.watchers.drain(..) {

@@ -222,10 +222,7 @@ impl Service {
                 db.clone(),
                 conductor.clone(),
                 Transport::Http {
-                    credentials: RpcCredentials {
-                        username: config.rpc.username.clone(),
-                        password: config.rpc.password.clone(),
-                    },
+                    credentials: rpc_credentials(&config),
                     timeout: std::time::Duration::from_secs(config.rpc.timeout.max(1)),
                     ca_pem,
                 },
@@ -280,11 +277,7 @@ impl Service {
         let router = match role {
             Role::Conductor => {
                 tracing::info!(?addr, host = self.conductor.host(), "ferric conductor RPC listening");
-                let creds = RpcCredentials {
-                    username: self.config.rpc.username.clone(),
-                    password: self.config.rpc.password.clone(),
-                };
-                crate::rpc::serve_rpc(Arc::new(self.conductor.clone()), creds)
+                crate::rpc::serve_rpc(Arc::new(self.conductor.clone()), rpc_credentials(&self.config))
             }
             Role::All | Role::Api => {
                 tracing::info!(?addr, ?role, "ferric API listening");
@@ -441,6 +434,11 @@ fn temp_url_key(config: &Config, clock: &Clock) -> Result<Vec<u8>, ServiceError>
         .map_err(|e| ServiceError::Key(format!("{}: {e}", path.display())))?;
     f.write_all(hex.as_bytes()).map_err(|e| ServiceError::Key(e.to_string()))?;
     Ok(hex.into_bytes())
+}
+
+/// The RPC credentials every process of a deployment shares.
+fn rpc_credentials(config: &Config) -> RpcCredentials {
+    RpcCredentials { username: config.rpc.username.clone(), password: config.rpc.password.clone() }
 }
 
 /// Opens the configured store: the embedded SQLite file (brought up to date, as it is this

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 pub const RPC_PASSWORD: &str = "rpc-secret";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use super::listening::free_port;
 
 /// One `ferric serve` process.
 pub struct Proc {

@@ -21,3 +21,8 @@ pub fn wait_listening(addr: SocketAddr, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A loopback TCP port free a moment ago (the caller binds or hands it to a child).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -15,9 +15,7 @@ impl Drop for Proc {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use super::listening::free_port;
 
 pub struct Lab {
     pub url: String,

@@ -450,7 +450,7 @@ impl Runner {
         Ok(())
     }
 
-    /// Records what conductor `c` holds as it is lost.
+    /// Records what conductor `c` holds as it is lost (see [`holder`]).
     fn note_loss(&mut self, c: usize, now: f64) {
         let Some(m) = self.lab.members.get(c) else { return };
         let host = m.host().to_string();
@@ -464,11 +464,7 @@ impl Runner {
                 continue;
             }
             let Ok(r) = self.lab.db.get_node_by_uuid(*id) else { continue };
-            let theirs = match r.conductor_affinity.as_deref() {
-                Some(a) => a == host,
-                None => rings.owner(&r.conductor_group, &r.driver, r.uuid).is_some_and(|o| o.hostname == host),
-            };
-            if !theirs {
+            if holder(&r, Some(&rings)).as_deref() != Some(host.as_str()) {
                 continue;
             }
             nodes.push((i, *id));
@@ -499,12 +495,7 @@ impl Runner {
             let mut bad = Vec::new();
             for &(i, id) in &l.nodes {
                 let Ok(r) = self.lab.db.get_node_by_uuid(id) else { continue };
-                let owner = match r.conductor_affinity.clone() {
-                    Some(a) => Some(a),
-                    None => rings
-                        .as_ref()
-                        .and_then(|g| g.owner(&r.conductor_group, &r.driver, r.uuid).map(|o| o.hostname.clone())),
-                };
+                let owner = holder(&r, rings.as_deref());
                 // Who holds the node now is part of the run: the trace hash covers it.
                 let label = format!("{} lost: owned by {}", l.host, owner.as_deref().unwrap_or("nobody"));
                 self.lab.trace.record(id, Actor::Conductor, Actor::Conductor, label);
@@ -1102,5 +1093,14 @@ pub fn machine_power(p: ferric_sim::machine::PowerState) -> PowerState {
     match p {
         ferric_sim::machine::PowerState::On => PowerState::On,
         ferric_sim::machine::PowerState::Off => PowerState::Off,
+    }
+}
+
+/// The conductor holding a node: the one that last prepared it (`conductor_affinity`), or for a
+/// node never prepared, its owner on `rings`.
+fn holder(n: &ferric_types::models::Node, rings: Option<&ferric_service::conductor::ring::Rings>) -> Option<String> {
+    match &n.conductor_affinity {
+        Some(a) => Some(a.clone()),
+        None => rings?.owner(&n.conductor_group, &n.driver, n.uuid).map(|o| o.hostname.clone()),
     }
 }

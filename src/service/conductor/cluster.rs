@@ -5,14 +5,16 @@
 use super::Conductor;
 use super::ring::Rings;
 use chrono::{DateTime, Utc};
-use ferric_types::models::{NodeId, ProvisionState};
+use ferric_types::models::{ConductorRecord, NodeId, ProvisionState};
 use ferric_types::state_machine::{self, Event};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// What this conductor knows of its peers.
 #[derive(Default)]
 pub(crate) struct Membership {
-    pub rings: Rings,
+    /// Shared, not copied: readers take the `Arc` and let the lock go.
+    pub rings: Arc<Rings>,
     /// When this conductor's own heartbeat was last written (by its clock).
     pub last_beat: Option<DateTime<Utc>>,
     /// Nodes found prepared by this conductor since the ring last changed: takeover skips them.
@@ -65,7 +67,7 @@ impl Conductor {
     }
 
     /// The live conductors' rings, as last read.
-    pub fn rings(&self) -> Rings {
+    pub fn rings(&self) -> Arc<Rings> {
         self.inner.membership.read().rings.clone()
     }
 
@@ -92,28 +94,29 @@ impl Conductor {
         self.refresh_rings();
     }
 
-    /// Rebuilds the rings from the conductors table.
-    pub fn refresh_rings(&self) {
+    /// Rebuilds the rings from the conductors table; returns every registered conductor (alive
+    /// or not), or `None` when the table cannot be read.
+    pub fn refresh_rings(&self) -> Option<Vec<ConductorRecord>> {
         let conductors = match self.db().list_conductors() {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the conductors");
-                return;
+                return None;
             }
         };
         let now = self.env().clock.now();
-        let timeout = self.config().heartbeat_timeout;
-        let live: Vec<_> = conductors.into_iter().filter(|c| c.alive_at(now, timeout)).collect();
-        let hosts: Vec<String> = live.iter().map(|c| c.hostname.clone()).collect();
-        let rings = Rings::new(live, self.config().hash_partition_exponent);
+        let c = self.config();
+        let rings = Rings::alive(&conductors, now, c.heartbeat_timeout, c.hash_partition_exponent);
         let mut m = self.inner.membership.write();
-        if m.hosts != hosts {
+        if !m.hosts.iter().map(String::as_str).eq(rings.hosts()) {
+            let hosts: Vec<String> = rings.hosts().map(str::to_string).collect();
             tracing::info!(live = ?hosts, "conductor membership changed");
             m.known.clear();
             m.hosts = hosts;
             m.scan_in = 0;
         }
-        m.rings = rings;
+        m.rings = Arc::new(rings);
+        Some(conductors)
     }
 
     /// Takes over what silent conductors left: their locks are released, and every node this
@@ -123,25 +126,15 @@ impl Conductor {
             return;
         }
         // Never on an old view: a ring missing a peer that joined since would take its nodes.
-        self.refresh_rings();
+        let Some(all) = self.refresh_rings() else { return };
         let rings = self.rings();
-        match self.db().list_conductors() {
-            Ok(all) => {
-                for c in all.iter().filter(|c| c.hostname != self.host() && !rings.is_live(&c.hostname)) {
-                    match self.db().clear_reservations(&c.hostname) {
-                        Ok(n) if n > 0 => {
-                            tracing::warn!(lost = %c.hostname, count = n, "released the locks of a silent conductor")
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(lost = %c.hostname, error = %e, "cannot release a silent conductor's locks")
-                        }
-                    }
+        for c in all.iter().filter(|c| c.hostname != self.host() && !rings.is_live(&c.hostname)) {
+            match self.db().clear_reservations(&c.hostname) {
+                Ok(n) if n > 0 => {
+                    tracing::warn!(lost = %c.hostname, count = n, "released the locks of a silent conductor")
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "takeover: cannot read the conductors");
-                return;
+                Ok(_) => {}
+                Err(e) => tracing::warn!(lost = %c.hostname, error = %e, "cannot release a silent conductor's locks"),
             }
         }
         {

@@ -324,7 +324,7 @@ impl Conductor {
     }
 
     /// A shared task for reading the hardware's power state, whose node carries only what power
-    /// interfaces and the power sync look at: its identity, states, interfaces and
+    /// interfaces and the power sync look at: its identity, states, interfaces, ring key and
     /// `driver_info`. The sync reads every idle node each round, and copying whole nodes was
     /// a tenth of its cost. Never saved: saves need the lock, which this task does not hold.
     pub(crate) fn power_task(&self, node: NodeId) -> Result<Task> {
@@ -332,6 +332,7 @@ impl Conductor {
             uuid: n.uuid,
             name: n.name.clone(),
             driver: n.driver.clone(),
+            conductor_group: n.conductor_group.clone(),
             created_at: n.created_at,
             driver_info: n.driver_info.clone(),
             power_state: n.power_state,

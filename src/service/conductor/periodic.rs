@@ -146,13 +146,13 @@ impl Conductor {
             return;
         };
         for id in ids {
-            if !self.owns_id(id) {
-                continue;
-            }
             // As Ironic does, the hardware is read under a shared (lock-free) task; the node is
             // locked only when something has to be recorded or corrected, so the common case
             // (states agree) writes nothing and never blocks an API request behind the sync.
             let Ok(mut shared) = self.power_task(id) else { continue };
+            if !self.owns(&shared.node.conductor_group, &shared.node.driver, id) {
+                continue;
+            }
             if shared.node.reservation.is_some() || shared.node.maintenance || excluded(shared.node.provision_state) {
                 continue;
             }

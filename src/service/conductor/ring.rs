@@ -2,6 +2,7 @@
 //! as Ironic's `hash_ring`. Each conductor holds `2^partition_exponent` points on the ring, so
 //! when one joins or leaves only the nodes next to its points change owner.
 
+use chrono::{DateTime, Utc};
 use ferric_types::models::{ConductorRecord, NodeId};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -54,27 +55,42 @@ impl HashRing {
 /// Every ring of the live conductors, with the records they registered (their RPC URLs).
 #[derive(Debug, Clone, Default)]
 pub struct Rings {
-    rings: BTreeMap<(String, String), HashRing>,
+    /// conductor group → hardware type → ring: looked up by `&str`, no key built per lookup.
+    rings: BTreeMap<String, BTreeMap<String, HashRing>>,
     live: BTreeMap<String, ConductorRecord>,
 }
 
 impl Rings {
-    /// Rings over `live` conductors: one per (conductor group, hardware type) that any serves.
-    pub fn new(live: Vec<ConductorRecord>, partition_exponent: u32) -> Rings {
-        let mut members: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    /// Rings over the conductors of `all` alive at `now` (heard from within `timeout` seconds):
+    /// one per (conductor group, hardware type) that any serves.
+    pub fn alive(all: &[ConductorRecord], now: DateTime<Utc>, timeout: u64, partition_exponent: u32) -> Rings {
+        let live: Vec<&ConductorRecord> = all.iter().filter(|c| c.alive_at(now, timeout)).collect();
+        let mut members: BTreeMap<String, BTreeMap<String, Vec<&str>>> = BTreeMap::new();
         for c in &live {
             for d in &c.drivers {
-                members.entry((c.conductor_group.clone(), d.clone())).or_default().push(c.hostname.clone());
+                members
+                    .entry(c.conductor_group.clone())
+                    .or_default()
+                    .entry(d.clone())
+                    .or_default()
+                    .push(c.hostname.as_str());
             }
         }
-        let rings = members.into_iter().map(|(k, hosts)| (k, HashRing::new(&hosts, partition_exponent))).collect();
-        Rings { rings, live: live.into_iter().map(|c| (c.hostname.clone(), c)).collect() }
+        let rings = members
+            .into_iter()
+            .map(|(g, by)| {
+                (g, by.into_iter().map(|(d, hosts)| (d, HashRing::new(&hosts, partition_exponent))).collect())
+            })
+            .collect();
+        Rings { rings, live: live.into_iter().map(|c| (c.hostname.clone(), c.clone())).collect() }
     }
 
     /// The live conductor owning `node` of hardware type `driver` in `group`.
     pub fn owner(&self, group: &str, driver: &str, node: NodeId) -> Option<&ConductorRecord> {
-        let ring = self.rings.get(&(group.to_string(), driver.to_string()))?;
-        let host = ring.owner(node.to_string().as_bytes())?;
+        let ring = self.rings.get(group)?.get(driver)?;
+        // The key is the node's UUID as text (as Ironic hashes it), encoded on the stack.
+        let mut buf = uuid::Uuid::encode_buffer();
+        let host = ring.owner(node.0.hyphenated().encode_lower(&mut buf).as_bytes())?;
         self.live.get(host)
     }
 
@@ -84,6 +100,11 @@ impl Rings {
 
     pub fn live(&self) -> impl Iterator<Item = &ConductorRecord> {
         self.live.values()
+    }
+
+    /// The live conductors' host names, sorted.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.live.keys().map(String::as_str)
     }
 }
 

@@ -41,14 +41,6 @@ impl RpcCredentials {
         let raw = format!("{}:{}", self.username, self.password);
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
     }
-
-    /// Compares a request's Authorization header in constant time.
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let expected = self.header();
-        let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
-        given.len() == expected.len()
-            && given.iter().zip(expected.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    }
 }
 
 #[derive(Deserialize)]
@@ -193,7 +185,8 @@ contract! {
 #[derive(Clone)]
 struct ServerState {
     target: Arc<dyn ConductorApi>,
-    credentials: Arc<RpcCredentials>,
+    /// The Authorization header callers must send, built once.
+    expected: Arc<str>,
 }
 
 /// The conductor's RPC endpoint: `POST /` answers calls on `target` for callers that present
@@ -202,11 +195,12 @@ pub fn serve_rpc(target: Arc<dyn ConductorApi>, credentials: RpcCredentials) -> 
     axum::Router::new()
         .route("/", axum::routing::post(handle))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_CALL))
-        .with_state(ServerState { target, credentials: Arc::new(credentials) })
+        .with_state(ServerState { target, expected: credentials.header().into() })
 }
 
 async fn handle(State(s): State<ServerState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !s.credentials.admits(&headers) {
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
+    if !ferric_disk::iscsi::text::constant_time_eq(given, s.expected.as_bytes()) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic realm=\"ferric-rpc\"")],
@@ -294,7 +288,7 @@ impl RpcClient {
                 self.host
             )));
         }
-        let v: Value = resp.json().await.map_err(|e| unreachable(e.to_string()))?;
+        let mut v: Value = resp.json().await.map_err(|e| unreachable(e.to_string()))?;
         if let Some(e) = v.get("error") {
             if let Some(kind) = e.get("data").and_then(|d| serde_json::from_value::<RpcError>(d.clone()).ok()) {
                 return Err(kind);
@@ -302,6 +296,6 @@ impl RpcClient {
             let msg = e.get("message").and_then(Value::as_str).unwrap_or("unknown RPC error");
             return Err(RpcError::Internal(format!("Conductor {}: {msg}", self.host)));
         }
-        Ok(v.get("result").cloned().unwrap_or(Value::Null))
+        Ok(v.get_mut("result").map(Value::take).unwrap_or(Value::Null))
     }
 }

@@ -42,7 +42,7 @@ pub struct Router {
     clock: Clock,
     heartbeat_timeout: u64,
     partition_exponent: u32,
-    rings: parking_lot::Mutex<Option<(DateTime<Utc>, Rings)>>,
+    rings: parking_lot::Mutex<Option<(DateTime<Utc>, Arc<Rings>)>>,
     clients: parking_lot::Mutex<HashMap<String, (String, RpcClient)>>,
 }
 
@@ -66,7 +66,7 @@ impl Router {
     }
 
     /// The live conductors' rings, read again at most once a second.
-    pub fn rings(&self) -> Result<Rings, RpcError> {
+    pub fn rings(&self) -> Result<Arc<Rings>, RpcError> {
         let now = self.clock.now();
         let mut cached = self.rings.lock();
         if let Some((at, r)) = cached.as_ref()
@@ -75,8 +75,7 @@ impl Router {
             return Ok(r.clone());
         }
         let all = self.db.list_conductors().map_err(unavailable_db)?;
-        let live: Vec<ConductorRecord> = all.into_iter().filter(|c| c.alive_at(now, self.heartbeat_timeout)).collect();
-        let rings = Rings::new(live, self.partition_exponent);
+        let rings = Arc::new(Rings::alive(&all, now, self.heartbeat_timeout, self.partition_exponent));
         *cached = Some((now, rings.clone()));
         Ok(rings)
     }
