@@ -11,6 +11,7 @@ mod drivers;
 pub mod error;
 mod events;
 mod extract;
+pub mod identity;
 mod microversion;
 mod node_hardware;
 mod node_records;
