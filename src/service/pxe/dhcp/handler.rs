@@ -478,22 +478,37 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
     }
     let mut total = [0usize; 256];
     let mut present = [false; 256];
-    let mut i = 240;
-    while i < bytes.len() {
-        let code = usize::from(bytes[i]);
-        match code {
-            0 => i += 1,
-            255 => break,
-            _ => {
-                let len = usize::from(*bytes.get(i + 1)?);
-                if i + 2 + len > bytes.len() {
-                    return None;
+    // Adds up the lengths of the options in `region` (each code's total, as dhcproto
+    // concatenates repeats); `None` when an option runs past the region's end.
+    let mut walk = |region: &[u8]| -> Option<()> {
+        let mut i = 0;
+        while i < region.len() {
+            let code = usize::from(region[i]);
+            match code {
+                0 => i += 1,
+                255 => break,
+                _ => {
+                    let len = usize::from(*region.get(i + 1)?);
+                    if i + 2 + len > region.len() {
+                        return None;
+                    }
+                    total[code] += len;
+                    present[code] = true;
+                    i += 2 + len;
                 }
-                total[code] += len;
-                present[code] = true;
-                i += 2 + len;
             }
         }
+        Some(())
+    };
+    walk(&bytes[240..])?;
+    // Option 52 (overload, RFC 2132 9.3) makes dhcproto read options from the `file` (1) and/or
+    // `sname` (2) fields too: those are walked as well (a fuzzer found a panic hidden there).
+    let overload = overload_value(&bytes[240..]);
+    if overload & 1 != 0 {
+        walk(&bytes[108..236])?;
+    }
+    if overload & 2 != 0 {
+        walk(&bytes[44..108])?;
     }
     let bad = |code: usize, ok: fn(usize) -> bool| present[code] && !ok(total[code]);
     if bad(80, |l| l == 0)
@@ -505,6 +520,25 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
         return None;
     }
     Message::decode(&mut Decoder::new(bytes)).ok()
+}
+
+/// The value of option 52 (overload) among `options`, 0 when absent or malformed.
+fn overload_value(options: &[u8]) -> u8 {
+    let mut i = 0;
+    while i + 1 < options.len() {
+        match options[i] {
+            0 => i += 1,
+            255 => break,
+            code => {
+                let len = usize::from(options[i + 1]);
+                if code == 52 && len == 1 {
+                    return options.get(i + 2).copied().unwrap_or(0);
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    0
 }
 
 pub use v4::MessageType as DhcpMessageType;
