@@ -478,6 +478,9 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
     }
     let mut total = [0usize; 256];
     let mut present = [false; 256];
+    // The shortest single instance of each code: dhcproto checks some one by one, not only
+    // concatenated (a fuzzer found option 81 empty, then repeated long enough).
+    let mut shortest = [usize::MAX; 256];
     // Adds up the lengths of the options in `region` (each code's total, as dhcproto
     // concatenates repeats); `None` when an option runs past the region's end.
     let mut walk = |region: &[u8]| -> Option<()> {
@@ -493,6 +496,7 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
                         return None;
                     }
                     total[code] += len;
+                    shortest[code] = shortest[code].min(len);
                     present[code] = true;
                     i += 2 + len;
                 }
@@ -510,7 +514,7 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
     if overload & 2 != 0 {
         walk(&bytes[44..108])?;
     }
-    let bad = |code: usize, ok: fn(usize) -> bool| present[code] && !ok(total[code]);
+    let bad = |code: usize, ok: fn(usize) -> bool| present[code] && !(ok(total[code]) && ok(shortest[code]));
     if bad(80, |l| l == 0)
         || bad(94, |l| l == 3)
         || bad(81, |l| l >= 3)
