@@ -33,6 +33,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// JSON-RPC between API and conductor processes (`[rpc]`).
     pub rpc: RpcConfig,
+    /// The audit log (`[audit]`).
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// What one `ferric serve` process runs.
@@ -139,13 +141,28 @@ impl Default for ImagesConfig {
 #[serde(default)]
 pub struct ApiConfig {
     pub bind: SocketAddr,
-    /// Base URL clients and agents use to reach the API (links, agent kernel parameters).
+    /// Base URL clients and agents use to reach the API (links, agent kernel parameters);
+    /// default `http://BIND`, or `https://BIND` with TLS.
     pub public_url: Option<String>,
+    /// Serve HTTPS (TLS 1.2 and 1.3) with this certificate chain (PEM, leaf first) and key
+    /// (`--tls-cert`, `--tls-key`); both are read again on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Request-head bounds and the slow-client timeout (`max_header_bytes`, `max_headers`,
+    /// `header_read_timeout`, `shutdown_grace`).
+    #[serde(flatten)]
+    pub limits: crate::http_server::Limits,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 6385)), public_url: None }
+        ApiConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 6385)),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            limits: Default::default(),
+        }
     }
 }
 
@@ -181,6 +198,7 @@ impl Default for Config {
             role: Role::All,
             database: DatabaseConfig::default(),
             rpc: RpcConfig::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -230,7 +248,8 @@ impl Config {
 
     /// The URL agents and clients use for the API.
     pub fn public_url(&self) -> String {
-        self.api.public_url.clone().unwrap_or_else(|| format!("http://{}", self.api.bind))
+        let scheme = if self.api.tls_cert.is_some() { "https" } else { "http" };
+        self.api.public_url.clone().unwrap_or_else(|| format!("{scheme}://{}", self.api.bind))
     }
 
     /// The URL nodes download images from.
