@@ -16,8 +16,10 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::LazyLock;
 
-/// The content type of [`render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`render`]'s OpenMetrics text.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`render`]'s Prometheus text (format 0.0.4).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FlowLabels {
@@ -163,35 +165,35 @@ impl Metrics {
     }
 
     fn register(&self, r: &mut Registry) {
-        r.register("ironic_deploys", "Deploys started, by deploy interface (flow).", self.deploys.clone());
+        r.register("ironic_deploys", "Deploys started, by deploy interface (flow)", self.deploys.clone());
         r.register(
             "ironic_deploy_failures",
-            "Deploys that failed, by deploy interface (flow).",
+            "Deploys that failed, by deploy interface (flow)",
             self.deploy_failures.clone(),
         );
         r.register_with_unit(
             "ironic_step_duration",
-            "Duration of conductor steps, by operation and step.",
+            "Duration of conductor steps, by operation and step",
             Unit::Seconds,
             self.steps.clone(),
         );
-        r.register("ironic_bmc_requests", "Requests to BMCs, by protocol (driver).", self.bmc_requests.clone());
+        r.register("ironic_bmc_requests", "Requests to BMCs, by protocol (driver)", self.bmc_requests.clone());
         r.register(
             "ironic_bmc_request_errors",
-            "BMC requests that failed, by protocol (driver).",
+            "BMC requests that failed, by protocol (driver)",
             self.bmc_errors.clone(),
         );
         r.register_with_unit(
             "ironic_bmc_request_duration",
-            "BMC request latency, by protocol (driver).",
+            "BMC request latency, by protocol (driver)",
             Unit::Seconds,
             self.bmc_latency.clone(),
         );
-        r.register("ironic_conductor_workers_busy", "Conductor workers running a task.", self.workers_busy.clone());
-        r.register("ironic_conductor_workers", "Conductor workers (the pool size).", self.workers.clone());
+        r.register("ironic_conductor_workers_busy", "Conductor workers running a task", self.workers_busy.clone());
+        r.register("ironic_conductor_workers", "Conductor workers (the pool size)", self.workers.clone());
         r.register_with_unit(
             "ironic_db_query_duration",
-            "Database call latency, by read or write transaction.",
+            "Database call latency, by read or write transaction",
             Unit::Seconds,
             self.db_latency.clone(),
         );
@@ -211,19 +213,46 @@ impl Drop for WorkerGuard {
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The exposition: node counts by provision and power state (from `nodes`, as the database
-/// counts them), then the process's metrics.
-pub fn render(nodes: &[(String, String, i64)]) -> Result<String, std::fmt::Error> {
+/// counts them), then the process's metrics; in OpenMetrics text when `openmetrics` (a scraper
+/// that asks for it), else in Prometheus's text format.
+pub fn render(nodes: &[(String, String, i64)], openmetrics: bool) -> Result<String, std::fmt::Error> {
     let mut r = Registry::default();
     let by_state = Family::<NodeLabels, Gauge>::default();
     for (provision_state, power_state, n) in nodes {
         let l = NodeLabels { provision_state: provision_state.clone(), power_state: power_state.clone() };
         by_state.get_or_create(&l).set(*n);
     }
-    r.register("ironic_nodes", "Nodes, by provision state and power state.", by_state);
+    r.register("ironic_nodes", "Nodes, by provision state and power state", by_state);
     METRICS.register(&mut r);
     let mut out = String::with_capacity(8192);
     prometheus_client::encoding::text::encode(&mut out, &r)?;
-    Ok(out)
+    Ok(if openmetrics { out } else { to_prometheus_text(&out) })
+}
+
+/// OpenMetrics text as Prometheus's text format 0.0.4, which `prometheus-client` does not
+/// write: the two differ, for what this module exposes, only in that OpenMetrics names a
+/// counter family without the `_total` its samples carry, and has `# UNIT` and `# EOF` lines.
+/// (Prometheus reads either; tools such as `promtool check metrics` read only the latter.)
+fn to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(om.len() + 16 * counters.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{prefix}{name}{total} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -235,15 +264,17 @@ mod tests {
         METRICS.ipmi.observe(std::time::Duration::from_millis(3), false);
         METRICS.step_done("deploy", "power_on", std::time::Duration::from_secs(2));
         METRICS.deploy_started("direct");
-        let text = render(&[("available".into(), "power off".into(), 3)]).unwrap();
+        let om = render(&[("available".into(), "power off".into(), 3)], true).unwrap();
+        assert!(om.contains("# TYPE ironic_deploys counter") && om.ends_with("# EOF\n"), "{om}");
+        let text = render(&[("available".into(), "power off".into(), 3)], false).unwrap();
+        assert!(text.contains("# TYPE ironic_deploys_total counter") && !text.contains("# EOF"), "{text}");
         for needle in [
             "ironic_nodes{provision_state=\"available\",power_state=\"power off\"} 3",
             "ironic_bmc_requests_total{driver=\"ipmi\"}",
             "ironic_bmc_request_errors_total{driver=\"ipmi\"}",
-            "ironic_bmc_request_duration_seconds_bucket{le=",
+            "ironic_bmc_request_duration_seconds_bucket{",
             "ironic_step_duration_seconds_count{operation=\"deploy\",step=\"power_on\"}",
             "ironic_deploys_total{flow=\"direct\"}",
-            "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

@@ -141,12 +141,18 @@ pub fn router(state: ApiState) -> Router {
     }
 }
 
-/// `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
-async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+/// `GET /metrics`: Prometheus metrics (see [`crate::metrics`]), in OpenMetrics text when the
+/// scraper accepts it, else in Prometheus's text format.
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("application/openmetrics-text")));
     let nodes = state.db.node_state_counts()?;
-    let text =
-        crate::metrics::render(&nodes).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+    let text = crate::metrics::render(&nodes, openmetrics)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let ct = if openmetrics { crate::metrics::OPENMETRICS } else { crate::metrics::PROMETHEUS_TEXT };
+    Ok(([(header::CONTENT_TYPE, ct)], text).into_response())
 }
 
 fn parse_version(h: &HeaderMap) -> Result<u32, ApiError> {
