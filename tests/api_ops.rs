@@ -378,3 +378,61 @@ async fn metrics_pass_promtool() {
     assert!(out.status.success(), "promtool: {said}\n{text}");
     assert!(said.trim().is_empty(), "promtool lint: {said}\n{text}");
 }
+
+/// Agent TLS: `ferric-agent --tls-cert/--tls-key` serves its API over HTTPS, and the conductor's
+/// agent client with `[agent] verify_ca` reaches it, while one trusting another CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conductor_checks_the_agents_certificate() {
+    use ferric_disk::http::ReqwestConnector;
+    use ferric_service::drivers::agent_client::{AgentClient, AgentClientConfig, AgentTarget};
+    use ferric_types::http::{HttpConnector, TlsVerify};
+    let t = tls_files();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let port = common::listening::free_port();
+    let closed = common::listening::free_port();
+    let mut agent = tokio::process::Command::new(common::agent_bin::path())
+        .args(["--api-url", &format!("http://127.0.0.1:{closed}"), "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--disk")
+        .arg(&disk)
+        .args(["--mac", "52:54:00:00:00:01", "--tls-cert"])
+        .arg(&t.cert)
+        .arg("--tls-key")
+        .arg(&t.key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::task::spawn_blocking(move || common::listening::wait_listening(addr, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let target = AgentTarget { url: format!("https://127.0.0.1:{port}"), token: None };
+    let connector = ReqwestConnector::new(Duration::from_secs(5));
+    let trusting = connector.client(&TlsVerify::CaFile(t.ca_file.clone())).unwrap();
+    let status = AgentClient::new(trusting, AgentClientConfig::default()).status(&target).await.unwrap();
+    assert!(!status.version.is_empty());
+    // A conductor whose verify_ca is another CA refuses the agent.
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, Ca::new().pem).unwrap();
+    let untrusting = connector.client(&TlsVerify::CaFile(other)).unwrap();
+    assert!(AgentClient::new(untrusting, AgentClientConfig::default()).status(&target).await.is_err());
+    // The service takes `[agent] verify_ca` for its agent client: a missing file stops it.
+    let mut config = Config::default();
+    config.agent.verify_ca = Some(dir.path().join("missing.pem"));
+    let images_dir = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(ferric_service::images::ImageStore::open(images_dir.path(), Clock::system(), 1 << 20).unwrap());
+    let images = Arc::new(ferric_service::images::ImageService::new(store, b"k".repeat(32), Clock::system()));
+    let built = Service::build(
+        config,
+        Db::open_in_memory().unwrap(),
+        Outside::real(Clock::system()).unwrap(),
+        Recorder::default(),
+        |p| p.images = Some(images),
+    );
+    assert!(built.is_err());
+    agent.kill().await.unwrap();
+}
