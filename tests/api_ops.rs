@@ -436,3 +436,32 @@ async fn the_conductor_checks_the_agents_certificate() {
     assert!(built.is_err());
     agent.kill().await.unwrap();
 }
+
+/// `[pxe] http_tls_cert/http_tls_key`: the HTTP boot server serves its root over HTTPS
+/// (`curl --cacert`), with byte ranges as over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_boot_over_tls() {
+    use ferric_service::pxe::dhcp::{MemoryHostTable, MemoryLeaseStore};
+    use ferric_service::pxe::{PxeServiceConfig, start};
+    let t = tls_files();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("boot.ipxe"), b"#!ipxe\nchain http://x/y\n").unwrap();
+    let cert = ferric_service::tls::ReloadingCert::load(&t.cert, &t.key).unwrap();
+    let cfg = PxeServiceConfig {
+        http: Some(("127.0.0.1:0".parse().unwrap(), root.path().to_path_buf())),
+        http_tls: Some(cert.server_config().unwrap()),
+        ..Default::default()
+    };
+    let mut svc = start(cfg, Arc::new(MemoryHostTable::new()), Arc::new(MemoryLeaseStore::new())).await.unwrap();
+    let port = svc.http_addr.unwrap().port();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-r", "0-5", "--cacert"])
+        .arg(&t.ca_file)
+        .arg(format!("https://localhost:{port}/boot.ipxe"))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"#!ipxe");
+    svc.tasks.abort_all();
+}
