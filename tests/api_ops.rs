@@ -274,7 +274,7 @@ async fn oversized_request_heads_get_431() {
 #[tokio::test(start_paused = true)]
 async fn a_stalled_client_is_cut_off() {
     let mut config = Config::default();
-    config.api.limits.header_read_timeout = 5;
+    config.api.header_read_timeout = 5;
     let (addr, _r, stop) = serve(config).await;
     let started = tokio::time::Instant::now();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -321,6 +321,8 @@ async fn the_audit_log_records_writes_and_state_changes_without_secrets() {
     let r = api.provision("n1", "manage").await;
     assert_eq!(r.status, 202, "{}", r.text());
     api.call(axum::http::Method::DELETE, "/v1/images/x?temp_url_sig=abc&temp_url_expires=1", None).await;
+    let r = api.delete("/v1/nodes/n1").await;
+    assert_eq!(r.status, 204, "{}", r.text());
 
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("hunter2") && !text.contains("other-secret"), "{text}");
@@ -342,6 +344,9 @@ async fn the_audit_log_records_writes_and_state_changes_without_secrets() {
     assert_eq!(api_lines[1]["node"], uuid.as_str(), "a name in the path is resolved");
     assert!(api_lines.iter().any(|l| l["method"] == "POST" && l["result"].as_u64().unwrap() >= 400));
     assert!(api_lines.iter().any(|l| l["method"] == "PUT" && l["result"] == 202));
+    let deleted = api_lines.iter().find(|l| l["method"] == "DELETE" && l["path"] == "/v1/nodes/n1").unwrap();
+    assert_eq!(deleted["node"], uuid.as_str(), "the name was resolved before the node went");
+    assert_eq!(deleted["result"], 204);
     let changes: Vec<(String, String)> = lines
         .iter()
         .filter(|l| l["kind"] == "provision" && l["node"] == uuid.as_str())

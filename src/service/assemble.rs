@@ -348,6 +348,21 @@ impl Service {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
         let role = self.config.role;
+        // Certificates first: a bad one stops the start before anything else runs.
+        let c = &self.config;
+        let cert = match role {
+            Role::Conductor => crate::tls::from_settings("[rpc]", c.rpc.tls_cert.as_deref(), c.rpc.tls_key.as_deref())?,
+            Role::All | Role::Api => {
+                crate::tls::from_settings("[api]", c.api.tls_cert.as_deref(), c.api.tls_key.as_deref())?
+            }
+        };
+        let tls = match cert {
+            Some(cert) => {
+                self.reload.add_cert(cert.clone());
+                Some(cert.server_config()?)
+            }
+            None => None,
+        };
         let pxe = match (self.boot_packets, role) {
             (BootPackets::Sockets, Role::All | Role::Conductor) => self.start_pxe().await?.map(watch_pxe),
             _ => None,
@@ -364,22 +379,8 @@ impl Service {
                 self.router()
             }
         };
-        let c = &self.config;
-        let cert = match role {
-            Role::Conductor => crate::tls::from_settings("[rpc]", c.rpc.tls_cert.as_deref(), c.rpc.tls_key.as_deref())?,
-            Role::All | Role::Api => {
-                crate::tls::from_settings("[api]", c.api.tls_cert.as_deref(), c.api.tls_key.as_deref())?
-            }
-        };
-        let tls = match cert {
-            Some(cert) => {
-                self.reload.add_cert(cert.clone());
-                Some(cert.server_config()?)
-            }
-            None => None,
-        };
         let hup = self.reload.on_sighup();
-        let res = crate::http_server::serve(listener, router, tls, c.api.limits, shutdown).await;
+        let res = crate::http_server::serve(listener, router, tls, self.config.api.limits(), shutdown).await;
         if let Some(h) = hup {
             h.abort();
         }

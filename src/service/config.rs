@@ -148,20 +148,40 @@ pub struct ApiConfig {
     /// (`--tls-cert`, `--tls-key`); both are read again on SIGHUP.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// Request-head bounds and the slow-client timeout (`max_header_bytes`, `max_headers`,
-    /// `header_read_timeout`, `shutdown_grace`).
-    #[serde(flatten)]
-    pub limits: crate::http_server::Limits,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Most headers in one request; more get 431.
+    pub max_headers: usize,
+    /// Seconds a client has to send a request head (and to finish a TLS handshake).
+    pub header_read_timeout: u64,
+    /// Seconds requests in flight get to finish at shutdown.
+    pub shutdown_grace: u64,
+}
+
+impl ApiConfig {
+    /// The server limits these settings give (the API's and the RPC endpoint's).
+    pub fn limits(&self) -> crate::http_server::Limits {
+        crate::http_server::Limits {
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            header_read_timeout: self.header_read_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
+        let limits = crate::http_server::Limits::default();
         ApiConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 6385)),
             public_url: None,
             tls_cert: None,
             tls_key: None,
-            limits: Default::default(),
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            header_read_timeout: limits.header_read_timeout,
+            shutdown_grace: limits.shutdown_grace,
         }
     }
 }

@@ -9,18 +9,15 @@
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-/// Bounds on what one client may make a server hold (`[api]`, also used for the HTTP boot
-/// server and the RPC endpoint).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+/// Bounds on what one client may make a server hold (from `[api]` for the API and the RPC
+/// endpoint; the defaults for the HTTP boot server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request head (request line and headers), in bytes; larger ones get 431.
     /// Eventlet, under Ironic's API, allows 16 KiB per header line; Keystone PKI tokens and
@@ -51,7 +48,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
-    let conns = TaskTracker::new();
+    let mut conns = tokio::task::JoinSet::new();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -76,6 +73,8 @@ pub async fn serve(
                 Err(e) => break Err(e),
             },
         };
+        // Reap finished connections so the set holds only open ones.
+        while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
@@ -94,9 +93,10 @@ pub async fn serve(
         });
     };
     stop.cancel();
-    conns.close();
-    if tokio::time::timeout(Duration::from_secs(limits.shutdown_grace), conns.wait()).await.is_err() {
-        tracing::warn!("connections still open after the shutdown grace period: dropping them");
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(limits.shutdown_grace), drained).await.is_err() {
+        tracing::warn!(open = conns.len(), "connections still open after the shutdown grace period: closing them");
+        conns.abort_all();
     }
     result
 }

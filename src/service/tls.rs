@@ -126,12 +126,6 @@ pub fn from_settings(
     }
 }
 
-/// A server configuration from `cert` and `key` without reloading (kept for callers that
-/// build a configuration once).
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    ReloadingCert::load(cert, key)?.server_config()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,10 +23,12 @@ pub(super) async fn record(
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let caller = req.extensions().get::<Identity>().cloned();
+    // Before the request: a node it deletes can no longer be looked up by name afterwards.
+    let node = node_in_path(&state, &path);
     let resp = next.run(req).await;
     let caller = resp.extensions().get::<Identity>().cloned().or(caller).unwrap_or_else(Identity::anonymous_admin);
     let request_id = resp.headers().get("x-openstack-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let node = node_of(&state, &path, &resp);
+    let node = node.or_else(|| created_node(&path, &resp));
     log.write(&AuditRecord {
         time: rfc3339(state.clock.now()),
         kind: "api",
@@ -43,20 +45,23 @@ pub(super) async fn record(
     resp
 }
 
-/// The node a request is about: `/v1/nodes/{ident}/...` (a name is looked up), or the node a
-/// create answered with (`Location: .../v1/nodes/{uuid}`).
-fn node_of(state: &ApiState, path: &str, resp: &Response) -> Option<String> {
-    let ident = path.strip_prefix("/v1/nodes/").and_then(|rest| rest.split('/').next()).filter(|s| !s.is_empty());
-    if let Some(ident) = ident {
-        if let Ok(u) = ident.parse::<uuid::Uuid>() {
-            return Some(u.to_string());
-        }
-        return state.db.get_node(ident).ok().map(|n| n.uuid.to_string());
+/// The node a path names: `/v1/nodes/{ident}/...` (a name is looked up) or an agent's
+/// `/v1/heartbeat/{uuid}`.
+fn node_in_path(state: &ApiState, path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v1/nodes/").or_else(|| path.strip_prefix("/v1/heartbeat/"))?;
+    let ident = rest.split('/').next().filter(|s| !s.is_empty())?;
+    match ident.parse::<uuid::Uuid>() {
+        Ok(u) => Some(u.to_string()),
+        Err(_) => state.db.get_node(ident).ok().map(|n| n.uuid.to_string()),
     }
-    if path == "/v1/nodes" {
-        let loc = resp.headers().get(header::LOCATION)?.to_str().ok()?;
-        let last = loc.trim_end_matches('/').rsplit('/').next()?;
-        return last.parse::<uuid::Uuid>().ok().map(|u| u.to_string());
+}
+
+/// The node a create answered with (`Location: .../v1/nodes/{uuid}`).
+fn created_node(path: &str, resp: &Response) -> Option<String> {
+    if path != "/v1/nodes" {
+        return None;
     }
-    None
+    let loc = resp.headers().get(header::LOCATION)?.to_str().ok()?;
+    let last = loc.trim_end_matches('/').rsplit('/').next()?;
+    last.parse::<uuid::Uuid>().ok().map(|u| u.to_string())
 }
