@@ -470,3 +470,74 @@ async fn http_boot_over_tls() {
     assert_eq!(out.stdout, b"#!ipxe");
     svc.tasks.abort_all();
 }
+
+async fn curl_create(ca: &Path, port: u16, name: &str) -> Value {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(ca)
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "X-OpenStack-Ironic-API-Version: latest",
+            "-d",
+        ])
+        .arg(
+            json!({"driver": "fake-hardware", "name": name, "driver_info": {"ipmi_password": "pw-not-logged"}})
+                .to_string(),
+        )
+        .arg(format!("https://localhost:{port}/v1/nodes"))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `ferric serve --tls-cert --tls-key --audit-log`: the process serves HTTPS and audits; after
+/// logrotate moves the log away, `kill -HUP` makes it write a new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferric_serve_reopens_its_audit_log_on_sighup() {
+    let t = tls_files();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let port = common::listening::free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferric"))
+        .args(["serve", "--api-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .arg("--tls-cert")
+        .arg(&t.cert)
+        .arg("--tls-key")
+        .arg(&t.key)
+        .arg("--audit-log")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::task::spawn_blocking(move || common::listening::wait_listening(addr, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let a = curl_create(&t.ca_file, port, "a").await;
+    std::fs::rename(&log, dir.path().join("audit.log.1")).unwrap();
+    let pid = child.id().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !log.exists() {
+        assert!(std::time::Instant::now() < deadline, "no new audit log after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = curl_create(&t.ca_file, port, "b").await;
+    let old = std::fs::read_to_string(dir.path().join("audit.log.1")).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(old.contains(a["uuid"].as_str().unwrap()) && !old.contains(b["uuid"].as_str().unwrap()), "{old}");
+    assert!(new.contains(b["uuid"].as_str().unwrap()), "{new}");
+    assert!(!old.contains("pw-not-logged") && !new.contains("pw-not-logged"));
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}

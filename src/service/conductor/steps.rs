@@ -155,7 +155,7 @@ impl Conductor {
         };
         let name = format!("{step:?}");
         let name = name.split(['(', ' ', '{']).next().unwrap_or_default();
-        let state = t.node.provision_state.to_string();
+        let state = t.node.provision_state.as_str();
         let op = ["clean", "delet", "rescu", "unrescu", "servic", "inspect"]
             .into_iter()
             .find(|p| state.starts_with(p))
