@@ -248,8 +248,8 @@ async fn raw_exchange(addr: SocketAddr, head: &[u8]) -> String {
     String::from_utf8_lossy(&out).to_string()
 }
 
-/// Too many headers, or a too-large one: 431, on plain HTTP and over TLS alike (the limits
-/// are the server's, below TLS).
+/// Too many headers (200), or a too-large one (64 KiB): 431. (TLS connections are served by the
+/// same connection builder, so the same limits hold over HTTPS.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_get_431() {
     let (addr, _r, stop) = serve(Config::default()).await;
