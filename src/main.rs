@@ -68,6 +68,17 @@ struct ServeArgs {
     /// Address the API listens on (default 127.0.0.1:6385).
     #[arg(long)]
     api_bind: Option<SocketAddr>,
+    /// Serve the API over HTTPS with this certificate chain (PEM, leaf first; with --tls-key).
+    /// Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The API's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Append a JSON line for every API write and provision-state change to FILE (reopened on
+    /// SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     /// What this process runs: `all` (API and conductor, alone on its database), `api`, or
     /// `conductor` (one of several sharing a database).
     #[arg(long, value_enum)]
@@ -126,6 +137,12 @@ struct ServeArgs {
     /// HTTP boot root (default DATA_DIR/httpboot).
     #[arg(long, value_name = "DIR")]
     http_root: Option<PathBuf>,
+    /// Serve HTTP boot over HTTPS with this certificate chain (PEM; with --http-tls-key).
+    #[arg(long, value_name = "FILE")]
+    http_tls_cert: Option<PathBuf>,
+    /// The HTTP boot server's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    http_tls_key: Option<PathBuf>,
     /// DHCP server address, e.g. 0.0.0.0:67 (off unless given or configured; any port for tests).
     #[arg(long, value_name = "ADDR:PORT")]
     dhcp_bind: Option<SocketAddr>,
@@ -181,6 +198,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(b) = args.api_bind {
         config.api.bind = b;
     }
+    config.api.tls_cert = args.tls_cert.or(config.api.tls_cert.take());
+    config.api.tls_key = args.tls_key.or(config.api.tls_key.take());
+    config.audit.file = args.audit_log.or(config.audit.file.take());
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
@@ -219,6 +239,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     pxe.tftp_root = args.tftp_root.or(pxe.tftp_root.take());
     pxe.http_bind = args.http_bind.or(pxe.http_bind);
     pxe.http_root = args.http_root.or(pxe.http_root.take());
+    pxe.http_tls_cert = args.http_tls_cert.or(pxe.http_tls_cert.take());
+    pxe.http_tls_key = args.http_tls_key.or(pxe.http_tls_key.take());
     let dhcp = &mut config.dhcp;
     dhcp.bind = args.dhcp_bind.or(dhcp.bind);
     dhcp.range = args.dhcp_range.or(dhcp.range.take());

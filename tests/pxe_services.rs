@@ -32,6 +32,7 @@ async fn all_services_on_loopback() {
     let cfg = PxeServiceConfig {
         tftp: Some(TftpConfig::new("127.0.0.1:0".parse().unwrap(), &tftp_root)),
         http: Some(("127.0.0.1:0".parse().unwrap(), http_root.clone())),
+        http_tls: None,
         dhcp: Some((bind, dcfg)),
         ra: None,
         clock: ferric_types::clock::Clock::system(),

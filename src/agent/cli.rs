@@ -44,9 +44,16 @@ struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:9999")]
     listen: SocketAddr,
     /// URL the conductor calls back (default: http://ADDRESS:PORT, the address that routes to
-    /// the API when --listen is a wildcard).
+    /// the API when --listen is a wildcard; https:// with --tls-cert).
     #[arg(long)]
     advertise_url: Option<String>,
+    /// Serve the agent's API over HTTPS with this certificate chain (PEM; with --tls-key). The
+    /// conductor checks it against its `[agent] verify_ca`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The agent API's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// MAC address sent to lookup (repeatable; default: this machine's NICs).
     #[arg(long = "mac")]
     macs: Vec<String>,
@@ -146,14 +153,19 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k)?),
+        _ => None,
+    };
     let callback = match args.advertise_url.clone() {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
             let ip =
                 if local.ip().is_unspecified() { route_source(&api_url).unwrap_or(local.ip()) } else { local.ip() };
+            let scheme = if tls.is_some() { "https" } else { "http" };
             match ip {
-                IpAddr::V6(v6) => format!("http://[{v6}]:{}", local.port()),
-                IpAddr::V4(v4) => format!("http://{v4}:{}", local.port()),
+                IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{}", local.port()),
+                IpAddr::V4(v4) => format!("{scheme}://{v4}:{}", local.port()),
             }
         }
     };
@@ -162,7 +174,14 @@ async fn run(args: RunArgs, logs: Arc<LogRing>) -> anyhow::Result<()> {
     let router = agent.router();
     let sd = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(async move { sd.cancelled().await }).await
+        let stop = async move { sd.cancelled().await };
+        match tls {
+            None => axum::serve(listener, router).with_graceful_shutdown(stop).await,
+            Some(config) => {
+                let l = crate::tls::TlsListener::new(listener, config)?;
+                axum::serve(l, router).with_graceful_shutdown(stop).await
+            }
+        }
     });
     let sd = shutdown.clone();
     tokio::spawn(async move {

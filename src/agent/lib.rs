@@ -20,6 +20,7 @@ pub mod iscsi_ext;
 pub mod iscsi_target;
 pub mod run;
 pub mod server;
+pub mod tls;
 
 pub use commands::{Extension, Prepared};
 pub use context::{AgentContext, AgentSettings, HostMode, LogRing};

@@ -48,6 +48,10 @@ pub enum ServiceError {
     Pxe(String),
     #[error("{0}")]
     Role(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("audit log {path}: {source}")]
+    Audit { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// A built service: the conductor and the API state that fronts it.
@@ -58,6 +62,60 @@ pub struct Service {
     pub api: ApiState,
     /// Whether [`Service::serve`] binds the boot services' sockets.
     pub boot_packets: BootPackets,
+    /// What SIGHUP reloads: certificates and the audit log.
+    pub reload: Reload,
+}
+
+/// What SIGHUP reloads: the certificates of the servers this process runs (each keeps the one
+/// it has if its new files do not load) and the audit log (reopened after logrotate). Clones
+/// share one list.
+#[derive(Clone, Default)]
+pub struct Reload {
+    certs: Arc<parking_lot::Mutex<Vec<Arc<crate::tls::ReloadingCert>>>>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
+}
+
+impl Reload {
+    /// Adds a server's certificate to what [`Reload::reload`] reloads.
+    pub fn add_cert(&self, cert: Arc<crate::tls::ReloadingCert>) {
+        self.certs.lock().push(cert);
+    }
+
+    /// Reloads everything now (what SIGHUP does), logging what failed and why.
+    pub fn reload(&self) {
+        let certs = self.certs.lock().clone();
+        for c in certs {
+            match c.reload() {
+                Ok(()) => tracing::info!(cert = %c.cert_path().display(), "TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded: the previous one stays in use")
+                }
+            }
+        }
+        if let Some(a) = &self.audit
+            && let Err(e) = a.reopen()
+        {
+            tracing::error!(path = %a.path().display(), error = %e, "audit log not reopened: writing to the old file");
+        }
+    }
+
+    /// Reloads on every SIGHUP until the returned task is aborted.
+    pub fn on_sighup(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP: certificates and the audit log will not be reloaded");
+                return None;
+            }
+        };
+        let me = self.clone();
+        Some(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading certificates and reopening the audit log");
+                me.reload();
+            }
+        }))
+    }
 }
 
 /// Every boundary where the service touches the outside world, handed to it when it is built:
@@ -180,8 +238,17 @@ impl Service {
         if parts.env.agent.is_none()
             && let Some(images) = &images
         {
+            // Agents are called through a client that trusts only `[agent] verify_ca` when set
+            // (Ironic's `agent_verify_ca`); image downloads keep the general one.
+            let agent_http = match &config.agent.verify_ca {
+                Some(ca) => outside
+                    .bmc_http
+                    .client(&ferric_types::http::TlsVerify::CaFile(ca.clone()))
+                    .map_err(|e| ServiceError::Http(format!("[agent] verify_ca: {e}")))?,
+                None => outside.http.clone(),
+            };
             parts.env.agent = Some(Arc::new(AgentEnv {
-                client: AgentClient::new(outside.http.clone(), AgentClientConfig::default()),
+                client: AgentClient::new(agent_http, AgentClientConfig::default()),
                 http: outside.http.clone(),
                 images: Some(images.clone()),
                 image_url_base: config.images_public_url(),
@@ -216,6 +283,16 @@ impl Service {
         };
         let conductor_alive_timeout = (config.role != Role::All).then_some(cc.heartbeat_timeout);
         let conductor = Conductor::new(cc, db.clone(), parts.registry, parts.env)?;
+        let audit = match &config.audit.file {
+            Some(path) => Some(
+                crate::audit::AuditLog::open(path)
+                    .map_err(|source| ServiceError::Audit { path: path.clone(), source })?,
+            ),
+            None => None,
+        };
+        if let Some(a) = &audit {
+            conductor.set_audit(a.clone());
+        }
         let rpc: Arc<dyn ferric_types::rpc::ConductorApi> = match config.role {
             Role::All => Arc::new(conductor.clone()),
             Role::Api | Role::Conductor => Arc::new(Router::new(
@@ -238,8 +315,11 @@ impl Service {
             trace,
             beside: images.filter(|_| parts.api_serves_images).map(|i| i.router()),
             agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
+            https: config.api.tls_cert.is_some(),
+            audit: audit.clone(),
         };
-        Ok(Service { config, db, conductor, api, boot_packets: outside.boot_packets })
+        let reload = Reload { certs: Default::default(), audit };
+        Ok(Service { config, db, conductor, api, boot_packets: outside.boot_packets, reload })
     }
 
     pub fn router(&self) -> axum::Router {
@@ -268,6 +348,21 @@ impl Service {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
         let role = self.config.role;
+        // Certificates first: a bad one stops the start before anything else runs.
+        let c = &self.config;
+        let cert = match role {
+            Role::Conductor => crate::tls::from_settings("[rpc]", c.rpc.tls_cert.as_deref(), c.rpc.tls_key.as_deref())?,
+            Role::All | Role::Api => {
+                crate::tls::from_settings("[api]", c.api.tls_cert.as_deref(), c.api.tls_key.as_deref())?
+            }
+        };
+        let tls = match cert {
+            Some(cert) => {
+                self.reload.add_cert(cert.clone());
+                Some(cert.server_config()?)
+            }
+            None => None,
+        };
         let pxe = match (self.boot_packets, role) {
             (BootPackets::Sockets, Role::All | Role::Conductor) => self.start_pxe().await?.map(watch_pxe),
             _ => None,
@@ -284,32 +379,11 @@ impl Service {
                 self.router()
             }
         };
-        let tls = match (role, &self.config.rpc.tls_cert, &self.config.rpc.tls_key) {
-            (Role::Conductor, Some(cert), Some(key)) => {
-                Some(crate::rpc::tls::server_config(cert, key).map_err(ServiceError::Role)?)
-            }
-            _ => None,
-        };
-        let res = match tls {
-            None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
-            Some(tls) => {
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-                });
-                match listener.into_std() {
-                    Ok(l) => {
-                        axum_server::from_tcp_rustls(l, axum_server::tls_rustls::RustlsConfig::from_config(tls))
-                            .handle(handle)
-                            .serve(router.into_make_service())
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
+        let hup = self.reload.on_sighup();
+        let res = crate::http_server::serve(listener, router, tls, self.config.api.limits(), shutdown).await;
+        if let Some(h) = hup {
+            h.abort();
+        }
         if let Some(p) = periodic {
             p.abort();
         }
@@ -331,6 +405,12 @@ impl Service {
         let c = &self.config;
         let mut cfg = c.pxe.service_config(&c.dhcp, &c.data_dir).map_err(|e| ServiceError::Pxe(e.to_string()))?;
         cfg.clock = self.api.clock.clone();
+        let cert =
+            crate::tls::from_settings("[pxe] http", c.pxe.http_tls_cert.as_deref(), c.pxe.http_tls_key.as_deref())?;
+        if let (Some(cert), Some(_)) = (cert, &cfg.http) {
+            self.reload.add_cert(cert.clone());
+            cfg.http_tls = Some(cert.server_config()?);
+        }
         if cfg.tftp.is_none() && cfg.http.is_none() && cfg.dhcp.is_none() && cfg.ra.is_none() {
             return Ok(None);
         }

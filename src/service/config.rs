@@ -33,6 +33,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// JSON-RPC between API and conductor processes (`[rpc]`).
     pub rpc: RpcConfig,
+    /// The audit log (`[audit]`).
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// What one `ferric serve` process runs.
@@ -139,13 +141,48 @@ impl Default for ImagesConfig {
 #[serde(default)]
 pub struct ApiConfig {
     pub bind: SocketAddr,
-    /// Base URL clients and agents use to reach the API (links, agent kernel parameters).
+    /// Base URL clients and agents use to reach the API (links, agent kernel parameters);
+    /// default `http://BIND`, or `https://BIND` with TLS.
     pub public_url: Option<String>,
+    /// Serve HTTPS (TLS 1.2 and 1.3) with this certificate chain (PEM, leaf first) and key
+    /// (`--tls-cert`, `--tls-key`); both are read again on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Most headers in one request; more get 431.
+    pub max_headers: usize,
+    /// Seconds a client has to send a request head (and to finish a TLS handshake).
+    pub header_read_timeout: u64,
+    /// Seconds requests in flight get to finish at shutdown.
+    pub shutdown_grace: u64,
+}
+
+impl ApiConfig {
+    /// The server limits these settings give (the API's and the RPC endpoint's).
+    pub fn limits(&self) -> crate::http_server::Limits {
+        crate::http_server::Limits {
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            header_read_timeout: self.header_read_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 6385)), public_url: None }
+        let limits = crate::http_server::Limits::default();
+        ApiConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 6385)),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+            header_read_timeout: limits.header_read_timeout,
+            shutdown_grace: limits.shutdown_grace,
+        }
     }
 }
 
@@ -181,6 +218,7 @@ impl Default for Config {
             role: Role::All,
             database: DatabaseConfig::default(),
             rpc: RpcConfig::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -230,7 +268,8 @@ impl Config {
 
     /// The URL agents and clients use for the API.
     pub fn public_url(&self) -> String {
-        self.api.public_url.clone().unwrap_or_else(|| format!("http://{}", self.api.bind))
+        let scheme = if self.api.tls_cert.is_some() { "https" } else { "http" };
+        self.api.public_url.clone().unwrap_or_else(|| format!("{scheme}://{}", self.api.bind))
     }
 
     /// The URL nodes download images from.

@@ -12,6 +12,8 @@
 //! - [`network`]: ports on the provisioning network, DHCP host entries.
 //! - [`ipmi`]: the IPMI 2.0 client; [`redfish`]: the Redfish client; [`iscsi`]: the iSCSI initiator.
 //! - [`config`] and [`assemble`]: settings, and the service built from them.
+//! - [`http_server`] and [`tls`]: the HTTP(S) server under the API, HTTP boot and RPC endpoints;
+//!   [`audit`] and [`metrics`]: the audit log and `/metrics`.
 //!
 //! Which folder may use which is the table in the README's "Architecture" section, checked by
 //! `tests/architecture.rs`. Nothing here knows the simulator: simulated hardware plugs in through
@@ -19,16 +21,20 @@
 
 pub mod api;
 pub mod assemble;
+pub mod audit;
 pub mod conductor;
 pub mod config;
 pub mod db;
 pub mod drivers;
+pub mod http_server;
 pub mod images;
 pub mod ipmi;
 pub mod iscsi;
+pub mod metrics;
 pub mod network;
 pub mod pxe;
 pub mod redfish;
 pub mod rpc;
+pub mod tls;
 
 pub use assemble::{Service, ServiceError, shutdown_signal};

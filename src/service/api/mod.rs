@@ -4,6 +4,7 @@
 //! anything that needs a node's lock, a driver or hardware.
 
 mod allocations;
+mod audit;
 mod chassis;
 mod configdrive;
 mod deploy_templates;
@@ -66,6 +67,10 @@ pub struct ApiState {
     /// With several conductors: one silent this long (seconds) is shown as not alive. `None`
     /// when this process's conductor is the only one (it is alive while the API answers).
     pub conductor_alive_timeout: Option<u64>,
+    /// Whether the API is served over TLS: links taken from the request's Host are `https://`.
+    pub https: bool,
+    /// Where writes are recorded (`--audit-log`).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// The negotiated microversion's minor number.
@@ -117,6 +122,7 @@ pub fn router(state: ApiState) -> Router {
     let ferric = Router::new().route("/trace/{node}", get(trace::trace));
     let mut inner = Router::new()
         .route("/", get(root::root))
+        .route("/metrics", get(metrics))
         .nest("/v1", v1)
         .nest("/ferric", ferric)
         .fallback(root::no_route)
@@ -124,10 +130,29 @@ pub fn router(state: ApiState) -> Router {
     if let Some(beside) = &state.beside {
         inner = inner.merge(beside.clone());
     }
-    let inner = inner.layer(axum::middleware::from_fn_with_state(state, ironic_headers));
+    let inner = inner.layer(axum::middleware::from_fn_with_state(state.clone(), ironic_headers));
     // Ironic accepts `/v1/nodes/` as `/v1/nodes` (python-ironicclient sends both): trim trailing
     // slashes before routing.
-    Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner))
+    let app = Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner));
+    match state.audit.clone() {
+        // Outermost, so requests refused by any layer inside are recorded too.
+        Some(log) => app.layer(axum::middleware::from_fn_with_state((state, log), audit::record)),
+        None => app,
+    }
+}
+
+/// `GET /metrics`: Prometheus metrics (see [`crate::metrics`]), in OpenMetrics text when the
+/// scraper accepts it, else in Prometheus's text format.
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains("application/openmetrics-text")));
+    let nodes = state.db.node_state_counts()?;
+    let text = crate::metrics::render(&nodes, openmetrics)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let ct = if openmetrics { crate::metrics::OPENMETRICS } else { crate::metrics::PROMETHEUS_TEXT };
+    Ok(([(header::CONTENT_TYPE, ct)], text).into_response())
 }
 
 fn parse_version(h: &HeaderMap) -> Result<u32, ApiError> {
@@ -179,11 +204,17 @@ async fn ironic_headers(State(state): State<ApiState>, mut req: Request, next: N
                 None => {
                     let host =
                         req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:6385");
-                    format!("http://{host}")
+                    let scheme = if state.https { "https" } else { "http" };
+                    format!("{scheme}://{host}")
                 }
             };
             req.extensions_mut().insert(Ctx { version: v, base });
+            let caller = req.extensions().get::<identity::Identity>().cloned();
             let mut r = next.run(req).await;
+            // The audit layer, outside this one, reads the caller from the response.
+            if let Some(c) = caller {
+                r.extensions_mut().insert(c);
+            }
             if r.status() == StatusCode::METHOD_NOT_ALLOWED && r.headers().get(header::CONTENT_TYPE).is_none() {
                 let allow = r.headers().get(header::ALLOW).cloned();
                 r = ApiError::routing(StatusCode::METHOD_NOT_ALLOWED, "").into_response();

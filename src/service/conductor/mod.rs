@@ -184,6 +184,8 @@ struct Inner {
     halted: std::sync::atomic::AtomicBool,
     /// Peers, rings and this conductor's last heartbeat (clustered conductors).
     membership: parking_lot::RwLock<cluster::Membership>,
+    /// Where provision-state changes are recorded (`--audit-log`).
+    audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
 }
 
 /// A node's lock, released when dropped (also on panics and cancelled tasks) unless a last
@@ -241,8 +243,10 @@ impl Conductor {
                 tasks: Default::default(),
                 halted: Default::default(),
                 membership: Default::default(),
+                audit: Default::default(),
             }),
         };
+        crate::metrics::METRICS.workers_added(c.inner.config.workers.max(1));
         if !c.config().passive {
             c.register()?;
             c.inner.membership.write().last_beat = Some(c.inner.env.clock.now());
@@ -378,10 +382,19 @@ impl Conductor {
         Ok(())
     }
 
-    /// Moves the node along the state machine (and records when), without saving.
+    /// Records provision-state changes in `log` (set once, when the service is assembled).
+    pub fn set_audit(&self, log: Arc<crate::audit::AuditLog>) {
+        let _ = self.inner.audit.set(log);
+    }
+
+    /// Moves the node along the state machine (and records when), without saving. Every
+    /// provision-state change goes through here: it is where they are audited and where
+    /// deploys and their failures are counted.
     pub(crate) fn process_event(&self, task: &mut Task, event: Event, target: Option<ProvisionState>) -> Result<()> {
         let from = task.node.provision_state;
-        let to = state_machine::next(from, event).ok_or_else(|| {
+        let next = state_machine::next(from, event);
+        self.observe_transition(&task.node, event, from, next);
+        let to = next.ok_or_else(|| {
             RpcError::InvalidState(format!(
                 "The requested action \"{event}\" can not be performed on node \"{}\" while it is in state \"{from}\".",
                 task.node.uuid
@@ -393,6 +406,33 @@ impl Conductor {
         task.node.provision_updated_at = Some(self.inner.env.clock.now());
         tracing::info!(node = %task.node.uuid, %from, %to, %event, "provision state change");
         Ok(())
+    }
+
+    /// Audits a provision-state change (`to` is `None` when the state machine refused it) and
+    /// counts deploys (leaving `available` or `active` to deploy) and deploy failures.
+    fn observe_transition(&self, node: &Node, event: Event, from: ProvisionState, to: Option<ProvisionState>) {
+        let flow = || if node.deploy_interface.is_empty() { "default" } else { node.deploy_interface.as_str() };
+        match to {
+            Some(ProvisionState::Deploying) if event == Event::Deploy || event == Event::Rebuild => {
+                crate::metrics::METRICS.deploy_started(flow())
+            }
+            Some(ProvisionState::DeployFailed) if from != ProvisionState::DeployFailed => {
+                crate::metrics::METRICS.deploy_failed(flow())
+            }
+            _ => {}
+        }
+        let Some(log) = self.inner.audit.get() else { return };
+        log.write(&crate::audit::AuditRecord {
+            time: crate::audit::rfc3339(self.inner.env.clock.now()),
+            kind: "provision",
+            node: Some(node.uuid.to_string()),
+            from: Some(from.to_string()),
+            to: to.map(|t| t.to_string()),
+            event: Some(event.to_string()),
+            conductor: Some(self.host().to_string()),
+            result: if to.is_some() { "ok" } else { "error" }.into(),
+            ..Default::default()
+        });
     }
 
     /// A worker slot, or Ironic's NoFreeConductorWorker.
@@ -414,9 +454,11 @@ impl Conductor {
         }
         let mut tasks = self.inner.tasks.lock();
         while tasks.try_join_next().is_some() {}
+        let busy = crate::metrics::METRICS.worker_busy();
         tasks.spawn(async move {
             work.await;
             drop(permit);
+            drop(busy);
         });
     }
 

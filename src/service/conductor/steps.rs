@@ -147,10 +147,28 @@ impl Conductor {
         step: Step,
         ctx: StepCtx<'_>,
     ) -> Result<StepResult, DriverError> {
-        match self.run_own_step(t, step, ctx).await {
+        // The runtime's clock: wall time in production, the simulation's virtual time in a lab.
+        let started = tokio::time::Instant::now();
+        let r = match self.run_own_step(t, step, ctx).await {
             Some(r) => r,
             None => deploy.run_step(step, t, ctx).await,
-        }
+        };
+        let name = format!("{step:?}");
+        let name = name.split(['(', ' ', '{']).next().unwrap_or_default();
+        let state = t.node.provision_state.as_str();
+        let op = ["clean", "delet", "rescu", "unrescu", "servic", "inspect"]
+            .into_iter()
+            .find(|p| state.starts_with(p))
+            .map_or("deploy", |p| match p {
+                "clean" => "clean",
+                "delet" => "undeploy",
+                "rescu" => "rescue",
+                "unrescu" => "unrescue",
+                "servic" => "service",
+                _ => "inspect",
+            });
+        crate::metrics::METRICS.step_done(op, name, started.elapsed());
+        r
     }
 
     /// The steps the conductor runs itself, through the node's interfaces; `None` for the deploy

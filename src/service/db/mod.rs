@@ -245,20 +245,26 @@ impl Db {
 
     /// Runs `f` on a connection for reads (each statement sees what was committed when it ran).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
-        match &self.inner.backend {
+        let started = std::time::Instant::now();
+        let r = match &self.inner.backend {
             Backend::Sqlite(s) => s.read(|c| f(&Conn::Sqlite(c))),
             Backend::Pg(p) => p.read(f),
-        }
+        };
+        crate::metrics::METRICS.db(false, started.elapsed());
+        r
     }
 
     /// Runs `f` inside one write transaction, committed only if `f` succeeds. `f` may run more
     /// than once (PostgreSQL retries a transaction it could not serialize), so it must have no
     /// effects outside the transaction; nothing outside the store runs while it is open.
     pub(crate) fn write<T>(&self, mut f: impl FnMut(&Conn<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
-        match &self.inner.backend {
+        let started = std::time::Instant::now();
+        let r = match &self.inner.backend {
             Backend::Sqlite(s) => s.write(|c| f(&Conn::Sqlite(c))),
             Backend::Pg(p) => p.write(f),
-        }
+        };
+        crate::metrics::METRICS.db(true, started.elapsed());
+        r
     }
 
     /// The body of the row of `table` whose `col` is `val`.

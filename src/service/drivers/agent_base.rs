@@ -30,6 +30,11 @@ pub struct AgentDeployConfig {
     pub temp_url_ttl: u64,
     /// Whether automated cleaning erases disk metadata (Ironic's `erase_devices_metadata`).
     pub erase_devices_metadata: bool,
+    /// CA certificate(s) (PEM file, or a directory of them) the conductor checks agents'
+    /// HTTPS certificates against (Ironic's `[agent] verify_ca`); agents whose callback URL is
+    /// `https://` are then called with verification against these only. Unset: the system's
+    /// roots.
+    pub verify_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for AgentDeployConfig {
@@ -39,6 +44,7 @@ impl Default for AgentDeployConfig {
             collect_ramdisk_logs: "on_failure".into(),
             temp_url_ttl: 3600,
             erase_devices_metadata: true,
+            verify_ca: None,
         }
     }
 }

@@ -423,6 +423,13 @@ impl IpmiClient {
 
     /// Runs one command with retries, backoff, the minimum interval and the overall bound.
     async fn command(&self, what: &'static str, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>, IpmiError> {
+        let started = tokio::time::Instant::now();
+        let r = self.command_counted(what, netfn, cmd, data).await;
+        crate::metrics::METRICS.ipmi.observe(started.elapsed(), r.is_ok());
+        r
+    }
+
+    async fn command_counted(&self, what: &'static str, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>, IpmiError> {
         let suite = self.target.validate()?;
         let mut st = self.state.lock().await;
         if let Some(last) = st.last_command {

@@ -33,6 +33,8 @@ pub struct PxeServiceConfig {
     pub tftp: Option<TftpConfig>,
     /// HTTP boot server: listen address and HTTP root.
     pub http: Option<(SocketAddr, PathBuf)>,
+    /// Serve the HTTP boot server over TLS (see [`crate::tls`]).
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
     pub dhcp: Option<(DhcpBind, DhcpConfig)>,
     /// Router advertisements on the provisioning interface (removes iPXE's IPv6 wait).
     pub ra: Option<RaConfig>,
@@ -90,7 +92,12 @@ pub async fn start_observed(
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::HttpBind { addr, source })?;
         out.http_addr = listener.local_addr().ok();
         let app = super::http::router(root);
-        tasks.spawn(async move { ("http", axum::serve(listener, app).await.map_err(|e| e.to_string())) });
+        let tls = cfg.http_tls.clone();
+        let limits = crate::http_server::Limits::default();
+        let forever = std::future::pending::<()>();
+        tasks.spawn(async move {
+            ("http", crate::http_server::serve(listener, app, tls, limits, forever).await.map_err(|e| e.to_string()))
+        });
     }
     if let Some((bind, dcfg)) = cfg.dhcp {
         let mut handler = DhcpHandler::new(dcfg, hosts, leases);

@@ -50,6 +50,11 @@ pub struct PxeSettings {
     /// URL nodes use for the HTTP root; default `http://<http_bind>` (required when binding a
     /// wildcard address).
     pub http_url: Option<String>,
+    /// The HTTP boot server serves HTTPS (TLS 1.2/1.3) with this certificate chain and key
+    /// (PEM), reloaded on SIGHUP; its default URL is then `https://`. Nodes' firmware or iPXE
+    /// must trust the issuer.
+    pub http_tls_cert: Option<PathBuf>,
+    pub http_tls_key: Option<PathBuf>,
     /// Kept for old configuration files: `ferric serve` now registers the `pxe` and `ipxe` boot
     /// interfaces whether or not TFTP/HTTP run in this process (as Ironic does), and a node whose
     /// boot needs a server nobody configured fails validation instead.
@@ -81,6 +86,8 @@ impl Default for PxeSettings {
             http_bind: None,
             http_root: None,
             http_url: None,
+            http_tls_cert: None,
+            http_tls_key: None,
             boot_interfaces: false,
             image_cache_dir: None,
             image_cache_max_bytes: 20 << 30,
@@ -171,7 +178,10 @@ impl PxeSettings {
         }
         match self.http_bind {
             Some(a) if a.ip().is_unspecified() => Err(SettingsError::NoHttpUrl(a)),
-            Some(a) => Ok(format!("http://{a}")),
+            Some(a) => {
+                let scheme = if self.http_tls_cert.is_some() { "https" } else { "http" };
+                Ok(format!("{scheme}://{a}"))
+            }
             None => Ok(String::new()),
         }
     }
@@ -233,7 +243,14 @@ impl PxeSettings {
         } else {
             None
         };
-        Ok(PxeServiceConfig { tftp, http, dhcp: dhcp_cfg, ra, clock: ferric_types::clock::Clock::system() })
+        Ok(PxeServiceConfig {
+            tftp,
+            http,
+            http_tls: None,
+            dhcp: dhcp_cfg,
+            ra,
+            clock: ferric_types::clock::Clock::system(),
+        })
     }
 }
 

@@ -483,6 +483,19 @@ impl RedfishClient {
         body: Option<&Value>,
         headers: &[(HeaderName, String)],
     ) -> Result<Reply, RedfishError> {
+        let started = tokio::time::Instant::now();
+        let r = self.request_counted(method, path, body, headers).await;
+        crate::metrics::METRICS.redfish.observe(started.elapsed(), r.is_ok());
+        r
+    }
+
+    async fn request_counted(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(HeaderName, String)],
+    ) -> Result<Reply, RedfishError> {
         let mut relogged = false;
         loop {
             let auth = self.auth().await?;

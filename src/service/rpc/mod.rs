@@ -3,7 +3,6 @@
 
 pub mod jsonrpc;
 pub mod router;
-pub mod tls;
 
 pub use jsonrpc::{RpcClient, RpcCredentials, serve_rpc};
 pub use router::Router;
