@@ -48,6 +48,10 @@ pub enum ServiceError {
     Pxe(String),
     #[error("{0}")]
     Role(String),
+    #[error("API authentication: {0}")]
+    Auth(#[from] crate::api::auth::AuthError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A built service: the conductor and the API state that fronts it.
@@ -124,6 +128,9 @@ impl Service {
     /// Opens the database in the data directory and builds everything with defaults, against
     /// the real world.
     pub fn open(config: Config) -> Result<Service, ServiceError> {
+        if config.role != Role::Conductor {
+            config.auth.check_bind(config.api.bind)?;
+        }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
         let db = open_db(&config)?;
@@ -215,6 +222,7 @@ impl Service {
             None => None,
         };
         let conductor_alive_timeout = (config.role != Role::All).then_some(cc.heartbeat_timeout);
+        let auth = Arc::new(crate::api::auth::Auth::from_config(&config.auth)?);
         let conductor = Conductor::new(cc, db.clone(), parts.registry, parts.env)?;
         let rpc: Arc<dyn ferric_types::rpc::ConductorApi> = match config.role {
             Role::All => Arc::new(conductor.clone()),
@@ -238,6 +246,7 @@ impl Service {
             trace,
             beside: images.filter(|_| parts.api_serves_images).map(|i| i.router()),
             agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
+            auth,
         };
         Ok(Service { config, db, conductor, api, boot_packets: outside.boot_packets })
     }
@@ -254,7 +263,10 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let addr = match self.config.role {
             Role::Conductor => self.config.rpc.bind.unwrap_or(self.config.api.bind),
-            Role::All | Role::Api => self.config.api.bind,
+            Role::All | Role::Api => {
+                self.config.auth.check_bind(self.config.api.bind)?;
+                self.config.api.bind
+            }
         };
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
@@ -280,7 +292,7 @@ impl Service {
                 crate::rpc::serve_rpc(Arc::new(self.conductor.clone()), rpc_credentials(&self.config))
             }
             Role::All | Role::Api => {
-                tracing::info!(?addr, ?role, "ferric API listening");
+                tracing::info!(?addr, ?role, auth = self.api.auth.strategy().as_str(), "ferric API listening");
                 self.router()
             }
         };
@@ -291,7 +303,12 @@ impl Service {
             _ => None,
         };
         let res = match tls {
-            None => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+            // The peer's address reaches the API (the agent lookup's rate limit is per client IP).
+            None => {
+                axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
             Some(tls) => {
                 let handle = axum_server::Handle::new();
                 let h = handle.clone();
@@ -443,7 +460,7 @@ fn rpc_credentials(config: &Config) -> RpcCredentials {
 
 /// Opens the configured store: the embedded SQLite file (brought up to date, as it is this
 /// process's own), or the database at `[database] url`, whose schema must be this binary's.
-fn open_db(config: &Config) -> Result<Db, ServiceError> {
+pub fn open_db(config: &Config) -> Result<Db, ServiceError> {
     match config.database.url.as_deref() {
         None => Ok(Db::open(&config.database_path())?),
         // A shared database is upgraded by `ferric db upgrade`, never by a process starting on it.

@@ -4,6 +4,7 @@
 //! anything that needs a node's lock, a driver or hardware.
 
 mod allocations;
+pub mod auth;
 mod chassis;
 mod configdrive;
 mod deploy_templates;
@@ -17,6 +18,7 @@ mod node_hardware;
 mod node_records;
 mod nodes;
 mod paging;
+pub mod policy;
 mod ports;
 mod ramdisk;
 pub mod render;
@@ -66,17 +68,24 @@ pub struct ApiState {
     /// With several conductors: one silent this long (seconds) is shown as not alive. `None`
     /// when this process's conductor is the only one (it is alive while the API answers).
     pub conductor_alive_timeout: Option<u64>,
+    /// Who may call: the auth strategy, role map and the agent lookup rate limit.
+    pub auth: Arc<auth::Auth>,
 }
 
 /// The negotiated microversion's minor number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version(pub u32);
 
-/// Per-request context: version and link base.
+/// Per-request context: version and link base, and what the caller's role limits (set by the
+/// authentication layer).
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub version: u32,
     pub base: String,
+    /// Listings show only nodes (and their ports) this project owns or leases.
+    pub scope: Option<String>,
+    /// Not an admin: secrets beyond passwords are masked too (temp URLs, credentials in URLs).
+    pub restricted: bool,
 }
 
 impl Ctx {
@@ -124,7 +133,10 @@ pub fn router(state: ApiState) -> Router {
     if let Some(beside) = &state.beside {
         inner = inner.merge(beside.clone());
     }
-    let inner = inner.layer(axum::middleware::from_fn_with_state(state, ironic_headers));
+    // Authentication and policy inside the headers layer: refusals carry Ironic's headers too.
+    let inner = inner
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .layer(axum::middleware::from_fn_with_state(state, ironic_headers));
     // Ironic accepts `/v1/nodes/` as `/v1/nodes` (python-ironicclient sends both): trim trailing
     // slashes before routing.
     Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner))
@@ -182,7 +194,7 @@ async fn ironic_headers(State(state): State<ApiState>, mut req: Request, next: N
                     format!("http://{host}")
                 }
             };
-            req.extensions_mut().insert(Ctx { version: v, base });
+            req.extensions_mut().insert(Ctx { version: v, base, scope: None, restricted: false });
             let mut r = next.run(req).await;
             if r.status() == StatusCode::METHOD_NOT_ALLOWED && r.headers().get(header::CONTENT_TYPE).is_none() {
                 let allow = r.headers().get(header::ALLOW).cloned();
