@@ -281,6 +281,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     dhcp.range = args.dhcp_range.or(dhcp.range.take());
     dhcp.interface = args.dhcp_interface.or(dhcp.interface.take());
     init_tracing(&config.log.format, &config.log.level);
+    if config.role != ferric_service::config::Role::Conductor {
+        // Before anything is opened or bound (the simulated fleet's API too).
+        config.auth.check_bind(config.api.bind)?;
+    }
     #[cfg(feature = "lab")]
     if let Some(machines) = sim {
         let opts = ferric_lab::serve_sim::SimServeOptions { machines, bmc_base_port: sim_bmc_port, image_mb: 512 };

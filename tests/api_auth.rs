@@ -430,7 +430,7 @@ async fn listings_show_a_scoped_caller_its_projects_nodes_and_mask_secrets_for_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_without_a_role_is_refused_and_callers_are_identified() {
+async fn a_user_without_a_role_is_refused() {
     let s = serve(|_| {}).await;
     let r = s.call_as(Some(("erin", PASSWORD)), Method::GET, "/v1/nodes", Body::None).await;
     assert_eq!(r.status, 403, "{}", r.body);
@@ -595,4 +595,49 @@ fn an_htpasswd_with_other_hash_kinds_is_refused_at_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only bcrypt entries") && err.contains("line 1"), "{err}");
+}
+
+/// The caller is set as an `Identity` extension (request and response) for the layers that log
+/// or count requests: the user under `http_basic`, the anonymous admin under `noauth`.
+#[tokio::test]
+async fn the_caller_is_an_identity_extension() {
+    use axum::body::Body;
+    use ferric_service::api::identity::{AuthRole, Identity};
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("bob:{}\n", bcrypt::hash(PASSWORD, 4).unwrap())).unwrap();
+    let build = |config: Config| {
+        Service::build(
+            config,
+            Db::open_in_memory().unwrap(),
+            Outside::real(Clock::system()).unwrap(),
+            Recorder::default(),
+            |_| {},
+        )
+        .unwrap()
+    };
+    let mut config = Config::default();
+    config.auth.strategy = AuthStrategy::HttpBasic;
+    config.auth.htpasswd = Some(htpasswd);
+    config.auth.roles.insert("bob".into(), AuthRole::Member);
+    config.auth.projects.insert("bob".into(), "proj-a".into());
+    let basic = build(config);
+    let noauth = build(Config::default());
+    let get = |creds: Option<&str>| {
+        let mut b = axum::http::Request::builder().uri("/v1/nodes").header("host", "127.0.0.1");
+        if let Some(c) = creds {
+            use base64::Engine;
+            b = b.header("authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(c)));
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    let r = basic.router().oneshot(get(Some(&format!("bob:{PASSWORD}")))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let want = Identity { user: "bob".into(), role: AuthRole::Member, project: Some("proj-a".into()) };
+    assert_eq!(r.extensions().get::<Identity>(), Some(&want));
+    let r = basic.router().oneshot(get(None)).await.unwrap();
+    assert_eq!((r.status().as_u16(), r.extensions().get::<Identity>()), (401, None));
+    let r = noauth.router().oneshot(get(None)).await.unwrap();
+    assert_eq!(r.extensions().get::<Identity>(), Some(&Identity::anonymous_admin()));
 }

@@ -341,3 +341,52 @@ impl Config {
         self.images.public_url.clone().unwrap_or_else(|| self.public_url())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_every_secret() {
+        let mut c = Config::default();
+        c.rpc.password = "rpc-pass-1".into();
+        c.images.temp_url_key = Some("temp-key-2".into());
+        c.database.url = Some("postgres://ferric:db-pass-3@db/ferric".into());
+        let shown = format!("{c:?}");
+        for secret in ["rpc-pass-1", "temp-key-2", "db-pass-3"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://ferric:***@db/ferric"), "{shown}");
+    }
+
+    #[test]
+    fn noauth_is_refused_beyond_loopback_unless_insecure() {
+        let mut a = AuthConfig::default();
+        assert!(a.check_bind("127.0.0.1:6385".parse().unwrap()).is_ok());
+        assert!(a.check_bind("[::1]:6385".parse().unwrap()).is_ok());
+        let e = a.check_bind("0.0.0.0:6385".parse().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("--insecure-noauth"), "{e}");
+        a.insecure_noauth = true;
+        assert!(a.check_bind("0.0.0.0:6385".parse().unwrap()).is_ok());
+        let a = AuthConfig { strategy: AuthStrategy::Token, ..Default::default() };
+        assert!(a.check_bind("192.0.2.1:6385".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_auth_section_reads_from_toml() {
+        let dir = std::env::temp_dir().join(format!("ferric-auth-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("ferric.toml");
+        std::fs::write(
+            &f,
+            "[auth]\nstrategy = \"http_basic\"\nhtpasswd = \"/etc/h\"\nroles = { alice = \"admin\", bob = \"reader\" }\nprojects = { bob = \"p\" }\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.auth.strategy, AuthStrategy::HttpBasic);
+        assert_eq!(c.auth.roles["bob"], crate::api::identity::AuthRole::Reader);
+        assert_eq!(c.auth.projects["bob"], "p");
+        assert_eq!(c.auth.lookup_burst, 50);
+    }
+}

@@ -447,63 +447,42 @@ fn check_visible(state: &ApiState, project: &str, c: &policy::Classified) -> Res
 
 /// The middleware: authenticates, applies the policy, sets [`Identity`] (request and response
 /// extensions) and narrows the request's [`Ctx`] to what the caller may see. Refusals change
-/// nothing: they answer before any handler runs.
+/// nothing: they answer before any handler runs. Open routes (version discovery, the agent's,
+/// temp URLs) carry an `Identity` only when the request had valid credentials (always under
+/// `noauth`, as the anonymous admin).
 pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
     let auth = state.auth.clone();
-    let c = policy::classify(req.method(), req.uri().path());
-    let open = matches!(c.action, Action::Public | Action::Agent);
-    let who = if open {
-        if c.action == Action::Agent && req.uri().path() == "/v1/lookup" {
-            let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip());
-            if let (Some(l), Some(ip)) = (&auth.lookups, ip) {
-                if !l.allow(ip) {
-                    let mut r = ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "Too many lookups from this address; retry later.",
-                    )
-                    .into_response();
-                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return r;
-                }
+    // Both lookups issue an agent token: limited per client address.
+    if matches!(req.uri().path(), "/v1/lookup" | "/v1/continue_inspection") {
+        let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip());
+        if let (Some(l), Some(ip)) = (&auth.lookups, ip) {
+            if !l.allow(ip) {
+                let mut r =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many lookups from this address; retry later.")
+                        .into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
             }
         }
-        // Open routes ignore bad credentials; good ones still name the caller.
-        auth.authenticate(&state.db, &state.clock, req.headers()).await.ok()
+    }
+    let who = if auth.strategy == AuthStrategy::Noauth {
+        // Everyone is the anonymous admin: nothing to classify (simulations take this path for
+        // every call).
+        Some(Identity::anonymous_admin())
     } else {
-        let who = match auth.authenticate(&state.db, &state.clock, req.headers()).await {
-            Ok(w) => w,
-            Err(r) => return r.response(&auth),
-        };
-        let scope = if who.role == AuthRole::Admin { None } else { who.project.clone() };
-        if let Some(p) = &scope {
-            if let Err(e) = check_visible(&state, p, &c) {
-                return e.into_response();
-            }
-        }
-        match policy::decide(&who, c.action) {
-            Decision::Allow => {}
-            Decision::Deny => return forbidden(c.action),
-            Decision::PatchFields(fields) => {
-                let (parts, body) = req.into_parts();
-                let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-                    return ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("Request is too large; the limit is {MAX_BODY} bytes."),
-                    )
-                    .into_response();
-                };
-                let patch: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-                if policy::patch_within(&patch, fields) == Some(false) {
-                    return forbidden(c.action);
+        let c = policy::classify(req.method(), req.uri().path());
+        if matches!(c.action, Action::Public | Action::Agent) {
+            // Open routes ignore bad credentials; good ones still name the caller.
+            auth.authenticate(&state.db, &state.clock, req.headers()).await.ok()
+        } else {
+            match authorize_caller(&state, &auth, &c, req).await {
+                Ok((r, w)) => {
+                    req = r;
+                    Some(w)
                 }
-                req = Request::from_parts(parts, Body::from(bytes));
+                Err(refused) => return refused,
             }
         }
-        if let Some(ctx) = req.extensions_mut().get_mut::<Ctx>() {
-            ctx.scope = scope;
-            ctx.restricted = who.role != AuthRole::Admin;
-        }
-        Some(who)
     };
     if let Err(e) = check_json_body(&req) {
         return e.into_response();
@@ -516,6 +495,47 @@ pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Ne
         resp.extensions_mut().insert(w);
     }
     resp
+}
+
+/// Authenticates the caller of a route that needs one and applies the policy: the request (its
+/// body read back in when a patch had to be checked, its [`Ctx`] narrowed) and the caller, or
+/// the refusal.
+async fn authorize_caller(
+    state: &ApiState,
+    auth: &Auth,
+    c: &policy::Classified,
+    mut req: Request,
+) -> Result<(Request, Identity), Response> {
+    let who = auth.authenticate(&state.db, &state.clock, req.headers()).await.map_err(|r| r.response(auth))?;
+    let scope = if who.role == AuthRole::Admin { None } else { who.project.clone() };
+    if let Some(p) = &scope {
+        check_visible(state, p, c).map_err(IntoResponse::into_response)?;
+    }
+    match policy::decide(&who, c.action) {
+        Decision::Allow => {}
+        Decision::Deny => return Err(forbidden(c.action)),
+        Decision::PatchFields(fields) => {
+            let (parts, body) = req.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Request is too large; the limit is {MAX_BODY} bytes."),
+                )
+                .into_response());
+            };
+            // Not a patch: the handler refuses it, as for anyone.
+            let patch: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            if policy::patch_within(&patch, fields) == Some(false) {
+                return Err(forbidden(c.action));
+            }
+            req = Request::from_parts(parts, Body::from(bytes));
+        }
+    }
+    if let Some(ctx) = req.extensions_mut().get_mut::<Ctx>() {
+        ctx.scope = scope;
+        ctx.restricted = who.role != AuthRole::Admin;
+    }
+    Ok((req, who))
 }
 
 #[cfg(test)]
