@@ -26,6 +26,7 @@ struct Served {
     url: String,
     http: reqwest::Client,
     conductor: ferric_service::conductor::Conductor,
+    images: Arc<ImageService>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -53,7 +54,7 @@ async fn serve(tweak: impl FnOnce(&mut Config)) -> Served {
         Db::open_in_memory().unwrap(),
         Outside::real(Clock::system()).unwrap(),
         Recorder::default(),
-        |p| p.images = Some(images),
+        |p| p.images = Some(images.clone()),
     )
     .unwrap();
     let conductor = service.conductor.clone();
@@ -66,7 +67,7 @@ async fn serve(tweak: impl FnOnce(&mut Config)) -> Served {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("X-OpenStack-Ironic-API-Version", "latest".parse().unwrap());
     let http = reqwest::Client::builder().default_headers(h).build().unwrap();
-    Served { url, http, conductor, _dir: dir, _stop: stop }
+    Served { url, http, conductor, images, _dir: dir, _stop: stop }
 }
 
 /// Who calls.
@@ -175,6 +176,8 @@ struct Fixture {
     foreign: String,
     own_port: String,
     image: String,
+    /// A temporary URL of an uploaded image (path and query).
+    temp_url: String,
 }
 
 async fn fixture(s: &Served) -> Fixture {
@@ -199,7 +202,22 @@ async fn fixture(s: &Served) -> Fixture {
             Some(json!({"name": "img", "disk_format": "raw", "container_format": "bare"})),
         )
         .await;
+    let served = s
+        .admin(
+            Method::POST,
+            "/v2/images",
+            Some(json!({"name": "served", "disk_format": "raw", "container_format": "bare"})),
+        )
+        .await;
+    let served = served["id"].as_str().unwrap();
+    let path = format!("/v2/images/{served}/file");
+    let up = s
+        .call_as(Caller::Admin.credentials(), Method::PUT, &path, Body::Raw("application/octet-stream", vec![1; 512]))
+        .await;
+    assert_eq!(up.status, 204, "{}", up.body);
+    let temp_url = s.images.temp_url("", served, Duration::from_secs(3600)).unwrap();
     Fixture {
+        temp_url,
         own: ids[0].0.clone(),
         own_port: ids[0].1.clone(),
         foreign: ids[1].0.clone(),
@@ -321,6 +339,8 @@ fn rows(f: &Fixture) -> Vec<Row> {
             Body::Json(json!({"callback_url": "http://127.0.0.1:9999"})),
             [400; 6],
         ),
+        // Agents download without a user: the signature is the credential.
+        row("temp URL download", Method::GET, f.temp_url.clone(), Body::None, [200; 6]),
         row("image list", Method::GET, "/v2/images".into(), Body::None, [401, 401, 200, 200, 200, 200]),
         row(
             "image create",
