@@ -312,34 +312,13 @@ fn token(a: TokenArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&c.data_dir).with_context(|| format!("creating {}", c.data_dir.display()))?;
     }
     let db = ferric_service::assemble::open_db(&c).context("opening the database")?;
-    let clock = ferric_types::clock::Clock::system();
     match a.command {
         TokenCommand::Create { user, role, expires, project } => {
-            let ttl = auth::parse_ttl(&expires).map_err(anyhow::Error::msg)?;
-            let (secret, _) = auth::issue_token(&db, &clock, &user, role, project.as_deref(), ttl)?;
-            println!("{secret}");
+            println!("{}", auth::cli_create(&db, &user, role, project.as_deref(), &expires)?);
         }
-        TokenCommand::List => {
-            let now = clock.now();
-            println!(
-                "{:<36}  {:<16}  {:<6}  {:<16}  {:<25}  {:<25}  STATE",
-                "ID", "USER", "ROLE", "PROJECT", "CREATED", "EXPIRES"
-            );
-            for t in db.list_api_tokens()? {
-                println!(
-                    "{:<36}  {:<16}  {:<6}  {:<16}  {:<25}  {:<25}  {}",
-                    t.id,
-                    t.user,
-                    t.role,
-                    t.project.as_deref().unwrap_or("-"),
-                    t.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
-                    t.expires_at.map_or("never".to_string(), |e| e.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-                    auth::token_state(&t, now)
-                );
-            }
-        }
+        TokenCommand::List => print!("{}", auth::cli_list(&db)?),
         TokenCommand::Revoke { id } => {
-            db.revoke_api_token(&id, clock.now())?;
+            auth::cli_revoke(&db, &id)?;
             println!("token {id} revoked");
         }
     }

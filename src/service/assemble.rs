@@ -50,8 +50,6 @@ pub enum ServiceError {
     Role(String),
     #[error("API authentication: {0}")]
     Auth(#[from] crate::api::auth::AuthError),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
 }
 
 /// A built service: the conductor and the API state that fronts it.

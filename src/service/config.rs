@@ -1,5 +1,6 @@
 //! Configuration: defaults, then a TOML file, then `FERRIC_*` environment variables, then flags.
 
+pub use crate::api::auth::{AuthConfig, AuthStrategy};
 use crate::conductor::ConductorConfig;
 use crate::drivers::agent_base::AgentDeployConfig;
 use crate::drivers::{FakeDelays, RegistryConfig};
@@ -37,88 +38,6 @@ pub struct Config {
     pub auth: AuthConfig,
 }
 
-/// How API callers are authenticated: Ironic's `auth_strategy` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthStrategy {
-    /// Every caller is an anonymous admin (only on a loopback API address unless
-    /// `insecure_noauth`).
-    #[default]
-    #[value(name = "noauth")]
-    Noauth,
-    /// HTTP Basic against an Apache htpasswd file of bcrypt entries; roles from `roles` /
-    /// `role_map`.
-    #[value(name = "http_basic")]
-    HttpBasic,
-    /// Bearer tokens issued by `ferric token create` (`Authorization: Bearer` or
-    /// `X-Auth-Token`), stored hashed in the database.
-    #[value(name = "token")]
-    Token,
-}
-
-impl AuthStrategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthStrategy::Noauth => "noauth",
-            AuthStrategy::HttpBasic => "http_basic",
-            AuthStrategy::Token => "token",
-        }
-    }
-}
-
-/// API authentication and roles (`[auth]`). No secrets live here (the htpasswd file holds the
-/// hashes), so the derived `Debug` shows it all.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AuthConfig {
-    pub strategy: AuthStrategy,
-    /// The htpasswd file of `http_basic` (bcrypt entries: `htpasswd -B`).
-    pub htpasswd: Option<PathBuf>,
-    /// Role of each `http_basic` user: `{ alice = "admin", bob = "reader" }`. A user without
-    /// one is refused (403), never given a default.
-    pub roles: std::collections::BTreeMap<String, crate::api::identity::AuthRole>,
-    /// Project of `http_basic` users (what node `owner`/`lessee` scoping compares against).
-    pub projects: std::collections::BTreeMap<String, String>,
-    /// A file of `user role [project]` lines, added to `roles` and `projects`.
-    pub role_map: Option<PathBuf>,
-    /// Allows `noauth` on an API address that is not loopback (anyone who reaches it is admin).
-    pub insecure_noauth: bool,
-    /// Agent lookups allowed per second per client IP (a token bucket; 0 turns the limit off).
-    pub lookup_rate: f64,
-    /// Lookups a client IP may make at once before `lookup_rate` applies.
-    pub lookup_burst: u32,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            strategy: AuthStrategy::Noauth,
-            htpasswd: None,
-            roles: Default::default(),
-            projects: Default::default(),
-            role_map: None,
-            insecure_noauth: false,
-            lookup_rate: 5.0,
-            lookup_burst: 50,
-        }
-    }
-}
-
-impl AuthConfig {
-    /// Refuses `noauth` on an API address other than loopback unless `insecure_noauth`: checked
-    /// before anything binds.
-    pub fn check_bind(&self, bind: SocketAddr) -> Result<(), ConfigError> {
-        if self.strategy == AuthStrategy::Noauth && !bind.ip().is_loopback() && !self.insecure_noauth {
-            return Err(ConfigError(format!(
-                "refusing to serve the API on {bind} without authentication: with auth strategy noauth anyone \
-                 who reaches it is an admin. Choose --auth-strategy http_basic or token ([auth] strategy), bind a \
-                 loopback address, or pass --insecure-noauth ([auth] insecure_noauth = true)"
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// What one `ferric serve` process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -143,7 +62,7 @@ pub struct DatabaseConfig {
 impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // A PostgreSQL URL may carry a password.
-        f.debug_struct("DatabaseConfig").field("url", &self.url.as_deref().map(crate::db::redact)).finish()
+        f.debug_struct("DatabaseConfig").field("url", &self.url.as_deref().map(crate::pxe::cache::redact_url)).finish()
     }
 }
 
@@ -302,7 +221,7 @@ pub fn default_data_dir() -> PathBuf {
 /// Configuration loading failures.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
-pub struct ConfigError(pub String);
+pub struct ConfigError(String);
 
 impl Config {
     /// Defaults, merged with `file` (if any) and `FERRIC_*` variables (`FERRIC_API__BIND=...`).
@@ -356,7 +275,7 @@ mod tests {
         for secret in ["rpc-pass-1", "temp-key-2", "db-pass-3"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
-        assert!(shown.contains("postgres://ferric:***@db/ferric"), "{shown}");
+        assert!(shown.contains("postgres://db/ferric"), "{shown}");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use super::error::ApiError;
 use super::identity::{AuthRole, Identity};
 use super::policy::{self, Action, Decision};
 use super::{ApiState, Ctx, MAX_BODY};
-use crate::config::{AuthConfig, AuthStrategy};
 use crate::db::{ApiToken, Db, DbError};
 use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
@@ -20,6 +19,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use ferric_types::clock::Clock;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +29,12 @@ use std::time::Duration;
 /// Why the authentication settings cannot be used (reported at start-up, before anything binds).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    #[error(
+        "refusing to serve the API on {0} without authentication: with auth strategy noauth anyone who reaches \
+         it is an admin. Choose --auth-strategy http_basic or token ([auth] strategy), bind a loopback address, \
+         or pass --insecure-noauth ([auth] insecure_noauth = true)"
+    )]
+    InsecureNoauth(SocketAddr),
     #[error("auth strategy http_basic needs an htpasswd file (--htpasswd FILE or [auth] htpasswd)")]
     NoHtpasswd,
     #[error("cannot read {path}: {source}")]
@@ -37,6 +43,84 @@ pub enum AuthError {
     Htpasswd { path: PathBuf, line: usize, reason: String },
     #[error("{path} line {line}: {reason}")]
     RoleMap { path: PathBuf, line: usize, reason: String },
+}
+
+/// How API callers are authenticated: Ironic's `auth_strategy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStrategy {
+    /// Every caller is an anonymous admin (only on a loopback API address unless
+    /// `insecure_noauth`).
+    #[default]
+    #[value(name = "noauth")]
+    Noauth,
+    /// HTTP Basic against an Apache htpasswd file of bcrypt entries; roles from `roles` /
+    /// `role_map`.
+    #[value(name = "http_basic")]
+    HttpBasic,
+    /// Bearer tokens issued by `ferric token create` (`Authorization: Bearer` or
+    /// `X-Auth-Token`), stored hashed in the database.
+    #[value(name = "token")]
+    Token,
+}
+
+impl AuthStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthStrategy::Noauth => "noauth",
+            AuthStrategy::HttpBasic => "http_basic",
+            AuthStrategy::Token => "token",
+        }
+    }
+}
+
+/// API authentication and roles (`[auth]` of the configuration). No secrets live here (the htpasswd file holds the
+/// hashes), so the derived `Debug` shows it all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    pub strategy: AuthStrategy,
+    /// The htpasswd file of `http_basic` (bcrypt entries: `htpasswd -B`).
+    pub htpasswd: Option<PathBuf>,
+    /// Role of each `http_basic` user: `{ alice = "admin", bob = "reader" }`. A user without
+    /// one is refused (403), never given a default.
+    pub roles: BTreeMap<String, AuthRole>,
+    /// Project of `http_basic` users (what node `owner`/`lessee` scoping compares against).
+    pub projects: BTreeMap<String, String>,
+    /// A file of `user role [project]` lines, added to `roles` and `projects`.
+    pub role_map: Option<PathBuf>,
+    /// Allows `noauth` on an API address that is not loopback (anyone who reaches it is admin).
+    pub insecure_noauth: bool,
+    /// Agent lookups allowed per second per client IP (a token bucket; 0 turns the limit off).
+    pub lookup_rate: f64,
+    /// Lookups a client IP may make at once before `lookup_rate` applies.
+    pub lookup_burst: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            strategy: AuthStrategy::Noauth,
+            htpasswd: None,
+            roles: Default::default(),
+            projects: Default::default(),
+            role_map: None,
+            insecure_noauth: false,
+            lookup_rate: 5.0,
+            lookup_burst: 50,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Refuses `noauth` on an API address other than loopback unless `insecure_noauth`: checked
+    /// before anything binds.
+    pub fn check_bind(&self, bind: SocketAddr) -> Result<(), AuthError> {
+        if self.strategy == AuthStrategy::Noauth && !bind.ip().is_loopback() && !self.insecure_noauth {
+            return Err(AuthError::InsecureNoauth(bind));
+        }
+        Ok(())
+    }
 }
 
 /// The API's authentication settings, loaded once.
@@ -316,6 +400,41 @@ pub fn token_state(t: &ApiToken, now: DateTime<Utc>) -> &'static str {
     } else {
         "active"
     }
+}
+
+/// `ferric token create`: issues a token on the system clock, valid for `expires` (as
+/// [`parse_ttl`] reads it); the secret, to be printed once.
+pub fn cli_create(db: &Db, user: &str, role: AuthRole, project: Option<&str>, expires: &str) -> anyhow::Result<String> {
+    let ttl = parse_ttl(expires).map_err(anyhow::Error::msg)?;
+    Ok(issue_token(db, &Clock::system(), user, role, project, ttl)?.0)
+}
+
+/// `ferric token list`: a table of every token (never a secret).
+pub fn cli_list(db: &Db) -> Result<String, DbError> {
+    let now = Clock::system().now();
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut out = format!(
+        "{:<36}  {:<16}  {:<6}  {:<16}  {:<20}  {:<20}  STATE\n",
+        "ID", "USER", "ROLE", "PROJECT", "CREATED", "EXPIRES"
+    );
+    for t in db.list_api_tokens()? {
+        out.push_str(&format!(
+            "{:<36}  {:<16}  {:<6}  {:<16}  {:<20}  {:<20}  {}\n",
+            t.id,
+            t.user,
+            t.role,
+            t.project.as_deref().unwrap_or("-"),
+            time(t.created_at),
+            t.expires_at.map_or("never".to_string(), time),
+            token_state(&t, now)
+        ));
+    }
+    Ok(out)
+}
+
+/// `ferric token revoke ID`.
+pub fn cli_revoke(db: &Db, id: &str) -> Result<(), DbError> {
+    db.revoke_api_token(id, Clock::system().now())
 }
 
 // ---------------------------------------------------------------- lookup rate limit
