@@ -30,6 +30,8 @@ enum Command {
     Db(DbArgs),
     /// Manage images in the image service.
     Image(ferric_service::images::cli::ImageArgs),
+    /// API bearer tokens (auth strategy `token`): create, list, revoke.
+    Token(TokenArgs),
     /// Serve N virtual BMCs (IPMI 2.0 lanplus on UDP, Redfish on TCP, or both) on 127.0.0.1:P+i until killed.
     #[cfg(feature = "lab")]
     Vbmc(ferric_lab::vbmc::VbmcArgs),
@@ -61,6 +63,43 @@ enum DbCommand {
 }
 
 #[derive(clap::Args)]
+struct TokenArgs {
+    /// TOML configuration file (for `data_dir` and `[database] url`).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// The store: `sqlite://PATH` or `postgres://...` (default: DATA_DIR/ferric.sqlite).
+    #[arg(long, value_name = "URL", global = true)]
+    database: Option<String>,
+    /// Data directory holding the database.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issues a token and prints it (only it, once: it is stored hashed).
+    Create {
+        #[arg(long)]
+        user: String,
+        /// admin, member or reader.
+        #[arg(long)]
+        role: ferric_service::api::identity::AuthRole,
+        /// Lifetime: 8h, 30m, 7d, 3600s, or `never`.
+        #[arg(long, default_value = "8h")]
+        expires: String,
+        /// The project node owner/lessee scoping compares against.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Lists tokens (never their secrets).
+    List,
+    /// Revokes a token by its ID (from `ferric token list`).
+    Revoke { id: String },
+}
+
+#[derive(clap::Args)]
 struct ServeArgs {
     /// TOML configuration file (flags and FERRIC_* variables override it).
     #[arg(long)]
@@ -79,6 +118,19 @@ struct ServeArgs {
     /// SIGHUP).
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
+    /// How API callers authenticate: noauth (only on a loopback address unless
+    /// --insecure-noauth), http_basic (--htpasswd) or token (`ferric token create`).
+    #[arg(long, value_enum)]
+    auth_strategy: Option<ferric_service::config::AuthStrategy>,
+    /// The htpasswd file (bcrypt entries) of --auth-strategy http_basic.
+    #[arg(long, value_name = "FILE")]
+    htpasswd: Option<PathBuf>,
+    /// Roles of http_basic users: `user role [project]` lines.
+    #[arg(long, value_name = "FILE")]
+    role_map: Option<PathBuf>,
+    /// Allow noauth on an address other than loopback: anyone who reaches the API is admin.
+    #[arg(long)]
+    insecure_noauth: bool,
     /// What this process runs: `all` (API and conductor, alone on its database), `api`, or
     /// `conductor` (one of several sharing a database).
     #[arg(long, value_enum)]
@@ -201,6 +253,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.api.tls_cert = args.tls_cert.or(config.api.tls_cert.take());
     config.api.tls_key = args.tls_key.or(config.api.tls_key.take());
     config.audit.file = args.audit_log.or(config.audit.file.take());
+    let auth = &mut config.auth;
+    auth.strategy = args.auth_strategy.unwrap_or(auth.strategy);
+    auth.htpasswd = args.htpasswd.or(auth.htpasswd.take());
+    auth.role_map = args.role_map.or(auth.role_map.take());
+    auth.insecure_noauth |= args.insecure_noauth;
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
@@ -246,6 +303,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     dhcp.range = args.dhcp_range.or(dhcp.range.take());
     dhcp.interface = args.dhcp_interface.or(dhcp.interface.take());
     init_tracing(&config.log.format, &config.log.level);
+    if config.role != ferric_service::config::Role::Conductor {
+        // Before anything is opened or bound (the simulated fleet's API too).
+        config.auth.check_bind(config.api.bind)?;
+    }
     #[cfg(feature = "lab")]
     if let Some(machines) = sim {
         let opts = ferric_lab::serve_sim::SimServeOptions { machines, bmc_base_port: sim_bmc_port, image_mb: 512 };
@@ -255,6 +316,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let service = Service::open(config).context("starting ferric")?;
     service.serve(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `ferric token ...`: runs against the configured store (the data directory's SQLite file is
+/// created and brought up to date; a shared database must be at this binary's schema).
+fn token(a: TokenArgs) -> anyhow::Result<()> {
+    use ferric_service::api::auth;
+    let mut c = Config::load(a.config.as_deref())?;
+    if let Some(u) = a.database {
+        c.database.url = Some(u);
+    }
+    if let Some(d) = a.data_dir {
+        c.data_dir = d;
+    }
+    if c.database.url.is_none() {
+        std::fs::create_dir_all(&c.data_dir).with_context(|| format!("creating {}", c.data_dir.display()))?;
+    }
+    let db = ferric_service::assemble::open_db(&c).context("opening the database")?;
+    match a.command {
+        TokenCommand::Create { user, role, expires, project } => {
+            println!("{}", auth::cli_create(&db, &user, role, project.as_deref(), &expires)?);
+        }
+        TokenCommand::List => print!("{}", auth::cli_list(&db)?),
+        TokenCommand::Revoke { id } => {
+            auth::cli_revoke(&db, &id)?;
+            println!("token {id} revoked");
+        }
+    }
     Ok(())
 }
 
@@ -278,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Image(a) => ferric_service::images::cli::run_async(a).await,
+        Command::Token(a) => token(a),
         #[cfg(feature = "lab")]
         Command::Vbmc(a) => {
             init_tracing("human", "info");

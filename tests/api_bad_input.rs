@@ -262,3 +262,36 @@ async fn every_verb_of_the_state_machine() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{v}");
     }
 }
+
+/// A write whose body is not JSON is refused (415) before any handler reads it: a `text/plain`
+/// POST used to create a node. JSON with parameters, and `+json` types, are JSON.
+#[tokio::test]
+async fn writes_that_are_not_json_are_refused_with_415() {
+    let api = Api::new();
+    let uuid = api.node("n1").await;
+    let before = snapshot(&api).await;
+    let node = br#"{"driver": "fake-hardware", "name": "plain"}"#.to_vec();
+    for ct in
+        [vec![("content-type", "text/plain")], vec![("content-type", "application/x-www-form-urlencoded")], vec![]]
+    {
+        let r = api.with_headers(Method::POST, "/v1/nodes", &ct, node.clone()).await;
+        assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json");
+    }
+    let patch = br#"[{"op": "add", "path": "/extra/a", "value": 1}]"#.to_vec();
+    let r = api
+        .with_headers(Method::PATCH, &format!("/v1/nodes/{uuid}"), &[("content-type", "text/plain")], patch.clone())
+        .await;
+    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "text/plain");
+    assert_eq!(snapshot(&api).await, before);
+
+    let json_ct = [("content-type", "application/json; charset=UTF-8")];
+    assert_eq!(api.with_headers(Method::POST, "/v1/nodes", &json_ct, node).await.status, StatusCode::CREATED);
+    let patch_ct = [("content-type", "application/json-patch+json")];
+    assert_eq!(
+        api.with_headers(Method::PATCH, &format!("/v1/nodes/{uuid}"), &patch_ct, patch).await.status,
+        StatusCode::OK
+    );
+    // A write without a body needs no type.
+    let r = api.with_headers(Method::PUT, &format!("/v1/nodes/{uuid}/maintenance"), &[], Vec::new()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+}

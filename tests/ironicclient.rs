@@ -152,3 +152,117 @@ fn baremetal_enrolls_redfish_nodes_with_masked_passwords() {
     let n = bm_json(&s, &["node", "create", "--driver", "ipmi", "--driver-info", "ipmi_address=192.0.2.21"]);
     assert_eq!(n["boot_interface"], "ipxe");
 }
+
+/// `ferric serve --auth-strategy http_basic` with `[auth] roles` in its configuration.
+fn start_http_basic(dir: &tempfile::TempDir) -> Server {
+    let htpasswd = dir.path().join("htpasswd");
+    let hash = |p: &str| bcrypt::hash(p, 4).unwrap().replacen("$2b$", "$2y$", 1);
+    std::fs::write(&htpasswd, format!("alice:{}\nbob:{}\n", hash("alice-pw"), hash("bob-pw"))).unwrap();
+    let config = dir.path().join("ferric.toml");
+    std::fs::write(&config, "[auth]\nroles = { alice = \"admin\", bob = \"reader\" }\n").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let port = listening::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
+        .args(["serve", "--auth-strategy", "http_basic", "--api-bind", &format!("127.0.0.1:{port}"), "--htpasswd"])
+        .arg(&htpasswd)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ferric serve");
+    listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
+    Server { child, url: format!("http://127.0.0.1:{port}"), _dir: data }
+}
+
+/// `baremetal --os-auth-type http_basic` as `user`.
+fn bm_basic(s: &Server, user: &str, password: &str, args: &[&str]) -> std::process::Output {
+    Command::new(baremetal_bin())
+        .args(["--os-auth-type", "http_basic", "--os-username", user, "--os-password", password])
+        .args(["--os-endpoint", &s.url])
+        .args(args)
+        .output()
+        .expect("run baremetal")
+}
+
+#[test]
+fn baremetal_cli_with_http_basic_and_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_http_basic(&dir);
+    let ok = |user: &str, pw: &str, args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-f", "json"]);
+        let out = bm_basic(&s, user, pw, &a);
+        assert!(out.status.success(), "{user} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json output")
+    };
+    let n = ok("alice", "alice-pw", &["node", "create", "--driver", "fake-hardware", "--name", "basic-node"]);
+    assert_eq!(n["provision_state"], "enroll");
+    let out = bm_basic(&s, "alice", "alice-pw", &["node", "power", "on", "basic-node"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ok("bob", "bob-pw", &["node", "show", "basic-node"])["power_state"], "power on");
+    assert_eq!(ok("bob", "bob-pw", &["node", "list"]).as_array().unwrap().len(), 1);
+    // A reader is refused a write, and it changes nothing.
+    let out = bm_basic(&s, "bob", "bob-pw", &["node", "power", "off", "basic-node"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("403") || err.contains("disallowed by policy"), "{err}");
+    let out = bm_basic(&s, "bob", "bob-pw", &["node", "create", "--driver", "fake-hardware", "--name", "nope"]);
+    assert!(!out.status.success());
+    assert_eq!(ok("alice", "alice-pw", &["node", "show", "basic-node"])["power_state"], "power on");
+    assert_eq!(ok("alice", "alice-pw", &["node", "list"]).as_array().unwrap().len(), 1);
+    // A wrong password is refused.
+    let out = bm_basic(&s, "alice", "wrong", &["node", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") || err.to_lowercase().contains("unauthorized"), "{err}");
+}
+
+/// `baremetal --os-auth-type admin_token --os-token T` (python-ironicclient sends `X-Auth-Token`)
+/// with tokens from the real `ferric token create`, against `ferric serve --auth-strategy token`.
+#[test]
+fn baremetal_cli_with_ferric_tokens() {
+    let data = tempfile::tempdir().unwrap();
+    let token = |user: &str, role: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferric"))
+            .args(["token", "create", "--user", user, "--role", role, "--data-dir"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (admin, reader) = (token("alice", "admin"), token("bob", "reader"));
+    let port = listening::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
+        .args(["serve", "--auth-strategy", "token", "--api-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start ferric serve");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+    listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
+    let run = |t: &str, args: &[&str]| {
+        Command::new(baremetal_bin())
+            .args(["--os-auth-type", "admin_token", "--os-token", t, "--os-endpoint", &s.url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&admin, &["node", "create", "--driver", "fake-hardware", "--name", "tok-node"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&reader, &["node", "list", "-f", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().len(), 1);
+    let out = run(&reader, &["node", "delete", "tok-node"]);
+    assert!(!out.status.success() || String::from_utf8_lossy(&out.stderr).contains("disallowed"));
+    let out = run("ferric_wrong", &["node", "list"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&admin, &["node", "show", "tok-node", "-f", "json"]);
+    assert!(out.status.success(), "the reader's delete changed nothing");
+}

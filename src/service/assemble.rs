@@ -52,6 +52,8 @@ pub enum ServiceError {
     Tls(#[from] crate::tls::TlsError),
     #[error("audit log {path}: {source}")]
     Audit { path: std::path::PathBuf, source: std::io::Error },
+    #[error("API authentication: {0}")]
+    Auth(#[from] crate::api::auth::AuthError),
 }
 
 /// A built service: the conductor and the API state that fronts it.
@@ -182,6 +184,9 @@ impl Service {
     /// Opens the database in the data directory and builds everything with defaults, against
     /// the real world.
     pub fn open(config: Config) -> Result<Service, ServiceError> {
+        if config.role != Role::Conductor {
+            config.auth.check_bind(config.api.bind)?;
+        }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| ServiceError::DataDir { path: config.data_dir.clone(), source })?;
         let db = open_db(&config)?;
@@ -282,6 +287,7 @@ impl Service {
             None => None,
         };
         let conductor_alive_timeout = (config.role != Role::All).then_some(cc.heartbeat_timeout);
+        let auth = Arc::new(crate::api::auth::Auth::from_config(&config.auth)?);
         let conductor = Conductor::new(cc, db.clone(), parts.registry, parts.env)?;
         let audit = match &config.audit.file {
             Some(path) => Some(
@@ -317,6 +323,7 @@ impl Service {
             agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
             https: config.api.tls_cert.is_some(),
             audit: audit.clone(),
+            auth,
         };
         let reload = Reload { certs: Default::default(), audit };
         Ok(Service { config, db, conductor, api, boot_packets: outside.boot_packets, reload })
@@ -334,7 +341,10 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let addr = match self.config.role {
             Role::Conductor => self.config.rpc.bind.unwrap_or(self.config.api.bind),
-            Role::All | Role::Api => self.config.api.bind,
+            Role::All | Role::Api => {
+                self.config.auth.check_bind(self.config.api.bind)?;
+                self.config.api.bind
+            }
         };
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
@@ -375,7 +385,7 @@ impl Service {
                 crate::rpc::serve_rpc(Arc::new(self.conductor.clone()), rpc_credentials(&self.config))
             }
             Role::All | Role::Api => {
-                tracing::info!(?addr, ?role, "ferric API listening");
+                tracing::info!(?addr, ?role, auth = self.api.auth.strategy().as_str(), "ferric API listening");
                 self.router()
             }
         };
@@ -523,7 +533,7 @@ fn rpc_credentials(config: &Config) -> RpcCredentials {
 
 /// Opens the configured store: the embedded SQLite file (brought up to date, as it is this
 /// process's own), or the database at `[database] url`, whose schema must be this binary's.
-fn open_db(config: &Config) -> Result<Db, ServiceError> {
+pub fn open_db(config: &Config) -> Result<Db, ServiceError> {
     match config.database.url.as_deref() {
         None => Ok(Db::open(&config.database_path())?),
         // A shared database is upgraded by `ferric db upgrade`, never by a process starting on it.

@@ -1,5 +1,6 @@
 //! Configuration: defaults, then a TOML file, then `FERRIC_*` environment variables, then flags.
 
+pub use crate::api::auth::{AuthConfig, AuthStrategy};
 use crate::conductor::ConductorConfig;
 use crate::drivers::agent_base::AgentDeployConfig;
 use crate::drivers::{FakeDelays, RegistryConfig};
@@ -35,6 +36,8 @@ pub struct Config {
     pub rpc: RpcConfig,
     /// The audit log (`[audit]`).
     pub audit: crate::audit::AuditConfig,
+    /// Who may call the API (`[auth]`).
+    pub auth: AuthConfig,
 }
 
 /// What one `ferric serve` process runs.
@@ -51,11 +54,18 @@ pub enum Role {
 }
 
 /// Where the store lives (`[database]`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://...`; default: `ferric.sqlite` in the data directory.
     pub url: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A PostgreSQL URL may carry a password.
+        f.debug_struct("DatabaseConfig").field("url", &self.url.as_deref().map(crate::pxe::cache::redact_url)).finish()
+    }
 }
 
 /// JSON-RPC between processes: where a conductor listens, and the credentials every process
@@ -117,7 +127,7 @@ impl RpcConfig {
 }
 
 /// The image service (the Glance role) and its HTTP store (the Swift role).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ImagesConfig {
     /// Where images are stored (default `DATA_DIR/images`).
@@ -129,6 +139,17 @@ pub struct ImagesConfig {
     /// The URL nodes reach the image store under (default: the API's public URL, which
     /// serves it).
     pub public_url: Option<String>,
+}
+
+impl std::fmt::Debug for ImagesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImagesConfig")
+            .field("dir", &self.dir)
+            .field("temp_url_key", &self.temp_url_key.as_ref().map(|_| "******"))
+            .field("max_image_size", &self.max_image_size)
+            .field("public_url", &self.public_url)
+            .finish()
+    }
 }
 
 impl Default for ImagesConfig {
@@ -219,6 +240,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             rpc: RpcConfig::default(),
             audit: Default::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -275,5 +297,54 @@ impl Config {
     /// The URL nodes download images from.
     pub fn images_public_url(&self) -> String {
         self.images.public_url.clone().unwrap_or_else(|| self.public_url())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_every_secret() {
+        let mut c = Config::default();
+        c.rpc.password = "rpc-pass-1".into();
+        c.images.temp_url_key = Some("temp-key-2".into());
+        c.database.url = Some("postgres://ferric:db-pass-3@db/ferric".into());
+        let shown = format!("{c:?}");
+        for secret in ["rpc-pass-1", "temp-key-2", "db-pass-3"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://db/ferric"), "{shown}");
+    }
+
+    #[test]
+    fn noauth_is_refused_beyond_loopback_unless_insecure() {
+        let mut a = AuthConfig::default();
+        assert!(a.check_bind("127.0.0.1:6385".parse().unwrap()).is_ok());
+        assert!(a.check_bind("[::1]:6385".parse().unwrap()).is_ok());
+        let e = a.check_bind("0.0.0.0:6385".parse().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("--insecure-noauth"), "{e}");
+        a.insecure_noauth = true;
+        assert!(a.check_bind("0.0.0.0:6385".parse().unwrap()).is_ok());
+        let a = AuthConfig { strategy: AuthStrategy::Token, ..Default::default() };
+        assert!(a.check_bind("192.0.2.1:6385".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_auth_section_reads_from_toml() {
+        let dir = std::env::temp_dir().join(format!("ferric-auth-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("ferric.toml");
+        std::fs::write(
+            &f,
+            "[auth]\nstrategy = \"http_basic\"\nhtpasswd = \"/etc/h\"\nroles = { alice = \"admin\", bob = \"reader\" }\nprojects = { bob = \"p\" }\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.auth.strategy, AuthStrategy::HttpBasic);
+        assert_eq!(c.auth.roles["bob"], crate::api::identity::AuthRole::Reader);
+        assert_eq!(c.auth.projects["bob"], "p");
+        assert_eq!(c.auth.lookup_burst, 50);
     }
 }

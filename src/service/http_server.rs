@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 /// Bounds on what one client may make a server hold (from `[api]` for the API and the RPC
 /// endpoint; the defaults for the HTTP boot server).
@@ -76,7 +77,14 @@ pub async fn serve(
         // Reap finished connections so the set holds only open ones.
         while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(router.clone());
+        // The peer's address reaches handlers as axum's `ConnectInfo` (the agent lookup's rate
+        // limit is per client address).
+        let svc = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let builder = builder.clone();
         let stop = stop.clone();
         let acceptor = acceptor.clone();
@@ -101,13 +109,19 @@ pub async fn serve(
     result
 }
 
-async fn serve_conn<I>(
+async fn serve_conn<I, S>(
     builder: &hyper::server::conn::http1::Builder,
     io: I,
-    svc: TowerToHyperService<axum::Router>,
+    svc: TowerToHyperService<S>,
     stop: CancellationToken,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);

@@ -97,6 +97,22 @@ impl Api {
         Resp { status, headers, body }
     }
 
+    /// Sends `body` with exactly the `headers` given (the version header aside).
+    pub async fn with_headers(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
+        let mut b = Request::builder().method(method).uri(path).header("host", "127.0.0.1:6385");
+        if let Some(v) = &self.version {
+            b = b.header("X-OpenStack-Ironic-API-Version", v.as_str());
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = self.router.clone().oneshot(b.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec();
+        Resp { status, headers, body }
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.call(Method::GET, path, None).await
     }

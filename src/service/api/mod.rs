@@ -5,6 +5,7 @@
 
 mod allocations;
 mod audit;
+pub mod auth;
 mod chassis;
 mod configdrive;
 mod deploy_templates;
@@ -18,6 +19,7 @@ mod node_hardware;
 mod node_records;
 mod nodes;
 mod paging;
+pub mod policy;
 mod ports;
 mod ramdisk;
 pub mod render;
@@ -71,17 +73,24 @@ pub struct ApiState {
     pub https: bool,
     /// Where writes are recorded (`--audit-log`).
     pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Who may call: the auth strategy, role map and the agent lookup rate limit.
+    pub auth: Arc<auth::Auth>,
 }
 
 /// The negotiated microversion's minor number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version(pub u32);
 
-/// Per-request context: version and link base.
+/// Per-request context: version and link base, and what the caller's role limits (set by the
+/// authentication layer).
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub version: u32,
     pub base: String,
+    /// Listings show only nodes (and their ports) this project owns or leases.
+    pub scope: Option<String>,
+    /// Not an admin: secrets beyond passwords are masked too (temp URLs, credentials in URLs).
+    pub restricted: bool,
 }
 
 impl Ctx {
@@ -130,7 +139,11 @@ pub fn router(state: ApiState) -> Router {
     if let Some(beside) = &state.beside {
         inner = inner.merge(beside.clone());
     }
-    let inner = inner.layer(axum::middleware::from_fn_with_state(state.clone(), ironic_headers));
+    // Authentication and policy inside the headers layer: refusals carry Ironic's headers too;
+    // the caller it finds rides on the response out to the audit layer.
+    let inner = inner
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ironic_headers));
     // Ironic accepts `/v1/nodes/` as `/v1/nodes` (python-ironicclient sends both): trim trailing
     // slashes before routing.
     let app = Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner));
@@ -208,13 +221,8 @@ async fn ironic_headers(State(state): State<ApiState>, mut req: Request, next: N
                     format!("{scheme}://{host}")
                 }
             };
-            req.extensions_mut().insert(Ctx { version: v, base });
-            let caller = req.extensions().get::<identity::Identity>().cloned();
+            req.extensions_mut().insert(Ctx { version: v, base, scope: None, restricted: false });
             let mut r = next.run(req).await;
-            // The audit layer, outside this one, reads the caller from the response.
-            if let Some(c) = caller {
-                r.extensions_mut().insert(c);
-            }
             if r.status() == StatusCode::METHOD_NOT_ALLOWED && r.headers().get(header::CONTENT_TYPE).is_none() {
                 let allow = r.headers().get(header::ALLOW).cloned();
                 r = ApiError::routing(StatusCode::METHOD_NOT_ALLOWED, "").into_response();

@@ -237,7 +237,14 @@ async fn list_detail(State(state): State<ApiState>, ctx: Ctx, q: Query) -> ApiRe
 }
 
 fn list_impl(state: &ApiState, ctx: &Ctx, q: &Query, detail: bool, path: &str) -> ApiResult {
-    let nq = parse_query(ctx, q)?;
+    let mut nq = parse_query(ctx, q)?;
+    if let Some(scope) = &ctx.scope {
+        // A project-scoped caller sees its project's nodes: another project asked for is nothing.
+        if nq.filter.project.as_ref().is_some_and(|p| p != scope) {
+            return ok(&json!({"nodes": []}));
+        }
+        nq.filter.project = Some(scope.clone());
+    }
     if let Some(c) = q.get("conductor") {
         if !ctx.allows(CONDUCTORS) {
             return Err(ApiError::not_acceptable_min(CONDUCTORS));

@@ -94,6 +94,7 @@ fn list_ports(state: &ApiState, ctx: &Ctx, q: &Query, node: Option<NodeId>, deta
         limit: paging::limit(q)?,
         marker,
         nodes,
+        project: ctx.scope.clone(),
     };
     let limit = pq.limit.unwrap_or(paging::MAX_PAGE);
     let ports = state.db.list_ports(&pq)?;

@@ -133,6 +133,30 @@ pub fn mask_secrets(m: &JsonMap) -> Value {
     Value::Object(out)
 }
 
+/// For callers other than admins: also masks strings that carry a credential whatever their key,
+/// temporary URLs (their signature lets anyone download the image) and URLs with a password in
+/// them (`http://user:pass@host/...`).
+fn restrict(ctx: &Ctx, v: Value) -> Value {
+    if ctx.restricted { mask_credentials(v) } else { v }
+}
+
+/// `v` with every string that carries a credential replaced by `******`, recursively.
+pub fn mask_credentials(v: Value) -> Value {
+    match v {
+        Value::String(s) if carries_credential(&s) => Value::String("******".into()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, mask_credentials(v))).collect()),
+        Value::Array(a) => Value::Array(a.into_iter().map(mask_credentials).collect()),
+        v => v,
+    }
+}
+
+fn carries_credential(s: &str) -> bool {
+    if s.contains("temp_url_sig=") || s.contains("X-Amz-Signature=") {
+        return true;
+    }
+    url::Url::parse(s).is_ok_and(|u| u.password().is_some())
+}
+
 fn ts(t: &Option<chrono::DateTime<chrono::Utc>>) -> Value {
     match t {
         Some(t) => Value::String(fmt_time(t)),
@@ -164,13 +188,13 @@ fn node_value(n: &Node, field: &str, ctx: &Ctx) -> Value {
         "deploy_step" => Value::Object(n.deploy_step.clone()),
         "description" => opt(&n.description),
         "driver" => Value::String(n.driver.clone()),
-        "driver_info" => mask_secrets(&n.driver_info),
-        "driver_internal_info" => driver_internal_info(n),
+        "driver_info" => restrict(ctx, mask_secrets(&n.driver_info)),
+        "driver_internal_info" => restrict(ctx, driver_internal_info(n)),
         "extra" => Value::Object(n.extra.clone()),
         "fault" => opt(&n.fault),
         "inspection_finished_at" => ts(&n.inspection_finished_at),
         "inspection_started_at" => ts(&n.inspection_started_at),
-        "instance_info" => mask_secrets(&n.instance_info),
+        "instance_info" => restrict(ctx, mask_secrets(&n.instance_info)),
         "instance_uuid" => opt(&n.instance_uuid),
         "last_error" => opt(&n.last_error),
         "lessee" => opt(&n.lessee),

@@ -215,6 +215,23 @@ const MIGRATIONS: &[&[Part]] = &[
     ALTER TABLE nodes ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
     "#,
     )],
+    // 6: API bearer tokens (`ferric token create`): only the SHA-256 of each secret is kept.
+    // Times are RFC 3339 text in UTC, compared by the API after reading the row.
+    &[Both(
+        r#"
+    CREATE TABLE api_tokens (
+        {pk},
+        uuid TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL UNIQUE,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL,
+        project TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        revoked_at TEXT
+    );
+    "#,
+    )],
 ];
 
 /// The newest schema version.

@@ -22,6 +22,7 @@ mod sqlite;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod volumes;
 
 pub use allocations::AllocationFilter;
@@ -29,6 +30,7 @@ pub use dhcp::LeaseRow;
 pub use nodes::{LockUse, NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
 pub use paging::{Page, SORT_KEY_ERROR};
 pub use ports::{PORT_SORT_KEYS, PortQuery};
+pub use tokens::ApiToken;
 
 use ferric_types::models::{Node, NodeId};
 use parking_lot::Mutex;
@@ -310,7 +312,7 @@ fn fk_or(e: DbError, node: &NodeId, dup: impl FnOnce(&str) -> String) -> DbError
 }
 
 /// `url` with any password hidden, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);

@@ -16,6 +16,8 @@ pub struct PortQuery {
     pub marker: Option<PortId>,
     /// Ports of any of these nodes (the API's `shard` filter).
     pub nodes: Option<Vec<NodeId>>,
+    /// Ports of nodes this project owns or leases (a project-scoped caller's listing).
+    pub project: Option<String>,
 }
 
 /// Columns a port listing may sort by.
@@ -117,6 +119,11 @@ impl Db {
                 ph.push(format!("?{}", args.len()));
             }
             conds.push(if ph.is_empty() { "1 = 0".into() } else { format!("node_uuid IN ({})", ph.join(",")) });
+        }
+        if let Some(p) = &q.project {
+            args.push(Val::from(p.clone()));
+            conds
+                .push(format!("node_uuid IN (SELECT uuid FROM nodes WHERE owner = ?{0} OR lessee = ?{0})", args.len()));
         }
         let (cmp, dir) = match q.sort_dir {
             SortDir::Asc => (">", "ASC"),
