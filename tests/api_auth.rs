@@ -661,3 +661,34 @@ async fn the_caller_is_an_identity_extension() {
     let r = noauth.router().oneshot(get(None)).await.unwrap();
     assert_eq!(r.extensions().get::<Identity>(), Some(&Identity::anonymous_admin()));
 }
+
+/// With authentication on, the audit log names the caller (the auth layer's identity reaches the
+/// outermost audit layer), refusals included; `/metrics` needs credentials and a reader suffices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_name_the_authenticated_caller_and_metrics_need_a_reader() {
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.jsonl");
+    let file = audit.clone();
+    let s = serve(move |c| c.audit.file = Some(file)).await;
+    let admin = Some(("alice", PASSWORD));
+    let r = s
+        .call_as(admin, Method::POST, "/v1/nodes", Body::Json(json!({"driver": "fake-hardware", "name": "aud"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.call_as(Some(("carol", PASSWORD)), Method::DELETE, "/v1/nodes/aud", Body::None).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let create = lines.iter().find(|l| l["method"] == "POST" && l["path"] == "/v1/nodes").expect("create recorded");
+    assert_eq!((create["user"].as_str(), create["role"].as_str()), (Some("alice"), Some("admin")), "{create}");
+    let refused = lines.iter().find(|l| l["method"] == "DELETE").expect("refusal recorded");
+    assert_eq!(refused["user"], "carol", "{refused}");
+    assert_eq!(refused["result"], 403, "{refused}");
+    assert!(!std::fs::read_to_string(&audit).unwrap().contains(PASSWORD));
+
+    assert_eq!(s.call_as(None, Method::GET, "/metrics", Body::None).await.status, 401);
+    let url = format!("{}/metrics", s.url);
+    let m = s.http.get(&url).basic_auth("carol", Some(PASSWORD)).send().await.unwrap();
+    assert_eq!(m.status().as_u16(), 200);
+    assert!(m.text().await.unwrap().contains("ironic_nodes"));
+}

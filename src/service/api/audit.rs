@@ -26,15 +26,16 @@ pub(super) async fn record(
     // Before the request: a node it deletes can no longer be looked up by name afterwards.
     let node = node_in_path(&state, &path);
     let resp = next.run(req).await;
-    let caller = resp.extensions().get::<Identity>().cloned().or(caller).unwrap_or_else(Identity::anonymous_admin);
+    // No identity: nobody authenticated (a 401, or an open route without credentials).
+    let caller = resp.extensions().get::<Identity>().cloned().or(caller);
     let request_id = resp.headers().get("x-openstack-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let node = node.or_else(|| created_node(&path, &resp));
     log.write(&AuditRecord {
         time: rfc3339(state.clock.now()),
         kind: "api",
-        user: Some(caller.user),
-        role: Some(caller.role.as_str()),
-        project: caller.project,
+        user: Some(caller.as_ref().map_or_else(|| "anonymous".to_string(), |c| c.user.clone())),
+        role: caller.as_ref().map(|c| c.role.as_str()),
+        project: caller.and_then(|c| c.project),
         request_id,
         method: Some(method),
         path: Some(path),

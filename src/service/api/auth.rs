@@ -616,6 +616,12 @@ pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Ne
     resp
 }
 
+/// A refusal of a caller who did authenticate names them (the audit log reads it).
+fn naming(mut r: Response, who: &Identity) -> Response {
+    r.extensions_mut().insert(who.clone());
+    r
+}
+
 /// Authenticates the caller of a route that needs one and applies the policy: the request (its
 /// body read back in when a patch had to be checked, its [`Ctx`] narrowed) and the caller, or
 /// the refusal.
@@ -628,11 +634,11 @@ async fn authorize_caller(
     let who = auth.authenticate(&state.db, &state.clock, req.headers()).await.map_err(|r| r.response(auth))?;
     let scope = if who.role == AuthRole::Admin { None } else { who.project.clone() };
     if let Some(p) = &scope {
-        check_visible(state, p, c).map_err(IntoResponse::into_response)?;
+        check_visible(state, p, c).map_err(|e| naming(e.into_response(), &who))?;
     }
     match policy::decide(&who, c.action) {
         Decision::Allow => {}
-        Decision::Deny => return Err(forbidden(c.action)),
+        Decision::Deny => return Err(naming(forbidden(c.action), &who)),
         Decision::PatchFields(fields) => {
             let (parts, body) = req.into_parts();
             let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
@@ -645,7 +651,7 @@ async fn authorize_caller(
             // Not a patch: the handler refuses it, as for anyone.
             let patch: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
             if policy::patch_within(&patch, fields) == Some(false) {
-                return Err(forbidden(c.action));
+                return Err(naming(forbidden(c.action), &who));
             }
             req = Request::from_parts(parts, Body::from(bytes));
         }
