@@ -141,11 +141,14 @@ pub struct ApiConfig {
     pub bind: SocketAddr,
     /// Base URL clients and agents use to reach the API (links, agent kernel parameters).
     pub public_url: Option<String>,
+    /// Serve the web console (`/` for browsers, `/nodes/{ident}`, `/console/...`) beside the
+    /// API, behind the same authentication.
+    pub console: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 6385)), public_url: None }
+        ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 6385)), public_url: None, console: true }
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`images`]: the image service (Glance's role) and temporary URLs (Swift's).
 //! - [`network`]: ports on the provisioning network, DHCP host entries.
 //! - [`ipmi`]: the IPMI 2.0 client; [`redfish`]: the Redfish client; [`iscsi`]: the iSCSI initiator.
+//! - [`console`]: the web console (fleet and node pages, actions) beside the API.
 //! - [`config`] and [`assemble`]: settings, and the service built from them.
 //!
 //! Which folder may use which is the table in the README's "Architecture" section, checked by
@@ -21,6 +22,7 @@ pub mod api;
 pub mod assemble;
 pub mod conductor;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod drivers;
 pub mod images;

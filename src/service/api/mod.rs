@@ -61,6 +61,10 @@ pub struct ApiState {
     /// Routes served beside the Ironic API under its headers and path rules: the image service
     /// (`/v2/images`, temp URLs) when this process serves one.
     pub beside: Option<Router>,
+    /// The web console's routes (`/nodes/{ident}`, `/console/...`), served under the same
+    /// layers as the API; a browser's `GET /` (one preferring `text/html`) goes to its fleet
+    /// page at [`CONSOLE_HOME`] while API clients keep the version document.
+    pub console: Option<Router>,
     /// Agents must heartbeat at least this often (seconds; sent at lookup).
     pub agent_heartbeat_timeout: u64,
     /// With several conductors: one silent this long (seconds) is shown as not alive. `None`
@@ -124,10 +128,60 @@ pub fn router(state: ApiState) -> Router {
     if let Some(beside) = &state.beside {
         inner = inner.merge(beside.clone());
     }
+    let has_console = state.console.is_some();
+    if let Some(console) = &state.console {
+        inner = inner.merge(console.clone());
+    }
     let inner = inner.layer(axum::middleware::from_fn_with_state(state, ironic_headers));
     // Ironic accepts `/v1/nodes/` as `/v1/nodes` (python-ironicclient sends both): trim trailing
     // slashes before routing.
-    Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner))
+    let inner = tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner);
+    if !has_console {
+        return Router::new().fallback_service(inner);
+    }
+    // Routing picks a route before a router's own middleware runs, so the browser's `/` is
+    // rewritten in front of the router.
+    Router::new().fallback_service(tower::ServiceExt::map_request(inner, browser_home))
+}
+
+/// Where a browser's `GET /` is served from (the console's fleet page).
+pub const CONSOLE_HOME: &str = "/console/fleet";
+
+/// `GET /` from a browser (its `Accept` prefers `text/html` to JSON) becomes [`CONSOLE_HOME`],
+/// query kept; everything else passes unchanged.
+fn browser_home<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    if req.method() == axum::http::Method::GET && req.uri().path() == "/" && prefers_html(req.headers()) {
+        let target = match req.uri().query() {
+            Some(q) => format!("{CONSOLE_HOME}?{q}"),
+            None => CONSOLE_HOME.to_string(),
+        };
+        if let Ok(uri) = target.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// Whether `Accept` ranks `text/html` above `application/json` (browsers send
+/// `text/html,...,*/*;q=0.8`; API clients send JSON or nothing).
+pub fn prefers_html(h: &HeaderMap) -> bool {
+    let Some(accept) = h.get(header::ACCEPT).and_then(|a| a.to_str().ok()) else { return false };
+    let q = |want: &str| -> Option<f32> {
+        accept.split(',').find_map(|part| {
+            let mut it = part.split(';');
+            let ty = it.next()?.trim();
+            if !ty.eq_ignore_ascii_case(want) {
+                return None;
+            }
+            let q = it.find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.trim().parse().ok()));
+            Some(q.unwrap_or(1.0))
+        })
+    };
+    match (q("text/html"), q("application/json")) {
+        (Some(h), Some(j)) => h > j,
+        (Some(h), None) => h > 0.0,
+        _ => false,
+    }
 }
 
 fn parse_version(h: &HeaderMap) -> Result<u32, ApiError> {
