@@ -184,6 +184,22 @@ async fn a_reader_sees_no_actions_and_the_server_refuses_them() {
     .await;
     assert_eq!(api.get(&format!("/v1/nodes/{id}")).await.json()["maintenance"], true);
 
+    // Live updates: the fleet page follows a change made elsewhere, without reloading.
+    b.client.goto(&format!("{admin_base}/")).await.unwrap();
+    b.js("window.notReloaded = true; return null").await;
+    let maintenance_cell = "return document.querySelector('#rows tr td:nth-child(4)').textContent.trim()";
+    assert_eq!(b.js(maintenance_cell).await, "yes");
+    let r = api.delete(&format!("/v1/nodes/{id}/maintenance")).await;
+    assert!(r.status.is_success(), "{}", r.text());
+    api.idle().await;
+    b.wait_for(
+        "return document.querySelector('#rows tr td:nth-child(4)').textContent.trim() === 'no'",
+        Duration::from_secs(15),
+        "the fleet table's live update",
+    )
+    .await;
+    assert_eq!(b.js("return window.notReloaded === true").await, true, "the page reloaded");
+
     b.client.goto(&format!("{reader_base}/nodes/{id}")).await.unwrap();
     let h1 = b.client.find(Locator::Css("h1")).await.unwrap().text().await.unwrap();
     assert!(h1.contains("n1"), "{h1}");
@@ -197,11 +213,11 @@ async fn a_reader_sees_no_actions_and_the_server_refuses_them() {
         .header("content-type", "application/x-www-form-urlencoded")
         .header("host", "127.0.0.1")
         .extension(reader)
-        .body(Body::from("action=maintenance_off"))
+        .body(Body::from("action=maintenance_on"))
         .unwrap();
     let resp = api.service.router().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert_eq!(api.get(&format!("/v1/nodes/{id}")).await.json()["maintenance"], true);
+    assert_eq!(api.get(&format!("/v1/nodes/{id}")).await.json()["maintenance"], false);
     b.close().await;
     admin_task.abort();
     reader_task.abort();
@@ -247,4 +263,90 @@ async fn a_fleet_of_ten_thousand_nodes_renders_one_page() {
     eprintln!("10,000-node fleet page loaded in {loaded:?} (debug build)");
     b.close().await;
     task.abort();
+}
+
+/// `ferric scenario run FILE --html OUT` on a scenario with a fault: one file, nothing it
+/// references from elsewhere, and in chromium it loads no resource and draws every diagram
+/// (the diagram node's deploy and each failed node's).
+#[test]
+fn the_scenario_report_is_self_contained_and_opens_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.html");
+    let args = ferric_lab::scenario::cli::RunArgs {
+        file: concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/fault-disk-write-error.toml").into(),
+        seed: None,
+        json: None,
+        diagram: None,
+        diagram_node: None,
+        html: Some(out.clone()),
+    };
+    assert_eq!(ferric_lab::scenario::cli::run(args), 0, "the scenario passes");
+    let html = std::fs::read_to_string(&out).unwrap();
+    // The markup and style (scripts aside: Mermaid's code holds such words as strings; the
+    // browser check below covers what scripts load).
+    let mut markup = String::new();
+    let mut rest = html.as_str();
+    while let Some(i) = rest.find("<script>") {
+        markup.push_str(&rest[..i]);
+        rest = rest[i..].split_once("</script>").map(|(_, after)| after).unwrap_or("");
+    }
+    markup.push_str(rest);
+    for external in ["src=\"http", "href=\"http", "src=\"//", "href=\"//", "@import", "url(http", "url(//"] {
+        assert!(!markup.contains(external), "the report refers to something outside it: {external}");
+    }
+    assert!(html.contains("disk_write_error"), "the fault is reported");
+    assert!(html.contains("Failed: node-0 (deploy failed)"), "the failed node has its section");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let b = Browser::start().await;
+        b.client.goto(&format!("file://{}", out.display())).await.unwrap();
+        b.wait_for("return document.body.dataset.drawn !== undefined", Duration::from_secs(60), "the diagrams").await;
+        let drawn = b.js("return document.querySelectorAll('div.diagram svg').length").await;
+        // The diagram node's deploy and the two failed nodes.
+        assert_eq!(drawn, serde_json::json!(3));
+        let fetched = b.js("return performance.getEntriesByType('resource').length").await;
+        assert_eq!(fetched, serde_json::json!(0), "the report loaded resources");
+        b.close().await;
+    });
+}
+
+async fn get(api: &common::Api, path: &str, headers: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut b = Request::get(path).header("host", "127.0.0.1:6385");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = api.service.router().oneshot(b.body(Body::empty()).unwrap()).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, headers, String::from_utf8_lossy(&body).to_string())
+}
+
+/// `/` stays Ironic's version document for API clients; a browser gets the fleet page. The
+/// polling endpoint answers 304 to a matching ETag, and Mermaid comes gzip-compressed.
+#[tokio::test]
+async fn browsers_get_the_console_and_clients_the_version_document() {
+    let api = common::Api::new();
+    api.node("n1").await;
+    let (_, _, doc) = get(&api, "/", &[]).await;
+    assert!(doc.contains("\"versions\""), "{doc}");
+    let (_, _, doc) = get(&api, "/", &[("accept", "application/json")]).await;
+    assert!(doc.contains("\"versions\""), "{doc}");
+    let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let (status, _, page) = get(&api, "/", &[("accept", browser)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("n1"), "{page}");
+
+    let (status, h, _) = get(&api, "/console/fleet.json", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let etag = h.get("etag").unwrap().to_str().unwrap().to_string();
+    let (status, _, _) = get(&api, "/console/fleet.json", &[("if-none-match", &etag)]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+
+    let (status, h, js) = get(&api, "/console/static/mermaid.min.js", &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h.get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    assert!(js.len() < 1_500_000, "compressed: {} bytes", js.len());
+    let (status, _, _) = get(&api, "/nodes/no-such-node", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -405,7 +405,66 @@ pub fn confirm(node: &ferric_types::models::Node, action: &str, what: &str, imag
     )
 }
 
-/// Inline `<script>` text: `</` is escaped so the script cannot end its element early.
+/// Inline `<script>` text: `</script` (any case) becomes `<\/script`, the same text in a JS
+/// string or regular expression, so the script cannot end its element early.
 pub fn inline_script(js: &str) -> PreEscaped<String> {
-    PreEscaped(js.replace("</", "<\\/"))
+    let lower = js.to_ascii_lowercase();
+    let mut out = String::with_capacity(js.len());
+    let mut last = 0;
+    for (i, _) in lower.match_indices("</script") {
+        out.push_str(&js[last..i]);
+        out.push_str("<\\/");
+        last = i + 2;
+    }
+    out.push_str(&js[last..]);
+    PreEscaped(out)
+}
+
+/// A self-contained page (style, Mermaid and the drawing script inline; nothing fetched): the
+/// scenario runner's `--html` report. Every `pre.mermaid-src` is drawn into the element before it.
+pub fn standalone(title: &str, content: Markup) -> Markup {
+    let mermaid = assets::mermaid_js();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(assets::STYLE)) }
+            }
+            body {
+                main { (content) }
+                @if let Some(js) = &mermaid {
+                    script { (inline_script(js)) }
+                    script { (PreEscaped(DRAW_ALL)) }
+                } @else {
+                    p.muted { "This build has no Mermaid bundle: the diagrams' text is shown instead." }
+                }
+            }
+        }
+    }
+}
+
+/// Draws each `pre.mermaid-src` into the `div.diagram` before it (the report's script).
+const DRAW_ALL: &str = r#"
+mermaid.initialize({ startOnLoad: false, securityLevel: "strict", theme: "neutral" });
+(async function () {
+  var srcs = document.querySelectorAll("pre.mermaid-src");
+  for (var i = 0; i < srcs.length; i++) {
+    var box = srcs[i].closest("section").querySelector("div.diagram");
+    try { box.innerHTML = (await mermaid.render("d" + i, srcs[i].textContent)).svg; }
+    catch (e) { box.textContent = "The diagram could not be drawn: " + e; }
+  }
+  document.body.dataset.drawn = String(srcs.length);
+})();
+"#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inline_scripts_cannot_close_their_element() {
+        let js = r#"var a = "</SCRIPT>"; var b = /</g;"#;
+        assert_eq!(super::inline_script(js).0, r#"var a = "<\/SCRIPT>"; var b = /</g;"#);
+    }
 }
