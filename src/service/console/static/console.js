@@ -13,6 +13,7 @@
     window.mermaid.render("seq" + drawn, text).then(function (r) {
       box.innerHTML = r.svg;
       box.dataset.drawn = String(drawn);
+      box.dataset.drawnAt = String(Math.round(performance.now()));
     }).catch(function (e) {
       box.textContent = "The diagram could not be drawn: " + e;
     });
