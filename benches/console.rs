@@ -8,7 +8,6 @@
 #[allow(dead_code)]
 mod browser;
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use axum::body::Body;
