@@ -266,3 +266,24 @@ async fn ironic_headers(State(state): State<ApiState>, mut req: Request, next: N
     h.insert("openstack-request-id", rid);
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn browsers_prefer_html_api_clients_do_not() {
+        assert!(prefers_html(&accept("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")));
+        assert!(!prefers_html(&accept("application/json")));
+        assert!(!prefers_html(&accept("*/*")));
+        assert!(!prefers_html(&accept("application/json, text/html;q=0.5")));
+        assert!(prefers_html(&accept("text/html;q=0.9, application/json;q=0.5")));
+        assert!(!prefers_html(&HeaderMap::new()));
+    }
+}
