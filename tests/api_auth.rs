@@ -692,3 +692,46 @@ async fn audit_records_name_the_authenticated_caller_and_metrics_need_a_reader()
     assert_eq!(m.status().as_u16(), 200);
     assert!(m.text().await.unwrap().contains("ironic_nodes"));
 }
+
+/// The web console sits behind the same authentication: nobody gets nothing, a reader sees the
+/// fleet but no actions and is refused one, an admin acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_needs_credentials_and_follows_the_roles() {
+    let s = serve(|_| {}).await;
+    let admin = Some(("alice", PASSWORD));
+    let r = s
+        .call_as(admin, Method::POST, "/v1/nodes", Body::Json(json!({"driver": "fake-hardware", "name": "web"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let page = |user: Option<(&'static str, &'static str)>, path: &str| {
+        let mut r = s.http.get(format!("{}{path}", s.url)).header("accept", "text/html");
+        if let Some((u, p)) = user {
+            r = r.basic_auth(u, Some(p));
+        }
+        r.send()
+    };
+    let r = page(None, "/").await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().get("www-authenticate").is_some());
+    assert_eq!(page(None, "/nodes/web").await.unwrap().status().as_u16(), 401);
+    let reader = Some(("carol", PASSWORD));
+    let fleet = page(reader, "/").await.unwrap();
+    assert_eq!(fleet.status().as_u16(), 200);
+    assert!(fleet.text().await.unwrap().contains("web"));
+    let node = page(reader, "/nodes/web").await.unwrap().text().await.unwrap();
+    assert!(!node.contains("data-action="), "a reader sees no action buttons");
+    let act = |user: (&'static str, &'static str)| {
+        s.http
+            .post(format!("{}/console/nodes/web/action", s.url))
+            .basic_auth(user.0, Some(user.1))
+            .header("origin", s.url.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("action=maintenance_on")
+            .send()
+    };
+    assert_eq!(act(("carol", PASSWORD)).await.unwrap().status().as_u16(), 403);
+    let r = s.call_as(admin, Method::GET, "/v1/nodes/web", Body::None).await;
+    assert_eq!(r.body["maintenance"], false, "a refused action changed nothing");
+    let page_admin = page(admin, "/nodes/web").await.unwrap().text().await.unwrap();
+    assert!(page_admin.contains("data-action="), "an admin sees actions");
+}

@@ -312,7 +312,8 @@ impl Service {
                 outside.clock.clone(),
             )),
         };
-        let api = ApiState {
+        let image_store = images.as_ref().map(|i| i.store.clone());
+        let mut api = ApiState {
             db: db.clone(),
             rpc,
             conductor_alive_timeout,
@@ -320,11 +321,15 @@ impl Service {
             public_url: config.api.public_url.clone(),
             trace,
             beside: images.filter(|_| parts.api_serves_images).map(|i| i.router()),
+            console: None,
             agent_heartbeat_timeout: config.conductor.agent_heartbeat_timeout,
             https: config.api.tls_cert.is_some(),
             audit: audit.clone(),
             auth,
         };
+        if config.api.console {
+            api.console = Some(crate::console::router(api.clone(), image_store));
+        }
         let reload = Reload { certs: Default::default(), audit };
         Ok(Service { config, db, conductor, api, boot_packets: outside.boot_packets, reload })
     }

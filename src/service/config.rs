@@ -165,6 +165,9 @@ pub struct ApiConfig {
     /// Base URL clients and agents use to reach the API (links, agent kernel parameters);
     /// default `http://BIND`, or `https://BIND` with TLS.
     pub public_url: Option<String>,
+    /// Serve the web console (`/` for browsers, `/nodes/{ident}`, `/console/...`) beside the
+    /// API, behind the same authentication.
+    pub console: bool,
     /// Serve HTTPS (TLS 1.2 and 1.3) with this certificate chain (PEM, leaf first) and key
     /// (`--tls-cert`, `--tls-key`); both are read again on SIGHUP.
     pub tls_cert: Option<PathBuf>,
@@ -197,6 +200,7 @@ impl Default for ApiConfig {
         ApiConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 6385)),
             public_url: None,
+            console: true,
             tls_cert: None,
             tls_key: None,
             max_header_bytes: limits.max_header_bytes,

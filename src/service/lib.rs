@@ -11,6 +11,7 @@
 //! - [`images`]: the image service (Glance's role) and temporary URLs (Swift's).
 //! - [`network`]: ports on the provisioning network, DHCP host entries.
 //! - [`ipmi`]: the IPMI 2.0 client; [`redfish`]: the Redfish client; [`iscsi`]: the iSCSI initiator.
+//! - [`console`]: the web console (fleet and node pages, actions) beside the API.
 //! - [`config`] and [`assemble`]: settings, and the service built from them.
 //! - [`http_server`] and [`tls`]: the HTTP(S) server under the API, HTTP boot and RPC endpoints;
 //!   [`audit`] and [`metrics`]: the audit log and `/metrics`.
@@ -24,6 +25,7 @@ pub mod assemble;
 pub mod audit;
 pub mod conductor;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod drivers;
 pub mod http_server;

@@ -1,4 +1,4 @@
-//! `ferric scenario run FILE [--seed N] [--json OUT] [--diagram OUT]`.
+//! `ferric scenario run FILE [--seed N] [--json OUT] [--diagram OUT] [--html OUT]`.
 
 use super::{RunOptions, Scenario, diagram};
 use std::path::{Path, PathBuf};
@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// deployed).
     #[arg(long)]
     pub diagram_node: Option<usize>,
+    /// Write the report as one self-contained HTML page here (counts, faults, invariants, the
+    /// timeline, the diagram of each failed node; opens offline).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 /// Exit status: 0 passed, 1 an expectation or invariant failed, 2 the scenario could not run.
@@ -85,6 +89,9 @@ fn run_inner(args: &RunArgs) -> Result<bool, String> {
             }
             None => eprintln!("no deploy to draw: the scenario deploys nothing"),
         }
+    }
+    if let Some(p) = &args.html {
+        write(p, &super::html::page(&scenario.name, &out))?;
     }
     Ok(out.report.passed)
 }

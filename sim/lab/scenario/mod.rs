@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod diagram;
+pub mod html;
 pub mod invariants;
 pub mod model;
 pub mod report;

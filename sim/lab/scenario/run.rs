@@ -56,6 +56,21 @@ pub struct Outcome {
     pub report: Report,
     /// Machine name and its last deploy's messages (the diagram node, or the first deployed).
     pub deploy: Option<(String, Vec<ferric_types::trace::TraceEvent>)>,
+    /// Nodes that ended in a failed state (at most [`MAX_FAILED_DIAGRAMS`]): name, state, last
+    /// error and their recorded messages (for `--html`).
+    pub failed: Vec<FailedNode>,
+}
+
+/// The most failed nodes whose messages an outcome keeps (each becomes a diagram in `--html`).
+pub const MAX_FAILED_DIAGRAMS: usize = 20;
+
+/// A node that ended in a failed state.
+#[derive(Debug, Clone)]
+pub struct FailedNode {
+    pub name: String,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub events: Vec<ferric_types::trace::TraceEvent>,
 }
 
 /// Runs `scenario` on a fresh paused-clock runtime (one per run, so runs never share state).
@@ -73,8 +88,9 @@ pub async fn run_in_runtime(scenario: &Scenario, opts: &RunOptions) -> Result<Ou
     let report = runner.run(wall).await;
     let which = scenario.sim.diagram_node.or_else(|| runner.deploy_windows.keys().next().copied());
     let deploy = which.map(|i| (format!("node-{i}"), runner.deploy_events(i)));
+    let failed = runner.failed_nodes();
     runner.lab.shutdown();
-    Ok(Outcome { report, deploy })
+    Ok(Outcome { report, deploy, failed })
 }
 
 /// A fault resolved to machines.
@@ -1009,6 +1025,25 @@ impl Runner {
     fn records(&self) -> Vec<Option<ferric_types::models::Node>> {
         (0..self.s.fleet.count)
             .map(|i| if self.enrolled[i] { self.lab.db.get_node_by_uuid(self.node_ids[i]).ok() } else { None })
+            .collect()
+    }
+
+    /// Machines that ended in a failed state (`... failed`, `error`), with their messages.
+    fn failed_nodes(&self) -> Vec<FailedNode> {
+        self.records()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let n = n?;
+                let state = n.provision_state.as_str();
+                (state.ends_with("failed") || state == "error").then(|| FailedNode {
+                    name: format!("node-{i}"),
+                    state: state.to_string(),
+                    last_error: n.last_error.clone(),
+                    events: self.lab.trace.node_events(n.uuid),
+                })
+            })
+            .take(MAX_FAILED_DIAGRAMS)
             .collect()
     }
 

@@ -586,8 +586,9 @@ pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Ne
     }
     let who = if auth.strategy == AuthStrategy::Noauth {
         // Everyone is the anonymous admin: nothing to classify (simulations take this path for
-        // every call).
-        Some(Identity::anonymous_admin())
+        // every call). An embedder that authenticated the caller itself may hand in who it is
+        // (a request extension no client can set).
+        Some(req.extensions().get::<Identity>().cloned().unwrap_or_else(Identity::anonymous_admin))
     } else {
         let c = policy::classify(req.method(), req.uri().path());
         if matches!(c.action, Action::Public | Action::Agent) {

@@ -64,6 +64,10 @@ pub struct ApiState {
     /// Routes served beside the Ironic API under its headers and path rules: the image service
     /// (`/v2/images`, temp URLs) when this process serves one.
     pub beside: Option<Router>,
+    /// The web console's routes (`/nodes/{ident}`, `/console/...`), served under the same
+    /// layers as the API; a browser's `GET /` (one preferring `text/html`) goes to its fleet
+    /// page at [`CONSOLE_HOME`] while API clients keep the version document.
+    pub console: Option<Router>,
     /// Agents must heartbeat at least this often (seconds; sent at lookup).
     pub agent_heartbeat_timeout: u64,
     /// With several conductors: one silent this long (seconds) is shown as not alive. `None`
@@ -139,6 +143,9 @@ pub fn router(state: ApiState) -> Router {
     if let Some(beside) = &state.beside {
         inner = inner.merge(beside.clone());
     }
+    if let Some(console) = &state.console {
+        inner = inner.merge(console.clone());
+    }
     // Authentication and policy inside the headers layer: refusals carry Ironic's headers too;
     // the caller it finds rides on the response out to the audit layer.
     let inner = inner
@@ -146,7 +153,14 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), ironic_headers));
     // Ironic accepts `/v1/nodes/` as `/v1/nodes` (python-ironicclient sends both): trim trailing
     // slashes before routing.
-    let app = Router::new().fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner));
+    let inner = tower_http::normalize_path::NormalizePath::trim_trailing_slash(inner);
+    let app = if state.console.is_some() {
+        // Routing picks a route before a router's own middleware runs, so the browser's `/` is
+        // rewritten in front of the router (and so before authentication classifies it).
+        Router::new().fallback_service(tower::ServiceExt::map_request(inner, browser_home))
+    } else {
+        Router::new().fallback_service(inner)
+    };
     match state.audit.clone() {
         // Outermost, so requests refused by any layer inside are recorded too.
         Some(log) => app.layer(axum::middleware::from_fn_with_state((state, log), audit::record)),
@@ -166,6 +180,45 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Re
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let ct = if openmetrics { crate::metrics::OPENMETRICS } else { crate::metrics::PROMETHEUS_TEXT };
     Ok(([(header::CONTENT_TYPE, ct)], text).into_response())
+}
+/// Where a browser's `GET /` is served from (the console's fleet page).
+pub const CONSOLE_HOME: &str = "/console/fleet";
+
+/// `GET /` from a browser (its `Accept` prefers `text/html` to JSON) becomes [`CONSOLE_HOME`],
+/// query kept; everything else passes unchanged.
+fn browser_home<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    if req.method() == axum::http::Method::GET && req.uri().path() == "/" && prefers_html(req.headers()) {
+        let target = match req.uri().query() {
+            Some(q) => format!("{CONSOLE_HOME}?{q}"),
+            None => CONSOLE_HOME.to_string(),
+        };
+        if let Ok(uri) = target.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// Whether `Accept` ranks `text/html` above `application/json` (browsers send
+/// `text/html,...,*/*;q=0.8`; API clients send JSON or nothing).
+pub fn prefers_html(h: &HeaderMap) -> bool {
+    let Some(accept) = h.get(header::ACCEPT).and_then(|a| a.to_str().ok()) else { return false };
+    let q = |want: &str| -> Option<f32> {
+        accept.split(',').find_map(|part| {
+            let mut it = part.split(';');
+            let ty = it.next()?.trim();
+            if !ty.eq_ignore_ascii_case(want) {
+                return None;
+            }
+            let q = it.find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.trim().parse().ok()));
+            Some(q.unwrap_or(1.0))
+        })
+    };
+    match (q("text/html"), q("application/json")) {
+        (Some(h), Some(j)) => h > j,
+        (Some(h), None) => h > 0.0,
+        _ => false,
+    }
 }
 
 fn parse_version(h: &HeaderMap) -> Result<u32, ApiError> {
@@ -250,4 +303,25 @@ async fn ironic_headers(State(state): State<ApiState>, mut req: Request, next: N
     h.insert("x-openstack-request-id", rid.clone());
     h.insert("openstack-request-id", rid);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn browsers_prefer_html_api_clients_do_not() {
+        assert!(prefers_html(&accept("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")));
+        assert!(!prefers_html(&accept("application/json")));
+        assert!(!prefers_html(&accept("*/*")));
+        assert!(!prefers_html(&accept("application/json, text/html;q=0.5")));
+        assert!(prefers_html(&accept("text/html;q=0.9, application/json;q=0.5")));
+        assert!(!prefers_html(&HeaderMap::new()));
+    }
 }

@@ -39,6 +39,10 @@ pub enum Action {
     ImageGet,
     /// Image create, upload, update, delete.
     ImageWrite,
+    /// The web console's pages and actions (`/console/...`, `/nodes/{ident}`, a browser's `/`):
+    /// any authenticated caller; the console scopes what it shows to the caller's project and
+    /// checks each action by the same rules (readers none, members their project's nodes).
+    Console,
 }
 
 impl Action {
@@ -66,6 +70,7 @@ impl Action {
             Action::SystemWrite => "baremetal:system:update",
             Action::ImageGet => "image:get",
             Action::ImageWrite => "image:update",
+            Action::Console => "console",
         }
     }
 }
@@ -112,6 +117,7 @@ pub const RULES: &[(Action, [Rule; 3])] = &[
     (Action::ImageWrite, [Allow, Deny, Deny]),
     (Action::Public, [Allow, Allow, Allow]),
     (Action::Agent, [Allow, Allow, Allow]),
+    (Action::Console, [Allow, Allow, Allow]),
 ];
 
 /// The rule for `role` taking `action`.
@@ -203,6 +209,7 @@ pub fn classify(method: &Method, path: &str) -> Classified {
         ["swift", "v1", "images", _] if read => plain(Action::Public),
         ["v2", "images", ..] if read => plain(Action::ImageGet),
         ["v2", "images", ..] => plain(Action::ImageWrite),
+        ["console", ..] | ["nodes", _] => plain(Action::Console),
         _ if read => plain(Action::SystemGet),
         _ => plain(Action::SystemWrite),
     }
@@ -248,6 +255,9 @@ mod tests {
         assert_eq!(c(Method::PUT, "/v2/images/i/file").action, Action::ImageWrite);
         assert_eq!(c(Method::DELETE, "/v2/images/i").action, Action::ImageWrite);
         assert_eq!(c(Method::HEAD, "/swift/v1/images/i").action, Action::Public);
+        assert_eq!(c(Method::GET, "/console/fleet").action, Action::Console);
+        assert_eq!(c(Method::POST, "/console/nodes/n1/action").action, Action::Console);
+        assert_eq!(c(Method::GET, "/nodes/n1").action, Action::Console);
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod volumes;
 
 pub use allocations::AllocationFilter;
 pub use dhcp::LeaseRow;
-pub use nodes::{LockUse, NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
+pub use nodes::{FleetRow, LockUse, NODE_SORT_KEYS, NodeFilter, NodeQuery, NodeSummary, SortDir};
 pub use paging::{Page, SORT_KEY_ERROR};
 pub use ports::{PORT_SORT_KEYS, PortQuery};
 pub use tokens::ApiToken;
