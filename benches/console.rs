@@ -12,8 +12,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::Request;
-use chrono::Utc;
-use ferric_types::models::{Node, NodeId, PowerState, ProvisionState};
+use ferric_types::models::NodeId;
 use ferric_types::trace::seed;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -62,21 +61,8 @@ async fn main() {
     let nodes = arg("--nodes", 10_000);
     let runs = 20;
     let api = common::Api::new();
-    let now = Utc::now();
     let t = Instant::now();
-    for i in 0..nodes {
-        let node = Node {
-            uuid: NodeId(uuid::Uuid::new_v4()),
-            name: Some(format!("node-{i:05}")),
-            driver: "fake-hardware".into(),
-            created_at: now,
-            provision_state: if i % 10 == 0 { ProvisionState::Active } else { ProvisionState::Available },
-            power_state: Some(if i % 3 == 0 { PowerState::On } else { PowerState::Off }),
-            owner: Some(format!("project-{}", i % 7)),
-            ..Node::default()
-        };
-        api.service.db.create_node(&node).unwrap();
-    }
+    common::fill_fleet(&api, nodes, "node");
     eprintln!("{nodes} nodes inserted in {:.1} s", t.elapsed().as_secs_f64());
     // One node with a finished deploy's messages (the seed's direct deploy, 10 ms apart).
     let deployed = api.node("deployed").await;

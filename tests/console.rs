@@ -11,11 +11,9 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use browser::Browser;
-use chrono::Utc;
 use fantoccini::Locator;
 use ferric_service::api::identity::{AuthRole, Identity};
 use ferric_service::config::Config;
-use ferric_types::models::{Node, NodeId, PowerState, ProvisionState};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -223,28 +221,10 @@ async fn a_reader_sees_no_actions_and_the_server_refuses_them() {
     reader_task.abort();
 }
 
-/// Inserts `n` available fake-hardware nodes straight into the database.
-pub fn fill(api: &common::Api, n: usize) {
-    let now = Utc::now();
-    for i in 0..n {
-        let node = Node {
-            uuid: NodeId(uuid::Uuid::new_v4()),
-            name: Some(format!("big-{i:05}")),
-            driver: "fake-hardware".into(),
-            created_at: now,
-            provision_state: if i % 10 == 0 { ProvisionState::Active } else { ProvisionState::Available },
-            power_state: Some(if i % 3 == 0 { PowerState::On } else { PowerState::Off }),
-            owner: Some(format!("project-{}", i % 7)),
-            ..Node::default()
-        };
-        api.service.db.create_node(&node).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_ten_thousand_nodes_renders_one_page() {
     let api = common::Api::new();
-    fill(&api, 10_000);
+    common::fill_fleet(&api, 10_000, "big");
     let (base, task) = serve_as(&api, None).await;
     let b = Browser::start().await;
     let t = Instant::now();

@@ -5,37 +5,14 @@
 mod listening;
 
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use listening::Served as Server;
 
 fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = listening::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
-        .args(["serve", "--api-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ferric serve");
-    let url = format!("http://127.0.0.1:{port}");
-    listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
-    Server { child, url, _dir: dir }
+    listening::ferric_serve(None, &[])
 }
 
 fn baremetal_bin() -> PathBuf {
@@ -160,22 +137,11 @@ fn start_http_basic(dir: &tempfile::TempDir) -> Server {
     std::fs::write(&htpasswd, format!("alice:{}\nbob:{}\n", hash("alice-pw"), hash("bob-pw"))).unwrap();
     let config = dir.path().join("ferric.toml");
     std::fs::write(&config, "[auth]\nroles = { alice = \"admin\", bob = \"reader\" }\n").unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let port = listening::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
-        .args(["serve", "--auth-strategy", "http_basic", "--api-bind", &format!("127.0.0.1:{port}"), "--htpasswd"])
-        .arg(&htpasswd)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ferric serve");
-    listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
-    Server { child, url: format!("http://127.0.0.1:{port}"), _dir: data }
+    let args = [OsStr::new("--auth-strategy"), OsStr::new("http_basic"), OsStr::new("--htpasswd")];
+    listening::ferric_serve(
+        None,
+        &[&args[..], &[htpasswd.as_os_str(), OsStr::new("--config"), config.as_os_str()]].concat(),
+    )
 }
 
 /// `baremetal --os-auth-type http_basic` as `user`.
@@ -236,17 +202,7 @@ fn baremetal_cli_with_ferric_tokens() {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let (admin, reader) = (token("alice", "admin"), token("bob", "reader"));
-    let port = listening::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
-        .args(["serve", "--auth-strategy", "token", "--api-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ferric serve");
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
-    listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
+    let s = listening::ferric_serve(Some(data.path()), &[OsStr::new("--auth-strategy"), OsStr::new("token")]);
     let run = |t: &str, args: &[&str]| {
         Command::new(baremetal_bin())
             .args(["--os-auth-type", "admin_token", "--os-token", t, "--os-endpoint", &s.url])

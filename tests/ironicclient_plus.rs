@@ -8,35 +8,13 @@ mod listening;
 
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use listening::Served as Server;
 
 fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = listening::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferric"))
-        .args(["serve", "--api-bind", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ferric serve");
-    listening::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
-    Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+    listening::ferric_serve(None, &[])
 }
 
 fn run(s: &Server, args: &[&str]) -> Output {

@@ -168,3 +168,17 @@ impl HttpConnector for SameClient {
         Ok(self.0.clone())
     }
 }
+
+/// The user and password of an `Authorization: Basic ...` value (RFC 7617); `None` for any other
+/// scheme or a malformed value. The API's `http_basic` and the virtual Redfish BMC read it alike.
+pub fn basic_credentials(authorization: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, rest) = authorization.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}

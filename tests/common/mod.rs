@@ -161,3 +161,23 @@ pub fn wire(name: &str) -> Value {
         std::fs::read_to_string(format!("{dir}/{name}.json")).unwrap_or_else(|e| panic!("{dir}/{name}.json: {e}"));
     serde_json::from_str(&text).unwrap()
 }
+
+/// Inserts `n` fake-hardware nodes named `{prefix}-{i:05}` straight into the database (a tenth
+/// active, a third powered on, owners `project-0` .. `project-6`): a large fleet in seconds.
+pub fn fill_fleet(api: &Api, n: usize, prefix: &str) {
+    use ferric_types::models::{Node, NodeId, PowerState, ProvisionState};
+    let now = chrono::Utc::now();
+    for i in 0..n {
+        let node = Node {
+            uuid: NodeId(uuid::Uuid::new_v4()),
+            name: Some(format!("{prefix}-{i:05}")),
+            driver: "fake-hardware".into(),
+            created_at: now,
+            provision_state: if i % 10 == 0 { ProvisionState::Active } else { ProvisionState::Available },
+            power_state: Some(if i % 3 == 0 { PowerState::On } else { PowerState::Off }),
+            owner: Some(format!("project-{}", i % 7)),
+            ..Node::default()
+        };
+        api.service.db.create_node(&node).unwrap();
+    }
+}

@@ -1470,16 +1470,7 @@ fn etag_matches(list: &str, etag: &str) -> bool {
 }
 
 fn basic_credentials(v: &HeaderValue) -> Option<(String, String)> {
-    use base64::Engine;
-    let v = v.to_str().ok()?;
-    let (scheme, rest) = v.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
+    ferric_types::http::basic_credentials(v.to_str().ok()?)
 }
 
 /// 406 unless the `Accept` header allows what `res` is (JSON, or XML for `$metadata`).

@@ -311,15 +311,7 @@ pub fn parse_role_map(path: &Path, text: &str) -> Result<Vec<(String, AuthRole, 
 
 /// `Authorization: Basic ...`'s user and password.
 fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
-    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, rest) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
+    ferric_types::http::basic_credentials(h.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// `Authorization: Bearer T`, or `X-Auth-Token: T` (python-ironicclient's `--os-token`).
