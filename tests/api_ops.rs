@@ -424,6 +424,27 @@ async fn the_conductor_checks_the_agents_certificate() {
     std::fs::write(&other, Ca::new().pem).unwrap();
     let untrusting = connector.client(&TlsVerify::CaFile(other)).unwrap();
     assert!(AgentClient::new(untrusting, AgentClientConfig::default()).status(&target).await.is_err());
+    // SIGHUP: the agent reads its renewed certificate for new connections.
+    t.ca.issue(&t.cert, &t.key, "renewed", 7);
+    let pid = agent.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let (ok, text) = s_client(addr, &t.ca_file, &[]).await;
+        if ok && (text.contains("CN=renewed") || text.contains("CN = renewed")) {
+            seen = text;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.contains("renewed"), "the agent still serves its old certificate after SIGHUP");
+    let status = AgentClient::new(
+        connector.client(&TlsVerify::CaFile(t.ca_file.clone())).unwrap(),
+        AgentClientConfig::default(),
+    )
+    .status(&target)
+    .await;
+    assert!(status.is_ok(), "{status:?}");
     // The service takes `[agent] verify_ca` for its agent client: a missing file stops it.
     let mut config = Config::default();
     config.agent.verify_ca = Some(dir.path().join("missing.pem"));

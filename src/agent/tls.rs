@@ -6,8 +6,7 @@
 //! handshake holds up no other. (The service's server, `ferric_service::http_server`, is not
 //! used: the agent does not depend on the service crate.)
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use ferric_types::tls::ReloadingCert;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,22 +18,26 @@ use tokio_rustls::server::TlsStream;
 /// Longest a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A server configuration from a PEM chain (leaf first) and key.
+/// A server configuration from a PEM chain (leaf first) and key, TLS 1.2 and 1.3 only, whose
+/// certificate is read again on every `SIGHUP` (a renewed certificate without restarting the
+/// agent mid-deploy; a file that does not load keeps the old one, and says why in the log).
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    use anyhow::Context;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("cannot read the certificate {}", cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", cert.display());
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("cannot read the key {}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("the key does not fit the certificate")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    let reloading = ReloadingCert::load(cert, key)?;
+    let config = reloading.server_config()?;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match reloading.reload() {
+                    Ok(()) => tracing::info!(cert = %reloading.cert_path().display(), "TLS certificate reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; the old one stays"),
+                }
+            }
+        });
+    }
+    Ok(config)
 }
 
 /// Connections of `listener` after their TLS handshake, for `axum::serve`.

@@ -20,4 +20,5 @@ pub mod models;
 pub mod py_json;
 pub mod rpc;
 pub mod state_machine;
+pub mod tls;
 pub mod trace;
