@@ -214,17 +214,20 @@ pub(crate) struct NodeLock {
 
 impl Drop for NodeLock {
     fn drop(&mut self) {
-        let mut book = self.book.lock();
-        book.held.remove(&self.node);
-        // An orphan keeps its lock: nothing else may act on it until its work is failed.
-        if self.released || book.orphans.contains(&self.node) {
-            return;
+        {
+            let mut book = self.book.lock();
+            book.held.remove(&self.node);
+            // An orphan keeps its lock: nothing else may act on it until its work is failed.
+            if self.released || book.orphans.contains(&self.node) {
+                return;
+            }
         }
+        // Not under the book's lock: the release is a database call.
         match self.db.release_node(self.node, &self.host) {
             Ok(()) => {}
             Err(e @ DbError::Unavailable(_)) => {
                 tracing::error!(node = %self.node, error = %e, "cannot release the node's lock; released once the database answers");
-                book.orphans.insert(self.node);
+                self.book.lock().orphans.insert(self.node);
             }
             Err(e) => tracing::error!(node = %self.node, error = %e, "failed to release node lock"),
         }
