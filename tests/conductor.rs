@@ -167,6 +167,8 @@ async fn restart_fails_interrupted_work_and_keeps_waiting_nodes() {
     }
     let api = build(Db::open(&path).unwrap(), hw);
     api.service.conductor.recover();
+    // The interrupted deploy fails through the deploy's failure path (its clean-up included).
+    api.idle().await;
     let n = api.get(&format!("/v1/nodes/{working}")).await.json();
     assert_eq!(n["provision_state"], json!("deploy failed"));
     assert!(n["last_error"].as_str().unwrap().contains("restarted"));

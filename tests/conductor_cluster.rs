@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use axum::http::StatusCode;
 use ferric_service::assemble::{Outside, Service};
 use ferric_service::config::{Config, Role};
-use ferric_service::db::Db;
+use ferric_service::db::{Db, Outage};
 use ferric_service::drivers::{BootInterface, DriverError, Task};
 use ferric_service::rpc::router::{Router, Transport};
 use ferric_types::clock::Clock;
@@ -65,6 +65,8 @@ struct Cluster {
     db: Db,
     members: Vec<Member>,
     api: common::Api,
+    /// Each member's connection to the database (cut with `set_down`).
+    links: Vec<Outage>,
 }
 
 fn config(role: Role, host: &str) -> Config {
@@ -89,13 +91,15 @@ impl Cluster {
     fn with_groups(groups: &[&str]) -> Cluster {
         let db = Db::open_in_memory().unwrap();
         let mut members = Vec::new();
+        let links: Vec<Outage> = groups.iter().map(|_| Outage::new()).collect();
         for (i, group) in groups.iter().enumerate() {
             let boots = Arc::new(AtomicUsize::new(0));
             let b = boots.clone();
             let clock = Clock::virtual_from(epoch(), 100 + i as u64);
             let mut cfg = config(Role::Conductor, &format!("c{i}"));
             cfg.conductor.conductor_group = group.to_string();
-            let svc = Service::build(cfg, db.clone(), Outside::real(clock).unwrap(), Recorder::default(), |p| {
+            let own = db.linked(std::slice::from_ref(&links[i]));
+            let svc = Service::build(cfg, own, Outside::real(clock).unwrap(), Recorder::default(), |p| {
                 p.registry.register_deploy("fake", Arc::new(WaitingDeploy));
                 p.registry.register_boot("fake", Arc::new(CountingBoot(b)));
             })
@@ -116,7 +120,7 @@ impl Cluster {
         .unwrap();
         api.api.rpc =
             Arc::new(Router::new(db.clone(), api.conductor.clone(), Transport::InMemory(Arc::new(peers)), clock));
-        Cluster { tokens: Default::default(), db, members, api: common::Api::from_service(api) }
+        Cluster { tokens: Default::default(), db, members, api: common::Api::from_service(api), links }
     }
 
     async fn idle(&self) {
@@ -273,6 +277,35 @@ async fn a_paused_conductor_acts_on_nothing() {
     // Once it heartbeats again it is a member again, and acts on the nodes it owns.
     paused.beat().await;
     assert!(!paused.fenced());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conductor_cut_off_from_the_database_is_fenced_taken_over_and_rejoins() {
+    let c = Cluster::new(2);
+    let nodes = c.available(10).await;
+    c.links[1].set_down(true);
+    // Fenced one heartbeat interval before its peers may call it offline.
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    assert!(c.members[1].svc.conductor.fenced());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    c.idle().await;
+    for u in &nodes {
+        assert_eq!(c.node(u).await["conductor"], "c0", "the connected conductor owns every node");
+    }
+    let id: NodeId = nodes[0].parse().unwrap();
+    let r = ConductorApi::set_maintenance(&c.members[1].svc.conductor, id, true, None).await;
+    assert!(matches!(r, Err(RpcError::Unavailable(_))), "{r:?}");
+    // Reconnected, it heartbeats, is a member again and gets its share of the ring back.
+    c.links[1].set_down(false);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    c.idle().await;
+    assert!(!c.members[1].svc.conductor.fenced());
+    let mut docs = Vec::new();
+    for u in &nodes {
+        docs.push(c.node(u).await);
+    }
+    assert!(owners(&docs).contains_key("c1"), "{:?}", owners(&docs));
+    assert_eq!(c.db.count_reserved().unwrap(), 0);
 }
 
 #[tokio::test(start_paused = true)]

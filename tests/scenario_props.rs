@@ -66,7 +66,11 @@ fn fault() -> impl Strategy<Value = FaultSpec> {
             rate: matches!(kind, FaultKind::BmcPacketLoss | FaultKind::DhcpLost).then_some(rate),
             step: (kind == FaultKind::AgentCrash).then(|| step.to_string()),
             from_secs: Some(f64::from(from)),
-            until_secs: len.map(|l| f64::from(from + l)),
+            // Database outages always end (a database down for good stops every action).
+            until_secs: match kind {
+                FaultKind::DbCutOff | FaultKind::DbRestart => Some(f64::from(from + len.unwrap_or(60))),
+                _ => len.map(|l| f64::from(from + l)),
+            },
             redfish: (kind == FaultKind::Redfish).then_some(knob),
             when: None,
             conductor: None,

@@ -8,7 +8,7 @@ use ferric_disk::blockdev::BlockDevice;
 use ferric_service::drivers::iscsi_deploy::{IscsiConnector, IscsiStream};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,9 +29,37 @@ struct Portal {
 /// The portals of every simulated agent, by address.
 #[derive(Default)]
 pub struct Portals {
-    map: Mutex<BTreeMap<SocketAddr, Portal>>,
+    map: Mutex<PortalMap>,
     seq: AtomicU64,
     pub connections: AtomicU64,
+}
+
+/// Portals by address, and each machine's addresses: a machine that powers off or reboots
+/// drops its own without a pass over every portal (a large fleet's reboots made that quadratic).
+#[derive(Default)]
+struct PortalMap {
+    by_addr: BTreeMap<SocketAddr, Portal>,
+    by_owner: HashMap<usize, BTreeSet<SocketAddr>>,
+}
+
+impl PortalMap {
+    fn insert(&mut self, addr: SocketAddr, portal: Portal) {
+        let owner = portal.owner;
+        if let Some(old) = self.by_addr.insert(addr, portal)
+            && let Some(set) = self.by_owner.get_mut(&old.owner)
+        {
+            set.remove(&addr);
+        }
+        self.by_owner.entry(owner).or_default().insert(addr);
+    }
+
+    fn remove_owner(&mut self, owner: usize) {
+        for addr in self.by_owner.remove(&owner).unwrap_or_default() {
+            if self.by_addr.get(&addr).is_some_and(|p| p.owner == owner) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
 }
 
 impl Portals {
@@ -41,11 +69,11 @@ impl Portals {
 
     /// Removes every portal of machine `owner` (it powered off or rebooted).
     pub fn stop_machine(&self, owner: usize) {
-        self.map.lock().retain(|_, p| p.owner != owner);
+        self.map.lock().remove_owner(owner);
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().len()
+        self.map.lock().by_addr.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,7 +113,7 @@ impl Exposer for SimExposer {
             let target = Target::new(cfg, disk).map_err(|e| e.to_string())?;
             let addr = SocketAddr::new(params.listen_ip, params.portal_port.unwrap_or(3260));
             let mut map = portals.map.lock();
-            if map.len() >= MAX_PORTALS {
+            if map.by_addr.len() >= MAX_PORTALS {
                 return Err("too many simulated iSCSI portals".into());
             }
             // One target per portal: a repeated command replaces the previous one.
@@ -110,7 +138,7 @@ impl IscsiConnector for SimIscsiConnector {
     fn connect(&self, portal: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn IscsiStream>>> {
         let found = {
             let map = self.portals.map.lock();
-            map.get(&portal).filter(|p| (p.alive)()).map(|p| p.target.clone())
+            map.by_addr.get(&portal).filter(|p| (p.alive)()).map(|p| p.target.clone())
         };
         let portals = self.portals.clone();
         Box::pin(async move {

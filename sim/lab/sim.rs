@@ -17,7 +17,7 @@ use bytes::Bytes;
 use ferric_service::assemble::{BootPackets, Outside, Parts, Service};
 use ferric_service::conductor::{Conductor, ConductorConfig};
 use ferric_service::config::{Config, Role};
-use ferric_service::db::Db;
+use ferric_service::db::{Db, Outage};
 use ferric_service::images::{CreateImage, DiskFormat, ImageService, ImageStore};
 use ferric_service::ipmi::{ClientConfig, Connector, IpmiPool, UdpConnector};
 use ferric_service::pxe::dhcp::HostTable;
@@ -41,14 +41,48 @@ use tokio::task::JoinHandle;
 
 /// Virtual wall-clock start of every simulation.
 pub const EPOCH_UNIX: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-/// Where simulated BMCs are reached over in-memory links (BMC i at port BMC_BASE_PORT + i).
+/// Where simulated BMCs are reached over in-memory links: the first [`BMCS_PER_ADDRESS`] at
+/// this address, BMC i at port BMC_BASE_PORT + i (see [`bmc_endpoint`]).
 pub const BMC_ADDRESS: &str = "192.0.2.2";
 pub const BMC_BASE_PORT: u16 = 6230;
-/// Where simulated Redfish BMCs answer on the in-memory network (BMC i at port
-/// BMC_BASE_PORT + i), as `http://` (the in-memory network has no TLS).
+/// Where simulated Redfish BMCs answer on the in-memory network (as [`BMC_ADDRESS`]), as
+/// `http://` (the in-memory network has no TLS).
 pub const REDFISH_ADDRESS: &str = "192.0.2.3";
-/// Largest fleet (ports above the base must fit in a u16).
-pub const MAX_MACHINES: usize = 50_000;
+/// BMCs per in-memory address (their ports, above the base, must fit in a u16).
+pub const BMCS_PER_ADDRESS: usize = 50_000;
+/// Largest fleet: BMCs beyond the first address's take further documentation addresses
+/// (192.0.2.100 + k for IPMI, 192.0.2.150 + k for Redfish), [`BMCS_PER_ADDRESS`] each.
+pub const MAX_MACHINES: usize = 200_000;
+
+/// The in-memory address and port of machine `i`'s BMC (`redfish`: its Redfish service). The
+/// first [`BMCS_PER_ADDRESS`] keep the historical 192.0.2.2/.3 addresses, so the nodes (and
+/// traces) of smaller fleets are as they were.
+pub fn bmc_endpoint(i: usize, redfish: bool) -> (String, u16) {
+    let (block, k) = (i / BMCS_PER_ADDRESS, i % BMCS_PER_ADDRESS);
+    let port = BMC_BASE_PORT + k as u16;
+    let address = match (block, redfish) {
+        (0, false) => BMC_ADDRESS.to_string(),
+        (0, true) => REDFISH_ADDRESS.to_string(),
+        (b, false) => format!("192.0.2.{}", 100 + b),
+        (b, true) => format!("192.0.2.{}", 150 + b),
+    };
+    (address, port)
+}
+
+/// The machine whose IPMI BMC answers at `address`:`port` ([`bmc_endpoint`]'s inverse).
+pub fn bmc_index(address: &str, port: u16) -> Option<usize> {
+    let k = usize::from(port.checked_sub(BMC_BASE_PORT)?);
+    if k >= BMCS_PER_ADDRESS {
+        return None;
+    }
+    let block = if address == BMC_ADDRESS {
+        0
+    } else {
+        let last: usize = address.strip_prefix("192.0.2.")?.parse().ok()?;
+        last.checked_sub(100).filter(|b| (1..50).contains(b))?
+    };
+    Some(block * BMCS_PER_ADDRESS + k)
+}
 
 /// A current-thread runtime with tokio's clock paused: the simulation's time.
 pub fn sim_runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -259,7 +293,20 @@ pub struct SimLab {
     redfish_servers: tokio::task::JoinSet<std::io::Result<()>>,
     /// Conductor generations started (1 + restarts).
     pub conductor_starts: u32,
+    /// The database's own switch: down, every ferric process's calls fail (a restart).
+    pub db_down: Outage,
+    /// Each conductor's connection to the database (one, for one all-in-one service): down, that
+    /// conductor's calls fail (cut off). The lab's own handle (`db`) is the observer's: never cut.
+    pub db_links: Vec<Outage>,
     _workdir: WorkDir,
+}
+
+/// The handle a ferric process of the lab uses: through the database's switch and, for conductor
+/// `member` (or the all-in-one service, 0), that conductor's own link.
+fn process_db(db: &Db, db_down: &Outage, links: &[Outage], member: Option<usize>) -> Db {
+    let mut via = vec![db_down.clone()];
+    via.extend(member.and_then(|i| links.get(i)).cloned());
+    db.linked(&via)
 }
 
 /// What became of one of several conductors.
@@ -395,6 +442,11 @@ impl SimLab {
         if n == 0 || n > MAX_MACHINES {
             return Err(LabError::Invalid(format!("a lab has 1 to {MAX_MACHINES} machines, not {n}")));
         }
+        if let BmcTransport::Udp { base_port } = config.transport
+            && usize::from(base_port) + n > usize::from(u16::MAX) + 1
+        {
+            return Err(LabError::Invalid(format!("{n} BMCs on UDP ports from {base_port} do not fit in a u16")));
+        }
         let mut rng = StdRng::seed_from_u64(config.seed);
         let workdir = WorkDir::create(config.seed)?;
         let tftp_root = workdir.path().join("tftp");
@@ -416,6 +468,8 @@ impl SimLab {
         let db = Db::open_in_memory()?;
         // Every machine's node decoded once, not once per read (a few KiB each).
         db.set_node_cache_capacity(config.machines.len() + ferric_service::db::NODE_CACHE_DEFAULT);
+        let db_down = Outage::new();
+        let db_links: Vec<Outage> = (0..config.conductors.max(1)).map(|_| Outage::new()).collect();
 
         let settings: Vec<NodeSettings> = config
             .machines
@@ -472,9 +526,7 @@ impl SimLab {
             portals: super::iscsi::Portals::new(),
         };
         let (connector, bmc_servers): (Arc<dyn Connector>, _) = match config.transport {
-            BmcTransport::Channel => {
-                (Arc::new(super::vbmc::channel_connector(&fleet, BMC_ADDRESS, BMC_BASE_PORT)), None)
-            }
+            BmcTransport::Channel => (Arc::new(super::vbmc::channel_connector(&fleet)), None),
             BmcTransport::Udp { base_port } => {
                 let sockets = fleet.bind(std::net::Ipv4Addr::LOCALHOST.into(), base_port).await?;
                 (Arc::new(UdpConnector), Some(fleet.serve(sockets)))
@@ -482,13 +534,14 @@ impl SimLab {
         };
         let mut members = Vec::new();
         let mut service = if config.conductors <= 1 {
+            let db = process_db(&db, &db_down, &db_links, Some(0));
             build_service(&config, &db, &clock, &trace, connector, &wiring, (0, None))?
         } else {
             for i in 0..config.conductors {
                 let c = member_clock(&config, clock_seed, i as u64);
                 let s = build_service(
                     &config,
-                    &db,
+                    &process_db(&db, &db_down, &db_links, Some(i)),
                     &c,
                     &trace,
                     connector.clone(),
@@ -502,10 +555,11 @@ impl SimLab {
                 m.service.conductor.refresh_rings();
             }
             let c = member_clock(&config, clock_seed, 0xa91);
-            build_service(&config, &db, &c, &trace, connector, &wiring, (0, Some((Role::Api, 0))))?
+            let api_db = process_db(&db, &db_down, &db_links, None);
+            build_service(&config, &api_db, &c, &trace, connector, &wiring, (0, Some((Role::Api, 0))))?
         };
         if !members.is_empty() {
-            install_router(&mut service, &members, &db);
+            install_router(&mut service, &members, &process_db(&db, &db_down, &db_links, None));
         }
         http.add_host(net::API_HOST, service.router());
 
@@ -554,8 +608,8 @@ impl SimLab {
                     );
                     match config.transport {
                         BmcTransport::Channel => {
-                            let port = BMC_BASE_PORT as usize + i;
-                            net.http.add_host(&format!("{REDFISH_ADDRESS}:{port}"), bmc.router());
+                            let (address, port) = bmc_endpoint(i, true);
+                            net.http.add_host(&format!("{address}:{port}"), bmc.router());
                         }
                         BmcTransport::Udp { base_port } => {
                             // `ferric serve --sim`: TCP beside the IPMI BMC's UDP port (as `ferric
@@ -607,6 +661,8 @@ impl SimLab {
             bmc_servers,
             redfish_servers,
             conductor_starts: 1,
+            db_down,
+            db_links,
             _workdir: workdir,
         })
     }
@@ -625,7 +681,7 @@ impl SimLab {
         let connector = self.bmc_connector();
         let service = build_service(
             &self.config,
-            &self.db,
+            &self.process_db(Some(0)),
             &self.clock,
             &self.trace,
             connector,
@@ -650,10 +706,30 @@ impl SimLab {
         }
     }
 
+    /// The database handle of a ferric process: conductor `member`'s (or the all-in-one
+    /// service's, `Some(0)`), or the API's (`None`).
+    fn process_db(&self, member: Option<usize>) -> Db {
+        process_db(&self.db, &self.db_down, &self.db_links, member)
+    }
+
+    /// Cuts conductor `i` (0: the all-in-one service) off from the database, or reconnects it.
+    pub fn cut_off_member(&mut self, i: usize, cut: bool) -> Result<(), LabError> {
+        let n = self.db_links.len();
+        let link =
+            self.db_links.get(i).ok_or_else(|| LabError::Invalid(format!("no conductor {i} (the lab has {n})")))?;
+        link.set_down(cut);
+        Ok(())
+    }
+
+    /// The database stops (every ferric process's calls fail) or is back.
+    pub fn set_db_down(&self, down: bool) {
+        self.db_down.set_down(down);
+    }
+
     /// How a (re)started conductor reaches the fleet's BMCs.
     fn bmc_connector(&self) -> Arc<dyn Connector> {
         match self.config.transport {
-            BmcTransport::Channel => Arc::new(super::vbmc::channel_connector(&self.fleet, BMC_ADDRESS, BMC_BASE_PORT)),
+            BmcTransport::Channel => Arc::new(super::vbmc::channel_connector(&self.fleet)),
             BmcTransport::Udp { .. } => Arc::new(UdpConnector),
         }
     }
@@ -679,7 +755,14 @@ impl SimLab {
         if self.members.is_empty() {
             return vec![self.service.conductor.host().to_string()];
         }
-        self.members.iter().filter(|m| m.status == ConductorStatus::Running).map(|m| m.host().to_string()).collect()
+        // A conductor cut off from the database is alive but acts on nothing (it is fenced).
+        let reachable = |i: usize| self.db_links.get(i).is_none_or(|l| !l.is_down());
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.status == ConductorStatus::Running && reachable(*i))
+            .map(|(_, m)| m.host().to_string())
+            .collect()
     }
 
     fn member(&mut self, i: usize) -> Result<&mut LabConductor, LabError> {
@@ -696,7 +779,7 @@ impl SimLab {
         let clock = member_clock(&self.config, self.config.seed, 0x2000 + u64::from(self.conductor_starts));
         let service = build_service(
             &self.config,
-            &self.db,
+            &self.process_db(Some(i)),
             &clock,
             &self.trace,
             connector,
@@ -709,7 +792,8 @@ impl SimLab {
         }
         let periodic = Some(service.conductor.start());
         self.members[i] = LabConductor { service, periodic, status: ConductorStatus::Running };
-        install_router(&mut self.service, &self.members, &self.db);
+        let api_db = self.process_db(None);
+        install_router(&mut self.service, &self.members, &api_db);
         self.net.http.add_host(net::API_HOST, self.service.router());
         Ok(())
     }
@@ -804,9 +888,12 @@ impl SimLab {
         extra: &Value,
     ) -> Result<(Value, Vec<Value>), LabError> {
         let node = self.nodes.get(i).ok_or_else(|| LabError::Invalid(format!("no machine {i}")))?;
-        let (address, port) = match self.config.transport {
-            BmcTransport::Channel => (BMC_ADDRESS.to_string(), BMC_BASE_PORT as usize + i),
-            BmcTransport::Udp { base_port } => ("127.0.0.1".to_string(), base_port as usize + i),
+        let (address, port, redfish_host) = match self.config.transport {
+            BmcTransport::Channel => {
+                let (a, port) = bmc_endpoint(i, false);
+                (a, usize::from(port), bmc_endpoint(i, true).0)
+            }
+            BmcTransport::Udp { base_port } => ("127.0.0.1".to_string(), base_port as usize + i, "127.0.0.1".into()),
         };
         let p = &node.profile;
         let (driver, driver_info) = match p.bmc {
@@ -820,10 +907,7 @@ impl SimLab {
                 }),
             ),
             BmcProtocol::Redfish => {
-                let host = match self.config.transport {
-                    BmcTransport::Channel => REDFISH_ADDRESS,
-                    BmcTransport::Udp { .. } => "127.0.0.1",
-                };
+                let host = redfish_host;
                 (
                     "redfish",
                     json!({

@@ -224,22 +224,13 @@ fn serve_shard(mut shard: Vec<(Bmc, std::net::UdpSocket)>, runtime: &tokio::runt
     })
 }
 
-/// The simulation's wiring: an IPMI connector that reaches BMC i of `fleet` at
-/// `address`:`base_port + i` through in-memory links (raw RMCP+ packets on tokio channels, no
+/// The simulation's wiring: an IPMI connector that reaches BMC i of `fleet` at its
+/// [`crate::sim::bmc_endpoint`] through in-memory links (raw RMCP+ packets on tokio channels, no
 /// sockets), so the service's IPMI client runs unchanged on a paused clock.
-pub fn channel_connector(
-    fleet: &Fleet,
-    address: impl Into<String>,
-    base_port: u16,
-) -> ferric_service::ipmi::ChannelConnector {
-    let address = address.into();
+pub fn channel_connector(fleet: &Fleet) -> ferric_service::ipmi::ChannelConnector {
     let bmcs: Vec<ferric_sim::vbmc::Bmc> = fleet.nodes.iter().map(|n| n.bmc.clone()).collect();
     ferric_service::ipmi::ChannelConnector::new(move |addr, port| {
-        if addr != address {
-            return None;
-        }
-        let i = usize::from(port.checked_sub(base_port)?);
-        bmcs.get(i).map(ferric_sim::vbmc::Bmc::link)
+        bmcs.get(crate::sim::bmc_index(addr, port)?).map(ferric_sim::vbmc::Bmc::link)
     })
 }
 
@@ -253,11 +244,11 @@ mod tests {
     async fn fleet_over_in_memory_links() {
         let fleet = Fleet::build(resolve(3, &BmcConfig::default(), &FleetFile::default()).unwrap()).unwrap();
         let pool = IpmiPool::new(
-            Arc::new(channel_connector(&fleet, "192.0.2.1", 6230)),
+            Arc::new(channel_connector(&fleet)),
             ClientConfig { rng_seed: Some(1), ..Default::default() },
             8,
         );
-        let t = |i: u16| Target::new("192.0.2.1", "admin", "password").with_port(6230 + i);
+        let t = |i: u16| Target::new("192.0.2.2", "admin", "password").with_port(6230 + i);
         pool.client(&t(2)).power_on().await.unwrap();
         assert_eq!(pool.client(&t(2)).power_state().await.unwrap(), PowerState::On);
         assert_eq!(pool.client(&t(0)).power_state().await.unwrap(), PowerState::Off);

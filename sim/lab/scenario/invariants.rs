@@ -108,12 +108,18 @@ fn netboot(n: &Node) -> bool {
         || n.instance_info.get("capabilities").map(|c| c.to_string().contains("netboot")).unwrap_or(false)
 }
 
-/// The invariants of several conductors: no node is left locked by a conductor that is not
-/// running; every node of a lost conductor was a live conductor's again by the loss's deadline
+/// The invariants of several conductors: never two conductors acting on one node (sampled:
+/// `double_acts`); no node is left locked by a conductor that is not running; every node of a lost conductor was a live conductor's again by the loss's deadline
 /// (heartbeat_timeout + 2 heartbeat_interval after it); no node that waited for its agent when
 /// its conductor was lost was failed by the takeover (those deploys go on).
-pub fn cluster_checks(lab: &SimLab, records: &[Option<Node>], losses: &[super::run::Loss]) -> Vec<Check> {
+pub fn cluster_checks(
+    lab: &SimLab,
+    records: &[Option<Node>],
+    losses: &[super::run::Loss],
+    double_acts: &[String],
+) -> Vec<Check> {
     let mut out = Vec::new();
+    out.push(Check::list("never two conductors acting on one node", double_acts));
     let live = lab.live_hosts();
     let locked: Vec<String> = records
         .iter()

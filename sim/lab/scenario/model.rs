@@ -45,7 +45,8 @@
 //! expect = "active"           # state the affected nodes must end in (optional)
 //!
 //! [[faults]]
-//! kind = "conductor_crash"    # or conductor_pause (for_secs = 120), conductor_restart
+//! kind = "conductor_crash"    # or conductor_pause / db_cut_off (for_secs = 120), conductor_restart,
+//!                             # db_restart (for_secs = 30; no conductor)
 //! conductor = 1               # which conductor (sim.conductors > 1; default 0)
 //! when = "wait call-back"     # when a node of `nodes` first reaches this state (or from_secs)
 //!
@@ -258,6 +259,14 @@ pub enum FaultKind {
     /// for `for_secs` (default: until `until_secs`, or for good), its process living on; then
     /// the loop goes on. Triggered as `conductor_crash`.
     ConductorPause,
+    /// Conductor `conductor`'s connection to the database fails every call for `for_secs`
+    /// (default: until `until_secs`, or for good): its heartbeats stop, its peers take its nodes
+    /// over, it fences itself, and it rejoins once reconnected. Triggered as `conductor_crash`.
+    DbCutOff,
+    /// The database is down for `for_secs` (default: until `until_secs`, or for good): every
+    /// ferric process's calls fail (the API answers 503), then it is back with nothing lost.
+    /// Triggered as `conductor_crash`.
+    DbRestart,
 }
 
 impl FaultKind {
@@ -277,12 +286,26 @@ impl FaultKind {
             FaultKind::Redfish => "redfish",
             FaultKind::ConductorCrash => "conductor_crash",
             FaultKind::ConductorPause => "conductor_pause",
+            FaultKind::DbCutOff => "db_cut_off",
+            FaultKind::DbRestart => "db_restart",
         }
     }
 
     /// Faults of a conductor rather than of machines (triggered at a time or by a state).
     pub fn is_conductor(&self) -> bool {
-        matches!(self, FaultKind::ConductorRestart | FaultKind::ConductorCrash | FaultKind::ConductorPause)
+        matches!(
+            self,
+            FaultKind::ConductorRestart
+                | FaultKind::ConductorCrash
+                | FaultKind::ConductorPause
+                | FaultKind::DbCutOff
+                | FaultKind::DbRestart
+        )
+    }
+
+    /// Conductor faults that end by themselves after `for_secs` (or at `until_secs`).
+    pub fn has_end(&self) -> bool {
+        matches!(self, FaultKind::ConductorPause | FaultKind::DbCutOff | FaultKind::DbRestart)
     }
 
     pub const ALL: &'static [FaultKind] = &[
@@ -300,6 +323,8 @@ impl FaultKind {
         FaultKind::Redfish,
         FaultKind::ConductorCrash,
         FaultKind::ConductorPause,
+        FaultKind::DbCutOff,
+        FaultKind::DbRestart,
     ];
 }
 
@@ -339,7 +364,8 @@ pub struct FaultSpec {
     /// Conductor faults with several conductors: which one (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conductor: Option<usize>,
-    /// Conductor pause: how long, in virtual seconds from when it struck.
+    /// Conductor pause, cut-off or database restart: how long, in virtual seconds from when it
+    /// struck.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub for_secs: Option<f64>,
     /// State the affected machines' nodes must end in.
@@ -591,6 +617,15 @@ impl Scenario {
                 }
                 if matches!(f.kind, FaultKind::ConductorCrash | FaultKind::ConductorPause) && self.sim.conductors < 2 {
                     return bad(format!("{} needs sim.conductors >= 2", f.kind.as_str()));
+                }
+                if f.kind == FaultKind::DbRestart && f.conductor.is_some() {
+                    return bad("db_restart stops the whole database: it takes no conductor".into());
+                }
+                if f.for_secs.is_some() && !f.kind.has_end() {
+                    return bad(format!(
+                        "{}: for_secs is for conductor_pause, db_cut_off and db_restart",
+                        f.kind.as_str()
+                    ));
                 }
             } else if f.conductor.is_some() || f.for_secs.is_some() {
                 return bad(format!("{}: conductor and for_secs are for conductor faults", f.kind.as_str()));

@@ -103,6 +103,8 @@ struct Fault {
     /// Conductor pause: when the loop goes on (and whether it has).
     resume_at: Option<f64>,
     resumed: bool,
+    /// Database outages: API answers 503 to the runner's probe while it lasted.
+    api_503: u64,
 }
 
 /// A conductor lost to a crash or a long pause, and what must follow (see
@@ -149,6 +151,8 @@ struct Runner {
     powered: Vec<bool>,
     /// Conductors lost to conductor faults.
     losses: Vec<Loss>,
+    /// Moments one conductor worked on a node whose lock another held (see [`Runner::check_acting`]).
+    double_acts: Vec<String>,
 }
 
 fn uuid_from(rng: &mut StdRng) -> uuid::Uuid {
@@ -260,6 +264,7 @@ impl Runner {
                 fired_at: None,
                 resume_at: None,
                 resumed: false,
+                api_503: 0,
             });
         }
         let mut timeline = Vec::new();
@@ -337,6 +342,7 @@ impl Runner {
             enrolled: vec![false; n],
             powered: vec![false; n],
             losses: Vec::new(),
+            double_acts: Vec::new(),
         })
     }
 
@@ -374,17 +380,32 @@ impl Runner {
                         self.faults[i].resume_at = d.map(|d| now + d);
                         self.lab.pause_member(c)?;
                     }
+                    FaultKind::DbCutOff => {
+                        let d = self.faults[i].spec.for_secs;
+                        let until = d.map(|d| now + d).or(self.faults[i].spec.until_secs);
+                        let timeout = self.lab.config.conductor.heartbeat_timeout as f64;
+                        // Cut off longer than the timeout: its peers must take its nodes over.
+                        if until.is_none_or(|u| u - now > timeout) && !self.lab.members.is_empty() {
+                            self.note_loss(c, now);
+                        }
+                        self.faults[i].resume_at = d.map(|d| now + d);
+                        self.lab.cut_off_member(c, true)?;
+                    }
+                    FaultKind::DbRestart => {
+                        self.faults[i].resume_at = self.faults[i].spec.for_secs.map(|d| now + d);
+                        self.lab.set_db_down(true);
+                    }
                     _ if self.lab.members.is_empty() => self.lab.restart_conductor()?,
                     _ => self.lab.restart_member(c)?,
                 }
-            } else if !on
-                && kind == FaultKind::ConductorPause
-                && self.faults[i].fired_at.is_some()
-                && !self.faults[i].resumed
-            {
-                tracing::info!(at = now, conductor = c, "conductor pause ends");
+            } else if !on && kind.has_end() && self.faults[i].fired_at.is_some() && !self.faults[i].resumed {
+                tracing::info!(at = now, kind = kind.as_str(), conductor = c, "conductor fault ends");
                 self.faults[i].resumed = true;
-                self.lab.resume_member(c)?;
+                match kind {
+                    FaultKind::ConductorPause => self.lab.resume_member(c)?,
+                    FaultKind::DbCutOff => self.lab.cut_off_member(c, false)?,
+                    _ => self.lab.set_db_down(false),
+                }
             }
             return Ok(());
         }
@@ -424,7 +445,11 @@ impl Runner {
                         rf.faults().apply(knobs);
                     }
                 }
-                FaultKind::ConductorRestart | FaultKind::ConductorCrash | FaultKind::ConductorPause => {}
+                FaultKind::ConductorRestart
+                | FaultKind::ConductorCrash
+                | FaultKind::ConductorPause
+                | FaultKind::DbCutOff
+                | FaultKind::DbRestart => {}
             }
         }
         self.faults[i].active = on;
@@ -547,7 +572,49 @@ impl Runner {
             d = d.min(until.max(Duration::from_millis(1)));
         }
         tokio::time::sleep(d).await;
-        self.tick_faults()
+        self.tick_faults()?;
+        self.probe_outages().await;
+        self.check_acting();
+        Ok(())
+    }
+
+    /// Never two conductors acting on one node: no conductor runs a task on a node (holds it
+    /// in memory) while the database says another conductor holds its lock, as happens when a
+    /// conductor its peers consider lost goes on working. Sampled at every step.
+    fn check_acting(&mut self) {
+        if self.double_acts.len() >= 20 {
+            return;
+        }
+        let now = self.elapsed();
+        for m in self.lab.members.iter().filter(|m| m.status != crate::sim::ConductorStatus::Crashed) {
+            let host = m.host();
+            let mut held = m.service.conductor.held_nodes();
+            held.sort();
+            for id in held {
+                if let Ok(Some(r)) = self.lab.db.reservation(id)
+                    && r != host
+                {
+                    let i = self.node_ids.iter().position(|n| *n == id).unwrap_or(usize::MAX);
+                    self.double_acts
+                        .push(format!("node-{i}: {host} works on it while {r} holds its lock ({now:.0} s)"));
+                }
+            }
+        }
+    }
+
+    /// While the database is down, asks the API for a node list once per poll, as a client
+    /// would: it must answer 503 (counted as the outage's evidence).
+    async fn probe_outages(&mut self) {
+        let down = |f: &Fault| f.spec.kind == FaultKind::DbRestart && f.fired_at.is_some() && !f.resumed;
+        if !self.faults.iter().any(down) {
+            return;
+        }
+        let r = crate::sim::api_call(&self.lab.net.http, http::Method::GET, "/v1/nodes?limit=1", None).await;
+        if matches!(r, Err(LabError::Api { status: 503, .. })) {
+            for f in self.faults.iter_mut().filter(|f| down(f)) {
+                f.api_503 += 1;
+            }
+        }
     }
 
     /// Whether none of `nodes` is mid-operation: in a transient provision state or, with
@@ -824,7 +891,7 @@ impl Runner {
         let records = self.records();
         let mut invariants = super::invariants::check(lab, &records, &self.powered);
         if !lab.members.is_empty() {
-            invariants.extend(super::invariants::cluster_checks(lab, &records, &self.losses));
+            invariants.extend(super::invariants::cluster_checks(lab, &records, &self.losses, &self.double_acts));
         }
         let mut expectations = Vec::new();
         let e = &self.s.expect;
@@ -949,7 +1016,11 @@ impl Runner {
                             }
                         }
                     }
-                    FaultKind::ConductorRestart | FaultKind::ConductorCrash | FaultKind::ConductorPause => {}
+                    FaultKind::ConductorRestart
+                    | FaultKind::ConductorCrash
+                    | FaultKind::ConductorPause
+                    | FaultKind::DbCutOff
+                    | FaultKind::DbRestart => {}
                 }
             }
             match f.spec.kind {
@@ -962,6 +1033,11 @@ impl Runner {
                 FaultKind::ConductorPause => {
                     counters.insert("pauses".into(), u64::from(f.fired_at.is_some()));
                     counters.insert("resumes".into(), u64::from(f.resumed));
+                }
+                FaultKind::DbCutOff | FaultKind::DbRestart => {
+                    counters.insert("outages".into(), u64::from(f.fired_at.is_some()));
+                    counters.insert("reconnects".into(), u64::from(f.resumed));
+                    counters.insert("api_503".into(), f.api_503);
                 }
                 _ => {}
             }

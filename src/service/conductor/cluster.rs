@@ -3,12 +3,16 @@
 //! nodes of conductors that went silent.
 
 use super::Conductor;
+use super::LockedTask;
 use super::ring::Rings;
+use crate::db::DbError;
+use crate::db::NodeFilter;
 use chrono::{DateTime, Utc};
 use ferric_types::models::{ConductorRecord, NodeId, ProvisionState};
 use ferric_types::state_machine::{self, Event};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What this conductor knows of its peers.
 #[derive(Default)]
@@ -36,15 +40,55 @@ impl Conductor {
         self.config().cluster
     }
 
-    /// Whether this conductor has been silent longer than the heartbeat timeout, so its peers may
-    /// have taken its nodes: it must not act on any node until its next heartbeat is written.
+    /// Whether this conductor has been silent so long that its peers may soon take its nodes:
+    /// it must not act on any node until its next heartbeat is written. It fences itself one
+    /// heartbeat interval before the heartbeat timeout (at least half of it), so that its running
+    /// work is dropped (see [`Conductor::start`]'s watchdog) before any peer may act on its nodes.
     pub fn fenced(&self) -> bool {
         if !self.is_clustered() {
             return false;
         }
         let Some(last) = self.inner.membership.read().last_beat else { return true };
         let silent = self.env().clock.now() - last;
-        silent.num_milliseconds() > (self.config().heartbeat_timeout as i64) * 1000
+        let c = self.config();
+        let after = c.heartbeat_timeout.saturating_sub(c.heartbeat_interval).max(c.heartbeat_timeout / 2);
+        silent.num_milliseconds() > (after as i64) * 1000
+    }
+
+    /// Drops this conductor's running work as soon as it is fenced, whatever its periodic loop
+    /// is doing (a loop stuck or paused must not leave workers acting on nodes its peers are
+    /// about to take over). Runs until [`Conductor::halt`].
+    pub(crate) fn start_watchdog(&self) {
+        if !self.is_clustered() {
+            return;
+        }
+        let c = self.clone();
+        let tick = Duration::from_millis((c.config().heartbeat_interval.max(1) * 500).max(500));
+        let handle = tokio::spawn(async move {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut dropped = false;
+            loop {
+                t.tick().await;
+                match (c.fenced(), dropped) {
+                    (true, false) => {
+                        tracing::error!(
+                            host = c.host(),
+                            "no heartbeat written for too long: running work dropped (peers may take these nodes over)"
+                        );
+                        c.inner.tasks.lock().abort_all();
+                        // Work the database lost is its peers' to end now.
+                        c.inner.locks.lock().orphans.clear();
+                        dropped = true;
+                    }
+                    (false, true) => dropped = false,
+                    _ => {}
+                }
+            }
+        });
+        if let Some(old) = self.inner.watchdog.lock().replace(handle) {
+            old.abort();
+        }
     }
 
     /// Whether this conductor owns the node (always, when it is alone).
@@ -56,6 +100,23 @@ impl Conductor {
             return false;
         }
         self.inner.membership.read().rings.owner(group, driver, node).is_some_and(|c| c.hostname == self.host())
+    }
+
+    /// [`Conductor::owns`] as of now, for a scan over many nodes' ring keys (uuid, driver,
+    /// conductor group): the rings and the fence are looked at once, not per node.
+    pub(crate) fn owner_test(&self) -> impl Fn(NodeId, &str, &str) -> bool + use<> {
+        let mine = if !self.is_clustered() {
+            None
+        } else if self.fenced() {
+            Some(None)
+        } else {
+            Some(Some((self.rings(), self.host().to_string())))
+        };
+        move |id, driver, group| match &mine {
+            None => true,
+            Some(None) => false,
+            Some(Some((rings, host))) => rings.owner(group, driver, id).is_some_and(|c| c.hostname == *host),
+        }
     }
 
     /// [`Conductor::owns`] by the node's stored driver and group.
@@ -83,6 +144,8 @@ impl Conductor {
                 "this conductor was silent longer than heartbeat_timeout; its running work is dropped (its nodes may have been taken over)"
             );
             self.inner.tasks.lock().abort_all();
+            // Work the database lost is its peers' to end now (they took those nodes over).
+            self.inner.locks.lock().orphans.clear();
             let mut m = self.inner.membership.write();
             m.known.clear();
             m.scan_in = 0;
@@ -145,24 +208,30 @@ impl Conductor {
             }
             m.scan_in = SCAN_EVERY - 1;
         }
-        let keys = match self.db().node_ring_keys() {
+        // The unlocked nodes this conductor owns as the scan starts, kept by their ring keys
+        // (each is looked at again below: takeovers await, and the ring may change meanwhile).
+        let unlocked = NodeFilter { reserved: Some(false), ..Default::default() };
+        let keys = match self.db().node_ids_keyed(&unlocked, self.owner_test()) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(error = %e, "takeover: cannot list nodes");
                 return;
             }
         };
-        for (id, driver, group, reserved) in keys {
-            if reserved || !self.owns(&group, &driver, id) || self.inner.membership.read().known.contains(&id) {
+        for id in keys {
+            if self.inner.membership.read().known.contains(&id) {
                 continue;
             }
-            let mine = self.db().view_node(id, |n, _| n.conductor_affinity.as_deref() == Some(self.host()));
+            let mine = self.db().view_node(id, |n, _| {
+                self.owns(&n.conductor_group, &n.driver, id)
+                    .then(|| n.conductor_affinity.as_deref() == Some(self.host()))
+            });
             match mine {
-                Ok(true) => {
+                Ok(Some(true)) => {
                     self.inner.membership.write().known.insert(id);
                 }
-                Ok(false) => self.take_over_node(id, &rings).await,
-                Err(_) => {}
+                Ok(Some(false)) => self.take_over_node(id, &rings).await,
+                Ok(None) | Err(_) => {}
             }
         }
     }
@@ -193,13 +262,7 @@ impl Conductor {
             );
             t.node.target_power_state = None;
             t.node.conductor_affinity = Some(host);
-            // The failure paths of the interrupted work, so its clean-up runs (the ramdisk's
-            // boot, the provisioning network's ports, the power) as after any failure.
-            match state {
-                ProvisionState::Deploying => self.fail_deploy(&mut t, msg).await,
-                ProvisionState::Cleaning => self.fail_cleaning(&mut t, msg).await,
-                _ => self.finish(&mut t, Event::Fail, Some(msg)),
-            }
+            self.fail_interrupted_work(&mut t, msg).await;
             return;
         }
         if t.node.target_power_state.take().is_some() && !prev_alive {
@@ -227,6 +290,73 @@ impl Conductor {
                 self.inner.membership.write().known.insert(id);
             }
             Err(e) => tracing::warn!(node = %id, error = %e, "takeover: cannot save"),
+        }
+    }
+
+    /// Fails the work a node was in the middle of when the conductor running it was lost
+    /// (crashed, restarted, cut off from the database) through that work's own failure path, so
+    /// its clean-up runs (the ramdisk's boot, the provisioning network's ports, the power) as
+    /// after any failure; a node not in a working state is only recorded.
+    pub(crate) async fn fail_interrupted_work(&self, t: &mut LockedTask, msg: String) {
+        match t.node.provision_state {
+            ProvisionState::Deploying => self.fail_deploy(t, msg).await,
+            ProvisionState::Cleaning => self.fail_cleaning(t, msg).await,
+            s if state_machine::is_working(s) => self.finish(t, Event::Fail, Some(msg)),
+            _ => {
+                if let Err(e) = self.save_and_release(t) {
+                    tracing::warn!(node = %t.node.uuid, error = %e, "cannot record the node");
+                }
+            }
+        }
+    }
+
+    /// Ends the work the database lost (see `LockBook::orphans`): once it answers again, each
+    /// orphan no task holds any more that is still locked by this conductor (or unlocked and
+    /// this conductor's) is taken back under its lock and its interrupted operation failed; a
+    /// power change left half-done is forgotten, with `last_error` saying so.
+    pub async fn adopt_orphans(&self) {
+        let ids: Vec<NodeId> = {
+            let book = self.inner.locks.lock();
+            book.orphans.iter().filter(|id| !book.held.contains(id)).copied().collect()
+        };
+        let host = self.host().to_string();
+        for id in ids {
+            let view = self.db().view_node(id, |n, r| {
+                (r.map(str::to_string), self.owns(&n.conductor_group, &n.driver, id), n.provision_state)
+            });
+            let (reservation, owned, state) = match view {
+                Ok(v) => v,
+                Err(DbError::Unavailable(_)) => return,
+                Err(_) => {
+                    self.inner.locks.lock().orphans.remove(&id);
+                    continue;
+                }
+            };
+            self.inner.locks.lock().orphans.remove(&id);
+            let mut t = match reservation.as_deref() {
+                // Still this conductor's lock: its work, whoever the ring now names.
+                Some(r) if r == host => match self.relock(id) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(node = %id, error = %e, "cannot take back a node the database lost");
+                        continue;
+                    }
+                },
+                None if owned => match self.acquire(id) {
+                    Ok(t) => t,
+                    Err(_) => continue,
+                },
+                // Another conductor's now (taken over, or locked by a request since).
+                _ => continue,
+            };
+            tracing::warn!(node = %id, %state, "taking back a node whose work the database lost");
+            let msg = format!(
+                "The connection of conductor {host} to the database was lost while node {id} was in state \"{state}\"; the operation cannot be resumed."
+            );
+            if t.node.target_power_state.take().is_some() {
+                t.node.last_error = Some(msg.clone());
+            }
+            self.fail_interrupted_work(&mut t, msg).await;
         }
     }
 }

@@ -186,6 +186,22 @@ struct Inner {
     membership: parking_lot::RwLock<cluster::Membership>,
     /// Where provision-state changes are recorded (`--audit-log`).
     audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
+    /// The nodes this conductor's tasks hold, and those whose work the database lost.
+    locks: Arc<parking_lot::Mutex<LockBook>>,
+    /// See [`Conductor::start`]: drops running work once this conductor is fenced.
+    watchdog: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What became of this conductor's node locks when the database went away.
+#[derive(Default)]
+struct LockBook {
+    /// Nodes a live task of this conductor holds (a [`NodeLock`] not dropped yet).
+    held: std::collections::HashSet<NodeId>,
+    /// Nodes whose task could not record its end (a save, or the lock's release, failed with
+    /// the database unreachable): the database may show them mid-operation and locked by this
+    /// conductor with nothing running. Once no task holds them and the database answers again,
+    /// [`Conductor::adopt_orphans`] fails their interrupted work and releases them.
+    orphans: std::collections::BTreeSet<NodeId>,
 }
 
 /// A node's lock, released when dropped (also on panics and cancelled tasks) unless a last
@@ -195,15 +211,27 @@ pub(crate) struct NodeLock {
     node: NodeId,
     host: String,
     released: bool,
+    book: Arc<parking_lot::Mutex<LockBook>>,
 }
 
 impl Drop for NodeLock {
     fn drop(&mut self) {
-        if self.released {
-            return;
+        {
+            let mut book = self.book.lock();
+            book.held.remove(&self.node);
+            // An orphan keeps its lock: nothing else may act on it until its work is failed.
+            if self.released || book.orphans.contains(&self.node) {
+                return;
+            }
         }
-        if let Err(e) = self.db.release_node(self.node, &self.host) {
-            tracing::error!(node = %self.node, error = %e, "failed to release node lock");
+        // Not under the book's lock: the release is a database call.
+        match self.db.release_node(self.node, &self.host) {
+            Ok(()) => {}
+            Err(e @ DbError::Unavailable(_)) => {
+                tracing::error!(node = %self.node, error = %e, "cannot release the node's lock; released once the database answers");
+                self.book.lock().orphans.insert(self.node);
+            }
+            Err(e) => tracing::error!(node = %self.node, error = %e, "failed to release node lock"),
         }
     }
 }
@@ -244,6 +272,8 @@ impl Conductor {
                 halted: Default::default(),
                 membership: Default::default(),
                 audit: Default::default(),
+                locks: Default::default(),
+                watchdog: Default::default(),
             }),
         };
         crate::metrics::METRICS.workers_added(c.inner.config.workers.max(1));
@@ -311,12 +341,38 @@ impl Conductor {
         self.check_not_fenced()?;
         let db = self.db().clone();
         let n = db.reserve_node(node, self.host())?;
-        let lock = NodeLock { db: db.clone(), node, host: self.host().to_string(), released: false };
+        self.inner.locks.lock().held.insert(node);
+        let book = self.inner.locks.clone();
+        let lock = NodeLock { db: db.clone(), node, host: self.host().to_string(), released: false, book };
         let mut n = n;
         n.conductor = Some(self.host().to_string());
         let driver = self.registry().interfaces_for(&n)?;
         let ports = db.node_ports(node)?;
         Ok(LockedTask { task: Task { node: n, ports, driver, env: self.inner.env.clone() }, _lock: lock })
+    }
+
+    /// The task of a node whose lock this conductor still holds in the database, though no task
+    /// of it holds the node any more (see `LockBook::orphans`).
+    pub(crate) fn relock(&self, node: NodeId) -> Result<LockedTask> {
+        self.check_not_fenced()?;
+        let db = self.db().clone();
+        let mut n = db.get_node_by_uuid(node)?;
+        if n.reservation.as_deref() != Some(self.host()) {
+            return Err(DbError::Locked { node: node.to_string(), host: n.reservation.unwrap_or_default() }.into());
+        }
+        self.inner.locks.lock().held.insert(node);
+        let book = self.inner.locks.clone();
+        let lock = NodeLock { db: db.clone(), node, host: self.host().to_string(), released: false, book };
+        n.conductor = Some(self.host().to_string());
+        let driver = self.registry().interfaces_for(&n)?;
+        let ports = db.node_ports(node)?;
+        Ok(LockedTask { task: Task { node: n, ports, driver, env: self.inner.env.clone() }, _lock: lock })
+    }
+
+    /// The nodes this conductor's tasks hold locked right now (simulations check that no
+    /// other conductor holds the lock of one of them in the database).
+    pub fn held_nodes(&self) -> Vec<NodeId> {
+        self.inner.locks.lock().held.iter().copied().collect()
     }
 
     /// A task without the lock, for read-only driver calls (validation, boot device reads).
@@ -378,7 +434,17 @@ impl Conductor {
         task.node.updated_at = Some(now);
         let node = &task.node;
         let event = || history_event(node, self.host(), &self.inner.env.clock, now);
-        self.db().update_node_recording(&task.node, &task.ports, event, HISTORY_PER_NODE, lock)?;
+        if let Err(e) = self.db().update_node_recording(&task.node, &task.ports, event, HISTORY_PER_NODE, lock) {
+            if matches!(e, DbError::Unavailable(_)) {
+                // What the node went through since its last save is lost: its work is failed
+                // once the database answers again.
+                self.inner.locks.lock().orphans.insert(task.node.uuid);
+            }
+            return Err(e.into());
+        }
+        if self.inner.locks.lock().orphans.remove(&task.node.uuid) {
+            tracing::info!(node = %task.node.uuid, "the database answers again; nothing of this node's work was lost");
+        }
         Ok(())
     }
 
@@ -468,6 +534,9 @@ impl Conductor {
     pub fn halt(&self) {
         self.inner.halted.store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.tasks.lock().abort_all();
+        if let Some(w) = self.inner.watchdog.lock().take() {
+            w.abort();
+        }
     }
 
     pub fn is_halted(&self) -> bool {

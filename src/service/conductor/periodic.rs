@@ -8,9 +8,12 @@ use std::time::Duration;
 
 impl Conductor {
     /// Recovers from a previous crash of this conductor, then runs the periodic tasks until the
-    /// returned handle is aborted (or the runtime stops).
+    /// returned handle is aborted (or the runtime stops). A clustered conductor also gets a
+    /// watchdog of its own, outside the periodic loop, that drops its running work once it is
+    /// fenced; it ends with [`Conductor::halt`].
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         self.recover();
+        self.start_watchdog();
         self.run_periodic(false)
     }
 
@@ -58,7 +61,10 @@ impl Conductor {
                 tokio::select! {
                     biased;
                     _ = t3.tick(), if clustered => c.take_over().await,
-                    _ = t1.tick() => c.check_timeouts().await,
+                    _ = t1.tick() => {
+                        c.adopt_orphans().await;
+                        c.check_timeouts().await
+                    }
                     _ = t2.tick() => c.sync_power_states().await,
                 }
             }
@@ -86,11 +92,35 @@ impl Conductor {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "recovery: cannot release locks"),
         }
+        // Locked now (so nothing else starts on them), failed below through the interrupted
+        // work's own failure path, as a takeover fails a lost peer's: its clean-up runs (the
+        // ramdisk's boot, the provisioning network's ports, the power).
+        let mut interrupted = Vec::new();
         for id in stale {
             match self.acquire(id) {
-                Ok(mut t) if state_machine::is_working(t.node.provision_state) => self.fail_interrupted(&mut t, &host),
+                Ok(t) if state_machine::is_working(t.node.provision_state) => interrupted.push(t),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(node = %id, error = %e, "recovery: node skipped"),
+            }
+        }
+        if !interrupted.is_empty() {
+            let c = self.clone();
+            let work = async move {
+                for mut t in interrupted {
+                    let state = t.node.provision_state;
+                    let msg = format!(
+                        "The conductor {host} restarted while node {} was in state \"{state}\"; the operation cannot be resumed.",
+                        t.node.uuid
+                    );
+                    c.fail_interrupted_work(&mut t, msg).await;
+                }
+            };
+            // On a worker (every one is free at start), so waiting for idle workers waits for it.
+            match self.inner.workers.clone().try_acquire_owned() {
+                Ok(permit) => self.spawn(permit, work),
+                Err(_) => {
+                    self.inner.tasks.lock().spawn(work);
+                }
             }
         }
         self.resume_allocations();
@@ -100,21 +130,21 @@ impl Conductor {
     pub async fn check_timeouts(&self) {
         let now = self.env().clock.now();
         let waiting: Vec<_> = ProvisionState::ALL.iter().copied().filter(|s| state_machine::is_waiting(*s)).collect();
-        let Ok(rows) = self.db().node_provision_times(&NodeFilter {
+        let filter = NodeFilter {
             provision_states: Some(waiting),
             reserved: Some(false),
             maintenance: Some(false),
             ..Default::default()
-        }) else {
+        };
+        // This conductor's nodes only, kept by their ring keys in the scan (nothing awaits in
+        // this loop, so ownership is as of now for every row, as a per-node check would see it).
+        let Ok(rows) = self.db().node_provision_times(&filter, self.owner_test()) else {
             return;
         };
         for (id, state, since) in rows {
             let (Some(limit), Some(since)) = (self.timeout_for(state), since) else {
                 continue;
             };
-            if !self.owns_id(id) {
-                continue;
-            }
             let elapsed = (now - since).to_std().unwrap_or_default();
             if elapsed < limit {
                 continue;
@@ -137,12 +167,15 @@ impl Conductor {
                 || state_machine::is_waiting(s)
                 || state_machine::is_working(s)
         };
-        let Ok(ids) = self.db().node_ids(&NodeFilter {
+        let filter = NodeFilter {
             reserved: Some(false),
             maintenance: Some(false),
             provision_states: Some(ProvisionState::ALL.iter().copied().filter(|s| !excluded(*s)).collect()),
             ..Default::default()
-        }) else {
+        };
+        // The nodes this conductor owns as the pass starts (by their ring keys, without reading
+        // the others' nodes); each is looked at again below, as the ring may change meanwhile.
+        let Ok(ids) = self.db().node_ids_keyed(&filter, self.owner_test()) else {
             return;
         };
         for id in ids {

@@ -609,16 +609,6 @@ impl Conductor {
             _ => {}
         }
     }
-
-    /// The failure state of an interrupted operation, for nodes a crashed conductor left behind.
-    pub(crate) fn fail_interrupted(&self, t: &mut LockedTask, host: &str) {
-        let state = t.node.provision_state;
-        let msg = format!(
-            "The conductor {host} restarted while node {} was in state \"{state}\"; the operation cannot be resumed.",
-            t.node.uuid
-        );
-        self.finish(t, Event::Fail, Some(msg));
-    }
 }
 
 /// A failure's message, with what the clean-up after it could not do.

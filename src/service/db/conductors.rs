@@ -2,7 +2,7 @@
 
 use super::sql::vals;
 use super::{Db, DbError, from_json, to_json};
-use ferric_types::models::{ConductorRecord, NodeId};
+use ferric_types::models::ConductorRecord;
 
 impl Db {
     /// Registers (or refreshes) a conductor.
@@ -27,17 +27,5 @@ impl Db {
             c.query_opt("SELECT body FROM conductors WHERE hostname = ?1", &vals![hostname], |r| from_json(r.str(0)?))
         })?
         .ok_or_else(|| DbError::NotFound { kind: "Conductor", ident: hostname.to_string() })
-    }
-
-    /// Every node's hash ring key (driver, conductor group) and whether it is locked: what a
-    /// conductor reads to find the nodes it owns.
-    pub fn node_ring_keys(&self) -> Result<Vec<(NodeId, String, String, bool)>, DbError> {
-        self.read(|c| {
-            c.query_map("SELECT uuid, driver, conductor_group, reservation IS NOT NULL FROM nodes", &[], |r| {
-                let u = r.str(0)?;
-                let id = u.parse().map_err(|_| DbError::Corrupt(format!("node uuid {u}")))?;
-                Ok((id, r.string(1)?, r.string(2)?, r.bool(3)?))
-            })
-        })
     }
 }

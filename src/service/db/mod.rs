@@ -141,6 +141,31 @@ pub enum SchemaMode {
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    /// The connections this handle's calls go through: while one is down, every call fails
+    /// (see [`Outage`]). Empty for a handle that nothing cuts off.
+    links: Arc<[Outage]>,
+}
+
+/// A switch on the way to the database: while it is down, every call through a handle linked to
+/// it ([`Db::linked`]) fails with [`DbError::Unavailable`], as a lost connection's calls do.
+/// Simulations cut one conductor off, or restart the whole database, with it: the failure is
+/// injected at the connection boundary, and everything above it is ferric's own code.
+#[derive(Clone, Debug, Default)]
+pub struct Outage(Arc<std::sync::atomic::AtomicBool>);
+
+impl Outage {
+    pub fn new() -> Outage {
+        Outage::default()
+    }
+
+    /// Cuts the connection (`true`) or restores it.
+    pub fn set_down(&self, down: bool) {
+        self.0.store(down, Ordering::SeqCst);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 struct Inner {
@@ -210,8 +235,24 @@ impl Db {
         Ok(Db::with_backend(Backend::Sqlite(sqlite::SqliteStore::in_memory()?)))
     }
 
+    /// A handle on the same store (and cache) whose calls also fail while any of `links` is
+    /// down: a simulated process's own connection to the database.
+    pub fn linked(&self, links: &[Outage]) -> Db {
+        let links: Vec<Outage> = self.links.iter().chain(links).cloned().collect();
+        Db { inner: self.inner.clone(), links: links.into() }
+    }
+
+    /// Fails as a lost connection does while one of this handle's links is down.
+    fn reachable(&self) -> Result<(), DbError> {
+        if self.links.iter().any(Outage::is_down) {
+            return Err(DbError::Unavailable("the connection to the database is lost".into()));
+        }
+        Ok(())
+    }
+
     fn with_backend(backend: Backend) -> Db {
         Db {
+            links: Arc::new([]),
             inner: Arc::new(Inner {
                 backend,
                 nodes: Mutex::new(HashMap::new()),
@@ -247,6 +288,7 @@ impl Db {
 
     /// Runs `f` on a connection for reads (each statement sees what was committed when it ran).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
+        self.reachable()?;
         let started = std::time::Instant::now();
         let r = match &self.inner.backend {
             Backend::Sqlite(s) => s.read(|c| f(&Conn::Sqlite(c))),
@@ -260,6 +302,7 @@ impl Db {
     /// than once (PostgreSQL retries a transaction it could not serialize), so it must have no
     /// effects outside the transaction; nothing outside the store runs while it is open.
     pub(crate) fn write<T>(&self, mut f: impl FnMut(&Conn<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
+        self.reachable()?;
         let started = std::time::Instant::now();
         let r = match &self.inner.backend {
             Backend::Sqlite(s) => s.write(|c| f(&Conn::Sqlite(c))),

@@ -504,6 +504,14 @@ impl Db {
         self.write(|tx| tx.execute("UPDATE nodes SET reservation = NULL WHERE reservation = ?1", &vals![host]))
     }
 
+    /// Who holds the node's lock, from its column alone (invariant checks).
+    pub fn reservation(&self, id: NodeId) -> Result<Option<String>, DbError> {
+        let r = self.read(|c| {
+            c.query_opt("SELECT reservation FROM nodes WHERE uuid = ?1", &vals![id.to_string()], |r| r.opt_string(0))
+        })?;
+        r.ok_or_else(|| DbError::NotFound { kind: "Node", ident: id.to_string() })
+    }
+
     /// How many nodes are locked (invariant checks).
     pub fn count_reserved(&self) -> Result<usize, DbError> {
         let n =
@@ -573,15 +581,45 @@ impl Db {
         self.read(|c| c.query_map(&sql, &args, |r| node_uuid(r.str(0)?)))
     }
 
+    /// UUIDs of nodes matching a filter whose ring key `keep(uuid, driver, conductor_group)`
+    /// accepts, in id order: a conductor's periodic tasks keep its own nodes from the columns,
+    /// without reading the other conductors' nodes (each of N conductors would read them all).
+    pub fn node_ids_keyed(
+        &self,
+        filter: &NodeFilter,
+        mut keep: impl FnMut(NodeId, &str, &str) -> bool,
+    ) -> Result<Vec<NodeId>, DbError> {
+        let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
+        let (sql, args) = build_query(self.dialect(), "SELECT uuid, driver, conductor_group FROM nodes", &q)?;
+        self.read(|c| {
+            c.query_filter_map(&sql, &args, |r| {
+                let id = node_uuid(r.str(0)?)?;
+                Ok(keep(id, r.str(1)?, r.str(2)?).then_some(id))
+            })
+        })
+    }
+
     /// The provision state and when it was entered of each node matching `filter`, read from
     /// columns only: periodic tasks scan the whole fleet with it and must not parse every body.
-    pub fn node_provision_times(&self, filter: &NodeFilter) -> Result<Vec<ProvisionTime>, DbError> {
+    /// Only the rows whose ring key `keep(uuid, driver, conductor_group)` accepts are decoded
+    /// (see [`Db::node_ids_keyed`]).
+    pub fn node_provision_times(
+        &self,
+        filter: &NodeFilter,
+        mut keep: impl FnMut(NodeId, &str, &str) -> bool,
+    ) -> Result<Vec<ProvisionTime>, DbError> {
         let q = NodeQuery { filter: filter.clone(), sort_key: "id".into(), ..Default::default() };
-        let (sql, args) =
-            build_query(self.dialect(), "SELECT uuid, provision_state, provision_updated_at FROM nodes", &q)?;
+        let (sql, args) = build_query(
+            self.dialect(),
+            "SELECT uuid, provision_state, provision_updated_at, driver, conductor_group FROM nodes",
+            &q,
+        )?;
         self.read(|c| {
-            c.query_map(&sql, &args, |r| {
+            c.query_filter_map(&sql, &args, |r| {
                 let id = node_uuid(r.str(0)?)?;
+                if !keep(id, r.str(3)?, r.str(4)?) {
+                    return Ok(None);
+                }
                 let state = provision_state(r.str(1)?)?;
                 let since = r
                     .opt_str(2)?
@@ -591,7 +629,7 @@ impl Db {
                             .map_err(|_| DbError::Corrupt(format!("provision_updated_at {t}")))
                     })
                     .transpose()?;
-                Ok((id, state, since))
+                Ok(Some((id, state, since)))
             })
         })
     }

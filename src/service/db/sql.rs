@@ -302,6 +302,34 @@ impl Conn<'_> {
         }
     }
 
+    /// `f` of each row, in order, keeping the `Some`s: for scans that drop most rows, without
+    /// collecting the dropped ones.
+    pub(crate) fn query_filter_map<T>(
+        &self,
+        sql: &str,
+        params: &[Val<'_>],
+        mut f: impl FnMut(&Row<'_>) -> Result<Option<T>, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        match self {
+            Conn::Sqlite(c) => {
+                let mut st = c.prepare_cached(sql)?;
+                let mut rows = st.query(rusqlite::params_from_iter(params))?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.extend(f(&Row::Sqlite(r))?);
+                }
+                Ok(out)
+            }
+            Conn::Pg(s) => {
+                let mut out = Vec::new();
+                for r in s.query(sql, params)?.iter() {
+                    out.extend(f(&Row::Pg(r))?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
     /// `f` of the first row, if there is one.
     pub(crate) fn query_opt<T>(
         &self,

@@ -2,7 +2,7 @@
 //! processes, PostgreSQL going away), and what the other modules' tests use to run on both.
 
 use super::testing::PgCluster;
-use super::{Db, DbError, SCHEMA_VERSION, SchemaMode, migrations, pg, upgrade};
+use super::{Db, DbError, NodeFilter, SCHEMA_VERSION, SchemaMode, migrations, pg, upgrade};
 use ferric_types::models::{Node, NodeId};
 
 /// A database of a test's own, on one backend; [`TestStore::open`] gives handles on it, each
@@ -476,15 +476,46 @@ fn allocations_edit_bodies_alike(t: &TestStore) {
     assert!(matches!(db.get_allocation(&b.uuid.to_string()), Err(DbError::NotFound { .. })));
 }
 
-on_both_backends!(ring_keys_show_locks);
+on_both_backends!(keyed_scans_keep_what_the_ring_test_keeps);
 
-fn ring_keys_show_locks(t: &TestStore) {
+fn keyed_scans_keep_what_the_ring_test_keeps(t: &TestStore) {
     let db = t.open();
-    let (a, b) = (node("a"), node("b"));
+    let (a, mut b) = (node("a"), node("b"));
+    b.conductor_group = "g".into();
     db.create_node(&a).unwrap();
     db.create_node(&b).unwrap();
-    db.reserve_node(b.uuid, "c").unwrap();
-    let mut keys = db.node_ring_keys().unwrap();
-    keys.sort_by_key(|k| k.0 != a.uuid);
-    assert_eq!(keys, vec![(a.uuid, "ipmi".into(), String::new(), false), (b.uuid, "ipmi".into(), String::new(), true)]);
+    db.reserve_node(a.uuid, "c").unwrap();
+    let mut seen = Vec::new();
+    let kept = db
+        .node_ids_keyed(&NodeFilter::default(), |id, driver, group| {
+            seen.push((id, driver.to_string(), group.to_string()));
+            group == "g"
+        })
+        .unwrap();
+    assert_eq!(kept, vec![b.uuid]);
+    seen.sort_by_key(|k| k.0 != a.uuid);
+    assert_eq!(seen, vec![(a.uuid, "ipmi".into(), String::new()), (b.uuid, "ipmi".into(), "g".into())]);
+    let unlocked = NodeFilter { reserved: Some(false), ..Default::default() };
+    assert_eq!(db.node_ids_keyed(&unlocked, |_, _, _| true).unwrap(), vec![b.uuid]);
+}
+
+#[test]
+fn a_cut_link_fails_its_handles_calls_only() {
+    let db = Db::open_in_memory().unwrap();
+    let (whole, own) = (super::Outage::new(), super::Outage::new());
+    let conductor = db.linked(&[whole.clone(), own.clone()]);
+    let api = db.linked(std::slice::from_ref(&whole));
+    let n = node("a");
+    conductor.create_node(&n).unwrap();
+    own.set_down(true);
+    assert!(matches!(conductor.get_node_by_uuid(n.uuid), Err(DbError::Unavailable(_))));
+    assert!(matches!(conductor.reserve_node(n.uuid, "c0"), Err(DbError::Unavailable(_))));
+    assert_eq!(api.get_node_by_uuid(n.uuid).unwrap().uuid, n.uuid);
+    whole.set_down(true);
+    assert!(matches!(api.list_conductors(), Err(DbError::Unavailable(_))));
+    // The observer's handle is on no link; nothing was written meanwhile.
+    assert_eq!(db.get_node_by_uuid(n.uuid).unwrap().reservation, None);
+    whole.set_down(false);
+    own.set_down(false);
+    assert!(conductor.reserve_node(n.uuid, "c0").is_ok());
 }
