@@ -288,18 +288,7 @@ impl Conn<'_> {
         params: &[Val<'_>],
         mut f: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
-        match self {
-            Conn::Sqlite(c) => {
-                let mut st = c.prepare_cached(sql)?;
-                let mut rows = st.query(rusqlite::params_from_iter(params))?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(f(&Row::Sqlite(r))?);
-                }
-                Ok(out)
-            }
-            Conn::Pg(s) => s.query(sql, params)?.iter().map(|r| f(&Row::Pg(r))).collect(),
-        }
+        self.query_filter_map(sql, params, |r| f(r).map(Some))
     }
 
     /// `f` of each row, in order, keeping the `Some`s: for scans that drop most rows, without
