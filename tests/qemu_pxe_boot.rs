@@ -48,6 +48,8 @@ async fn serve(ns: &NetNs, dir: &Path) -> Killed {
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--api-bind", "192.0.2.1:6385", "--tftp-bind", "192.0.2.1:69", "--http-bind", "192.0.2.1:8080"])
+        // The API is on the test's own bridge in its own network namespace: only its VM reaches it.
+        .arg("--insecure-noauth")
         .args(["--dhcp-bind", "0.0.0.0:67", "--dhcp-range", "192.0.2.100,192.0.2.150", "--dhcp-interface", "br0"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -193,6 +193,10 @@ server_id = "{HOST}"
 router = "{HOST}"
 ra = true
 ra_prefix = "2001:db8::/64"
+# The API listens on the lab's bridge inside its own network namespace: only the lab's VMs (and
+# the loopback forward to the host) reach it.
+[auth]
+insecure_noauth = true
 "#,
         data = opts.dir.join("data").display(),
         cb = opts.callback_timeout_secs,
