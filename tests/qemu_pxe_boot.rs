@@ -111,7 +111,10 @@ impl Library {
             driver: "fake-hardware".into(),
             boot_interface: boot.into(),
             network_interface: "flat".into(),
-            provision_state: ProvisionState::Deploying,
+            // Waiting for its ramdisk, as a deploy leaves it: `ferric serve` starting on this
+            // database must not take it for work a previous run left half done (it would fail
+            // the deploy and clean up the ramdisk's boot).
+            provision_state: ProvisionState::DeployWait,
             ..Default::default()
         };
         n.driver_info.insert("deploy_kernel".into(), file(&fx.deploy_kernel).into());
