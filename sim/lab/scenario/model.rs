@@ -756,8 +756,10 @@ mod tests {
     #[test]
     fn conductor_faults_name_one_of_several_conductors() {
         let text = |conductors: usize, kind: &str, which: usize| {
+            // Only faults that end by themselves take `for_secs`.
+            let ends = if kind == "conductor_pause" { "for_secs = 90\n" } else { "" };
             format!(
-                "name = \"t\"\n[fleet]\ncount = 2\n[sim]\nconductors = {conductors}\n[[faults]]\nkind = \"{kind}\"\nconductor = {which}\nfor_secs = 90\nwhen = \"wait call-back\"\n[[actions]]\nkind = \"enroll\"\n[expect]\ntrace_hash = \"0123456789abcdef\"\n"
+                "name = \"t\"\n[fleet]\ncount = 2\n[sim]\nconductors = {conductors}\n[[faults]]\nkind = \"{kind}\"\nconductor = {which}\n{ends}when = \"wait call-back\"\n[[actions]]\nkind = \"enroll\"\n[expect]\ntrace_hash = \"0123456789abcdef\"\n"
             )
         };
         let s = Scenario::parse(&text(3, "conductor_pause", 2)).unwrap();
@@ -767,6 +769,9 @@ mod tests {
         assert_eq!(s.expect.trace_hash.as_deref(), Some("0123456789abcdef"));
         assert_eq!(Scenario::parse(&s.to_toml().unwrap()).unwrap(), s);
         assert!(Scenario::parse(&text(3, "conductor_crash", 1)).is_ok());
+        // A crash does not end by itself.
+        let crash_for = text(3, "conductor_crash", 1).replace("when =", "for_secs = 90\nwhen =");
+        assert!(Scenario::parse(&crash_for).is_err());
         // No such conductor; a crash of the only one; a conductor for a machine fault.
         assert!(Scenario::parse(&text(3, "conductor_crash", 3)).is_err());
         assert!(Scenario::parse(&text(1, "conductor_crash", 0)).is_err());
