@@ -10,17 +10,24 @@ use axum::http::StatusCode;
 use ferric_types::models::ProvisionState;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+/// A page's `<head>`: its title and how it gets its style (linked, or inline in a report).
+fn head(title: &str, style: Markup) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) }
+            (style)
+        }
+    }
+}
+
 /// The page frame. `live` is `(kind, url)` for the script's polling.
 fn layout(title: &str, live: Option<(&str, &str)>, mermaid: bool, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · ferric" }
-                link rel="stylesheet" href="/console/static/console.css";
-            }
+            (head(&format!("{title} · ferric"), html! { link rel="stylesheet" href="/console/static/console.css"; }))
             body data-live=[live.map(|l| l.0)] data-live-url=[live.map(|l| l.1)] {
                 header.top {
                     strong { "ferric" }
@@ -427,12 +434,7 @@ pub fn standalone(title: &str, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) }
-                style { (PreEscaped(assets::STYLE)) }
-            }
+            (head(title, html! { style { (PreEscaped(assets::STYLE)) } }))
             body {
                 main { (content) }
                 @if let Some(js) = &mermaid {
