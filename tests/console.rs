@@ -140,6 +140,32 @@ async fn fleet_lists_the_simulated_fleet_and_a_deploy_grows_its_diagram() {
     assert!(timeline.len() as u64 >= grown.min(30), "timeline bars: {}", timeline.len());
     let node = sim.json(&format!("/v1/nodes/{name}")).await;
     assert_eq!(node["provision_state"], "active");
+
+    // Undeploy: the automated cleaning that follows becomes the page's diagram.
+    b.client.find(Locator::Css("button[data-action=undeploy]")).await.unwrap().click().await.unwrap();
+    b.wait_for("return document.querySelector('#confirm') !== null", Duration::from_secs(10), "the confirmation").await;
+    b.client.find(Locator::Css("#confirm")).await.unwrap().click().await.unwrap();
+    b.wait_for(
+        "return document.querySelector('#node-state .state').textContent.trim().startsWith('available')",
+        Duration::from_secs(180),
+        "the node to be cleaned",
+    )
+    .await;
+    b.wait_for(
+        "return document.querySelector('#run-info').textContent.trim().startsWith('Cleaning') \
+         && document.querySelector('#diagram-source').textContent.includes('Mark node as AVAILABLE')",
+        Duration::from_secs(30),
+        "the cleaning's diagram",
+    )
+    .await;
+    let source = b.client.find(Locator::Css("#diagram-source")).await.unwrap().html(true).await.unwrap();
+    for m in
+        ["do_node_clean()", "Attach cleaning network", "Execute clean step deploy.erase_devices", "Detach cleaning"]
+    {
+        assert!(source.contains(m), "{m} not in the cleaning's diagram:\n{source}");
+    }
+    b.wait_for("return document.querySelector('#diagram svg') !== null", Duration::from_secs(30), "a drawn diagram")
+        .await;
     b.close().await;
 }
 

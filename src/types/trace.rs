@@ -160,6 +160,28 @@ pub fn mermaid(events: &[TraceEvent]) -> String {
     out
 }
 
+/// Cleaning's messages. The user guide draws no cleaning, so these follow Ironic's cleaning
+/// (`do_node_clean`, the cleaning network, the agent's clean steps); the ramdisk's boot reuses the
+/// deploy's labels, as it is the same ramdisk booted the same way.
+pub mod cleaning {
+    /// The first message of every cleaning: the console and reports start a cleaning run here.
+    pub const DO_NODE_CLEAN: &str = "do_node_clean()";
+    pub const ATTACH_CLEANING: &str = "Attach cleaning network to port(s)";
+    pub const DETACH_CLEANING: &str = "Detach cleaning network from port(s)";
+    pub const MARK_AVAILABLE: &str = "Mark node as AVAILABLE";
+    pub const MARK_MANAGEABLE: &str = "Mark node as MANAGEABLE";
+
+    /// The conductor asks the agent to run one clean step.
+    pub fn execute(interface: &str, step: &str) -> String {
+        format!("Execute clean step {interface}.{step}")
+    }
+
+    /// The agent reports a clean step finished.
+    pub fn done(step: &str) -> String {
+        format!("Clean step {step} done")
+    }
+}
+
 /// The messages of the user guide's two sequence diagrams ("Example 1: PXE Boot and iSCSI Deploy
 /// Process", "Example 2: PXE Boot and Direct Deploy Process"), with the diagrams' line breaks
 /// turned into spaces. Deploys record these labels, so a run can be compared with the seed.

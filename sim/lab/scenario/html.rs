@@ -94,7 +94,7 @@ pub fn page(scenario: &str, out: &Outcome) -> String {
             section aria-labelledby="deploy-h" {
                 h2 #deploy-h { "Deploy of " (name) }
                 h3 { "Timeline" }
-                (pages::timeline(&Run { events: events.clone(), number: 1, of: 1, mermaid: String::new() }))
+                (pages::timeline(&Run { events: events.clone(), number: 1, of: 1, ..Run::default() }))
                 h3 { "Sequence diagram" }
                 (sequence(&format!("{scenario}: deploy of {name}"), events))
             }
@@ -107,7 +107,7 @@ pub fn page(scenario: &str, out: &Outcome) -> String {
                 @if run.events.is_empty() {
                     p.muted { "No messages kept for this node (the trace keeps only some nodes at scale)." }
                 } @else {
-                    (sequence(&format!("{}: last deploy", f.name), &run.events))
+                    (sequence(&format!("{}: last {}", f.name, run.kind.as_str().to_lowercase()), &run.events))
                 }
             }
         }

@@ -6,6 +6,7 @@ use crate::drivers::{Heartbeat, Task};
 use ferric_types::models::{NodeId, PowerTarget, ProvisionState, Step};
 use ferric_types::rpc::{ProvisionArgs, RpcError};
 use ferric_types::state_machine::{self, Event, Verb};
+use ferric_types::trace::{Actor, cleaning};
 use serde_json::Value;
 
 /// Key in `driver_internal_info` for the clean steps of a manual clean.
@@ -384,6 +385,7 @@ impl Conductor {
             self.finish(&mut t, Event::Done, None);
             return;
         }
+        t.record(Actor::Conductor, Actor::Conductor, cleaning::DO_NODE_CLEAN);
         t.node.step = None;
         if manual {
             match self.out_of_band_clean_steps(&t) {
@@ -442,6 +444,7 @@ impl Conductor {
             }
             let args = s.step.get("args").and_then(Value::as_object).cloned().unwrap_or_default();
             let kind = s.step.get("interface").and_then(Value::as_str).unwrap_or_default().to_owned();
+            t.record(Actor::Conductor, Actor::Node, &cleaning::execute(&kind, &s.name));
             let ran = match s.iface.run_step(&mut t, &s.name, &args).await {
                 Ok(crate::drivers::StepEnd::Reboot) => {
                     self.node_power_action(&mut t, PowerTarget::Reboot, None).await.map_err(|e| e.to_string())
@@ -471,6 +474,7 @@ impl Conductor {
         t.node.clean_step.clear();
         t.node.driver_internal_info.remove(CLEAN_STEPS);
         t.node.driver_internal_info.remove("cleaning_disable_ramdisk");
+        t.record(Actor::Conductor, Actor::Conductor, cleaning::MARK_MANAGEABLE);
         self.finish(&mut t, Event::Manage, None);
     }
 
@@ -494,7 +498,13 @@ impl Conductor {
                 t.node.clean_step.clear();
                 t.node.driver_internal_info.remove(CLEAN_STEPS);
                 t.node.driver_internal_info.remove("cleaning_disable_ramdisk");
-                self.finish(t, if manual { Event::Manage } else { Event::Done }, None);
+                let (event, label) = if manual {
+                    (Event::Manage, cleaning::MARK_MANAGEABLE)
+                } else {
+                    (Event::Done, cleaning::MARK_AVAILABLE)
+                };
+                t.record(Actor::Conductor, Actor::Conductor, label);
+                self.finish(t, event, None);
             }
         }
     }

@@ -176,6 +176,8 @@ async fn node_json(
         "mermaid": view.run.mermaid,
         "state": pages::node_state(&view).into_string(),
         "timeline": pages::timeline(&view.run).into_string(),
+        "run": pages::run_info(&view.run).into_string(),
+        "actions": if view.may_act { pages::actions(&view).into_string() } else { String::new() },
     });
     Ok(json_with_etag(&headers, body.to_string()))
 }

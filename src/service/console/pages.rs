@@ -237,7 +237,7 @@ pub fn timeline(run: &Run) -> Markup {
     let width = 420.0;
     html! {
         @if spans.is_empty() {
-            p.muted { "No deploy recorded for this node yet." }
+            p.muted { "No deploy or cleaning recorded for this node yet." }
         } @else {
             svg role="img" aria-label=(format!("Timeline of {} messages over {:.1} s", spans.len(), total as f64 / 1000.0))
                 width="780" height=(height) viewBox=(format!("0 0 780 {height}")) xmlns="http://www.w3.org/2000/svg" {
@@ -262,14 +262,21 @@ fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
 }
 
+/// Which run the diagram shows: a deploy or a cleaning, its number, its size so far.
+pub fn run_info(run: &Run) -> Markup {
+    html! {
+        @if run.events.is_empty() {
+            "No deploy or cleaning recorded for this node yet."
+        } @else {
+            (run.kind.as_str()) " · run " (run.number) " of " (run.of) " recorded · " span #event-count { (run.events.len()) } " messages"
+        }
+    }
+}
+
 /// The diagram block: Mermaid draws the text when the build bundled it; the text stays below.
 pub fn diagram(run: &Run) -> Markup {
     html! {
-        @if run.events.is_empty() {
-            p.muted { "No deploy recorded for this node yet." }
-        } @else {
-            p.muted { "Deploy " (run.number) " of " (run.of) " recorded · " span #event-count { (run.events.len()) } " messages" }
-        }
+        p.muted #run-info { (run_info(run)) }
         div #diagram aria-live="polite" {}
         @if !assets::have_mermaid() {
             p.muted { "This build has no Mermaid bundle (npm was missing): the diagram's text follows." }
@@ -281,8 +288,9 @@ pub fn diagram(run: &Run) -> Markup {
     }
 }
 
-/// Buttons for the actions, each going to a confirmation page.
-fn actions(v: &NodeView) -> Markup {
+/// Buttons for the actions, each going to a confirmation page (those the node's state allows;
+/// the live update redraws them as it changes).
+pub fn actions(v: &NodeView) -> Markup {
     let id = v.node.uuid.to_string();
     let confirm = format!("/console/nodes/{id}/confirm");
     let button = |action: &str, label: &str| {
@@ -339,11 +347,11 @@ pub fn node(v: &NodeView) -> Markup {
         @if v.may_act {
             section aria-labelledby="actions-h" #actions {
                 h2 #actions-h { "Actions" }
-                (actions(v))
+                div #action-buttons { (actions(v)) }
             }
         }
         section aria-labelledby="deploy-h" {
-            h2 #deploy-h { "Last deploy" }
+            h2 #deploy-h { "Last deploy or cleaning" }
             (diagram(&v.run))
             h3 { "Timeline" }
             div #timeline { (timeline(&v.run)) }

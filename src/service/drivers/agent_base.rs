@@ -9,7 +9,7 @@ use super::{DriverError, Task};
 use crate::images::ImageService;
 use ferric_types::agent::{CommandStatus, ImageInfo, Step as AgentStep};
 use ferric_types::models::Step;
-use ferric_types::trace::{Actor, Says, seed};
+use ferric_types::trace::{Actor, Says, cleaning, seed};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -249,11 +249,12 @@ fn tear_down_plan() -> Plan {
 /// Cleaning through the agent: if there are steps to run, the ramdisk boots on the cleaning
 /// network and runs them one by one, a heartbeat at a time.
 fn clean_plan() -> Plan {
+    use Actor::{Conductor, Neutron, Node};
     Plan::of(vec![
         quiet(Step::CheckCleanSteps),
-        quiet(Step::AddCleaningNetwork),
-        quiet(Step::PrepareRamdiskBoot),
-        quiet(Step::BootFromNetworkOnce),
+        says(Step::AddCleaningNetwork, c(Neutron, cleaning::ATTACH_CLEANING)),
+        says(Step::PrepareRamdiskBoot, c(Conductor, seed::PREPARE_PXE_DEPLOY)),
+        says(Step::BootFromNetworkOnce, c(Node, seed::SET_PXE_BOOT)),
         quiet(Step::Reboot),
         quiet(Step::AwaitAgent),
         quiet(Step::CleanStep { index: 0, started: false }),
@@ -262,7 +263,11 @@ fn clean_plan() -> Plan {
 
 /// Leaving cleaning: power off, the ramdisk's boot and the cleaning network removed.
 fn clean_tear_down_plan() -> Plan {
-    Plan::of(vec![quiet(Step::PowerOff), quiet(Step::CleanUpRamdiskBoot), quiet(Step::RemoveCleaningNetwork)])
+    Plan::of(vec![
+        quiet(Step::PowerOff),
+        quiet(Step::CleanUpRamdiskBoot),
+        says(Step::RemoveCleaningNetwork, c(Actor::Neutron, cleaning::DETACH_CLEANING)),
+    ])
 }
 
 /// Both agent deploy interfaces check the same: an image source, and the boot interface.
@@ -463,7 +468,12 @@ async fn clean_step(task: &mut Task, index: u32, started: bool) -> Result<StepRe
                     err.map(|e| e.to_string()).unwrap_or_else(|| "unknown error".into())
                 )));
             }
-            Some((CommandStatus::Succeeded, _)) => index += 1,
+            Some((CommandStatus::Succeeded, _)) => {
+                if let Some(done) = steps.get(index as usize) {
+                    task.record(Actor::Node, Actor::Conductor, &cleaning::done(&done.step));
+                }
+                index += 1;
+            }
         }
     }
     let Some(step) = steps.get(index as usize) else {
@@ -472,6 +482,7 @@ async fn clean_step(task: &mut Task, index: u32, started: bool) -> Result<StepRe
     };
     let step_json = serde_json::to_value(step).map_err(|e| DriverError::failed(e.to_string()))?;
     task.node.clean_step = step_json.as_object().cloned().unwrap_or_default();
+    task.record(Actor::Conductor, Actor::Node, &cleaning::execute(&step.interface, &step.step));
     match env.client.execute_clean_step(&target, step, &node_doc(task), &ports_doc(task), None).await {
         Ok(r) if r.command_status == CommandStatus::Failed => Err(DriverError::failed(format!(
             "Agent returned error for clean step {} on node {}: {}",

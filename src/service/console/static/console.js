@@ -36,9 +36,17 @@
     setTimeout(tick, 2000);
   }
 
+  // Replaces an element's content only when the server's HTML changed (compared with what was
+  // last put there, as the browser's own serialisation may differ), so focus and clicks survive.
+  var shown = {};
   function fill(id, html) {
     var el = document.getElementById(id);
-    if (el && el.innerHTML !== html) el.innerHTML = html;
+    if (!el || html === undefined) return;
+    if (!(id in shown)) shown[id] = el.innerHTML;
+    if (shown[id] !== html) {
+      el.innerHTML = html;
+      shown[id] = html;
+    }
   }
 
   if (window.mermaid) {
@@ -56,11 +64,11 @@
     poll(body.liveUrl, function (d) {
       fill("node-state", d.state);
       fill("timeline", d.timeline);
+      fill("run-info", d.run);
+      fill("action-buttons", d.actions);
       var src = document.getElementById("diagram-source");
       if (src && src.textContent !== d.mermaid) {
         src.textContent = d.mermaid;
-        var n = document.getElementById("event-count");
-        if (n) n.textContent = String(d.events);
         draw();
       }
     });
