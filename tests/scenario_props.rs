@@ -73,6 +73,7 @@ fn fault() -> impl Strategy<Value = FaultSpec> {
             },
             redfish: (kind == FaultKind::Redfish).then_some(knob),
             when: None,
+            after: None,
             conductor: None,
             for_secs: None,
             expect: None,

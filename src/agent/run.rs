@@ -133,6 +133,11 @@ impl Agent {
         server::router(self.core.clone())
     }
 
+    /// What [`server::routes`] needs in each request's extensions to serve this agent.
+    pub fn core(&self) -> Arc<server::AgentCore> {
+        self.core.clone()
+    }
+
     /// Shared state.
     pub fn context(&self) -> Arc<AgentContext> {
         self.core.ctx.clone()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -70,7 +70,9 @@ impl CmdQuery {
     }
 }
 
-type St = State<Arc<AgentCore>>;
+/// The agent a request is for, from the request's extensions: [`router`] puts its one agent
+/// there; a simulation puts each machine's there in front of one shared [`routes`].
+type St = axum::Extension<Arc<AgentCore>>;
 
 fn check_token(core: &AgentCore, q: &CmdQuery, uri: &Uri) -> Result<(), Box<Response>> {
     if core.validate_token(q.agent_token.as_deref()) {
@@ -85,8 +87,15 @@ fn check_token(core: &AgentCore, q: &CmdQuery, uri: &Uri) -> Result<(), Box<Resp
     Err(Box::new(fault(StatusCode::UNAUTHORIZED, "401 Unauthorized: Token invalid.")))
 }
 
-/// Builds the router.
+/// Builds the router of one agent.
 pub fn router(core: Arc<AgentCore>) -> Router {
+    routes().layer(axum::Extension(core))
+}
+
+/// The routes without their agent: each request must carry an `Arc<AgentCore>` extension. One
+/// of these serves a whole simulated fleet (a router of its own per agent was 12.5 KB, held by
+/// every machine whose ramdisk runs).
+pub fn routes() -> Router {
     let mut r = Router::new().route("/", get(root));
     for prefix in ["/v1", ""] {
         r = r
@@ -101,7 +110,6 @@ pub fn router(core: Arc<AgentCore>) -> Router {
             fault(StatusCode::NOT_FOUND, "404 Not Found: The requested URL was not found on the server.")
         })
         .layer(DefaultBodyLimit::max(MAX_COMMAND_BODY))
-        .with_state(core)
 }
 
 async fn root() -> Json<Value> {
@@ -123,18 +131,18 @@ async fn v1() -> Json<Value> {
     }))
 }
 
-async fn status(State(core): St) -> Json<AgentStatus> {
+async fn status(axum::Extension(core): St) -> Json<AgentStatus> {
     Json(AgentStatus { started_at: core.started_at, version: core.version.clone() })
 }
 
-async fn list(State(core): St, Query(q): Query<CmdQuery>, uri: Uri) -> Response {
+async fn list(axum::Extension(core): St, Query(q): Query<CmdQuery>, uri: Uri) -> Response {
     if let Err(r) = check_token(&core, &q, &uri) {
         return *r;
     }
     Json(CommandList { commands: core.commands.list() }).into_response()
 }
 
-async fn get_one(State(core): St, Path(id): Path<String>, Query(q): Query<CmdQuery>, uri: Uri) -> Response {
+async fn get_one(axum::Extension(core): St, Path(id): Path<String>, Query(q): Query<CmdQuery>, uri: Uri) -> Response {
     if let Err(r) = check_token(&core, &q, &uri) {
         return *r;
     }
@@ -145,7 +153,7 @@ async fn get_one(State(core): St, Path(id): Path<String>, Query(q): Query<CmdQue
     Json(result).into_response()
 }
 
-async fn run(State(core): St, Query(q): Query<CmdQuery>, uri: Uri, body: Bytes) -> Response {
+async fn run(axum::Extension(core): St, Query(q): Query<CmdQuery>, uri: Uri, body: Bytes) -> Response {
     if let Err(r) = check_token(&core, &q, &uri) {
         return *r;
     }

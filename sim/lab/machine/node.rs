@@ -259,6 +259,14 @@ pub struct LabShared {
     pub images_down: AtomicBool,
     /// Every image download (conductor included) arrives corrupted.
     pub images_corrupt: AtomicBool,
+    /// The agents' REST API, one router for every machine (see [`agent_routes`]).
+    pub agent_routes: axum::Router,
+}
+
+/// The agent API's routes with the lab's command observer, shared by every machine's ramdisk:
+/// each machine's host puts its agent and its observer in the request's extensions.
+pub fn agent_routes() -> axum::Router {
+    ferric_agent::server::routes().layer(axum::middleware::from_fn(observe_commands))
 }
 
 struct Runtime {
@@ -816,10 +824,15 @@ impl SimNode {
             }
         };
         let host = format!("[{ip}]:{}", net::AGENT_PORT);
-        let router = agent.router().layer(axum::middleware::from_fn_with_state(
-            Observer { node: Arc::downgrade(&self), epoch },
-            observe_commands,
-        ));
+        let (core, observer) = (agent.core(), Observer { node: Arc::downgrade(&self), epoch });
+        let router = tower::ServiceExt::map_request(
+            self.shared.agent_routes.clone(),
+            move |mut req: http::Request<axum::body::Body>| {
+                req.extensions_mut().insert(core.clone());
+                req.extensions_mut().insert(observer.clone());
+                req
+            },
+        );
         {
             let mut rt = self.rt.lock();
             if rt.epoch != epoch {
@@ -1023,7 +1036,7 @@ struct Observer {
 /// Sees the commands the conductor sends the agent (to act on `power_off`, and to crash at a
 /// named command).
 async fn observe_commands(
-    axum::extract::State(o): axum::extract::State<Observer>,
+    axum::Extension(o): axum::Extension<Observer>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {

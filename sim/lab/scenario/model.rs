@@ -42,6 +42,8 @@
 //! rate = 0.2
 //! from_secs = 0               # window in virtual seconds from the start (default: whole run)
 //! until_secs = 600
+//! # when = "deploying"        # instead of from_secs: on once a node of `nodes` reaches this state
+//! # after = "provide"         # instead of from_secs: on once that action (its first) has finished
 //! expect = "active"           # state the affected nodes must end in (optional)
 //!
 //! [[faults]]
@@ -358,9 +360,14 @@ pub struct FaultSpec {
     /// Redfish fault knobs for the window (kind `redfish`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redfish: Option<ferric_sim::redfish::RedfishFaultSettings>,
-    /// Conductor faults: the state that triggers it.
+    /// The state that triggers the fault when one of its nodes first reaches it (conductor
+    /// faults: default `wait call-back`; machine faults: only when given, instead of `from_secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// The fault starts once the scenario's first action of this kind has finished (instead of
+    /// `from_secs` or `when`): a deploy-time fault that must not strike a long provide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<ActionKind>,
     /// Conductor faults with several conductors: which one (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conductor: Option<usize>,
@@ -630,6 +637,18 @@ impl Scenario {
             } else if f.conductor.is_some() || f.for_secs.is_some() {
                 return bad(format!("{}: conductor and for_secs are for conductor faults", f.kind.as_str()));
             }
+            if [f.from_secs.is_some(), f.when.is_some(), f.after.is_some()].iter().filter(|x| **x).count() > 1 {
+                return bad(format!("{}: one of from_secs, when and after", f.kind.as_str()));
+            }
+            if let Some(a) = f.after
+                && !self.actions.iter().any(|x| x.kind == a)
+            {
+                return bad(format!(
+                    "{}: after = {:?}, but the scenario has no such action",
+                    f.kind.as_str(),
+                    a.as_str()
+                ));
+            }
             if let Some(d) = f.for_secs
                 && !(0.0..=30.0 * 86400.0).contains(&d)
             {
@@ -751,6 +770,17 @@ mod tests {
         let bad = s.to_toml().unwrap().replace("\"download\"", "\"nowhere\"");
         assert!(Scenario::parse(&bad).is_err());
         assert!(Scenario::parse(&s.to_toml().unwrap().replace("count = 2", "count = 0")).is_err());
+        // A machine fault starts at a time or at a state, not both.
+        let when = s.to_toml().unwrap().replace("step = \"download\"", "step = \"download\"\nwhen = \"deploying\"");
+        assert_eq!(Scenario::parse(&when).unwrap().faults[0].when.as_deref(), Some("deploying"));
+        let both = when.replace("when = ", "from_secs = 1.0\nwhen = ");
+        assert!(Scenario::parse(&both).is_err());
+        let after = s.to_toml().unwrap().replace("step = \"download\"", "step = \"download\"\nafter = \"enroll\"");
+        assert!(Scenario::parse(&after).is_ok());
+        assert!(
+            Scenario::parse(&after.replace("after = \"enroll\"", "after = \"provide\"")).is_err(),
+            "no provide action"
+        );
     }
 
     #[test]

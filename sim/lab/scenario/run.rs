@@ -269,10 +269,9 @@ impl Runner {
         }
         let mut timeline = Vec::new();
         for (i, f) in faults.iter().enumerate() {
-            if f.spec.kind.is_conductor() && f.spec.from_secs.is_none() {
-                continue; // state-triggered
+            if !state_triggered(&f.spec) && f.spec.after.is_none() {
+                timeline.push((f.spec.from_secs.unwrap_or(0.0).max(0.0), i, Edge::On));
             }
-            timeline.push((f.spec.from_secs.unwrap_or(0.0).max(0.0), i, Edge::On));
             if let Some(u) = f.spec.until_secs {
                 timeline.push((u.max(0.0), i, Edge::Off));
             }
@@ -472,7 +471,7 @@ impl Runner {
                 self.apply(i, Edge::Off)?;
                 continue;
             }
-            if !f.spec.kind.is_conductor() || f.fired_at.is_some() || f.spec.from_secs.is_some() {
+            if !state_triggered(&f.spec) || f.fired_at.is_some() {
                 continue;
             }
             let when: ProvisionState =
@@ -485,9 +484,23 @@ impl Runner {
             let selected: HashSet<NodeId> = f.nodes.iter().filter_map(|m| self.node_ids.get(*m).copied()).collect();
             if ids.iter().any(|id| selected.contains(id)) {
                 self.apply(i, Edge::On)?;
+                // Machine faults fire once too (conductor faults note it as they strike).
+                self.faults[i].fired_at.get_or_insert(now);
             }
         }
         self.check_losses();
+        Ok(())
+    }
+
+    /// Faults that start once an action of this kind has finished (`after`; its first one).
+    fn after_action(&mut self, kind: ActionKind) -> Result<(), RunError> {
+        let now = self.elapsed();
+        for i in 0..self.faults.len() {
+            if self.faults[i].spec.after == Some(kind) && self.faults[i].fired_at.is_none() {
+                self.apply(i, Edge::On)?;
+                self.faults[i].fired_at.get_or_insert(now);
+            }
+        }
         Ok(())
     }
 
@@ -653,6 +666,9 @@ impl Runner {
             match self.action(a).await {
                 Ok(o) => self.actions.push(o),
                 Err(e) => errors.push(format!("action {}: {e}", a.kind.as_str())),
+            }
+            if let Err(e) = self.after_action(a.kind) {
+                errors.push(e.to_string());
             }
         }
         // Everything settles before the checks.
@@ -1129,6 +1145,13 @@ impl Runner {
         let (from, to) = self.deploy_windows.get(&i).copied().unwrap_or((0, u64::MAX));
         self.lab.trace.node_events(*id).into_iter().filter(|e| e.at_ms >= from && e.at_ms <= to).collect()
     }
+}
+
+/// Whether a fault starts when one of its nodes first reaches a state (`when`) rather than at a
+/// time: conductor faults without `from_secs` (default `wait call-back`), machine faults that name
+/// `when` (so a deploy-time fault need not guess when a long provide ends).
+fn state_triggered(f: &FaultSpec) -> bool {
+    f.from_secs.is_none() && f.after.is_none() && (f.kind.is_conductor() || f.when.is_some())
 }
 
 fn push_err(v: &mut Vec<String>, e: String) {

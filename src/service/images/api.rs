@@ -175,9 +175,13 @@ async fn serve(store: &ImageStore, id: &str, req: Request) -> Result<Response, A
         fwd = fwd.header(k, v);
     }
     let fwd = fwd.body(Body::empty()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // Reads of 1 MiB keep big images fast; a small image gets a buffer of its own size (every
+    // download in flight holds one: thousands at once in a fleet simulation).
+    let len = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(1 << 20);
+    let chunk = usize::try_from(len.clamp(8 << 10, 1 << 20)).unwrap_or(1 << 20);
     // `data` has no extension, so the file service labels it application/octet-stream.
     let resp = tower_http::services::ServeFile::new(path)
-        .with_buf_chunk_size(1 << 20)
+        .with_buf_chunk_size(chunk)
         .oneshot(fwd)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
