@@ -144,6 +144,13 @@ pub async fn sigkill_mid_deploy(db_url: &str, count: usize) -> f64 {
     let all = nodes(&url).await;
     assert_eq!(all.len(), count + direct.len());
     assert!(all.iter().all(|n| n["provision_state"] == "available"), "all available");
+    // The API process's trace of a node holds what its conductor (another process, another
+    // recorder) recorded: the cleaning that provide started.
+    let n0 = all.iter().find(|n| n["name"] == "n0").and_then(|n| n["uuid"].as_str()).unwrap();
+    let (s, t) = call(reqwest::Method::GET, &format!("{url}/ferric/trace/{n0}"), None).await;
+    assert_eq!(s, 200, "{t}");
+    let labels: Vec<&str> = t["events"].as_array().unwrap().iter().filter_map(|e| e["label"].as_str()).collect();
+    assert!(labels.contains(&"do_node_clean()") && labels.contains(&"Mark node as AVAILABLE"), "{labels:?}");
     let owned_by = |n: &Value, c: &str| n["conductor"] == c;
     let victims = all.iter().filter(|n| owned_by(n, "c2")).count();
     assert!(victims > 0, "c2 owns some nodes");

@@ -5,12 +5,12 @@
 
 use crate::models::NodeId;
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The participants of the seed's sequence diagrams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Actor {
     /// Nova, or whichever client drives the API.
     Nova,
@@ -53,7 +53,7 @@ impl Says {
 }
 
 /// One message of a deploy.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TraceEvent {
     /// Milliseconds since the recorder started (tokio time, so virtual in simulations).
     pub at_ms: u64,
@@ -63,12 +63,25 @@ pub struct TraceEvent {
     pub label: String,
 }
 
+/// One node's messages as one process's recorder kept them, for another process (the API's web
+/// console asks the node's conductor): which recorder, when it started, and the events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeTrace {
+    /// Identifies the recorder, so a process does not merge its own events twice.
+    pub recorder: u64,
+    /// Wall-clock start of the recorder (Unix milliseconds): events' `at_ms` count from here.
+    pub start_unix_ms: u64,
+    pub events: Vec<TraceEvent>,
+}
+
 /// Collects trace events. Cheap to clone; bounded: beyond `capacity` events only the running
 /// hash and count advance, so fleet-scale runs keep constant memory.
 #[derive(Clone)]
 pub struct Recorder {
     inner: Arc<Mutex<RecorderInner>>,
     start: tokio::time::Instant,
+    start_unix_ms: u64,
+    id: u64,
 }
 
 struct RecorderInner {
@@ -97,7 +110,31 @@ impl Recorder {
                 count: 0,
             })),
             start: tokio::time::Instant::now(),
+            start_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+            id: rand::random(),
         }
+    }
+
+    /// A node's events with what another process needs to place them on its own timeline.
+    pub fn node_trace(&self, node: NodeId) -> NodeTrace {
+        NodeTrace { recorder: self.id, start_unix_ms: self.start_unix_ms, events: self.node_events(node) }
+    }
+
+    /// A node's events, with those `other` (another process's recorder) kept merged in by time;
+    /// `other` from this very recorder adds nothing.
+    pub fn node_events_with(&self, node: NodeId, other: Option<NodeTrace>) -> Vec<TraceEvent> {
+        let mut events = self.node_events(node);
+        let Some(other) = other.filter(|o| o.recorder != self.id) else { return events };
+        for mut e in other.events.into_iter().filter(|e| e.node == node) {
+            e.at_ms = (other.start_unix_ms + e.at_ms).saturating_sub(self.start_unix_ms);
+            events.push(e);
+        }
+        // Stable: at equal times this process's events (the API's request) come first.
+        events.sort_by_key(|e| e.at_ms);
+        events
     }
 
     /// Keep the full events only for these nodes (the hash still covers every node).
@@ -308,5 +345,39 @@ pub mod seed {
             (Conductor, Conductor, MARK_ACTIVE),
         ]);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn another_recorders_events_merge_by_wall_clock_once() {
+        let node = NodeId(uuid::Uuid::from_u128(7));
+        let api = Recorder::new(100);
+        api.record(node, Actor::Nova, Actor::Api, seed::SET_PROVISION_STATE);
+        let own = api.node_trace(node);
+        // The same recorder's trace adds nothing.
+        assert_eq!(api.node_events_with(node, Some(own.clone())).len(), 1);
+        // A conductor's recorder that started 1 s before the API's.
+        let ev = |at_ms, label: &str| TraceEvent {
+            at_ms,
+            node,
+            from: Actor::Conductor,
+            to: Actor::Node,
+            label: label.into(),
+        };
+        let remote = NodeTrace {
+            recorder: own.recorder.wrapping_add(1),
+            start_unix_ms: own.start_unix_ms - 1000,
+            events: vec![ev(500, "before"), ev(1000 + 5_000, seed::REBOOT)],
+        };
+        let merged = api.node_events_with(node, Some(remote));
+        let labels: Vec<&str> = merged.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels[2], seed::REBOOT, "{labels:?}");
+        assert_eq!(merged[2].at_ms, 5_000);
+        assert_eq!(merged[0].at_ms, 0, "an event before this recorder started is placed at its start");
+        assert_eq!(merged.len(), 3);
     }
 }

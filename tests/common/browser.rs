@@ -70,14 +70,17 @@ impl Browser {
         self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
     }
 
-    /// Polls `script` until it returns `true`; panics with `what` after `timeout`.
+    /// Polls `script` until it returns `true`; panics with `what` after `timeout`. A script that
+    /// fails (the page is still navigating, an element is not there yet) counts as not yet.
     pub async fn wait_for(&self, script: &str, timeout: Duration, what: &str) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.js(script).await == serde_json::Value::Bool(true) {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            let last = match self.client.execute(script, vec![]).await {
+                Ok(v) if v == serde_json::Value::Bool(true) => return,
+                Ok(v) => v.to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what} (last: {last})");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

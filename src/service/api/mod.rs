@@ -27,6 +27,7 @@ mod responses;
 mod root;
 mod shards;
 mod trace;
+pub use trace::node_events;
 mod vendor;
 mod volume;
 

@@ -158,7 +158,7 @@ async fn node_page(
 ) -> PageResult<Html<String>> {
     let who = caller(who);
     let n = load_node(&c, &who, &ident)?;
-    let view = node_view(&c, &who, n)?;
+    let view = node_view(&c, &who, n).await?;
     Ok(Html(pages::node(&view).into_string()))
 }
 
@@ -170,7 +170,7 @@ async fn node_json(
 ) -> PageResult<Response> {
     let who = caller(who);
     let n = load_node(&c, &who, &ident)?;
-    let view = node_view(&c, &who, n)?;
+    let view = node_view(&c, &who, n).await?;
     let body = serde_json::json!({
         "events": view.run.events.len(),
         "mermaid": view.run.mermaid,
@@ -195,7 +195,7 @@ pub struct NodeView {
     pub images: Vec<(String, String)>,
 }
 
-fn node_view(c: &Console, who: &Identity, node: Node) -> PageResult<NodeView> {
+async fn node_view(c: &Console, who: &Identity, node: Node) -> PageResult<NodeView> {
     let ports = c.api.db.node_ports(node.uuid)?;
     let page = crate::db::Page {
         sort_key: "created_at".into(),
@@ -204,7 +204,7 @@ fn node_view(c: &Console, who: &Identity, node: Node) -> PageResult<NodeView> {
         marker: None,
     };
     let history = c.api.db.list_history(node.uuid, &page)?;
-    let run = diagram::last_run(&c.api.trace.node_events(node.uuid));
+    let run = diagram::last_run(&crate::api::node_events(&c.api, node.uuid).await);
     let may_act = may_act(who, &node);
     let images = if may_act { image_choices(c) } else { Vec::new() };
     Ok(NodeView { conductor: c.api.rpc.conductor_for(&node), node, ports, history, run, may_act, images })
