@@ -76,7 +76,7 @@ impl Browser {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let last = match self.client.execute(script, vec![]).await {
-                Ok(v) if v == serde_json::Value::Bool(true) => return,
+                Ok(serde_json::Value::Bool(true)) => return,
                 Ok(v) => v.to_string(),
                 Err(e) => e.to_string(),
             };
