@@ -141,7 +141,8 @@ pub trait ConductorApi: Send + Sync {
     async fn destroy_port(&self, port: PortId) -> Result<(), RpcError>;
     /// The node's messages as the conductor that owns it recorded them (the API's web console
     /// and trace endpoint merge them with their own: several processes, several recorders).
-    async fn node_trace(&self, node: NodeId) -> Result<crate::trace::NodeTrace, RpcError>;
+    /// None when the conductor records into `asker`, the caller's own recorder (one process).
+    async fn node_trace(&self, node: NodeId, asker: u64) -> Result<crate::trace::NodeTrace, RpcError>;
     /// An agent's lookup: the node (found by MAC or UUID) and its agent token, issued once.
     async fn agent_lookup(&self, macs: Vec<String>, node: Option<NodeId>) -> Result<(Node, String), RpcError>;
     /// An agent's heartbeat: refused (400) unless its token is the one issued at lookup and its

@@ -118,9 +118,16 @@ impl Recorder {
         }
     }
 
-    /// A node's events with what another process needs to place them on its own timeline.
-    pub fn node_trace(&self, node: NodeId) -> NodeTrace {
-        NodeTrace { recorder: self.id, start_unix_ms: self.start_unix_ms, events: self.node_events(node) }
+    /// Identifies this recorder (see [`NodeTrace::recorder`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A node's events with what another process needs to place them on its own timeline; none
+    /// when `asker` is this recorder (it has them already: the console polls this every 2 s).
+    pub fn node_trace(&self, node: NodeId, asker: u64) -> NodeTrace {
+        let events = if asker == self.id { Vec::new() } else { self.node_events(node) };
+        NodeTrace { recorder: self.id, start_unix_ms: self.start_unix_ms, events }
     }
 
     /// A node's events, with those `other` (another process's recorder) kept merged in by time;
@@ -357,9 +364,10 @@ mod tests {
         let node = NodeId(uuid::Uuid::from_u128(7));
         let api = Recorder::new(100);
         api.record(node, Actor::Nova, Actor::Api, seed::SET_PROVISION_STATE);
-        let own = api.node_trace(node);
+        let own = api.node_trace(node, 0);
         // The same recorder's trace adds nothing.
         assert_eq!(api.node_events_with(node, Some(own.clone())).len(), 1);
+        assert!(api.node_trace(node, api.id()).events.is_empty(), "nothing copied for its own recorder");
         // A conductor's recorder that started 1 s before the API's.
         let ev = |at_ms, label: &str| TraceEvent {
             at_ms,

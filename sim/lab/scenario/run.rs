@@ -269,7 +269,7 @@ impl Runner {
         }
         let mut timeline = Vec::new();
         for (i, f) in faults.iter().enumerate() {
-            if !state_triggered(&f.spec) && f.spec.after.is_none() {
+            if start_of(&f.spec) == Start::Time {
                 timeline.push((f.spec.from_secs.unwrap_or(0.0).max(0.0), i, Edge::On));
             }
             if let Some(u) = f.spec.until_secs {
@@ -471,7 +471,7 @@ impl Runner {
                 self.apply(i, Edge::Off)?;
                 continue;
             }
-            if !state_triggered(&f.spec) || f.fired_at.is_some() {
+            if start_of(&f.spec) != Start::State || f.fired_at.is_some() {
                 continue;
             }
             let when: ProvisionState =
@@ -571,7 +571,7 @@ impl Runner {
         let pending_restart = self
             .faults
             .iter()
-            .any(|f| f.spec.kind.is_conductor() && f.fired_at.is_none() && f.spec.from_secs.is_none());
+            .any(|f| f.spec.kind.is_conductor() && f.fired_at.is_none() && start_of(&f.spec) == Start::State);
         let mut d = Duration::from_secs(if pending_restart { 1 } else { self.s.sim.poll_secs });
         if let Some(&(t, _, _)) = self.timeline.get(self.next_event) {
             let until = Duration::from_secs_f64((t - self.elapsed()).max(0.0));
@@ -1147,11 +1147,29 @@ impl Runner {
     }
 }
 
-/// Whether a fault starts when one of its nodes first reaches a state (`when`) rather than at a
-/// time: conductor faults without `from_secs` (default `wait call-back`), machine faults that name
-/// `when` (so a deploy-time fault need not guess when a long provide ends).
-fn state_triggered(f: &FaultSpec) -> bool {
-    f.from_secs.is_none() && f.after.is_none() && (f.kind.is_conductor() || f.when.is_some())
+/// What starts a fault (the scenario file gives at most one of `from_secs`, `when`, `after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// `from_secs`, or from the beginning: on the timeline.
+    Time,
+    /// One of its nodes first reaching a state: `when`, or for conductor faults without
+    /// `from_secs` its default `wait call-back`. Checked at each tick.
+    State,
+    /// An action finished (`after`), so a deploy-time fault need not guess when a long provide
+    /// ends: applied by the action loop.
+    Action,
+}
+
+fn start_of(f: &FaultSpec) -> Start {
+    if f.from_secs.is_some() {
+        Start::Time
+    } else if f.after.is_some() {
+        Start::Action
+    } else if f.kind.is_conductor() || f.when.is_some() {
+        Start::State
+    } else {
+        Start::Time
+    }
 }
 
 fn push_err(v: &mut Vec<String>, e: String) {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 /// A node's messages: this process's, with those of the conductor that owns the node when that
 /// is another process (`--role api`). A conductor that cannot answer leaves this process's alone.
 pub async fn node_events(state: &ApiState, node: NodeId) -> Vec<TraceEvent> {
-    let remote = match state.rpc.node_trace(node).await {
+    let remote = match state.rpc.node_trace(node, state.trace.id()).await {
         Ok(t) => Some(t),
         Err(e) => {
             tracing::debug!(node = %node, error = %e, "no trace from the node's conductor");

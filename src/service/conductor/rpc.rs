@@ -72,8 +72,8 @@ impl ConductorApi for Conductor {
     async fn destroy_port(&self, port: PortId) -> Result<(), RpcError> {
         Ok(Conductor::destroy_port(self, port).await?)
     }
-    async fn node_trace(&self, node: NodeId) -> Result<ferric_types::trace::NodeTrace, RpcError> {
-        Ok(self.env().trace.node_trace(node))
+    async fn node_trace(&self, node: NodeId, asker: u64) -> Result<ferric_types::trace::NodeTrace, RpcError> {
+        Ok(self.env().trace.node_trace(node, asker))
     }
 
     async fn agent_lookup(&self, macs: Vec<String>, node: Option<NodeId>) -> Result<(Node, String), RpcError> {

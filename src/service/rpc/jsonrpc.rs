@@ -145,7 +145,7 @@ contract! {
     create_node(node: Node) -> Node;
     update_node(base: Node, updated: Node, reset_interfaces: bool) -> Node;
     destroy_node(node: NodeId) -> ();
-    node_trace(node: NodeId) -> ferric_types::trace::NodeTrace;
+    node_trace(node: NodeId, asker: u64) -> ferric_types::trace::NodeTrace;
     change_power_state(node: NodeId, target: PowerTarget, timeout: Option<u64>) -> ();
     do_provisioning_action(node: NodeId, verb: Verb, args: ProvisionArgs) -> ();
     set_boot_device(node: NodeId, device: BootDevice, persistent: bool) -> ();

@@ -217,8 +217,8 @@ impl ConductorApi for Router {
         let node = self.db.get_port(&port.to_string()).map_err(RpcError::from)?.node_uuid;
         self.for_node(node)?.destroy_port(port).await
     }
-    async fn node_trace(&self, node: NodeId) -> Result<ferric_types::trace::NodeTrace, RpcError> {
-        self.for_node(node)?.node_trace(node).await
+    async fn node_trace(&self, node: NodeId, asker: u64) -> Result<ferric_types::trace::NodeTrace, RpcError> {
+        self.for_node(node)?.node_trace(node, asker).await
     }
     async fn agent_lookup(&self, macs: Vec<String>, node: Option<NodeId>) -> Result<(Node, String), RpcError> {
         match self.lookup_node(&macs, node)? {
